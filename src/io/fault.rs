@@ -1,0 +1,7 @@
+//! placeholder
+/// placeholder
+#[derive(Debug)]
+pub struct FaultFs;
+/// placeholder
+#[derive(Debug)]
+pub enum FaultKind {}
