@@ -99,24 +99,15 @@ fn stale() -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("no such file: {}", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("no such file: {}", path.display()))
 }
 
 fn no_dir(dir: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("no such directory: {}", dir.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("no such directory: {}", dir.display()))
 }
 
 fn is_dir(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::IsADirectory,
-        format!("is a directory: {}", path.display()),
-    )
+    io::Error::new(io::ErrorKind::IsADirectory, format!("is a directory: {}", path.display()))
 }
 
 /// `.` for an empty path, as `parent_dir` names the directory of a bare file name.
@@ -297,18 +288,12 @@ impl FaultFs {
         let mut state = self.lock();
         let inode = state.live_inode_mut(path)?;
         let len = inode.data.len();
-        let byte = usize::try_from(offset)
-            .ok()
-            .and_then(|o| inode.data.get_mut(o))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "offset {offset} is past the end ({len}) of {}",
-                        path.display()
-                    ),
-                )
-            })?;
+        let byte = usize::try_from(offset).ok().and_then(|o| inode.data.get_mut(o)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {offset} is past the end ({len}) of {}", path.display()),
+            )
+        })?;
         *byte ^= xor;
         Ok(())
     }
@@ -319,18 +304,12 @@ impl FaultFs {
         let mut state = self.lock();
         let inode = state.live_inode_mut(path)?;
         let current = inode.data.len();
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= current)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "cannot grow {} from {current} to {len} bytes",
-                        path.display()
-                    ),
-                )
-            })?;
+        let len = usize::try_from(len).ok().filter(|&l| l <= current).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot grow {} from {current} to {len} bytes", path.display()),
+            )
+        })?;
         inode.data.truncate(len);
         inode.durable_len = inode.durable_len.min(len);
         Ok(())
@@ -351,10 +330,7 @@ impl FaultFs {
             return Err(is_dir(path));
         }
         state.mkdirs(&parent_dir(path))?;
-        let ino = state.new_inode(Inode {
-            data: bytes.to_vec(),
-            durable_len: bytes.len(),
-        });
+        let ino = state.new_inode(Inode { data: bytes.to_vec(), durable_len: bytes.len() });
         let old_live = state.live.insert(path.to_path_buf(), ino);
         let old_durable = state.durable.insert(path.to_path_buf(), ino);
         for old in old_live.into_iter().chain(old_durable) {
@@ -394,20 +370,13 @@ impl FileSystem for FaultFs {
             state.collect(old);
         }
         *state.writers.entry(ino).or_insert(0) += 1;
-        Ok(Box::new(FaultFile {
-            state: Arc::clone(&self.state),
-            ino,
-            generation: state.generation,
-            len: 0,
-        }))
+        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
     }
 
     fn open(&self, path: &Path) -> io::Result<FileBytes> {
         let mut state = self.lock();
         state.check_alive()?;
-        Ok(FileBytes::from_vec(
-            state.live_inode_mut(path)?.data.clone(),
-        ))
+        Ok(FileBytes::from_vec(state.live_inode_mut(path)?.data.clone()))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -440,10 +409,7 @@ impl FileSystem for FaultFs {
         let ino = state.live_ino(from)?;
         state.check_new_name(to)?;
         if state.live.contains_key(to) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("file exists: {}", to.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("file exists: {}", to.display())));
         }
         state.live.insert(to.to_path_buf(), ino);
         Ok(())
@@ -615,10 +581,7 @@ mod tests {
         fs.hard_link(p("/db/b"), p("/db/c")).unwrap();
         fs.remove(p("/db/b")).unwrap();
         assert_eq!(&*fs.open(p("/db/c")).unwrap(), b"a");
-        assert_eq!(
-            fs.file_names(),
-            [PathBuf::from("/db/c"), PathBuf::from("/other")]
-        );
+        assert_eq!(fs.file_names(), [PathBuf::from("/db/c"), PathBuf::from("/other")]);
 
         // create replaces an existing file.
         write(&fs, "/db/c", b"new", false);
@@ -629,35 +592,17 @@ mod tests {
     fn missing_files_and_directories() {
         let fs = db();
         let kind = |r: io::Result<()>| r.unwrap_err().kind();
-        assert_eq!(
-            fs.open(p("/db/x")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(fs.open(p("/db/x")).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(kind(fs.remove(p("/db/x"))), io::ErrorKind::NotFound);
-        assert_eq!(
-            kind(fs.rename(p("/db/x"), p("/db/y"))),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            kind(fs.hard_link(p("/db/x"), p("/db/y"))),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.list(p("/nodir")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(kind(fs.rename(p("/db/x"), p("/db/y"))), io::ErrorKind::NotFound);
+        assert_eq!(kind(fs.hard_link(p("/db/x"), p("/db/y"))), io::ErrorKind::NotFound);
+        assert_eq!(fs.list(p("/nodir")).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(kind(fs.sync_dir(p("/nodir"))), io::ErrorKind::NotFound);
         assert!(matches!(fs.create(p("/nodir/f")), Err(e) if e.kind() == io::ErrorKind::NotFound));
         write(&fs, "/db/x", b"", false);
         write(&fs, "/db/y", b"", false);
-        assert_eq!(
-            kind(fs.hard_link(p("/db/x"), p("/db/y"))),
-            io::ErrorKind::AlreadyExists
-        );
-        assert_eq!(
-            kind(fs.rename(p("/db/x"), p("/nodir/y"))),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(kind(fs.hard_link(p("/db/x"), p("/db/y"))), io::ErrorKind::AlreadyExists);
+        assert_eq!(kind(fs.rename(p("/db/x"), p("/nodir/y"))), io::ErrorKind::NotFound);
         assert!(fs.exists(p("/db/x")), "a failed rename leaves the source");
     }
 
@@ -783,10 +728,7 @@ mod tests {
         let start = fs.ops();
         write_atomic(&fs, p("/db/CURRENT"), new).unwrap();
         let total = fs.ops() - start;
-        assert!(
-            total >= 5,
-            "create, append, sync, rename, sync_dir: {total}"
-        );
+        assert!(total >= 5, "create, append, sync, rename, sync_dir: {total}");
         fs.crash();
         assert_eq!(fs.read(p("/db/CURRENT")).unwrap(), new);
 
@@ -796,17 +738,11 @@ mod tests {
             let err = write_atomic(&fs, p("/db/CURRENT"), new).unwrap_err();
             assert!(is_injected(&err), "crash at {n}: {err}");
             assert!(fs.is_crashed());
-            assert!(
-                fs.open(p("/db/CURRENT")).is_err(),
-                "a crashed fs fails reads too"
-            );
+            assert!(fs.open(p("/db/CURRENT")).is_err(), "a crashed fs fails reads too");
             assert!(fs.list(p("/db")).is_err());
             fs.recover();
             let contents = fs.read(p("/db/CURRENT")).unwrap();
-            assert!(
-                contents == old || contents == new,
-                "crash at {n}: {contents:?}"
-            );
+            assert!(contents == old || contents == new, "crash at {n}: {contents:?}");
             // Until the directory sync completes the replacement is not durable.
             assert_eq!(contents, old, "crash at {n}");
             assert_eq!(fs.list(p("/db")).unwrap(), ["CURRENT"], "crash at {n}");
@@ -825,15 +761,9 @@ mod tests {
             let fs = db();
             fs.write_file(p("/db/CURRENT"), old).unwrap();
             fs.fail_at(fs.ops() + n, FaultKind::Error);
-            assert!(
-                write_atomic(&fs, p("/db/CURRENT"), new).is_err(),
-                "error at {n}"
-            );
+            assert!(write_atomic(&fs, p("/db/CURRENT"), new).is_err(), "error at {n}");
             let contents = fs.read(p("/db/CURRENT")).unwrap();
-            assert!(
-                contents == old || contents == new,
-                "error at {n}: {contents:?}"
-            );
+            assert!(contents == old || contents == new, "error at {n}: {contents:?}");
             fs.crash();
             assert_eq!(fs.read(p("/db/CURRENT")).unwrap(), old, "error at {n}");
         }
@@ -849,11 +779,7 @@ mod tests {
         let err = file.append(b"b").unwrap_err(); // op 2
         assert!(is_injected(&err));
         assert_eq!(file.len(), 1);
-        assert_eq!(
-            fs.read(p("/db/f")).unwrap(),
-            b"a",
-            "the failed append has no effect"
-        );
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"a", "the failed append has no effect");
         file.append(b"c").unwrap();
         file.sync().unwrap();
         fs.rename(p("/db/f"), p("/db/g")).unwrap();
@@ -879,10 +805,7 @@ mod tests {
         assert_eq!(fs.file_names(), [PathBuf::from("/db/a")]);
         assert_eq!(fs.read(p("/db/a")).unwrap(), b"a");
         fs.crash();
-        assert!(
-            fs.file_names().is_empty(),
-            "the failed sync_dir made nothing durable"
-        );
+        assert!(fs.file_names().is_empty(), "the failed sync_dir made nothing durable");
     }
 
     #[test]
@@ -952,26 +875,11 @@ mod tests {
         fs.crash();
         assert_eq!(fs.read(p("/db/seg")).unwrap(), b"abCd");
 
-        assert_eq!(
-            fs.corrupt(p("/db/seg"), 4, 1).unwrap_err().kind(),
-            io::ErrorKind::InvalidInput
-        );
-        assert_eq!(
-            fs.truncate(p("/db/seg"), 5).unwrap_err().kind(),
-            io::ErrorKind::InvalidInput
-        );
-        assert_eq!(
-            fs.corrupt(p("/db/x"), 0, 1).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.truncate(p("/db/x"), 0).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.read(p("/db/x")).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(fs.corrupt(p("/db/seg"), 4, 1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(fs.truncate(p("/db/seg"), 5).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(fs.corrupt(p("/db/x"), 0, 1).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.truncate(p("/db/x"), 0).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.read(p("/db/x")).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -106,19 +106,12 @@ struct StdFile {
 
 impl StdFile {
     fn new(file: File) -> Self {
-        StdFile {
-            file,
-            buf: Vec::with_capacity(WRITE_BUFFER),
-            len: 0,
-            poisoned: false,
-        }
+        StdFile { file, buf: Vec::with_capacity(WRITE_BUFFER), len: 0, poisoned: false }
     }
 
     fn check(&self) -> io::Result<()> {
         if self.poisoned {
-            Err(io::Error::other(
-                "an earlier write or sync of this file failed",
-            ))
+            Err(io::Error::other("an earlier write or sync of this file failed"))
         } else {
             Ok(())
         }
@@ -186,9 +179,7 @@ mod tests {
     use crate::io::write_atomic;
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     #[test]
@@ -255,27 +246,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = StdFs::new();
         let missing = dir.path().join("missing");
-        assert_eq!(
-            fs.open(&missing).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.remove(&missing).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(fs.open(&missing).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.remove(&missing).unwrap_err().kind(), io::ErrorKind::NotFound);
         let other = dir.path().join("other");
-        assert_eq!(
-            fs.rename(&missing, &other).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.hard_link(&missing, &other).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            fs.list(&missing).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(fs.rename(&missing, &other).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.hard_link(&missing, &other).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.list(&missing).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert!(!fs.exists(&missing));
     }
 
@@ -311,9 +287,7 @@ mod tests {
         assert_eq!(fs.list(&checkpoint).unwrap(), ["c"]);
         assert_eq!(fs.list(&db).unwrap(), ["d"]);
         assert_eq!(
-            fs.hard_link(&db.join("d"), &checkpoint.join("c"))
-                .unwrap_err()
-                .kind(),
+            fs.hard_link(&db.join("d"), &checkpoint.join("c")).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
         fs.sync_dir(&db).unwrap();

@@ -62,20 +62,12 @@ impl MaxParallelism {
     }
 
     /// The key groups subtask `index` of `parallelism` owns; see [`range_for_subtask`].
-    pub fn subtask_range(
-        self,
-        parallelism: u32,
-        index: u32,
-    ) -> Result<KeyGroupRange, KeyGroupError> {
+    pub fn subtask_range(self, parallelism: u32, index: u32) -> Result<KeyGroupRange, KeyGroupError> {
         self.check_parallelism(parallelism)?;
         if index >= parallelism {
             return Err(KeyGroupError::SubtaskOutOfRange { index, parallelism });
         }
-        let (max, p, i) = (
-            u64::from(self.get()),
-            u64::from(parallelism),
-            u64::from(index),
-        );
+        let (max, p, i) = (u64::from(self.get()), u64::from(parallelism), u64::from(index));
         // `i < p <= max <= 2^15` bounds both ends by `max - 1`, so they fit a key group.
         let start = (i * max).div_ceil(p) as KeyGroup;
         let end = ((i + 1) * max - 1) / p;
@@ -86,10 +78,7 @@ impl MaxParallelism {
     pub fn subtask_for(self, parallelism: u32, key_group: KeyGroup) -> Result<u32, KeyGroupError> {
         self.check_parallelism(parallelism)?;
         if u32::from(key_group) >= self.get() {
-            return Err(KeyGroupError::KeyGroupOutOfRange {
-                key_group,
-                max_parallelism: self.get(),
-            });
+            return Err(KeyGroupError::KeyGroupOutOfRange { key_group, max_parallelism: self.get() });
         }
         // `key_group < max` makes the quotient below `parallelism`, so it fits a u32.
         let subtask = u64::from(key_group) * u64::from(parallelism) / u64::from(self.get());
@@ -98,10 +87,7 @@ impl MaxParallelism {
 
     fn check_parallelism(self, parallelism: u32) -> Result<(), KeyGroupError> {
         if parallelism == 0 || parallelism > self.get() {
-            return Err(KeyGroupError::InvalidParallelism {
-                parallelism,
-                max_parallelism: self.get(),
-            });
+            return Err(KeyGroupError::InvalidParallelism { parallelism, max_parallelism: self.get() });
         }
         Ok(())
     }
@@ -144,11 +130,7 @@ pub fn key_group_for_hash(hash: i32, max_parallelism: u32) -> Result<KeyGroup, K
 /// The ranges of subtasks `0..parallelism` partition `0..max_parallelism` in order, and their
 /// lengths differ by at most one. Fails unless
 /// `1 <= parallelism <= max_parallelism <= MAX_PARALLELISM_UPPER_BOUND` and `index < parallelism`.
-pub fn range_for_subtask(
-    max_parallelism: u32,
-    parallelism: u32,
-    index: u32,
-) -> Result<KeyGroupRange, KeyGroupError> {
+pub fn range_for_subtask(max_parallelism: u32, parallelism: u32, index: u32) -> Result<KeyGroupRange, KeyGroupError> {
     MaxParallelism::new(max_parallelism)?.subtask_range(parallelism, index)
 }
 
@@ -175,15 +157,9 @@ pub fn subtask_for_key_group(
 /// `1 <= parallelism <= MAX_PARALLELISM_UPPER_BOUND`.
 pub fn default_max_parallelism(parallelism: u32) -> Result<u32, KeyGroupError> {
     if parallelism == 0 || parallelism > MAX_PARALLELISM_UPPER_BOUND {
-        return Err(KeyGroupError::InvalidParallelism {
-            parallelism,
-            max_parallelism: MAX_PARALLELISM_UPPER_BOUND,
-        });
+        return Err(KeyGroupError::InvalidParallelism { parallelism, max_parallelism: MAX_PARALLELISM_UPPER_BOUND });
     }
     // At most 1.5 * 2^15, so neither the sum nor the power of two overflows.
     let scaled = (parallelism + parallelism / 2).next_power_of_two();
-    Ok(scaled.clamp(
-        DEFAULT_LOWER_BOUND_MAX_PARALLELISM,
-        MAX_PARALLELISM_UPPER_BOUND,
-    ))
+    Ok(scaled.clamp(DEFAULT_LOWER_BOUND_MAX_PARALLELISM, MAX_PARALLELISM_UPPER_BOUND))
 }

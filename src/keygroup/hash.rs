@@ -65,9 +65,7 @@ pub const fn java_hash_i64(v: i64) -> i32 {
 /// over the string's UTF-16 code units, wrapping. The empty string hashes to 0.
 #[must_use]
 pub fn java_hash_str(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
+    s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
 }
 
 /// The default hash of a key's serialized bytes: MurmurHash3 x86_32 (Austin Appleby's
@@ -83,17 +81,11 @@ pub fn hash_bytes(bytes: &[u8]) -> i32 {
     let mut chunks = bytes.chunks_exact(4);
     let mut h = 0u32;
     for block in &mut chunks {
-        h = mix_h(
-            h,
-            mix_k(u32::from_le_bytes([block[0], block[1], block[2], block[3]])),
-        );
+        h = mix_h(h, mix_k(u32::from_le_bytes([block[0], block[1], block[2], block[3]])));
     }
     let tail = chunks.remainder();
     if !tail.is_empty() {
-        let k = tail
-            .iter()
-            .rev()
-            .fold(0u32, |k, &byte| (k << 8) | u32::from(byte));
+        let k = tail.iter().rev().fold(0u32, |k, &byte| (k << 8) | u32::from(byte));
         h ^= mix_k(k);
     }
     // The reference takes the length as a 32-bit int: only its low 32 bits matter.
@@ -118,12 +110,7 @@ mod tests {
             (b"The quick brown fox jumps over the lazy dog", 0x2e4f_f723),
         ];
         for (bytes, expected) in vectors {
-            assert_eq!(
-                hash_bytes(bytes) as u32,
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
+            assert_eq!(hash_bytes(bytes) as u32, expected, "{:?}", String::from_utf8_lossy(bytes));
         }
         assert_eq!(hash_bytes("état".as_bytes()) as u32, 0x56d7_ad11);
     }

@@ -25,8 +25,8 @@ mod range;
 mod tests;
 
 pub use assign::{
-    default_max_parallelism, key_group_for_hash, range_for_subtask, subtask_for_key_group,
-    MaxParallelism, DEFAULT_LOWER_BOUND_MAX_PARALLELISM, MAX_PARALLELISM_UPPER_BOUND,
+    default_max_parallelism, key_group_for_hash, range_for_subtask, subtask_for_key_group, MaxParallelism,
+    DEFAULT_LOWER_BOUND_MAX_PARALLELISM, MAX_PARALLELISM_UPPER_BOUND,
 };
 pub use hash::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, murmur_hash};
 pub use range::KeyGroupRange;

@@ -126,21 +126,9 @@ mod tests {
     fn new_validates() {
         assert_eq!(KeyGroupRange::new(3, 3).map(|r| r.len()), Ok(1));
         assert_eq!(KeyGroupRange::new(0, 32767).map(|r| r.len()), Ok(32768));
-        assert_eq!(
-            KeyGroupRange::new(4, 3),
-            Err(KeyGroupError::InvalidRange { start: 4, end: 3 })
-        );
-        assert_eq!(
-            KeyGroupRange::new(0, 32768),
-            Err(KeyGroupError::InvalidRange {
-                start: 0,
-                end: 32768
-            })
-        );
-        assert_eq!(
-            KeyGroupRange::new(1, 0),
-            Err(KeyGroupError::InvalidRange { start: 1, end: 0 })
-        );
+        assert_eq!(KeyGroupRange::new(4, 3), Err(KeyGroupError::InvalidRange { start: 4, end: 3 }));
+        assert_eq!(KeyGroupRange::new(0, 32768), Err(KeyGroupError::InvalidRange { start: 0, end: 32768 }));
+        assert_eq!(KeyGroupRange::new(1, 0), Err(KeyGroupError::InvalidRange { start: 1, end: 0 }));
     }
 
     #[test]
@@ -175,14 +163,8 @@ mod tests {
         let b = KeyGroupRange::new(10, 40)?;
         assert_eq!(a.intersection(&b), KeyGroupRange::new(10, 18)?);
         assert_eq!(b.intersection(&a), KeyGroupRange::new(10, 18)?);
-        assert_eq!(
-            a.intersection(&KeyGroupRange::new(18, 20)?),
-            KeyGroupRange::new(18, 18)?
-        );
-        assert_eq!(
-            a.intersection(&KeyGroupRange::new(19, 20)?),
-            KeyGroupRange::EMPTY
-        );
+        assert_eq!(a.intersection(&KeyGroupRange::new(18, 20)?), KeyGroupRange::new(18, 18)?);
+        assert_eq!(a.intersection(&KeyGroupRange::new(19, 20)?), KeyGroupRange::EMPTY);
         assert_eq!(a.intersection(&KeyGroupRange::EMPTY), KeyGroupRange::EMPTY);
         assert_eq!(KeyGroupRange::EMPTY.intersection(&a), KeyGroupRange::EMPTY);
         Ok(())
@@ -192,8 +174,7 @@ mod tests {
     fn intersection_matches_set_intersection() {
         fn prop(a: (u8, u8), b: (u8, u8)) -> bool {
             let range = |(x, y): (u8, u8)| {
-                KeyGroupRange::new(u16::from(x.min(y)), u16::from(x.max(y)))
-                    .unwrap_or(KeyGroupRange::EMPTY)
+                KeyGroupRange::new(u16::from(x.min(y)), u16::from(x.max(y))).unwrap_or(KeyGroupRange::EMPTY)
             };
             let (ra, rb) = (range(a), range(b));
             let i = ra.intersection(&rb);

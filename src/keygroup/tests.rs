@@ -27,19 +27,10 @@ fn flink_key_groups() {
     for (key, max, expected) in ints {
         assert_eq!(kg(java_hash_i32(key), max), expected, "int {key} / {max}");
     }
-    let strings: [(&str, u32, KeyGroup); 5] = [
-        ("", 128, 94),
-        ("hello", 128, 35),
-        ("user-17", 32768, 22321),
-        ("Flink", 128, 127),
-        ("état", 32768, 12333),
-    ];
+    let strings: [(&str, u32, KeyGroup); 5] =
+        [("", 128, 94), ("hello", 128, 35), ("user-17", 32768, 22321), ("Flink", 128, 127), ("état", 32768, 12333)];
     for (key, max, expected) in strings {
-        assert_eq!(
-            kg(java_hash_str(key), max),
-            expected,
-            "string {key:?} / {max}"
-        );
+        assert_eq!(kg(java_hash_str(key), max), expected, "string {key:?} / {max}");
     }
 }
 
@@ -60,38 +51,17 @@ fn key_group_is_checked_and_unchecked_alike() -> Result<(), KeyGroupError> {
 
 #[test]
 fn flink_default_max_parallelism() {
-    for (p, expected) in [
-        (1, 128),
-        (85, 128),
-        (86, 256),
-        (1000, 2048),
-        (30000, 32768),
-        (32768, 32768),
-    ] {
+    for (p, expected) in [(1, 128), (85, 128), (86, 256), (1000, 2048), (30000, 32768), (32768, 32768)] {
         assert_eq!(default_max_parallelism(p), Ok(expected), "parallelism {p}");
-        assert_eq!(
-            MaxParallelism::default_for(p).map(MaxParallelism::get),
-            Ok(expected)
-        );
+        assert_eq!(MaxParallelism::default_for(p).map(MaxParallelism::get), Ok(expected));
     }
 }
 
 #[test]
 fn flink_ranges_128_over_7() -> Result<(), KeyGroupError> {
-    let expected = [
-        (0, 18),
-        (19, 36),
-        (37, 54),
-        (55, 73),
-        (74, 91),
-        (92, 109),
-        (110, 127),
-    ];
+    let expected = [(0, 18), (19, 36), (37, 54), (55, 73), (74, 91), (92, 109), (110, 127)];
     for (index, (start, end)) in (0..).zip(expected) {
-        assert_eq!(
-            range_for_subtask(128, 7, index)?,
-            KeyGroupRange::new(start, end)?
-        );
+        assert_eq!(range_for_subtask(128, 7, index)?, KeyGroupRange::new(start, end)?);
     }
     Ok(())
 }
@@ -99,10 +69,7 @@ fn flink_ranges_128_over_7() -> Result<(), KeyGroupError> {
 #[test]
 fn max_parallelism_range_is_all_key_groups() -> Result<(), KeyGroupError> {
     assert_eq!(MaxParallelism::new(1)?.range(), KeyGroupRange::new(0, 0)?);
-    assert_eq!(
-        MaxParallelism::new(128)?.range(),
-        KeyGroupRange::new(0, 127)?
-    );
+    assert_eq!(MaxParallelism::new(128)?.range(), KeyGroupRange::new(0, 127)?);
     assert_eq!(MaxParallelism::new(32768)?.range().len(), 32768);
     Ok(())
 }
@@ -120,25 +87,13 @@ fn invalid_max_parallelism() {
 
 #[test]
 fn invalid_parallelism() {
-    for (max, p) in [
-        (128, 0),
-        (128, 129),
-        (1, 2),
-        (32768, 32769),
-        (32768, u32::MAX),
-    ] {
-        let err = KeyGroupError::InvalidParallelism {
-            parallelism: p,
-            max_parallelism: max,
-        };
+    for (max, p) in [(128, 0), (128, 129), (1, 2), (32768, 32769), (32768, u32::MAX)] {
+        let err = KeyGroupError::InvalidParallelism { parallelism: p, max_parallelism: max };
         assert_eq!(range_for_subtask(max, p, 0), Err(err.clone()));
         assert_eq!(subtask_for_key_group(max, p, 0), Err(err));
     }
     for p in [0, 32769, u32::MAX] {
-        let err = KeyGroupError::InvalidParallelism {
-            parallelism: p,
-            max_parallelism: 32768,
-        };
+        let err = KeyGroupError::InvalidParallelism { parallelism: p, max_parallelism: 32768 };
         assert_eq!(default_max_parallelism(p), Err(err.clone()));
         assert_eq!(MaxParallelism::default_for(p), Err(err));
     }
@@ -146,41 +101,23 @@ fn invalid_parallelism() {
 
 #[test]
 fn out_of_range_subtask_and_key_group() {
-    assert_eq!(
-        range_for_subtask(128, 7, 7),
-        Err(KeyGroupError::SubtaskOutOfRange {
-            index: 7,
-            parallelism: 7
-        })
-    );
+    assert_eq!(range_for_subtask(128, 7, 7), Err(KeyGroupError::SubtaskOutOfRange { index: 7, parallelism: 7 }));
     assert_eq!(
         range_for_subtask(128, 7, u32::MAX),
-        Err(KeyGroupError::SubtaskOutOfRange {
-            index: u32::MAX,
-            parallelism: 7
-        })
+        Err(KeyGroupError::SubtaskOutOfRange { index: u32::MAX, parallelism: 7 })
     );
     for key_group in [128, 32767, KeyGroup::MAX] {
         assert_eq!(
             subtask_for_key_group(128, 7, key_group),
-            Err(KeyGroupError::KeyGroupOutOfRange {
-                key_group,
-                max_parallelism: 128
-            })
+            Err(KeyGroupError::KeyGroupOutOfRange { key_group, max_parallelism: 128 })
         );
     }
 }
 
 #[test]
 fn extreme_parallelisms() -> Result<(), KeyGroupError> {
-    assert_eq!(
-        range_for_subtask(32768, 32768, 32767)?,
-        KeyGroupRange::new(32767, 32767)?
-    );
-    assert_eq!(
-        range_for_subtask(32768, 1, 0)?,
-        KeyGroupRange::new(0, 32767)?
-    );
+    assert_eq!(range_for_subtask(32768, 32768, 32767)?, KeyGroupRange::new(32767, 32767)?);
+    assert_eq!(range_for_subtask(32768, 1, 0)?, KeyGroupRange::new(0, 32767)?);
     assert_eq!(range_for_subtask(1, 1, 0)?, KeyGroupRange::new(0, 0)?);
     assert_eq!(subtask_for_key_group(32768, 32768, 32767)?, 32767);
     assert_eq!(subtask_for_key_group(32768, 1, 32767)?, 0);
@@ -197,30 +134,19 @@ struct Layout {
 impl Arbitrary for Layout {
     fn arbitrary(g: &mut Gen) -> Self {
         // Mostly small, to see many subtask boundaries, with the odd full-size layout.
-        let bound = *g
-            .choose(&[8, 300, MAX_PARALLELISM_UPPER_BOUND])
-            .unwrap_or(&8);
+        let bound = *g.choose(&[8, 300, MAX_PARALLELISM_UPPER_BOUND]).unwrap_or(&8);
         let max_parallelism = u32::arbitrary(g) % bound + 1;
         let parallelism = u32::arbitrary(g) % max_parallelism + 1;
-        Layout {
-            max_parallelism,
-            parallelism,
-        }
+        Layout { max_parallelism, parallelism }
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        let Layout {
-            max_parallelism,
-            parallelism,
-        } = *self;
+        let Layout { max_parallelism, parallelism } = *self;
         Box::new(
             (max_parallelism, parallelism)
                 .shrink()
                 .filter(|&(max, p)| 1 <= p && p <= max)
-                .map(|(max_parallelism, parallelism)| Layout {
-                    max_parallelism,
-                    parallelism,
-                }),
+                .map(|(max_parallelism, parallelism)| Layout { max_parallelism, parallelism }),
         )
     }
 }
@@ -233,12 +159,7 @@ fn quickcheck(prop: fn(Layout) -> bool) {
 /// none is empty.
 #[test]
 fn subtask_ranges_partition_key_groups() {
-    fn prop(
-        Layout {
-            max_parallelism,
-            parallelism,
-        }: Layout,
-    ) -> bool {
+    fn prop(Layout { max_parallelism, parallelism }: Layout) -> bool {
         let mut next = 0u32;
         for index in 0..parallelism {
             let Ok(range) = range_for_subtask(max_parallelism, parallelism, index) else {
@@ -257,17 +178,12 @@ fn subtask_ranges_partition_key_groups() {
 /// Every key group's subtask is the one whose range holds it.
 #[test]
 fn subtask_for_key_group_agrees_with_ranges() {
-    fn prop(
-        Layout {
-            max_parallelism,
-            parallelism,
-        }: Layout,
-    ) -> bool {
+    fn prop(Layout { max_parallelism, parallelism }: Layout) -> bool {
         (0..parallelism).all(|index| {
             range_for_subtask(max_parallelism, parallelism, index).is_ok_and(|range| {
-                range.iter().all(|key_group| {
-                    subtask_for_key_group(max_parallelism, parallelism, key_group) == Ok(index)
-                })
+                range
+                    .iter()
+                    .all(|key_group| subtask_for_key_group(max_parallelism, parallelism, key_group) == Ok(index))
             })
         })
     }
@@ -277,19 +193,13 @@ fn subtask_for_key_group_agrees_with_ranges() {
 /// Subtask ranges are balanced: their lengths differ by at most one.
 #[test]
 fn subtask_ranges_are_balanced() {
-    fn prop(
-        Layout {
-            max_parallelism,
-            parallelism,
-        }: Layout,
-    ) -> bool {
+    fn prop(Layout { max_parallelism, parallelism }: Layout) -> bool {
         let lens: Vec<u32> = (0..parallelism)
             .filter_map(|i| range_for_subtask(max_parallelism, parallelism, i).ok())
             .map(|range| range.len())
             .collect();
         let floor = max_parallelism / parallelism;
-        lens.len() == parallelism as usize
-            && lens.iter().all(|&len| len == floor || len == floor + 1)
+        lens.len() == parallelism as usize && lens.iter().all(|&len| len == floor || len == floor + 1)
     }
     quickcheck(prop);
 }
@@ -298,10 +208,7 @@ fn subtask_ranges_are_balanced() {
 #[test]
 fn key_groups_are_in_range() {
     fn prop(hash: i32, layout: Layout) -> bool {
-        MaxParallelism::new(layout.max_parallelism)
-            .is_ok_and(|max| max.range().contains(max.key_group(hash)))
+        MaxParallelism::new(layout.max_parallelism).is_ok_and(|max| max.range().contains(max.key_group(hash)))
     }
-    QuickCheck::new()
-        .tests(1000)
-        .quickcheck(prop as fn(i32, Layout) -> bool);
+    QuickCheck::new().tests(1000).quickcheck(prop as fn(i32, Layout) -> bool);
 }

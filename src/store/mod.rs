@@ -1,1 +1,968 @@
-//! The storage engine.
+//! The storage engine: log-structured, partitioned by key group, bytes in and bytes out.
+//!
+//! # Overview
+//!
+//! - Writes go to the mutable region ([`memtable`]); when it reaches its share of the memory
+//!   budget it is frozen and a background thread writes it as an immutable, sorted segment
+//!   file (`format::segment`). Writes never wait on the disk unless the previous region is
+//!   still being flushed when the next one fills (a write stall, which bounds memory).
+//! - Segments are read through memory maps; verified, decompressed blocks are kept in a
+//!   [`cache`] bounded by the budget. A second background thread merges segments
+//!   ([`compaction`]), dropping overwritten and deleted records.
+//! - Every key starts with its key group (two bytes, big-endian), and every segment has an
+//!   index from key group to its blocks, so a key-group range is scanned or dropped without
+//!   reading the rest. Dropping a range masks it in the existing segments; compaction later
+//!   removes the masked records.
+//! - There is no write-ahead log: [`Store::close`] writes a manifest naming the segments, and
+//!   the next [`StoreOptions::open`] starts from it. A store that is not closed (a crash) comes
+//!   back as it was at its last clean close; durability beyond that is the checkpoints' job.
+//!
+//! The budget ([`StoreOptions::memory_budget`]) is split: a quarter for the mutable region, a
+//! quarter for a region being flushed, and the rest for the block cache and the segments'
+//! indexes and filters.
+
+mod cache;
+pub(crate) mod compaction;
+mod iter;
+mod memtable;
+mod segment;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+pub use compaction::CompactionOptions;
+pub use iter::StoreIter;
+
+use self::cache::BlockCache;
+use self::iter::{MergeIter, Source};
+use self::memtable::{Memtable, RecRef};
+use self::segment::{parse_segment_file_name, segment_file_name, LiveSegment, Segment};
+use crate::error::{Error, Misuse, Result};
+use crate::format::segment::{key_group_of, Compression};
+use crate::format::store_manifest::{ManifestError, ManifestSegment, StoreManifest, MANIFEST_VERSION};
+use crate::format::{key_hash64, RecordKind, SegmentWriter, WriterOptions};
+use crate::io::{write_atomic, FileSystem, StdFs};
+use crate::keygroup::{KeyGroup, KeyGroupRange};
+
+/// The name of the store manifest in the store's directory.
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// The largest key the store accepts.
+pub const MAX_KEY_LEN: usize = 1 << 20;
+/// The largest value (or merged value) the store accepts.
+pub const MAX_VALUE_LEN: usize = 1 << 30;
+const MIN_WRITE_BUFFER: usize = 64 << 10;
+
+type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
+
+/// Options of a [`Store`]; ends in [`open`](Self::open).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    fs: Arc<dyn FileSystem>,
+    memory_budget: usize,
+    writer: WriterOptions,
+    compaction: CompactionOptions,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fs: Arc::new(StdFs::new()),
+            memory_budget: 256 << 20,
+            writer: WriterOptions::default(),
+            compaction: CompactionOptions::default(),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The defaults: 256 MiB budget, 4 KiB blocks, zstd level 1, 10 filter bits per key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The memory the store may use for its mutable regions, block cache, indexes and filters.
+    #[must_use]
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The target uncompressed size of a data block.
+    #[must_use]
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.writer.block_size = bytes;
+        self
+    }
+
+    /// Block compression.
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.writer.compression = compression;
+        self
+    }
+
+    /// Bloom filter bits per key.
+    #[must_use]
+    pub fn bloom_bits_per_key(mut self, bits: u32) -> Self {
+        self.writer.bloom_bits_per_key = bits;
+        self
+    }
+
+    /// The compaction policy.
+    #[must_use]
+    pub fn compaction(mut self, compaction: CompactionOptions) -> Self {
+        self.compaction = compaction;
+        self
+    }
+
+    /// The file system the store works through (by default the real one).
+    #[must_use]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |name, why| Err(Misuse::InvalidOption { name, why }.into());
+        if self.memory_budget < 4 * MIN_WRITE_BUFFER {
+            return bad("memory_budget", "must be at least 256 KiB");
+        }
+        if !(256..=(16 << 20)).contains(&self.writer.block_size) {
+            return bad("block_size", "must be between 256 bytes and 16 MiB");
+        }
+        if !(1..=32).contains(&self.writer.bloom_bits_per_key) {
+            return bad("bloom_bits_per_key", "must be between 1 and 32");
+        }
+        if let Compression::Zstd(level) = self.writer.compression {
+            if !zstd::compression_level_range().contains(&level) {
+                return bad("compression", "zstd level out of range");
+            }
+        }
+        let c = &self.compaction;
+        if c.trigger < 2 || c.max_segments < 2 {
+            return bad("compaction", "trigger and max_segments must be at least 2");
+        }
+        Ok(())
+    }
+
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open(dir.as_ref(), self)
+    }
+}
+
+/// Counters that describe a store's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Bytes held by the mutable region.
+    pub memtable_bytes: usize,
+    /// Bytes held by a region being flushed.
+    pub flushing_bytes: usize,
+    /// Bytes held by the block cache.
+    pub cache_bytes: usize,
+    /// Bytes held by the open segments' indexes and filters.
+    pub segment_meta_bytes: usize,
+    /// The number of live segments.
+    pub segments: usize,
+    /// Their total size on disk.
+    pub segment_file_bytes: u64,
+    /// Block cache hits and misses so far.
+    pub cache_hits: u64,
+    /// See `cache_hits`.
+    pub cache_misses: u64,
+    /// Flushes and compactions completed so far.
+    pub flushes: u64,
+    /// See `flushes`.
+    pub compactions: u64,
+}
+
+impl StoreStats {
+    /// Memory held, to compare with the budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.memtable_bytes + self.flushing_bytes + self.cache_bytes + self.segment_meta_bytes
+    }
+}
+
+/// A frozen mutable region: read-only, shared with the flush thread.
+struct Frozen {
+    mem: Memtable,
+    sorted: OnceLock<Vec<RecRef>>,
+}
+
+impl Frozen {
+    fn sorted(&self) -> &[RecRef] {
+        self.sorted.get_or_init(|| self.mem.sorted_copy())
+    }
+}
+
+enum Done {
+    Flushed(Result<Option<Arc<Segment>>>),
+    Compacted(Result<Option<Arc<Segment>>>),
+}
+
+struct CompactionTicket {
+    inputs: Vec<u64>,
+    mask_lens: Vec<usize>,
+}
+
+struct Background {
+    flush_tx: Option<Sender<(u64, Arc<Frozen>)>>,
+    compact_tx: Option<Sender<(u64, Vec<LiveSegment>, bool)>>,
+    done_rx: Receiver<Done>,
+    ready: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(fs: Arc<dyn FileSystem>, dir: PathBuf, writer: WriterOptions) -> std::io::Result<Self> {
+        let (flush_tx, flush_rx) = mpsc::channel::<(u64, Arc<Frozen>)>();
+        let (compact_tx, compact_rx) = mpsc::channel::<(u64, Vec<LiveSegment>, bool)>();
+        let (done_tx, done_rx) = mpsc::channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        {
+            let (fs, dir, done_tx, ready) = (fs.clone(), dir.clone(), done_tx.clone(), ready.clone());
+            threads.push(std::thread::Builder::new().name("eddy-flush".into()).spawn(move || {
+                while let Ok((id, frozen)) = flush_rx.recv() {
+                    let result = flush(&fs, &dir, id, &frozen, writer);
+                    if done_tx.send(Done::Flushed(result)).is_err() {
+                        return;
+                    }
+                    ready.store(true, Ordering::Release);
+                }
+            })?);
+        }
+        {
+            let (ready, stop) = (ready.clone(), stop.clone());
+            threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
+                while let Ok((id, inputs, bottom)) = compact_rx.recv() {
+                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, &stop);
+                    drop(inputs);
+                    if done_tx.send(Done::Compacted(result)).is_err() {
+                        return;
+                    }
+                    ready.store(true, Ordering::Release);
+                }
+            })?);
+        }
+        Ok(Background { flush_tx: Some(flush_tx), compact_tx: Some(compact_tx), done_rx, ready, stop, threads })
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.flush_tx = None;
+        self.compact_tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    id: u64,
+    frozen: &Frozen,
+    opts: WriterOptions,
+) -> Result<Option<Arc<Segment>>> {
+    let sorted = frozen.sorted();
+    if sorted.is_empty() {
+        return Ok(None);
+    }
+    let path = dir.join(segment_file_name(id));
+    let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut writer = SegmentWriter::new(file, &path, opts)?;
+    for r in sorted {
+        let (kind, key, value) = frozen.mem.record(*r);
+        writer.add(kind, key, value)?;
+    }
+    writer.finish()?;
+    Segment::open(fs.clone(), dir, id).map(Some)
+}
+
+fn compact(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    id: u64,
+    inputs: &[LiveSegment],
+    bottom: bool,
+    opts: WriterOptions,
+    stop: &AtomicBool,
+) -> Result<Option<Arc<Segment>>> {
+    let path = dir.join(segment_file_name(id));
+    let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let writer = SegmentWriter::new(file, &path, opts)?;
+    match compaction::merge(inputs, bottom, writer, stop) {
+        Ok(Some(_)) => Segment::open(fs.clone(), dir, id).map(Some),
+        Ok(None) => {
+            let _ = fs.remove(&path);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = fs.remove(&path);
+            Err(e)
+        }
+    }
+}
+
+fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// Keeps a directory registered as open in this process while the store lives.
+struct DirLock(PathBuf);
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<Self> {
+        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut open = open_dirs().lock().unwrap_or_else(|e| e.into_inner());
+        if !open.insert(key.clone()) {
+            return Err(Misuse::AlreadyOpen.into());
+        }
+        Ok(DirLock(key))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        open_dirs().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+    }
+}
+
+/// A log-structured, key-group-partitioned key-value store, driven by one thread.
+///
+/// Keys are byte strings that start with their key group (two bytes, big-endian); values are
+/// byte strings. See the [module documentation](self) for how it works.
+pub struct Store {
+    dir: PathBuf,
+    opts: StoreOptions,
+    active: Memtable,
+    frozen: Option<Arc<Frozen>>,
+    segments: Vec<LiveSegment>,
+    /// Obsolete segments that the durable manifest still names; removed after the next one.
+    pinned_obsolete: Vec<Arc<Segment>>,
+    next_id: u64,
+    cache: BlockCache,
+    dec: Decompressor,
+    value: Vec<u8>,
+    operands: Vec<u8>,
+    operand_spans: Vec<(usize, usize)>,
+    write_buffer: usize,
+    poisoned: Option<Error>,
+    poison_reported: bool,
+    compacting: Option<CompactionTicket>,
+    flushes: u64,
+    compactions: u64,
+    bg: Background,
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("stats", &self.stats()).finish()
+    }
+}
+
+impl Store {
+    fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        opts.validate()?;
+        let fs = opts.fs.clone();
+        fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = DirLock::take(dir)?;
+        let names = fs.list(dir).map_err(|e| Error::io(dir, e))?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest = if names.iter().any(|n| n == MANIFEST_FILE) {
+            let bytes = fs.open(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+            Some(StoreManifest::decode(&bytes).map_err(|e| match e {
+                ManifestError::Corrupt(d) => d.into_error(&manifest_path),
+                ManifestError::Version(found) => {
+                    Error::UnsupportedVersion { file: manifest_path.clone(), found, supported: MANIFEST_VERSION }
+                }
+            })?)
+        } else {
+            None
+        };
+        let mut segments = Vec::new();
+        let mut live = HashSet::new();
+        if let Some(m) = &manifest {
+            for s in &m.segments {
+                let seg = Segment::open(fs.clone(), dir, s.id)?;
+                seg.set_pinned(true);
+                live.insert(s.id);
+                segments.push(LiveSegment { seg, mask: s.mask.clone() });
+            }
+        }
+        // Collect what a crash or an unfinished write left behind.
+        let mut max_id = 0;
+        for name in &names {
+            let garbage = match parse_segment_file_name(name) {
+                Some(id) => {
+                    max_id = max_id.max(id + 1);
+                    !live.contains(&id)
+                }
+                None => name.ends_with(".tmp"),
+            };
+            if garbage {
+                let path = dir.join(name);
+                fs.remove(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        let next_id = manifest.as_ref().map_or(0, |m| m.next_segment_id).max(max_id).max(1);
+        let write_buffer = (opts.memory_budget / 4).max(MIN_WRITE_BUFFER);
+        let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer).map_err(|e| Error::io(dir, e))?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            active: Memtable::new(),
+            frozen: None,
+            segments,
+            pinned_obsolete: Vec::new(),
+            next_id,
+            cache: BlockCache::new(0),
+            dec: None,
+            value: Vec::new(),
+            operands: Vec::new(),
+            operand_spans: Vec::new(),
+            write_buffer,
+            poisoned: None,
+            poison_reported: false,
+            compacting: None,
+            flushes: 0,
+            compactions: 0,
+            bg,
+            opts,
+            _lock: lock,
+        };
+        store.resize_cache();
+        store.maybe_compact();
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    // ---- writes ----
+
+    /// Sets `key` to `value`.
+    #[inline]
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_write(key, value.len())?;
+        let h = self.active.hash(key);
+        self.active.put(h, key, value);
+        self.after_write()
+    }
+
+    /// Deletes `key`.
+    #[inline]
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_write(key, 0)?;
+        let h = self.active.hash(key);
+        self.active.delete(h, key);
+        self.after_write()
+    }
+
+    /// Appends `operand` to the value of `key` (to an empty value if it has none). This is
+    /// how list state adds elements without reading the list.
+    #[inline]
+    pub fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
+        self.check_write(key, operand.len())?;
+        let h = self.active.hash(key);
+        self.active.merge(h, key, operand);
+        self.after_write()
+    }
+
+    #[inline]
+    fn check_write(&mut self, key: &[u8], value_len: usize) -> Result<()> {
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        if key.len() < 2 {
+            return Err(Misuse::KeyTooShort { len: key.len() }.into());
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(Misuse::TooLarge { what: "key", len: key.len(), limit: MAX_KEY_LEN }.into());
+        }
+        if value_len > MAX_VALUE_LEN {
+            return Err(Misuse::TooLarge { what: "value", len: value_len, limit: MAX_VALUE_LEN }.into());
+        }
+        Ok(())
+    }
+
+    /// The error that poisoned the store the first time it is asked for, then `Poisoned`.
+    fn take_poison(&mut self) -> Error {
+        if self.poison_reported {
+            return Error::Poisoned;
+        }
+        self.poison_reported = true;
+        std::mem::replace(&mut self.poisoned, Some(Error::Poisoned)).unwrap_or(Error::Poisoned)
+    }
+
+    fn poison(&mut self, e: Error) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e);
+        }
+    }
+
+    #[inline]
+    fn after_write(&mut self) -> Result<()> {
+        if self.active.memory() >= self.write_buffer || self.bg.ready.load(Ordering::Acquire) {
+            self.maintain()?;
+        }
+        Ok(())
+    }
+
+    /// Installs finished background work; freezes the mutable region when it is full.
+    fn maintain(&mut self) -> Result<()> {
+        self.poll_done(false);
+        if self.active.memory() >= self.write_buffer {
+            // A write stall: the previous region must be written before another is frozen.
+            while self.frozen.is_some() && self.poisoned.is_none() {
+                self.poll_done(true);
+            }
+            if self.poisoned.is_some() {
+                return Err(self.take_poison());
+            }
+            self.freeze();
+        }
+        Ok(())
+    }
+
+    fn freeze(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
+        let frozen =
+            Arc::new(Frozen { mem: std::mem::replace(&mut self.active, Memtable::new()), sorted: OnceLock::new() });
+        let id = self.next_id;
+        self.next_id += 1;
+        self.frozen = Some(frozen.clone());
+        let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send((id, frozen)).is_ok()).unwrap_or(false);
+        if !sent {
+            self.poison(Error::io(&self.dir, std::io::Error::other("flush thread is gone")));
+        }
+    }
+
+    /// Receives finished background work (waiting for one result if `wait`) and installs it.
+    fn poll_done(&mut self, wait: bool) {
+        self.bg.ready.store(false, Ordering::Release);
+        let mut first = wait;
+        loop {
+            let done = if first {
+                first = false;
+                match self.bg.done_rx.recv() {
+                    Ok(d) => d,
+                    Err(_) => {
+                        self.poison(Error::io(&self.dir, std::io::Error::other("background threads are gone")));
+                        return;
+                    }
+                }
+            } else {
+                match self.bg.done_rx.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => return,
+                }
+            };
+            match done {
+                Done::Flushed(result) => self.install_flush(result),
+                Done::Compacted(result) => self.install_compaction(result),
+            }
+        }
+    }
+
+    fn install_flush(&mut self, result: Result<Option<Arc<Segment>>>) {
+        match result {
+            Ok(seg) => {
+                self.frozen = None;
+                self.flushes += 1;
+                if let Some(seg) = seg {
+                    self.segments.insert(0, LiveSegment { seg, mask: Vec::new() });
+                }
+                self.resize_cache();
+                self.maybe_compact();
+            }
+            // The frozen region stays readable; the store refuses writes from now on.
+            Err(e) => self.poison(e),
+        }
+    }
+
+    fn install_compaction(&mut self, result: Result<Option<Arc<Segment>>>) {
+        let Some(ticket) = self.compacting.take() else { return };
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                if !self.bg.stop.load(Ordering::Acquire) {
+                    self.poison(e);
+                }
+                return;
+            }
+        };
+        let Some(pos) = self.segments.iter().position(|s| s.seg.id() == ticket.inputs[0]) else {
+            // Unreachable by construction: inputs leave the list only through compaction.
+            return;
+        };
+        let end = pos + ticket.inputs.len();
+        // Key groups dropped while the compaction ran are dropped from its output too.
+        let mut mask: Vec<(KeyGroup, KeyGroup)> = Vec::new();
+        for (s, &len) in self.segments[pos..end].iter().zip(&ticket.mask_lens) {
+            for r in s.mask.get(len..).unwrap_or(&[]) {
+                if !mask.contains(r) {
+                    mask.push(*r);
+                }
+            }
+        }
+        let removed: Vec<LiveSegment> = match out {
+            Some(seg) => self.segments.splice(pos..end, [LiveSegment { seg, mask }]).collect(),
+            None => self.segments.drain(pos..end).collect(),
+        };
+        for s in removed {
+            self.retire(s.seg);
+        }
+        self.compactions += 1;
+        self.resize_cache();
+        self.maybe_compact();
+    }
+
+    /// Marks a segment obsolete; its file goes when nothing refers to it any more.
+    fn retire(&mut self, seg: Arc<Segment>) {
+        self.cache.forget_segment(seg.id());
+        seg.set_obsolete();
+        if seg.is_pinned() {
+            self.pinned_obsolete.push(seg);
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.compacting.is_some() || self.poisoned.is_some() {
+            return;
+        }
+        let sizes: Vec<u64> = self.segments.iter().map(|s| s.seg.reader().file_len()).collect();
+        if let Some(run) = compaction::pick(&sizes, &self.opts.compaction) {
+            self.start_compaction(run);
+        }
+    }
+
+    fn start_compaction(&mut self, run: std::ops::Range<usize>) {
+        let inputs: Vec<LiveSegment> = self.segments[run.clone()].to_vec();
+        let bottom = run.end == self.segments.len();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.compacting = Some(CompactionTicket {
+            inputs: inputs.iter().map(|s| s.seg.id()).collect(),
+            mask_lens: inputs.iter().map(|s| s.mask.len()).collect(),
+        });
+        let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom)).is_ok()).unwrap_or(false);
+        if !sent {
+            self.compacting = None;
+            self.poison(Error::io(&self.dir, std::io::Error::other("compaction thread is gone")));
+        }
+    }
+
+    fn resize_cache(&mut self) {
+        let meta: usize = self.segments.iter().map(|s| s.seg.pinned_memory()).sum();
+        let budget = self.opts.memory_budget;
+        let cap = budget.saturating_sub(2 * self.write_buffer + meta).max(budget / 16);
+        self.cache.set_capacity(cap);
+    }
+
+    // ---- reads ----
+
+    /// The value of `key`, if it has one.
+    #[inline]
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        let h = self.active.hash(key);
+        if let Some(r) = self.active.find_ref(h, key) {
+            match self.active.kind(r) {
+                RecordKind::Put => return Ok(Some(self.active.record(r).2)),
+                RecordKind::Delete => return Ok(None),
+                RecordKind::Merge => {}
+            }
+        }
+        self.get_slow(h, key)
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains(&mut self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    fn get_slow(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.operands.clear();
+        self.operand_spans.clear();
+        self.value.clear();
+        // None: keep looking; Some(true): a base value is in `self.value`; Some(false): no base.
+        let mut base: Option<bool> = None;
+        if let Some((kind, v)) = self.active.get(h, key) {
+            base = note(kind, v, &mut self.value, &mut self.operands, &mut self.operand_spans);
+        }
+        if base.is_none() {
+            if let Some(f) = &self.frozen {
+                if let Some((kind, v)) = f.mem.get(h, key) {
+                    base = note(kind, v, &mut self.value, &mut self.operands, &mut self.operand_spans);
+                }
+            }
+        }
+        if base.is_none() {
+            let kg = key_group_of(key);
+            let fh = key_hash64(key);
+            for s in &self.segments {
+                if kg.is_some_and(|kg| s.masked(kg)) || !s.seg.reader().may_contain_hash(fh) {
+                    continue;
+                }
+                let Some(idx) = s.seg.reader().find_block(key) else { continue };
+                let block = self.cache.get_or_load(&s.seg, idx, &mut self.dec)?;
+                if let Some(rec) = block.get(key) {
+                    base = note(rec.kind, rec.value, &mut self.value, &mut self.operands, &mut self.operand_spans);
+                    if base.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        if base != Some(true) && self.operand_spans.is_empty() {
+            return Ok(None);
+        }
+        for &(start, len) in self.operand_spans.iter().rev() {
+            self.value.extend_from_slice(&self.operands[start..start + len]);
+        }
+        Ok(Some(&self.value))
+    }
+
+    /// Scans the keys that start with `prefix`, in key order.
+    pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<StoreIter<'_>> {
+        let upper = prefix_successor(prefix);
+        self.scan_range(prefix, upper.as_deref())
+    }
+
+    /// Scans the keys of a key-group range, in key order.
+    pub fn scan_key_groups(&mut self, range: KeyGroupRange) -> Result<StoreIter<'_>> {
+        if range.is_empty() {
+            return self.scan_range(&[0xff, 0xff], Some(&[0xff, 0xff]));
+        }
+        let lower = range.start().to_be_bytes();
+        let upper = range.end().checked_add(1).map(|e| e.to_be_bytes());
+        self.scan_range(&lower, upper.as_ref().map(|u| &u[..]))
+    }
+
+    /// Scans the keys in `[lower, upper)` (to the end with no `upper`), in key order.
+    pub fn scan_range(&mut self, lower: &[u8], upper: Option<&[u8]>) -> Result<StoreIter<'_>> {
+        self.active.sorted();
+        let Store { active, frozen, segments, cache, .. } = self;
+        let Some(sorted) = active.sorted_view() else {
+            return Err(Misuse::InvalidOption { name: "scan", why: "memtable not sorted" }.into());
+        };
+        let mut sources = vec![Source::memtable(active, sorted, lower)];
+        if let Some(f) = frozen.as_deref() {
+            sources.push(Source::memtable(&f.mem, f.sorted(), lower));
+        }
+        sources.extend(segments.iter().cloned().map(Source::segment));
+        Ok(StoreIter::new(MergeIter::new(sources, lower.to_vec(), upper.map(<[u8]>::to_vec), Some(cache))))
+    }
+
+    // ---- key groups ----
+
+    /// Drops every key of a key-group range. Segments are not rewritten: the range is masked
+    /// in them (a segment left with nothing visible is removed) and compaction drops the
+    /// masked records later.
+    pub fn drop_key_groups(&mut self, range: KeyGroupRange) -> Result<()> {
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        let (a, b) = (range.start(), range.end());
+        self.wait_for_flush()?;
+        self.active.drop_key_groups(a, b);
+        for s in &mut self.segments {
+            if s.seg.reader().key_groups().iter().any(|e| a <= e.key_group && e.key_group <= b) {
+                s.mask.push((a, b));
+            }
+        }
+        let compacting: Vec<u64> = self.compacting.as_ref().map(|t| t.inputs.clone()).unwrap_or_default();
+        let mut i = 0;
+        while i < self.segments.len() {
+            let s = &self.segments[i];
+            if s.fully_masked() && !compacting.contains(&s.seg.id()) {
+                let s = self.segments.remove(i);
+                self.retire(s.seg);
+            } else {
+                i += 1;
+            }
+        }
+        self.resize_cache();
+        Ok(())
+    }
+
+    // ---- maintenance ----
+
+    fn wait_for_flush(&mut self) -> Result<()> {
+        while self.frozen.is_some() && self.poisoned.is_none() {
+            self.poll_done(true);
+        }
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        Ok(())
+    }
+
+    fn wait_for_compaction(&mut self) -> Result<()> {
+        while self.compacting.is_some() && self.poisoned.is_none() {
+            self.poll_done(true);
+        }
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        Ok(())
+    }
+
+    /// Writes the mutable region to a segment now and waits until it is done.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        self.wait_for_flush()?;
+        self.freeze();
+        self.wait_for_flush()
+    }
+
+    /// Flushes, then merges all segments into one and waits until it is done.
+    pub fn compact(&mut self) -> Result<()> {
+        self.flush()?;
+        self.wait_for_compaction()?;
+        if self.segments.len() > 1 || self.segments.iter().any(|s| !s.mask.is_empty()) {
+            self.start_compaction(0..self.segments.len());
+            self.wait_for_compaction()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for background flushes and compactions that are running or due.
+    pub fn wait_for_background(&mut self) -> Result<()> {
+        loop {
+            self.wait_for_flush()?;
+            self.wait_for_compaction()?;
+            self.poll_done(false);
+            if self.frozen.is_none() && self.compacting.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Flushes everything, writes the store manifest durably and closes the store. The next
+    /// open starts from exactly this state.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        self.bg.stop.store(true, Ordering::Release);
+        while self.compacting.is_some() {
+            self.poll_done(true);
+        }
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        let manifest = StoreManifest {
+            next_segment_id: self.next_id,
+            segments: self.segments.iter().map(|s| ManifestSegment { id: s.seg.id(), mask: s.mask.clone() }).collect(),
+        };
+        let path = self.dir.join(MANIFEST_FILE);
+        let fs = self.opts.fs.clone();
+        write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
+        // The new manifest is durable: what only the old one named can go.
+        for s in &self.segments {
+            s.seg.set_pinned(true);
+        }
+        for s in self.pinned_obsolete.drain(..) {
+            s.set_pinned(false);
+        }
+        Ok(())
+    }
+
+    /// Counters that describe the store.
+    pub fn stats(&self) -> StoreStats {
+        let (cache_hits, cache_misses) = self.cache.stats();
+        StoreStats {
+            memtable_bytes: self.active.memory(),
+            flushing_bytes: self.frozen.as_ref().map_or(0, |f| f.mem.memory()),
+            cache_bytes: self.cache.used(),
+            segment_meta_bytes: self.segments.iter().map(|s| s.seg.pinned_memory()).sum(),
+            segments: self.segments.len(),
+            segment_file_bytes: self.segments.iter().map(|s| s.seg.reader().file_len()).sum(),
+            cache_hits,
+            cache_misses,
+            flushes: self.flushes,
+            compactions: self.compactions,
+        }
+    }
+
+    /// Checks every checksum and record of every live segment.
+    pub fn verify(&self) -> Result<()> {
+        self.segments.iter().try_for_each(|s| s.seg.reader().verify())
+    }
+
+    /// The paths of the live segment files, newest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|s| s.seg.path()).collect()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.bg.shutdown();
+    }
+}
+
+/// Notes a record met while resolving a point read: a base value (`Some(true)`), a delete
+/// (`Some(false)`), or a merge operand to collect (`None`: keep looking).
+fn note(
+    kind: RecordKind,
+    v: &[u8],
+    value: &mut Vec<u8>,
+    ops: &mut Vec<u8>,
+    spans: &mut Vec<(usize, usize)>,
+) -> Option<bool> {
+    match kind {
+        RecordKind::Put => {
+            value.extend_from_slice(v);
+            Some(true)
+        }
+        RecordKind::Delete => Some(false),
+        RecordKind::Merge => {
+            spans.push((ops.len(), v.len()));
+            ops.extend_from_slice(v);
+            None
+        }
+    }
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, if any.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last != 0xff {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_cases() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! Data blocks and the block trailer.
+//!
+//! A data block's payload, before compression, is its records followed by an array of record
+//! offsets and the record count:
+//!
+//! ```text
+//! record*  := kind u8 | key_len varint | value_len varint | key | value
+//! offsets  := u32 * count        (offset of each record from the payload's start)
+//! count    := u32
+//! ```
+//!
+//! On disk every block (data, filter, index, key-group index) is followed by a trailer:
+//! `compression u8 | uncompressed_len u32 | crc32 u32`, the CRC covering the stored payload and
+//! the first five trailer bytes.
+
+use std::cmp::Ordering;
+
+use super::{check_crc, put_varint32, varint32_len, DecodeError, Reader};
+use crate::error::Corruption;
+
+/// The size of the trailer that follows every block.
+pub const TRAILER_LEN: usize = 1 + 4 + 4;
+/// Compression byte: stored as is.
+pub const COMPRESSION_NONE: u8 = 0;
+/// Compression byte: a zstd frame.
+pub const COMPRESSION_ZSTD: u8 = 1;
+/// The largest uncompressed block a reader accepts (bounds allocation on corrupt input).
+pub const MAX_BLOCK_LEN: u32 = 256 << 20;
+
+/// What a record says about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// The key has this value.
+    Put = 0,
+    /// The key was deleted.
+    Delete = 1,
+    /// Append this operand to the key's older value.
+    Merge = 2,
+}
+
+impl RecordKind {
+    /// Decodes a kind byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(RecordKind::Put),
+            1 => Some(RecordKind::Delete),
+            2 => Some(RecordKind::Merge),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the uncompressed payload of one data block.
+#[derive(Debug, Default)]
+pub struct BlockBuilder {
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl BlockBuilder {
+    /// Appends a record; keys must arrive in strictly increasing order.
+    pub fn add(&mut self, kind: RecordKind, key: &[u8], value: &[u8]) {
+        self.offsets.push(self.buf.len() as u32);
+        self.buf.push(kind as u8);
+        put_varint32(&mut self.buf, key.len() as u32);
+        put_varint32(&mut self.buf, value.len() as u32);
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(value);
+    }
+
+    /// The payload size if the block were finished now.
+    pub fn estimated_len(&self) -> usize {
+        self.buf.len() + 4 * self.offsets.len() + 4
+    }
+
+    /// The size a record adds to the block.
+    pub fn record_len(key: &[u8], value: &[u8]) -> usize {
+        1 + varint32_len(key.len() as u32) + varint32_len(value.len() as u32) + key.len() + value.len() + 4
+    }
+
+    /// Whether no record was added since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The number of records added.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Finishes the payload into `out` (cleared first) and resets the builder.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.buf);
+        for off in &self.offsets {
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
+        self.buf.clear();
+        self.offsets.clear();
+    }
+}
+
+/// Appends the trailer for a stored payload that has already been written to `out`.
+/// `stored_start` is where the payload begins in `out`.
+pub fn append_trailer(out: &mut Vec<u8>, stored_start: usize, compression: u8, uncompressed_len: u32) {
+    out.push(compression);
+    out.extend_from_slice(&uncompressed_len.to_le_bytes());
+    let crc = crc32fast::hash(&out[stored_start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Verifies the block stored at `file[offset..offset + len]` plus its trailer and returns its
+/// uncompressed payload (borrowed when it is stored uncompressed).
+pub fn read_block<'a>(
+    file: &'a [u8],
+    offset: u64,
+    len: u32,
+    decompressor: &mut Option<zstd::bulk::Decompressor<'static>>,
+) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
+    let start = usize::try_from(offset).map_err(|_| DecodeError::malformed(offset, "block offset"))?;
+    let end = start
+        .checked_add(len as usize)
+        .and_then(|e| e.checked_add(TRAILER_LEN))
+        .ok_or_else(|| DecodeError::malformed(offset, "block length"))?;
+    if end > file.len() {
+        return Err(DecodeError::new(
+            offset,
+            Corruption::Truncated { needed: (end - start) as u64, available: file.len().saturating_sub(start) as u64 },
+        ));
+    }
+    let covered = &file[start..end - 4];
+    let mut trailer = Reader::new(&file[start + len as usize..end], offset + u64::from(len));
+    let compression = trailer.u8()?;
+    let uncompressed_len = trailer.u32()?;
+    let stored_crc = trailer.u32()?;
+    check_crc(covered, stored_crc, offset)?;
+    let stored = &file[start..start + len as usize];
+    match compression {
+        COMPRESSION_NONE => {
+            if uncompressed_len != len {
+                return Err(DecodeError::malformed(offset, "uncompressed block length"));
+            }
+            Ok(std::borrow::Cow::Borrowed(stored))
+        }
+        COMPRESSION_ZSTD => {
+            if uncompressed_len > MAX_BLOCK_LEN {
+                return Err(DecodeError::malformed(offset, "block length"));
+            }
+            let dec = match decompressor {
+                Some(d) => d,
+                None => decompressor.insert(
+                    zstd::bulk::Decompressor::new().map_err(|_| DecodeError::new(offset, Corruption::Decompression))?,
+                ),
+            };
+            let mut out = Vec::with_capacity(uncompressed_len as usize);
+            let n = dec
+                .decompress_to_buffer(stored, &mut out)
+                .map_err(|_| DecodeError::new(offset, Corruption::Decompression))?;
+            if n != uncompressed_len as usize {
+                return Err(DecodeError::new(offset, Corruption::Decompression));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }
+        _ => Err(DecodeError::malformed(offset, "compression type")),
+    }
+}
+
+/// A verified, uncompressed data block.
+#[derive(Debug)]
+pub struct Block {
+    data: Box<[u8]>,
+    count: u32,
+    offsets_start: usize,
+}
+
+/// One record of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// What the record says.
+    pub kind: RecordKind,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value (a merge operand for [`RecordKind::Merge`], empty for deletes).
+    pub value: &'a [u8],
+}
+
+impl Block {
+    /// Decodes and validates a block payload: every record well formed, keys strictly
+    /// increasing. `offset` is the block's position in its file, for errors.
+    pub fn decode(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
+        let len = data.len();
+        if len < 4 {
+            return Err(DecodeError::new(offset, Corruption::Truncated { needed: 4, available: len as u64 }));
+        }
+        let mut r = Reader::new(&data[len - 4..], offset + len as u64 - 4);
+        let count = r.u32()?;
+        let offsets_len = (count as usize)
+            .checked_mul(4)
+            .filter(|n| *n <= len - 4)
+            .ok_or_else(|| DecodeError::malformed(offset, "block record count"))?;
+        let offsets_start = len - 4 - offsets_len;
+        let block = Block { data, count, offsets_start };
+        let mut prev: Option<&[u8]> = None;
+        let mut expected_offset = 0usize;
+        for i in 0..count {
+            let rec_off = block.offset_of(i);
+            if rec_off != expected_offset {
+                return Err(DecodeError::malformed(offset + rec_off as u64, "record offset"));
+            }
+            let (rec, next) = block.parse(rec_off).map_err(|e| DecodeError { offset: offset + e.offset, ..e })?;
+            if let Some(p) = prev {
+                if p >= rec.key {
+                    return Err(DecodeError::malformed(offset + rec_off as u64, "key order"));
+                }
+            }
+            prev = Some(rec.key);
+            expected_offset = next;
+        }
+        if expected_offset != offsets_start {
+            return Err(DecodeError::malformed(offset + expected_offset as u64, "block records"));
+        }
+        Ok(block)
+    }
+
+    fn offset_of(&self, i: u32) -> usize {
+        let at = self.offsets_start + 4 * i as usize;
+        match self.data.get(at..at + 4) {
+            Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            None => usize::MAX,
+        }
+    }
+
+    fn parse(&self, at: usize) -> Result<(Record<'_>, usize), DecodeError> {
+        let area = self.data.get(..self.offsets_start).unwrap_or(&[]);
+        if at >= area.len() {
+            return Err(DecodeError::malformed(at as u64, "record offset"));
+        }
+        let mut r = Reader::new(&area[at..], at as u64);
+        let kind = RecordKind::from_u8(r.u8()?).ok_or_else(|| DecodeError::malformed(at as u64, "record kind"))?;
+        let klen = r.varint32()? as usize;
+        let vlen = r.varint32()? as usize;
+        let key = r.take(klen)?;
+        let value = r.take(vlen)?;
+        if kind == RecordKind::Delete && !value.is_empty() {
+            return Err(DecodeError::malformed(at as u64, "delete with a value"));
+        }
+        let next = at + (area.len() - at - r.remaining());
+        Ok((Record { kind, key, value }, next))
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the block has no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The record at index `i` (`i < len()`; out of range gives an empty delete).
+    #[inline]
+    pub fn record(&self, i: usize) -> Record<'_> {
+        const EMPTY: Record<'static> = Record { kind: RecordKind::Delete, key: &[], value: &[] };
+        if i >= self.count as usize {
+            return EMPTY;
+        }
+        // Validated by `decode`, so parsing cannot fail here.
+        self.parse(self.offset_of(i as u32)).map(|(r, _)| r).unwrap_or(EMPTY)
+    }
+
+    /// The index of the first record whose key is `>= key` (`len()` if none).
+    pub fn seek(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0usize, self.count as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.record(mid).key < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The record with exactly this key.
+    pub fn get(&self, key: &[u8]) -> Option<Record<'_>> {
+        let (mut lo, mut hi) = (0usize, self.count as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let rec = self.record(mid);
+            match rec.key.cmp(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(rec),
+            }
+        }
+        None
+    }
+
+    /// The memory the block holds.
+    pub fn size_in_memory(&self) -> usize {
+        self.data.len() + std::mem::size_of::<Self>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(records: &[(RecordKind, &[u8], &[u8])]) -> Vec<u8> {
+        let mut b = BlockBuilder::default();
+        for (k, key, value) in records {
+            b.add(*k, key, value);
+        }
+        let mut out = Vec::new();
+        b.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn block_serde_roundtrip() {
+        let recs: &[(RecordKind, &[u8], &[u8])] = &[
+            (RecordKind::Put, b"\0\0a", b"1"),
+            (RecordKind::Delete, b"\0\0b", b""),
+            (RecordKind::Merge, b"\0\x01c", &[7u8; 300]),
+        ];
+        let block = Block::decode(build(recs).into_boxed_slice(), 0).unwrap();
+        assert_eq!(block.len(), 3);
+        for (i, (k, key, value)) in recs.iter().enumerate() {
+            assert_eq!(block.record(i), Record { kind: *k, key, value });
+        }
+        assert_eq!(block.seek(b"\0\0b"), 1);
+        assert_eq!(block.seek(b"\0\0bb"), 2);
+        assert_eq!(block.seek(b"\xff"), 3);
+        assert_eq!(block.get(b"\0\x01c").unwrap().value.len(), 300);
+        assert!(block.get(b"\0\x01").is_none());
+    }
+
+    #[test]
+    fn block_detect_corruption() {
+        let good = build(&[(RecordKind::Put, b"ab", b"x"), (RecordKind::Put, b"ac", b"y")]);
+        // Every truncation and every single-byte change either decodes to a valid block or
+        // fails with an error; none panics.
+        for cut in 0..good.len() {
+            let _ = Block::decode(good[..cut].to_vec().into_boxed_slice(), 0);
+        }
+        for i in 0..good.len() {
+            for x in [1u8, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= x;
+                if let Ok(b) = Block::decode(bad.into_boxed_slice(), 0) {
+                    for j in 0..b.len() {
+                        let _ = b.record(j);
+                    }
+                }
+            }
+        }
+        // Unsorted keys are refused.
+        let unsorted = build(&[(RecordKind::Put, b"b", b""), (RecordKind::Put, b"a", b"")]);
+        assert!(Block::decode(unsorted.into_boxed_slice(), 0).is_err());
+    }
+
+    #[test]
+    fn trailer_checks_crc_and_compression() {
+        let payload = build(&[(RecordKind::Put, b"key", b"value")]);
+        let mut file = payload.clone();
+        append_trailer(&mut file, 0, COMPRESSION_NONE, payload.len() as u32);
+        let mut dec = None;
+        assert_eq!(&*read_block(&file, 0, payload.len() as u32, &mut dec).unwrap(), &payload[..]);
+        for i in 0..file.len() {
+            let mut bad = file.clone();
+            bad[i] ^= 0x10;
+            assert!(read_block(&bad, 0, payload.len() as u32, &mut dec).is_err(), "flip at {i}");
+        }
+        assert!(read_block(&file[..file.len() - 1], 0, payload.len() as u32, &mut dec).is_err());
+
+        let compressed = zstd::bulk::compress(&payload, 1).unwrap();
+        let mut file = compressed.clone();
+        append_trailer(&mut file, 0, COMPRESSION_ZSTD, payload.len() as u32);
+        assert_eq!(&*read_block(&file, 0, compressed.len() as u32, &mut dec).unwrap(), &payload[..]);
+    }
+}

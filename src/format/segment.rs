@@ -1,0 +1,685 @@
+//! Segment files: immutable, sorted runs of records, partitioned by key group.
+//!
+//! ```text
+//! header          magic "EDSG" | version u32
+//! data blocks     block+trailer, ...           (records sorted by key)
+//! filter block    blocked Bloom filter of all keys, + trailer
+//! index block     per data block: last key, offset, stored length; + trailer
+//! key-group index per key group present: kg, first block, last block, records; + trailer
+//! footer          FOOTER_LEN bytes, see `format-spec/segment.md`
+//! ```
+//!
+//! [`SegmentReader::open`] verifies the header, footer, index, key-group index and filter;
+//! data blocks are verified when they are read. [`SegmentReader::verify`] checks everything.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use super::block::{
+    self, append_trailer, Block, BlockBuilder, RecordKind, COMPRESSION_NONE, COMPRESSION_ZSTD, TRAILER_LEN,
+};
+use super::bloom::{self, Filter};
+use super::{check_crc, key_hash64, put_varint32, DecodeError, Reader};
+use crate::error::{Corruption, Error, Misuse, Result};
+use crate::io::{FileBytes, WritableFile};
+use crate::keygroup::KeyGroup;
+
+/// The magic bytes at the start and the end of every segment file.
+pub const SEGMENT_MAGIC: [u8; 4] = *b"EDSG";
+/// The segment format version this build writes and the newest it reads.
+pub const SEGMENT_VERSION: u32 = 1;
+/// The header: magic and version.
+pub const HEADER_LEN: usize = SEGMENT_MAGIC.len() + 4;
+
+const HANDLE_LEN: usize = 8 + 4;
+const FILTER_HANDLE_OFFSET: usize = 0;
+const INDEX_HANDLE_OFFSET: usize = FILTER_HANDLE_OFFSET + HANDLE_LEN;
+const KG_INDEX_HANDLE_OFFSET: usize = INDEX_HANDLE_OFFSET + HANDLE_LEN;
+const RECORD_COUNT_OFFSET: usize = KG_INDEX_HANDLE_OFFSET + HANDLE_LEN;
+const BLOCK_COUNT_OFFSET: usize = RECORD_COUNT_OFFSET + 8;
+const FLAGS_OFFSET: usize = BLOCK_COUNT_OFFSET + 4;
+const FOOTER_VERSION_OFFSET: usize = FLAGS_OFFSET + 4;
+const FOOTER_CRC_OFFSET: usize = FOOTER_VERSION_OFFSET + 4;
+const FOOTER_MAGIC_OFFSET: usize = FOOTER_CRC_OFFSET + 4;
+/// The fixed-size footer at the end of every segment file.
+pub const FOOTER_LEN: usize = FOOTER_MAGIC_OFFSET + SEGMENT_MAGIC.len();
+/// Size of one key-group index entry: kg u16, first block u32, last block u32, records u32.
+const KG_ENTRY_LEN: usize = 2 + 4 + 4 + 4;
+
+/// How blocks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Blocks are stored as they are.
+    None,
+    /// Blocks are compressed with zstd at this level, and stored raw where that saves less
+    /// than an eighth.
+    Zstd(i32),
+}
+
+/// Options for writing segments.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Target uncompressed size of a data block.
+    pub block_size: usize,
+    /// Block compression.
+    pub compression: Compression,
+    /// Bloom filter bits per key.
+    pub bloom_bits_per_key: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { block_size: 4096, compression: Compression::Zstd(1), bloom_bits_per_key: 10 }
+    }
+}
+
+/// One key group's slice of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyGroupEntry {
+    /// The key group.
+    pub key_group: KeyGroup,
+    /// The first data block holding records of this key group.
+    pub first_block: u32,
+    /// The last data block holding records of this key group.
+    pub last_block: u32,
+    /// The number of records of this key group.
+    pub records: u32,
+}
+
+/// The key group a record key belongs to: its first two bytes, big-endian.
+#[inline]
+pub fn key_group_of(key: &[u8]) -> Option<KeyGroup> {
+    match key {
+        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
+/// Writes one segment file. Records must be added in strictly increasing key order.
+pub struct SegmentWriter {
+    file: Box<dyn WritableFile>,
+    path: PathBuf,
+    opts: WriterOptions,
+    block: BlockBuilder,
+    payload: Vec<u8>,
+    out: Vec<u8>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    index: Vec<u8>,
+    key_groups: Vec<KeyGroupEntry>,
+    hashes: Vec<u64>,
+    last_key: Vec<u8>,
+    offset: u64,
+    records: u64,
+    blocks: u32,
+}
+
+/// What a finished segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// The file size in bytes.
+    pub file_len: u64,
+    /// The number of records.
+    pub records: u64,
+}
+
+impl SegmentWriter {
+    /// Starts a segment in `file` (already created, empty).
+    pub fn new(mut file: Box<dyn WritableFile>, path: &Path, opts: WriterOptions) -> Result<Self> {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(&SEGMENT_MAGIC);
+        header.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        file.append(&header).map_err(|e| Error::io(path, e))?;
+        let compressor = match opts.compression {
+            Compression::None => None,
+            Compression::Zstd(level) => Some(zstd::bulk::Compressor::new(level).map_err(|e| Error::io(path, e))?),
+        };
+        Ok(SegmentWriter {
+            file,
+            path: path.to_path_buf(),
+            opts,
+            block: BlockBuilder::default(),
+            payload: Vec::new(),
+            out: Vec::new(),
+            compressor,
+            index: Vec::new(),
+            key_groups: Vec::new(),
+            hashes: Vec::new(),
+            last_key: Vec::new(),
+            offset: HEADER_LEN as u64,
+            records: 0,
+            blocks: 0,
+        })
+    }
+
+    /// Adds a record. Keys must start with their key group and strictly increase.
+    pub fn add(&mut self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<()> {
+        let kg = key_group_of(key).ok_or(Misuse::KeyTooShort { len: key.len() })?;
+        if self.records > 0 && key <= self.last_key.as_slice() {
+            return Err(Misuse::InvalidOption { name: "key", why: "segment keys must strictly increase" }.into());
+        }
+        if !self.block.is_empty()
+            && self.block.estimated_len() + BlockBuilder::record_len(key, value) > self.opts.block_size
+        {
+            self.flush_block()?;
+        }
+        self.block.add(kind, key, value);
+        match self.key_groups.last_mut() {
+            Some(e) if e.key_group == kg => {
+                e.last_block = self.blocks;
+                e.records += 1;
+            }
+            _ => self.key_groups.push(KeyGroupEntry {
+                key_group: kg,
+                first_block: self.blocks,
+                last_block: self.blocks,
+                records: 1,
+            }),
+        }
+        self.hashes.push(key_hash64(key));
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Bytes written so far (a lower bound of the final size).
+    pub fn written(&self) -> u64 {
+        self.offset + self.block.estimated_len() as u64
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        self.block.finish(&mut self.payload);
+        let (offset, len) = self.write_block(true)?;
+        put_varint32(&mut self.index, self.last_key.len() as u32);
+        self.index.extend_from_slice(&self.last_key);
+        self.index.extend_from_slice(&offset.to_le_bytes());
+        self.index.extend_from_slice(&len.to_le_bytes());
+        self.blocks += 1;
+        Ok(())
+    }
+
+    /// Writes `self.payload` as a block (compressing it if allowed) and returns its handle.
+    fn write_block(&mut self, compress: bool) -> Result<(u64, u32)> {
+        self.out.clear();
+        let raw_len = self.payload.len() as u32;
+        let mut compression = COMPRESSION_NONE;
+        if let (true, Some(c)) = (compress, self.compressor.as_mut()) {
+            let bound = zstd::zstd_safe::compress_bound(self.payload.len());
+            self.out.reserve(bound);
+            let n = c.compress_to_buffer(&self.payload, &mut self.out).map_err(|e| Error::io(&self.path, e))?;
+            if n < self.payload.len() - self.payload.len() / 8 {
+                compression = COMPRESSION_ZSTD;
+            } else {
+                self.out.clear();
+            }
+        }
+        if compression == COMPRESSION_NONE {
+            self.out.extend_from_slice(&self.payload);
+        }
+        let stored_len = self.out.len() as u32;
+        append_trailer(&mut self.out, 0, compression, raw_len);
+        self.file.append(&self.out).map_err(|e| Error::io(&self.path, e))?;
+        let offset = self.offset;
+        self.offset += self.out.len() as u64;
+        Ok((offset, stored_len))
+    }
+
+    /// Writes the filter, the indexes and the footer, syncs the file and returns its stats.
+    pub fn finish(mut self) -> Result<SegmentStats> {
+        if !self.block.is_empty() {
+            self.flush_block()?;
+        }
+        self.payload = bloom::build(&self.hashes, self.opts.bloom_bits_per_key);
+        let filter = self.write_block(false)?;
+
+        let mut index = Vec::with_capacity(self.index.len() + 4);
+        index.extend_from_slice(&self.blocks.to_le_bytes());
+        index.extend_from_slice(&self.index);
+        self.payload = index;
+        let index = self.write_block(false)?;
+
+        let mut kgs = Vec::with_capacity(4 + self.key_groups.len() * KG_ENTRY_LEN);
+        kgs.extend_from_slice(&(self.key_groups.len() as u32).to_le_bytes());
+        for e in &self.key_groups {
+            kgs.extend_from_slice(&e.key_group.to_le_bytes());
+            kgs.extend_from_slice(&e.first_block.to_le_bytes());
+            kgs.extend_from_slice(&e.last_block.to_le_bytes());
+            kgs.extend_from_slice(&e.records.to_le_bytes());
+        }
+        self.payload = kgs;
+        let kg_index = self.write_block(false)?;
+
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        for (off, len) in [filter, index, kg_index] {
+            footer.extend_from_slice(&off.to_le_bytes());
+            footer.extend_from_slice(&len.to_le_bytes());
+        }
+        footer.extend_from_slice(&self.records.to_le_bytes());
+        footer.extend_from_slice(&self.blocks.to_le_bytes());
+        footer.extend_from_slice(&0u32.to_le_bytes());
+        footer.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        let crc = crc32fast::hash(&footer);
+        footer.extend_from_slice(&crc.to_le_bytes());
+        footer.extend_from_slice(&SEGMENT_MAGIC);
+        debug_assert_eq!(footer.len(), FOOTER_LEN);
+        self.file.append(&footer).map_err(|e| Error::io(&self.path, e))?;
+        self.file.sync().map_err(|e| Error::io(&self.path, e))?;
+        Ok(SegmentStats { file_len: self.offset + FOOTER_LEN as u64, records: self.records })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    key_start: u32,
+    key_len: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// An open, verified segment file.
+#[derive(Debug)]
+pub struct SegmentReader {
+    bytes: FileBytes,
+    path: PathBuf,
+    index_keys: Vec<u8>,
+    index: Vec<IndexEntry>,
+    key_groups: Vec<KeyGroupEntry>,
+    filter: (usize, usize),
+    records: u64,
+}
+
+impl SegmentReader {
+    /// Opens a segment from its bytes, verifying the header, footer, filter and indexes.
+    pub fn open(bytes: FileBytes, path: &Path) -> Result<Self> {
+        Self::decode(bytes, path).map_err(|e| match e {
+            Decoded::Err(e) => e.into_error(path),
+            Decoded::Version(found) => {
+                Error::UnsupportedVersion { file: path.to_path_buf(), found, supported: SEGMENT_VERSION }
+            }
+        })
+    }
+
+    fn decode(bytes: FileBytes, path: &Path) -> Result<Self, Decoded> {
+        let data: &[u8] = &bytes;
+        let len = data.len();
+        if len < HEADER_LEN + FOOTER_LEN {
+            return Err(DecodeError::new(
+                0,
+                Corruption::Truncated { needed: (HEADER_LEN + FOOTER_LEN) as u64, available: len as u64 },
+            )
+            .into());
+        }
+        let mut header = Reader::new(&data[..HEADER_LEN], 0);
+        if header.array::<4>()? != SEGMENT_MAGIC {
+            return Err(DecodeError::new(0, Corruption::BadMagic).into());
+        }
+        let version = header.u32()?;
+        let footer_start = len - FOOTER_LEN;
+        let footer = &data[footer_start..];
+        if footer[FOOTER_MAGIC_OFFSET..] != SEGMENT_MAGIC {
+            return Err(DecodeError::new((footer_start + FOOTER_MAGIC_OFFSET) as u64, Corruption::BadMagic).into());
+        }
+        if version != SEGMENT_VERSION {
+            return Err(Decoded::Version(version));
+        }
+        let mut r = Reader::new(&footer[FOOTER_CRC_OFFSET..], (footer_start + FOOTER_CRC_OFFSET) as u64);
+        check_crc(&footer[..FOOTER_CRC_OFFSET], r.u32()?, footer_start as u64)?;
+        let mut r = Reader::new(footer, footer_start as u64);
+        let filter_h = (r.u64()?, r.u32()?);
+        let index_h = (r.u64()?, r.u32()?);
+        let kg_h = (r.u64()?, r.u32()?);
+        let records = r.u64()?;
+        let blocks = r.u32()?;
+        let _flags = r.u32()?;
+        if r.u32()? != version {
+            return Err(DecodeError::malformed((footer_start + FOOTER_VERSION_OFFSET) as u64, "footer version").into());
+        }
+        // The meta blocks are laid out back to back, right before the footer.
+        let expect_contiguous = |(off, l): (u64, u32), next: u64, what| {
+            if off.checked_add(u64::from(l) + TRAILER_LEN as u64) == Some(next) {
+                Ok(())
+            } else {
+                Err(DecodeError::malformed(footer_start as u64, what))
+            }
+        };
+        expect_contiguous(kg_h, footer_start as u64, "key-group index handle")?;
+        expect_contiguous(index_h, kg_h.0, "index handle")?;
+        expect_contiguous(filter_h, index_h.0, "filter handle")?;
+        let data_end = filter_h.0;
+        if data_end < HEADER_LEN as u64 {
+            return Err(DecodeError::malformed(footer_start as u64, "filter handle").into());
+        }
+
+        let mut none = None;
+        let filter_payload = block::read_block(data, filter_h.0, filter_h.1, &mut none)?;
+        Filter::decode(&filter_payload, filter_h.0)?;
+        let filter_start = filter_h.0 as usize;
+        let filter = (filter_start, filter_start + filter_h.1 as usize);
+
+        let index_payload = block::read_block(data, index_h.0, index_h.1, &mut none)?;
+        let (index_keys, index) = decode_index(&index_payload, index_h.0, blocks, data_end)?;
+
+        let kg_payload = block::read_block(data, kg_h.0, kg_h.1, &mut none)?;
+        let key_groups = decode_kg_index(&kg_payload, kg_h.0, blocks, records)?;
+        if blocks == 0 && records != 0 {
+            return Err(DecodeError::malformed(footer_start as u64, "record count").into());
+        }
+        Ok(SegmentReader { bytes, path: path.to_path_buf(), index_keys, index, key_groups, filter, records })
+    }
+
+    /// The file this segment was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size.
+    pub fn file_len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// The number of records.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The number of data blocks.
+    pub fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The key groups present, in order, with their slices.
+    pub fn key_groups(&self) -> &[KeyGroupEntry] {
+        &self.key_groups
+    }
+
+    /// Heap memory held by the decoded indexes.
+    pub fn index_memory(&self) -> usize {
+        self.index_keys.capacity()
+            + self.index.capacity() * std::mem::size_of::<IndexEntry>()
+            + self.key_groups.capacity() * std::mem::size_of::<KeyGroupEntry>()
+    }
+
+    /// The size of the Bloom filter in bytes.
+    pub fn filter_len(&self) -> usize {
+        self.filter.1 - self.filter.0
+    }
+
+    /// False if no record has a key with this [`key_hash64`].
+    #[inline]
+    pub fn may_contain_hash(&self, hash: u64) -> bool {
+        let payload = self.bytes.get(self.filter.0..self.filter.1).unwrap_or(&[]);
+        match Filter::decode(payload, 0) {
+            Ok(f) => f.may_contain_hash(hash),
+            Err(_) => true,
+        }
+    }
+
+    fn block_last_key(&self, i: usize) -> &[u8] {
+        let e = &self.index[i];
+        let start = e.key_start as usize;
+        self.index_keys.get(start..start + e.key_len as usize).unwrap_or(&[])
+    }
+
+    /// The first block whose last key is `>= key`, if any.
+    pub fn find_block(&self, key: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.block_last_key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo < self.index.len()).then_some(lo)
+    }
+
+    /// The first block that may hold a record of a key group `>= kg`.
+    pub fn first_block_from_key_group(&self, kg: KeyGroup) -> Option<usize> {
+        let i = self.key_groups.partition_point(|e| e.key_group < kg);
+        self.key_groups.get(i).map(|e| e.first_block as usize)
+    }
+
+    /// Reads, verifies and decodes data block `i`.
+    pub fn read_block(&self, i: usize, decompressor: &mut Option<zstd::bulk::Decompressor<'static>>) -> Result<Block> {
+        let Some(e) = self.index.get(i) else {
+            return Err(Error::corrupted(&self.path, 0, Corruption::Malformed("block number")));
+        };
+        let payload =
+            block::read_block(&self.bytes, e.offset, e.len, decompressor).map_err(|d| d.into_error(&self.path))?;
+        let owned = match payload {
+            Cow::Borrowed(b) => b.to_vec().into_boxed_slice(),
+            Cow::Owned(v) => v.into_boxed_slice(),
+        };
+        let block = Block::decode(owned, e.offset).map_err(|d| d.into_error(&self.path))?;
+        // The index promises the block's last key; a block that disagrees is corrupt.
+        let last = block.record(block.len().wrapping_sub(1)).key;
+        if block.is_empty() || last != self.block_last_key(i) {
+            return Err(Error::corrupted(&self.path, e.offset, Corruption::Malformed("block last key")));
+        }
+        Ok(block)
+    }
+
+    /// Checks every byte of the segment: every block's checksum and records, the key order
+    /// across blocks, and the agreement of the key-group index and record count with the data.
+    /// Returns the first problem found.
+    pub fn verify(&self) -> Result<()> {
+        let mut dec = None;
+        let mut prev_last: Option<Vec<u8>> = None;
+        let mut records = 0u64;
+        let mut kg_iter = self.key_groups.iter().peekable();
+        let mut kg_counts: Vec<(KeyGroup, u32, u32, u32)> = Vec::new();
+        for i in 0..self.index.len() {
+            let block = self.read_block(i, &mut dec)?;
+            let first = block.record(0).key;
+            if let Some(p) = &prev_last {
+                if p.as_slice() >= first {
+                    return Err(Error::corrupted(
+                        &self.path,
+                        self.index[i].offset,
+                        Corruption::Malformed("key order across blocks"),
+                    ));
+                }
+            }
+            for j in 0..block.len() {
+                let kg = key_group_of(block.record(j).key).ok_or_else(|| {
+                    Error::corrupted(&self.path, self.index[i].offset, Corruption::Malformed("short key"))
+                })?;
+                match kg_counts.last_mut() {
+                    Some(c) if c.0 == kg => {
+                        c.2 = i as u32;
+                        c.3 += 1;
+                    }
+                    _ => kg_counts.push((kg, i as u32, i as u32, 1)),
+                }
+            }
+            records += block.len() as u64;
+            prev_last = Some(block.record(block.len() - 1).key.to_vec());
+        }
+        let kg_off = self.bytes.len().saturating_sub(FOOTER_LEN) as u64;
+        for (kg, first, last, n) in kg_counts {
+            let expected = KeyGroupEntry { key_group: kg, first_block: first, last_block: last, records: n };
+            if kg_iter.next() != Some(&expected) {
+                return Err(Error::corrupted(&self.path, kg_off, Corruption::Malformed("key-group index")));
+            }
+        }
+        if kg_iter.next().is_some() || records != self.records {
+            return Err(Error::corrupted(&self.path, kg_off, Corruption::Malformed("key-group index or record count")));
+        }
+        Ok(())
+    }
+}
+
+enum Decoded {
+    Err(DecodeError),
+    Version(u32),
+}
+
+impl From<DecodeError> for Decoded {
+    fn from(e: DecodeError) -> Self {
+        Decoded::Err(e)
+    }
+}
+
+fn decode_index(
+    payload: &[u8],
+    offset: u64,
+    blocks: u32,
+    data_end: u64,
+) -> Result<(Vec<u8>, Vec<IndexEntry>), DecodeError> {
+    let mut r = Reader::new(payload, offset);
+    let count = r.u32()?;
+    if count != blocks {
+        return Err(DecodeError::malformed(offset, "index block count"));
+    }
+    // Each entry takes at least 13 bytes, which bounds the allocation by the payload size.
+    if u64::from(count) * 13 > r.remaining() as u64 {
+        return Err(DecodeError::malformed(offset, "index block count"));
+    }
+    let mut keys = Vec::new();
+    let mut index = Vec::with_capacity(count as usize);
+    let mut expected_offset = HEADER_LEN as u64;
+    let mut prev: Option<(usize, usize)> = None;
+    for _ in 0..count {
+        let at = r.offset();
+        let klen = r.varint32()?;
+        let key = r.take(klen as usize)?;
+        let block_offset = r.u64()?;
+        let len = r.u32()?;
+        if block_offset != expected_offset || key.len() < 2 {
+            return Err(DecodeError::malformed(at, "index entry"));
+        }
+        expected_offset = block_offset + u64::from(len) + TRAILER_LEN as u64;
+        if expected_offset > data_end {
+            return Err(DecodeError::malformed(at, "index entry"));
+        }
+        if let Some((s, l)) = prev {
+            if keys[s..s + l] >= *key {
+                return Err(DecodeError::malformed(at, "index key order"));
+            }
+        }
+        let key_start = keys.len();
+        keys.extend_from_slice(key);
+        prev = Some((key_start, key.len()));
+        index.push(IndexEntry { key_start: key_start as u32, key_len: klen, offset: block_offset, len });
+    }
+    if expected_offset != data_end || r.remaining() != 0 {
+        return Err(DecodeError::malformed(offset, "index does not cover the data"));
+    }
+    Ok((keys, index))
+}
+
+fn decode_kg_index(payload: &[u8], offset: u64, blocks: u32, records: u64) -> Result<Vec<KeyGroupEntry>, DecodeError> {
+    let mut r = Reader::new(payload, offset);
+    let count = r.u32()?;
+    if u64::from(count) * KG_ENTRY_LEN as u64 != r.remaining() as u64 {
+        return Err(DecodeError::malformed(offset, "key-group index length"));
+    }
+    let mut out: Vec<KeyGroupEntry> = Vec::with_capacity(count as usize);
+    let mut total = 0u64;
+    for _ in 0..count {
+        let at = r.offset();
+        let e = KeyGroupEntry { key_group: r.u16()?, first_block: r.u32()?, last_block: r.u32()?, records: r.u32()? };
+        let ordered = match out.last() {
+            Some(p) => p.key_group < e.key_group && p.last_block <= e.first_block,
+            None => true,
+        };
+        if !ordered || e.first_block > e.last_block || e.last_block >= blocks || e.records == 0 {
+            return Err(DecodeError::malformed(at, "key-group index entry"));
+        }
+        total += u64::from(e.records);
+        out.push(e);
+    }
+    if total != records {
+        return Err(DecodeError::malformed(offset, "key-group index record count"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{FaultFs, FileSystem};
+
+    fn key(kg: u16, i: u32) -> Vec<u8> {
+        let mut k = kg.to_be_bytes().to_vec();
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    fn write(fs: &FaultFs, path: &Path, opts: WriterOptions, n: u32) -> SegmentStats {
+        let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+        for kg in 0..4u16 {
+            for i in 0..n {
+                let kind = if i % 7 == 3 { RecordKind::Delete } else { RecordKind::Put };
+                let value = if kind == RecordKind::Put { vec![i as u8; (i % 50) as usize] } else { vec![] };
+                w.add(kind, &key(kg * 3, i), &value).unwrap();
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn segment_serde_roundtrip() {
+        for compression in [Compression::None, Compression::Zstd(1)] {
+            let fs = FaultFs::new();
+            let path = Path::new("/s.seg");
+            let opts = WriterOptions { block_size: 512, compression, ..Default::default() };
+            let stats = write(&fs, path, opts, 500);
+            let seg = SegmentReader::open(fs.open(path).unwrap(), path).unwrap();
+            assert_eq!(seg.records(), 2000);
+            assert_eq!(stats.file_len, seg.file_len());
+            seg.verify().unwrap();
+            assert_eq!(seg.key_groups().iter().map(|e| e.key_group).collect::<Vec<_>>(), vec![0, 3, 6, 9]);
+            let mut dec = None;
+            for kg in [0u16, 3, 6, 9] {
+                for i in [0u32, 1, 3, 250, 499] {
+                    let k = key(kg, i);
+                    assert!(seg.may_contain_hash(key_hash64(&k)));
+                    let b = seg.find_block(&k).unwrap();
+                    let block = seg.read_block(b, &mut dec).unwrap();
+                    let rec = block.get(&k).unwrap();
+                    assert_eq!(rec.kind == RecordKind::Delete, i % 7 == 3);
+                }
+            }
+            assert_eq!(seg.find_block(&key(10, 0)), None);
+            let b = seg.first_block_from_key_group(4).unwrap();
+            let block = seg.read_block(b, &mut dec).unwrap();
+            assert!(block.record(block.seek(&6u16.to_be_bytes())).key.starts_with(&6u16.to_be_bytes()));
+        }
+    }
+
+    #[test]
+    fn segment_detect_corruption() {
+        let fs = FaultFs::new();
+        let path = Path::new("/s.seg");
+        let opts = WriterOptions { block_size: 256, ..Default::default() };
+        write(&fs, path, opts, 40);
+        let good = fs.read(path).unwrap();
+        let check = |bytes: Vec<u8>| -> Result<()> {
+            let seg = SegmentReader::open(FileBytes::from_vec(bytes), path)?;
+            seg.verify()
+        };
+        check(good.clone()).unwrap();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x04;
+            let err = check(bad).expect_err(&format!("flip at {i} went unnoticed"));
+            assert!(matches!(err, Error::Corrupted { .. } | Error::UnsupportedVersion { .. }), "{err}");
+        }
+        for cut in 0..good.len() {
+            assert!(check(good[..cut].to_vec()).is_err(), "truncation to {cut} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn future_version_is_a_typed_error() {
+        let fs = FaultFs::new();
+        let path = Path::new("/s.seg");
+        write(&fs, path, WriterOptions::default(), 3);
+        let mut bytes = fs.read(path).unwrap();
+        bytes[4] = 2;
+        let err = SegmentReader::open(FileBytes::from_vec(bytes), path).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 2, supported: SEGMENT_VERSION, .. }), "{err}");
+    }
+}

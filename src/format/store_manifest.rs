@@ -1,0 +1,158 @@
+//! The store manifest: the segment set a store had when it was closed cleanly.
+//!
+//! ```text
+//! magic "EDSM" | version u32 | next_segment_id u64 | segment_count u32
+//! segment*  := id u64 | mask_count u32 | (first_kg u16 | last_kg u16) * mask_count
+//! crc32 u32   (of everything before it)
+//! ```
+//!
+//! A segment's mask lists the key-group ranges that were dropped after it was written: its
+//! records in those key groups are invisible.
+
+use super::{check_crc, DecodeError, Reader};
+use crate::error::Corruption;
+
+/// The magic bytes of a store manifest.
+pub const MANIFEST_MAGIC: [u8; 4] = *b"EDSM";
+/// The store manifest version this build writes and the newest it reads.
+pub const MANIFEST_VERSION: u32 = 1;
+const FIXED_LEN: usize = MANIFEST_MAGIC.len() + 4 + 8 + 4;
+const SEGMENT_FIXED_LEN: usize = 8 + 4;
+const MASK_LEN: usize = 2 + 2;
+const CRC_LEN: usize = 4;
+
+/// A segment as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSegment {
+    /// The segment id (its file is named after it).
+    pub id: u64,
+    /// Key-group ranges (inclusive) whose records are dropped.
+    pub mask: Vec<(u16, u16)>,
+}
+
+/// The decoded store manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreManifest {
+    /// The id the next segment file will get.
+    pub next_segment_id: u64,
+    /// The live segments, newest first.
+    pub segments: Vec<ManifestSegment>,
+}
+
+/// Why a manifest could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The bytes are damaged.
+    Corrupt(DecodeError),
+    /// A newer version than this build reads.
+    Version(u32),
+}
+
+impl From<DecodeError> for ManifestError {
+    fn from(e: DecodeError) -> Self {
+        ManifestError::Corrupt(e)
+    }
+}
+
+impl StoreManifest {
+    /// Encodes the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_LEN + self.segments.len() * SEGMENT_FIXED_LEN + CRC_LEN);
+        out.extend_from_slice(&MANIFEST_MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.next_segment_id.to_le_bytes());
+        out.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        for s in &self.segments {
+            out.extend_from_slice(&s.id.to_le_bytes());
+            out.extend_from_slice(&(s.mask.len() as u32).to_le_bytes());
+            for (a, b) in &s.mask {
+                out.extend_from_slice(&a.to_le_bytes());
+                out.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and verifies a manifest.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
+        if bytes.len() < FIXED_LEN + CRC_LEN {
+            return Err(DecodeError::new(
+                0,
+                Corruption::Truncated { needed: (FIXED_LEN + CRC_LEN) as u64, available: bytes.len() as u64 },
+            )
+            .into());
+        }
+        let mut r = Reader::new(bytes, 0);
+        if r.array::<4>()? != MANIFEST_MAGIC {
+            return Err(DecodeError::new(0, Corruption::BadMagic).into());
+        }
+        let version = r.u32()?;
+        if version != MANIFEST_VERSION {
+            return Err(ManifestError::Version(version));
+        }
+        let body_len = bytes.len() - CRC_LEN;
+        let stored =
+            u32::from_le_bytes([bytes[body_len], bytes[body_len + 1], bytes[body_len + 2], bytes[body_len + 3]]);
+        check_crc(&bytes[..body_len], stored, body_len as u64)?;
+        let mut r = Reader::new(&bytes[..body_len], 0);
+        r.take(MANIFEST_MAGIC.len() + 4)?;
+        let next_segment_id = r.u64()?;
+        let count = r.u32()?;
+        if u64::from(count) * SEGMENT_FIXED_LEN as u64 > r.remaining() as u64 {
+            return Err(DecodeError::malformed(r.offset(), "segment count").into());
+        }
+        let mut segments = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let at = r.offset();
+            let id = r.u64()?;
+            let masks = r.u32()?;
+            if u64::from(masks) * MASK_LEN as u64 > r.remaining() as u64 {
+                return Err(DecodeError::malformed(at, "mask count").into());
+            }
+            let mut mask = Vec::with_capacity(masks as usize);
+            for _ in 0..masks {
+                let (a, b) = (r.u16()?, r.u16()?);
+                if a > b {
+                    return Err(DecodeError::malformed(at, "mask range").into());
+                }
+                mask.push((a, b));
+            }
+            if id >= next_segment_id || segments.iter().any(|s: &ManifestSegment| s.id == id) {
+                return Err(DecodeError::malformed(at, "segment id").into());
+            }
+            segments.push(ManifestSegment { id, mask });
+        }
+        if r.remaining() != 0 {
+            return Err(DecodeError::malformed(r.offset(), "trailing bytes").into());
+        }
+        Ok(StoreManifest { next_segment_id, segments })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_serde_roundtrip_and_detect_corruption() {
+        let m = StoreManifest {
+            next_segment_id: 9,
+            segments: vec![
+                ManifestSegment { id: 8, mask: vec![] },
+                ManifestSegment { id: 3, mask: vec![(0, 5), (9, 9)] },
+            ],
+        };
+        let bytes = m.encode();
+        assert_eq!(StoreManifest::decode(&bytes).unwrap(), m);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert!(StoreManifest::decode(&bad).is_err(), "flip at {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(StoreManifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

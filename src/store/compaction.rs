@@ -1,0 +1,137 @@
+//! Compaction: which segments to merge (a size-tiered policy in the manner of RocksDB's
+//! universal compaction) and the merge itself.
+//!
+//! Segments form one list, newest first; a compaction always merges a contiguous run of it, so
+//! that the newest record of every key stays the one that wins. Two rules pick the run:
+//!
+//! 1. Space amplification: when the segments newer than the oldest add up to more than
+//!    `max_space_amplification_percent` of the oldest, everything is merged. This bounds the
+//!    space that overwritten and deleted records can take.
+//! 2. Size ratio: once there are at least `trigger` segments, the longest run from the newest
+//!    in which every next segment is at most `(100 + size_ratio_percent)%` of the run so far
+//!    is merged (at least two segments). Read amplification stays logarithmic.
+//!
+//! With more than `max_segments` segments the newest two are merged regardless.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::iter::{MergeIter, Source};
+use super::segment::LiveSegment;
+use crate::format::segment::SegmentStats;
+use crate::format::{RecordKind, SegmentWriter};
+use crate::{Error, Result};
+
+/// How the store decides what to compact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionOptions {
+    /// Segments needed before the size-ratio rule applies.
+    pub trigger: usize,
+    /// How much larger than the run so far the next segment may be to join it, in percent.
+    pub size_ratio_percent: u64,
+    /// Bound on (total size / size of the oldest segment - 1), in percent.
+    pub max_space_amplification_percent: u64,
+    /// Above this many segments, the newest are merged whatever their sizes.
+    pub max_segments: usize,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions { trigger: 4, size_ratio_percent: 1, max_space_amplification_percent: 100, max_segments: 12 }
+    }
+}
+
+/// The run of segments (indexes into `sizes`, newest first) to merge, if any.
+pub(crate) fn pick(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usize>> {
+    let n = sizes.len();
+    if n < 2 {
+        return None;
+    }
+    let newer: u64 = sizes[..n - 1].iter().sum();
+    if newer.saturating_mul(100) > sizes[n - 1].saturating_mul(opts.max_space_amplification_percent) {
+        return Some(0..n);
+    }
+    if n >= opts.trigger {
+        let mut run = sizes[0];
+        let mut end = 1;
+        while end < n && sizes[end].saturating_mul(100) <= run.saturating_mul(100 + opts.size_ratio_percent) {
+            run += sizes[end];
+            end += 1;
+        }
+        if end >= 2 {
+            return Some(0..end);
+        }
+    }
+    if n > opts.max_segments {
+        return Some(0..2);
+    }
+    None
+}
+
+/// Error raised inside a compaction that was asked to stop.
+pub(crate) fn cancelled() -> Error {
+    Error::io("compaction", std::io::Error::new(std::io::ErrorKind::Interrupted, "compaction cancelled"))
+}
+
+/// Merges `inputs` (newest first) into `writer`. With `bottom`, the inputs include the oldest
+/// segment: deletes are dropped and merge operands without a base become plain values.
+/// Records hidden by an input's mask are dropped.
+pub(crate) fn merge(
+    inputs: &[LiveSegment],
+    bottom: bool,
+    mut writer: SegmentWriter,
+    stop: &AtomicBool,
+) -> Result<Option<SegmentStats>> {
+    let sources = inputs.iter().cloned().map(Source::segment).collect();
+    let mut it = MergeIter::new(sources, Vec::new(), None, None);
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while let Some((kind, key, value)) = it.next_record()? {
+        n += 1;
+        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        let kind = match (kind, bottom) {
+            (RecordKind::Delete, true) => continue,
+            (RecordKind::Merge, true) => RecordKind::Put,
+            (kind, _) => kind,
+        };
+        writer.add(kind, key, value)?;
+        written += 1;
+    }
+    if written == 0 {
+        return Ok(None);
+    }
+    writer.finish().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_amplification_merges_everything() {
+        let o = CompactionOptions::default();
+        assert_eq!(pick(&[60, 50, 100], &o), Some(0..3));
+        assert_eq!(pick(&[10, 100], &o), None);
+        assert_eq!(pick(&[100], &o), None);
+    }
+
+    #[test]
+    fn size_ratio_merges_similar_newest_segments() {
+        let o = CompactionOptions::default();
+        // 10, 10 merge; 25 is too large for a run of 20 at 1%.
+        assert_eq!(pick(&[10, 10, 25, 1000], &o), Some(0..2));
+        assert_eq!(pick(&[10, 10, 20, 1000], &o), Some(0..3));
+        // Below the trigger nothing happens.
+        assert_eq!(pick(&[10, 10, 1000], &o), None);
+        // A newest segment much smaller than the next: nothing by ratio.
+        assert_eq!(pick(&[1, 10, 100, 1000], &o), None);
+    }
+
+    #[test]
+    fn too_many_segments_merge_the_newest() {
+        let o = CompactionOptions { max_segments: 3, ..Default::default() };
+        assert_eq!(pick(&[1, 2, 4, 8, 1000], &o), Some(0..2));
+    }
+}

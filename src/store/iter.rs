@@ -1,0 +1,270 @@
+//! Ordered iteration: a merge of the memtables and the segments, newest first, resolving
+//! deletes and merge operands.
+
+use std::sync::Arc;
+
+use super::cache::BlockCache;
+use super::memtable::{Memtable, RecRef};
+use super::segment::LiveSegment;
+use crate::format::segment::key_group_of;
+use crate::format::{Block, RecordKind};
+use crate::Result;
+
+type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
+
+pub(crate) struct MemSource<'a> {
+    mem: &'a Memtable,
+    refs: &'a [RecRef],
+    pos: usize,
+}
+
+pub(crate) struct SegSource {
+    seg: LiveSegment,
+    block: Option<Arc<Block>>,
+    block_idx: usize,
+    pos: usize,
+}
+
+pub(crate) enum Source<'a> {
+    Mem(MemSource<'a>),
+    Seg(SegSource),
+}
+
+impl<'a> Source<'a> {
+    /// A memtable source positioned at the first key `>= lower`.
+    pub(crate) fn memtable(mem: &'a Memtable, sorted: &'a [RecRef], lower: &[u8]) -> Self {
+        let pos = mem.lower_bound(sorted, lower);
+        Source::Mem(MemSource { mem, refs: sorted, pos })
+    }
+
+    pub(crate) fn segment(seg: LiveSegment) -> Self {
+        Source::Seg(SegSource { seg, block: None, block_idx: 0, pos: 0 })
+    }
+
+    #[inline]
+    fn current(&self) -> Option<(RecordKind, &[u8], &[u8])> {
+        match self {
+            Source::Mem(m) => m.refs.get(m.pos).map(|r| m.mem.record(*r)),
+            Source::Seg(s) => s.block.as_ref().map(|b| {
+                let r = b.record(s.pos);
+                (r.kind, r.key, r.value)
+            }),
+        }
+    }
+}
+
+/// Loads a block, through the cache when there is one.
+fn load(
+    seg: &LiveSegment,
+    idx: usize,
+    cache: &mut Option<&mut BlockCache>,
+    dec: &mut Decompressor,
+) -> Result<Arc<Block>> {
+    match cache {
+        Some(c) => c.get_or_load(&seg.seg, idx, dec),
+        None => Ok(Arc::new(seg.seg.reader().read_block(idx, dec)?)),
+    }
+}
+
+impl SegSource {
+    fn seek(&mut self, lower: &[u8], cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
+        match self.seg.seg.reader().find_block(lower) {
+            None => self.block = None,
+            Some(idx) => {
+                let block = load(&self.seg, idx, cache, dec)?;
+                self.pos = block.seek(lower);
+                self.block_idx = idx;
+                self.block = Some(block);
+                self.settle(cache, dec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
+        if self.block.is_some() {
+            self.pos += 1;
+            self.settle(cache, dec)?;
+        }
+        Ok(())
+    }
+
+    /// Moves forward past the end of blocks and past masked records.
+    fn settle(&mut self, cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
+        loop {
+            let Some(block) = &self.block else { return Ok(()) };
+            if self.pos >= block.len() {
+                self.block_idx += 1;
+                if self.block_idx >= self.seg.seg.reader().block_count() {
+                    self.block = None;
+                    return Ok(());
+                }
+                self.block = Some(load(&self.seg, self.block_idx, cache, dec)?);
+                self.pos = 0;
+                continue;
+            }
+            if self.seg.mask.is_empty() {
+                return Ok(());
+            }
+            match key_group_of(block.record(self.pos).key) {
+                Some(kg) if self.seg.masked(kg) => self.pos += 1,
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Merges sources (newest first) into one ordered stream of resolved records.
+pub(crate) struct MergeIter<'a> {
+    sources: Vec<Source<'a>>,
+    upper: Option<Vec<u8>>,
+    cache: Option<&'a mut BlockCache>,
+    dec: Decompressor,
+    pending: Vec<usize>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    operands: Vec<(usize, usize)>,
+    operand_bytes: Vec<u8>,
+    started: bool,
+    lower: Vec<u8>,
+}
+
+impl<'a> MergeIter<'a> {
+    /// A merge over `sources` (newest first) of the keys in `[lower, upper)`.
+    pub(crate) fn new(
+        sources: Vec<Source<'a>>,
+        lower: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        cache: Option<&'a mut BlockCache>,
+    ) -> Self {
+        MergeIter {
+            sources,
+            upper,
+            cache,
+            dec: None,
+            pending: Vec::new(),
+            key: Vec::new(),
+            value: Vec::new(),
+            operands: Vec::new(),
+            operand_bytes: Vec::new(),
+            started: false,
+            lower,
+        }
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.started = true;
+        for s in &mut self.sources {
+            if let Source::Seg(seg) = s {
+                seg.seek(&self.lower, &mut self.cache, &mut self.dec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next key with its resolved record: `Put` with the full value, `Delete`, or `Merge`
+    /// with the concatenated operands when no source holds a base value.
+    pub(crate) fn next_record(&mut self) -> Result<Option<(RecordKind, &[u8], &[u8])>> {
+        if !self.started {
+            self.start()?;
+        }
+        for i in std::mem::take(&mut self.pending) {
+            match &mut self.sources[i] {
+                Source::Mem(m) => m.pos += 1,
+                Source::Seg(s) => s.advance(&mut self.cache, &mut self.dec)?,
+            }
+        }
+        let mut min: Option<(usize, &[u8])> = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some((_, k, _)) = s.current() {
+                if min.is_none_or(|(_, m)| k < m) {
+                    min = Some((i, k));
+                }
+            }
+        }
+        let Some((first, key)) = min else { return Ok(None) };
+        if let Some(upper) = &self.upper {
+            if key >= upper.as_slice() {
+                return Ok(None);
+            }
+        }
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.operands.clear();
+        self.operand_bytes.clear();
+        let mut resolved: Option<RecordKind> = None;
+        for i in first..self.sources.len() {
+            let Some((kind, k, v)) = self.sources[i].current() else { continue };
+            if k != self.key.as_slice() {
+                continue;
+            }
+            self.pending.push(i);
+            if resolved.is_some() {
+                continue;
+            }
+            match kind {
+                RecordKind::Put => {
+                    self.value.clear();
+                    self.value.extend_from_slice(v);
+                    resolved = Some(RecordKind::Put);
+                }
+                RecordKind::Delete => {
+                    self.value.clear();
+                    resolved = Some(if self.operands.is_empty() { RecordKind::Delete } else { RecordKind::Put });
+                }
+                RecordKind::Merge => {
+                    let start = self.operand_bytes.len();
+                    self.operand_bytes.extend_from_slice(v);
+                    self.operands.push((start, v.len()));
+                }
+            }
+        }
+        let kind = match resolved {
+            Some(kind) => kind,
+            None => {
+                self.value.clear();
+                RecordKind::Merge
+            }
+        };
+        // Operands were gathered newest first; the value is base ++ oldest ++ ... ++ newest.
+        for &(start, len) in self.operands.iter().rev() {
+            self.value.extend_from_slice(&self.operand_bytes[start..start + len]);
+        }
+        Ok(Some((kind, &self.key, &self.value)))
+    }
+}
+
+/// An ordered scan over a store's live keys: `while let Some((key, value)) = it.next_entry()?`.
+pub struct StoreIter<'a> {
+    inner: MergeIter<'a>,
+}
+
+impl<'a> StoreIter<'a> {
+    pub(crate) fn new(inner: MergeIter<'a>) -> Self {
+        StoreIter { inner }
+    }
+
+    /// The next live key and its value, in key order.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        loop {
+            // Re-borrow per round so a skipped delete does not hold the borrow.
+            let kind = match self.inner.next_record()? {
+                None => return Ok(None),
+                Some((kind, _, _)) => kind,
+            };
+            if kind != RecordKind::Delete {
+                return Ok(Some((&self.inner.key, &self.inner.value)));
+            }
+        }
+    }
+
+    /// Collects the rest of the scan (convenient in tests and tools).
+    pub fn collect_vec(mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        while let Some((k, v)) = self.next_entry()? {
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}

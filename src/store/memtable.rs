@@ -1,0 +1,474 @@
+//! The mutable in-memory region.
+//!
+//! Records live in an arena of large chunks; a hash table of `(hash, record)` slots indexes
+//! them, so a point access is one hash probe and one read of the arena. Each record keeps its
+//! key and, inline behind it, room for its value, which is updated in place while it fits; a
+//! value that outgrows its room moves to a larger out-of-line region (growing geometrically,
+//! so repeated appends stay amortized O(1)).
+//!
+//! Sorted order is produced lazily: keys inserted since the last sort are kept apart, sorted
+//! when an ordered view is asked for, and merged into the sorted ones.
+//!
+//! Record layout in the arena (native to this process, never written to disk):
+//! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | key | value room`.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use crate::format::RecordKind;
+
+const CHUNK_SIZE: usize = 1 << 20;
+const KIND_OFF: usize = 0;
+const KLEN_OFF: usize = KIND_OFF + 1;
+const VLEN_OFF: usize = KLEN_OFF + 4;
+const VCAP_OFF: usize = VLEN_OFF + 4;
+const VREF_OFF: usize = VCAP_OFF + 4;
+const HEADER_LEN: usize = VREF_OFF + 8;
+/// Set in the kind byte when the value lives out of line at `value_ref`.
+const EXTERNAL: u8 = 0x80;
+/// A `value_ref` that points nowhere.
+const NO_REF: u64 = u64::MAX;
+
+/// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
+pub(crate) type RecRef = u64;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    rec: RecRef,
+}
+
+/// The seed of the memtable's hash; any fixed value works (nothing is persisted).
+const HASH_SEED: u64 = 0x6564_6479_5f6d_656d;
+
+pub(crate) struct Memtable {
+    chunks: Vec<Box<[u8]>>,
+    current: usize,
+    used: usize,
+    arena_bytes: usize,
+    table: HashTable<Slot>,
+    order: Vec<RecRef>,
+    sorted_len: usize,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Memtable {
+    pub(crate) fn new() -> Self {
+        Memtable {
+            chunks: Vec::new(),
+            current: 0,
+            used: CHUNK_SIZE,
+            arena_bytes: 0,
+            table: HashTable::new(),
+            order: Vec::new(),
+            sorted_len: 0,
+            hasher: foldhash::fast::FixedState::with_seed(HASH_SEED),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The number of distinct keys (including deletes).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Heap memory held: arena chunks, hash table and order vector.
+    pub(crate) fn memory(&self) -> usize {
+        self.arena_bytes
+            + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.order.capacity() * std::mem::size_of::<RecRef>()
+    }
+
+    // ---- arena ----
+
+    fn alloc(&mut self, len: usize) -> RecRef {
+        if len > CHUNK_SIZE / 4 {
+            // Large records get a chunk of their own; the open chunk stays open.
+            self.chunks.push(vec![0u8; len].into_boxed_slice());
+            self.arena_bytes += len;
+            return ((self.chunks.len() - 1) as u64) << 32;
+        }
+        if self.used + len > CHUNK_SIZE {
+            self.chunks.push(vec![0u8; CHUNK_SIZE].into_boxed_slice());
+            self.arena_bytes += CHUNK_SIZE;
+            self.current = self.chunks.len() - 1;
+            self.used = 0;
+        }
+        let r = ((self.current as u64) << 32) | self.used as u64;
+        self.used += len;
+        r
+    }
+
+    #[inline]
+    fn bytes(&self, r: RecRef, len: usize) -> &[u8] {
+        let chunk = &self.chunks[(r >> 32) as usize];
+        let off = (r & 0xffff_ffff) as usize;
+        &chunk[off..off + len]
+    }
+
+    #[inline]
+    fn bytes_mut(&mut self, r: RecRef, len: usize) -> &mut [u8] {
+        let chunk = &mut self.chunks[(r >> 32) as usize];
+        let off = (r & 0xffff_ffff) as usize;
+        &mut chunk[off..off + len]
+    }
+
+    #[inline]
+    fn header(&self, r: RecRef) -> Header {
+        let h = self.bytes(r, HEADER_LEN);
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let mut vref = [0u8; 8];
+        vref.copy_from_slice(&h[VREF_OFF..VREF_OFF + 8]);
+        Header {
+            kind: h[KIND_OFF],
+            klen: u32_at(KLEN_OFF) as usize,
+            vlen: u32_at(VLEN_OFF) as usize,
+            vcap: u32_at(VCAP_OFF) as usize,
+            vref: u64::from_le_bytes(vref),
+        }
+    }
+
+    fn write_header(&mut self, r: RecRef, h: &Header) {
+        let b = self.bytes_mut(r, HEADER_LEN);
+        b[KIND_OFF] = h.kind;
+        b[KLEN_OFF..KLEN_OFF + 4].copy_from_slice(&(h.klen as u32).to_le_bytes());
+        b[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&(h.vlen as u32).to_le_bytes());
+        b[VCAP_OFF..VCAP_OFF + 4].copy_from_slice(&(h.vcap as u32).to_le_bytes());
+        b[VREF_OFF..VREF_OFF + 8].copy_from_slice(&h.vref.to_le_bytes());
+    }
+
+    #[inline]
+    fn key_of(&self, r: RecRef) -> &[u8] {
+        let h = self.header(r);
+        let chunk = &self.chunks[(r >> 32) as usize];
+        let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
+        &chunk[off..off + h.klen]
+    }
+
+    /// The value's location: (ref, offset of the value from ref).
+    #[inline]
+    fn value_loc(r: RecRef, h: &Header) -> RecRef {
+        if h.kind & EXTERNAL != 0 {
+            h.vref
+        } else {
+            r + (HEADER_LEN + h.klen) as u64
+        }
+    }
+
+    /// The record behind `r`: kind, key and value.
+    #[inline]
+    pub(crate) fn record(&self, r: RecRef) -> (RecordKind, &[u8], &[u8]) {
+        let h = self.header(r);
+        let key = {
+            let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
+            &self.chunks[(r >> 32) as usize][off..off + h.klen]
+        };
+        let value = self.bytes(Self::value_loc(r, &h), h.vlen);
+        (kind_of(h.kind), key, value)
+    }
+
+    // ---- point operations ----
+
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
+        self.table.find(hash, |s| s.hash == hash && self.key_of(s.rec) == key).map(|s| s.rec)
+    }
+
+    /// The record for `key`, if the memtable has one.
+    #[inline]
+    pub(crate) fn find_ref(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
+        self.find(hash, key)
+    }
+
+    /// The kind of the record behind `r`.
+    #[inline]
+    pub(crate) fn kind(&self, r: RecRef) -> RecordKind {
+        kind_of(self.bytes(r, 1)[0])
+    }
+
+    /// The newest record for `key`, if the memtable has one.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<(RecordKind, &[u8])> {
+        self.find(hash, key).map(|r| {
+            let (kind, _, value) = self.record(r);
+            (kind, value)
+        })
+    }
+
+    fn insert_new(&mut self, hash: u64, key: &[u8], kind: RecordKind, value: &[u8], room: usize) {
+        let r = self.alloc(HEADER_LEN + key.len() + room);
+        self.write_header(
+            r,
+            &Header { kind: kind as u8, klen: key.len(), vlen: value.len(), vcap: room, vref: NO_REF },
+        );
+        let b = self.bytes_mut(r + HEADER_LEN as u64, key.len() + value.len());
+        b[..key.len()].copy_from_slice(key);
+        b[key.len()..].copy_from_slice(value);
+        self.table.insert_unique(hash, Slot { hash, rec: r }, |s| s.hash);
+        self.order.push(r);
+    }
+
+    /// Sets the value of `key`, replacing what the memtable had.
+    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) {
+        match self.find(hash, key) {
+            Some(r) => self.overwrite(r, RecordKind::Put, value),
+            None => self.insert_new(hash, key, RecordKind::Put, value, value.len()),
+        }
+    }
+
+    /// Records a delete of `key`.
+    pub(crate) fn delete(&mut self, hash: u64, key: &[u8]) {
+        match self.find(hash, key) {
+            Some(r) => self.overwrite(r, RecordKind::Delete, &[]),
+            None => self.insert_new(hash, key, RecordKind::Delete, &[], 0),
+        }
+    }
+
+    /// Appends `operand` to the value of `key`. With no record here, the memtable keeps a
+    /// merge record that the store resolves against older data.
+    pub(crate) fn merge(&mut self, hash: u64, key: &[u8], operand: &[u8]) {
+        let Some(r) = self.find(hash, key) else {
+            self.insert_new(hash, key, RecordKind::Merge, operand, operand.len());
+            return;
+        };
+        let mut h = self.header(r);
+        match kind_of(h.kind) {
+            RecordKind::Delete => self.overwrite(r, RecordKind::Put, operand),
+            kind => {
+                let new_len = h.vlen + operand.len();
+                if new_len > h.vcap {
+                    // Grow geometrically so repeated appends stay amortized O(1).
+                    let cap = new_len.max(h.vcap * 2).max(16);
+                    let loc = self.alloc(cap);
+                    let old = Self::value_loc(r, &h);
+                    let (vlen, src_chunk, src_off) = (h.vlen, (old >> 32) as usize, (old & 0xffff_ffff) as usize);
+                    let dst_chunk = (loc >> 32) as usize;
+                    let dst_off = (loc & 0xffff_ffff) as usize;
+                    if src_chunk == dst_chunk {
+                        self.chunks[src_chunk].copy_within(src_off..src_off + vlen, dst_off);
+                    } else {
+                        let (src, dst) = two_mut(&mut self.chunks, src_chunk, dst_chunk);
+                        dst[dst_off..dst_off + vlen].copy_from_slice(&src[src_off..src_off + vlen]);
+                    }
+                    h.vref = loc;
+                    h.vcap = cap;
+                    h.kind = kind as u8 | EXTERNAL;
+                }
+                let at = Self::value_loc(r, &h) + h.vlen as u64;
+                self.bytes_mut(at, operand.len()).copy_from_slice(operand);
+                h.vlen = new_len;
+                self.write_header(r, &h);
+            }
+        }
+    }
+
+    fn overwrite(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
+        let mut h = self.header(r);
+        if value.len() > h.vcap {
+            let loc = self.alloc(value.len());
+            h.vref = loc;
+            h.vcap = value.len();
+            h.kind |= EXTERNAL;
+        }
+        h.kind = (h.kind & EXTERNAL) | kind as u8;
+        h.vlen = value.len();
+        let at = Self::value_loc(r, &h);
+        self.bytes_mut(at, value.len()).copy_from_slice(value);
+        self.write_header(r, &h);
+    }
+
+    /// Removes every record whose key lies in the key-group range (inclusive).
+    pub(crate) fn drop_key_groups(&mut self, first: u16, last: u16) {
+        let chunks = &self.chunks;
+        let in_range = |r: RecRef| -> bool {
+            let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
+            let c = &chunks[(r >> 32) as usize];
+            let kg = u16::from_be_bytes([c[off], c[off + 1]]);
+            (first..=last).contains(&kg)
+        };
+        self.table.retain(|s| !in_range(s.rec));
+        let sorted_len = self.sorted_len;
+        let mut kept_sorted = 0;
+        let mut i = 0;
+        self.order.retain(|r| {
+            let keep = !in_range(*r);
+            if keep && i < sorted_len {
+                kept_sorted += 1;
+            }
+            i += 1;
+            keep
+        });
+        self.sorted_len = kept_sorted;
+    }
+
+    // ---- ordered access ----
+
+    /// All records in key order.
+    pub(crate) fn sorted(&mut self) -> &[RecRef] {
+        if !self.is_sorted() {
+            self.order = self.sorted_copy();
+            self.sorted_len = self.order.len();
+        }
+        &self.order
+    }
+
+    /// All records in key order, leaving the memtable as it is.
+    pub(crate) fn sorted_copy(&self) -> Vec<RecRef> {
+        let (head, tail) = self.order.split_at(self.sorted_len);
+        let mut tail = tail.to_vec();
+        tail.sort_unstable_by(|a, b| self.key_of(*a).cmp(self.key_of(*b)));
+        if head.is_empty() {
+            return tail;
+        }
+        let mut merged = Vec::with_capacity(head.len() + tail.len());
+        let (mut i, mut j) = (0, 0);
+        while i < head.len() && j < tail.len() {
+            if self.key_of(head[i]) <= self.key_of(tail[j]) {
+                merged.push(head[i]);
+                i += 1;
+            } else {
+                merged.push(tail[j]);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&head[i..]);
+        merged.extend_from_slice(&tail[j..]);
+        merged
+    }
+
+    /// Whether [`sorted`](Self::sorted) has nothing left to do.
+    pub(crate) fn is_sorted(&self) -> bool {
+        self.sorted_len == self.order.len()
+    }
+
+    /// The sorted records, if already sorted.
+    pub(crate) fn sorted_view(&self) -> Option<&[RecRef]> {
+        self.is_sorted().then_some(&self.order[..])
+    }
+
+    /// The index in `sorted` of the first key `>= key`.
+    pub(crate) fn lower_bound(&self, sorted: &[RecRef], key: &[u8]) -> usize {
+        sorted.partition_point(|r| self.key_of(*r) < key)
+    }
+}
+
+struct Header {
+    kind: u8,
+    klen: usize,
+    vlen: usize,
+    vcap: usize,
+    vref: u64,
+}
+
+#[inline]
+fn kind_of(b: u8) -> RecordKind {
+    match b & !EXTERNAL {
+        0 => RecordKind::Put,
+        1 => RecordKind::Delete,
+        _ => RecordKind::Merge,
+    }
+}
+
+fn two_mut(v: &mut [Box<[u8]>], a: usize, b: usize) -> (&mut [u8], &mut [u8]) {
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &mut x[b])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn memtable_matches_a_model() {
+        let mut m = Memtable::new();
+        let mut model: BTreeMap<Vec<u8>, (RecordKind, Vec<u8>)> = BTreeMap::new();
+        let mut rng = 0x1234_5678u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..20_000 {
+            let k = (next() % 500) as u16;
+            let key = [&(k % 7).to_be_bytes()[..], &k.to_be_bytes()[..]].concat();
+            let h = m.hash(&key);
+            let v = vec![(step % 251) as u8; (next() % 40) as usize];
+            match next() % 4 {
+                0 => {
+                    m.put(h, &key, &v);
+                    model.insert(key, (RecordKind::Put, v));
+                }
+                1 => {
+                    m.delete(h, &key);
+                    model.insert(key, (RecordKind::Delete, vec![]));
+                }
+                2 => {
+                    m.merge(h, &key, &v);
+                    let e = model.entry(key).or_insert((RecordKind::Merge, vec![]));
+                    if e.0 == RecordKind::Delete {
+                        *e = (RecordKind::Put, v);
+                    } else {
+                        e.1.extend_from_slice(&v);
+                    }
+                }
+                _ => {
+                    let got = m.get(h, &key).map(|(k, v)| (k, v.to_vec()));
+                    assert_eq!(got, model.get(&key).cloned());
+                }
+            }
+            if step % 5000 == 4999 {
+                let sorted: Vec<(Vec<u8>, RecordKind, Vec<u8>)> = {
+                    let s = m.sorted().to_vec();
+                    s.iter()
+                        .map(|r| {
+                            let (k, key, v) = m.record(*r);
+                            (key.to_vec(), k, v.to_vec())
+                        })
+                        .collect()
+                };
+                let expected: Vec<_> = model.iter().map(|(k, (kind, v))| (k.clone(), *kind, v.clone())).collect();
+                assert_eq!(sorted, expected);
+            }
+        }
+        m.drop_key_groups(2, 4);
+        model.retain(|k, _| !(2..=4).contains(&u16::from_be_bytes([k[0], k[1]])));
+        assert_eq!(m.len(), model.len());
+        let s = m.sorted().to_vec();
+        let keys: Vec<Vec<u8>> = s.iter().map(|r| m.record(*r).1.to_vec()).collect();
+        assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn large_values_get_their_own_chunk() {
+        let mut m = Memtable::new();
+        let big = vec![7u8; CHUNK_SIZE];
+        for i in 0..3u8 {
+            let key = [0, 0, i];
+            let h = m.hash(&key);
+            m.put(h, &key, &big);
+            let small = [0, 1, i];
+            m.put(m.hash(&small), &small, b"small");
+        }
+        for i in 0..3u8 {
+            assert_eq!(m.get(m.hash(&[0, 0, i]), &[0, 0, i]).unwrap().1, &big[..]);
+            assert_eq!(m.get(m.hash(&[0, 1, i]), &[0, 1, i]).unwrap().1, b"small");
+        }
+    }
+}
