@@ -1,6 +1,6 @@
 //! [`FaultFs`]: an in-memory file system that models durability exactly and injects faults.
 
-use super::{parent_dir, FileBytes, FileSystem, WritableFile};
+use super::{parent_dir, FileBytes, FileSystem, LockGuard, WritableFile};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -84,6 +84,20 @@ struct State {
     armed: Option<(u64, FaultKind)>,
     failing_forever: bool,
     crashed: bool,
+    /// Paths locked through [`FileSystem::lock`].
+    locks: BTreeSet<PathBuf>,
+}
+
+/// Releases a [`FaultFs`] lock when dropped.
+struct FaultLock {
+    fs: FaultFs,
+    path: PathBuf,
+}
+
+impl Drop for FaultLock {
+    fn drop(&mut self) {
+        self.fs.lock().locks.remove(&self.path);
+    }
 }
 
 fn injected() -> io::Error {
@@ -361,6 +375,15 @@ impl fmt::Debug for FaultFs {
 }
 
 impl FileSystem for FaultFs {
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let mut st = self.lock();
+        st.check_alive()?;
+        if !st.locks.insert(path.to_path_buf()) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked by another holder"));
+        }
+        Ok(LockGuard::new(Box::new(FaultLock { fs: self.clone(), path: path.to_path_buf() })))
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
         state.begin_mut()?;

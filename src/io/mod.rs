@@ -44,6 +44,28 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// Takes an exclusive lock named by `path` (creating the file if needed), held until the
+    /// returned guard is dropped. Fails with [`io::ErrorKind::WouldBlock`] while another
+    /// holder, in this process or another, has it.
+    fn lock(&self, path: &Path) -> io::Result<LockGuard>;
+}
+
+/// Holds a lock taken with [`FileSystem::lock`] until it is dropped.
+pub struct LockGuard {
+    _inner: Box<dyn Send + Sync>,
+}
+
+impl LockGuard {
+    /// Wraps whatever releases the lock when dropped.
+    pub fn new(inner: Box<dyn Send + Sync>) -> Self {
+        LockGuard { _inner: inner }
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
 }
 
 /// A file being written: append-only until it is synced and dropped.

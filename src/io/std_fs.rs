@@ -1,6 +1,6 @@
 //! [`StdFs`]: the real file system, on `std::fs`, with files read back through memory maps.
 
-use super::{FileBytes, FileSystem, WritableFile};
+use super::{FileBytes, FileSystem, LockGuard, WritableFile};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
@@ -89,6 +89,17 @@ impl FileSystem for StdFs {
 
     fn exists(&self, path: &Path) -> bool {
         path.try_exists().unwrap_or(false)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(LockGuard::new(Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "locked by another holder"))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

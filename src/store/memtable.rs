@@ -18,7 +18,6 @@ use hashbrown::HashTable;
 
 use crate::format::RecordKind;
 
-const CHUNK_SIZE: usize = 1 << 20;
 const KIND_OFF: usize = 0;
 const KLEN_OFF: usize = KIND_OFF + 1;
 const VLEN_OFF: usize = KLEN_OFF + 4;
@@ -44,6 +43,7 @@ const HASH_SEED: u64 = 0x6564_6479_5f6d_656d;
 
 pub(crate) struct Memtable {
     chunks: Vec<Box<[u8]>>,
+    chunk_size: usize,
     current: usize,
     used: usize,
     arena_bytes: usize,
@@ -54,11 +54,13 @@ pub(crate) struct Memtable {
 }
 
 impl Memtable {
-    pub(crate) fn new() -> Self {
+    /// An empty memtable whose arena grows in chunks of `chunk_size` bytes.
+    pub(crate) fn new(chunk_size: usize) -> Self {
         Memtable {
             chunks: Vec::new(),
+            chunk_size,
             current: 0,
-            used: CHUNK_SIZE,
+            used: chunk_size,
             arena_bytes: 0,
             table: HashTable::new(),
             order: Vec::new(),
@@ -92,15 +94,15 @@ impl Memtable {
     // ---- arena ----
 
     fn alloc(&mut self, len: usize) -> RecRef {
-        if len > CHUNK_SIZE / 4 {
+        if len > self.chunk_size / 4 {
             // Large records get a chunk of their own; the open chunk stays open.
             self.chunks.push(vec![0u8; len].into_boxed_slice());
             self.arena_bytes += len;
             return ((self.chunks.len() - 1) as u64) << 32;
         }
-        if self.used + len > CHUNK_SIZE {
-            self.chunks.push(vec![0u8; CHUNK_SIZE].into_boxed_slice());
-            self.arena_bytes += CHUNK_SIZE;
+        if self.used + len > self.chunk_size {
+            self.chunks.push(vec![0u8; self.chunk_size].into_boxed_slice());
+            self.arena_bytes += self.chunk_size;
             self.current = self.chunks.len() - 1;
             self.used = 0;
         }
@@ -396,7 +398,7 @@ mod tests {
 
     #[test]
     fn memtable_matches_a_model() {
-        let mut m = Memtable::new();
+        let mut m = Memtable::new(1 << 20);
         let mut model: BTreeMap<Vec<u8>, (RecordKind, Vec<u8>)> = BTreeMap::new();
         let mut rng = 0x1234_5678u64;
         let mut next = || {
@@ -457,8 +459,8 @@ mod tests {
 
     #[test]
     fn large_values_get_their_own_chunk() {
-        let mut m = Memtable::new();
-        let big = vec![7u8; CHUNK_SIZE];
+        let mut m = Memtable::new(1 << 20);
+        let big = vec![7u8; 1 << 20];
         for i in 0..3u8 {
             let key = [0, 0, i];
             let h = m.hash(&key);

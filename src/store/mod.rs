@@ -31,7 +31,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 pub use compaction::CompactionOptions;
@@ -45,11 +45,13 @@ use crate::error::{Error, Misuse, Result};
 use crate::format::segment::{key_group_of, Compression};
 use crate::format::store_manifest::{ManifestError, ManifestSegment, StoreManifest, MANIFEST_VERSION};
 use crate::format::{key_hash64, RecordKind, SegmentWriter, WriterOptions};
-use crate::io::{write_atomic, FileSystem, StdFs};
+use crate::io::{write_atomic, FileSystem, LockGuard, StdFs};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
 /// The name of the store manifest in the store's directory.
 pub const MANIFEST_FILE: &str = "MANIFEST";
+/// The lock file that keeps a store directory from being opened twice.
+pub const LOCK_FILE: &str = "LOCK";
 /// The largest key the store accepts.
 pub const MAX_KEY_LEN: usize = 1 << 20;
 /// The largest value (or merged value) the store accepts.
@@ -312,31 +314,6 @@ fn compact(
     }
 }
 
-fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    OPEN.get_or_init(Default::default)
-}
-
-/// Keeps a directory registered as open in this process while the store lives.
-struct DirLock(PathBuf);
-
-impl DirLock {
-    fn take(dir: &Path) -> Result<Self> {
-        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let mut open = open_dirs().lock().unwrap_or_else(|e| e.into_inner());
-        if !open.insert(key.clone()) {
-            return Err(Misuse::AlreadyOpen.into());
-        }
-        Ok(DirLock(key))
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        open_dirs().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
-    }
-}
-
 /// A log-structured, key-group-partitioned key-value store, driven by one thread.
 ///
 /// Keys are byte strings that start with their key group (two bytes, big-endian); values are
@@ -362,7 +339,7 @@ pub struct Store {
     flushes: u64,
     compactions: u64,
     bg: Background,
-    _lock: DirLock,
+    _lock: LockGuard,
 }
 
 impl std::fmt::Debug for Store {
@@ -376,7 +353,11 @@ impl Store {
         opts.validate()?;
         let fs = opts.fs.clone();
         fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let lock = DirLock::take(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::from(Misuse::AlreadyOpen),
+            _ => Error::io(&lock_path, e),
+        })?;
         let names = fs.list(dir).map_err(|e| Error::io(dir, e))?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = if names.iter().any(|n| n == MANIFEST_FILE) {
@@ -420,7 +401,7 @@ impl Store {
         let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer).map_err(|e| Error::io(dir, e))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
-            active: Memtable::new(),
+            active: Memtable::new(chunk_size(write_buffer)),
             frozen: None,
             segments,
             pinned_obsolete: Vec::new(),
@@ -536,12 +517,17 @@ impl Store {
         Ok(())
     }
 
+    fn chunk_size(&self) -> usize {
+        chunk_size(self.write_buffer)
+    }
+
     fn freeze(&mut self) {
         if self.active.is_empty() {
             return;
         }
+        let fresh = Memtable::new(self.chunk_size());
         let frozen =
-            Arc::new(Frozen { mem: std::mem::replace(&mut self.active, Memtable::new()), sorted: OnceLock::new() });
+            Arc::new(Frozen { mem: std::mem::replace(&mut self.active, fresh), sorted: OnceLock::new() });
         let id = self.next_id;
         self.next_id += 1;
         self.frozen = Some(frozen.clone());
@@ -917,6 +903,12 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.bg.shutdown();
     }
+}
+
+/// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
+/// one chunk never fills the buffer by itself.
+fn chunk_size(write_buffer: usize) -> usize {
+    (write_buffer / 16).clamp(4 << 10, 1 << 20)
 }
 
 /// Notes a record met while resolving a point read: a base value (`Some(true)`), a delete
