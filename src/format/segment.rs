@@ -319,6 +319,13 @@ impl SegmentReader {
         if footer[FOOTER_MAGIC_OFFSET..] != SEGMENT_MAGIC {
             return Err(DecodeError::new((footer_start + FOOTER_MAGIC_OFFSET) as u64, Corruption::BadMagic).into());
         }
+        // The version stands in the header and in the footer, in every version of the format.
+        // A file whose two agree on a version this build does not know is from a newer
+        // writer; two that disagree mean one of them is damaged.
+        let mut fv = Reader::new(&footer[FOOTER_VERSION_OFFSET..], (footer_start + FOOTER_VERSION_OFFSET) as u64);
+        if fv.u32()? != version {
+            return Err(DecodeError::malformed(SEGMENT_MAGIC.len() as u64, "version (header and footer disagree)").into());
+        }
         if version != SEGMENT_VERSION {
             return Err(Decoded::Version(version));
         }
@@ -330,9 +337,8 @@ impl SegmentReader {
         let kg_h = (r.u64()?, r.u32()?);
         let records = r.u64()?;
         let blocks = r.u32()?;
-        let _flags = r.u32()?;
-        if r.u32()? != version {
-            return Err(DecodeError::malformed((footer_start + FOOTER_VERSION_OFFSET) as u64, "footer version").into());
+        if r.u32()? != 0 {
+            return Err(DecodeError::malformed((footer_start + FLAGS_OFFSET) as u64, "footer flags").into());
         }
         // The meta blocks are laid out back to back, right before the footer.
         let expect_contiguous = |(off, l): (u64, u32), next: u64, what| {
@@ -350,17 +356,20 @@ impl SegmentReader {
             return Err(DecodeError::malformed(footer_start as u64, "filter handle").into());
         }
 
-        let mut none = None;
-        let filter_payload = block::read_block(data, filter_h.0, filter_h.1, &mut none)?;
-        Filter::decode(&filter_payload, filter_h.0)?;
+        // Meta blocks are always stored uncompressed.
+        let meta = |(off, l): (u64, u32)| -> Result<&[u8], DecodeError> {
+            match block::read_block(data, off, l, &mut None)? {
+                Cow::Borrowed(b) => Ok(b),
+                Cow::Owned(_) => Err(DecodeError::malformed(off, "compressed meta block")),
+            }
+        };
+        let filter_payload = meta(filter_h)?;
+        Filter::decode(filter_payload, filter_h.0)?;
         let filter_start = filter_h.0 as usize;
         let filter = (filter_start, filter_start + filter_h.1 as usize);
 
-        let index_payload = block::read_block(data, index_h.0, index_h.1, &mut none)?;
-        let (index_keys, index) = decode_index(&index_payload, index_h.0, blocks, data_end)?;
-
-        let kg_payload = block::read_block(data, kg_h.0, kg_h.1, &mut none)?;
-        let key_groups = decode_kg_index(&kg_payload, kg_h.0, blocks, records)?;
+        let (index_keys, index) = decode_index(meta(index_h)?, index_h.0, blocks, data_end)?;
+        let key_groups = decode_kg_index(meta(kg_h)?, kg_h.0, blocks, records)?;
         if blocks == 0 && records != 0 {
             return Err(DecodeError::malformed(footer_start as u64, "record count").into());
         }
@@ -678,8 +687,15 @@ mod tests {
         let path = Path::new("/s.seg");
         write(&fs, path, WriterOptions::default(), 3);
         let mut bytes = fs.read(path).unwrap();
+        // A newer writer puts its version in the header and in the footer.
         bytes[4] = 2;
-        let err = SegmentReader::open(FileBytes::from_vec(bytes), path).unwrap_err();
+        let footer_version = bytes.len() - FOOTER_LEN + FOOTER_VERSION_OFFSET;
+        bytes[footer_version] = 2;
+        let err = SegmentReader::open(FileBytes::from_vec(bytes.clone()), path).unwrap_err();
         assert!(matches!(err, Error::UnsupportedVersion { found: 2, supported: SEGMENT_VERSION, .. }), "{err}");
+        // Only one of the two changed: damage, not a newer version.
+        bytes[footer_version] = 1;
+        let err = SegmentReader::open(FileBytes::from_vec(bytes), path).unwrap_err();
+        assert!(matches!(err, Error::Corrupted { offset: 4, .. }), "{err}");
     }
 }

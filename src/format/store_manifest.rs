@@ -75,6 +75,16 @@ impl StoreManifest {
         out
     }
 
+    /// Decodes and verifies the manifest file at `path`, with errors that name it.
+    pub fn decode_file(bytes: &[u8], path: &std::path::Path) -> crate::Result<Self> {
+        Self::decode(bytes).map_err(|e| match e {
+            ManifestError::Corrupt(d) => d.into_error(path),
+            ManifestError::Version(found) => {
+                crate::Error::UnsupportedVersion { file: path.to_path_buf(), found, supported: MANIFEST_VERSION }
+            }
+        })
+    }
+
     /// Decodes and verifies a manifest.
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         if bytes.len() < FIXED_LEN + CRC_LEN {

@@ -43,7 +43,7 @@ use self::memtable::{Memtable, RecRef};
 use self::segment::{parse_segment_file_name, segment_file_name, LiveSegment, Segment};
 use crate::error::{Error, Misuse, Result};
 use crate::format::segment::{key_group_of, Compression};
-use crate::format::store_manifest::{ManifestError, ManifestSegment, StoreManifest, MANIFEST_VERSION};
+use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::{key_hash64, RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{write_atomic, FileSystem, LockGuard, StdFs};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
@@ -54,8 +54,8 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const LOCK_FILE: &str = "LOCK";
 /// The largest key the store accepts.
 pub const MAX_KEY_LEN: usize = 1 << 20;
-/// The largest value (or merged value) the store accepts.
-pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// The largest value the store accepts (a block, at most 256 MiB, must hold one record).
+pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;
 
 type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
@@ -362,12 +362,7 @@ impl Store {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = if names.iter().any(|n| n == MANIFEST_FILE) {
             let bytes = fs.open(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-            Some(StoreManifest::decode(&bytes).map_err(|e| match e {
-                ManifestError::Corrupt(d) => d.into_error(&manifest_path),
-                ManifestError::Version(found) => {
-                    Error::UnsupportedVersion { file: manifest_path.clone(), found, supported: MANIFEST_VERSION }
-                }
-            })?)
+            Some(StoreManifest::decode_file(&bytes, &manifest_path)?)
         } else {
             None
         };

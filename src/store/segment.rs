@@ -19,7 +19,7 @@ pub(crate) fn segment_file_name(id: u64) -> String {
 /// The segment id of a file name made by [`segment_file_name`].
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() < 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
