@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use std::collections::HashMap;
 
 use super::segment::Segment;
 use crate::format::Block;

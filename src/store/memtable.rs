@@ -1,7 +1,7 @@
 //! The mutable in-memory region.
 //!
-//! Records live in an arena of large chunks; a hash table of `(hash, record)` slots indexes
-//! them, so a point access is one hash probe and one read of the arena. Each record keeps its
+//! Records live in an arena of large chunks; a hash index of `(hash, record)` slots ([`HashIndex`])
+//! indexes them, so a point access is one hash probe and one read of the arena. Each record keeps its
 //! key and, inline behind it, room for its value, which is updated in place while it fits; a
 //! value that outgrows its room moves to a larger out-of-line region (growing geometrically,
 //! so repeated appends stay amortized O(1)).
@@ -12,9 +12,7 @@
 //! Record layout in the arena (native to this process, never written to disk):
 //! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | key | value room`.
 
-use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
+use super::table::{hash_key, key_eq, HashIndex};
 
 use crate::format::RecordKind;
 
@@ -32,14 +30,6 @@ const NO_REF: u64 = u64::MAX;
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
 pub(crate) type RecRef = u64;
 
-#[derive(Clone, Copy)]
-struct Slot {
-    hash: u64,
-    rec: RecRef,
-}
-
-/// The seed of the memtable's hash; any fixed value works (nothing is persisted).
-const HASH_SEED: u64 = 0x6564_6479_5f6d_656d;
 
 pub(crate) struct Memtable {
     chunks: Vec<Box<[u8]>>,
@@ -47,10 +37,9 @@ pub(crate) struct Memtable {
     current: usize,
     used: usize,
     arena_bytes: usize,
-    table: HashTable<Slot>,
+    table: HashIndex,
     order: Vec<RecRef>,
     sorted_len: usize,
-    hasher: foldhash::fast::FixedState,
 }
 
 impl Memtable {
@@ -62,16 +51,15 @@ impl Memtable {
             current: 0,
             used: chunk_size,
             arena_bytes: 0,
-            table: HashTable::new(),
+            table: HashIndex::new(),
             order: Vec::new(),
             sorted_len: 0,
-            hasher: foldhash::fast::FixedState::with_seed(HASH_SEED),
         }
     }
 
     #[inline]
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        hash_key(key)
     }
 
     /// The number of distinct keys (including deletes).
@@ -81,13 +69,13 @@ impl Memtable {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.len() == 0
     }
 
     /// Heap memory held: arena chunks, hash table and order vector.
     pub(crate) fn memory(&self) -> usize {
         self.arena_bytes
-            + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.table.memory()
             + self.order.capacity() * std::mem::size_of::<RecRef>()
     }
 
@@ -151,10 +139,11 @@ impl Memtable {
 
     #[inline]
     fn key_of(&self, r: RecRef) -> &[u8] {
-        let h = self.header(r);
         let chunk = &self.chunks[(r >> 32) as usize];
-        let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
-        &chunk[off..off + h.klen]
+        let off = (r & 0xffff_ffff) as usize;
+        let h = &chunk[off..off + HEADER_LEN];
+        let klen = u32::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1], h[KLEN_OFF + 2], h[KLEN_OFF + 3]]) as usize;
+        &chunk[off + HEADER_LEN..off + HEADER_LEN + klen]
     }
 
     /// The value's location: (ref, offset of the value from ref).
@@ -183,19 +172,21 @@ impl Memtable {
 
     #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
-        self.table.find(hash, |s| s.hash == hash && self.key_of(s.rec) == key).map(|s| s.rec)
+        self.table.find(hash, |rec| key_eq(self.key_of(rec), key))
     }
 
-    /// The record for `key`, if the memtable has one.
+    /// The kind of the record for `key` and where its value is (see [`slice`](Self::slice)).
     #[inline]
-    pub(crate) fn find_ref(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
-        self.find(hash, key)
+    pub(crate) fn lookup(&self, hash: u64, key: &[u8]) -> Option<(RecordKind, RecRef, usize)> {
+        let r = self.find(hash, key)?;
+        let h = self.header(r);
+        Some((kind_of(h.kind), Self::value_loc(r, &h), h.vlen))
     }
 
-    /// The kind of the record behind `r`.
+    /// The bytes at a location returned by [`lookup`](Self::lookup).
     #[inline]
-    pub(crate) fn kind(&self, r: RecRef) -> RecordKind {
-        kind_of(self.bytes(r, 1)[0])
+    pub(crate) fn slice(&self, loc: RecRef, len: usize) -> &[u8] {
+        self.bytes(loc, len)
     }
 
     /// The newest record for `key`, if the memtable has one.
@@ -216,7 +207,7 @@ impl Memtable {
         let b = self.bytes_mut(r + HEADER_LEN as u64, key.len() + value.len());
         b[..key.len()].copy_from_slice(key);
         b[key.len()..].copy_from_slice(value);
-        self.table.insert_unique(hash, Slot { hash, rec: r }, |s| s.hash);
+        self.table.insert(hash, r);
         self.order.push(r);
     }
 
@@ -298,7 +289,7 @@ impl Memtable {
             let kg = u16::from_be_bytes([c[off], c[off + 1]]);
             (first..=last).contains(&kg)
         };
-        self.table.retain(|s| !in_range(s.rec));
+        self.table.retain(|rec| !in_range(rec));
         let sorted_len = self.sorted_len;
         let mut kept_sorted = 0;
         let mut i = 0;

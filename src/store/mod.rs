@@ -26,6 +26,7 @@ pub(crate) mod compaction;
 mod iter;
 mod memtable;
 mod segment;
+mod table;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -660,14 +661,11 @@ impl Store {
     #[inline]
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         let h = self.active.hash(key);
-        if let Some(r) = self.active.find_ref(h, key) {
-            match self.active.kind(r) {
-                RecordKind::Put => return Ok(Some(self.active.record(r).2)),
-                RecordKind::Delete => return Ok(None),
-                RecordKind::Merge => {}
-            }
+        match self.active.lookup(h, key) {
+            Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
+            Some((RecordKind::Delete, _, _)) => Ok(None),
+            _ => self.get_slow(h, key),
         }
-        self.get_slow(h, key)
     }
 
     /// Whether `key` has a value.

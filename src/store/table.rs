@@ -1,0 +1,202 @@
+//! The hash index of the mutable region: open addressing with linear probing over 16-byte
+//! slots that hold the full hash and the record's place in the arena.
+//!
+//! A lookup touches one slot (one cache line, usually) and then the record; the full 64-bit
+//! hash in the slot makes a false match that needs a key comparison practically impossible.
+//! Growing rehashes from the stored hashes without touching the records.
+
+/// Hashes a key for the index: a folded multiply over the key's words, in the manner of
+/// foldhash and wyhash, specialised for the short keys of keyed state (nothing is persisted,
+/// so the function may change freely). Never returns 0.
+#[inline]
+pub(crate) fn hash_key(key: &[u8]) -> u64 {
+    const SEED: u64 = 0x243f_6a88_85a3_08d3;
+    const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+    let len = key.len();
+    let (mut a, mut b) = (SEED ^ len as u64, K2);
+    if len > 16 {
+        let mut i = 0;
+        while i + 16 < len {
+            a = fold(a ^ word(&key[i..i + 8]), K1 ^ word(&key[i + 8..i + 16]));
+            i += 16;
+        }
+        a ^= word(&key[len - 16..len - 8]);
+        b ^= word(&key[len - 8..]);
+    } else if len >= 8 {
+        a ^= word(&key[..8]);
+        b ^= word(&key[len - 8..]);
+    } else if len >= 4 {
+        a ^= u64::from(half(&key[..4]));
+        b ^= u64::from(half(&key[len - 4..]));
+    } else if len > 0 {
+        a ^= u64::from(key[0]) << 16 | u64::from(key[len / 2]) << 8 | u64::from(key[len - 1]);
+    }
+    HashIndex::fix(fold(a ^ K1, b ^ SEED))
+}
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+#[inline]
+fn half(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Key equality with a fast path for keys of at most 16 bytes (two overlapping word loads
+/// instead of a call to `memcmp`).
+#[inline]
+pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&len) {
+        word(&a[..8]) == word(&b[..8]) && word(&a[len - 8..]) == word(&b[len - 8..])
+    } else {
+        a == b
+    }
+}
+
+/// A slot: `hash == 0` marks an empty slot (hashes are never 0, see [`HashIndex::fix`]).
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    hash: u64,
+    rec: u64,
+}
+
+pub(crate) struct HashIndex {
+    slots: Box<[Slot]>,
+    mask: usize,
+    len: usize,
+}
+
+const MIN_CAPACITY: usize = 16;
+
+impl HashIndex {
+    pub(crate) fn new() -> Self {
+        HashIndex { slots: vec![Slot::default(); MIN_CAPACITY].into_boxed_slice(), mask: MIN_CAPACITY - 1, len: 0 }
+    }
+
+    /// Hashes are stored as they are, except that 0 (the empty mark) becomes 1.
+    #[inline]
+    pub(crate) fn fix(hash: u64) -> u64 {
+        hash | u64::from(hash == 0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn memory(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    /// The record whose hash is `hash` (already [`fix`](Self::fix)ed) and for which `eq` holds.
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.hash == hash && eq(s.rec) {
+                return Some(s.rec);
+            }
+            if s.hash == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Adds a record known not to be present.
+    pub(crate) fn insert(&mut self, hash: u64, rec: u64) {
+        // Keep the load at most 3/4 so probe sequences stay short.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        self.place(hash, rec);
+        self.len += 1;
+    }
+
+    fn place(&mut self, hash: u64, rec: u64) {
+        let mut i = hash as usize & self.mask;
+        while self.slots[i].hash != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = Slot { hash, rec };
+    }
+
+    fn grow(&mut self) {
+        let cap = self.slots.len() * 2;
+        self.rebuild(cap, |_| true);
+    }
+
+    /// Keeps only the records for which `keep` holds.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(u64) -> bool) {
+        let cap = self.slots.len();
+        self.rebuild(cap, keep);
+    }
+
+    fn rebuild(&mut self, cap: usize, mut keep: impl FnMut(u64) -> bool) {
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap].into_boxed_slice());
+        self.mask = cap - 1;
+        self.len = 0;
+        for s in old.iter().filter(|s| s.hash != 0) {
+            if keep(s.rec) {
+                self.place(s.hash, s.rec);
+                self.len += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_and_equality() {
+        let keys: Vec<Vec<u8>> = (0..40usize).map(|n| (0..n as u8).collect()).collect();
+        for a in &keys {
+            assert_ne!(hash_key(a), 0);
+            for b in &keys {
+                assert_eq!(key_eq(a, b), a == b);
+            }
+            let mut c = a.clone();
+            if let Some(last) = c.last_mut() {
+                *last ^= 1;
+                assert!(!key_eq(a, &c));
+                assert_ne!(hash_key(a), hash_key(&c), "{a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn finds_what_was_inserted_through_growth_and_retain() {
+        let mut t = HashIndex::new();
+        // Colliding hashes (same low bits) and the fixed-up zero hash.
+        for rec in 0..5000u64 {
+            let hash = HashIndex::fix((rec % 7) << 40 | (rec % 3));
+            t.insert(hash, rec);
+        }
+        assert_eq!(t.len(), 5000);
+        for rec in 0..5000u64 {
+            let hash = HashIndex::fix((rec % 7) << 40 | (rec % 3));
+            assert_eq!(t.find(hash, |r| r == rec), Some(rec));
+        }
+        assert_eq!(t.find(HashIndex::fix(12345), |_| true), None);
+        t.retain(|r| r % 2 == 0);
+        assert_eq!(t.len(), 2500);
+        assert_eq!(t.find(HashIndex::fix(2 << 40 | 2), |r| r == 2), Some(2));
+        assert_eq!(t.find(HashIndex::fix(3 << 40), |r| r == 3), None);
+    }
+}
