@@ -102,6 +102,13 @@ impl BlockBuilder {
     }
 }
 
+/// The compression byte of the block stored at `file[offset..offset + len]`, if the trailer
+/// is inside the file (the byte is not verified: [`read_block`] does that).
+pub fn compression_of(file: &[u8], offset: u64, len: u32) -> Option<u8> {
+    let at = usize::try_from(offset).ok()?.checked_add(len as usize)?;
+    file.get(at).copied()
+}
+
 /// Appends the trailer for a stored payload that has already been written to `out`.
 /// `stored_start` is where the payload begins in `out`.
 pub fn append_trailer(out: &mut Vec<u8>, stored_start: usize, compression: u8, uncompressed_len: u32) {
@@ -167,7 +174,19 @@ pub fn read_block<'a>(
     }
 }
 
-/// A verified, uncompressed data block.
+/// A data block payload borrowed from wherever it lives (a memory map or a [`Block`]).
+///
+/// [`BlockView::new`] checks only the framing (count and offsets array), in O(1);
+/// [`BlockView::validate`] checks every record and the key order. Accessors never panic on a
+/// malformed payload: a record that does not parse reads as an empty delete.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockView<'a> {
+    data: &'a [u8],
+    count: u32,
+    offsets_start: usize,
+}
+
+/// A verified, uncompressed data block that owns its bytes.
 #[derive(Debug)]
 pub struct Block {
     data: Box<[u8]>,
@@ -186,10 +205,12 @@ pub struct Record<'a> {
     pub value: &'a [u8],
 }
 
-impl Block {
-    /// Decodes and validates a block payload: every record well formed, keys strictly
-    /// increasing. `offset` is the block's position in its file, for errors.
-    pub fn decode(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
+const EMPTY: Record<'static> = Record { kind: RecordKind::Delete, key: &[], value: &[] };
+
+impl<'a> BlockView<'a> {
+    /// Checks the framing of a payload: the record count and the offsets array fit.
+    /// `offset` is the block's position in its file, for errors.
+    pub fn new(data: &'a [u8], offset: u64) -> Result<Self, DecodeError> {
         let len = data.len();
         if len < 4 {
             return Err(DecodeError::new(offset, Corruption::Truncated { needed: 4, available: len as u64 }));
@@ -200,16 +221,20 @@ impl Block {
             .checked_mul(4)
             .filter(|n| *n <= len - 4)
             .ok_or_else(|| DecodeError::malformed(offset, "block record count"))?;
-        let offsets_start = len - 4 - offsets_len;
-        let block = Block { data, count, offsets_start };
+        Ok(BlockView { data, count, offsets_start: len - 4 - offsets_len })
+    }
+
+    /// Checks every record: offsets in order and back to back, records well formed, keys
+    /// strictly increasing.
+    pub fn validate(&self, offset: u64) -> Result<(), DecodeError> {
         let mut prev: Option<&[u8]> = None;
         let mut expected_offset = 0usize;
-        for i in 0..count {
-            let rec_off = block.offset_of(i);
+        for i in 0..self.count {
+            let rec_off = self.offset_of(i);
             if rec_off != expected_offset {
                 return Err(DecodeError::malformed(offset + rec_off as u64, "record offset"));
             }
-            let (rec, next) = block.parse(rec_off).map_err(|e| DecodeError { offset: offset + e.offset, ..e })?;
+            let (rec, next) = self.parse(rec_off).map_err(|e| DecodeError { offset: offset + e.offset, ..e })?;
             if let Some(p) = prev {
                 if p >= rec.key {
                     return Err(DecodeError::malformed(offset + rec_off as u64, "key order"));
@@ -218,12 +243,13 @@ impl Block {
             prev = Some(rec.key);
             expected_offset = next;
         }
-        if expected_offset != offsets_start {
+        if expected_offset != self.offsets_start {
             return Err(DecodeError::malformed(offset + expected_offset as u64, "block records"));
         }
-        Ok(block)
+        Ok(())
     }
 
+    #[inline]
     fn offset_of(&self, i: u32) -> usize {
         let at = self.offsets_start + 4 * i as usize;
         match self.data.get(at..at + 4) {
@@ -232,7 +258,8 @@ impl Block {
         }
     }
 
-    fn parse(&self, at: usize) -> Result<(Record<'_>, usize), DecodeError> {
+    #[inline]
+    fn parse(&self, at: usize) -> Result<(Record<'a>, usize), DecodeError> {
         let area = self.data.get(..self.offsets_start).unwrap_or(&[]);
         if at >= area.len() {
             return Err(DecodeError::malformed(at as u64, "record offset"));
@@ -260,14 +287,12 @@ impl Block {
         self.count == 0
     }
 
-    /// The record at index `i` (`i < len()`; out of range gives an empty delete).
+    /// The record at index `i` (out of range, or malformed: an empty delete).
     #[inline]
-    pub fn record(&self, i: usize) -> Record<'_> {
-        const EMPTY: Record<'static> = Record { kind: RecordKind::Delete, key: &[], value: &[] };
+    pub fn record(&self, i: usize) -> Record<'a> {
         if i >= self.count as usize {
             return EMPTY;
         }
-        // Validated by `decode`, so parsing cannot fail here.
         self.parse(self.offset_of(i as u32)).map(|(r, _)| r).unwrap_or(EMPTY)
     }
 
@@ -286,7 +311,8 @@ impl Block {
     }
 
     /// The record with exactly this key.
-    pub fn get(&self, key: &[u8]) -> Option<Record<'_>> {
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<Record<'a>> {
         let (mut lo, mut hi) = (0usize, self.count as usize);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -298,6 +324,54 @@ impl Block {
             }
         }
         None
+    }
+}
+
+impl Block {
+    /// Decodes and fully validates a block payload ([`BlockView::validate`]).
+    pub fn decode(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
+        let block = Self::new(data, offset)?;
+        block.view().validate(offset)?;
+        Ok(block)
+    }
+
+    /// Takes a payload whose framing checks out ([`BlockView::new`]); its bytes were verified
+    /// by their checksum.
+    pub fn new(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
+        let BlockView { count, offsets_start, .. } = BlockView::new(&data, offset)?;
+        Ok(Block { data, count, offsets_start })
+    }
+
+    /// The block as a view.
+    #[inline]
+    pub fn view(&self) -> BlockView<'_> {
+        BlockView { data: &self.data, count: self.count, offsets_start: self.offsets_start }
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the block has no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The record at index `i` (see [`BlockView::record`]).
+    #[inline]
+    pub fn record(&self, i: usize) -> Record<'_> {
+        self.view().record(i)
+    }
+
+    /// See [`BlockView::seek`].
+    pub fn seek(&self, key: &[u8]) -> usize {
+        self.view().seek(key)
+    }
+
+    /// See [`BlockView::get`].
+    pub fn get(&self, key: &[u8]) -> Option<Record<'_>> {
+        self.view().get(key)
     }
 
     /// The memory the block holds.

@@ -17,7 +17,7 @@ pub mod bloom;
 pub mod segment;
 pub mod store_manifest;
 
-pub use block::{Block, RecordKind};
+pub use block::{Block, BlockView, RecordKind};
 pub use segment::{SegmentReader, SegmentWriter, WriterOptions};
 
 use crate::error::Corruption;

@@ -14,9 +14,10 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::block::{
-    self, append_trailer, Block, BlockBuilder, RecordKind, COMPRESSION_NONE, COMPRESSION_ZSTD, TRAILER_LEN,
+    self, append_trailer, Block, BlockBuilder, BlockView, RecordKind, COMPRESSION_NONE, COMPRESSION_ZSTD, TRAILER_LEN,
 };
 use super::bloom::{self, Filter};
 use super::{check_crc, key_hash64, put_varint32, DecodeError, Reader};
@@ -270,10 +271,22 @@ impl SegmentWriter {
 
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
+    /// The first 8 bytes of the block's last key, big-endian, zero-padded: most comparisons
+    /// of a binary search end here without touching the key bytes.
+    prefix: u64,
     key_start: u32,
     key_len: u32,
     offset: u64,
     len: u32,
+}
+
+/// The first 8 bytes of `key` as a big-endian integer, zero-padded: ordered like the keys.
+#[inline]
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// An open, verified segment file.
@@ -286,6 +299,8 @@ pub struct SegmentReader {
     key_groups: Vec<KeyGroupEntry>,
     filter: (usize, usize),
     records: u64,
+    /// One bit per data block: stored uncompressed, checksum verified (see `mapped_block`).
+    verified: Box<[AtomicU64]>,
 }
 
 impl SegmentReader {
@@ -373,7 +388,8 @@ impl SegmentReader {
         if blocks == 0 && records != 0 {
             return Err(DecodeError::malformed(footer_start as u64, "record count").into());
         }
-        Ok(SegmentReader { bytes, path: path.to_path_buf(), index_keys, index, key_groups, filter, records })
+        let verified = (0..index.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(SegmentReader { bytes, path: path.to_path_buf(), index_keys, index, key_groups, filter, records, verified })
     }
 
     /// The file this segment was opened from.
@@ -431,10 +447,17 @@ impl SegmentReader {
 
     /// The first block whose last key is `>= key`, if any.
     pub fn find_block(&self, key: &[u8]) -> Option<usize> {
+        let p = key_prefix(key);
         let (mut lo, mut hi) = (0, self.index.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.block_last_key(mid) < key {
+            let e = &self.index[mid];
+            let less = match e.prefix.cmp(&p) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => self.block_last_key(mid) < key,
+            };
+            if less {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -449,26 +472,68 @@ impl SegmentReader {
         self.key_groups.get(i).map(|e| e.first_block as usize)
     }
 
-    /// Reads, verifies and decodes data block `i`.
-    pub fn read_block(&self, i: usize, decompressor: &mut Option<zstd::bulk::Decompressor<'static>>) -> Result<Block> {
-        let Some(e) = self.index.get(i) else {
-            return Err(Error::corrupted(&self.path, 0, Corruption::Malformed("block number")));
+    fn entry(&self, i: usize) -> Result<&IndexEntry> {
+        self.index.get(i).ok_or_else(|| Error::corrupted(&self.path, 0, Corruption::Malformed("block number")))
+    }
+
+    /// The index promises each block's last key; a block that disagrees is corrupt.
+    fn check_last_key(&self, i: usize, view: BlockView<'_>, offset: u64) -> Result<()> {
+        if view.is_empty() || view.record(view.len() - 1).key != self.block_last_key(i) {
+            return Err(Error::corrupted(&self.path, offset, Corruption::Malformed("block last key")));
+        }
+        Ok(())
+    }
+
+    /// Whether data block `i` is stored compressed (and so is worth caching decompressed).
+    pub fn is_compressed(&self, i: usize) -> bool {
+        self.index.get(i).and_then(|e| block::compression_of(&self.bytes, e.offset, e.len)) != Some(COMPRESSION_NONE)
+    }
+
+    /// Data block `i` read in place, if it is stored uncompressed; `None` for a compressed
+    /// block (read those with [`read_block`](Self::read_block)). The block's checksum is
+    /// verified the first time it is read after the segment was opened; later reads trust the
+    /// verified bytes, as a block cache trusts its copy.
+    pub fn mapped_block(&self, i: usize) -> Result<Option<BlockView<'_>>> {
+        let e = self.entry(i)?;
+        let (start, end) = (e.offset as usize, e.offset as usize + e.len as usize);
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let payload = match self.verified.get(word) {
+            Some(w) if w.load(Ordering::Relaxed) & bit != 0 => match self.bytes.get(start..end) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+            _ => {
+                if block::compression_of(&self.bytes, e.offset, e.len) != Some(COMPRESSION_NONE) {
+                    return Ok(None);
+                }
+                match block::read_block(&self.bytes, e.offset, e.len, &mut None) {
+                    Ok(Cow::Borrowed(b)) => b,
+                    Ok(Cow::Owned(_)) => return Ok(None),
+                    Err(d) => return Err(d.into_error(&self.path)),
+                }
+            }
         };
+        let view = BlockView::new(payload, e.offset).map_err(|d| d.into_error(&self.path))?;
+        self.check_last_key(i, view, e.offset)?;
+        if let Some(w) = self.verified.get(word) {
+            w.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(Some(view))
+    }
+
+    /// Reads data block `i` into memory: checksum verified, decompressed, framing checked.
+    pub fn read_block(&self, i: usize, decompressor: &mut Option<zstd::bulk::Decompressor<'static>>) -> Result<Block> {
+        let e = self.entry(i)?;
         let payload =
             block::read_block(&self.bytes, e.offset, e.len, decompressor).map_err(|d| d.into_error(&self.path))?;
         let owned = match payload {
             Cow::Borrowed(b) => b.to_vec().into_boxed_slice(),
             Cow::Owned(v) => v.into_boxed_slice(),
         };
-        let block = Block::decode(owned, e.offset).map_err(|d| d.into_error(&self.path))?;
-        // The index promises the block's last key; a block that disagrees is corrupt.
-        let last = block.record(block.len().wrapping_sub(1)).key;
-        if block.is_empty() || last != self.block_last_key(i) {
-            return Err(Error::corrupted(&self.path, e.offset, Corruption::Malformed("block last key")));
-        }
+        let block = Block::new(owned, e.offset).map_err(|d| d.into_error(&self.path))?;
+        self.check_last_key(i, block.view(), e.offset)?;
         Ok(block)
     }
-
     /// Checks every byte of the segment: every block's checksum and records, the key order
     /// across blocks, and the agreement of the key-group index and record count with the data.
     /// Returns the first problem found.
@@ -480,6 +545,7 @@ impl SegmentReader {
         let mut kg_counts: Vec<(KeyGroup, u32, u32, u32)> = Vec::new();
         for i in 0..self.index.len() {
             let block = self.read_block(i, &mut dec)?;
+            block.view().validate(self.index[i].offset).map_err(|d| d.into_error(&self.path))?;
             let first = block.record(0).key;
             if let Some(p) = &prev_last {
                 if p.as_slice() >= first {
@@ -570,7 +636,7 @@ fn decode_index(
         let key_start = keys.len();
         keys.extend_from_slice(key);
         prev = Some((key_start, key.len()));
-        index.push(IndexEntry { key_start: key_start as u32, key_len: klen, offset: block_offset, len });
+        index.push(IndexEntry { prefix: key_prefix(key), key_start: key_start as u32, key_len: klen, offset: block_offset, len });
     }
     if expected_offset != data_end || r.remaining() != 0 {
         return Err(DecodeError::malformed(offset, "index does not cover the data"));

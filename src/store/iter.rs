@@ -53,7 +53,8 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Loads a block, through the cache when there is one.
+/// Loads a block. Compressed blocks go through the cache when there is one; uncompressed
+/// blocks are copied without it, so that a long scan does not push out what point reads need.
 fn load(
     seg: &LiveSegment,
     idx: usize,
@@ -61,11 +62,10 @@ fn load(
     dec: &mut Decompressor,
 ) -> Result<Arc<Block>> {
     match cache {
-        Some(c) => c.get_or_load(&seg.seg, idx, dec),
-        None => Ok(Arc::new(seg.seg.reader().read_block(idx, dec)?)),
+        Some(c) if seg.seg.reader().is_compressed(idx) => c.get_or_load(&seg.seg, idx, dec),
+        _ => Ok(Arc::new(seg.seg.reader().read_block(idx, dec)?)),
     }
 }
-
 impl SegSource {
     fn seek(&mut self, lower: &[u8], cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
         match self.seg.seg.reader().find_block(lower) {

@@ -696,13 +696,22 @@ impl Store {
                 if kg.is_some_and(|kg| s.masked(kg)) || !s.seg.reader().may_contain_hash(fh) {
                     continue;
                 }
-                let Some(idx) = s.seg.reader().find_block(key) else { continue };
-                let block = self.cache.get_or_load(&s.seg, idx, &mut self.dec)?;
-                if let Some(rec) = block.get(key) {
-                    base = note(rec.kind, rec.value, &mut self.value, &mut self.operands, &mut self.operand_spans);
-                    if base.is_some() {
-                        break;
-                    }
+                let reader = s.seg.reader();
+                let Some(idx) = reader.find_block(key) else { continue };
+                // Uncompressed blocks are read in place; compressed ones through the cache.
+                let (value, ops, spans) = (&mut self.value, &mut self.operands, &mut self.operand_spans);
+                base = match reader.mapped_block(idx)? {
+                    Some(view) => match view.get(key) {
+                        Some(rec) => note(rec.kind, rec.value, value, ops, spans),
+                        None => continue,
+                    },
+                    None => match self.cache.get_or_load(&s.seg, idx, &mut self.dec)?.get(key) {
+                        Some(rec) => note(rec.kind, rec.value, value, ops, spans),
+                        None => continue,
+                    },
+                };
+                if base.is_some() {
+                    break;
                 }
             }
         }
