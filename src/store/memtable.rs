@@ -318,8 +318,11 @@ impl Memtable {
     /// All records in key order, leaving the memtable as it is.
     pub(crate) fn sorted_copy(&self) -> Vec<RecRef> {
         let (head, tail) = self.order.split_at(self.sorted_len);
-        let mut tail = tail.to_vec();
-        tail.sort_unstable_by(|a, b| self.key_of(*a).cmp(self.key_of(*b)));
+        // Sort on the keys' first 16 bytes held beside the references, so that most
+        // comparisons touch neither the arena nor memcmp.
+        let mut keyed: Vec<(u128, RecRef)> = tail.iter().map(|&r| (key_prefix16(self.key_of(r)), r)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key_of(a.1).cmp(self.key_of(b.1))));
+        let tail: Vec<RecRef> = keyed.into_iter().map(|(_, r)| r).collect();
         if head.is_empty() {
             return tail;
         }
@@ -353,6 +356,16 @@ impl Memtable {
     pub(crate) fn lower_bound(&self, sorted: &[RecRef], key: &[u8]) -> usize {
         sorted.partition_point(|r| self.key_of(*r) < key)
     }
+}
+
+/// The first 16 bytes of a key as a big-endian integer, zero-padded: ordered like the keys
+/// wherever it differs.
+#[inline]
+fn key_prefix16(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
 }
 
 struct Header {
