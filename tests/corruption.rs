@@ -43,7 +43,7 @@ fn build() -> (FaultFs, Vec<PathBuf>) {
 }
 
 fn expected(i: u32) -> Option<Vec<u8>> {
-    (i % 3 != 0).then(|| value(i))
+    (!i.is_multiple_of(3)).then(|| value(i))
 }
 
 /// Reads everything; returns the first error, and panics on a wrong answer.
@@ -112,7 +112,10 @@ fn a_missing_segment_or_damaged_manifest_is_an_error() {
         let damaged = copy(&fs);
         damaged.corrupt(manifest, offset, 0x01).unwrap();
         let e = open(&damaged).expect_err("manifest damage went unnoticed");
-        assert!(matches!(&e, Error::Corrupted { file, .. } | Error::UnsupportedVersion { file, .. } if file == manifest), "{e}");
+        assert!(
+            matches!(&e, Error::Corrupted { file, .. } | Error::UnsupportedVersion { file, .. } if file == manifest),
+            "{e}"
+        );
     }
 }
 

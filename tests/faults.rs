@@ -44,7 +44,7 @@ fn write_round(fs: &FaultFs, n: u32, round: u32) -> eddy::Result<()> {
 
 fn expected(i: u32, round: u32) -> Vec<u8> {
     let mut v = value(i, round);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         v.push(b'+');
     }
     v

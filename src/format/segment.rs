@@ -339,7 +339,9 @@ impl SegmentReader {
         // writer; two that disagree mean one of them is damaged.
         let mut fv = Reader::new(&footer[FOOTER_VERSION_OFFSET..], (footer_start + FOOTER_VERSION_OFFSET) as u64);
         if fv.u32()? != version {
-            return Err(DecodeError::malformed(SEGMENT_MAGIC.len() as u64, "version (header and footer disagree)").into());
+            return Err(
+                DecodeError::malformed(SEGMENT_MAGIC.len() as u64, "version (header and footer disagree)").into()
+            );
         }
         if version != SEGMENT_VERSION {
             return Err(Decoded::Version(version));
@@ -636,7 +638,13 @@ fn decode_index(
         let key_start = keys.len();
         keys.extend_from_slice(key);
         prev = Some((key_start, key.len()));
-        index.push(IndexEntry { prefix: key_prefix(key), key_start: key_start as u32, key_len: klen, offset: block_offset, len });
+        index.push(IndexEntry {
+            prefix: key_prefix(key),
+            key_start: key_start as u32,
+            key_len: klen,
+            offset: block_offset,
+            len,
+        });
     }
     if expected_offset != data_end || r.remaining() != 0 {
         return Err(DecodeError::malformed(offset, "index does not cover the data"));

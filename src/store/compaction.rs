@@ -88,7 +88,7 @@ pub(crate) fn merge(
     let mut n = 0u64;
     while let Some((kind, key, value)) = it.next_record()? {
         n += 1;
-        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+        if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             return Err(cancelled());
         }
         let kind = match (kind, bottom) {

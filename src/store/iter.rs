@@ -114,6 +114,9 @@ impl SegSource {
     }
 }
 
+/// A resolved record: its kind, key and value.
+pub(crate) type Resolved<'a> = (RecordKind, &'a [u8], &'a [u8]);
+
 /// Merges sources (newest first) into one ordered stream of resolved records.
 pub(crate) struct MergeIter<'a> {
     sources: Vec<Source<'a>>,
@@ -164,7 +167,7 @@ impl<'a> MergeIter<'a> {
 
     /// The next key with its resolved record: `Put` with the full value, `Delete`, or `Merge`
     /// with the concatenated operands when no source holds a base value.
-    pub(crate) fn next_record(&mut self) -> Result<Option<(RecordKind, &[u8], &[u8])>> {
+    pub(crate) fn next_record(&mut self) -> Result<Option<Resolved<'_>>> {
         if !self.started {
             self.start()?;
         }
@@ -245,7 +248,6 @@ impl<'a> StoreIter<'a> {
     }
 
     /// The next live key and its value, in key order.
-    #[allow(clippy::should_implement_trait)]
     pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
         loop {
             // Re-borrow per round so a skipped delete does not hold the borrow.

@@ -30,7 +30,6 @@ const NO_REF: u64 = u64::MAX;
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
 pub(crate) type RecRef = u64;
 
-
 pub(crate) struct Memtable {
     chunks: Vec<Box<[u8]>>,
     chunk_size: usize,
@@ -74,9 +73,7 @@ impl Memtable {
 
     /// Heap memory held: arena chunks, hash table and order vector.
     pub(crate) fn memory(&self) -> usize {
-        self.arena_bytes
-            + self.table.memory()
-            + self.order.capacity() * std::mem::size_of::<RecRef>()
+        self.arena_bytes + self.table.memory() + self.order.capacity() * std::mem::size_of::<RecRef>()
     }
 
     // ---- arena ----

