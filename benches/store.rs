@@ -157,8 +157,14 @@ fn flush_and_compaction(c: &mut Criterion) {
     let record = (10 + SPILL_VALUE) as u64;
     let mut g = c.benchmark_group("background");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
-    let manual = CompactionOptions { trigger: 1000, max_segments: 1000, max_space_amplification_percent: u64::MAX / 200, ..Default::default() };
-    let open = |dir: &std::path::Path| StoreOptions::new().memory_budget(4 * BUDGET).compaction(manual).open(dir).unwrap();
+    let manual = CompactionOptions {
+        trigger: 1000,
+        max_segments: 1000,
+        max_space_amplification_percent: u64::MAX / 200,
+        ..Default::default()
+    };
+    let open =
+        |dir: &std::path::Path| StoreOptions::new().memory_budget(4 * BUDGET).compaction(manual).open(dir).unwrap();
     let fill = |s: &mut eddy::store::Store, from: u64, n: u64| {
         let mut k = [0u8; 10];
         for key in from..from + n {

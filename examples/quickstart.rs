@@ -39,7 +39,11 @@ fn main() -> eddy::Result<()> {
 
     // State larger than one region: flush to a segment file, then read through it.
     store.flush()?;
-    println!("after flush: {} segment(s), alice still has {} bytes", store.stats().segments, store.get(&alice)?.map_or(0, <[u8]>::len));
+    println!(
+        "after flush: {} segment(s), alice still has {} bytes",
+        store.stats().segments,
+        store.get(&alice)?.map_or(0, <[u8]>::len)
+    );
 
     // Subtask 0 of 2 owns key groups 0..=63; scan what it owns, in key order.
     let owned = range_for_subtask(max_p.get(), 2, 0)?;
@@ -57,6 +61,10 @@ fn main() -> eddy::Result<()> {
     // A clean close writes the manifest; reopening starts from exactly this state.
     store.close()?;
     let mut store = StoreOptions::new().open(dir.path())?;
-    println!("reopened: {} keys, hash_bytes(\"alice\") = {}", store.scan_range(&[], None)?.collect_vec()?.len(), hash_bytes(b"alice"));
+    println!(
+        "reopened: {} keys, hash_bytes(\"alice\") = {}",
+        store.scan_range(&[], None)?.collect_vec()?.len(),
+        hash_bytes(b"alice")
+    );
     store.close()
 }

@@ -111,7 +111,8 @@ pub mod peers {
         pub fn open(dir: &Path, budget: usize) -> Self {
             let cache = rocksdb::Cache::new_lru_cache(budget);
             // Flink: write buffers may take half of the managed memory.
-            let wbm = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
+            let wbm =
+                rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_block_size(4096);
