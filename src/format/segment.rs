@@ -226,7 +226,17 @@ impl SegmentWriter {
     }
 
     /// Writes the filter, the indexes and the footer, syncs the file and returns its stats.
-    pub fn finish(mut self) -> Result<SegmentStats> {
+    pub fn finish(self) -> Result<SegmentStats> {
+        self.finish_inner(true)
+    }
+
+    /// Like [`finish`](Self::finish) but leaves the file unsynced: the caller makes it durable
+    /// later (with `FileSystem::sync_file`), before anything durable names it.
+    pub fn finish_without_sync(self) -> Result<SegmentStats> {
+        self.finish_inner(false)
+    }
+
+    fn finish_inner(mut self, sync: bool) -> Result<SegmentStats> {
         if !self.block.is_empty() {
             self.flush_block()?;
         }
@@ -264,7 +274,9 @@ impl SegmentWriter {
         footer.extend_from_slice(&SEGMENT_MAGIC);
         debug_assert_eq!(footer.len(), FOOTER_LEN);
         self.file.append(&footer).map_err(|e| Error::io(&self.path, e))?;
-        self.file.sync().map_err(|e| Error::io(&self.path, e))?;
+        if sync {
+            self.file.sync().map_err(|e| Error::io(&self.path, e))?;
+        }
         Ok(SegmentStats { file_len: self.offset + FOOTER_LEN as u64, records: self.records })
     }
 }

@@ -46,7 +46,7 @@ pub enum FaultKind {
 ///
 /// # Faults
 ///
-/// The *mutating* operations (create, append, sync, rename, remove, hard link, directory sync)
+/// The *mutating* operations (create, append, sync, file sync, rename, remove, hard link, directory sync)
 /// are numbered from 0 in the order they reach the file system; [`FaultFs::ops`] tells how many
 /// have happened. [`FaultFs::fail_at`] arms a [`FaultKind`] for one of them. A faulted operation
 /// has no effect. Reads and directory creation are not counted, but fail once the file system
@@ -459,6 +459,14 @@ impl FileSystem for FaultFs {
         let mut state = self.lock();
         state.check_alive()?;
         state.mkdirs(dir)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.begin_mut()?;
+        let inode = state.live_inode_mut(path)?;
+        inode.durable_len = inode.data.len();
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -34,6 +34,10 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the contents of an existing file durable (its name needs [`sync_dir`]).
+    ///
+    /// [`sync_dir`]: FileSystem::sync_dir
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// Creates a hard link `to` that names the same file as `from`.
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// The names (not full paths) of the files in `dir`, sorted.

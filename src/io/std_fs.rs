@@ -74,6 +74,10 @@ impl FileSystem for StdFs {
         fs::create_dir_all(dir)
     }
 
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_data()
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         #[cfg(unix)]
         {

@@ -102,7 +102,7 @@ pub(crate) fn merge(
     if written == 0 {
         return Ok(None);
     }
-    writer.finish().map(Some)
+    writer.finish_without_sync().map(Some)
 }
 
 #[cfg(test)]

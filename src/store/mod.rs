@@ -286,8 +286,8 @@ fn flush(
         let (kind, key, value) = frozen.mem.record(*r);
         writer.add(kind, key, value)?;
     }
-    writer.finish()?;
-    Segment::open(fs.clone(), dir, id).map(Some)
+    writer.finish_without_sync()?;
+    Segment::open(fs.clone(), dir, id, false).map(Some)
 }
 
 fn compact(
@@ -303,7 +303,7 @@ fn compact(
     let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
     let writer = SegmentWriter::new(file, &path, opts)?;
     match compaction::merge(inputs, bottom, writer, stop) {
-        Ok(Some(_)) => Segment::open(fs.clone(), dir, id).map(Some),
+        Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
         Ok(None) => {
             let _ = fs.remove(&path);
             Ok(None)
@@ -371,7 +371,7 @@ impl Store {
         let mut live = HashSet::new();
         if let Some(m) = &manifest {
             for s in &m.segments {
-                let seg = Segment::open(fs.clone(), dir, s.id)?;
+                let seg = Segment::open(fs.clone(), dir, s.id, true)?;
                 seg.set_pinned(true);
                 live.insert(s.id);
                 segments.push(LiveSegment { seg, mask: s.mask.clone() });
@@ -853,6 +853,11 @@ impl Store {
         }
         if self.poisoned.is_some() {
             return Err(self.take_poison());
+        }
+        // Segments are written without a sync; make them durable before the manifest names
+        // them.
+        for s in &self.segments {
+            s.seg.sync()?;
         }
         let manifest = StoreManifest {
             next_segment_id: self.next_id,

@@ -33,14 +33,35 @@ pub(crate) struct Segment {
     /// Named by the durable store manifest: its file outlives obsolescence until the next
     /// manifest is written.
     pinned: AtomicBool,
+    /// The file's contents are durable. Flushes and compactions leave files unsynced (the
+    /// write path never waits on the disk); they are synced before a manifest names them.
+    synced: AtomicBool,
 }
 
 impl Segment {
-    pub(crate) fn open(fs: Arc<dyn FileSystem>, dir: &Path, id: u64) -> Result<Arc<Segment>> {
+    /// Opens segment `id` in `dir`; `synced` says whether its file is known to be durable.
+    pub(crate) fn open(fs: Arc<dyn FileSystem>, dir: &Path, id: u64, synced: bool) -> Result<Arc<Segment>> {
         let path = dir.join(segment_file_name(id));
         let bytes = fs.open(&path).map_err(|e| Error::io(&path, e))?;
         let reader = SegmentReader::open(bytes, &path)?;
-        Ok(Arc::new(Segment { id, reader, fs, obsolete: AtomicBool::new(false), pinned: AtomicBool::new(false) }))
+        Ok(Arc::new(Segment {
+            id,
+            reader,
+            fs,
+            obsolete: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
+            synced: AtomicBool::new(synced),
+        }))
+    }
+
+    /// Makes the file durable if it is not yet.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if !self.synced.load(Ordering::Acquire) {
+            let path = self.reader.path();
+            self.fs.sync_file(path).map_err(|e| Error::io(path, e))?;
+            self.synced.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     pub(crate) fn id(&self) -> u64 {
