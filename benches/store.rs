@@ -4,6 +4,10 @@
 //!
 //! `cargo bench --bench store` runs eddy and the baseline; `--features peers` adds RocksDB and
 //! fjall. `EDDY_BENCH_SPILL_KEYS` overrides the size of the spilling workload.
+//!
+//! In memory, `put_new` inserts up to 500,000 new keys into an engine that holds the 500,000
+//! setup keys, then starts over on a fresh engine (outside the timed part), so that it measures
+//! inserts into a region of that size, as Flink's state benchmarks do.
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{encode_key, scan_prefix, shuffled, value_for, Eddy, Engine};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use eddy::store::{CompactionOptions, StoreOptions};
 
 const MEM_KEYS: u64 = 500_000;
@@ -25,45 +29,61 @@ fn spill_keys() -> u64 {
     std::env::var("EDDY_BENCH_SPILL_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000)
 }
 
-type Engines = Vec<(tempfile::TempDir, Box<dyn Engine>)>;
+/// An engine with the directory it lives in.
+struct Owned {
+    _dir: tempfile::TempDir,
+    engine: Box<dyn Engine>,
+}
 
-fn engines(budget: usize) -> Engines {
-    let mut out: Engines = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let e: Box<dyn Engine> = Box::new(Eddy::open(dir.path(), budget));
-    out.push((dir, e));
+type Factory = fn(&std::path::Path, usize) -> Box<dyn Engine>;
+
+fn factories() -> Vec<Factory> {
+    #[cfg_attr(not(feature = "peers"), allow(unused_mut))]
+    let mut out: Vec<Factory> = vec![|dir, budget| Box::new(Eddy::open(dir, budget))];
     #[cfg(feature = "peers")]
     {
-        let dir = tempfile::tempdir().unwrap();
-        let e: Box<dyn Engine> = Box::new(common::peers::Rocks::open(dir.path(), budget));
-        out.push((dir, e));
-        let dir = tempfile::tempdir().unwrap();
-        let e: Box<dyn Engine> = Box::new(common::peers::Fjall::open(dir.path(), budget));
-        out.push((dir, e));
+        out.push(|dir, budget| Box::new(common::peers::Rocks::open(dir, budget)));
+        out.push(|dir, budget| Box::new(common::peers::Fjall::open(dir, budget)));
     }
     out
 }
 
-fn load(e: &mut dyn Engine, keys: &[u64], value_len: usize) {
+fn make(f: Factory, keys: &[u64], value_len: usize) -> Owned {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = f(dir.path(), BUDGET);
     let mut k = [0u8; 10];
     for &key in keys {
         encode_key(key, &mut k);
-        e.put(&k, &value_for(key, value_len));
+        engine.put(&k, &value_for(key, value_len));
     }
-    e.settle();
+    engine.settle();
+    Owned { _dir: dir, engine }
 }
 
-/// Point operations and scans on one engine holding `keys` (already loaded).
-fn bench_engine(c: &mut Criterion, group: &str, e: &mut dyn Engine, keys: &[u64], value_len: usize, new_from: u64) {
-    let mut g = c.benchmark_group(group);
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    let name = e.name();
+    g
+}
+
+/// get, update and scan on one loaded engine; put_new either on it (`fresh` = None) or on
+/// fresh engines made by `fresh`.
+fn bench_engine(
+    c: &mut Criterion,
+    name: &str,
+    e: &mut dyn Engine,
+    keys: &[u64],
+    value_len: usize,
+    fresh: Option<&dyn Fn() -> Owned>,
+) {
+    let mut g = group(c, name);
+    let engine = e.name();
     let value = value_for(7, value_len);
     let mut k = [0u8; 10];
 
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;
-    g.bench_function(format!("{name}/get"), |b| {
+    g.bench_function(format!("{engine}/get"), |b| {
         b.iter(|| {
             encode_key(keys[i % keys.len()], &mut k);
             i += 1;
@@ -71,30 +91,56 @@ fn bench_engine(c: &mut Criterion, group: &str, e: &mut dyn Engine, keys: &[u64]
         })
     });
     let mut i = 0usize;
-    g.bench_function(format!("{name}/update"), |b| {
+    g.bench_function(format!("{engine}/update"), |b| {
         b.iter(|| {
             encode_key(keys[i % keys.len()], &mut k);
             i += 1;
             e.put(&k, &value);
         })
     });
-    let mut next = new_from;
-    g.bench_function(format!("{name}/put_new"), |b| {
-        b.iter(|| {
-            encode_key(next, &mut k);
-            next += 1;
-            e.put(&k, &value);
-        })
-    });
     g.throughput(Throughput::Elements(SCAN_KEYS));
     let mut i = 0usize;
-    g.bench_function(format!("{name}/scan_{SCAN_KEYS}"), |b| {
+    g.bench_function(format!("{engine}/scan_{SCAN_KEYS}"), |b| {
         b.iter(|| {
             let p = scan_prefix(keys[i % keys.len()]);
             i += 1;
             black_box(e.scan(&p));
         })
     });
+    g.throughput(Throughput::Elements(1));
+    let first_new = keys.len() as u64;
+    match fresh {
+        None => {
+            let mut next = first_new;
+            g.bench_function(format!("{engine}/put_new"), |b| {
+                b.iter(|| {
+                    encode_key(next, &mut k);
+                    next += 1;
+                    e.put(&k, &value);
+                })
+            });
+        }
+        Some(fresh) => {
+            g.bench_function(format!("{engine}/put_new"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0;
+                    while done < iters {
+                        let mut owned = fresh();
+                        let n = (iters - done).min(MEM_KEYS);
+                        let t = Instant::now();
+                        for key in first_new..first_new + n {
+                            encode_key(key, &mut k);
+                            owned.engine.put(&k, &value);
+                        }
+                        total += t.elapsed();
+                        done += n;
+                    }
+                    total
+                })
+            });
+        }
+    }
     g.finish();
 }
 
@@ -102,8 +148,7 @@ fn in_memory(c: &mut Criterion) {
     let keys = shuffled(MEM_KEYS, 42);
     // The baseline: a HashMap<u64, u64> with a fast hasher doing the same operations.
     {
-        let mut g = c.benchmark_group("in_memory");
-        g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+        let mut g = group(c, "in_memory");
         g.throughput(Throughput::Elements(1));
         let mut map: HashMap<u64, u64, foldhash::fast::FixedState> = HashMap::default();
         for &k in &keys {
@@ -125,29 +170,41 @@ fn in_memory(c: &mut Criterion) {
                 map.insert(k, 7);
             })
         });
-        let mut next = MEM_KEYS;
         g.bench_function("hashmap/put_new", |b| {
-            b.iter(|| {
-                map.insert(next, 7);
-                next += 1;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let mut fresh = map.clone();
+                    let n = (iters - done).min(MEM_KEYS);
+                    let t = Instant::now();
+                    for k in MEM_KEYS..MEM_KEYS + n {
+                        fresh.insert(k, 7);
+                    }
+                    total += t.elapsed();
+                    done += n;
+                    drop(fresh);
+                }
+                total
             })
         });
         g.finish();
     }
-    for (_dir, mut e) in engines(BUDGET) {
-        load(e.as_mut(), &keys, MEM_VALUE);
-        bench_engine(c, "in_memory", e.as_mut(), &keys, MEM_VALUE, MEM_KEYS);
+    for f in factories() {
+        let mut owned = make(f, &keys, MEM_VALUE);
+        let fresh = || make(f, &keys, MEM_VALUE);
+        bench_engine(c, "in_memory", owned.engine.as_mut(), &keys, MEM_VALUE, Some(&fresh));
     }
 }
 
 fn spilling(c: &mut Criterion) {
     let n = spill_keys();
     let keys = shuffled(n, 7);
-    for (_dir, mut e) in engines(BUDGET) {
+    for f in factories() {
         let start = Instant::now();
-        load(e.as_mut(), &keys, SPILL_VALUE);
-        eprintln!("spilling: loaded {n} keys into {} in {:.1?}", e.name(), start.elapsed());
-        bench_engine(c, "spilling", e.as_mut(), &keys, SPILL_VALUE, n);
+        let mut owned = make(f, &keys, SPILL_VALUE);
+        eprintln!("spilling: loaded {n} keys into {} in {:.1?}", owned.engine.name(), start.elapsed());
+        bench_engine(c, "spilling", owned.engine.as_mut(), &keys, SPILL_VALUE, None);
     }
 }
 
