@@ -1,11 +1,14 @@
 //! Data blocks and the block trailer.
 //!
-//! A data block's payload, before compression, is its records followed by an array of record
-//! offsets and the record count:
+//! A data block's payload, before compression, is its records followed by a search array, an
+//! array of record offsets, the length of the prefix all its keys share, and the record count:
 //!
 //! ```text
 //! record*  := kind u8 | key_len varint | value_len varint | key | value
-//! offsets  := u32 * count        (offset of each record from the payload's start)
+//! search   := 8 bytes * count   (key bytes shared_len .. shared_len + 8 of each record,
+//!                                zero-padded: a binary search mostly reads only these)
+//! offsets  := u32 * count       (offset of each record from the payload's start)
+//! shared   := u32               (length of the prefix common to every key of the block)
 //! count    := u32
 //! ```
 //!
@@ -56,6 +59,8 @@ impl RecordKind {
 pub struct BlockBuilder {
     buf: Vec<u8>,
     offsets: Vec<u32>,
+    /// Where each record's key starts in `buf`, and its length.
+    keys: Vec<(u32, u32)>,
 }
 
 impl BlockBuilder {
@@ -65,18 +70,28 @@ impl BlockBuilder {
         self.buf.push(kind as u8);
         put_varint32(&mut self.buf, key.len() as u32);
         put_varint32(&mut self.buf, value.len() as u32);
+        self.keys.push((self.buf.len() as u32, key.len() as u32));
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(value);
     }
 
     /// The payload size if the block were finished now.
     pub fn estimated_len(&self) -> usize {
-        self.buf.len() + 4 * self.offsets.len() + 4
+        self.buf.len() + PER_RECORD_TRAILER * self.offsets.len() + 8
     }
 
     /// The size a record adds to the block.
     pub fn record_len(key: &[u8], value: &[u8]) -> usize {
-        1 + varint32_len(key.len() as u32) + varint32_len(value.len() as u32) + key.len() + value.len() + 4
+        1 + varint32_len(key.len() as u32)
+            + varint32_len(value.len() as u32)
+            + key.len()
+            + value.len()
+            + PER_RECORD_TRAILER
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let (start, len) = self.keys[i];
+        &self.buf[start as usize..(start + len) as usize]
     }
 
     /// Whether no record was added since the last [`finish`](Self::finish).
@@ -93,13 +108,40 @@ impl BlockBuilder {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.buf);
+        // Keys arrive sorted, so the prefix the first and last share is shared by all.
+        let shared = match self.keys.len() {
+            0 => 0,
+            n => common_prefix(self.key(0), self.key(n - 1)),
+        };
+        for i in 0..self.keys.len() {
+            out.extend_from_slice(&search_bytes(self.key(i), shared));
+        }
         for off in &self.offsets {
             out.extend_from_slice(&off.to_le_bytes());
         }
+        out.extend_from_slice(&(shared as u32).to_le_bytes());
         out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
         self.buf.clear();
         self.offsets.clear();
+        self.keys.clear();
     }
+}
+
+/// Bytes per record after the records: 8 search bytes and a 4-byte offset.
+const PER_RECORD_TRAILER: usize = 8 + 4;
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Key bytes `shared .. shared + 8`, zero-padded.
+#[inline]
+fn search_bytes(key: &[u8], shared: usize) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let rest = key.get(shared..).unwrap_or(&[]);
+    let n = rest.len().min(8);
+    out[..n].copy_from_slice(&rest[..n]);
+    out
 }
 
 /// The compression byte of the block stored at `file[offset..offset + len]`, if the trailer
@@ -183,6 +225,8 @@ pub fn read_block<'a>(
 pub struct BlockView<'a> {
     data: &'a [u8],
     count: u32,
+    shared: usize,
+    search_start: usize,
     offsets_start: usize,
 }
 
@@ -191,6 +235,8 @@ pub struct BlockView<'a> {
 pub struct Block {
     data: Box<[u8]>,
     count: u32,
+    shared: usize,
+    search_start: usize,
     offsets_start: usize,
 }
 
@@ -212,22 +258,26 @@ impl<'a> BlockView<'a> {
     /// `offset` is the block's position in its file, for errors.
     pub fn new(data: &'a [u8], offset: u64) -> Result<Self, DecodeError> {
         let len = data.len();
-        if len < 4 {
-            return Err(DecodeError::new(offset, Corruption::Truncated { needed: 4, available: len as u64 }));
+        if len < 8 {
+            return Err(DecodeError::new(offset, Corruption::Truncated { needed: 8, available: len as u64 }));
         }
-        let mut r = Reader::new(&data[len - 4..], offset + len as u64 - 4);
+        let mut r = Reader::new(&data[len - 8..], offset + len as u64 - 8);
+        let shared = r.u32()? as usize;
         let count = r.u32()?;
-        let offsets_len = (count as usize)
-            .checked_mul(4)
-            .filter(|n| *n <= len - 4)
+        let arrays = (count as usize)
+            .checked_mul(PER_RECORD_TRAILER)
+            .filter(|n| *n <= len - 8)
             .ok_or_else(|| DecodeError::malformed(offset, "block record count"))?;
-        Ok(BlockView { data, count, offsets_start: len - 4 - offsets_len })
+        let search_start = len - 8 - arrays;
+        let offsets_start = search_start + 8 * count as usize;
+        Ok(BlockView { data, count, shared, search_start, offsets_start })
     }
 
     /// Checks every record: offsets in order and back to back, records well formed, keys
     /// strictly increasing.
     pub fn validate(&self, offset: u64) -> Result<(), DecodeError> {
         let mut prev: Option<&[u8]> = None;
+        let mut first: Option<&[u8]> = None;
         let mut expected_offset = 0usize;
         for i in 0..self.count {
             let rec_off = self.offset_of(i);
@@ -240,10 +290,21 @@ impl<'a> BlockView<'a> {
                     return Err(DecodeError::malformed(offset + rec_off as u64, "key order"));
                 }
             }
+            if self.search_of(i as usize) != search_bytes(rec.key, self.shared) {
+                return Err(DecodeError::malformed(offset + rec_off as u64, "block search bytes"));
+            }
+            if let Some(first) = first {
+                if rec.key.len() < self.shared || rec.key[..self.shared] != first[..self.shared] {
+                    return Err(DecodeError::malformed(offset + rec_off as u64, "block shared prefix"));
+                }
+            } else if rec.key.len() < self.shared {
+                return Err(DecodeError::malformed(offset + rec_off as u64, "block shared prefix"));
+            }
+            first = first.or(Some(rec.key));
             prev = Some(rec.key);
             expected_offset = next;
         }
-        if expected_offset != self.offsets_start {
+        if expected_offset != self.search_start || (self.count == 0 && self.shared != 0) {
             return Err(DecodeError::malformed(offset + expected_offset as u64, "block records"));
         }
         Ok(())
@@ -258,9 +319,20 @@ impl<'a> BlockView<'a> {
         }
     }
 
+    /// The search bytes of record `i`.
+    #[inline]
+    fn search_of(&self, i: usize) -> [u8; 8] {
+        let at = self.search_start + 8 * i;
+        let mut out = [0u8; 8];
+        if let Some(b) = self.data.get(at..at + 8) {
+            out.copy_from_slice(b);
+        }
+        out
+    }
+
     #[inline]
     fn parse(&self, at: usize) -> Result<(Record<'a>, usize), DecodeError> {
-        let area = self.data.get(..self.offsets_start).unwrap_or(&[]);
+        let area = self.data.get(..self.search_start).unwrap_or(&[]);
         if at >= area.len() {
             return Err(DecodeError::malformed(at as u64, "record offset"));
         }
@@ -296,34 +368,56 @@ impl<'a> BlockView<'a> {
         self.parse(self.offset_of(i as u32)).map(|(r, _)| r).unwrap_or(EMPTY)
     }
 
-    /// The index of the first record whose key is `>= key` (`len()` if none).
-    pub fn seek(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0usize, self.count as usize);
+    /// The index of the first record whose key is `>= key` (`len()` if none), and whether
+    /// that record's key equals `key`.
+    #[inline]
+    fn search(&self, key: &[u8]) -> (usize, bool) {
+        let count = self.count as usize;
+        if count == 0 {
+            return (0, false);
+        }
+        // Against the block's shared prefix first: a key outside it is before or after all.
+        let shared = self.record(0).key.get(..self.shared).unwrap_or(&[]);
+        let head = &key[..key.len().min(shared.len())];
+        match head.cmp(&shared[..head.len()]) {
+            Ordering::Less => return (0, false),
+            Ordering::Greater => return (count, false),
+            Ordering::Equal if key.len() < shared.len() => return (0, false),
+            Ordering::Equal => {}
+        }
+        let target = u64::from_be_bytes(search_bytes(key, shared.len()));
+        let (mut lo, mut hi) = (0usize, count);
+        let mut exact = false;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.record(mid).key < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+            let order = match u64::from_be_bytes(self.search_of(mid)).cmp(&target) {
+                Ordering::Equal => self.record(mid).key.cmp(key),
+                other => other,
+            };
+            match order {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => {
+                    hi = mid;
+                    exact = true;
+                }
             }
         }
-        lo
+        (lo, exact)
+    }
+
+    /// The index of the first record whose key is `>= key` (`len()` if none).
+    pub fn seek(&self, key: &[u8]) -> usize {
+        self.search(key).0
     }
 
     /// The record with exactly this key.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Record<'a>> {
-        let (mut lo, mut hi) = (0usize, self.count as usize);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let rec = self.record(mid);
-            match rec.key.cmp(key) {
-                Ordering::Less => lo = mid + 1,
-                Ordering::Greater => hi = mid,
-                Ordering::Equal => return Some(rec),
-            }
+        match self.search(key) {
+            (i, true) => Some(self.record(i)),
+            _ => None,
         }
-        None
     }
 }
 
@@ -338,14 +432,20 @@ impl Block {
     /// Takes a payload whose framing checks out ([`BlockView::new`]); its bytes were verified
     /// by their checksum.
     pub fn new(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
-        let BlockView { count, offsets_start, .. } = BlockView::new(&data, offset)?;
-        Ok(Block { data, count, offsets_start })
+        let BlockView { count, shared, search_start, offsets_start, .. } = BlockView::new(&data, offset)?;
+        Ok(Block { data, count, shared, search_start, offsets_start })
     }
 
     /// The block as a view.
     #[inline]
     pub fn view(&self) -> BlockView<'_> {
-        BlockView { data: &self.data, count: self.count, offsets_start: self.offsets_start }
+        BlockView {
+            data: &self.data,
+            count: self.count,
+            shared: self.shared,
+            search_start: self.search_start,
+            offsets_start: self.offsets_start,
+        }
     }
 
     /// The number of records.
@@ -411,6 +511,48 @@ mod tests {
         assert_eq!(block.seek(b"\xff"), 3);
         assert_eq!(block.get(b"\0\x01c").unwrap().value.len(), 300);
         assert!(block.get(b"\0\x01").is_none());
+    }
+
+    /// Keys with long shared prefixes, search bytes that tie, keys that are prefixes of
+    /// others: seek and get agree with a linear search.
+    #[test]
+    fn search_matches_a_linear_scan() {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for a in 0..4u8 {
+            for b in 0..5u8 {
+                let mut k = b"\x00\x07state-name/".to_vec();
+                k.push(a);
+                k.extend(std::iter::repeat_n(b'x', b as usize * 3));
+                keys.push(k.clone());
+                k.extend_from_slice(&[0, b]);
+                keys.push(k);
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let mut builder = BlockBuilder::default();
+        for k in &keys {
+            builder.add(RecordKind::Put, k, b"v");
+        }
+        let mut out = Vec::new();
+        builder.finish(&mut out);
+        let block = Block::decode(out.into_boxed_slice(), 0).unwrap();
+        let mut probes = keys.clone();
+        for k in &keys {
+            for cut in 0..k.len() {
+                probes.push(k[..cut].to_vec());
+            }
+            let mut longer = k.clone();
+            longer.push(0);
+            probes.push(longer);
+        }
+        probes.push(b"\x00\x08".to_vec());
+        probes.push(b"\x00\x06\xff".to_vec());
+        for p in &probes {
+            let expected = keys.iter().position(|k| k >= p).unwrap_or(keys.len());
+            assert_eq!(block.seek(p), expected, "seek {p:?}");
+            assert_eq!(block.get(p).is_some(), keys.contains(p), "get {p:?}");
+        }
     }
 
     #[test]
