@@ -433,18 +433,20 @@ impl Store {
     #[inline]
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(key, value.len())?;
+        self.before_write()?;
         let h = self.active.hash(key);
         self.active.put(h, key, value);
-        self.after_write()
+        Ok(())
     }
 
     /// Deletes `key`.
     #[inline]
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.check_write(key, 0)?;
+        self.before_write()?;
         let h = self.active.hash(key);
         self.active.delete(h, key);
-        self.after_write()
+        Ok(())
     }
 
     /// Appends `operand` to the value of `key` (to an empty value if it has none). This is
@@ -452,9 +454,10 @@ impl Store {
     #[inline]
     pub fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
         self.check_write(key, operand.len())?;
+        self.before_write()?;
         let h = self.active.hash(key);
         self.active.merge(h, key, operand);
-        self.after_write()
+        Ok(())
     }
 
     #[inline]
@@ -489,8 +492,10 @@ impl Store {
         }
     }
 
+    /// Makes room before a write: installs finished background work and freezes a full
+    /// region. A write that gets an error here was not applied.
     #[inline]
-    fn after_write(&mut self) -> Result<()> {
+    fn before_write(&mut self) -> Result<()> {
         if self.active.memory() >= self.write_buffer || self.bg.ready.load(Ordering::Acquire) {
             self.maintain()?;
         }
