@@ -5,8 +5,8 @@
 //! alone (not from the library) reads the same files and must agree with it byte for byte;
 //! every single-byte change of a vector gives a typed error. The constants the specification
 //! states (lengths, offsets, limits, `key_hash64` values) are checked against the code, and the
-//! tables of the vectors README against the vectors, so that the documents and the code cannot
-//! drift apart silently.
+//! tables, byte-by-byte walks and hex dumps of the vectors README against the vectors, so that
+//! the documents and the code cannot drift apart silently.
 //!
 //! The vectors are written by the real writers. Regenerate them only for a format change (a
 //! new zstd release may compress differently, which changes the bytes but not the content):
@@ -15,6 +15,7 @@
 //! cargo test --test spec_vectors -- --ignored regenerate
 //! ```
 
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,6 +78,8 @@ struct Expected {
     file_len: usize,
     /// Per data block: offset, stored length, compression byte, uncompressed length, records.
     blocks: &'static [(u64, u32, u8, u32, u32)],
+    /// Per data block: the shared prefix length, and each record's search bytes (big-endian).
+    payloads: &'static [(u32, &'static [u64])],
     /// The filter, index and key-group index blocks: offset and stored length.
     meta: [(u64, u32); 3],
     /// Key group, first block, last block, records.
@@ -87,19 +90,42 @@ const SMALL_EXPECTED: Expected = Expected {
     file: "segment-v1-small.seg",
     records: SMALL,
     opts: SMALL_OPTS,
-    file_len: 425,
-    blocks: &[(8, 42, 0, 42, 2), (59, 35, 0, 35, 2), (103, 44, 0, 44, 3)],
-    meta: [(156, 69), (234, 63), (306, 46)],
-    key_groups: &[(0x0001, 0, 1, 3), (0x0007, 1, 2, 2), (0x012c, 2, 2, 2)],
+    file_len: 604,
+    blocks: &[
+        (8, 33, 0, 33, 1),
+        (50, 37, 0, 37, 1),
+        (96, 31, 0, 31, 1),
+        (136, 32, 0, 32, 1),
+        (177, 33, 0, 33, 1),
+        (219, 47, 0, 47, 2),
+    ],
+    // A block of one record shares its whole key: its search bytes are all zero.
+    payloads: &[
+        (7, &[0]),
+        (8, &[0]),
+        (8, &[0]),
+        (7, &[0]),
+        (6, &[0]),
+        (2, &[0x6b00_0000_0000_0000, 0x6c6f_6700_0000_0000]),
+    ],
+    meta: [(275, 69), (353, 123), (485, 46)],
+    key_groups: &[(0x0001, 0, 2, 3), (0x0007, 3, 4, 2), (0x012c, 5, 5, 2)],
 };
 
 const ZSTD_EXPECTED: Expected = Expected {
     file: "segment-v1-zstd.seg",
     records: ZSTD,
     opts: ZSTD_OPTS,
-    file_len: 513,
-    blocks: &[(8, 108, 1, 227, 5), (125, 80, 1, 253, 3), (214, 22, 0, 22, 1)],
-    meta: [(245, 69), (323, 76), (408, 32)],
+    file_len: 573,
+    blocks: &[(8, 108, 1, 180, 4), (125, 74, 1, 190, 2), (208, 88, 1, 216, 3)],
+    // Block 0 spans two key groups, so its keys share nothing; those of blocks 1 and 2 share
+    // `0a00 sensor-0`.
+    payloads: &[
+        (0, &[0x0001_6170_706c_6500, 0x0001_6261_6e61_6e61, 0x0001_6368_6572_7279, 0x0a00_7365_6e73_6f72]),
+        (10, &[0x3200_0000_0000_0000, 0x3300_0000_0000_0000]),
+        (10, &[0x3400_0000_0000_0000, 0x3500_0000_0000_0000, 0x3600_0000_0000_0000]),
+    ],
+    meta: [(305, 69), (383, 76), (468, 32)],
     key_groups: &[(0x0001, 0, 0, 3), (0x0a00, 0, 2, 6)],
 };
 
@@ -123,7 +149,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn write_segment(records: &[Rec], opts: WriterOptions) -> Vec<u8> {
+fn write_segment(records: &[(RecordKind, &[u8], &[u8])], opts: WriterOptions) -> Vec<u8> {
     let fs = FaultFs::new();
     let path = Path::new("/vector.seg");
     let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
@@ -287,25 +313,123 @@ fn raw_block(file: &[u8], offset: u64, stored_len: u32) -> RawBlock {
     RawBlock { offset, stored_len, compression, uncompressed_len, payload }
 }
 
-/// The records of a data block payload: kind byte, key, value.
-fn spec_records(payload: &[u8]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
-    let count = le_u32(payload, payload.len() - 4) as usize;
-    let offsets_start = payload.len() - 4 - 4 * count;
+/// A data block payload decoded, and checked in full, by the spec alone.
+#[derive(Debug)]
+struct SpecBlock {
+    /// The length of the prefix every key of the block shares.
+    shared: usize,
+    /// Each record's search bytes.
+    search: Vec<[u8; 8]>,
+    /// Each record: kind byte, key, value.
+    records: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+/// Where the search array and the offsets array of a payload start, from its last 8 bytes
+/// (the framing every read checks).
+fn spec_framing(payload: &[u8]) -> (usize, usize, usize, usize) {
+    let len = payload.len();
+    assert!(len >= 8, "a data block payload has at least 8 bytes");
+    let count = le_u32(payload, len - 4) as usize;
+    let shared = le_u32(payload, len - 8) as usize;
+    assert!(12 * count <= len - 8, "the search and offsets arrays fit the payload");
+    let search_start = len - 8 - 12 * count;
+    (count, shared, search_start, search_start + 8 * count)
+}
+
+/// Key bytes `shared .. shared + 8`, zero-padded to 8.
+fn spec_search_bytes(key: &[u8], shared: usize) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let rest = &key[shared.min(key.len())..];
+    let n = rest.len().min(8);
+    out[..n].copy_from_slice(&rest[..n]);
+    out
+}
+
+/// The record at `at` of a records area: kind byte, key, value, and where it ends. Panics if
+/// it does not lie inside the area.
+fn spec_record(area: &[u8], mut at: usize) -> (u8, &[u8], &[u8], usize) {
+    let kind = area[at];
+    at += 1;
+    let klen = varint(area, &mut at) as usize;
+    let vlen = varint(area, &mut at) as usize;
+    let key = &area[at..at + klen];
+    let value = &area[at + klen..at + klen + vlen];
+    (kind, key, value, at + klen + vlen)
+}
+
+/// Everything `format-spec/segment.md` requires of a data block payload ("What a reader
+/// verifies": the framing, then the full validation of a verification).
+fn spec_block(payload: &[u8]) -> SpecBlock {
+    let (count, shared, search_start, offsets_start) = spec_framing(payload);
+    let area = &payload[..search_start];
     let mut at = 0;
-    let mut out = Vec::new();
+    let mut records: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut search = Vec::new();
     for i in 0..count {
         assert_eq!(le_u32(payload, offsets_start + 4 * i) as usize, at, "offset of record {i}");
-        let kind = payload[at];
-        at += 1;
-        let klen = varint(payload, &mut at) as usize;
-        let vlen = varint(payload, &mut at) as usize;
-        let key = payload[at..at + klen].to_vec();
-        let value = payload[at + klen..at + klen + vlen].to_vec();
-        at += klen + vlen;
-        out.push((kind, key, value));
+        let (kind, key, value, next) = spec_record(area, at);
+        assert!(kind <= 2, "kind of record {i}");
+        assert!(kind != 1 || value.is_empty(), "a Delete has no value");
+        if let Some(prev) = records.last() {
+            assert!(prev.1.as_slice() < key, "keys strictly increase");
+        }
+        let first = records.first().map_or(key, |r| r.1.as_slice());
+        assert!(key.len() >= shared && key[..shared] == first[..shared], "record {i} has the shared prefix");
+        let bytes: [u8; 8] = payload[search_start + 8 * i..search_start + 8 * i + 8].try_into().unwrap();
+        assert_eq!(bytes, spec_search_bytes(key, shared), "search bytes of record {i}");
+        search.push(bytes);
+        records.push((kind, key.to_vec(), value.to_vec()));
+        at = next;
     }
-    assert_eq!(at, offsets_start, "the records end where the offsets array starts");
-    out
+    assert_eq!(at, search_start, "the records end where the search array starts");
+    if count == 0 {
+        assert_eq!(shared, 0, "an empty block shares nothing");
+    }
+    SpecBlock { shared, search, records }
+}
+
+/// The key of record `i`, found through its offset.
+fn spec_key_at(payload: &[u8], search_start: usize, offsets_start: usize, i: usize) -> &[u8] {
+    let at = le_u32(payload, offsets_start + 4 * i) as usize;
+    spec_record(&payload[..search_start], at).1
+}
+
+/// A point lookup as `format-spec/segment.md` describes it ("Looking up a key"): the index of
+/// the first record whose key is `>= k` (`count` if none), and whether its key is `k`. It reads
+/// the shared prefix from record 0, then the search array, parsing a record only where its
+/// search bytes equal those of `k` (and the record found, to tell whether it is `k`).
+fn spec_lookup(payload: &[u8], k: &[u8]) -> (usize, bool) {
+    let (count, s, search_start, offsets_start) = spec_framing(payload);
+    if count == 0 {
+        return (0, false);
+    }
+    let key_at = |i| spec_key_at(payload, search_start, offsets_start, i);
+    let prefix = &key_at(0)[..s];
+    let h = &k[..k.len().min(s)];
+    match h.cmp(&prefix[..h.len()]) {
+        Ordering::Less => return (0, false),
+        Ordering::Greater => return (count, false),
+        Ordering::Equal if k.len() < s => return (0, false),
+        Ordering::Equal => {}
+    }
+    let t = u64::from_be_bytes(spec_search_bytes(k, s));
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at = search_start + 8 * mid;
+        let search = u64::from_be_bytes(payload[at..at + 8].try_into().unwrap());
+        if search < t || (search == t && key_at(mid) < k) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo, lo < count && key_at(lo) == k)
+}
+
+/// The records of a data block payload: kind byte, key, value.
+fn spec_records(payload: &[u8]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    spec_block(payload).records
 }
 
 /// A segment file read by the spec alone.
@@ -395,12 +519,24 @@ fn segment_vectors_decode_to_the_listed_content() {
 
         let mut dec = None;
         let mut got = Vec::new();
-        for (i, &(_, _, _, _, n)) in exp.blocks.iter().enumerate() {
+        for (i, &(_, _, compression, _, n)) in exp.blocks.iter().enumerate() {
             let block = seg.read_block(i, &mut dec).unwrap();
             assert_eq!(block.len(), n as usize, "{} block {i}", exp.file);
             for j in 0..block.len() {
                 let r = block.record(j);
                 got.push((r.kind, r.key.to_vec(), r.value.to_vec()));
+            }
+            // An uncompressed block also reads in place, to the same records; a compressed
+            // one only through `read_block`.
+            match seg.mapped_block(i).unwrap() {
+                Some(view) => {
+                    assert_eq!(compression, COMPRESSION_NONE, "{} block {i}", exp.file);
+                    assert_eq!(view.len(), block.len());
+                    for j in 0..view.len() {
+                        assert_eq!(view.record(j), block.record(j), "{} block {i}", exp.file);
+                    }
+                }
+                None => assert_eq!(compression, COMPRESSION_ZSTD, "{} block {i}", exp.file),
             }
         }
         let want: Vec<_> = exp.records.iter().map(|(k, key, value)| (*k, key.to_vec(), value.to_vec())).collect();
@@ -430,9 +566,17 @@ fn segment_vectors_follow_the_byte_layout() {
         assert_eq!(spec.key_groups, exp.key_groups, "{} key-group index", exp.file);
 
         let mut records = Vec::new();
-        for (last_key, b) in &spec.data_blocks {
-            let recs = spec_records(&b.payload);
+        for (i, (last_key, b)) in spec.data_blocks.iter().enumerate() {
+            let block = spec_block(&b.payload);
+            let recs = block.records;
+            assert!(!recs.is_empty(), "a data block holds at least one record");
             assert_eq!(&recs.last().unwrap().1, last_key, "the index holds each block's last key");
+            // The writer shares the longest prefix of the first and the last key.
+            let (first, last) = (&recs[0].1, &recs[recs.len() - 1].1);
+            let longest = first.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
+            assert_eq!(block.shared, longest, "{} block {i}: shared", exp.file);
+            let search: Vec<u64> = block.search.iter().map(|b| u64::from_be_bytes(*b)).collect();
+            assert_eq!((block.shared as u32, &search[..]), exp.payloads[i], "{} block {i}: payload", exp.file);
             records.extend(recs);
         }
         let want: Vec<_> = exp.records.iter().map(|(k, key, value)| (*k as u8, key.to_vec(), value.to_vec())).collect();
@@ -447,6 +591,148 @@ fn segment_vectors_follow_the_byte_layout() {
             assert_eq!(write_segment(exp.records, exp.opts), bytes, "{} no longer matches its writer", exp.file);
         }
     }
+}
+
+/// Keys sharing a 17-byte prefix, several of which agree on their 8 search bytes (they differ
+/// later, or only by trailing zero bytes), and keys that are prefixes of others.
+fn tied_keys() -> Vec<Vec<u8>> {
+    let tails: [&[u8]; 10] =
+        [b"", b"\0", b"\0\0", b"a", b"a\0", b"abcdefgh", b"abcdefgh\0", b"abcdefghi", b"abcdefghij", b"b"];
+    let mut keys: Vec<Vec<u8>> = tails.iter().map(|t| [&b"\x00\x05shared-prefix/"[..], t].concat()).collect();
+    keys.sort();
+    keys
+}
+
+/// Keys to look up in a block: its keys, every prefix of them, and keys just around them.
+fn probes(keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = vec![vec![], vec![0xff; 12]];
+    for k in keys {
+        for cut in 0..=k.len() {
+            out.push(k[..cut].to_vec());
+        }
+        for extra in [0x00, 0x01, 0xff] {
+            out.push([&k[..], &[extra]].concat());
+        }
+        let (last, head) = k.split_last().unwrap();
+        out.push([head, &[last.wrapping_sub(1)]].concat());
+        out.push([head, &[last.wrapping_add(1)]].concat());
+    }
+    out
+}
+
+/// Point lookups in every data block of the vectors, and in a block whose search bytes tie:
+/// the lookup of `format-spec/segment.md` and the library's (in memory and in place) agree
+/// with a linear scan of the records.
+#[test]
+fn data_block_lookups_follow_the_spec() {
+    let keys = tied_keys();
+    let tied: Vec<(RecordKind, &[u8], &[u8])> = keys.iter().map(|k| (RecordKind::Put, &k[..], &b"v"[..])).collect();
+    let opts = WriterOptions { block_size: 4096, compression: Compression::None, bloom_bits_per_key: 10 };
+    let files = [
+        (SMALL_EXPECTED.file, vector(SMALL_EXPECTED.file)),
+        (ZSTD_EXPECTED.file, vector(ZSTD_EXPECTED.file)),
+        ("search bytes that tie", write_segment(&tied, opts)),
+    ];
+    for (name, bytes) in files {
+        let spec = spec_segment(&bytes);
+        let all: Vec<Vec<u8>> =
+            spec.data_blocks.iter().flat_map(|(_, b)| spec_records(&b.payload)).map(|r| r.1).collect();
+        let probes = probes(&all);
+        let seg = SegmentReader::open(FileBytes::from_vec(bytes.clone()), Path::new(name)).unwrap();
+        for (i, (_, b)) in spec.data_blocks.iter().enumerate() {
+            let block_keys: Vec<Vec<u8>> = spec_records(&b.payload).into_iter().map(|r| r.1).collect();
+            let read = seg.read_block(i, &mut None).unwrap();
+            let mapped = seg.mapped_block(i).unwrap();
+            for p in &probes {
+                let at = block_keys.partition_point(|k| k < p);
+                let want = (at, block_keys.get(at) == Some(p));
+                assert_eq!(spec_lookup(&b.payload, p), want, "{name} block {i}: the spec's lookup of {}", hex(p));
+                assert_eq!((read.seek(p), read.get(p).is_some()), want, "{name} block {i}: lookup of {}", hex(p));
+                if let Some(view) = mapped {
+                    assert_eq!((view.seek(p), view.get(p).is_some()), want, "{name} block {i}: {}", hex(p));
+                }
+            }
+        }
+    }
+    // The tied block does tie: one block, the whole first key shared, equal neighbours.
+    let spec = spec_segment(&write_segment(&tied, opts));
+    assert_eq!(spec.data_blocks.len(), 1);
+    let block = spec_block(&spec.data_blocks[0].1.payload);
+    assert_eq!(block.shared, keys[0].len());
+    assert!(block.search.windows(2).filter(|w| w[0] == w[1]).count() >= 4, "{:?}", block.search);
+}
+
+/// Rewrites the CRC of the block at `offset` after a change to its stored payload.
+fn fix_block_crc(file: &mut [u8], offset: u64, stored_len: u32) {
+    let end = offset as usize + stored_len as usize + 5;
+    let crc = crc32fast::hash(&file[offset as usize..end]);
+    file[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn is_malformed(err: &Error, at: u64, what: &str) -> bool {
+    matches!(err, Error::Corrupted { offset, kind: Corruption::Malformed(w), .. } if *offset == at && *w == what)
+}
+
+/// A payload with a valid CRC is checked for its framing when it is read, and in full only by a
+/// verification (`format-spec/segment.md`, "What a reader verifies"), with exact offsets.
+#[test]
+fn data_block_payloads_are_framed_on_read_and_validated_by_verify() {
+    let good = vector(SMALL_EXPECTED.file);
+    let path = Path::new(SMALL_EXPECTED.file);
+    // Data block 5: records at 0 and 6 (15 bytes), search bytes at 15, offsets at 31, shared at
+    // 39, count at 43 (the walk in format-spec/vectors/README.md).
+    let (offset, len, ..) = SMALL_EXPECTED.blocks[5];
+    assert_eq!(len, 47);
+    let b = offset as usize;
+    let log = b"\x01\x2clog";
+    // The damaged segment opens (its meta blocks are intact); the spec's decoder, which checks
+    // everything, refuses the payload as a verification does.
+    let damage = |edit: &dyn Fn(&mut [u8])| {
+        let mut bad = good.clone();
+        edit(&mut bad[b..b + len as usize]);
+        fix_block_crc(&mut bad, offset, len);
+        let payload = bad[b..b + len as usize].to_vec();
+        assert!(std::panic::catch_unwind(|| spec_block(&payload)).is_err(), "the spec's decoder accepts {payload:?}");
+        SegmentReader::open(FileBytes::from_vec(bad), path).unwrap()
+    };
+
+    // The search bytes of record 1 changed: a read takes them on trust (and the lookup of
+    // record 1 misses); a verification refuses them at record 1.
+    let seg = damage(&|p| p[23] = 0x6d);
+    assert_eq!(seg.read_block(5, &mut None).unwrap().len(), 2);
+    assert!(seg.mapped_block(5).unwrap().unwrap().get(log).is_none());
+    let err = seg.verify().unwrap_err();
+    assert!(is_malformed(&err, offset + 6, "block search bytes"), "{err}");
+
+    // shared = 3 with search bytes to match: record 1 does not begin with record 0's 3 bytes.
+    let seg = damage(&|p| {
+        p[39] = 3;
+        p[15..31].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x6f, 0x67, 0, 0, 0, 0, 0, 0]);
+    });
+    assert_eq!(seg.read_block(5, &mut None).unwrap().len(), 2);
+    let err = seg.verify().unwrap_err();
+    assert!(is_malformed(&err, offset + 6, "block shared prefix"), "{err}");
+
+    // count = 1: the framing still fits, and offset[0] (read 4 bytes later) is 6, where the
+    // last record, the one the index names, starts; a verification wants record 0 at 0.
+    let seg = damage(&|p| p[43] = 1);
+    assert_eq!(seg.read_block(5, &mut None).unwrap().record(0).key, log);
+    let err = seg.verify().unwrap_err();
+    assert!(is_malformed(&err, offset + 6, "record offset"), "{err}");
+
+    // count = 4: 12 × 4 > 47 - 8, refused by every read, at the block's offset.
+    let seg = damage(&|p| p[43] = 4);
+    seg.read_block(4, &mut None).unwrap();
+    let err = seg.read_block(5, &mut None).unwrap_err();
+    assert!(is_malformed(&err, offset, "block record count"), "{err}");
+    let err = seg.mapped_block(5).unwrap_err();
+    assert!(is_malformed(&err, offset, "block record count"), "{err}");
+    assert!(is_malformed(&seg.verify().unwrap_err(), offset, "block record count"));
+
+    // A last record other than the index's last key, at the block's offset.
+    let seg = damage(&|p| p[13] = b'h');
+    let err = seg.mapped_block(5).unwrap_err();
+    assert!(is_malformed(&err, offset, "block last key"), "{err}");
 }
 
 #[test]
@@ -506,7 +792,7 @@ fn every_changed_byte_of_a_segment_vector_is_a_typed_error() {
             "{err}"
         );
 
-        let (offset, len, ..) = exp.blocks[1];
+        let (offset, len, compression, ..) = exp.blocks[1];
         let mut bad = good.clone();
         bad[offset as usize + len as usize / 2] ^= 0x01;
         let seg = SegmentReader::open(FileBytes::from_vec(bad), path).unwrap();
@@ -516,6 +802,17 @@ fn every_changed_byte_of_a_segment_vector_is_a_typed_error() {
             matches!(err, Error::Corrupted { offset: o, kind: Corruption::ChecksumMismatch { .. }, .. } if o == offset),
             "{err}"
         );
+        // Read in place, an uncompressed block has its CRC verified on its first read.
+        if compression == COMPRESSION_NONE {
+            assert!(seg.mapped_block(0).unwrap().is_some());
+            let err = seg.mapped_block(1).unwrap_err();
+            assert!(
+                matches!(err, Error::Corrupted { offset: o, kind: Corruption::ChecksumMismatch { .. }, .. } if o == offset),
+                "{err}"
+            );
+        } else {
+            assert!(seg.mapped_block(1).unwrap().is_none());
+        }
         assert!(matches!(seg.verify(), Err(Error::Corrupted { .. })));
     }
 }
@@ -645,6 +942,13 @@ fn vectors_readme_lists_the_content() {
             lines.push(format!("| {name} | {offset} | {stored} | 0 | {stored} |"));
         }
         lines.push(format!("| footer | {} | {FOOTER_LEN} |", exp.file_len - FOOTER_LEN));
+        let mut first_record = 0;
+        for (i, ((.., n), (shared, search))) in exp.blocks.iter().zip(exp.payloads).enumerate() {
+            let prefix = hex_cell(&exp.records[first_record].1[..*shared as usize]);
+            let search: Vec<String> = search.iter().map(|s| format!("`{s:016x}`")).collect();
+            lines.push(format!("| data block {i} | {n} | {shared} | {prefix} | {} |", search.join(", ")));
+            first_record += *n as usize;
+        }
         for (kg, first, last, records) in exp.key_groups {
             lines.push(format!("| `{kg:04x}` ({kg}) | {first} | {last} | {records} |"));
         }
@@ -660,4 +964,113 @@ fn vectors_readme_lists_the_content() {
     for line in lines {
         assert!(readme.contains(&line), "format-spec/vectors/README.md does not contain {line:?}");
     }
+
+    // The index entries and footer fields, which the README wraps over several lines.
+    let readme = one_line(&readme);
+    for exp in SEGMENTS {
+        let bytes = vector(exp.file);
+        let spec = spec_segment(&bytes);
+        let entries: Vec<String> =
+            spec.data_blocks.iter().map(|(k, b)| format!("`{}` {} {}", hex(k), b.offset, b.stored_len)).collect();
+        let footer = &bytes[bytes.len() - FOOTER_LEN..];
+        let [f, i, k] = spec.meta.each_ref().map(|b| format!("({}, {})", b.offset, b.stored_len));
+        for line in [
+            format!("Index entries (last key, offset, stored length): {}.", entries.join("; ")),
+            format!(
+                "Footer fields: filter `{f}`, index `{i}`, key-group index `{k}`, record count {}, block count {}, \
+                 flags {}, version {}, CRC32 `{:#010x}`, magic `EDSG`.",
+                spec.records,
+                spec.data_blocks.len(),
+                le_u32(footer, 48),
+                le_u32(footer, 52),
+                le_u32(footer, 56)
+            ),
+        ] {
+            assert!(readme.contains(&line), "format-spec/vectors/README.md does not contain {line:?}");
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The lines of the next fenced code block of `lines`.
+fn next_code_block<'a>(lines: &mut impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    lines.by_ref().find(|l| l.starts_with("```"));
+    lines.take_while(|l| !l.starts_with("```")).collect()
+}
+
+/// The bytes of a byte-by-byte walk's `bytes` column (hex, `|` between fields).
+fn walk_bytes(column: &str) -> Vec<u8> {
+    column
+        .split_whitespace()
+        .filter(|t| *t != "|")
+        .map(|t| u8::from_str_radix(t, 16).unwrap_or_else(|_| panic!("{t:?} in {column:?}")))
+        .collect()
+}
+
+/// The byte-by-byte walks (`offset  bytes  meaning`) and the hex dumps of
+/// `format-spec/vectors/README.md` show the bytes of the files they are listed under, and the
+/// example payload of `format-spec/segment.md` is that of the small vector's data block 5.
+#[test]
+fn readme_bytes_are_those_of_the_vectors() {
+    let readme = spec_file("vectors/README.md");
+    let (mut walks, mut dumps) = (Vec::new(), Vec::new());
+    let mut file: Option<(String, Vec<u8>)> = None;
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("## `") {
+            let name = rest.split('`').next().unwrap().to_string();
+            file = Some((name.clone(), vector(&name)));
+            continue;
+        }
+        if !line.starts_with("```") {
+            continue;
+        }
+        let block: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let Some((name, bytes)) = &file else { continue };
+        if block.first().is_some_and(|l| l.starts_with("offset  bytes")) {
+            // Each line: a decimal offset, the bytes, what they mean; no gaps between lines.
+            let mut next = None;
+            for l in &block[1..] {
+                let cols: Vec<&str> = l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+                assert!(cols.len() >= 3, "{name}: {l:?}");
+                let at: usize = cols[0].parse().unwrap();
+                let want = walk_bytes(cols[1]);
+                assert_eq!(next.unwrap_or(at), at, "{name}: the walk skips bytes before {at}");
+                assert_eq!(bytes.get(at..at + want.len()), Some(&want[..]), "{name} at {at}: {l:?}");
+                next = Some(at + want.len());
+            }
+            walks.push((name.clone(), block[1].split_whitespace().next().unwrap().to_string(), next.unwrap()));
+        } else if block.first().is_some_and(|l| l.starts_with("00000000: ")) {
+            // `xxd -g1`: offset, 16 bytes in hex, the same as text.
+            let mut got = Vec::new();
+            for l in &block {
+                let (at, rest) = l.split_once(": ").unwrap();
+                assert_eq!(usize::from_str_radix(at, 16).unwrap(), got.len(), "{name}: {l:?}");
+                let row = walk_bytes(&rest[..47.min(rest.len())]);
+                let text: String =
+                    row.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+                assert_eq!(rest.get(49..), Some(&text[..]), "{name}: {l:?}");
+                got.extend(row);
+            }
+            assert_eq!(&got, bytes, "{name}: the hex dump");
+            dumps.push(name.clone());
+        }
+    }
+    let small = SMALL_EXPECTED.file.to_string();
+    // Data blocks 0 and 5 with their trailers, and the whole manifest.
+    let walked: Vec<(&str, &str, usize)> = walks.iter().map(|(n, at, end)| (n.as_str(), at.as_str(), *end)).collect();
+    assert_eq!(walked, [(&small[..], "8", 50), (&small[..], "219", 275), ("manifest-v1.bin", "0", 52)]);
+    assert_eq!(dumps, [small.clone(), "manifest-v1.bin".to_string()]);
+
+    let spec = spec_file("segment.md");
+    let mut lines = spec.lines();
+    lines.by_ref().find(|l| l.contains("data block 5 of `vectors/segment-v1-small.seg`")).expect("segment.md example");
+    let example: Vec<u8> =
+        next_code_block(&mut lines).iter().flat_map(|l| walk_bytes(l.split("  ").next().unwrap())).collect();
+    let (offset, len, ..) = SMALL_EXPECTED.blocks[5];
+    let bytes = vector(SMALL_EXPECTED.file);
+    assert_eq!(example, bytes[offset as usize..(offset + u64::from(len)) as usize], "segment.md's example payload");
 }

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! [`SegmentReader::open`] verifies the header, footer, index, key-group index and filter;
-//! data blocks are verified when they are read. [`SegmentReader::verify`] checks everything.
+//! a data block's checksum is verified when it is loaded into memory, and for a block read in
+//! place ([`SegmentReader::mapped_block`]) on its first read after open.
+//! [`SegmentReader::verify`] checks everything.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -559,7 +561,12 @@ impl SegmentReader {
         let mut kg_counts: Vec<(KeyGroup, u32, u32, u32)> = Vec::new();
         for i in 0..self.index.len() {
             let block = self.read_block(i, &mut dec)?;
-            block.view().validate(self.index[i].offset).map_err(|d| d.into_error(&self.path))?;
+            let offset = self.index[i].offset;
+            block.view().validate(offset).map_err(|d| {
+                // Inside a compressed block a position means nothing in the file: name the block.
+                let d = if self.is_compressed(i) { DecodeError { offset, ..d } } else { d };
+                d.into_error(&self.path)
+            })?;
             let first = block.record(0).key;
             if let Some(p) = &prev_last {
                 if p.as_slice() >= first {
