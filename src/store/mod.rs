@@ -662,7 +662,7 @@ impl Store {
     // ---- reads ----
 
     /// The value of `key`, if it has one.
-    #[inline]
+    #[inline(always)]
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         let h = self.active.hash(key);
         match self.active.lookup(h, key) {
