@@ -98,7 +98,8 @@ impl Engine for Eddy {
 pub mod peers {
     //! RocksDB (configured like Flink's RocksDB state backend: managed memory shared by the
     //! block cache and the write buffers, index and filter blocks in the cache, 4 KiB blocks,
-    //! Snappy, WAL disabled) and fjall (defaults, cache sized to the budget).
+    //! Snappy, WAL disabled) and fjall (defaults with half the budget as block cache; its
+    //! journal cannot be turned off, but it is not synced).
     use super::Engine;
     use std::path::Path;
 
@@ -174,7 +175,6 @@ pub mod peers {
         pub fn open(dir: &Path, budget: usize) -> Self {
             let db = fjall::Database::builder(dir)
                 .cache_size(budget as u64 / 2)
-                .max_write_buffer_size(Some(budget as u64 / 2))
                 .manual_journal_persist(true)
                 .open()
                 .expect("open fjall");
