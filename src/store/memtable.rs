@@ -264,6 +264,13 @@ impl Memtable {
 
     fn overwrite(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
         let mut h = self.header(r);
+        let new_kind = (h.kind & EXTERNAL) | kind as u8;
+        if value.len() <= h.vcap && h.vlen == value.len() && h.kind == new_kind {
+            // The common update: same kind, same size, in place; the header stays as it is.
+            let at = Self::value_loc(r, &h);
+            self.bytes_mut(at, value.len()).copy_from_slice(value);
+            return;
+        }
         if value.len() > h.vcap {
             let loc = self.alloc(value.len());
             h.vref = loc;
