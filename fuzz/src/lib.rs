@@ -5,30 +5,34 @@
 //! a panic (including an integer overflow in a debug build or a failed assertion below) is a
 //! bug. The assertions check only what the library promises for input it accepted.
 //!
+//! Checksums stop almost every mutation at the first CRC, so each target runs its input twice:
+//! as it is, and (when that differs) with every checksum it can find recomputed by
+//! [`reseal`], so that mutations also reach the decoding behind the checksums.
+//!
 //! This file uses only `eddy` and `std`: `tests/fuzz_regressions.rs` includes it by path to
 //! run the committed corpus and the regression inputs in the normal test suite.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use eddy::format::block::{read_block, TRAILER_LEN};
+use eddy::format::block::{compression_of, read_block, TRAILER_LEN};
 use eddy::format::key_hash64;
+use eddy::format::segment::{FOOTER_LEN, HEADER_LEN};
 use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
-use eddy::format::{Block, SegmentReader};
+use eddy::format::{Block, BlockView, SegmentReader};
 use eddy::io::{FaultFs, FileBytes};
 use eddy::keygroup::KeyGroupRange;
-use eddy::store::StoreOptions;
+use eddy::store::{StoreOptions, MANIFEST_FILE};
+
+/// A target's body.
+pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
-    ("segment", segment),
-    ("block", block),
-    ("store_manifest", store_manifest),
-    ("store_open", store_open),
-];
+pub const TARGETS: &[(&str, Target)] =
+    &[("segment", segment), ("block", block), ("store_manifest", store_manifest), ("store_open", store_open)];
 
 /// The target function of a name in [`TARGETS`].
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
@@ -43,8 +47,19 @@ const MAX_SCAN: usize = 100_000;
 
 /// A segment file: open, verify, read every block and record, look up keys.
 pub fn segment(data: &[u8]) {
+    segment_once(data);
+    let mut sealed = data.to_vec();
+    reseal::segment(&mut sealed);
+    if sealed != data {
+        segment_once(&sealed);
+    }
+}
+
+fn segment_once(data: &[u8]) {
     let path = Path::new("/fuzz/0000000001.seg");
     let Ok(seg) = SegmentReader::open(FileBytes::from_vec(data.to_vec()), path) else { return };
+    // `verify` validates every block; `read_block` and `mapped_block` check a block's
+    // checksum and framing only, so their records are consistent only in a verified segment.
     let verified = seg.verify().is_ok();
     let _ = (seg.path(), seg.records(), seg.file_len(), seg.index_memory(), seg.filter_len());
     assert_eq!(seg.file_len(), data.len() as u64);
@@ -56,26 +71,38 @@ pub fn segment(data: &[u8]) {
             Ok(block) => block,
             Err(e) => {
                 assert!(!verified, "verify passed but block {i} does not read: {e}");
+                let _ = seg.mapped_block(i);
                 continue;
             }
         };
-        assert!(!block.is_empty(), "an empty block was accepted");
-        let n = block.len().min(MAX_RECORDS);
-        for j in 0..n {
-            let rec = block.record(j);
-            if verified {
-                assert_eq!(seg.find_block(rec.key), Some(i), "verified segment: record {j} of block {i}");
-                assert_eq!(block.seek(rec.key), j);
-                assert_eq!(block.get(rec.key), Some(rec));
+        let view = block.view();
+        assert!(!view.is_empty(), "an empty block was accepted");
+        let valid = verified || view.validate(0).is_ok();
+        check_view(view, valid, data, &mut keys);
+        if verified {
+            for j in 0..view.len().min(MAX_RECORDS) {
+                assert_eq!(seg.find_block(view.record(j).key), Some(i), "verified segment: record {j} of block {i}");
             }
         }
-        let _ = block.record(block.len());
-        let _ = block.size_in_memory();
-        for j in [0, block.len() / 2, block.len() - 1] {
-            push_key_variants(&mut keys, block.record(j).key);
+        // In place, twice: the first read verifies the checksum, the second trusts it.
+        let compressed = seg.is_compressed(i);
+        for _ in 0..2 {
+            match seg.mapped_block(i) {
+                Ok(Some(mapped)) => {
+                    assert!(!compressed, "block {i} is compressed but was read in place");
+                    assert_eq!(mapped.len(), view.len());
+                    for j in 0..view.len().min(MAX_RECORDS) {
+                        assert_eq!(mapped.record(j), view.record(j), "block {i} record {j} in place");
+                    }
+                }
+                Ok(None) => assert!(compressed, "block {i} is stored as is but was not read in place"),
+                Err(e) => panic!("block {i} reads into memory but not in place: {e}"),
+            }
         }
     }
     assert!(seg.read_block(seg.block_count(), &mut dec).is_err());
+    assert!(seg.mapped_block(seg.block_count()).is_err());
+    let _ = seg.is_compressed(seg.block_count());
 
     for e in seg.key_groups() {
         let first = seg.first_block_from_key_group(e.key_group);
@@ -93,7 +120,10 @@ pub fn segment(data: &[u8]) {
         if let Some(i) = seg.find_block(key) {
             assert!(i < seg.block_count());
             if let Ok(block) = seg.read_block(i, &mut dec) {
-                check_lookup(&block, key);
+                check_lookup(block.view(), verified, key);
+            }
+            if let Ok(Some(view)) = seg.mapped_block(i) {
+                check_lookup(view, verified, key);
             }
         }
     }
@@ -101,18 +131,37 @@ pub fn segment(data: &[u8]) {
 
 /// A data block payload (`Block::decode`) and a stored block with its trailer (`read_block`).
 pub fn block(data: &[u8]) {
+    block_once(data);
+    let mut sealed = data.to_vec();
+    reseal::tail(&mut sealed);
+    if sealed != data {
+        block_once(&sealed);
+    }
+}
+
+fn block_once(data: &[u8]) {
+    // Framing only: every accessor must still work on whatever the records are.
+    if let Ok(view) = BlockView::new(data, 0) {
+        let valid = view.validate(0).is_ok();
+        check_view(view, valid, data, &mut Vec::new());
+    }
     for offset in [0u64, data.len() as u64] {
         if let Ok(b) = Block::decode(data.to_vec().into_boxed_slice(), offset) {
-            check_block(&b, data);
+            check_view(b.view(), true, data, &mut Vec::new());
         }
+    }
+    if let Ok(b) = Block::new(data.to_vec().into_boxed_slice(), 0) {
+        let _ = (b.len(), b.is_empty(), b.size_in_memory(), b.record(0), b.seek(data), b.get(data));
     }
 
     let mut dec = None;
     // The whole input as one stored block followed by its trailer.
     if let Some(len) = data.len().checked_sub(TRAILER_LEN) {
+        let _ = compression_of(data, 0, len as u32);
         if let Ok(payload) = read_block(data, 0, len as u32, &mut dec) {
-            if let Ok(b) = Block::decode(payload.into_owned().into_boxed_slice(), 0) {
-                check_block(&b, data);
+            if let Ok(view) = BlockView::new(&payload, 0) {
+                let valid = view.validate(0).is_ok();
+                check_view(view, valid, data, &mut Vec::new());
             }
         }
     }
@@ -120,15 +169,18 @@ pub fn block(data: &[u8]) {
     if data.len() >= 12 {
         let offset = u64::from_le_bytes(data[..8].try_into().unwrap());
         let len = u32::from_le_bytes(data[8..12].try_into().unwrap());
+        let _ = compression_of(data, offset, len);
         let _ = read_block(data, offset, len, &mut dec);
         let n = data.len() as u64 + 1;
         let (offset, len) = (offset % n, (u64::from(len) % n) as u32);
+        let _ = compression_of(data, offset, len);
         if let Ok(payload) = read_block(data, offset, len, &mut dec) {
             if let std::borrow::Cow::Borrowed(stored) = &payload {
                 assert_eq!(*stored, &data[offset as usize..offset as usize + len as usize]);
             }
-            if let Ok(b) = Block::decode(payload.into_owned().into_boxed_slice(), offset) {
-                check_block(&b, data);
+            if let Ok(view) = BlockView::new(&payload, offset) {
+                let valid = view.validate(offset).is_ok();
+                check_view(view, valid, data, &mut Vec::new());
             }
         }
     }
@@ -136,6 +188,15 @@ pub fn block(data: &[u8]) {
 
 /// The store manifest: decode, and for accepted input, the round trip.
 pub fn store_manifest(data: &[u8]) {
+    store_manifest_once(data);
+    let mut sealed = data.to_vec();
+    reseal::tail(&mut sealed);
+    if sealed != data {
+        store_manifest_once(&sealed);
+    }
+}
+
+fn store_manifest_once(data: &[u8]) {
     let Ok(m) = StoreManifest::decode(data) else { return };
     let again = m.encode();
     assert_eq!(again, data, "decode accepted bytes that encode differently");
@@ -211,8 +272,22 @@ impl<'a> StoreInput<'a> {
 
 /// A store opened on a directory made of the input's pieces; reads everything, then ends.
 pub fn store_open(data: &[u8]) {
-    use open_flags::*;
     let Some(input) = StoreInput::split(data) else { return };
+    store_open_once(&input, data);
+    let (mut manifest, mut segment1, mut segment2) =
+        (input.manifest.to_vec(), input.segment1.to_vec(), input.segment2.to_vec());
+    reseal::tail(&mut manifest);
+    reseal::segment(&mut segment1);
+    reseal::segment(&mut segment2);
+    let sealed = StoreInput { flags: input.flags, manifest: &manifest, segment1: &segment1, segment2: &segment2 };
+    if (input.manifest, input.segment1, input.segment2) != (sealed.manifest, sealed.segment1, sealed.segment2) {
+        store_open_once(&sealed, data);
+    }
+}
+
+/// `data` is the whole input, for keys to look up.
+fn store_open_once(input: &StoreInput<'_>, data: &[u8]) {
+    use open_flags::*;
     let flags = input.flags;
     let fs = Arc::new(FaultFs::new());
     let dir = Path::new("/db");
@@ -232,16 +307,13 @@ pub fn store_open(data: &[u8]) {
         (m.encode(), [2, 1])
     } else {
         let ids = match StoreManifest::decode(input.manifest) {
-            Ok(m) => [
-                m.segments.first().map_or(1, |s| s.id),
-                m.segments.get(1).map_or(2, |s| s.id),
-            ],
+            Ok(m) => [m.segments.first().map_or(1, |s| s.id), m.segments.get(1).map_or(2, |s| s.id)],
             Err(_) => [1, 2],
         };
         (input.manifest.to_vec(), ids)
     };
     if flags & NO_MANIFEST == 0 {
-        fs.write_file(&dir.join("MANIFEST"), &manifest).unwrap();
+        fs.write_file(&dir.join(MANIFEST_FILE), &manifest).unwrap();
     }
     fs.write_file(&dir.join(segment_file_name(ids[0])), input.segment1).unwrap();
     if flags & ONE_SEGMENT == 0 && ids[1] != ids[0] {
@@ -289,11 +361,9 @@ pub fn store_open(data: &[u8]) {
     let _ = store.stats();
     let _ = store.segment_paths();
 
-    if flags & WRITE_AND_COMPACT != 0 {
-        if store.put(b"\x00\x01fuzz", b"value").is_ok() {
-            let _ = store.compact();
-            let _ = store.get(b"\x00\x01fuzz");
-        }
+    if flags & WRITE_AND_COMPACT != 0 && store.put(b"\x00\x01fuzz", b"value").is_ok() {
+        let _ = store.compact();
+        let _ = store.get(b"\x00\x01fuzz");
     }
     if flags & CLOSE != 0 {
         if store.close().is_ok() {
@@ -310,7 +380,7 @@ pub fn store_open(data: &[u8]) {
     }
 }
 
-/// The name the store gives segment `id`'s file.
+/// The name the store gives segment `id`'s file (`src/store/segment.rs`).
 pub fn segment_file_name(id: u64) -> String {
     format!("{id:010}.seg")
 }
@@ -360,48 +430,180 @@ fn input_keys(keys: &mut Vec<Vec<u8>>, data: &[u8]) {
     }
 }
 
-/// Every record of an accepted block, and lookups of its keys.
-fn check_block(b: &Block, data: &[u8]) {
-    let n = b.len().min(MAX_RECORDS);
+/// Every record of a block, and lookups of its keys and of keys from `data`; the keys it
+/// sampled go to `keys`. `valid`: the block passed `validate`, so its records are well formed
+/// and its keys strictly increase; without it, only the absence of panics is checked.
+fn check_view(view: BlockView<'_>, valid: bool, data: &[u8], keys: &mut Vec<Vec<u8>>) {
+    let n = view.len().min(MAX_RECORDS);
     let mut prev: Option<&[u8]> = None;
     for i in 0..n {
-        let rec = b.record(i);
-        if let Some(p) = prev {
-            assert!(p < rec.key, "record {i}: keys out of order in an accepted block");
+        let rec = view.record(i);
+        if valid {
+            if let Some(p) = prev {
+                assert!(p < rec.key, "record {i}: keys out of order in a valid block");
+            }
+            assert_eq!(view.seek(rec.key), i);
+            assert_eq!(view.get(rec.key), Some(rec));
         }
         prev = Some(rec.key);
-        assert_eq!(b.seek(rec.key), i);
-        assert_eq!(b.get(rec.key), Some(rec));
     }
-    let _ = b.record(b.len());
-    let _ = b.size_in_memory();
-    let mut keys = Vec::new();
-    if !b.is_empty() {
-        for i in [0, b.len() / 2, b.len() - 1] {
-            push_key_variants(&mut keys, b.record(i).key);
+    assert_eq!(view.record(view.len()), view.record(usize::MAX));
+    let first = keys.len();
+    if !view.is_empty() {
+        for i in [0, view.len() / 2, view.len() - 1] {
+            push_key_variants(keys, view.record(i).key);
         }
     }
-    input_keys(&mut keys, data);
-    for key in keys.iter().take(MAX_LOOKUPS) {
-        check_lookup(b, key);
+    let sampled = keys.len();
+    input_keys(keys, data);
+    for key in keys[first..].iter().take(MAX_LOOKUPS) {
+        check_lookup(view, valid, key);
+    }
+    keys.truncate(sampled);
+}
+
+/// `seek` and `get` of one key: in bounds, and (in a valid block) in agreement with each
+/// other and with the records. In a block that was not validated, `get` may return a record
+/// of another key: only the absence of panics is checked there.
+fn check_lookup(view: BlockView<'_>, valid: bool, key: &[u8]) {
+    let i = view.seek(key);
+    assert!(i <= view.len());
+    let got = view.get(key);
+    if !valid {
+        return;
+    }
+    if let Some(rec) = got {
+        assert_eq!(rec.key, key);
+    }
+    if i < view.len() {
+        assert!(view.record(i).key >= key);
+    }
+    if i > 0 {
+        assert!(view.record(i - 1).key < key);
+    }
+    match got {
+        Some(rec) => assert_eq!(view.record(i), rec),
+        None => assert!(i == view.len() || view.record(i).key != key),
     }
 }
 
-/// `seek` and `get` of one key agree with each other and with the records.
-fn check_lookup(b: &Block, key: &[u8]) {
-    let i = b.seek(key);
-    assert!(i <= b.len());
-    if i < b.len() {
-        assert!(b.record(i).key >= key);
-    }
-    if i > 0 {
-        assert!(b.record(i - 1).key < key);
-    }
-    match b.get(key) {
-        Some(rec) => {
-            assert_eq!(rec.key, key);
-            assert_eq!(b.record(i), rec);
+/// Recomputes the checksums of (possibly mutated) files, best effort: whatever does not parse
+/// far enough to find a checksum is left as it is. Never panics.
+pub mod reseal {
+    use super::{FOOTER_LEN, HEADER_LEN, MAX_BLOCKS};
+
+    /// The CRC-32 (IEEE) that every eddy checksum uses.
+    pub fn crc32(bytes: &[u8]) -> u32 {
+        const TABLE: [u32; 256] = {
+            let mut table = [0u32; 256];
+            let mut i = 0;
+            while i < 256 {
+                let mut c = i as u32;
+                let mut k = 0;
+                while k < 8 {
+                    c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                    k += 1;
+                }
+                table[i] = c;
+                i += 1;
+            }
+            table
+        };
+        let mut c = !0u32;
+        for &b in bytes {
+            c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
         }
-        None => assert!(i == b.len() || b.record(i).key != key),
+        !c
+    }
+
+    /// A checksum in the last four bytes, of everything before them (the store manifest; a
+    /// lone block with its trailer).
+    pub fn tail(bytes: &mut [u8]) {
+        if let Some(body) = bytes.len().checked_sub(4) {
+            let crc = crc32(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+
+    /// The trailer checksum of the block stored at `offset` with `len` bytes, if it fits.
+    pub fn block(bytes: &mut [u8], offset: u64, len: u32) {
+        let Ok(start) = usize::try_from(offset) else { return };
+        let Some(crc_at) = start.checked_add(len as usize).and_then(|e| e.checked_add(5)) else { return };
+        if crc_at.checked_add(4).is_none_or(|end| end > bytes.len()) {
+            return;
+        }
+        let crc = crc32(&bytes[start..crc_at]);
+        bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    // Footer layout: filter, index and key-group index handles (offset u64, length u32),
+    // records u64, blocks u32, flags u32, version u32, crc32 u32 (of what precedes it), magic.
+    const FOOTER_CRC_OFFSET: usize = 3 * 12 + 8 + 4 + 4 + 4;
+
+    /// Every checksum of a segment file: the data blocks the index names, the filter, the
+    /// index, the key-group index and the footer.
+    pub fn segment(bytes: &mut [u8]) {
+        let Some(footer_start) = bytes.len().checked_sub(FOOTER_LEN) else { return };
+        if footer_start < HEADER_LEN || FOOTER_CRC_OFFSET + 4 > FOOTER_LEN {
+            return;
+        }
+        let handle = |bytes: &[u8], i: usize| {
+            let at = footer_start + 12 * i;
+            let offset = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            (offset, len)
+        };
+        let (filter, index, kg_index) = (handle(bytes, 0), handle(bytes, 1), handle(bytes, 2));
+        for (offset, len) in data_blocks(bytes, index) {
+            block(bytes, offset, len);
+        }
+        for (offset, len) in [filter, index, kg_index] {
+            block(bytes, offset, len);
+        }
+        let crc = crc32(&bytes[footer_start..footer_start + FOOTER_CRC_OFFSET]);
+        let at = footer_start + FOOTER_CRC_OFFSET;
+        bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The data block handles of an uncompressed index block:
+    /// `count u32 | (key_len varint | key | offset u64 | len u32) * count`.
+    fn data_blocks(bytes: &[u8], (offset, len): (u64, u32)) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        let Ok(start) = usize::try_from(offset) else { return out };
+        let Some(end) = start.checked_add(len as usize) else { return out };
+        // The compression byte right after the payload must say "stored as is".
+        if bytes.get(end) != Some(&0) {
+            return out;
+        }
+        let mut r = &bytes[start..end];
+        let Some(count) = take::<4>(&mut r).map(u32::from_le_bytes) else { return out };
+        for _ in 0..count.min(MAX_BLOCKS as u32) {
+            let Some(klen) = varint(&mut r) else { break };
+            if klen as usize > r.len() {
+                break;
+            }
+            r = &r[klen as usize..];
+            let (Some(offset), Some(len)) = (take::<8>(&mut r), take::<4>(&mut r)) else { break };
+            out.push((u64::from_le_bytes(offset), u32::from_le_bytes(len)));
+        }
+        out
+    }
+
+    fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = r.split_first_chunk::<N>()?;
+        *r = rest;
+        Some(*head)
+    }
+
+    fn varint(r: &mut &[u8]) -> Option<u32> {
+        let mut value = 0u32;
+        for i in 0..5 {
+            let [b] = take::<1>(r)?;
+            value |= u32::from(b & 0x7f).checked_shl(7 * i)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
     }
 }

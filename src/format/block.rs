@@ -368,26 +368,26 @@ impl<'a> BlockView<'a> {
         self.parse(self.offset_of(i as u32)).map(|(r, _)| r).unwrap_or(EMPTY)
     }
 
-    /// The index of the first record whose key is `>= key` (`len()` if none), and whether
-    /// that record's key equals `key`.
+    /// The index of the first record whose key is `>= key` (`len()` if none), and the index of
+    /// a record whose key equals `key`, if the search met one (in a valid block, the same).
     #[inline]
-    fn search(&self, key: &[u8]) -> (usize, bool) {
+    fn search(&self, key: &[u8]) -> (usize, Option<usize>) {
         let count = self.count as usize;
         if count == 0 {
-            return (0, false);
+            return (0, None);
         }
         // Against the block's shared prefix first: a key outside it is before or after all.
         let shared = self.record(0).key.get(..self.shared).unwrap_or(&[]);
         let head = &key[..key.len().min(shared.len())];
         match head.cmp(&shared[..head.len()]) {
-            Ordering::Less => return (0, false),
-            Ordering::Greater => return (count, false),
-            Ordering::Equal if key.len() < shared.len() => return (0, false),
+            Ordering::Less => return (0, None),
+            Ordering::Greater => return (count, None),
+            Ordering::Equal if key.len() < shared.len() => return (0, None),
             Ordering::Equal => {}
         }
         let target = u64::from_be_bytes(search_bytes(key, shared.len()));
         let (mut lo, mut hi) = (0usize, count);
-        let mut exact = false;
+        let mut exact = None;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let order = match u64::from_be_bytes(self.search_of(mid)).cmp(&target) {
@@ -399,7 +399,7 @@ impl<'a> BlockView<'a> {
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => {
                     hi = mid;
-                    exact = true;
+                    exact = Some(mid);
                 }
             }
         }
@@ -414,10 +414,9 @@ impl<'a> BlockView<'a> {
     /// The record with exactly this key.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Record<'a>> {
-        match self.search(key) {
-            (i, true) => Some(self.record(i)),
-            _ => None,
-        }
+        // The record whose key compared equal: even in a block whose keys are out of order
+        // (one that passed its checksum but not `validate`), never another key's record.
+        self.search(key).1.map(|i| self.record(i))
     }
 }
 
@@ -552,6 +551,27 @@ mod tests {
             let expected = keys.iter().position(|k| k >= p).unwrap_or(keys.len());
             assert_eq!(block.seek(p), expected, "seek {p:?}");
             assert_eq!(block.get(p).is_some(), keys.contains(p), "get {p:?}");
+        }
+    }
+
+    /// Regression: a block that passes its checksum but has keys out of order (a writer bug
+    /// or a crafted file) made `get` return the record where the binary search ended, which
+    /// could hold another key. `get` must return the record it compared equal, or nothing.
+    #[test]
+    fn get_on_an_unsorted_block_never_returns_another_key() {
+        let keys: Vec<Vec<u8>> = (0..40u32).map(|i| vec![0, 1, ((i * 37) % 41) as u8, i as u8]).collect();
+        let mut builder = BlockBuilder::default();
+        for k in &keys {
+            builder.add(RecordKind::Put, k, k);
+        }
+        let mut out = Vec::new();
+        builder.finish(&mut out);
+        let view = BlockView::new(&out, 0).unwrap();
+        assert!(view.validate(0).is_err(), "the block is out of order");
+        for k in &keys {
+            if let Some(rec) = view.get(k) {
+                assert_eq!(rec.key, &k[..]);
+            }
         }
     }
 

@@ -1,0 +1,508 @@
+//! The fuzz targets (`fuzz/src/lib.rs`) run in the normal test suite, without cargo-fuzz:
+//!
+//! - every file of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` through its
+//!   target;
+//! - a deterministic, bounded set of mutations of each corpus seed (truncations, byte flips,
+//!   overwritten words, inserted and removed bytes), each run as is and with its checksums
+//!   recomputed (the targets do that themselves);
+//! - one named test per crash input in `fuzz/regressions/`, saying what the bug was.
+//!
+//! A panic anywhere, in the test thread or in a store's background thread, fails the test and
+//! names the input and the mutation. `generate_seed_corpus` (ignored) rewrites the seeds
+//! from the real writers: `cargo test --test fuzz_regressions -- --ignored generate_seed_corpus`.
+
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_targets;
+
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+use eddy::format::block::{append_trailer, BlockBuilder, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use eddy::format::segment::Compression;
+use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
+use eddy::format::{RecordKind, SegmentReader, SegmentWriter, WriterOptions};
+use eddy::io::{FaultFs, FileBytes, FileSystem};
+use eddy::keygroup::KeyGroupRange;
+use eddy::store::{CompactionOptions, StoreOptions, MANIFEST_FILE};
+use fuzz_targets::{open_flags, reseal, StoreInput, TARGETS};
+
+/// The largest seed the corpus may hold.
+const MAX_SEED_LEN: usize = 8 << 10;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// The files of `fuzz/<kind>/<target>/`, sorted by name (dot files and READMEs skipped).
+fn inputs(kind: &str, target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = fuzz_dir().join(kind).join(target);
+    let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+    let mut out: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.expect("read corpus directory").path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && !name.ends_with(".md")
+        })
+        .map(|p| (format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Panics in the stores' background threads (the test thread's own are caught per run).
+static BACKGROUND_PANICS: AtomicUsize = AtomicUsize::new(0);
+/// Store runs one at a time, so that a background panic is charged to the right input.
+static STORE_RUNS: Mutex<()> = Mutex::new(());
+
+fn count_background_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name().is_some_and(|n| n.starts_with("eddy-")) {
+                BACKGROUND_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+/// Runs one input through a target; a description of the failure if it panicked.
+fn run(target: &str, input: &[u8]) -> Result<(), String> {
+    count_background_panics();
+    let f = fuzz_targets::target(target).unwrap_or_else(|| panic!("no fuzz target {target:?}"));
+    let _serial = (target == "store_open").then(|| STORE_RUNS.lock().unwrap_or_else(|e| e.into_inner()));
+    let before = BACKGROUND_PANICS.load(Ordering::SeqCst);
+    let result = catch_unwind(AssertUnwindSafe(|| f(input)));
+    let background = BACKGROUND_PANICS.load(Ordering::SeqCst) - before;
+    match result {
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("panicked: {msg}"))
+        }
+        Ok(()) if background > 0 => Err(format!("{background} background thread(s) panicked")),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Fails with every failing input (at most a few listed) after running them all.
+fn run_all(target: &str, cases: impl IntoIterator<Item = (String, Vec<u8>)>) -> usize {
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (name, input) in cases {
+        n += 1;
+        if let Err(e) = run(target, &input) {
+            failures.push(format!("{name} ({} bytes): {e}", input.len()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} inputs of target {target} failed; save the input under fuzz/regressions/{target}/ \
+         to reproduce:\n{}",
+        failures.len(),
+        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    n
+}
+
+/// A deterministic set of about `budget` mutations of `seed`, each with a name.
+fn mutations(seed: &[u8], budget: usize) -> Vec<(String, Vec<u8>)> {
+    let n = seed.len();
+    let mut out = Vec::new();
+    // A fifth of the budget to each kind of mutation.
+    let share = (budget / 5).max(1);
+    let positions = |count: usize| -> Vec<usize> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let stride = n.div_ceil(count.max(1)).max(1);
+        // Offset the grid so that different kinds hit different bytes.
+        (0..n).step_by(stride).collect()
+    };
+
+    // Truncations: every length of a small seed; else a grid plus both ends.
+    let mut lens: Vec<usize> = if n <= share { (0..n).collect() } else { positions(share) };
+    lens.extend(n.saturating_sub(16)..n);
+    lens.extend(0..n.min(16));
+    lens.sort_unstable();
+    lens.dedup();
+    for len in lens {
+        out.push((format!("truncated to {len}"), seed[..len].to_vec()));
+    }
+
+    // Byte flips: all three masks at every byte of a small seed; else one mask per byte.
+    const MASKS: [u8; 3] = [0x01, 0x80, 0xff];
+    let per_byte = if n * 3 <= share { 3 } else { 1 };
+    for (k, pos) in positions(share / per_byte).into_iter().enumerate() {
+        for m in 0..per_byte {
+            let mask = MASKS[(k + m) % 3];
+            let mut v = seed.to_vec();
+            v[pos] ^= mask;
+            out.push((format!("byte {pos} ^= {mask:#04x}"), v));
+        }
+    }
+
+    // Overwritten words: the little-endian u32s most likely to break a length or a count.
+    const WORDS: [u32; 4] = [0, 1, 0x100, u32::MAX];
+    for (k, pos) in positions(share).into_iter().enumerate() {
+        let word = WORDS[k % WORDS.len()].to_le_bytes();
+        let mut v = seed.to_vec();
+        let end = (pos + 4).min(n);
+        v[pos..end].copy_from_slice(&word[..end - pos]);
+        out.push((format!("u32 {:#x} at {pos}", WORDS[k % WORDS.len()]), v));
+    }
+
+    // A byte removed, a byte inserted.
+    for (k, pos) in positions(share).into_iter().enumerate() {
+        let mut v = seed.to_vec();
+        if k % 2 == 0 {
+            v.remove(pos);
+            out.push((format!("byte {pos} removed"), v));
+        } else {
+            v.insert(pos, 0x80);
+            out.push((format!("0x80 inserted at {pos}"), v));
+        }
+    }
+
+    // Whole-input changes.
+    out.push(("doubled".into(), seed.repeat(2)));
+    let mut v = seed.to_vec();
+    v.extend_from_slice(&[0xff; 64]);
+    out.push(("64 bytes of 0xff appended".into(), v));
+    out.push(("reversed".into(), seed.iter().rev().copied().collect()));
+    out
+}
+
+/// Mutations per seed: the store target is by far the slowest (it starts threads).
+fn mutation_budget(target: &str) -> usize {
+    match target {
+        "store_open" => 500,
+        "segment" => 5000,
+        _ => 5000,
+    }
+}
+
+/// The corpus of a target, each seed as is and mutated.
+fn corpus_with_mutations(target: &str) {
+    let seeds = inputs("corpus", target);
+    assert!(!seeds.is_empty(), "fuzz/corpus/{target}/ is empty; run generate_seed_corpus");
+    let budget = mutation_budget(target);
+    let cases = seeds.iter().flat_map(|(name, seed)| {
+        std::iter::once((name.clone(), seed.clone()))
+            .chain(mutations(seed, budget).into_iter().map(move |(m, v)| (format!("{name}, {m}"), v)))
+    });
+    run_all(target, cases);
+}
+
+#[test]
+fn corpus_segment() {
+    corpus_with_mutations("segment");
+}
+
+#[test]
+fn corpus_block() {
+    corpus_with_mutations("block");
+}
+
+#[test]
+fn corpus_store_manifest() {
+    corpus_with_mutations("store_manifest");
+}
+
+#[test]
+fn corpus_store_open() {
+    corpus_with_mutations("store_open");
+}
+
+/// Every crash input saved so far, as is (the named tests below say what each one was).
+#[test]
+fn regressions_run_clean() {
+    for (target, _) in TARGETS {
+        run_all(target, inputs("regressions", target));
+    }
+}
+
+fn regression(target: &str, name: &str) {
+    let path = fuzz_dir().join("regressions").join(target).join(name);
+    let input = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if let Err(e) = run(target, &input) {
+        panic!("{}: {e}", path.display());
+    }
+}
+
+// ---- one test per crash input in fuzz/regressions/ ----
+
+/// A segment whose data block, checksum re-sealed, holds keys out of order. `read_block` and
+/// `mapped_block` check a block's checksum and framing only (full validation is `verify`'s),
+/// so they return it, and its `seek` and `get` disagree. The bug was in the target, which
+/// asserted their agreement for every block read; it now does so only for validated blocks.
+#[test]
+fn segment_sealed_block_with_unsorted_keys() {
+    regression("segment", "sealed-block-with-unsorted-keys");
+}
+
+/// A directory under `fuzz/corpus/` or `fuzz/regressions/` that names no target would be
+/// silently skipped.
+#[test]
+fn every_input_directory_names_a_target() {
+    for kind in ["corpus", "regressions"] {
+        let Ok(entries) = fs::read_dir(fuzz_dir().join(kind)) else { continue };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(fuzz_targets::target(&name).is_some(), "fuzz/{kind}/{name}/ names no fuzz target");
+            }
+        }
+    }
+}
+
+/// The targets' own CRC-32 is the one eddy writes, and re-sealing a file the real writers made
+/// changes nothing (so it finds every checksum where the writers put it).
+#[test]
+fn reseal_matches_the_writers() {
+    for input in [&b""[..], b"a", b"123456789", &[0xa5; 1000]] {
+        assert_eq!(reseal::crc32(input), crc32fast::hash(input));
+    }
+    for (name, seed) in inputs("corpus", "segment") {
+        let mut sealed = seed.clone();
+        reseal::segment(&mut sealed);
+        assert!(sealed == seed, "{name}: re-sealing changed a valid segment");
+    }
+    for (name, seed) in inputs("corpus", "store_manifest") {
+        let mut sealed = seed.clone();
+        reseal::tail(&mut sealed);
+        assert!(sealed == seed, "{name}: re-sealing changed a valid manifest");
+    }
+}
+
+/// A damaged data block with its checksum re-sealed gets past the checksum to the decoding.
+#[test]
+fn reseal_reaches_past_the_checksums() {
+    let seg = segment_bytes(
+        WriterOptions { block_size: 256, compression: Compression::None, bloom_bits_per_key: 10 },
+        &records(&[1], 10, 4),
+    );
+    let path = Path::new("/s.seg");
+    // Byte 8 is the kind byte of the first record of the first data block.
+    let mut bad = seg.clone();
+    bad[8] = 0x7f;
+    let err = SegmentReader::open(FileBytes::from_vec(bad.clone()), path).unwrap().verify().unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    reseal::segment(&mut bad);
+    let err = SegmentReader::open(FileBytes::from_vec(bad), path).unwrap().verify().unwrap_err();
+    assert!(err.to_string().contains("record kind"), "{err}");
+}
+
+// ---- the seed corpus ----
+
+fn key(kg: u16, i: u32) -> Vec<u8> {
+    let mut k = kg.to_be_bytes().to_vec();
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+/// `per_kg` records in each key group: mostly puts, some deletes and merges.
+fn records(kgs: &[u16], per_kg: u32, value_len: usize) -> Vec<(RecordKind, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &kg in kgs {
+        for i in 0..per_kg {
+            let kind = match i % 7 {
+                3 => RecordKind::Delete,
+                5 => RecordKind::Merge,
+                _ => RecordKind::Put,
+            };
+            let value = match kind {
+                RecordKind::Delete => Vec::new(),
+                _ => vec![b'a' + (i % 26) as u8; value_len],
+            };
+            out.push((kind, key(kg, i), value));
+        }
+    }
+    out
+}
+
+fn segment_bytes(opts: WriterOptions, recs: &[(RecordKind, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let fs = FaultFs::new();
+    let path = Path::new("/s.seg");
+    let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+    for (kind, k, v) in recs {
+        w.add(*kind, k, v).unwrap();
+    }
+    w.finish().unwrap();
+    fs.read(path).unwrap()
+}
+
+fn block_payload(recs: &[(RecordKind, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut b = BlockBuilder::default();
+    for (kind, k, v) in recs {
+        b.add(*kind, k, v);
+    }
+    let mut out = Vec::new();
+    b.finish(&mut out);
+    out
+}
+
+fn stored_block(payload: &[u8], zstd: bool) -> Vec<u8> {
+    let (mut out, compression) = if zstd {
+        (zstd::bulk::compress(payload, 1).unwrap(), COMPRESSION_ZSTD)
+    } else {
+        (payload.to_vec(), COMPRESSION_NONE)
+    };
+    append_trailer(&mut out, 0, compression, payload.len() as u32);
+    out
+}
+
+/// A closed store's directory, as a `store_open` input with `flags`.
+fn store_input(flags: u8, compression: Compression, drop_range: Option<(u16, u16)>) -> Vec<u8> {
+    let fs = FaultFs::new();
+    let dir = Path::new("/db");
+    // No compaction: the seed keeps its two segments.
+    let compaction = CompactionOptions {
+        trigger: 100,
+        size_ratio_percent: 1,
+        max_space_amplification_percent: 1_000_000,
+        max_segments: 100,
+    };
+    let mut store = StoreOptions::new()
+        .file_system(Arc::new(fs.clone()))
+        .memory_budget(1 << 20)
+        .block_size(256)
+        .compression(compression)
+        .compaction(compaction)
+        .open(dir)
+        .unwrap();
+    for (kind, k, v) in records(&[0, 2, 7], 12, 12) {
+        match kind {
+            RecordKind::Put => store.put(&k, &v).unwrap(),
+            RecordKind::Delete => store.delete(&k).unwrap(),
+            RecordKind::Merge => store.merge(&k, &v).unwrap(),
+        }
+    }
+    store.flush().unwrap();
+    for (kind, k, v) in records(&[2, 9], 6, 5) {
+        match kind {
+            RecordKind::Put => store.merge(&k, &v).unwrap(),
+            _ => store.delete(&k).unwrap(),
+        }
+    }
+    store.flush().unwrap();
+    if let Some((a, b)) = drop_range {
+        store.drop_key_groups(KeyGroupRange::new(a, b).unwrap()).unwrap();
+    }
+    store.close().unwrap();
+    let manifest = fs.read(&dir.join(MANIFEST_FILE)).unwrap();
+    let m = StoreManifest::decode(&manifest).unwrap();
+    assert_eq!(m.segments.len(), 2, "the seed store should have two segments");
+    let seg = |i: usize| fs.read(&dir.join(fuzz_targets::segment_file_name(m.segments[i].id))).unwrap();
+    let (segment1, segment2) = (seg(0), seg(1));
+    let manifest_piece = if flags & open_flags::SYNTHESIZE_MANIFEST != 0 {
+        // Mask ranges, as key-group pairs.
+        [0u16, 0, 7, 9, 1, 1].iter().flat_map(|kg| kg.to_be_bytes()).collect()
+    } else {
+        manifest
+    };
+    StoreInput { flags, manifest: &manifest_piece, segment1: &segment1, segment2: &segment2 }.join()
+}
+
+/// Rewrites the seed corpus from the real writers. Deterministic: the same build writes the
+/// same bytes.
+#[test]
+#[ignore = "writes fuzz/corpus/; run by hand after a format change"]
+fn generate_seed_corpus() {
+    let none = |block_size| WriterOptions { block_size, compression: Compression::None, bloom_bits_per_key: 10 };
+    let zstd_opts =
+        |block_size| WriterOptions { block_size, compression: Compression::Zstd(1), bloom_bits_per_key: 10 };
+    let long_keys: Vec<_> = (0..12u32)
+        .map(|i| {
+            let mut k = key(3, 0);
+            k.extend_from_slice(&[b'k'; 40]);
+            k.extend_from_slice(&i.to_be_bytes());
+            (RecordKind::Put, k, vec![b'v'; 3])
+        })
+        .collect();
+    let single = vec![(RecordKind::Put, key(1, 1), b"x".to_vec())];
+    let mixed_small = records(&[4], 3, 2);
+    let mixed = records(&[0, 1, 5], 8, 6);
+
+    let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("segment", "uncompressed-3kg-30rec", segment_bytes(none(256), &records(&[0, 5, 9], 10, 8))),
+        ("segment", "zstd-2kg-40rec", segment_bytes(zstd_opts(512), &records(&[1, 300], 20, 40))),
+        ("segment", "one-record", segment_bytes(none(4096), &single)),
+        ("segment", "empty", segment_bytes(none(4096), &[])),
+        (
+            "segment",
+            "long-keys-1-bloom-bit",
+            segment_bytes(WriterOptions { bloom_bits_per_key: 1, ..none(256) }, &long_keys),
+        ),
+        ("block", "payload-3rec", block_payload(&mixed_small)),
+        ("block", "payload-empty", block_payload(&[])),
+        ("block", "payload-24rec", block_payload(&mixed)),
+        ("block", "stored-3rec", stored_block(&block_payload(&mixed_small), false)),
+        ("block", "stored-zstd-24rec", stored_block(&block_payload(&records(&[0, 1, 5], 8, 30)), true)),
+        ("block", "handle-then-stored-3rec", {
+            let stored = stored_block(&block_payload(&mixed_small), false);
+            let mut v = 12u64.to_le_bytes().to_vec();
+            v.extend_from_slice(&(stored.len() as u32 - 9).to_le_bytes());
+            v.extend_from_slice(&stored);
+            v
+        }),
+        ("store_manifest", "no-segments", StoreManifest { next_segment_id: 1, segments: vec![] }.encode()),
+        (
+            "store_manifest",
+            "two-segments-masks",
+            StoreManifest {
+                next_segment_id: 9,
+                segments: vec![
+                    ManifestSegment { id: 8, mask: vec![] },
+                    ManifestSegment { id: 3, mask: vec![(0, 5), (9, 9)] },
+                ],
+            }
+            .encode(),
+        ),
+        (
+            "store_manifest",
+            "six-segments",
+            StoreManifest {
+                next_segment_id: 100,
+                segments: (0..6)
+                    .map(|i| ManifestSegment { id: 90 - i * 7, mask: vec![(i as u16, i as u16 * 3)] })
+                    .collect(),
+            }
+            .encode(),
+        ),
+        ("store_open", "two-segments", store_input(0, Compression::None, None)),
+        ("store_open", "two-segments-close", store_input(open_flags::CLOSE, Compression::None, None)),
+        (
+            "store_open",
+            "masked-write-compact",
+            store_input(open_flags::WRITE_AND_COMPACT, Compression::None, Some((2, 2))),
+        ),
+        ("store_open", "zstd-two-segments", store_input(0, Compression::Zstd(1), None)),
+        (
+            "store_open",
+            "synthesized-masks-stray-files",
+            store_input(open_flags::SYNTHESIZE_MANIFEST | open_flags::STRAY_FILES, Compression::None, None),
+        ),
+        (
+            "store_open",
+            "no-manifest-one-segment",
+            store_input(open_flags::NO_MANIFEST | open_flags::ONE_SEGMENT, Compression::None, None),
+        ),
+    ];
+    for (target, name, bytes) in seeds {
+        assert!(bytes.len() <= MAX_SEED_LEN, "{target}/{name} is {} bytes", bytes.len());
+        fuzz_targets::target(target).unwrap()(&bytes);
+        let dir = fuzz_dir().join("corpus").join(target);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(name), &bytes).unwrap();
+    }
+}
