@@ -359,6 +359,19 @@ impl<'a> BlockView<'a> {
         self.count == 0
     }
 
+    /// The record at index `i` as its kind and the ranges of its key and value in the
+    /// payload (`None` out of range or malformed).
+    #[inline]
+    pub fn record_spans(&self, i: usize) -> Option<(RecordKind, std::ops::Range<usize>, std::ops::Range<usize>)> {
+        if i >= self.count as usize {
+            return None;
+        }
+        let (rec, next) = self.parse(self.offset_of(i as u32)).ok()?;
+        let value_start = next - rec.value.len();
+        let key_start = value_start - rec.key.len();
+        Some((rec.kind, key_start..value_start, value_start..next))
+    }
+
     /// The record at index `i` (out of range, or malformed: an empty delete).
     #[inline]
     pub fn record(&self, i: usize) -> Record<'a> {
@@ -433,6 +446,12 @@ impl Block {
     pub fn new(data: Box<[u8]>, offset: u64) -> Result<Self, DecodeError> {
         let BlockView { count, shared, search_start, offsets_start, .. } = BlockView::new(&data, offset)?;
         Ok(Block { data, count, shared, search_start, offsets_start })
+    }
+
+    /// The uncompressed payload.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.data
     }
 
     /// The block as a view.

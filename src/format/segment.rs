@@ -72,7 +72,7 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { block_size: 4096, compression: Compression::Zstd(1), bloom_bits_per_key: 10 }
+        WriterOptions { block_size: 4096, compression: Compression::Zstd(-1), bloom_bits_per_key: 10 }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Ordered iteration: a merge of the memtables and the segments, newest first, resolving
 //! deletes and merge operands.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::cache::BlockCache;
@@ -16,13 +17,27 @@ pub(crate) struct MemSource<'a> {
     mem: &'a Memtable,
     refs: &'a [RecRef],
     pos: usize,
+    /// The record at `pos`, parsed once.
+    cur: Option<(RecordKind, &'a [u8], &'a [u8])>,
 }
+
+impl MemSource<'_> {
+    fn advance(&mut self) {
+        self.pos += 1;
+        self.cur = self.refs.get(self.pos).map(|r| self.mem.record(*r));
+    }
+}
+
+/// A record's kind and the ranges of its key and value in its block's payload.
+type Spans = (RecordKind, Range<usize>, Range<usize>);
 
 pub(crate) struct SegSource {
     seg: LiveSegment,
     block: Option<Arc<Block>>,
     block_idx: usize,
     pos: usize,
+    /// The record at `pos`, parsed once.
+    cur: Option<Spans>,
 }
 
 pub(crate) enum Source<'a> {
@@ -34,21 +49,23 @@ impl<'a> Source<'a> {
     /// A memtable source positioned at the first key `>= lower`.
     pub(crate) fn memtable(mem: &'a Memtable, sorted: &'a [RecRef], lower: &[u8]) -> Self {
         let pos = mem.lower_bound(sorted, lower);
-        Source::Mem(MemSource { mem, refs: sorted, pos })
+        let cur = sorted.get(pos).map(|r| mem.record(*r));
+        Source::Mem(MemSource { mem, refs: sorted, pos, cur })
     }
 
     pub(crate) fn segment(seg: LiveSegment) -> Self {
-        Source::Seg(SegSource { seg, block: None, block_idx: 0, pos: 0 })
+        Source::Seg(SegSource { seg, block: None, block_idx: 0, pos: 0, cur: None })
     }
 
     #[inline]
     fn current(&self) -> Option<(RecordKind, &[u8], &[u8])> {
         match self {
-            Source::Mem(m) => m.refs.get(m.pos).map(|r| m.mem.record(*r)),
-            Source::Seg(s) => s.block.as_ref().map(|b| {
-                let r = b.record(s.pos);
-                (r.kind, r.key, r.value)
-            }),
+            Source::Mem(m) => m.cur,
+            Source::Seg(s) => {
+                let (kind, k, v) = s.cur.as_ref()?;
+                let data = s.block.as_deref()?.data();
+                Some((*kind, data.get(k.clone())?, data.get(v.clone())?))
+            }
         }
     }
 }
@@ -69,7 +86,10 @@ fn load(
 impl SegSource {
     fn seek(&mut self, lower: &[u8], cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
         match self.seg.seg.reader().find_block(lower) {
-            None => self.block = None,
+            None => {
+                self.block = None;
+                self.cur = None;
+            }
             Some(idx) => {
                 let block = load(&self.seg, idx, cache, dec)?;
                 self.pos = block.seek(lower);
@@ -92,6 +112,7 @@ impl SegSource {
     /// Moves forward past the end of blocks and past masked records.
     fn settle(&mut self, cache: &mut Option<&mut BlockCache>, dec: &mut Decompressor) -> Result<()> {
         loop {
+            self.cur = None;
             let Some(block) = &self.block else { return Ok(()) };
             if self.pos >= block.len() {
                 self.block_idx += 1;
@@ -103,6 +124,7 @@ impl SegSource {
                 self.pos = 0;
                 continue;
             }
+            self.cur = block.view().record_spans(self.pos);
             if self.seg.mask.is_empty() {
                 return Ok(());
             }
@@ -173,7 +195,7 @@ impl<'a> MergeIter<'a> {
         }
         for i in std::mem::take(&mut self.pending) {
             match &mut self.sources[i] {
-                Source::Mem(m) => m.pos += 1,
+                Source::Mem(m) => m.advance(),
                 Source::Seg(s) => s.advance(&mut self.cache, &mut self.dec)?,
             }
         }

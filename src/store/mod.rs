@@ -82,7 +82,8 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// The defaults: 256 MiB budget, 4 KiB blocks, zstd level 1, 10 filter bits per key.
+    /// The defaults: 256 MiB budget, 4 KiB blocks, zstd level -1 (its fast mode: literals are
+    /// not entropy-coded, so small blocks decompress quickly), 10 filter bits per key.
     pub fn new() -> Self {
         Self::default()
     }
