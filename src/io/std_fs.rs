@@ -38,6 +38,7 @@ impl FileSystem for StdFs {
         // writes every file once, append-only, syncs it, and never modifies or truncates it
         // afterwards: files are immutable by the time they are opened for reading. They are only
         // ever removed, which leaves an existing map intact.
+        #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(FileBytes::from_map(map))
     }

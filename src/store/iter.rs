@@ -21,8 +21,14 @@ pub(crate) struct MemSource<'a> {
     cur: Option<(RecordKind, &'a [u8], &'a [u8])>,
 }
 
+/// How many records ahead a memtable scan fetches.
+const PREFETCH_AHEAD: usize = 8;
+
 impl MemSource<'_> {
     fn advance(&mut self) {
+        if let Some(r) = self.refs.get(self.pos + PREFETCH_AHEAD) {
+            self.mem.prefetch(*r);
+        }
         self.pos += 1;
         self.cur = self.refs.get(self.pos).map(|r| self.mem.record(*r));
     }
@@ -49,6 +55,9 @@ impl<'a> Source<'a> {
     /// A memtable source positioned at the first key `>= lower`.
     pub(crate) fn memtable(mem: &'a Memtable, sorted: &'a [RecRef], lower: &[u8]) -> Self {
         let pos = mem.lower_bound(sorted, lower);
+        for r in sorted.iter().skip(pos).take(PREFETCH_AHEAD) {
+            mem.prefetch(*r);
+        }
         let cur = sorted.get(pos).map(|r| mem.record(*r));
         Source::Mem(MemSource { mem, refs: sorted, pos, cur })
     }
@@ -184,6 +193,11 @@ impl<'a> MergeIter<'a> {
                 seg.seek(&self.lower, &mut self.cache, &mut self.dec)?;
             }
         }
+        // Sources with nothing in range take no part in the merge: a short scan over many
+        // segments then compares keys of only the few that hold some. The order of the rest
+        // (newest first) is kept.
+        let upper = self.upper.as_deref();
+        self.sources.retain(|s| s.current().is_some_and(|(_, k, _)| upper.is_none_or(|u| k < u)));
         Ok(())
     }
 

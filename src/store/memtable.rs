@@ -12,7 +12,7 @@
 //! Record layout in the arena (native to this process, never written to disk):
 //! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | key | value room`.
 
-use super::table::{hash_key, key_eq, HashIndex};
+use super::table::{hash_key, key_eq, prefetch, HashIndex};
 
 use crate::format::RecordKind;
 
@@ -150,6 +150,16 @@ impl Memtable {
             h.vref
         } else {
             r + (HEADER_LEN + h.klen) as u64
+        }
+    }
+
+    /// Starts fetching the record behind `r` into the cache.
+    #[inline]
+    pub(crate) fn prefetch(&self, r: RecRef) {
+        if let Some(chunk) = self.chunks.get((r >> 32) as usize) {
+            if let Some(bytes) = chunk.get((r & 0xffff_ffff) as usize..) {
+                prefetch(bytes);
+            }
         }
     }
 
