@@ -121,6 +121,8 @@ fn bench_engine(
             });
         }
         Some(fresh) => {
+            // Every round reloads a fresh engine outside the timed part: few samples suffice.
+            g.sample_size(10);
             g.bench_function(format!("{engine}/put_new"), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
