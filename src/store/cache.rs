@@ -25,6 +25,8 @@ pub(crate) struct BlockCache {
     hand: usize,
     hits: u64,
     misses: u64,
+    /// Reused by every load: creating a zstd context per read costs more than the read.
+    dec: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl BlockCache {
@@ -37,6 +39,7 @@ impl BlockCache {
             hand: 0,
             hits: 0,
             misses: 0,
+            dec: None,
         }
     }
 
@@ -54,12 +57,7 @@ impl BlockCache {
     }
 
     /// The block `idx` of `seg`, from the cache or read, verified and decoded.
-    pub(crate) fn get_or_load(
-        &mut self,
-        seg: &Segment,
-        idx: usize,
-        dec: &mut Option<zstd::bulk::Decompressor<'static>>,
-    ) -> Result<Arc<Block>> {
+    pub(crate) fn get_or_load(&mut self, seg: &Segment, idx: usize) -> Result<Arc<Block>> {
         let key = (seg.id(), idx as u32);
         if let Some(&i) = self.map.get(&key) {
             self.hits += 1;
@@ -68,7 +66,7 @@ impl BlockCache {
             return Ok(e.block.clone());
         }
         self.misses += 1;
-        let block = Arc::new(seg.reader().read_block(idx, dec)?);
+        let block = Arc::new(seg.reader().read_block(idx, &mut self.dec)?);
         let charge = block.size_in_memory();
         if charge <= self.capacity / 2 {
             self.evict_to(self.capacity.saturating_sub(charge));

@@ -88,7 +88,7 @@ fn load(
     dec: &mut Decompressor,
 ) -> Result<Arc<Block>> {
     match cache {
-        Some(c) if seg.seg.reader().is_compressed(idx) => c.get_or_load(&seg.seg, idx, dec),
+        Some(c) if seg.seg.reader().is_compressed(idx) => c.get_or_load(&seg.seg, idx),
         _ => Ok(Arc::new(seg.seg.reader().read_block(idx, dec)?)),
     }
 }

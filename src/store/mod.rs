@@ -59,8 +59,6 @@ pub const MAX_KEY_LEN: usize = 1 << 20;
 pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;
 
-type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
-
 /// Options of a [`Store`]; ends in [`open`](Self::open).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -330,7 +328,6 @@ pub struct Store {
     pinned_obsolete: Vec<Arc<Segment>>,
     next_id: u64,
     cache: BlockCache,
-    dec: Decompressor,
     value: Vec<u8>,
     operands: Vec<u8>,
     operand_spans: Vec<(usize, usize)>,
@@ -404,7 +401,6 @@ impl Store {
             pinned_obsolete: Vec::new(),
             next_id,
             cache: BlockCache::new(0),
-            dec: None,
             value: Vec::new(),
             operands: Vec::new(),
             operand_spans: Vec::new(),
@@ -710,7 +706,7 @@ impl Store {
                         Some(rec) => note(rec.kind, rec.value, value, ops, spans),
                         None => continue,
                     },
-                    None => match self.cache.get_or_load(&s.seg, idx, &mut self.dec)?.get(key) {
+                    None => match self.cache.get_or_load(&s.seg, idx)?.get(key) {
                         Some(rec) => note(rec.kind, rec.value, value, ops, spans),
                         None => continue,
                     },
