@@ -504,12 +504,7 @@ impl Store {
         self.poll_done(false);
         if self.active.memory() >= self.write_buffer {
             // A write stall: the previous region must be written before another is frozen.
-            while self.frozen.is_some() && self.poisoned.is_none() {
-                self.poll_done(true);
-            }
-            if self.poisoned.is_some() {
-                return Err(self.take_poison());
-            }
+            self.wait_for_flush()?;
             self.freeze();
         }
         Ok(())
@@ -792,8 +787,9 @@ impl Store {
 
     // ---- maintenance ----
 
-    fn wait_for_flush(&mut self) -> Result<()> {
-        while self.frozen.is_some() && self.poisoned.is_none() {
+    /// Receives background results until `busy` is false or the store is poisoned.
+    fn wait_while(&mut self, busy: fn(&Store) -> bool) -> Result<()> {
+        while busy(self) && self.poisoned.is_none() {
             self.poll_done(true);
         }
         if self.poisoned.is_some() {
@@ -802,14 +798,12 @@ impl Store {
         Ok(())
     }
 
+    fn wait_for_flush(&mut self) -> Result<()> {
+        self.wait_while(|s| s.frozen.is_some())
+    }
+
     fn wait_for_compaction(&mut self) -> Result<()> {
-        while self.compacting.is_some() && self.poisoned.is_none() {
-            self.poll_done(true);
-        }
-        if self.poisoned.is_some() {
-            return Err(self.take_poison());
-        }
-        Ok(())
+        self.wait_while(|s| s.compacting.is_some())
     }
 
     /// Writes the mutable region to a segment now and waits until it is done.
