@@ -6,6 +6,36 @@
 //! - [`format`]: the on-disk structures, byte by byte, verified on every read;
 //! - [`keygroup`]: Flink's key-group partitioning of keys over parallel subtasks;
 //! - [`store`]: the log-structured, key-group-partitioned engine, bytes in and bytes out.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use eddy::io::FaultFs;
+//! use eddy::keygroup::{java_hash_i64, MaxParallelism};
+//! use eddy::store::StoreOptions;
+//!
+//! # fn main() -> eddy::Result<()> {
+//! // An in-memory file system keeps the example self-contained; `StoreOptions::new()` alone
+//! // uses the real one.
+//! let fs = FaultFs::new();
+//! let mut store = StoreOptions::new().file_system(Arc::new(fs.clone())).open("/db")?;
+//!
+//! // Keys start with their key group: here Flink's for the Long key 42 at max parallelism 128.
+//! let kg = MaxParallelism::new(128)?.key_group(java_hash_i64(42));
+//! assert_eq!(kg, 29);
+//! let mut key = kg.to_be_bytes().to_vec();
+//! key.extend_from_slice(&42i64.to_be_bytes());
+//!
+//! store.put(&key, b"a")?;
+//! store.merge(&key, b"b")?;
+//! assert_eq!(store.get(&key)?, Some(&b"ab"[..]));
+//! store.close()?;
+//!
+//! // A clean close is durable: reopening starts from it.
+//! let mut store = StoreOptions::new().file_system(Arc::new(fs)).open("/db")?;
+//! assert_eq!(store.get(&key)?, Some(&b"ab"[..]));
+//! # Ok(())
+//! # }
+//! ```
 #![deny(clippy::host_endian_bytes)]
 // Two sites use `unsafe`, each allowed where it stands with its justification: the memory
 // map of a segment file (io/std_fs.rs) and a cache prefetch hint (store/table.rs).
