@@ -3,7 +3,7 @@
 //! Layers, bottom to top (each uses only those below it):
 //!
 //! - [`io`]: the file system behind a small trait, with a fault-injecting implementation;
-//! - [`format`]: the on-disk structures, byte by byte, verified on every read;
+//! - [`format`](mod@format): the on-disk structures, byte by byte, verified on every read;
 //! - [`keygroup`]: Flink's key-group partitioning of keys over parallel subtasks;
 //! - [`store`]: the log-structured, key-group-partitioned engine, bytes in and bytes out.
 //!

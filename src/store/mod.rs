@@ -2,13 +2,13 @@
 //!
 //! # Overview
 //!
-//! - Writes go to the mutable region ([`memtable`]); when it reaches its share of the memory
+//! - Writes go to the mutable region (the memtable); when it reaches its share of the memory
 //!   budget it is frozen and a background thread writes it as an immutable, sorted segment
 //!   file (`format::segment`). Writes never wait on the disk unless the previous region is
 //!   still being flushed when the next one fills (a write stall, which bounds memory).
-//! - Segments are read through memory maps; verified, decompressed blocks are kept in a
-//!   [`cache`] bounded by the budget. A second background thread merges segments
-//!   ([`compaction`]), dropping overwritten and deleted records.
+//! - Segments are read through memory maps: uncompressed blocks in place, compressed ones
+//!   decompressed into a block cache bounded by the budget. A second background thread merges
+//!   segments ([`CompactionOptions`] says when), dropping overwritten and deleted records.
 //! - Every key starts with its key group (two bytes, big-endian), and every segment has an
 //!   index from key group to its blocks, so a key-group range is scanned or dropped without
 //!   reading the rest. Dropping a range masks it in the existing segments; compaction later
@@ -19,7 +19,7 @@
 //!
 //! The budget ([`StoreOptions::memory_budget`]) is split: a quarter for the mutable region, a
 //! quarter for a region being flushed, and the rest for the block cache and the segments'
-//! indexes and filters.
+//! decoded indexes (Bloom filters are read through the memory maps).
 
 mod cache;
 pub(crate) mod compaction;
