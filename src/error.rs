@@ -3,7 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::keygroup::KeyGroupError;
+use crate::codec::CodecError;
+use crate::keygroup::{KeyGroup, KeyGroupError};
 
 /// The result type of every fallible eddy operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,6 +53,16 @@ pub enum Error {
     /// The API was used in a way it does not allow.
     #[error("invalid use: {0}")]
     Misuse(#[from] Misuse),
+    /// Stored bytes could not be read by the serializer given for them: the state was written
+    /// with another serializer. (Bytes are checksummed on disk; this is not random damage.)
+    #[error("state {state:?} cannot be read: {source}")]
+    Codec {
+        /// The state whose bytes failed to decode.
+        state: String,
+        /// What the serializer found.
+        #[source]
+        source: CodecError,
+    },
 }
 
 /// How bytes read from disk failed verification.
@@ -116,6 +127,49 @@ pub enum Misuse {
     /// The directory is already open in another store of this process.
     #[error("the store directory is already open")]
     AlreadyOpen,
+    /// Keyed state was accessed before a current key was set.
+    #[error("no current key is set; call set_current_key first")]
+    NoCurrentKey,
+    /// A key belongs to a key group that this backend does not own: it was routed to the
+    /// wrong parallel instance.
+    #[error("key group {key_group} is outside this backend's key groups {start}..={end}")]
+    KeyGroupOutOfRange {
+        /// The key's key group.
+        key_group: KeyGroup,
+        /// First key group the backend owns.
+        start: KeyGroup,
+        /// Last key group the backend owns.
+        end: KeyGroup,
+    },
+    /// A state name was registered again with another kind or other serializers.
+    #[error("state {name:?} is already registered as {existing}; now asked for as {requested}")]
+    StateMismatch {
+        /// The state's name.
+        name: String,
+        /// What it was registered as.
+        existing: String,
+        /// What it was asked for as.
+        requested: String,
+    },
+    /// A state registered with a namespace serializer was used before its namespace was set.
+    #[error("state {name:?} has no namespace set; call set_namespace first")]
+    NoNamespace {
+        /// The state's name.
+        name: String,
+    },
+    /// A state handle was used with a backend other than the one that created it.
+    #[error("the state handle belongs to another backend")]
+    ForeignHandle,
+    /// More states were registered than a backend holds.
+    #[error("too many states: a backend holds at most {limit}")]
+    TooManyStates {
+        /// The limit.
+        limit: usize,
+    },
+    /// A keyed backend was opened on a directory that already holds a store; keyed state is
+    /// restored from checkpoints, not from a store directory.
+    #[error("the directory already holds a store")]
+    NotEmpty,
 }
 
 impl Error {

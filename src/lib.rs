@@ -5,7 +5,10 @@
 //! - [`io`]: the file system behind a small trait, with a fault-injecting implementation;
 //! - [`format`](mod@format): the on-disk structures, byte by byte, verified on every read;
 //! - [`keygroup`]: Flink's key-group partitioning of keys over parallel subtasks;
-//! - [`store`]: the log-structured, key-group-partitioned engine, bytes in and bytes out.
+//! - [`codec`]: serializers, versioned and described by snapshots stored with the data;
+//! - [`store`]: the log-structured, key-group-partitioned engine, bytes in and bytes out;
+//! - [`state`]: what user code touches: keyed state of every kind under a current key and
+//!   namespace, TTL, timers, operator list state and broadcast state.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -42,10 +45,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
 mod error;
 pub mod format;
 pub mod io;
 pub mod keygroup;
+pub mod state;
 pub mod store;
 
 pub use error::{Corruption, Error, Misuse, Result};

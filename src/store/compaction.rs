@@ -68,6 +68,27 @@ pub(crate) fn pick(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usiz
     None
 }
 
+/// What a [`CompactionFilter`] decides for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterDecision {
+    /// The record stays as it is.
+    Keep,
+    /// The record goes: a value is deleted (its older versions with it), an operand is dropped.
+    Remove,
+    /// The record stays with the value the filter wrote into its output buffer.
+    Replace,
+}
+
+/// Decides, while segments are merged, which records survive. This is how state with a time to
+/// live loses its expired entries without being read (in the manner of RocksDB's compaction
+/// filters). It runs on the compaction thread, so it must be cheap and must not block.
+pub trait CompactionFilter: Send + Sync + 'static {
+    /// Decides for one record. `operand` says that `value` is a merge operand (to be appended to
+    /// an older value outside the merge) rather than a whole value. For
+    /// [`FilterDecision::Replace`] the new value goes into `out`, which arrives empty.
+    fn filter(&self, key: &[u8], value: &[u8], operand: bool, out: &mut Vec<u8>) -> FilterDecision;
+}
+
 /// Error raised inside a compaction that was asked to stop.
 pub(crate) fn cancelled() -> Error {
     Error::io("compaction", std::io::Error::new(std::io::ErrorKind::Interrupted, "compaction cancelled"))
@@ -80,8 +101,10 @@ pub(crate) fn merge(
     inputs: &[LiveSegment],
     bottom: bool,
     mut writer: SegmentWriter,
+    filter: Option<&dyn CompactionFilter>,
     stop: &AtomicBool,
 ) -> Result<Option<SegmentStats>> {
+    let mut replaced = Vec::new();
     let sources = inputs.iter().cloned().map(Source::segment).collect();
     let mut it = MergeIter::new(sources, Vec::new(), None, None);
     let mut written = 0u64;
@@ -96,6 +119,23 @@ pub(crate) fn merge(
             (RecordKind::Merge, true) => RecordKind::Put,
             (kind, _) => kind,
         };
+        let mut value = value;
+        if let (Some(f), RecordKind::Put | RecordKind::Merge) = (filter, kind) {
+            let operand = kind == RecordKind::Merge;
+            replaced.clear();
+            match f.filter(key, value, operand, &mut replaced) {
+                FilterDecision::Keep => {}
+                FilterDecision::Replace => value = &replaced,
+                // A dropped operand leaves the older value as it was; a dropped value must
+                // hide its older versions unless there are none below.
+                FilterDecision::Remove if operand || bottom => continue,
+                FilterDecision::Remove => {
+                    writer.add(RecordKind::Delete, key, &[])?;
+                    written += 1;
+                    continue;
+                }
+            }
+        }
         writer.add(kind, key, value)?;
         written += 1;
     }

@@ -297,6 +297,11 @@ impl<'a> StoreIter<'a> {
         }
     }
 
+    /// The entry the last [`next_entry`](Self::next_entry) returned.
+    pub(crate) fn current(&self) -> (&[u8], &[u8]) {
+        (&self.inner.key, &self.inner.value)
+    }
+
     /// Collects the rest of the scan (convenient in tests and tools).
     pub fn collect_vec(mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();

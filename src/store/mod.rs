@@ -35,7 +35,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-pub use compaction::CompactionOptions;
+pub use compaction::{CompactionFilter, CompactionOptions, FilterDecision};
 pub use iter::StoreIter;
 
 use self::cache::BlockCache;
@@ -60,12 +60,13 @@ pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;
 
 /// Options of a [`Store`]; ends in [`open`](Self::open).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     fs: Arc<dyn FileSystem>,
     memory_budget: usize,
     writer: WriterOptions,
     compaction: CompactionOptions,
+    filter: Option<Arc<dyn CompactionFilter>>,
 }
 
 impl Default for StoreOptions {
@@ -75,7 +76,20 @@ impl Default for StoreOptions {
             memory_budget: 256 << 20,
             writer: WriterOptions::default(),
             compaction: CompactionOptions::default(),
+            filter: None,
         }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("fs", &self.fs)
+            .field("memory_budget", &self.memory_budget)
+            .field("writer", &self.writer)
+            .field("compaction", &self.compaction)
+            .field("filter", &self.filter.is_some())
+            .finish()
     }
 }
 
@@ -111,6 +125,14 @@ impl StoreOptions {
     #[must_use]
     pub fn bloom_bits_per_key(mut self, bits: u32) -> Self {
         self.writer.bloom_bits_per_key = bits;
+        self
+    }
+
+    /// A filter that decides, during compaction, which records survive (see
+    /// [`CompactionFilter`]).
+    #[must_use]
+    pub fn compaction_filter(mut self, filter: Arc<dyn CompactionFilter>) -> Self {
+        self.filter = Some(filter);
         self
     }
 
@@ -222,7 +244,12 @@ struct Background {
 }
 
 impl Background {
-    fn start(fs: Arc<dyn FileSystem>, dir: PathBuf, writer: WriterOptions) -> std::io::Result<Self> {
+    fn start(
+        fs: Arc<dyn FileSystem>,
+        dir: PathBuf,
+        writer: WriterOptions,
+        filter: Option<Arc<dyn CompactionFilter>>,
+    ) -> std::io::Result<Self> {
         let (flush_tx, flush_rx) = mpsc::channel::<(u64, Arc<Frozen>)>();
         let (compact_tx, compact_rx) = mpsc::channel::<(u64, Vec<LiveSegment>, bool)>();
         let (done_tx, done_rx) = mpsc::channel();
@@ -245,7 +272,7 @@ impl Background {
             let (ready, stop) = (ready.clone(), stop.clone());
             threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
                 while let Ok((id, inputs, bottom)) = compact_rx.recv() {
-                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, &stop);
+                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, filter.as_deref(), &stop);
                     drop(inputs);
                     if done_tx.send(Done::Compacted(result)).is_err() {
                         return;
@@ -296,12 +323,13 @@ fn compact(
     inputs: &[LiveSegment],
     bottom: bool,
     opts: WriterOptions,
+    filter: Option<&dyn CompactionFilter>,
     stop: &AtomicBool,
 ) -> Result<Option<Arc<Segment>>> {
     let path = dir.join(segment_file_name(id));
     let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
     let writer = SegmentWriter::new(file, &path, opts)?;
-    match compaction::merge(inputs, bottom, writer, stop) {
+    match compaction::merge(inputs, bottom, writer, filter, stop) {
         Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
         Ok(None) => {
             let _ = fs.remove(&path);
@@ -392,7 +420,7 @@ impl Store {
         }
         let next_id = manifest.as_ref().map_or(0, |m| m.next_segment_id).max(max_id).max(1);
         let write_buffer = (opts.memory_budget / 4).max(MIN_WRITE_BUFFER);
-        let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer).map_err(|e| Error::io(dir, e))?;
+        let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer, opts.filter.clone()).map_err(|e| Error::io(dir, e))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             active: Memtable::new(chunk_size(write_buffer)),

@@ -1,0 +1,238 @@
+//! Serializers: how typed values become the bytes the store keeps, and how those bytes are
+//! read back.
+//!
+//! Every serializer is self-delimiting: [`Serializer::write`] appends one value to a buffer and
+//! [`Serializer::read`] consumes exactly one value from the front of a byte cursor. So encodings
+//! concatenate without framing (a state key is `key group | state | key | namespace`), and no
+//! encoding is a prefix of another (a prefix scan of one key's map entries never meets another
+//! key's).
+//!
+//! A serializer describes itself by a [`SerializerSnapshot`] (a stable identity, a version and
+//! configuration bytes) that is written with the data it produced, so that data can always be
+//! read with the serializer that wrote it and a changed serializer can be checked against it
+//! ([`Serializer::compatibility`]).
+//!
+//! | serializer | types | order-preserving | fixed length |
+//! |---|---|---|---|
+//! | [`U8`] ... [`U128`], [`I8`] ... [`I128`] | integers | yes (big-endian, sign bit flipped) | yes |
+//! | [`F32`], [`F64`] | floats | yes (IEEE total order) | yes |
+//! | [`Bool`], [`Char`], [`Unit`] | `bool`, `char`, `()` | yes | yes (`()`: 0 bytes) |
+//! | [`Str`], [`Bytes`] | `String`, `Vec<u8>` | no (length-prefixed) | no |
+//! | [`OptionOf`], [`VecOf`], tuples of serializers | `Option<T>`, `Vec<T>`, `(A, B, ...)` | no | tuples of fixed-length parts |
+//! | [`SerdeSerializer`] | any `serde` type | no | no |
+//! | [`RkyvSerializer`] | any `rkyv` type, read in place | no | no |
+//!
+//! [`Codec`] names the default serializer of a type, so that `ValueStateDescriptor::<u64>::new`
+//! needs no serializer argument.
+
+mod builtin;
+mod rkyv_codec;
+mod serde_codec;
+
+pub use builtin::*;
+pub use rkyv_codec::RkyvSerializer;
+pub use serde_codec::SerdeSerializer;
+
+/// Why bytes could not be read as a value. The bytes were checksummed on disk, so this means
+/// they were written by another serializer (or a bug): it never comes from random damage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes end before the value does.
+    #[error("value truncated: needed {needed} more bytes")]
+    Truncated {
+        /// Bytes still needed.
+        needed: usize,
+    },
+    /// The bytes hold something the serializer never writes.
+    #[error("invalid encoding: {0}")]
+    Invalid(&'static str),
+    /// Bytes are left over after a value that should fill its slot.
+    #[error("{0} bytes left after the value")]
+    TrailingBytes(usize),
+}
+
+/// A serializer's description of itself, stored with the data it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SerializerSnapshot {
+    /// A stable name of the serializer's kind (`"eddy.u64"`, `"eddy.serde.postcard"`, ...).
+    pub identity: String,
+    /// The version of that serializer's encoding; a reader gets it back to choose how to read.
+    pub version: u32,
+    /// Whatever configuration the encoding depends on (for composites: the parts' snapshots,
+    /// see [`SerializerSnapshot::compose`]).
+    pub config: Vec<u8>,
+}
+
+impl SerializerSnapshot {
+    /// A snapshot without configuration.
+    pub fn new(identity: impl Into<String>, version: u32) -> Self {
+        SerializerSnapshot { identity: identity.into(), version, config: Vec::new() }
+    }
+
+    /// A composite serializer's snapshot: its parts' snapshots become the configuration.
+    pub fn compose(identity: impl Into<String>, version: u32, parts: &[SerializerSnapshot]) -> Self {
+        let mut config = Vec::new();
+        for p in parts {
+            p.encode(&mut config);
+        }
+        SerializerSnapshot { identity: identity.into(), version, config }
+    }
+
+    /// Appends the snapshot's encoding: `identity_len u16 | identity | version u32 |
+    /// config_len u32 | config`, little-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let id = self.identity.as_bytes();
+        out.extend_from_slice(&(id.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        out.extend_from_slice(&id[..id.len().min(u16::MAX as usize)]);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&(self.config.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.config);
+    }
+
+    /// Reads one snapshot from the front of `input` (untrusted bytes).
+    pub fn decode(input: &mut &[u8]) -> Result<Self, CodecError> {
+        let id_len = u16::from_le_bytes(take_array(input)?) as usize;
+        let id = take(input, id_len)?;
+        let identity = std::str::from_utf8(id).map_err(|_| CodecError::Invalid("identity is not UTF-8"))?.to_owned();
+        let version = u32::from_le_bytes(take_array(input)?);
+        let config_len = u32::from_le_bytes(take_array(input)?) as usize;
+        let config = take(input, config_len)?.to_vec();
+        Ok(SerializerSnapshot { identity, version, config })
+    }
+}
+
+/// How data written by an old serializer relates to the serializer now registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compatibility {
+    /// The new serializer reads the old bytes as they are.
+    AsIs,
+    /// The old bytes must be read with the old serializer and rewritten with the new one.
+    AfterMigration,
+    /// The new serializer reads the old bytes once it is reconfigured from the old snapshot.
+    WithReconfiguredSerializer,
+    /// The old data cannot be read by the new serializer at all.
+    Incompatible,
+}
+
+/// Turns values of one type into self-delimiting bytes and back.
+///
+/// Implementations must be deterministic (equal values give equal bytes: keys are compared as
+/// bytes) and must never panic on any input to [`read`](Serializer::read).
+pub trait Serializer: Send + Sync + 'static {
+    /// The type this serializer reads and writes.
+    type Value;
+
+    /// Appends the encoding of `value` to `out`.
+    fn write(&self, value: &Self::Value, out: &mut Vec<u8>);
+
+    /// Reads one value from the front of `input` and advances `input` past it.
+    fn read(&self, input: &mut &[u8]) -> Result<Self::Value, CodecError>;
+
+    /// The serializer's description of itself.
+    fn snapshot(&self) -> SerializerSnapshot;
+
+    /// `Some(n)` if every value encodes to exactly `n` bytes.
+    fn fixed_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether comparing encodings as bytes orders them as the values are ordered.
+    fn order_preserving(&self) -> bool {
+        false
+    }
+
+    /// How data written by a serializer described by `old` can be read by this one. The
+    /// default: as is when identity, version and configuration all match, else incompatible.
+    fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+        if *old == self.snapshot() {
+            Compatibility::AsIs
+        } else {
+            Compatibility::Incompatible
+        }
+    }
+
+    /// Reads a value that must fill `bytes` exactly.
+    fn read_all(&self, mut bytes: &[u8]) -> Result<Self::Value, CodecError> {
+        let v = self.read(&mut bytes)?;
+        if bytes.is_empty() {
+            Ok(v)
+        } else {
+            Err(CodecError::TrailingBytes(bytes.len()))
+        }
+    }
+}
+
+/// A serializer whose reads can borrow from the bytes instead of building an owned value.
+pub trait BorrowSerializer: Serializer {
+    /// The borrowed view of a value.
+    type View<'a>;
+
+    /// Views the value that fills `bytes` exactly, validating it first.
+    fn view<'a>(&self, bytes: &'a [u8]) -> Result<Self::View<'a>, CodecError>;
+}
+
+/// Types with a default serializer.
+pub trait Codec: Sized {
+    /// The serializer used when none is named.
+    type Serializer: Serializer<Value = Self> + Default + Clone;
+}
+
+/// Takes `n` bytes from the front of `input`.
+#[inline]
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], CodecError> {
+    if input.len() < n {
+        return Err(CodecError::Truncated { needed: n - input.len() });
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+/// Takes `N` bytes from the front of `input` as an array.
+#[inline]
+pub(crate) fn take_array<const N: usize>(input: &mut &[u8]) -> Result<[u8; N], CodecError> {
+    let mut a = [0u8; N];
+    a.copy_from_slice(take(input, N)?);
+    Ok(a)
+}
+
+/// Appends `v` as an unsigned LEB128 varint.
+#[inline]
+pub(crate) fn write_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 varint of at most 10 bytes.
+#[inline]
+pub(crate) fn read_varint(input: &mut &[u8]) -> Result<u64, CodecError> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let [b] = take_array::<1>(input)?;
+        if i == 9 && b > 1 {
+            return Err(CodecError::Invalid("varint overflows 64 bits"));
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(CodecError::Invalid("varint longer than 10 bytes"))
+}
+
+/// Reads a varint length and checks it against what is left, so that no decoder allocates
+/// more than its input could justify.
+#[inline]
+pub(crate) fn read_len(input: &mut &[u8], min_elem_len: usize) -> Result<usize, CodecError> {
+    let n = read_varint(input)?;
+    let n = usize::try_from(n).map_err(|_| CodecError::Invalid("length exceeds the address space"))?;
+    if n.saturating_mul(min_elem_len) > input.len() {
+        return Err(CodecError::Truncated { needed: n.saturating_mul(min_elem_len) - input.len() });
+    }
+    Ok(n)
+}

@@ -1,0 +1,503 @@
+//! The keyed state backend: one store, one key-group range, a current key.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::timers::Head;
+use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
+use super::{Clock, StateKind, SystemClock};
+use crate::codec::{CodecError, Serializer, SerializerSnapshot};
+use crate::error::{Error, Misuse, Result};
+use crate::keygroup::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism};
+use crate::store::{prefix_successor, Store, StoreOptions};
+
+/// The most states one backend holds (state ids are 16 bits; 0 is reserved).
+pub const MAX_STATES: usize = u16::MAX as usize - 1;
+
+/// The bytes in front of the key in every record key: key group and state id.
+pub(crate) const PREFIX_LEN: usize = 4;
+
+static NEXT_BACKEND_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Keys whose Java `hashCode` Flink uses to route them; [`KeyedBackendBuilder::java_key_hash`]
+/// routes them the same way.
+pub trait JavaHashCode {
+    /// Java's `hashCode` of the equivalent Java value.
+    fn java_hash_code(&self) -> i32;
+}
+
+impl JavaHashCode for i32 {
+    fn java_hash_code(&self) -> i32 {
+        java_hash_i32(*self)
+    }
+}
+
+impl JavaHashCode for i64 {
+    fn java_hash_code(&self) -> i32 {
+        java_hash_i64(*self)
+    }
+}
+
+impl JavaHashCode for String {
+    fn java_hash_code(&self) -> i32 {
+        java_hash_str(self)
+    }
+}
+
+/// Options of a [`KeyedBackend`]; ends in [`open`](Self::open).
+pub struct KeyedBackendBuilder<K: Serializer> {
+    key_serializer: K,
+    key_hash: Option<fn(&K::Value) -> i32>,
+    max_parallelism: u32,
+    range: Option<KeyGroupRange>,
+    store: StoreOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl<K: Serializer> KeyedBackendBuilder<K> {
+    /// The max parallelism (the number of key groups); 128 by default.
+    #[must_use]
+    pub fn max_parallelism(mut self, max_parallelism: u32) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// The key groups this backend owns; all of them by default.
+    #[must_use]
+    pub fn key_groups(mut self, range: KeyGroupRange) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Options of the store underneath (memory budget, file system, ...).
+    #[must_use]
+    pub fn store_options(mut self, options: StoreOptions) -> Self {
+        self.store = options;
+        self
+    }
+
+    /// The clock of TTL and processing time; the system clock by default.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Routes keys by a hash of their own. By default a key's hash is MurmurHash3 of its
+    /// serialized bytes.
+    #[must_use]
+    pub fn key_hash(mut self, hash: fn(&K::Value) -> i32) -> Self {
+        self.key_hash = Some(hash);
+        self
+    }
+
+    /// Routes keys by Java's `hashCode`, so that `i32`, `i64` and `String` keys land in the key
+    /// groups Flink would put them in.
+    #[must_use]
+    pub fn java_key_hash(self) -> Self
+    where
+        K::Value: JavaHashCode,
+    {
+        self.key_hash(|k| k.java_hash_code())
+    }
+
+    /// Opens the backend on a new store in `dir`. A directory that already holds a store is
+    /// refused ([`Misuse::NotEmpty`]): keyed state comes back from checkpoints.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<KeyedBackend<K>> {
+        let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
+        let range = match self.range {
+            Some(r) => {
+                if !r.is_empty() && u32::from(r.end()) >= max_parallelism.get() {
+                    return Err(Misuse::InvalidOption {
+                        name: "key_groups",
+                        why: "the range reaches beyond the max parallelism",
+                    }
+                    .into());
+                }
+                r
+            }
+            None => max_parallelism.range(),
+        };
+        let ttl = Arc::new(TtlTable::default());
+        let filter = Arc::new(TtlFilter { table: ttl.clone(), clock: self.clock.clone() });
+        let store = self.store.compaction_filter(filter).open(dir)?;
+        if !store.segment_paths().is_empty() {
+            return Err(Misuse::NotEmpty.into());
+        }
+        Ok(KeyedBackend {
+            core: Core {
+                store,
+                id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
+                max_parallelism,
+                range,
+                key: vec![0; PREFIX_LEN],
+                key_set: false,
+                buf: Vec::with_capacity(64),
+                val: Vec::with_capacity(64),
+                scratch: Vec::new(),
+                states: Vec::new(),
+                by_name: HashMap::new(),
+                clock: self.clock,
+                ttl,
+                timer_heads: HashMap::new(),
+                timer_firing: false,
+                timer_changes: Vec::new(),
+            },
+            key_serializer: self.key_serializer,
+            key_hash: self.key_hash,
+        })
+    }
+}
+
+/// What the backend knows of a registered state.
+pub(crate) struct StateMeta {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: StateKind,
+    pub(crate) serializers: Vec<SerializerSnapshot>,
+    pub(crate) ttl: Option<TtlConfig>,
+    /// Where incremental TTL cleanup goes on.
+    pub(crate) cursor: Option<Vec<u8>>,
+}
+
+/// The part of the backend that does not depend on the key type.
+pub(crate) struct Core {
+    pub(crate) store: Store,
+    pub(crate) id: u64,
+    pub(crate) max_parallelism: MaxParallelism,
+    pub(crate) range: KeyGroupRange,
+    /// `key group | 0 0 | serialized current key`.
+    pub(crate) key: Vec<u8>,
+    pub(crate) key_set: bool,
+    /// The record key being built.
+    pub(crate) buf: Vec<u8>,
+    /// The value being built.
+    pub(crate) val: Vec<u8>,
+    /// Spare room for multi-step operations.
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) states: Vec<StateMeta>,
+    by_name: HashMap<Arc<str>, u16>,
+    pub(crate) clock: Arc<dyn Clock>,
+    ttl: Arc<TtlTable>,
+    /// Per timer state: the earliest timer of each key group of the range.
+    pub(crate) timer_heads: HashMap<u16, Vec<Head>>,
+    /// Whether timers are firing, and the heads that registrations moved meanwhile.
+    pub(crate) timer_firing: bool,
+    pub(crate) timer_changes: Vec<(u16, usize)>,
+}
+
+impl Core {
+    /// Registers a state, or finds it registered with the same kind and serializers.
+    pub(crate) fn register(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        serializers: Vec<SerializerSnapshot>,
+        ttl: Option<TtlConfig>,
+    ) -> Result<(u16, Arc<str>)> {
+        if let Some(&id) = self.by_name.get(name) {
+            let meta = &self.states[usize::from(id) - 1];
+            if meta.kind != kind || meta.serializers != serializers || meta.ttl != ttl {
+                return Err(Misuse::StateMismatch {
+                    name: name.to_owned(),
+                    existing: describe(meta.kind, &meta.serializers, meta.ttl.is_some()),
+                    requested: describe(kind, &serializers, ttl.is_some()),
+                }
+                .into());
+            }
+            return Ok((id, meta.name.clone()));
+        }
+        if self.states.len() >= MAX_STATES {
+            return Err(Misuse::TooManyStates { limit: MAX_STATES }.into());
+        }
+        let id = (self.states.len() + 1) as u16;
+        let name: Arc<str> = name.into();
+        if let Some(t) = ttl {
+            self.ttl.set(id, t, kind == StateKind::List);
+        }
+        self.states.push(StateMeta { name: name.clone(), kind, serializers, ttl, cursor: None });
+        self.by_name.insert(name.clone(), id);
+        Ok((id, name))
+    }
+
+    /// Checks that a handle was made by this backend.
+    #[inline]
+    pub(crate) fn check(&self, backend: u64) -> Result<()> {
+        if backend == self.id {
+            Ok(())
+        } else {
+            Err(Misuse::ForeignHandle.into())
+        }
+    }
+
+    /// Builds `key group | state | current key | namespace` in `buf`.
+    #[inline]
+    pub(crate) fn build_key(&mut self, state: u16, namespace: &[u8]) -> Result<()> {
+        if !self.key_set {
+            return Err(Misuse::NoCurrentKey.into());
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.key);
+        self.buf[2..PREFIX_LEN].copy_from_slice(&state.to_be_bytes());
+        self.buf.extend_from_slice(namespace);
+        Ok(())
+    }
+
+    /// The current key group.
+    #[inline]
+    pub(crate) fn key_group(&self) -> KeyGroup {
+        KeyGroup::from_be_bytes([self.key[0], self.key[1]])
+    }
+
+    /// Sets the current key from its serialized bytes (known to be in range).
+    pub(crate) fn set_raw_key(&mut self, key_group: KeyGroup, key: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(&key_group.to_be_bytes());
+        self.key.extend_from_slice(&[0, 0]);
+        self.key.extend_from_slice(key);
+        self.key_set = true;
+    }
+
+    #[inline]
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// Checks `entries` more entries of a state with TTL and removes the expired ones.
+    pub(crate) fn incremental_cleanup(&mut self, state: u16, entries: usize) -> Result<()> {
+        let Some(meta) = self.states.get(usize::from(state) - 1) else { return Ok(()) };
+        let Some(ttl) = meta.ttl else { return Ok(()) };
+        let list = meta.kind == StateKind::List;
+        let now = self.now();
+        let range = self.range;
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut cursor = meta.cursor.clone().unwrap_or_else(|| state_prefix(range.start(), state).to_vec());
+        let mut expired: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut seen = 0;
+        // At most one pass over the key groups per call.
+        for _ in 0..=range.len() {
+            if seen >= entries {
+                break;
+            }
+            let kg = KeyGroup::from_be_bytes([cursor[0], cursor[1]]);
+            let upper = state_prefix(kg, state.wrapping_add(1));
+            let upper = if state == u16::MAX { prefix_successor(&cursor[..2]) } else { Some(upper.to_vec()) };
+            let mut it = self.store.scan_range(&cursor, upper.as_deref())?;
+            let mut exhausted = true;
+            while let Some((k, v)) = it.next_entry()? {
+                seen += 1;
+                if list {
+                    let mut kept = Vec::new();
+                    if let super::ttl::Decision::Rewrite =
+                        super::ttl::list_expiry(v, &ttl, now, &mut kept).map_err(|e| codec_error(&meta.name, e))?
+                    {
+                        expired.push((k.to_vec(), (!kept.is_empty()).then_some(kept)));
+                    }
+                } else if split_ts(v).is_some_and(|(ts, _)| ttl.expired(ts, now)) {
+                    expired.push((k.to_vec(), None));
+                }
+                if seen >= entries {
+                    cursor = k.to_vec();
+                    cursor.push(0);
+                    exhausted = false;
+                    break;
+                }
+            }
+            drop(it);
+            if exhausted {
+                let next = if kg >= range.end() { range.start() } else { kg + 1 };
+                cursor = state_prefix(next, state).to_vec();
+            }
+        }
+        self.states[usize::from(state) - 1].cursor = Some(cursor);
+        for (k, v) in expired {
+            match v {
+                Some(v) => self.store.put(&k, &v)?,
+                None => self.store.delete(&k)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The serialized keys of one key group that have entries in `state` under `namespace`,
+    /// each once, in key order.
+    pub(crate) fn keys_in_group<K: Serializer>(
+        &mut self,
+        key_serializer: &K,
+        kg: KeyGroup,
+        state: u16,
+        namespace: &[u8],
+    ) -> Result<Vec<Vec<u8>>> {
+        let prefix = state_prefix(kg, state);
+        let mut it = self.store.scan_prefix(&prefix)?;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        while let Some((k, _)) = it.next_entry()? {
+            let mut rest = &k[PREFIX_LEN..];
+            let before = rest.len();
+            key_serializer.read(&mut rest).map_err(|e| codec_error("<key>", e))?;
+            let key = &k[PREFIX_LEN..PREFIX_LEN + before - rest.len()];
+            if !rest.starts_with(namespace) {
+                continue;
+            }
+            if out.last().map(Vec::as_slice) != Some(key) {
+                out.push(key.to_vec());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `key group | state`.
+#[inline]
+pub(crate) fn state_prefix(kg: KeyGroup, state: u16) -> [u8; PREFIX_LEN] {
+    let [a, b] = kg.to_be_bytes();
+    let [c, d] = state.to_be_bytes();
+    [a, b, c, d]
+}
+
+pub(crate) fn codec_error(state: &str, source: CodecError) -> Error {
+    Error::Codec { state: state.to_owned(), source }
+}
+
+fn describe(kind: StateKind, serializers: &[SerializerSnapshot], ttl: bool) -> String {
+    let names: Vec<&str> = serializers.iter().map(|s| s.identity.as_str()).collect();
+    format!("{kind} ({}){}", names.join(", "), if ttl { " with TTL" } else { "" })
+}
+
+/// The keyed state of one parallel instance: a store, the key groups it owns, and the current
+/// key that state calls act on. See the [module documentation](super).
+pub struct KeyedBackend<K: Serializer> {
+    pub(crate) core: Core,
+    pub(crate) key_serializer: K,
+    key_hash: Option<fn(&K::Value) -> i32>,
+}
+
+impl<K: Serializer> std::fmt::Debug for KeyedBackend<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedBackend")
+            .field("key_groups", &self.core.range)
+            .field("max_parallelism", &self.core.max_parallelism.get())
+            .field("states", &self.core.states.len())
+            .finish()
+    }
+}
+
+impl<K: Serializer> KeyedBackend<K> {
+    /// A builder for a backend whose keys are written by `key_serializer`.
+    pub fn builder(key_serializer: K) -> KeyedBackendBuilder<K> {
+        KeyedBackendBuilder {
+            key_serializer,
+            key_hash: None,
+            max_parallelism: 128,
+            range: None,
+            store: StoreOptions::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Sets the key that state calls act on. A key whose key group this backend does not own
+    /// is refused ([`Misuse::KeyGroupOutOfRange`]) and leaves no current key.
+    #[inline]
+    pub fn set_current_key(&mut self, key: &K::Value) -> Result<()> {
+        let core = &mut self.core;
+        core.key.truncate(PREFIX_LEN);
+        self.key_serializer.write(key, &mut core.key);
+        let hash = match self.key_hash {
+            None => hash_bytes(&core.key[PREFIX_LEN..]),
+            Some(f) => f(key),
+        };
+        let kg = core.max_parallelism.key_group(hash);
+        if !core.range.contains(kg) {
+            core.key_set = false;
+            return Err(Misuse::KeyGroupOutOfRange { key_group: kg, start: core.range.start(), end: core.range.end() }
+                .into());
+        }
+        core.key[..2].copy_from_slice(&kg.to_be_bytes());
+        core.key_set = true;
+        Ok(())
+    }
+
+    /// The current key, read back from its serialized form.
+    pub fn current_key(&self) -> Result<K::Value> {
+        if !self.core.key_set {
+            return Err(Misuse::NoCurrentKey.into());
+        }
+        self.key_serializer.read_all(&self.core.key[PREFIX_LEN..]).map_err(|e| codec_error("<key>", e))
+    }
+
+    /// The key group of the current key.
+    pub fn current_key_group(&self) -> Result<KeyGroup> {
+        if !self.core.key_set {
+            return Err(Misuse::NoCurrentKey.into());
+        }
+        Ok(self.core.key_group())
+    }
+
+    /// The key groups this backend owns.
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.core.range
+    }
+
+    /// The max parallelism.
+    pub fn max_parallelism(&self) -> MaxParallelism {
+        self.core.max_parallelism
+    }
+
+    /// The store underneath (for statistics, flushes and tools).
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.core.store
+    }
+
+    /// The time of the backend's clock, in milliseconds.
+    pub fn now_millis(&self) -> i64 {
+        self.core.now()
+    }
+
+    /// Calls `f` with every key that has an entry in `state` (under the handle's current
+    /// namespace), with that key set as the current key, so `f` may read and write its state
+    /// (Flink's `applyToAllKeys`). Keys are visited key group by key group; the keys of one key
+    /// group are collected before `f` runs, so changes made by `f` do not disturb the visit.
+    pub fn apply_to_all_keys<S: super::keyed::StateHandle>(
+        &mut self,
+        state: &S,
+        mut f: impl FnMut(&mut Self, &K::Value) -> Result<()>,
+    ) -> Result<()> {
+        self.core.check(state.backend_id())?;
+        let range = self.core.range;
+        for kg in range.iter() {
+            let keys = self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes())?;
+            for key in keys {
+                let value = self.key_serializer.read_all(&key).map_err(|e| codec_error("<key>", e))?;
+                self.core.set_raw_key(kg, &key);
+                f(self, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys that have an entry in `state` under the handle's current namespace (Flink's
+    /// `getKeys`), in key-group order. They are collected into memory.
+    pub fn keys<S: super::keyed::StateHandle>(&mut self, state: &S) -> Result<Vec<K::Value>> {
+        self.core.check(state.backend_id())?;
+        let mut out = Vec::new();
+        for kg in self.core.range.iter() {
+            for key in self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes())? {
+                out.push(self.key_serializer.read_all(&key).map_err(|e| codec_error("<key>", e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The registered states: name and kind.
+    pub fn states(&self) -> impl Iterator<Item = (&str, StateKind)> {
+        self.core.states.iter().map(|m| (&*m.name, m.kind))
+    }
+
+    /// Closes the backend and its store.
+    pub fn close(self) -> Result<()> {
+        self.core.store.close()
+    }
+}

@@ -1,0 +1,980 @@
+//! Descriptors and handles of keyed state: value, list, map, reducing and aggregating.
+
+use std::sync::Arc;
+
+use super::backend::{codec_error, Core, KeyedBackend};
+use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
+use super::StateKind;
+use crate::codec::{Codec, CodecError, Serializer, Unit};
+use crate::error::{Misuse, Result};
+use crate::store::StoreIter;
+
+/// What every keyed state handle tells the backend about itself.
+pub trait StateHandle {
+    /// The backend that made the handle.
+    fn backend_id(&self) -> u64;
+    /// The state's id in that backend.
+    fn state_id(&self) -> u16;
+    /// The serialized current namespace of the handle.
+    fn namespace_bytes(&self) -> &[u8];
+}
+
+/// A descriptor that a [`KeyedBackend`] registers, returning a typed handle.
+pub trait StateDescriptor: Sized {
+    /// The handle, for namespaces written by `N`.
+    type State<N: Serializer>;
+
+    /// Registers the state in `backend` with namespaces written by `namespace`.
+    fn register<K: Serializer, N: Serializer>(
+        self,
+        backend: &mut KeyedBackend<K>,
+        namespace: N,
+    ) -> Result<Self::State<N>>;
+}
+
+impl<K: Serializer> KeyedBackend<K> {
+    /// Registers a state (or finds it registered) in the default namespace `()`.
+    pub fn state<D: StateDescriptor>(&mut self, descriptor: D) -> Result<D::State<Unit>> {
+        descriptor.register(self, Unit)
+    }
+
+    /// Registers a state (or finds it registered) whose namespaces are written by `namespace`;
+    /// set the namespace on the handle before use.
+    pub fn state_in<D: StateDescriptor, N: Serializer>(&mut self, descriptor: D, namespace: N) -> Result<D::State<N>> {
+        descriptor.register(self, namespace)
+    }
+}
+
+/// The part every handle shares: which state, which namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot<N: Serializer> {
+    backend: u64,
+    pub(crate) id: u16,
+    pub(crate) name: Arc<str>,
+    pub(crate) ttl: Option<TtlConfig>,
+    ns_serializer: N,
+    ns: Vec<u8>,
+    ns_set: bool,
+}
+
+impl<N: Serializer> Slot<N> {
+    fn new(
+        core: &mut Core,
+        name: &str,
+        kind: StateKind,
+        mut serializers: Vec<crate::codec::SerializerSnapshot>,
+        ttl: Option<TtlConfig>,
+        ns_serializer: N,
+    ) -> Result<Self> {
+        serializers.insert(0, ns_serializer.snapshot());
+        let (id, name) = core.register(name, kind, serializers, ttl)?;
+        let ns_set = ns_serializer.fixed_len() == Some(0);
+        Ok(Slot { backend: core.id, id, name, ttl, ns_serializer, ns: Vec::new(), ns_set })
+    }
+
+    fn set_namespace(&mut self, namespace: &N::Value) {
+        self.ns.clear();
+        self.ns_serializer.write(namespace, &mut self.ns);
+        self.ns_set = true;
+    }
+
+    /// Builds the record key of the current key and namespace in `core.buf`.
+    #[inline]
+    fn key(&self, core: &mut Core) -> Result<()> {
+        core.check(self.backend)?;
+        if !self.ns_set {
+            return Err(Misuse::NoNamespace { name: self.name.to_string() }.into());
+        }
+        core.build_key(self.id, &self.ns)
+    }
+
+    /// Builds the record key of the current key and namespace `ns` in `core.buf`.
+    fn key_in(&self, core: &mut Core, ns: &N::Value) -> Result<()> {
+        core.check(self.backend)?;
+        core.scratch.clear();
+        self.ns_serializer.write(ns, &mut core.scratch);
+        let ns = std::mem::take(&mut core.scratch);
+        let r = core.build_key(self.id, &ns);
+        core.scratch = ns;
+        r
+    }
+
+    /// Runs incremental TTL cleanup after an access, when configured.
+    #[inline]
+    fn after_access(&self, core: &mut Core) -> Result<()> {
+        match self.ttl {
+            Some(t) if t.incremental > 0 => core.incremental_cleanup(self.id, t.incremental),
+            _ => Ok(()),
+        }
+    }
+
+    fn decode<T>(&self, r: Result<T, CodecError>) -> Result<T> {
+        r.map_err(|e| codec_error(&self.name, e))
+    }
+}
+
+macro_rules! handle_common {
+    ([$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> StateHandle for $ty {
+            fn backend_id(&self) -> u64 {
+                self.slot.backend
+            }
+            fn state_id(&self) -> u16 {
+                self.slot.id
+            }
+            fn namespace_bytes(&self) -> &[u8] {
+                &self.slot.ns
+            }
+        }
+
+        impl<$($gen)*> $ty {
+            /// Sets the namespace that later calls act on.
+            pub fn set_namespace(&mut self, namespace: &N::Value) {
+                self.slot.set_namespace(namespace);
+            }
+
+            /// The state's name.
+            pub fn name(&self) -> &str {
+                &self.slot.name
+            }
+        }
+    };
+}
+
+/// Reads the single value stored at `core.buf`, honoring TTL: an expired value is hidden and
+/// removed when the visibility says so; a read refreshes the timestamp when the update type
+/// says so.
+#[inline]
+fn read_single<T, N: Serializer>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+) -> Result<Option<T>> {
+    let Some(ttl) = slot.ttl else {
+        return match core.store.get(&core.buf)? {
+            Some(bytes) => Ok(Some(slot.decode(decode(bytes))?)),
+            None => Ok(None),
+        };
+    };
+    let now = core.clock.now_millis();
+    enum After {
+        Nothing,
+        Delete,
+        Refresh,
+    }
+    let (value, after) = match core.store.get(&core.buf)? {
+        None => return Ok(None),
+        Some(bytes) => {
+            let (ts, rest) = split_ts(bytes).ok_or(codec_error(&slot.name, CodecError::Truncated { needed: 8 }))?;
+            if ttl.expired(ts, now) {
+                if ttl.hides_expired() {
+                    (None, After::Delete)
+                } else {
+                    (Some(slot.decode(decode(rest))?), After::Nothing)
+                }
+            } else if ttl.update == TtlUpdate::OnReadAndWrite {
+                let v = slot.decode(decode(rest))?;
+                core.val.clear();
+                put_ts(now, &mut core.val);
+                core.val.extend_from_slice(rest);
+                (Some(v), After::Refresh)
+            } else {
+                (Some(slot.decode(decode(rest))?), After::Nothing)
+            }
+        }
+    };
+    match after {
+        After::Nothing => {}
+        After::Delete => core.store.delete(&core.buf)?,
+        After::Refresh => core.store.put(&core.buf, &core.val)?,
+    }
+    Ok(value)
+}
+
+/// Writes a single value at `core.buf`, with the current time in front when the state has TTL.
+#[inline]
+fn write_single<N: Serializer>(core: &mut Core, slot: &Slot<N>, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+    core.val.clear();
+    if slot.ttl.is_some() {
+        put_ts(core.clock.now_millis(), &mut core.val);
+    }
+    write(&mut core.val);
+    core.store.put(&core.buf, &core.val)
+}
+
+fn default_serializer<T: Codec>() -> T::Serializer {
+    T::Serializer::default()
+}
+
+type DefaultFn<T> = Arc<dyn Fn() -> T + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------------
+// Value state
+
+/// Describes a value state: one value per key and namespace.
+pub struct ValueStateDescriptor<S: Serializer> {
+    name: String,
+    serializer: S,
+    default: Option<DefaultFn<S::Value>>,
+    ttl: Option<TtlConfig>,
+}
+
+impl<S: Serializer> ValueStateDescriptor<S> {
+    /// A value state named `name` whose values `serializer` writes.
+    pub fn new(name: impl Into<String>, serializer: S) -> Self {
+        ValueStateDescriptor { name: name.into(), serializer, default: None, ttl: None }
+    }
+
+    /// A value state of `T` with `T`'s default serializer.
+    pub fn of<T: Codec<Serializer = S>>(name: impl Into<String>) -> Self {
+        Self::new(name, default_serializer::<T>())
+    }
+
+    /// The value `get` returns for a key without one.
+    #[must_use]
+    pub fn default_value(mut self, value: S::Value) -> Self
+    where
+        S::Value: Clone + Send + Sync + 'static,
+    {
+        self.default = Some(Arc::new(move || value.clone()));
+        self
+    }
+
+    /// The state's time to live.
+    #[must_use]
+    pub fn ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<S: Serializer> StateDescriptor for ValueStateDescriptor<S> {
+    type State<N: Serializer> = ValueState<S, N>;
+
+    fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<ValueState<S, N>> {
+        let sers = vec![self.serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Value, sers, self.ttl, ns)?;
+        Ok(ValueState { slot, serializer: self.serializer, default: self.default })
+    }
+}
+
+/// A value per key and namespace.
+pub struct ValueState<S: Serializer, N: Serializer = Unit> {
+    slot: Slot<N>,
+    serializer: S,
+    default: Option<DefaultFn<S::Value>>,
+}
+
+handle_common!([S: Serializer, N: Serializer] ValueState<S, N>);
+
+impl<S: Serializer, N: Serializer> ValueState<S, N> {
+    /// The value of the current key (the default value, if any, when it has none).
+    #[inline]
+    pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<S::Value>> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let v = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        self.slot.after_access(core)?;
+        Ok(match (v, &self.default) {
+            (None, Some(d)) => Some(d()),
+            (v, _) => v,
+        })
+    }
+
+    /// Sets the value of the current key.
+    #[inline]
+    pub fn update<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: &S::Value) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        write_single(core, &self.slot, |out| self.serializer.write(value, out))?;
+        self.slot.after_access(core)
+    }
+
+    /// Removes the value of the current key.
+    pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.store.delete(&core.buf)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// List state
+
+/// Describes a list state: a list of values per key and namespace.
+pub struct ListStateDescriptor<S: Serializer> {
+    name: String,
+    serializer: S,
+    ttl: Option<TtlConfig>,
+}
+
+impl<S: Serializer> ListStateDescriptor<S> {
+    /// A list state named `name` whose elements `serializer` writes.
+    pub fn new(name: impl Into<String>, serializer: S) -> Self {
+        ListStateDescriptor { name: name.into(), serializer, ttl: None }
+    }
+
+    /// A list state of `T` with `T`'s default serializer.
+    pub fn of<T: Codec<Serializer = S>>(name: impl Into<String>) -> Self {
+        Self::new(name, default_serializer::<T>())
+    }
+
+    /// The state's time to live; elements expire one by one.
+    #[must_use]
+    pub fn ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<S: Serializer> StateDescriptor for ListStateDescriptor<S> {
+    type State<N: Serializer> = ListState<S, N>;
+
+    fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<ListState<S, N>> {
+        let sers = vec![self.serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::List, sers, self.ttl, ns)?;
+        Ok(ListState { slot, serializer: self.serializer })
+    }
+}
+
+/// A list of values per key and namespace. Adding appends without reading the list.
+pub struct ListState<S: Serializer, N: Serializer = Unit> {
+    slot: Slot<N>,
+    serializer: S,
+}
+
+handle_common!([S: Serializer, N: Serializer] ListState<S, N>);
+
+/// The elements of a list, read one by one.
+pub struct ListIter<'a, S: Serializer> {
+    elements: Elements<'a>,
+    serializer: &'a S,
+    name: &'a str,
+}
+
+impl<S: Serializer> Iterator for ListIter<'_, S> {
+    type Item = Result<S::Value>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.elements.next()?;
+        Some(
+            e.and_then(|e| self.serializer.read_all(e.bytes))
+                .map_err(|source| crate::Error::Codec { state: self.name.to_owned(), source }),
+        )
+    }
+}
+
+impl<S: Serializer, N: Serializer> ListState<S, N> {
+    #[inline]
+    fn frame(&self, core: &mut Core, value: &S::Value) {
+        let ts = self.slot.ttl.map(|_| core.clock.now_millis());
+        put_element(ts, &mut core.val, |out| self.serializer.write(value, out));
+    }
+
+    /// The elements of the current key's list, oldest first (empty when it has none).
+    pub fn get<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<ListIter<'b, S>> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        self.slot.after_access(core)?;
+        let Some(ttl) = self.slot.ttl else {
+            let bytes = core.store.get(&core.buf)?.unwrap_or_default();
+            return Ok(ListIter { elements: Elements::new(bytes, false), serializer: &self.serializer, name: &self.slot.name });
+        };
+        // With TTL: drop what expired, refresh what is read, then read from the rewritten copy.
+        let now = core.clock.now_millis();
+        let mut changed = false;
+        core.val.clear();
+        if let Some(bytes) = core.store.get(&core.buf)? {
+            for e in Elements::new(bytes, true) {
+                let e = self.slot.decode(e)?;
+                let expired = e.ts.is_some_and(|ts| ttl.expired(ts, now));
+                if expired && ttl.hides_expired() {
+                    changed = true;
+                    continue;
+                }
+                if ttl.update == TtlUpdate::OnReadAndWrite && !expired {
+                    changed = true;
+                    put_element(Some(now), &mut core.val, |out| out.extend_from_slice(e.bytes));
+                } else {
+                    core.val.extend_from_slice(e.frame);
+                }
+            }
+        }
+        if changed {
+            if core.val.is_empty() {
+                core.store.delete(&core.buf)?;
+            } else {
+                core.store.put(&core.buf, &core.val)?;
+            }
+        }
+        Ok(ListIter { elements: Elements::new(&core.val, true), serializer: &self.serializer, name: &self.slot.name })
+    }
+
+    /// The elements of the current key's list, collected.
+    pub fn get_vec<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Vec<S::Value>> {
+        self.get(b)?.collect()
+    }
+
+    /// Appends one element to the current key's list.
+    #[inline]
+    pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: &S::Value) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.val.clear();
+        self.frame(core, value);
+        core.store.merge(&core.buf, &core.val)?;
+        self.slot.after_access(core)
+    }
+
+    /// Appends elements to the current key's list.
+    pub fn add_all<'v, K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        values: impl IntoIterator<Item = &'v S::Value>,
+    ) -> Result<()>
+    where
+        S::Value: 'v,
+    {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.val.clear();
+        for v in values {
+            self.frame(core, v);
+        }
+        if !core.val.is_empty() {
+            core.store.merge(&core.buf, &core.val)?;
+        }
+        self.slot.after_access(core)
+    }
+
+    /// Replaces the current key's list (an empty one clears it).
+    pub fn update<'v, K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        values: impl IntoIterator<Item = &'v S::Value>,
+    ) -> Result<()>
+    where
+        S::Value: 'v,
+    {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.val.clear();
+        for v in values {
+            self.frame(core, v);
+        }
+        if core.val.is_empty() {
+            core.store.delete(&core.buf)?;
+        } else {
+            core.store.put(&core.buf, &core.val)?;
+        }
+        self.slot.after_access(core)
+    }
+
+    /// Removes the current key's list.
+    pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.store.delete(&core.buf)
+    }
+
+    /// Moves the lists of the `sources` namespaces to the end of the `target` namespace's list
+    /// (for merging session windows).
+    pub fn merge_namespaces<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        target: &N::Value,
+        sources: &[N::Value],
+    ) -> Result<()> {
+        let core = &mut b.core;
+        let mut moved = Vec::new();
+        for src in sources {
+            self.slot.key_in(core, src)?;
+            if let Some(bytes) = core.store.get(&core.buf)? {
+                moved.extend_from_slice(bytes);
+                core.store.delete(&core.buf)?;
+            }
+        }
+        self.slot.key_in(core, target)?;
+        if !moved.is_empty() {
+            core.store.merge(&core.buf, &moved)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map state
+
+/// Describes a map state: a map from user keys to values per key and namespace.
+pub struct MapStateDescriptor<UK: Serializer, UV: Serializer> {
+    name: String,
+    keys: UK,
+    values: UV,
+    ttl: Option<TtlConfig>,
+}
+
+impl<UK: Serializer, UV: Serializer> MapStateDescriptor<UK, UV> {
+    /// A map state named `name` with these user-key and value serializers. Entries iterate in
+    /// the byte order of the serialized user keys (numeric order for integers).
+    pub fn new(name: impl Into<String>, keys: UK, values: UV) -> Self {
+        MapStateDescriptor { name: name.into(), keys, values, ttl: None }
+    }
+
+    /// A map state of `UKT -> UVT` with their default serializers.
+    pub fn of<UKT: Codec<Serializer = UK>, UVT: Codec<Serializer = UV>>(name: impl Into<String>) -> Self {
+        Self::new(name, default_serializer::<UKT>(), default_serializer::<UVT>())
+    }
+
+    /// The state's time to live; entries expire one by one.
+    #[must_use]
+    pub fn ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<UK: Serializer, UV: Serializer> StateDescriptor for MapStateDescriptor<UK, UV> {
+    type State<N: Serializer> = MapState<UK, UV, N>;
+
+    fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<MapState<UK, UV, N>> {
+        let sers = vec![self.keys.snapshot(), self.values.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Map, sers, self.ttl, ns)?;
+        Ok(MapState { slot, keys: self.keys, values: self.values })
+    }
+}
+
+/// A map from user keys to values per key and namespace; each entry is its own record.
+pub struct MapState<UK: Serializer, UV: Serializer, N: Serializer = Unit> {
+    slot: Slot<N>,
+    keys: UK,
+    values: UV,
+}
+
+handle_common!([UK: Serializer, UV: Serializer, N: Serializer] MapState<UK, UV, N>);
+
+/// The entries of a map, in user-key byte order, read one by one.
+pub struct MapIter<'a, UK: Serializer, UV: Serializer> {
+    it: StoreIter<'a>,
+    prefix_len: usize,
+    keys: &'a UK,
+    values: &'a UV,
+    name: &'a str,
+    ttl: Option<TtlConfig>,
+    now: i64,
+}
+
+impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
+    /// The next live entry: user-key bytes and value bytes.
+    fn next_raw(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        let skip = self.ttl.map_or(0, |_| super::ttl::TS_LEN);
+        loop {
+            let live = match self.it.next_entry()? {
+                None => return Ok(None),
+                Some((_, v)) => match self.ttl {
+                    None => true,
+                    Some(ttl) => match split_ts(v) {
+                        None => {
+                            return Err(crate::Error::Codec {
+                                state: self.name.to_owned(),
+                                source: CodecError::Truncated { needed: super::ttl::TS_LEN },
+                            })
+                        }
+                        Some((ts, _)) => !(ttl.expired(ts, self.now) && ttl.hides_expired()),
+                    },
+                },
+            };
+            if live {
+                let (k, v) = self.it.current();
+                return Ok(Some((&k[self.prefix_len.min(k.len())..], &v[skip..])));
+            }
+        }
+    }
+
+    fn err(&self, source: CodecError) -> crate::Error {
+        crate::Error::Codec { state: self.name.to_owned(), source }
+    }
+
+    /// The next entry, decoded.
+    pub fn next_entry(&mut self) -> Result<Option<(UK::Value, UV::Value)>> {
+        let (keys, values) = (self.keys, self.values);
+        let Some((k, v)) = self.next_raw()? else { return Ok(None) };
+        let kv = keys.read_all(k).and_then(|k| values.read_all(v).map(|v| (k, v)));
+        kv.map(Some).map_err(|e| self.err(e))
+    }
+
+    /// The next user key, decoded (the value is not).
+    pub fn next_key(&mut self) -> Result<Option<UK::Value>> {
+        let keys = self.keys;
+        let Some((k, _)) = self.next_raw()? else { return Ok(None) };
+        keys.read_all(k).map(Some).map_err(|e| self.err(e))
+    }
+
+    /// The next value, decoded (the user key is not).
+    pub fn next_value(&mut self) -> Result<Option<UV::Value>> {
+        let values = self.values;
+        let Some((_, v)) = self.next_raw()? else { return Ok(None) };
+        values.read_all(v).map(Some).map_err(|e| self.err(e))
+    }
+}
+
+impl<UK: Serializer, UV: Serializer> Iterator for MapIter<'_, UK, UV> {
+    type Item = Result<(UK::Value, UV::Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_entry().transpose()
+    }
+}
+
+impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
+    #[inline]
+    fn entry_key(&self, core: &mut Core, user_key: &UK::Value) -> Result<()> {
+        self.slot.key(core)?;
+        self.keys.write(user_key, &mut core.buf);
+        Ok(())
+    }
+
+    /// The value of `user_key` in the current key's map.
+    #[inline]
+    pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<Option<UV::Value>> {
+        let core = &mut b.core;
+        self.entry_key(core, user_key)?;
+        let v = read_single(core, &self.slot, |bytes| self.values.read_all(bytes))?;
+        self.slot.after_access(core)?;
+        Ok(v)
+    }
+
+    /// Whether the current key's map has `user_key`.
+    #[inline]
+    pub fn contains<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<bool> {
+        let core = &mut b.core;
+        self.entry_key(core, user_key)?;
+        let found = match self.slot.ttl {
+            None => core.store.contains(&core.buf)?,
+            Some(_) => read_single(core, &self.slot, |_| Ok(()))?.is_some(),
+        };
+        self.slot.after_access(core)?;
+        Ok(found)
+    }
+
+    /// Sets `user_key` to `value` in the current key's map.
+    #[inline]
+    pub fn put<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value, value: &UV::Value) -> Result<()> {
+        let core = &mut b.core;
+        self.entry_key(core, user_key)?;
+        write_single(core, &self.slot, |out| self.values.write(value, out))?;
+        self.slot.after_access(core)
+    }
+
+    /// Sets several entries of the current key's map.
+    pub fn put_all<'v, K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        entries: impl IntoIterator<Item = (&'v UK::Value, &'v UV::Value)>,
+    ) -> Result<()>
+    where
+        UK::Value: 'v,
+        UV::Value: 'v,
+    {
+        for (k, v) in entries {
+            let core = &mut b.core;
+            self.entry_key(core, k)?;
+            write_single(core, &self.slot, |out| self.values.write(v, out))?;
+        }
+        self.slot.after_access(&mut b.core)
+    }
+
+    /// Removes `user_key` from the current key's map.
+    pub fn remove<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<()> {
+        let core = &mut b.core;
+        self.entry_key(core, user_key)?;
+        core.store.delete(&core.buf)?;
+        self.slot.after_access(core)
+    }
+
+    /// The entries of the current key's map, in user-key byte order.
+    pub fn iter<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapIter<'b, UK, UV>> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        self.slot.after_access(core)?;
+        self.slot.key(core)?;
+        let now = core.clock.now_millis();
+        let prefix_len = core.buf.len();
+        let it = core.store.scan_prefix(&core.buf)?;
+        Ok(MapIter {
+            it,
+            prefix_len,
+            keys: &self.keys,
+            values: &self.values,
+            name: &self.slot.name,
+            ttl: self.slot.ttl,
+            now,
+        })
+    }
+
+    /// The user keys of the current key's map, collected.
+    pub fn keys<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Vec<UK::Value>> {
+        let mut it = self.iter(b)?;
+        let mut out = Vec::new();
+        while let Some(k) = it.next_key()? {
+            out.push(k);
+        }
+        Ok(out)
+    }
+
+    /// The values of the current key's map, collected, in user-key order.
+    pub fn values<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Vec<UV::Value>> {
+        let mut it = self.iter(b)?;
+        let mut out = Vec::new();
+        while let Some(v) = it.next_value()? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Whether the current key's map has no entries.
+    pub fn is_empty<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<bool> {
+        let mut it = self.iter(b)?;
+        Ok(it.next_raw()?.is_none())
+    }
+
+    /// Removes every entry of the current key's map.
+    pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let mut keys = Vec::new();
+        {
+            let mut it = core.store.scan_prefix(&core.buf)?;
+            while let Some((k, _)) = it.next_entry()? {
+                keys.push(k.to_vec());
+            }
+        }
+        for k in keys {
+            core.store.delete(&k)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reducing state
+
+/// Describes a reducing state: one value per key and namespace, folded with `reduce`.
+pub struct ReducingStateDescriptor<S: Serializer, F> {
+    name: String,
+    serializer: S,
+    reduce: F,
+    ttl: Option<TtlConfig>,
+}
+
+impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value> ReducingStateDescriptor<S, F> {
+    /// A reducing state named `name`: `add(v)` stores `reduce(current, v)`.
+    pub fn new(name: impl Into<String>, serializer: S, reduce: F) -> Self {
+        ReducingStateDescriptor { name: name.into(), serializer, reduce, ttl: None }
+    }
+
+    /// The state's time to live.
+    #[must_use]
+    pub fn ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value> StateDescriptor for ReducingStateDescriptor<S, F> {
+    type State<N: Serializer> = ReducingState<S, F, N>;
+
+    fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<Self::State<N>> {
+        let sers = vec![self.serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Reducing, sers, self.ttl, ns)?;
+        Ok(ReducingState { slot, serializer: self.serializer, reduce: self.reduce })
+    }
+}
+
+/// One value per key and namespace, folded with a reduce function.
+pub struct ReducingState<S: Serializer, F, N: Serializer = Unit> {
+    slot: Slot<N>,
+    serializer: S,
+    reduce: F,
+}
+
+handle_common!([S: Serializer, F, N: Serializer] ReducingState<S, F, N>);
+
+impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> ReducingState<S, F, N> {
+    /// The folded value of the current key.
+    #[inline]
+    pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<S::Value>> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let v = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        self.slot.after_access(core)?;
+        Ok(v)
+    }
+
+    /// Folds `value` into the current key's value.
+    #[inline]
+    pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: S::Value) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let next = match read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+            Some(cur) => (self.reduce)(cur, value),
+            None => value,
+        };
+        write_single(core, &self.slot, |out| self.serializer.write(&next, out))?;
+        self.slot.after_access(core)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.store.delete(&core.buf)
+    }
+
+    /// Folds the values of the `sources` namespaces into the `target` namespace and removes
+    /// them (for merging session windows).
+    pub fn merge_namespaces<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        target: &N::Value,
+        sources: &[N::Value],
+    ) -> Result<()> {
+        let core = &mut b.core;
+        let mut acc: Option<S::Value> = None;
+        for ns in sources.iter().chain(std::iter::once(target)) {
+            self.slot.key_in(core, ns)?;
+            if let Some(v) = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+                acc = Some(match acc {
+                    Some(a) => (self.reduce)(a, v),
+                    None => v,
+                });
+                core.store.delete(&core.buf)?;
+            }
+        }
+        if let Some(acc) = acc {
+            self.slot.key_in(core, target)?;
+            write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregating state
+
+/// An aggregation with an accumulator distinct from its input and output (Flink's
+/// `AggregateFunction`).
+pub trait AggregateFunction {
+    /// What is added.
+    type In;
+    /// What is stored.
+    type Acc;
+    /// What is read.
+    type Out;
+    /// A new, empty accumulator.
+    fn create_accumulator(&self) -> Self::Acc;
+    /// Adds a value to an accumulator.
+    fn add(&self, value: Self::In, acc: Self::Acc) -> Self::Acc;
+    /// The result of an accumulator.
+    fn get_result(&self, acc: &Self::Acc) -> Self::Out;
+    /// Merges two accumulators.
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+}
+
+/// Describes an aggregating state: an accumulator per key and namespace.
+pub struct AggregatingStateDescriptor<S: Serializer, F> {
+    name: String,
+    serializer: S,
+    function: F,
+    ttl: Option<TtlConfig>,
+}
+
+impl<S: Serializer, F: AggregateFunction<Acc = S::Value>> AggregatingStateDescriptor<S, F> {
+    /// An aggregating state named `name` whose accumulators `serializer` writes.
+    pub fn new(name: impl Into<String>, serializer: S, function: F) -> Self {
+        AggregatingStateDescriptor { name: name.into(), serializer, function, ttl: None }
+    }
+
+    /// The state's time to live.
+    #[must_use]
+    pub fn ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<S: Serializer, F: AggregateFunction<Acc = S::Value>> StateDescriptor for AggregatingStateDescriptor<S, F> {
+    type State<N: Serializer> = AggregatingState<S, F, N>;
+
+    fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<Self::State<N>> {
+        let sers = vec![self.serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Aggregating, sers, self.ttl, ns)?;
+        Ok(AggregatingState { slot, serializer: self.serializer, function: self.function })
+    }
+}
+
+/// An accumulator per key and namespace, folded with an [`AggregateFunction`].
+pub struct AggregatingState<S: Serializer, F, N: Serializer = Unit> {
+    slot: Slot<N>,
+    serializer: S,
+    function: F,
+}
+
+handle_common!([S: Serializer, F, N: Serializer] AggregatingState<S, F, N>);
+
+impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> AggregatingState<S, F, N> {
+    /// The result of the current key's accumulator (`None` when nothing was added).
+    #[inline]
+    pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<F::Out>> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let acc = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        self.slot.after_access(core)?;
+        Ok(acc.map(|a| self.function.get_result(&a)))
+    }
+
+    /// Adds `value` to the current key's accumulator.
+    #[inline]
+    pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: F::In) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let acc = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?
+            .unwrap_or_else(|| self.function.create_accumulator());
+        let acc = self.function.add(value, acc);
+        write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+        self.slot.after_access(core)
+    }
+
+    /// Removes the current key's accumulator.
+    pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        core.store.delete(&core.buf)
+    }
+
+    /// Merges the accumulators of the `sources` namespaces into the `target` namespace's and
+    /// removes them (for merging session windows).
+    pub fn merge_namespaces<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        target: &N::Value,
+        sources: &[N::Value],
+    ) -> Result<()> {
+        let core = &mut b.core;
+        let mut acc: Option<S::Value> = None;
+        for ns in sources.iter().chain(std::iter::once(target)) {
+            self.slot.key_in(core, ns)?;
+            if let Some(v) = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+                acc = Some(match acc {
+                    Some(a) => self.function.merge(a, v),
+                    None => v,
+                });
+                core.store.delete(&core.buf)?;
+            }
+        }
+        if let Some(acc) = acc {
+            self.slot.key_in(core, target)?;
+            write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+        }
+        Ok(())
+    }
+}

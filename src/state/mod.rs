@@ -1,0 +1,127 @@
+//! What user code touches: keyed state under a current key and namespace, with TTL and timers;
+//! operator list state and broadcast state.
+//!
+//! # Overview of types
+//!
+//! - [`KeyedBackend`] holds the keyed state of one parallel instance: one [`Store`](crate::store::Store)
+//!   and the key groups the instance owns. [`KeyedBackend::set_current_key`] chooses the key that
+//!   state calls act on.
+//! - Descriptors ([`ValueStateDescriptor`], [`ListStateDescriptor`], [`MapStateDescriptor`],
+//!   [`ReducingStateDescriptor`], [`AggregatingStateDescriptor`]) name a state and give its
+//!   serializers, default value and [`TtlConfig`]; registering one returns a typed handle
+//!   ([`ValueState`], [`ListState`], [`MapState`], [`ReducingState`], [`AggregatingState`]).
+//! - Handles are small and hold no borrow: each call takes the backend (`state.get(&mut backend)`),
+//!   so a handle lives in the operator beside the backend, and the hot path takes no lock.
+//! - A handle's namespace (`()` unless it was registered with a namespace serializer) is set on
+//!   the handle; windows use their window as namespace.
+//! - [`TimerService`] registers event-time and processing-time timers for (key, namespace,
+//!   timestamp); they are stored by key group beside the state.
+//! - [`OperatorStateBackend`] holds operator list state (even-split or union redistribution) and
+//!   broadcast state, whose read-only view ([`ReadOnlyBroadcastState`]) has no way to write.
+//!
+//! # How state is laid out in the store
+//!
+//! Every record key is `key group (u16 BE) | state id (u16 BE) | key | namespace`, followed by the
+//! user key for map state; serializers are self-delimiting, so the parts need no framing. Values
+//! are the serialized value, preceded by the last-access timestamp (i64 LE, milliseconds) when
+//! the state has a TTL. List values are a sequence of elements, each `[timestamp] | varint length
+//! | bytes`, so an element is appended with the store's merge without reading the list.
+
+mod backend;
+mod keyed;
+mod operator;
+mod timers;
+mod ttl;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+pub use backend::{JavaHashCode, KeyedBackend, KeyedBackendBuilder, MAX_STATES};
+pub use keyed::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor, MapIter, MapState,
+    MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateDescriptor, StateHandle, ValueState, ValueStateDescriptor,
+};
+pub use operator::{
+    BroadcastState, BroadcastStateDescriptor, BroadcastStateSnapshot, ListStateSnapshot, OperatorListState,
+    OperatorStateBackend, OperatorStateSnapshot,
+    ReadOnlyBroadcastState, Redistribution,
+};
+pub use timers::{Timer, TimerService};
+pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
+
+/// The time source of TTL and processing-time timers, in milliseconds.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time in milliseconds.
+    fn now_millis(&self) -> i64;
+}
+
+/// The system clock: milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that moves only when told to; clones share the time. For tests and simulations.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock showing `millis`.
+    pub fn new(millis: i64) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(millis)))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, millis: i64) {
+        self.0.store(millis, Ordering::Relaxed);
+    }
+
+    /// Moves the time forward by `millis`.
+    pub fn advance(&self, millis: i64) {
+        self.0.fetch_add(millis, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The kinds of keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateKind {
+    /// One value per key and namespace.
+    Value,
+    /// A list of values per key and namespace.
+    List,
+    /// A map of user keys to values per key and namespace.
+    Map,
+    /// One value per key and namespace, folded with a reduce function.
+    Reducing,
+    /// An accumulator per key and namespace, folded with an aggregate function.
+    Aggregating,
+    /// The timers of a timer service (one state per time domain).
+    Timers,
+}
+
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            StateKind::Value => "value state",
+            StateKind::List => "list state",
+            StateKind::Map => "map state",
+            StateKind::Reducing => "reducing state",
+            StateKind::Aggregating => "aggregating state",
+            StateKind::Timers => "timers",
+        };
+        f.write_str(s)
+    }
+}

@@ -1,0 +1,499 @@
+//! Operator state: list state redistributed on rescaling (even-split or union) and broadcast
+//! state (the same map on every parallel instance). Both are small by nature and live in memory,
+//! as in Flink; they are written in full into every snapshot.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use crate::codec::{Compatibility, Serializer, SerializerSnapshot};
+use crate::error::{Misuse, Result};
+
+use super::backend::codec_error;
+
+/// How an operator list state is spread over the instances of a new parallelism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Redistribution {
+    /// The elements of all instances are pooled and dealt round-robin over the new instances.
+    EvenSplit,
+    /// Every new instance gets all elements of all instances.
+    Union,
+}
+
+/// The snapshot of one operator list state: its elements, serialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListStateSnapshot {
+    /// The state's name.
+    pub name: String,
+    /// How it is redistributed.
+    pub mode: Redistribution,
+    /// The element serializer that wrote `elements`.
+    pub serializer: SerializerSnapshot,
+    /// The elements, each as its serializer wrote it.
+    pub elements: Vec<Vec<u8>>,
+}
+
+/// The snapshot of one broadcast state: its entries, serialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastStateSnapshot {
+    /// The state's name.
+    pub name: String,
+    /// The key serializer.
+    pub keys: SerializerSnapshot,
+    /// The value serializer.
+    pub values: SerializerSnapshot,
+    /// The entries in key-byte order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// All operator state of one instance, serialized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorStateSnapshot {
+    /// The list states, by name.
+    pub lists: Vec<ListStateSnapshot>,
+    /// The broadcast states, by name.
+    pub broadcast: Vec<BroadcastStateSnapshot>,
+}
+
+/// An operator list state: a plain list of elements per instance.
+#[derive(Debug)]
+pub struct OperatorListState<S: Serializer> {
+    serializer: S,
+    mode: Redistribution,
+    items: Vec<S::Value>,
+}
+
+impl<S: Serializer> OperatorListState<S> {
+    /// The elements.
+    pub fn get(&self) -> &[S::Value] {
+        &self.items
+    }
+
+    /// Appends an element.
+    pub fn add(&mut self, value: S::Value) {
+        self.items.push(value);
+    }
+
+    /// Appends elements.
+    pub fn add_all(&mut self, values: impl IntoIterator<Item = S::Value>) {
+        self.items.extend(values);
+    }
+
+    /// Replaces the elements.
+    pub fn update(&mut self, values: Vec<S::Value>) {
+        self.items = values;
+    }
+
+    /// Removes every element.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    /// How the state is redistributed.
+    pub fn mode(&self) -> Redistribution {
+        self.mode
+    }
+}
+
+/// Describes a broadcast state: a map with keys written by `KS` and values by `VS`.
+#[derive(Debug, Clone)]
+pub struct BroadcastStateDescriptor<KS, VS> {
+    name: String,
+    keys: KS,
+    values: VS,
+}
+
+impl<KS: Serializer + Clone, VS: Serializer + Clone> BroadcastStateDescriptor<KS, VS> {
+    /// A broadcast state named `name`.
+    pub fn new(name: impl Into<String>, keys: KS, values: VS) -> Self {
+        BroadcastStateDescriptor { name: name.into(), keys, values }
+    }
+}
+
+/// Broadcast state, read-write: the side that receives the broadcast stream holds this.
+pub struct BroadcastState<KS: Serializer, VS: Serializer> {
+    keys: KS,
+    values: VS,
+    map: BTreeMap<Vec<u8>, (KS::Value, VS::Value)>,
+    scratch: Vec<u8>,
+}
+
+impl<KS: Serializer, VS: Serializer> BroadcastState<KS, VS> {
+    fn key_bytes(&mut self, key: &KS::Value) -> &[u8] {
+        self.scratch.clear();
+        self.keys.write(key, &mut self.scratch);
+        &self.scratch
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: KS::Value, value: VS::Value) {
+        let k = self.key_bytes(&key).to_vec();
+        self.map.insert(k, (key, value));
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &KS::Value) -> Option<VS::Value> {
+        let k = self.key_bytes(key).to_vec();
+        self.map.remove(&k).map(|(_, v)| v)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &KS::Value) -> Option<&VS::Value> {
+        let mut k = Vec::new();
+        self.keys.write(key, &mut k);
+        self.map.get(&k).map(|(_, v)| v)
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains(&self, key: &KS::Value) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The entries, in key-byte order.
+    pub fn iter(&self) -> impl Iterator<Item = (&KS::Value, &VS::Value)> {
+        self.map.values().map(|(k, v)| (k, v))
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// A read-only view.
+    pub fn read_only(&self) -> ReadOnlyBroadcastState<'_, KS, VS> {
+        ReadOnlyBroadcastState(self)
+    }
+}
+
+/// Broadcast state, read-only: the keyed side of a broadcast connection gets this view, which
+/// has no way to write, so every instance keeps the same state.
+pub struct ReadOnlyBroadcastState<'a, KS: Serializer, VS: Serializer>(&'a BroadcastState<KS, VS>);
+
+impl<KS: Serializer, VS: Serializer> ReadOnlyBroadcastState<'_, KS, VS> {
+    /// The value of `key`.
+    pub fn get(&self, key: &KS::Value) -> Option<&VS::Value> {
+        self.0.get(key)
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains(&self, key: &KS::Value) -> bool {
+        self.0.contains(key)
+    }
+
+    /// The entries, in key-byte order.
+    pub fn iter(&self) -> impl Iterator<Item = (&KS::Value, &VS::Value)> {
+        self.0.iter()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Type-erased operator states, so one backend holds states of different types.
+trait Erased: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn describe(&self) -> String;
+    fn snapshot_into(&self, name: &str, out: &mut OperatorStateSnapshot);
+}
+
+impl<S: Serializer> Erased for OperatorListState<S>
+where
+    S::Value: Send,
+{
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn describe(&self) -> String {
+        format!("{:?} list state of {}", self.mode, self.serializer.snapshot().identity)
+    }
+    fn snapshot_into(&self, name: &str, out: &mut OperatorStateSnapshot) {
+        let elements = self
+            .items
+            .iter()
+            .map(|v| {
+                let mut b = Vec::new();
+                self.serializer.write(v, &mut b);
+                b
+            })
+            .collect();
+        out.lists.push(ListStateSnapshot {
+            name: name.to_owned(),
+            mode: self.mode,
+            serializer: self.serializer.snapshot(),
+            elements,
+        });
+    }
+}
+
+impl<KS: Serializer, VS: Serializer> Erased for BroadcastState<KS, VS>
+where
+    KS::Value: Send,
+    VS::Value: Send,
+{
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn describe(&self) -> String {
+        format!("broadcast state of {} -> {}", self.keys.snapshot().identity, self.values.snapshot().identity)
+    }
+    fn snapshot_into(&self, name: &str, out: &mut OperatorStateSnapshot) {
+        let entries = self
+            .map
+            .iter()
+            .map(|(k, (_, v))| {
+                let mut b = Vec::new();
+                self.values.write(v, &mut b);
+                (k.clone(), b)
+            })
+            .collect();
+        out.broadcast.push(BroadcastStateSnapshot {
+            name: name.to_owned(),
+            keys: self.keys.snapshot(),
+            values: self.values.snapshot(),
+            entries,
+        });
+    }
+}
+
+/// The operator state of one parallel instance: list states and broadcast states by name.
+#[derive(Default)]
+pub struct OperatorStateBackend {
+    lists: BTreeMap<String, Box<dyn Erased>>,
+    broadcast: BTreeMap<String, Box<dyn Erased>>,
+    /// Restored states not registered again yet; kept in snapshots until they are.
+    pending: OperatorStateSnapshot,
+}
+
+impl std::fmt::Debug for OperatorStateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorStateBackend")
+            .field("lists", &self.lists.keys().collect::<Vec<_>>())
+            .field("broadcast", &self.broadcast.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn check_serializer(name: &str, new: &impl Serializer, old: &SerializerSnapshot) -> Result<()> {
+    match new.compatibility(old) {
+        Compatibility::AsIs => Ok(()),
+        _ => Err(Misuse::StateMismatch {
+            name: name.to_owned(),
+            existing: old.identity.clone(),
+            requested: new.snapshot().identity,
+        }
+        .into()),
+    }
+}
+
+impl OperatorStateBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A backend holding a snapshot's states; each comes back typed when it is registered
+    /// again with a compatible serializer.
+    pub fn restore(snapshot: OperatorStateSnapshot) -> Self {
+        OperatorStateBackend { pending: snapshot, ..Self::default() }
+    }
+
+    fn list<S: Serializer>(&mut self, name: &str, serializer: S, mode: Redistribution) -> Result<&mut OperatorListState<S>>
+    where
+        S::Value: Send,
+    {
+        if !self.lists.contains_key(name) {
+            let mut items = Vec::new();
+            if let Some(pos) = self.pending.lists.iter().position(|l| l.name == name) {
+                let old = &self.pending.lists[pos];
+                check_serializer(name, &serializer, &old.serializer)?;
+                if old.mode != mode {
+                    return Err(Misuse::StateMismatch {
+                        name: name.to_owned(),
+                        existing: format!("{:?} list state", old.mode),
+                        requested: format!("{mode:?} list state"),
+                    }
+                    .into());
+                }
+                for e in &old.elements {
+                    items.push(serializer.read_all(e).map_err(|e| codec_error(name, e))?);
+                }
+                self.pending.lists.remove(pos);
+            }
+            self.lists.insert(name.to_owned(), Box::new(OperatorListState { serializer, mode, items }));
+        }
+        let entry = self.lists.get_mut(name).ok_or(Misuse::ForeignHandle)?;
+        let describe = entry.describe();
+        match entry.as_any_mut().downcast_mut::<OperatorListState<S>>() {
+            Some(l) if l.mode == mode => Ok(l),
+            _ => Err(Misuse::StateMismatch {
+                name: name.to_owned(),
+                existing: describe,
+                requested: format!("{mode:?} list state"),
+            }
+            .into()),
+        }
+    }
+
+    /// The even-split list state `name` (Flink's `getListState`).
+    pub fn list_state<S: Serializer>(&mut self, name: &str, serializer: S) -> Result<&mut OperatorListState<S>>
+    where
+        S::Value: Send,
+    {
+        self.list(name, serializer, Redistribution::EvenSplit)
+    }
+
+    /// The union list state `name` (Flink's `getUnionListState`).
+    pub fn union_list_state<S: Serializer>(&mut self, name: &str, serializer: S) -> Result<&mut OperatorListState<S>>
+    where
+        S::Value: Send,
+    {
+        self.list(name, serializer, Redistribution::Union)
+    }
+
+    /// The broadcast state of `descriptor`, read-write (for the broadcast side).
+    pub fn broadcast_state<KS: Serializer + Clone, VS: Serializer + Clone>(
+        &mut self,
+        descriptor: &BroadcastStateDescriptor<KS, VS>,
+    ) -> Result<&mut BroadcastState<KS, VS>>
+    where
+        KS::Value: Send,
+        VS::Value: Send,
+    {
+        let name = descriptor.name.as_str();
+        if !self.broadcast.contains_key(name) {
+            let mut state = BroadcastState {
+                keys: descriptor.keys.clone(),
+                values: descriptor.values.clone(),
+                map: BTreeMap::new(),
+                scratch: Vec::new(),
+            };
+            if let Some(pos) = self.pending.broadcast.iter().position(|b| b.name == name) {
+                let old = &self.pending.broadcast[pos];
+                check_serializer(name, &state.keys, &old.keys)?;
+                check_serializer(name, &state.values, &old.values)?;
+                for (k, v) in &old.entries {
+                    let key = state.keys.read_all(k).map_err(|e| codec_error(name, e))?;
+                    let value = state.values.read_all(v).map_err(|e| codec_error(name, e))?;
+                    state.map.insert(k.clone(), (key, value));
+                }
+                self.pending.broadcast.remove(pos);
+            }
+            self.broadcast.insert(name.to_owned(), Box::new(state));
+        }
+        let entry = self.broadcast.get_mut(name).ok_or(Misuse::ForeignHandle)?;
+        let describe = entry.describe();
+        entry.as_any_mut().downcast_mut::<BroadcastState<KS, VS>>().ok_or_else(|| {
+            Misuse::StateMismatch {
+                name: name.to_owned(),
+                existing: describe,
+                requested: format!(
+                    "broadcast state of {} -> {}",
+                    descriptor.keys.snapshot().identity,
+                    descriptor.values.snapshot().identity
+                ),
+            }
+            .into()
+        })
+    }
+
+    /// The broadcast state of `descriptor`, read-only (for the keyed side).
+    pub fn read_only_broadcast_state<KS: Serializer + Clone, VS: Serializer + Clone>(
+        &mut self,
+        descriptor: &BroadcastStateDescriptor<KS, VS>,
+    ) -> Result<ReadOnlyBroadcastState<'_, KS, VS>>
+    where
+        KS::Value: Send,
+        VS::Value: Send,
+    {
+        Ok(self.broadcast_state(descriptor)?.read_only())
+    }
+
+    /// Every state, serialized (restored states not registered again included).
+    pub fn snapshot(&self) -> OperatorStateSnapshot {
+        let mut out = OperatorStateSnapshot::default();
+        for (name, s) in &self.lists {
+            s.snapshot_into(name, &mut out);
+        }
+        for (name, s) in &self.broadcast {
+            s.snapshot_into(name, &mut out);
+        }
+        out.lists.extend(self.pending.lists.iter().cloned());
+        out.broadcast.extend(self.pending.broadcast.iter().cloned());
+        out.lists.sort_by(|a, b| a.name.cmp(&b.name));
+        out.broadcast.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Spreads the snapshots of the old instances (in instance order) over `parallelism` new
+    /// instances: even-split lists round-robin, union lists whole to everyone, broadcast state
+    /// (the same everywhere) from the first instance to everyone.
+    pub fn redistribute(old: &[OperatorStateSnapshot], parallelism: usize) -> Result<Vec<OperatorStateSnapshot>> {
+        if parallelism == 0 {
+            return Err(Misuse::InvalidOption { name: "parallelism", why: "must be at least 1" }.into());
+        }
+        let mut out = vec![OperatorStateSnapshot::default(); parallelism];
+        let mut names: BTreeMap<&str, (Redistribution, &SerializerSnapshot)> = BTreeMap::new();
+        for snap in old {
+            for l in &snap.lists {
+                match names.get(l.name.as_str()) {
+                    Some((mode, ser)) if *mode != l.mode || **ser != l.serializer => {
+                        return Err(Misuse::StateMismatch {
+                            name: l.name.clone(),
+                            existing: format!("{mode:?} list state of {}", ser.identity),
+                            requested: format!("{:?} list state of {}", l.mode, l.serializer.identity),
+                        }
+                        .into())
+                    }
+                    _ => {
+                        names.insert(&l.name, (l.mode, &l.serializer));
+                    }
+                }
+            }
+        }
+        for (name, (mode, serializer)) in names {
+            let all = old.iter().flat_map(|s| s.lists.iter().filter(|l| l.name == name)).flat_map(|l| &l.elements);
+            let mut parts: Vec<Vec<Vec<u8>>> = vec![Vec::new(); parallelism];
+            match mode {
+                Redistribution::EvenSplit => {
+                    for (i, e) in all.enumerate() {
+                        parts[i % parallelism].push(e.clone());
+                    }
+                }
+                Redistribution::Union => {
+                    let all: Vec<Vec<u8>> = all.cloned().collect();
+                    parts.iter_mut().for_each(|p| p.clone_from(&all));
+                }
+            }
+            for (snap, elements) in out.iter_mut().zip(parts) {
+                snap.lists.push(ListStateSnapshot {
+                    name: name.to_owned(),
+                    mode,
+                    serializer: serializer.clone(),
+                    elements,
+                });
+            }
+        }
+        if let Some(first) = old.first() {
+            for snap in &mut out {
+                snap.broadcast.clone_from(&first.broadcast);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,303 @@
+//! Timers: event-time and processing-time timers for (key, namespace, timestamp), stored in the
+//! store by key group beside the keyed state, so they are snapshotted, restored and rescaled
+//! with it.
+//!
+//! A timer is the record `key group | state | timestamp (u64 BE, sign bit flipped) | key |
+//! namespace` with an empty value: the store keeps each key group's timers in timestamp order,
+//! and registering the same timer twice writes the same record (deduplication for free). The
+//! service remembers each key group's earliest timer, so advancing time visits only the key
+//! groups that have something to fire.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use super::backend::{codec_error, state_prefix, Core, KeyedBackend, PREFIX_LEN};
+use super::StateKind;
+use crate::codec::{Serializer, Unit};
+use crate::error::Result;
+
+const TS_LEN: usize = 8;
+
+/// The earliest timer of one key group, as far as the service knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// Must be read from the store.
+    Unknown,
+    /// The key group has no timers.
+    Empty,
+    /// The earliest timer's timestamp.
+    At(i64),
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer<K, N> {
+    /// The key it was registered for (also the current key while it fires).
+    pub key: K,
+    /// The namespace it was registered for.
+    pub namespace: N,
+    /// Its timestamp.
+    pub timestamp: i64,
+}
+
+/// Registers, deletes and fires the timers of one backend, in one of two time domains each:
+/// event time (fired by [`advance_watermark`](Self::advance_watermark)) and processing time
+/// (fired by [`advance_processing_time`](Self::advance_processing_time)).
+#[derive(Debug, Clone)]
+pub struct TimerService<N: Serializer = Unit> {
+    backend: u64,
+    event: u16,
+    processing: u16,
+    name: Arc<str>,
+    namespace: N,
+}
+
+impl<K: Serializer> KeyedBackend<K> {
+    /// The timer service `name`, with the namespace `()`.
+    pub fn timer_service(&mut self, name: &str) -> Result<TimerService<Unit>> {
+        self.timer_service_in(name, Unit)
+    }
+
+    /// The timer service `name`, with namespaces written by `namespace`.
+    pub fn timer_service_in<N: Serializer>(&mut self, name: &str, namespace: N) -> Result<TimerService<N>> {
+        let core = &mut self.core;
+        let sers = vec![self.key_serializer.snapshot(), namespace.snapshot()];
+        let (event, name_arc) = core.register(&format!("{name}/event-time"), StateKind::Timers, sers.clone(), None)?;
+        let (processing, _) = core.register(&format!("{name}/processing-time"), StateKind::Timers, sers, None)?;
+        let groups = core.range.len() as usize;
+        for id in [event, processing] {
+            core.timer_heads.entry(id).or_insert_with(|| vec![Head::Empty; groups]);
+        }
+        Ok(TimerService { backend: core.id, event, processing, name: name_arc, namespace })
+    }
+}
+
+fn encode_ts(ts: i64) -> [u8; TS_LEN] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn decode_ts(bytes: &[u8]) -> Option<i64> {
+    let b: [u8; TS_LEN] = bytes.get(PREFIX_LEN..PREFIX_LEN + TS_LEN)?.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+impl<N: Serializer> TimerService<N> {
+    /// Builds the timer record of the current key in `core.buf`.
+    fn timer_key(&self, core: &mut Core, state: u16, namespace: &N::Value, ts: i64) -> Result<usize> {
+        core.check(self.backend)?;
+        core.build_key(state, &[])?;
+        let idx = usize::from(core.key_group() - core.range.start());
+        core.buf.splice(PREFIX_LEN..PREFIX_LEN, encode_ts(ts));
+        self.namespace.write(namespace, &mut core.buf);
+        Ok(idx)
+    }
+
+    fn register<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16, ns: &N::Value, ts: i64) -> Result<()> {
+        let core = &mut b.core;
+        let idx = self.timer_key(core, state, ns, ts)?;
+        core.store.put(&core.buf, &[])?;
+        let Some(head) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) else { return Ok(()) };
+        match *head {
+            Head::Empty => *head = Head::At(ts),
+            Head::At(t) if ts < t => *head = Head::At(ts),
+            _ => return Ok(()),
+        }
+        if core.timer_firing {
+            core.timer_changes.push((state, idx));
+        }
+        Ok(())
+    }
+
+    fn delete<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16, ns: &N::Value, ts: i64) -> Result<()> {
+        let core = &mut b.core;
+        let idx = self.timer_key(core, state, ns, ts)?;
+        core.store.delete(&core.buf)?;
+        if let Some(head) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) {
+            if *head == Head::At(ts) {
+                *head = Head::Unknown;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers an event-time timer for the current key.
+    pub fn register_event_time<K: Serializer>(&self, b: &mut KeyedBackend<K>, ns: &N::Value, ts: i64) -> Result<()> {
+        self.register(b, self.event, ns, ts)
+    }
+
+    /// Registers a processing-time timer for the current key.
+    pub fn register_processing_time<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        ns: &N::Value,
+        ts: i64,
+    ) -> Result<()> {
+        self.register(b, self.processing, ns, ts)
+    }
+
+    /// Deletes an event-time timer of the current key (nothing happens if there is none).
+    pub fn delete_event_time<K: Serializer>(&self, b: &mut KeyedBackend<K>, ns: &N::Value, ts: i64) -> Result<()> {
+        self.delete(b, self.event, ns, ts)
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    pub fn delete_processing_time<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        ns: &N::Value,
+        ts: i64,
+    ) -> Result<()> {
+        self.delete(b, self.processing, ns, ts)
+    }
+
+    /// Fires every event-time timer with a timestamp `<= watermark`, in timestamp order, with
+    /// its key set as the current key. `on_timer` may read and write state and register or
+    /// delete timers; timers it registers at or below the watermark fire in this call too.
+    /// Returns how many fired.
+    pub fn advance_watermark<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        watermark: i64,
+        on_timer: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        self.fire(b, self.event, watermark, on_timer)
+    }
+
+    /// Fires every processing-time timer with a timestamp `<= now`, as
+    /// [`advance_watermark`](Self::advance_watermark) does for event time.
+    pub fn advance_processing_time<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        now: i64,
+        on_timer: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        self.fire(b, self.processing, now, on_timer)
+    }
+
+    /// The earliest event-time timer's timestamp, if any.
+    pub fn next_event_time<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<i64>> {
+        self.earliest(b, self.event)
+    }
+
+    /// The earliest processing-time timer's timestamp, if any.
+    pub fn next_processing_time<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<i64>> {
+        self.earliest(b, self.processing)
+    }
+
+    fn earliest<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16) -> Result<Option<i64>> {
+        let core = &mut b.core;
+        core.check(self.backend)?;
+        let n = core.timer_heads.get(&state).map_or(0, Vec::len);
+        let mut best = None;
+        for idx in 0..n {
+            if let Head::At(t) = resolve(core, state, idx)? {
+                best = Some(best.map_or(t, |b: i64| b.min(t)));
+            }
+        }
+        Ok(best)
+    }
+
+    fn fire<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        state: u16,
+        up_to: i64,
+        mut on_timer: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        b.core.check(self.backend)?;
+        let n = b.core.timer_heads.get(&state).map_or(0, Vec::len);
+        // Candidates: key groups whose earliest timer is due. Entries may go stale (a timer
+        // deleted or registered since); each is checked against the head when popped.
+        let mut due: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
+        for idx in 0..n {
+            if let Head::At(t) = resolve(&mut b.core, state, idx)? {
+                if t <= up_to {
+                    due.push(Reverse((t, idx)));
+                }
+            }
+        }
+        let mut fired = 0;
+        b.core.timer_firing = true;
+        b.core.timer_changes.clear();
+        while let Some(Reverse((t, idx))) = due.pop() {
+            match resolve(&mut b.core, state, idx)? {
+                Head::At(now) if now == t => {}
+                Head::At(now) => {
+                    if now <= up_to {
+                        due.push(Reverse((now, idx)));
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            let core = &mut b.core;
+            let kg = core.range.start() + idx as u16;
+            let prefix = state_prefix(kg, state);
+            let (first, next) = {
+                let mut it = core.store.scan_prefix(&prefix)?;
+                let first = it.next_entry()?.map(|(k, _)| k.to_vec());
+                let next = it.next_entry()?.and_then(|(k, _)| decode_ts(k));
+                (first, next)
+            };
+            let head = next.map_or(Head::Empty, Head::At);
+            if let Some(h) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) {
+                *h = head;
+            }
+            let Some(record) = first else { continue };
+            core.store.delete(&record)?;
+            let timer = self.parse(&b.key_serializer, &record)?;
+            let key_len = record.len() - PREFIX_LEN - TS_LEN - timer.1;
+            b.core.set_raw_key(kg, &record[PREFIX_LEN + TS_LEN..PREFIX_LEN + TS_LEN + key_len]);
+            if let Err(e) = on_timer(b, timer.0) {
+                b.core.timer_firing = false;
+                return Err(e);
+            }
+            fired += 1;
+            // Timers the callback registered may be due: look at the key groups whose heads
+            // they moved.
+            for (st, i) in std::mem::take(&mut b.core.timer_changes) {
+                if st != state {
+                    continue;
+                }
+                if let Head::At(t) = resolve(&mut b.core, state, i)? {
+                    if t <= up_to {
+                        due.push(Reverse((t, i)));
+                    }
+                }
+            }
+        }
+        b.core.timer_firing = false;
+        Ok(fired)
+    }
+
+    /// Decodes a timer record; also returns the namespace's length in bytes.
+    #[allow(clippy::type_complexity)]
+    fn parse<K: Serializer>(&self, key_serializer: &K, record: &[u8]) -> Result<(Timer<K::Value, N::Value>, usize)> {
+        let err = |e| codec_error(&self.name, e);
+        let timestamp = decode_ts(record).ok_or(err(crate::codec::CodecError::Truncated { needed: TS_LEN }))?;
+        let mut rest = &record[PREFIX_LEN + TS_LEN..];
+        let key = key_serializer.read(&mut rest).map_err(err)?;
+        let ns_len = rest.len();
+        let namespace = self.namespace.read_all(rest).map_err(err)?;
+        Ok((Timer { key, namespace, timestamp }, ns_len))
+    }
+}
+
+/// The head of one key group, read from the store when unknown.
+fn resolve(core: &mut Core, state: u16, idx: usize) -> Result<Head> {
+    let head = core.timer_heads.get(&state).and_then(|h| h.get(idx)).copied().unwrap_or(Head::Empty);
+    if head != Head::Unknown {
+        return Ok(head);
+    }
+    let kg = core.range.start() + idx as u16;
+    let prefix = state_prefix(kg, state);
+    let head = {
+        let mut it = core.store.scan_prefix(&prefix)?;
+        it.next_entry()?.and_then(|(k, _)| decode_ts(k)).map_or(Head::Empty, Head::At)
+    };
+    if let Some(h) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) {
+        *h = head;
+    }
+    Ok(head)
+}

@@ -1,0 +1,341 @@
+//! Time to live: configuration, the timestamp stored with each value, and the compaction
+//! filter that drops expired entries while segments are merged.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::Clock;
+use crate::codec::{read_varint, write_varint};
+use crate::store::{CompactionFilter, FilterDecision};
+
+/// The bytes of the last-access timestamp in front of a value with TTL.
+pub(crate) const TS_LEN: usize = 8;
+
+/// When the last-access timestamp of an entry is refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TtlUpdate {
+    /// When the entry is created or written.
+    OnCreateAndWrite,
+    /// When the entry is created, written or read.
+    OnReadAndWrite,
+}
+
+/// Whether an expired entry that is still stored may be returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TtlVisibility {
+    /// Expired entries are never returned (and are removed when met).
+    NeverReturnExpired,
+    /// Expired entries are returned until cleanup has removed them.
+    ReturnExpiredIfNotCleanedUp,
+}
+
+/// A state's time to live, in the manner of Flink's `StateTtlConfig`.
+///
+/// Entries expire `ttl` after their last access (as [`TtlUpdate`] defines access). List and map
+/// entries expire one by one. Expired entries go in three ways besides being met on read:
+/// incrementally ([`cleanup_incrementally`](Self::cleanup_incrementally): every state access
+/// checks a few more entries), in compaction (on by default: merged segments leave them out),
+/// and in full snapshots ([`cleanup_full_snapshot`](Self::cleanup_full_snapshot)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TtlConfig {
+    pub(crate) ttl_ms: i64,
+    pub(crate) update: TtlUpdate,
+    pub(crate) visibility: TtlVisibility,
+    pub(crate) incremental: usize,
+    pub(crate) in_compaction: bool,
+    pub(crate) full_snapshot: bool,
+}
+
+impl TtlConfig {
+    /// Entries live `ttl` after creation or their last write, are never returned once expired,
+    /// and are dropped by compaction.
+    pub fn new(ttl: Duration) -> Self {
+        TtlConfig {
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
+            update: TtlUpdate::OnCreateAndWrite,
+            visibility: TtlVisibility::NeverReturnExpired,
+            incremental: 0,
+            in_compaction: true,
+            full_snapshot: false,
+        }
+    }
+
+    /// When the timestamp is refreshed.
+    #[must_use]
+    pub fn update(mut self, update: TtlUpdate) -> Self {
+        self.update = update;
+        self
+    }
+
+    /// Whether expired entries may be returned before cleanup removes them.
+    #[must_use]
+    pub fn visibility(mut self, visibility: TtlVisibility) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Every access to the state checks `entries` more entries of it for expiry (0: off).
+    #[must_use]
+    pub fn cleanup_incrementally(mut self, entries: usize) -> Self {
+        self.incremental = entries;
+        self
+    }
+
+    /// Whether compaction drops expired entries (on by default).
+    #[must_use]
+    pub fn cleanup_in_compaction(mut self, on: bool) -> Self {
+        self.in_compaction = on;
+        self
+    }
+
+    /// Whether full snapshots leave expired entries out.
+    #[must_use]
+    pub fn cleanup_full_snapshot(mut self) -> Self {
+        self.full_snapshot = true;
+        self
+    }
+
+    /// The time to live.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.unsigned_abs())
+    }
+
+    /// Whether an entry last accessed at `ts` has expired at `now`.
+    #[inline]
+    pub(crate) fn expired(&self, ts: i64, now: i64) -> bool {
+        ts.saturating_add(self.ttl_ms) <= now
+    }
+
+    /// Whether expired entries must be hidden.
+    #[inline]
+    pub(crate) fn hides_expired(&self) -> bool {
+        self.visibility == TtlVisibility::NeverReturnExpired
+    }
+}
+
+/// Splits a stored value with TTL into its timestamp and value bytes.
+#[inline]
+pub(crate) fn split_ts(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let (ts, rest) = bytes.split_first_chunk::<TS_LEN>()?;
+    Some((i64::from_le_bytes(*ts), rest))
+}
+
+/// Appends a timestamp.
+#[inline]
+pub(crate) fn put_ts(ts: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&ts.to_le_bytes());
+}
+
+/// One list element: `[timestamp] | varint length | bytes`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Element<'a> {
+    pub ts: Option<i64>,
+    pub bytes: &'a [u8],
+    /// The whole frame, timestamp included.
+    pub frame: &'a [u8],
+}
+
+/// Reads the elements of a list value. `None` from `next` ends the list; a malformed frame ends
+/// it with an error.
+pub(crate) struct Elements<'a> {
+    rest: &'a [u8],
+    ttl: bool,
+}
+
+impl<'a> Elements<'a> {
+    pub(crate) fn new(bytes: &'a [u8], ttl: bool) -> Self {
+        Elements { rest: bytes, ttl }
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Result<Element<'a>, crate::codec::CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let start = self.rest;
+        let mut cur = self.rest;
+        let r = (|| {
+            let ts = if self.ttl {
+                let (ts, rest) = split_ts(cur).ok_or(crate::codec::CodecError::Truncated { needed: TS_LEN })?;
+                cur = rest;
+                Some(ts)
+            } else {
+                None
+            };
+            let len = usize::try_from(read_varint(&mut cur)?)
+                .map_err(|_| crate::codec::CodecError::Invalid("list element length"))?;
+            if len > cur.len() {
+                return Err(crate::codec::CodecError::Truncated { needed: len - cur.len() });
+            }
+            let (bytes, rest) = cur.split_at(len);
+            let used = start.len() - rest.len();
+            Ok((Element { ts, bytes, frame: &start[..used] }, rest))
+        })();
+        match r {
+            Ok((e, rest)) => {
+                self.rest = rest;
+                Some(Ok(e))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Appends one list element frame around the bytes `write` appends.
+#[inline]
+pub(crate) fn put_element(ts: Option<i64>, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    if let Some(ts) = ts {
+        put_ts(ts, out);
+    }
+    // Reserve one length byte, the common case; move the bytes if the length needs more.
+    let len_at = out.len();
+    out.push(0);
+    write(out);
+    let len = out.len() - len_at - 1;
+    if len < 0x80 {
+        out[len_at] = len as u8;
+    } else {
+        let mut varint = Vec::with_capacity(10);
+        write_varint(len as u64, &mut varint);
+        out.splice(len_at..len_at + 1, varint);
+    }
+}
+
+/// The TTL of each state, shared with the compaction filter.
+#[derive(Default)]
+pub(crate) struct TtlTable {
+    /// Indexed by state id: `(config, is_list)`.
+    states: RwLock<Vec<Option<(TtlConfig, bool)>>>,
+}
+
+impl TtlTable {
+    pub(crate) fn set(&self, state: u16, config: TtlConfig, list: bool) {
+        let mut states = self.states.write().unwrap_or_else(|e| e.into_inner());
+        let i = usize::from(state);
+        if states.len() <= i {
+            states.resize(i + 1, None);
+        }
+        states[i] = Some((config, list));
+    }
+
+    fn get(&self, state: u16) -> Option<(TtlConfig, bool)> {
+        let states = self.states.read().unwrap_or_else(|e| e.into_inner());
+        states.get(usize::from(state)).copied().flatten()
+    }
+}
+
+/// Drops expired entries of states with TTL during compaction.
+pub(crate) struct TtlFilter {
+    pub(crate) table: Arc<TtlTable>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl CompactionFilter for TtlFilter {
+    fn filter(&self, key: &[u8], value: &[u8], _operand: bool, out: &mut Vec<u8>) -> FilterDecision {
+        let Some(&[a, b]) = key.get(2..4).map(|s| <&[u8; 2]>::try_from(s).ok()).flatten() else {
+            return FilterDecision::Keep;
+        };
+        let Some((config, list)) = self.table.get(u16::from_be_bytes([a, b])) else {
+            return FilterDecision::Keep;
+        };
+        if !config.in_compaction {
+            return FilterDecision::Keep;
+        }
+        let now = self.clock.now_millis();
+        if !list {
+            return match split_ts(value) {
+                Some((ts, _)) if config.expired(ts, now) => FilterDecision::Remove,
+                _ => FilterDecision::Keep,
+            };
+        }
+        filter_list(value, &config, now, out)
+    }
+}
+
+/// Leaves the unexpired elements of a list value in `out`.
+pub(crate) fn filter_list(value: &[u8], config: &TtlConfig, now: i64, out: &mut Vec<u8>) -> FilterDecision {
+    match list_expiry(value, config, now, out) {
+        Ok(Decision::Rewrite) if out.is_empty() => FilterDecision::Remove,
+        Ok(Decision::Rewrite) => FilterDecision::Replace,
+        // A list the filter cannot read is left for the reader to report.
+        Ok(Decision::Keep) | Err(_) => FilterDecision::Keep,
+    }
+}
+
+/// Whether a list value has expired elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing expired.
+    Keep,
+    /// Some elements expired; the others are in the output.
+    Rewrite,
+}
+
+/// Copies the unexpired elements of a list value (with TTL) to `out`.
+pub(crate) fn list_expiry(
+    value: &[u8],
+    config: &TtlConfig,
+    now: i64,
+    out: &mut Vec<u8>,
+) -> Result<Decision, crate::codec::CodecError> {
+    let mut expired = false;
+    for e in Elements::new(value, true) {
+        let e = e?;
+        if e.ts.is_some_and(|ts| config.expired(ts, now)) {
+            expired = true;
+        } else {
+            out.extend_from_slice(e.frame);
+        }
+    }
+    Ok(if expired { Decision::Rewrite } else { Decision::Keep })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_round_trip_with_long_and_short_lengths() {
+        let mut out = Vec::new();
+        put_element(Some(7), &mut out, |o| o.extend_from_slice(b"ab"));
+        put_element(Some(8), &mut out, |o| o.extend_from_slice(&[9u8; 300]));
+        put_element(Some(9), &mut out, |_| {});
+        let els: Vec<_> = Elements::new(&out, true).map(|e| e.unwrap()).collect();
+        assert_eq!(els.len(), 3);
+        assert_eq!((els[0].ts, els[0].bytes), (Some(7), &b"ab"[..]));
+        assert_eq!((els[1].ts, els[1].bytes.len()), (Some(8), 300));
+        assert_eq!((els[2].ts, els[2].bytes), (Some(9), &b""[..]));
+    }
+
+    #[test]
+    fn truncated_elements_end_with_an_error() {
+        let mut out = Vec::new();
+        put_element(None, &mut out, |o| o.extend_from_slice(b"abc"));
+        for cut in 1..out.len() {
+            let r: Vec<_> = Elements::new(&out[..cut], false).collect();
+            assert!(r.last().unwrap().is_err());
+        }
+    }
+
+    #[test]
+    fn list_filter_keeps_live_elements_only() {
+        let config = TtlConfig::new(Duration::from_millis(10));
+        let mut v = Vec::new();
+        put_element(Some(0), &mut v, |o| o.push(1));
+        put_element(Some(95), &mut v, |o| o.push(2));
+        let mut out = Vec::new();
+        assert_eq!(filter_list(&v, &config, 100, &mut out), FilterDecision::Replace);
+        let els: Vec<_> = Elements::new(&out, true).map(|e| e.unwrap().bytes.to_vec()).collect();
+        assert_eq!(els, vec![vec![2]]);
+        out.clear();
+        assert_eq!(filter_list(&v, &config, 5, &mut out), FilterDecision::Keep);
+        out.clear();
+        assert_eq!(filter_list(&v, &config, 200, &mut out), FilterDecision::Remove);
+    }
+}
