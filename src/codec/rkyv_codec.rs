@@ -125,10 +125,10 @@ where
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     let addr = bytes.as_ptr().addr();
-    if addr % ARCHIVE_ALIGN == 0 {
+    if addr.is_multiple_of(ARCHIVE_ALIGN) {
         // As aligned as any copy would be: a failure here is a failure anywhere.
         Some(rkyv::access::<T::Archived, rancor::Error>(bytes).map_err(|_| INVALID_ARCHIVE))
-    } else if addr % align_of::<T::Archived>() == 0 {
+    } else if addr.is_multiple_of(align_of::<T::Archived>()) {
         // The root is aligned, but objects it points to may need more: try, and copy if not.
         rkyv::access::<T::Archived, rancor::Error>(bytes).ok().map(Ok)
     } else {
@@ -342,7 +342,8 @@ mod tests {
     /// `encoded` placed in an aligned buffer so that the archive (after the length prefix)
     /// starts at `offset` modulo 16; returns the buffer and where `encoded` starts in it.
     fn placed(encoded: &[u8], offset: usize) -> (AlignedVec, usize) {
-        let prefix = encoded.len() - archive_slot(encoded).unwrap().len();
+        // The varint's length (also when damaged bytes make it claim a wrong one).
+        let prefix = encoded.iter().take(10).position(|b| b & 0x80 == 0).map_or(1, |i| i + 1);
         let start = (32 + offset - prefix) % 16 + 16;
         let mut buf = AlignedVec::new();
         buf.resize(start, 0xEE);
@@ -465,7 +466,7 @@ mod tests {
         fn prop(bytes: Vec<u8>) -> bool {
             fuzz(&RkyvSerializer::<Event>::new(), &bytes)
                 && fuzz(&RkyvSerializer::<Longs>::new(), &bytes)
-                && RkyvSerializer::<Event>::new().view(&bytes).map_or(true, |v| *v == *v)
+                && RkyvSerializer::<Event>::new().view(&bytes).map_or(true, |v| v.id == v.id)
         }
         quickcheck(prop as fn(Vec<u8>) -> bool);
     }

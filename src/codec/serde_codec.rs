@@ -283,7 +283,10 @@ mod tests {
         // A slot that ends before its value does.
         assert_eq!(s.read_all(&[1, 1]), Err(CodecError::Invalid("postcard")));
         // Bad UTF-8, a bad enum discriminant, a bad bool.
-        assert_eq!(SerdeSerializer::<String>::new().read_all(&[3, 2, 0xff, 0xfe]), Err(CodecError::Invalid("postcard")));
+        assert_eq!(
+            SerdeSerializer::<String>::new().read_all(&[3, 2, 0xff, 0xfe]),
+            Err(CodecError::Invalid("postcard"))
+        );
         assert_eq!(SerdeSerializer::<Kind>::new().read_all(&[1, 9]), Err(CodecError::Invalid("postcard")));
         assert_eq!(SerdeSerializer::<bool>::new().read_all(&[1, 2]), Err(CodecError::Invalid("postcard")));
         // A huge claimed length, inside the slot or of the slot, allocates nothing.

@@ -77,6 +77,11 @@ impl ManualClock {
         ManualClock(Arc::new(AtomicI64::new(millis)))
     }
 
+    /// The time it shows.
+    pub fn now(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// Sets the time.
     pub fn set(&self, millis: i64) {
         self.0.store(millis, Ordering::Relaxed);

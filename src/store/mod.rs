@@ -848,7 +848,8 @@ impl Store {
     pub fn compact(&mut self) -> Result<()> {
         self.flush()?;
         self.wait_for_compaction()?;
-        if self.segments.len() > 1 || self.segments.iter().any(|s| !s.mask.is_empty()) {
+        let filtered = self.opts.filter.is_some() && !self.segments.is_empty();
+        if self.segments.len() > 1 || filtered || self.segments.iter().any(|s| !s.mask.is_empty()) {
             self.start_compaction(0..self.segments.len());
             self.wait_for_compaction()?;
         }

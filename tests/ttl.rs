@@ -1,0 +1,267 @@
+//! Time to live against a model with a controlled clock: every update type and visibility,
+//! value, list and map state (list and map entries expire one by one), and the three ways
+//! expired entries go: on read, incrementally, and in compaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::codec::{I64, U64};
+use eddy::io::FaultFs;
+use eddy::state::{
+    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, ReducingStateDescriptor, TtlConfig,
+    TtlUpdate, TtlVisibility, ValueStateDescriptor,
+};
+use eddy::store::StoreOptions;
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+const TTL: i64 = 10;
+
+#[derive(Clone, Debug)]
+enum Op {
+    SetKey(u64),
+    Advance(i64),
+    ValueUpdate(i64),
+    ValueGet,
+    ListAdd(i64),
+    ListGet,
+    MapPut(u64, i64),
+    MapGet(u64),
+    MapIter,
+    Flush,
+    Compact,
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Self {
+        match u8::arbitrary(g) % 12 {
+            0 => Op::SetKey(u64::arbitrary(g) % 6),
+            1 | 2 => Op::Advance(i64::from(u8::arbitrary(g) % 8)),
+            3 => Op::ValueUpdate(i64::arbitrary(g)),
+            4 => Op::ValueGet,
+            5 => Op::ListAdd(i64::arbitrary(g)),
+            6 => Op::ListGet,
+            7 => Op::MapPut(u64::arbitrary(g) % 4, i64::arbitrary(g)),
+            8 => Op::MapGet(u64::arbitrary(g) % 4),
+            9 => Op::MapIter,
+            10 => Op::Flush,
+            _ => Op::Compact,
+        }
+    }
+}
+
+fn backend(clock: &ManualClock) -> KeyedBackend<U64> {
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new())).memory_budget(256 << 10);
+    KeyedBackend::builder(U64).max_parallelism(8).clock(Arc::new(clock.clone())).store_options(opts).open("/t").unwrap()
+}
+
+/// Runs `ops` with one TTL configuration. With `ReturnExpiredIfNotCleanedUp`, compaction
+/// cleanup is off, so that what "not cleaned up" means is exact.
+fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult {
+    let clock = ManualClock::new(1_000);
+    let mut b = backend(&clock);
+    let hide = visibility == TtlVisibility::NeverReturnExpired;
+    let ttl = TtlConfig::new(Duration::from_millis(TTL as u64)).update(update).visibility(visibility).cleanup_in_compaction(hide);
+    let value = b.state(ValueStateDescriptor::of::<i64>("v").ttl(ttl)).unwrap();
+    let list = b.state(ListStateDescriptor::of::<i64>("l").ttl(ttl)).unwrap();
+    let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
+    let mut mv: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+    let mut ml: BTreeMap<u64, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut mm: BTreeMap<u64, BTreeMap<u64, (i64, i64)>> = BTreeMap::new();
+    let mut key = 0;
+    b.set_current_key(&key).unwrap();
+    let expired = |ts: i64, now: i64| ts + TTL <= now;
+    let refresh = update == TtlUpdate::OnReadAndWrite;
+    for op in ops {
+        let now = clock.now();
+        match op {
+            Op::SetKey(k) => {
+                key = k;
+                b.set_current_key(&k).unwrap();
+            }
+            Op::Advance(ms) => clock.advance(ms),
+            Op::ValueUpdate(v) => {
+                value.update(&mut b, &v).unwrap();
+                mv.insert(key, (v, now));
+            }
+            Op::ValueGet => {
+                let want = match mv.get(&key).copied() {
+                    None => None,
+                    Some((_, ts)) if expired(ts, now) && hide => {
+                        mv.remove(&key);
+                        None
+                    }
+                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
+                    Some((v, _)) if refresh => Some((v, now)),
+                    Some(e) => Some(e),
+                };
+                if let Some(e) = want {
+                    mv.insert(key, e);
+                }
+                assert_eq!(value.get(&mut b).unwrap(), want.map(|e| e.0));
+            }
+            Op::ListAdd(v) => {
+                list.add(&mut b, &v).unwrap();
+                ml.entry(key).or_default().push((v, now));
+            }
+            Op::ListGet => {
+                let elems = ml.remove(&key).unwrap_or_default();
+                let kept: Vec<(i64, i64)> = elems
+                    .into_iter()
+                    .filter(|(_, ts)| !(hide && expired(*ts, now)))
+                    .map(|(v, ts)| if refresh && !expired(ts, now) { (v, now) } else { (v, ts) })
+                    .collect();
+                assert_eq!(list.get_vec(&mut b).unwrap(), kept.iter().map(|e| e.0).collect::<Vec<_>>());
+                if !kept.is_empty() {
+                    ml.insert(key, kept);
+                }
+            }
+            Op::MapPut(uk, v) => {
+                map.put(&mut b, &uk, &v).unwrap();
+                mm.entry(key).or_default().insert(uk, (v, now));
+            }
+            Op::MapGet(uk) => {
+                let entries = mm.entry(key).or_default();
+                let want = match entries.get(&uk).copied() {
+                    None => None,
+                    Some((_, ts)) if expired(ts, now) && hide => {
+                        entries.remove(&uk);
+                        None
+                    }
+                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
+                    Some((v, _)) if refresh => Some((v, now)),
+                    Some(e) => Some(e),
+                };
+                if let Some(e) = want {
+                    entries.insert(uk, e);
+                }
+                assert_eq!(map.get(&mut b, &uk).unwrap(), want.map(|e| e.0));
+            }
+            Op::MapIter => {
+                // Iteration hides expired entries but neither removes nor refreshes them.
+                let want: Vec<(u64, i64)> = mm
+                    .get(&key)
+                    .map(|e| e.iter().filter(|(_, (_, ts))| !(hide && expired(*ts, now))).map(|(k, (v, _))| (*k, *v)).collect())
+                    .unwrap_or_default();
+                let got: Vec<(u64, i64)> = map.iter(&mut b).unwrap().map(Result::unwrap).collect();
+                assert_eq!(got, want);
+            }
+            Op::Flush => b.store().flush().unwrap(),
+            Op::Compact => {
+                // Compaction may drop expired entries (only when they are hidden anyway).
+                b.store().compact().unwrap();
+            }
+        }
+    }
+    TestResult::passed()
+}
+
+fn prop<const READ_REFRESHES: bool, const HIDE: bool>(ops: Vec<Op>) -> TestResult {
+    let update = if READ_REFRESHES { TtlUpdate::OnReadAndWrite } else { TtlUpdate::OnCreateAndWrite };
+    let visibility =
+        if HIDE { TtlVisibility::NeverReturnExpired } else { TtlVisibility::ReturnExpiredIfNotCleanedUp };
+    run(ops, update, visibility)
+}
+
+fn check(p: fn(Vec<Op>) -> TestResult) {
+    QuickCheck::new().rng(Gen::new(150)).tests(100).quickcheck(p);
+}
+
+#[test]
+fn ttl_on_create_and_write_never_returning_expired_matches_the_model() {
+    check(prop::<false, true>);
+}
+
+#[test]
+fn ttl_on_read_and_write_never_returning_expired_matches_the_model() {
+    check(prop::<true, true>);
+}
+
+#[test]
+fn ttl_on_create_and_write_returning_expired_matches_the_model() {
+    check(prop::<false, false>);
+}
+
+#[test]
+fn ttl_on_read_and_write_returning_expired_matches_the_model() {
+    check(prop::<true, false>);
+}
+
+fn raw_records(b: &mut KeyedBackend<U64>) -> usize {
+    let range = b.key_groups();
+    b.store().scan_key_groups(range).unwrap().collect_vec().unwrap().len()
+}
+
+#[test]
+fn compaction_drops_expired_entries_without_reading_them() {
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100));
+    let value = b.state(ValueStateDescriptor::of::<i64>("v").ttl(ttl)).unwrap();
+    let list = b.state(ListStateDescriptor::of::<i64>("l").ttl(ttl)).unwrap();
+    let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
+    let keep = b.state(ValueStateDescriptor::of::<i64>("keep")).unwrap();
+    for k in 0..500u64 {
+        b.set_current_key(&k).unwrap();
+        value.update(&mut b, &1).unwrap();
+        list.add(&mut b, &1).unwrap();
+        map.put(&mut b, &k, &1).unwrap();
+        keep.update(&mut b, &1).unwrap();
+    }
+    clock.advance(50);
+    // Half the list elements are younger: they survive while their older siblings go.
+    for k in 0..250u64 {
+        b.set_current_key(&k).unwrap();
+        list.add(&mut b, &2).unwrap();
+    }
+    b.store().flush().unwrap();
+    assert_eq!(raw_records(&mut b), 2000);
+    clock.advance(60);
+    b.store().compact().unwrap();
+    // Only the untimed state and the 250 younger lists remain.
+    assert_eq!(raw_records(&mut b), 750);
+    for k in 0..500u64 {
+        b.set_current_key(&k).unwrap();
+        let want = if k < 250 { vec![2] } else { vec![] };
+        assert_eq!(list.get_vec(&mut b).unwrap(), want);
+        assert_eq!(keep.get(&mut b).unwrap(), Some(1));
+    }
+}
+
+#[test]
+fn incremental_cleanup_removes_expired_entries_as_the_state_is_used() {
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_incrementally(50).cleanup_in_compaction(false);
+    let value = b.state(ValueStateDescriptor::of::<i64>("v").ttl(ttl)).unwrap();
+    for k in 0..1000u64 {
+        b.set_current_key(&k).unwrap();
+        value.update(&mut b, &1).unwrap();
+    }
+    clock.advance(200);
+    b.set_current_key(&0).unwrap();
+    // The writes above already checked entries as they went (all live then); each read now
+    // checks 50 more, wrapping around the key groups.
+    for _ in 0..25 {
+        assert_eq!(value.get(&mut b).unwrap(), None);
+    }
+    assert_eq!(raw_records(&mut b), 0);
+}
+
+#[test]
+fn reducing_state_expires_as_a_whole() {
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(10));
+    let r = b.state(ReducingStateDescriptor::new("sum", I64, |a: i64, b: i64| a + b).ttl(ttl)).unwrap();
+    b.set_current_key(&1).unwrap();
+    r.add(&mut b, 2).unwrap();
+    clock.advance(5);
+    r.add(&mut b, 3).unwrap();
+    clock.advance(9);
+    assert_eq!(r.get(&mut b).unwrap(), Some(5));
+    clock.advance(1);
+    assert_eq!(r.get(&mut b).unwrap(), None);
+    r.add(&mut b, 4).unwrap();
+    assert_eq!(r.get(&mut b).unwrap(), Some(4));
+}
