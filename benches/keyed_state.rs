@@ -1,1 +1,710 @@
-fn main() {}
+//! Keyed state benchmarks in the shape of Apache Flink's flink-benchmarks state benchmarks
+//! (`ValueStateBenchmark`, `ListStateBenchmark`, `MapStateBenchmark`): one thread, `u64` keys,
+//! 500,000 setup keys inserted in shuffled order, and 500,000 distinct new keys. Every measured
+//! operation is "set the current key, then one state call", cycling through the shuffled keys.
+//! The store's budget (4 GiB) keeps everything in its mutable region, as Flink's heap backend
+//! keeps everything on the heap; a check outside the timed part fails the run if a region was
+//! ever frozen for flushing.
+//!
+//! `cargo bench --bench keyed_state` runs everything (a few minutes); a filter picks benchmarks,
+//! e.g. `cargo bench --bench keyed_state -- map/` (setups are built only for the benchmarks that
+//! run). Each figure `<group>/eddy/<op>` has a baseline `<group>/hashmap/<op>` from the same run:
+//! std `HashMap`s with foldhash doing the same work.
+//!
+//! - `value/*`: `ValueState<u64>`; baseline `HashMap<u64, u64>`. `update` overwrites a setup
+//!   key's value, `get` reads it, `add` sets the value of a new key. `add` inserts up to the
+//!   500,000 new keys into a backend that holds the 500,000 setup keys, then starts over on a
+//!   fresh setup (built outside the timed part), as `benches/store.rs` does for `put_new`.
+//! - `list/*`: `ListState<u64>` whose setup lists hold one element each; baseline
+//!   `HashMap<u64, Vec<u64>>` (`entry().or_default()` then `push` / `extend_from_slice`; `update`
+//!   is `clear` + `extend_from_slice`). `add` appends one element (Flink's `listAppend`),
+//!   `add_all` appends 100 and `update` replaces the list with 100 (Flink's `listAddAll` and
+//!   `listUpdate`, with its `listValueCount` of 100), `get` reads a one-element list and iterates
+//!   it (Flink's `listGetAndIterate`). So that lists stay small and memory bounded, a setup takes
+//!   at most 10,000,000 appended elements (`add`: 20 passes, lists grow to 21 elements) or
+//!   100,000 bulk calls (`add_all`, `update`: each touches a key with a one-element list once),
+//!   then a fresh setup is built outside the timed part.
+//! - `map/*`: `MapState<u64, f64>` with 10 user keys (0..10) per key, 5,000,000 entries; baseline
+//!   a `HashMap<u64, HashMap<u64, f64>>` (a map per key, like Flink's heap backend, and what
+//!   iterating one key's entries needs). `update` puts an existing user key, `get` reads one,
+//!   `contains` asks for a missing one, `is_empty` asks of a setup key, `remove` removes an
+//!   existing user key (timed in chunks of 1,000; the removed entries are put back after each
+//!   chunk, outside the timed part), `put_all` puts the 10 existing user keys (Flink's
+//!   `mapPutAll`), `iterate_entries` / `iterate_keys` / `iterate_values` read all 10 entries of
+//!   a key. `add` puts a new user key into an existing key's map: pass `p` over the keys adds user
+//!   key `10 + p`, up to 10 passes (maps grow from 10 to 20 entries), then a fresh setup is built
+//!   outside the timed part. (Flink's `mapAdd` puts into a new key instead; in the store both are
+//!   one new record.) `put_all` and the iterations report throughput per entry (10 per call).
+//!
+//! Keys reach the backend through `set_current_key`, which serializes the key and hashes it to
+//! its key group; the baseline only hashes the `u64` once in the map.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use eddy::codec::{F64, U64};
+use eddy::state::{
+    KeyedBackend, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
+};
+use eddy::store::StoreOptions;
+
+/// Setup keys (`0..KEYS`, shuffled) and new keys (`KEYS..2 * KEYS`, shuffled).
+const KEYS: usize = 500_000;
+/// Large enough that nothing is ever frozen for flushing (the mutable region gets a quarter).
+const BUDGET: usize = 4 << 30;
+/// The elements a list setup takes before it is rebuilt.
+const LIST_ELEMENTS_PER_SETUP: usize = 10_000_000;
+/// The elements of one `add_all` or `update`.
+const LIST_BULK: usize = 100;
+/// User keys per key in the map setup.
+const MAP_USER_KEYS: u64 = 10;
+/// Passes of `map/add` over the keys before the setup is rebuilt.
+const MAP_ADD_PASSES: usize = 10;
+/// `map/remove` puts the removed entries back after every chunk of this many.
+const REMOVE_CHUNK: u64 = 1_000;
+
+type Fast = foldhash::fast::FixedState;
+type Map<K, V> = HashMap<K, V, Fast>;
+
+/// A deterministic permutation of `offset..offset + n` (a xorshift-driven Fisher-Yates shuffle).
+fn shuffled(n: usize, offset: u64, seed: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (offset..offset + n as u64).collect();
+    let mut s = seed | 1;
+    for i in (1..v.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Cycles through the shuffled keys; also picks a user key that moves on every pass.
+#[derive(Clone, Copy)]
+struct Cycle<'a> {
+    keys: &'a [u64],
+    i: usize,
+    pass: u64,
+}
+
+impl<'a> Cycle<'a> {
+    fn new(keys: &'a [u64]) -> Self {
+        Cycle { keys, i: 0, pass: 0 }
+    }
+
+    /// The next key and a user key in `0..MAP_USER_KEYS`.
+    #[inline]
+    fn next(&mut self) -> (u64, u64) {
+        let k = self.keys[self.i];
+        let uk = (self.i as u64 + self.pass) % MAP_USER_KEYS;
+        self.i += 1;
+        if self.i == self.keys.len() {
+            self.i = 0;
+            self.pass += 1;
+        }
+        (k, uk)
+    }
+}
+
+/// A backend with one registered state, and the directory it lives in.
+struct Eddy<H> {
+    b: KeyedBackend<U64>,
+    h: H,
+    _dir: tempfile::TempDir,
+}
+
+impl<H> Eddy<H> {
+    fn open(register: impl FnOnce(&mut KeyedBackend<U64>) -> eddy::Result<H>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = KeyedBackend::builder(U64)
+            .max_parallelism(128)
+            .store_options(StoreOptions::new().memory_budget(BUDGET))
+            .open(dir.path())
+            .expect("open backend");
+        let h = register(&mut b).expect("register state");
+        Eddy { b, h, _dir: dir }
+    }
+
+    /// Fails the run if the store ever left memory, which would make the figures mean
+    /// something else.
+    fn check_in_memory(&mut self) {
+        let s = self.b.store().stats();
+        assert!(s.flushes == 0 && s.flushing_bytes == 0 && s.segments == 0, "the store flushed: raise BUDGET");
+    }
+}
+
+/// Runs `iters` operations on states of which each takes `per_setup` operations before it is
+/// replaced by `fresh()` (outside the timed part); `op(state, j)` does the `j`th operation
+/// since the state's setup. The state and its count live across calls.
+fn rounds<S>(
+    iters: u64,
+    state: &mut Option<(S, usize)>,
+    per_setup: usize,
+    mut fresh: impl FnMut() -> S,
+    mut op: impl FnMut(&mut S, usize),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        if state.as_ref().is_none_or(|(_, done)| *done >= per_setup) {
+            *state = None;
+            *state = Some((fresh(), 0));
+        }
+        let (s, done) = state.as_mut().expect("a state");
+        let n = (left as usize).min(per_setup - *done);
+        let t = Instant::now();
+        for j in *done..*done + n {
+            op(s, j);
+        }
+        total += t.elapsed();
+        *done += n;
+        left -= n as u64;
+    }
+    total
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(1));
+    g
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value state
+
+type ValueEddy = Eddy<ValueState<U64>>;
+
+fn value_eddy(keys: &[u64]) -> ValueEddy {
+    let mut e = Eddy::open(|b| b.state(ValueStateDescriptor::new("v", U64)));
+    for &k in keys {
+        e.b.set_current_key(&k).unwrap();
+        e.h.update(&mut e.b, &k).unwrap();
+    }
+    e
+}
+
+fn value_hashmap(keys: &[u64]) -> Map<u64, u64> {
+    let mut m = Map::default();
+    for &k in keys {
+        m.insert(k, k);
+    }
+    m
+}
+
+fn value(c: &mut Criterion) {
+    let keys = shuffled(KEYS, 0, 42);
+    let new_keys = shuffled(KEYS, KEYS as u64, 7);
+    let mut g = group(c, "value");
+
+    let mut eddy: Option<ValueEddy> = None;
+    let mut map: Option<Map<u64, u64>> = None;
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/update", |bench| {
+        let e = eddy.get_or_insert_with(|| value_eddy(&keys));
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            e.h.update(&mut e.b, &(k + 1)).unwrap();
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/update", |bench| {
+        let m = map.get_or_insert_with(|| value_hashmap(&keys));
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            m.insert(k, k + 1);
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/get", |bench| {
+        let e = eddy.get_or_insert_with(|| value_eddy(&keys));
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            black_box(e.h.get(&mut e.b).unwrap().expect("a setup key"))
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/get", |bench| {
+        let m = map.get_or_insert_with(|| value_hashmap(&keys));
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            black_box(*m.get(&k).expect("a setup key"))
+        })
+    });
+    if let Some(e) = eddy.as_mut() {
+        e.check_in_memory();
+    }
+    drop(eddy);
+
+    let mut state: Option<(ValueEddy, usize)> = None;
+    g.bench_function("eddy/add", |bench| {
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, KEYS, || value_eddy(&keys), |e, j| {
+                let k = new_keys[j];
+                e.b.set_current_key(&k).unwrap();
+                e.h.update(&mut e.b, &k).unwrap();
+            })
+        })
+    });
+    if let Some((e, _)) = state.as_mut() {
+        e.check_in_memory();
+    }
+    drop(state);
+    let mut state: Option<(Map<u64, u64>, usize)> = None;
+    g.bench_function("hashmap/add", |bench| {
+        let setup = map.get_or_insert_with(|| value_hashmap(&keys)).clone();
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, KEYS, || setup.clone(), |m, j| {
+                let k = new_keys[j];
+                m.insert(k, k);
+            })
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// List state
+
+type ListEddy = Eddy<ListState<U64>>;
+
+fn list_eddy(keys: &[u64]) -> ListEddy {
+    let mut e = Eddy::open(|b| b.state(ListStateDescriptor::new("l", U64)));
+    for &k in keys {
+        e.b.set_current_key(&k).unwrap();
+        e.h.add(&mut e.b, &k).unwrap();
+    }
+    e
+}
+
+fn list_hashmap(keys: &[u64]) -> Map<u64, Vec<u64>> {
+    let mut m = Map::default();
+    for &k in keys {
+        m.insert(k, vec![k]);
+    }
+    m
+}
+
+fn list(c: &mut Criterion) {
+    let keys = shuffled(KEYS, 0, 42);
+    let bulk: Vec<u64> = (0..LIST_BULK as u64).map(|i| i * 3 + 1).collect();
+    let mut g = group(c, "list");
+
+    // Appends leave the lists longer: `get` runs first, on lists of one element.
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/get", |bench| {
+        let mut e = list_eddy(&keys);
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            for x in e.h.get(&mut e.b).unwrap() {
+                black_box(x.unwrap());
+            }
+        });
+        e.check_in_memory();
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/get", |bench| {
+        let m = list_hashmap(&keys);
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            for &x in m.get(&k).expect("a setup key") {
+                black_box(x);
+            }
+        })
+    });
+
+    let mut hashmap_setup: Option<Map<u64, Vec<u64>>> = None;
+    let per_setup = LIST_ELEMENTS_PER_SETUP;
+    let mut state: Option<(ListEddy, usize)> = None;
+    g.bench_function("eddy/add", |bench| {
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+                let k = keys[j % KEYS];
+                e.b.set_current_key(&k).unwrap();
+                e.h.add(&mut e.b, &(j as u64)).unwrap();
+            })
+        })
+    });
+    if let Some((e, _)) = state.as_mut() {
+        e.check_in_memory();
+    }
+    drop(state);
+    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    g.bench_function("hashmap/add", |bench| {
+        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+                let k = keys[j % KEYS];
+                m.entry(k).or_default().push(j as u64);
+            })
+        })
+    });
+    drop(state);
+
+    g.throughput(Throughput::Elements(LIST_BULK as u64));
+    let per_setup = LIST_ELEMENTS_PER_SETUP / LIST_BULK;
+    let mut state: Option<(ListEddy, usize)> = None;
+    g.bench_function("eddy/add_all", |bench| {
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+                e.b.set_current_key(&keys[j]).unwrap();
+                e.h.add_all(&mut e.b, bulk.iter()).unwrap();
+            })
+        })
+    });
+    if let Some((e, _)) = state.as_mut() {
+        e.check_in_memory();
+    }
+    drop(state);
+    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    g.bench_function("hashmap/add_all", |bench| {
+        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+                m.entry(keys[j]).or_default().extend_from_slice(&bulk);
+            })
+        })
+    });
+    drop(state);
+
+    let mut state: Option<(ListEddy, usize)> = None;
+    g.bench_function("eddy/update", |bench| {
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+                e.b.set_current_key(&keys[j]).unwrap();
+                e.h.update(&mut e.b, bulk.iter()).unwrap();
+            })
+        })
+    });
+    if let Some((e, _)) = state.as_mut() {
+        e.check_in_memory();
+    }
+    drop(state);
+    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    g.bench_function("hashmap/update", |bench| {
+        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+                let l = m.entry(keys[j]).or_default();
+                l.clear();
+                l.extend_from_slice(&bulk);
+            })
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map state
+
+type MapEddy = Eddy<MapState<U64, F64>>;
+type NestedMap = Map<u64, Map<u64, f64>>;
+
+fn map_value(k: u64, uk: u64) -> f64 {
+    (k ^ uk) as f64 * 0.5
+}
+
+fn map_eddy(keys: &[u64]) -> MapEddy {
+    let start = Instant::now();
+    let mut e = Eddy::open(|b| b.state(MapStateDescriptor::new("m", U64, F64)));
+    for &k in keys {
+        e.b.set_current_key(&k).unwrap();
+        for uk in 0..MAP_USER_KEYS {
+            e.h.put(&mut e.b, &uk, &map_value(k, uk)).unwrap();
+        }
+    }
+    let mib = e.b.store().stats().memory_bytes() >> 20;
+    eprintln!("map: loaded {} entries into eddy in {:.1?} ({mib} MiB)", keys.len() as u64 * MAP_USER_KEYS, start.elapsed());
+    e
+}
+
+fn map_hashmap(keys: &[u64]) -> NestedMap {
+    let mut m = NestedMap::default();
+    for &k in keys {
+        m.insert(k, (0..MAP_USER_KEYS).map(|uk| (uk, map_value(k, uk))).collect());
+    }
+    m
+}
+
+fn map(c: &mut Criterion) {
+    let keys = shuffled(KEYS, 0, 42);
+    let mut g = group(c, "map");
+    let mut eddy: Option<MapEddy> = None;
+    let mut hashmap: Option<NestedMap> = None;
+    macro_rules! eddy {
+        () => {
+            eddy.get_or_insert_with(|| map_eddy(&keys))
+        };
+    }
+    macro_rules! hashmap {
+        () => {
+            hashmap.get_or_insert_with(|| map_hashmap(&keys))
+        };
+    }
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/update", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            e.h.put(&mut e.b, &uk, &map_value(k, uk)).unwrap();
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/update", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            m.entry(k).or_default().insert(uk, map_value(k, uk));
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/get", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            black_box(e.h.get(&mut e.b, &uk).unwrap().expect("a setup entry"))
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/get", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            black_box(*m.get(&k).and_then(|um| um.get(&uk)).expect("a setup entry"))
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/contains", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            assert!(!e.h.contains(&mut e.b, &(u64::MAX - uk)).unwrap());
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/contains", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, uk) = cy.next();
+            assert!(!m.get(&k).is_some_and(|um| um.contains_key(&(u64::MAX - uk))));
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/is_empty", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            assert!(!e.h.is_empty(&mut e.b).unwrap());
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/is_empty", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            assert!(!m.get(&k).is_none_or(|um| um.is_empty()));
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/remove", |bench| {
+        let e = eddy!();
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(REMOVE_CHUNK);
+                let mut undo = cy;
+                let t = Instant::now();
+                for _ in 0..n {
+                    let (k, uk) = cy.next();
+                    e.b.set_current_key(&k).unwrap();
+                    e.h.remove(&mut e.b, &uk).unwrap();
+                }
+                total += t.elapsed();
+                for _ in 0..n {
+                    let (k, uk) = undo.next();
+                    e.b.set_current_key(&k).unwrap();
+                    e.h.put(&mut e.b, &uk, &map_value(k, uk)).unwrap();
+                }
+                left -= n;
+            }
+            total
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/remove", |bench| {
+        let m = hashmap!();
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(REMOVE_CHUNK);
+                let mut undo = cy;
+                let t = Instant::now();
+                for _ in 0..n {
+                    let (k, uk) = cy.next();
+                    if let Some(um) = m.get_mut(&k) {
+                        black_box(um.remove(&uk));
+                    }
+                }
+                total += t.elapsed();
+                for _ in 0..n {
+                    let (k, uk) = undo.next();
+                    m.entry(k).or_default().insert(uk, map_value(k, uk));
+                }
+                left -= n;
+            }
+            total
+        })
+    });
+
+    g.throughput(Throughput::Elements(MAP_USER_KEYS));
+    let user_keys: Vec<u64> = (0..MAP_USER_KEYS).collect();
+    let values: Vec<f64> = (0..MAP_USER_KEYS).map(|uk| uk as f64 + 0.25).collect();
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/put_all", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            e.h.put_all(&mut e.b, user_keys.iter().zip(&values)).unwrap();
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/put_all", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            m.entry(k).or_default().extend(user_keys.iter().copied().zip(values.iter().copied()));
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/iterate_entries", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            let mut it = e.h.iter(&mut e.b).unwrap();
+            while let Some(kv) = it.next_entry().unwrap() {
+                black_box(kv);
+            }
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/iterate_entries", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            for kv in m.get(&k).expect("a setup key") {
+                black_box(kv);
+            }
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/iterate_keys", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            let mut it = e.h.iter(&mut e.b).unwrap();
+            while let Some(uk) = it.next_key().unwrap() {
+                black_box(uk);
+            }
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/iterate_keys", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            for uk in m.get(&k).expect("a setup key").keys() {
+                black_box(uk);
+            }
+        })
+    });
+
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("eddy/iterate_values", |bench| {
+        let e = eddy!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            e.b.set_current_key(&k).unwrap();
+            let mut it = e.h.iter(&mut e.b).unwrap();
+            while let Some(v) = it.next_value().unwrap() {
+                black_box(v);
+            }
+        })
+    });
+    let mut cy = Cycle::new(&keys);
+    g.bench_function("hashmap/iterate_values", |bench| {
+        let m = hashmap!();
+        bench.iter(|| {
+            let (k, _) = cy.next();
+            for v in m.get(&k).expect("a setup key").values() {
+                black_box(v);
+            }
+        })
+    });
+
+    if let Some(e) = eddy.as_mut() {
+        e.check_in_memory();
+    }
+    drop(eddy);
+
+    // `add` grows the maps: it runs on setups of its own.
+    g.throughput(Throughput::Elements(1));
+    let per_setup = MAP_ADD_PASSES * KEYS;
+    let mut state: Option<(MapEddy, usize)> = None;
+    g.bench_function("eddy/add", |bench| {
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || map_eddy(&keys), |e, j| {
+                let (k, uk) = (keys[j % KEYS], MAP_USER_KEYS + (j / KEYS) as u64);
+                e.b.set_current_key(&k).unwrap();
+                e.h.put(&mut e.b, &uk, &map_value(k, uk)).unwrap();
+            })
+        })
+    });
+    if let Some((e, _)) = state.as_mut() {
+        e.check_in_memory();
+    }
+    drop(state);
+    let mut state: Option<(NestedMap, usize)> = None;
+    g.bench_function("hashmap/add", |bench| {
+        let setup = hashmap!().clone();
+        bench.iter_custom(|iters| {
+            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+                let (k, uk) = (keys[j % KEYS], MAP_USER_KEYS + (j / KEYS) as u64);
+                m.entry(k).or_default().insert(uk, map_value(k, uk));
+            })
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = value, list, map
+}
+criterion_main!(benches);

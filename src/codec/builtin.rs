@@ -576,12 +576,21 @@ impl<T: Codec> Codec for Vec<T> {
     type Serializer = VecOf<T::Serializer>;
 }
 
-/// Tuples of serializers serialize tuples of their values, part after part. Fixed-length when
-/// every part is (the sum); order-preserving (lexicographically, as tuples compare) when every
-/// part is: see the [module docs](self). Snapshot: identity `"eddy.tuple"`, version 1, composed
-/// of the parts' snapshots.
+/// Implements [`Serializer`] and [`Codec`] for tuples of one arity.
 macro_rules! tuple_serializer {
     ($($s:ident $i:tt),+) => {
+        /// A tuple of serializers serializes tuples of their values, part after part.
+        /// Snapshot: identity `"eddy.tuple"`, version 1, composed of the parts' snapshots.
+        ///
+        /// Fixed-length when every part is (the sum).
+        ///
+        /// Order-preserving, in the lexicographic order of Rust's tuples, when every part is:
+        /// self-delimiting deterministic encodings are prefix-free (if `enc(x)` were a prefix
+        /// of `enc(y)`, reading `enc(y)` would stop after `enc(x)` and give `x`), so where two
+        /// tuples first differ, their parts' encodings differ at a byte within both, and that
+        /// byte orders the tuples as those parts are ordered. In particular a tuple of
+        /// fixed-length order-preserving parts (integers, floats, `bool`, `char`, `()`) is
+        /// order-preserving: composite keys sort as their tuples do.
         impl<$($s: Serializer),+> Serializer for ($($s,)+) {
             type Value = ($($s::Value,)+);
 
@@ -612,6 +621,7 @@ macro_rules! tuple_serializer {
             }
         }
 
+        /// Tuples of types with default serializers default to the tuple of those.
         impl<$($s: Codec),+> Codec for ($($s,)+) {
             type Serializer = ($($s::Serializer,)+);
         }

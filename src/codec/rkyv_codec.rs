@@ -1,37 +1,4 @@
 //! [`RkyvSerializer`]: any `rkyv` type, readable in place without deserializing.
-//!
-//! # Encoding
-//!
-//! A LEB128 varint byte length, then the archive `rkyv::to_bytes` makes of the value: rkyv
-//! 0.8's default format (little-endian, 32-bit relative pointers, aligned primitives), its
-//! root at the end.
-//!
-//! # Alignment
-//!
-//! rkyv reads an archive in place, so the archive's bytes must sit at addresses aligned as its
-//! types require; rkyv aligns every object relative to the start of the archive, and needs at
-//! most 16-byte alignment of that start. The store hands out values at arbitrary addresses
-//! (and our length prefix shifts them further), so reads check the address:
-//!
-//! - at a 16-byte-aligned address, or one aligned for the root type on which validation
-//!   succeeds, the archive is read where it lies;
-//! - otherwise it is copied into an [`AlignedVec`] first.
-//!
-//! Validation (`bytecheck`, through [`rkyv::access`]) checks alignment itself, so a misaligned
-//! archive is never read in place. Types that need more than 16-byte alignment
-//! (`#[repr(align(32))]` fields) cannot be read at all; rkyv's own `to_bytes` has the same
-//! limit.
-//!
-//! # Costs
-//!
-//! Serializers are shared (`&self`, `Sync`), so there is no buffer to reuse: every
-//! [`write`](Serializer::write) serializes into a fresh [`AlignedVec`] and copies it into the
-//! output. Every read validates the whole archive before touching it; that is what makes it
-//! safe to read bytes in place without `unsafe`.
-//!
-//! Like postcard's, rkyv's archive of a value is deterministic when the value's own order is:
-//! `HashMap` and `HashSet` iterate in an order that varies from process to process, so they
-//! must not be used in keys.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -51,9 +18,9 @@ use super::{read_len, take, write_varint, BorrowSerializer, CodecError, Serializ
 /// The alignment at which any archive can be read in place: that of rkyv's [`AlignedVec`].
 const ARCHIVE_ALIGN: usize = AlignedVec::<16>::ALIGNMENT;
 
-/// Any `rkyv` type, as a varint length and then its archive (see the [module docs](self)).
-/// Not order-preserving, not fixed-length. As a [`BorrowSerializer`] it reads the archived
-/// value in place, without deserializing it.
+/// Any `rkyv` type, as a varint length and then its archive. Not order-preserving, not
+/// fixed-length. As a [`BorrowSerializer`] it reads the archived value in place, without
+/// deserializing it.
 ///
 /// Snapshot: identity `"eddy.rkyv"`, version 1, configuration the UTF-8 bytes of the
 /// serializer's tag (empty for [`RkyvSerializer::new`]; see [`SerdeSerializer`] for why tags
@@ -63,6 +30,39 @@ const ARCHIVE_ALIGN: usize = AlignedVec::<16>::ALIGNMENT;
 /// `rkyv::Archive, rkyv::Serialize, rkyv::Deserialize` they all hold.
 ///
 /// `Send`, `Sync`, `Clone` and `Default` whatever `T` is.
+///
+/// # Encoding
+///
+/// A LEB128 varint byte length, then the archive `rkyv::to_bytes` makes of the value: rkyv
+/// 0.8's default format (little-endian, 32-bit relative pointers, aligned primitives), its
+/// root at the end.
+///
+/// # Alignment
+///
+/// rkyv reads an archive in place, so the archive's bytes must sit at addresses aligned as its
+/// types require; rkyv aligns every object relative to the start of the archive, and needs at
+/// most 16-byte alignment of that start. The store hands out values at arbitrary addresses
+/// (and our length prefix shifts them further), so reads check the address:
+///
+/// - at a 16-byte-aligned address, or one aligned for the root type on which validation
+///   succeeds, the archive is read where it lies;
+/// - otherwise it is copied into an [`AlignedVec`] first.
+///
+/// Validation (`bytecheck`, through [`rkyv::access`]) checks alignment itself, so a misaligned
+/// archive is never read in place. Types that need more than 16-byte alignment
+/// (`#[repr(align(32))]` fields) cannot be read at all; rkyv's own `to_bytes` has the same
+/// limit.
+///
+/// # Costs
+///
+/// Serializers are shared (`&self`, `Sync`), so there is no buffer to reuse: every
+/// [`write`](Serializer::write) serializes into a fresh [`AlignedVec`] and copies it into the
+/// output. Every read validates the whole archive before touching it; that is what makes it
+/// safe to read bytes in place without `unsafe`.
+///
+/// Like postcard's, rkyv's archive of a value is deterministic when the value's own order is:
+/// `HashMap` and `HashSet` iterate in an order that varies from process to process, so they
+/// must not be used in keys.
 ///
 /// [`SerdeSerializer`]: super::SerdeSerializer
 pub struct RkyvSerializer<T> {
@@ -206,7 +206,7 @@ where
 
     /// Views the archived value in `bytes`, which hold exactly what
     /// [`write`](Serializer::write) wrote (the length prefix included), after validating it.
-    /// In place if the address allows (see the [module docs](self)), else in an aligned copy.
+    /// In place if the address allows (see [`RkyvSerializer`]), else in an aligned copy.
     fn view<'a>(&self, bytes: &'a [u8]) -> Result<RkyvView<'a, T>, CodecError> {
         let archive = archive_slot(bytes)?;
         let repr = match access_in_place::<T>(archive) {

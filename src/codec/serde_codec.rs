@@ -1,37 +1,4 @@
 //! [`SerdeSerializer`]: any `serde` type, in postcard's wire format.
-//!
-//! # Why postcard
-//!
-//! - Its wire format is specified and stable: postcard 1.0 froze it, and the specification
-//!   (<https://postcard.jamesmunro.uk/wire-format>) is part of the project, so bytes written
-//!   today stay readable by any postcard 1.x.
-//! - It is compact: integers wider than a byte are varints (zigzag for signed ones), enum
-//!   variants and lengths are varints, structs and tuples carry no field names or framing.
-//! - It is small and `no_std`-grade: no reflection, no schema, no allocations of its own.
-//! - It is deterministic for what it encodes: structs, enums, tuples, sequences and maps come
-//!   out in their `Serialize` order, so equal values give equal bytes. Keys are compared as
-//!   bytes, so a type whose `Serialize` order is not a function of its value (`HashMap`,
-//!   `HashSet`: iteration order varies from process to process) must not be used in keys, and
-//!   is best avoided in values too (use `BTreeMap`, `BTreeSet`, or a sorted `Vec`).
-//!
-//! postcard is not self-describing: types that need `deserialize_any`
-//! (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`, ...) cannot be read back,
-//! and sequences or maps of unknown length cannot be written.
-//!
-//! # Encoding
-//!
-//! A LEB128 varint byte length, then the postcard bytes. postcard's own encoding is not
-//! self-delimiting for every type (a value can end early and leave bytes a reader would not
-//! notice), so the length makes it so, and a read that does not use up its slot exactly is
-//! [`CodecError::Invalid`].
-//!
-//! Writing needs no intermediate buffer: postcard writes straight into the output after a
-//! one-byte placeholder for the length, which is filled in afterwards. Values of 128 bytes or
-//! more need a longer varint, for which the payload is shifted up in place (one `memmove`).
-//!
-//! Reading is bounded by the slot's length, but postcard has no recursion limit: a recursive
-//! type (`enum Tree { Leaf, Node(Box<Tree>, Box<Tree>) }`) read from adversarial bytes could
-//! nest as deep as the slot is long.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,8 +9,8 @@ use serde::Serialize;
 
 use super::{read_len, take, CodecError, Serializer, SerializerSnapshot};
 
-/// Any `serde` type, as a varint length and then postcard's encoding (see the
-/// [module docs](self)). Not order-preserving, not fixed-length.
+/// Any `serde` type, as a varint length and then postcard's encoding. Not order-preserving,
+/// not fixed-length.
 ///
 /// Snapshot: identity `"eddy.serde.postcard"`, version 1, configuration the UTF-8 bytes of the
 /// serializer's tag: empty for [`SerdeSerializer::new`], any stable name of the type's shape
@@ -52,6 +19,39 @@ use super::{read_len, take, CodecError, Serializer, SerializerSnapshot};
 /// lets [`Serializer::compatibility`] tell one kind of state from another.
 ///
 /// `Send`, `Sync`, `Clone` and `Default` whatever `T` is.
+///
+/// # Why postcard
+///
+/// - Its wire format is specified and stable: postcard 1.0 froze it, and the specification
+///   (<https://postcard.jamesmunro.uk/wire-format>) is part of the project, so bytes written
+///   today stay readable by any postcard 1.x.
+/// - It is compact: integers wider than a byte are varints (zigzag for signed ones), enum
+///   variants and lengths are varints, structs and tuples carry no field names or framing.
+/// - It is small and `no_std`-grade: no reflection, no schema, no allocations of its own.
+/// - It is deterministic for what it encodes: structs, enums, tuples, sequences and maps come
+///   out in their `Serialize` order, so equal values give equal bytes. Keys are compared as
+///   bytes, so a type whose `Serialize` order is not a function of its value (`HashMap`,
+///   `HashSet`: iteration order varies from process to process) must not be used in keys, and
+///   is best avoided in values too (use `BTreeMap`, `BTreeSet`, or a sorted `Vec`).
+///
+/// postcard is not self-describing: types that need `deserialize_any`
+/// (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`, ...) cannot be read back,
+/// and sequences or maps of unknown length cannot be written.
+///
+/// # Encoding
+///
+/// A LEB128 varint byte length, then the postcard bytes. postcard's own encoding is not
+/// self-delimiting for every type (a value can end early and leave bytes a reader would not
+/// notice), so the length makes it so, and a read that does not use up its slot exactly is
+/// [`CodecError::Invalid`].
+///
+/// Writing needs no intermediate buffer: postcard writes straight into the output after a
+/// one-byte placeholder for the length, which is filled in afterwards. Values of 128 bytes or
+/// more need a longer varint, for which the payload is shifted up in place (one `memmove`).
+///
+/// Reading is bounded by the slot's length, but postcard has no recursion limit: a recursive
+/// type (`enum Tree { Leaf, Node(Box<Tree>, Box<Tree>) }`) read from adversarial bytes could
+/// nest as deep as the slot is long.
 pub struct SerdeSerializer<T> {
     tag: Cow<'static, str>,
     _type: PhantomData<fn() -> T>,

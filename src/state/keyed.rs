@@ -127,6 +127,12 @@ macro_rules! handle_common {
             }
         }
 
+        impl<$($gen)*> std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty)).field("name", &self.slot.name).field("id", &self.slot.id).finish()
+            }
+        }
+
         impl<$($gen)*> $ty {
             /// Sets the namespace that later calls act on.
             pub fn set_namespace(&mut self, namespace: &N::Value) {

@@ -244,6 +244,9 @@ impl<N: Serializer> TimerService<N> {
             if let Some(h) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) {
                 *h = head;
             }
+            if let Some(t) = next.filter(|t| *t <= up_to) {
+                due.push(Reverse((t, idx)));
+            }
             let Some(record) = first else { continue };
             core.store.delete(&record)?;
             let timer = self.parse(&b.key_serializer, &record)?;

@@ -1,0 +1,95 @@
+//! Operator list state (even-split and union redistribution) and broadcast state.
+
+use eddy::codec::{Str, I64, U64};
+use eddy::state::{BroadcastStateDescriptor, OperatorStateBackend, Redistribution};
+use eddy::{Error, Misuse};
+
+#[test]
+fn even_split_deals_elements_round_robin_and_union_gives_everyone_everything() {
+    let mut old = Vec::new();
+    for i in 0..3u64 {
+        let mut b = OperatorStateBackend::new();
+        b.list_state("offsets", U64).unwrap().add_all([i * 10, i * 10 + 1]);
+        b.union_list_state("seen", U64).unwrap().add(i);
+        old.push(b.snapshot());
+    }
+    let new = OperatorStateBackend::redistribute(&old, 4).unwrap();
+    assert_eq!(new.len(), 4);
+    let mut all = Vec::new();
+    for (i, snap) in new.into_iter().enumerate() {
+        let mut b = OperatorStateBackend::restore(snap);
+        let offsets = b.list_state("offsets", U64).unwrap().get().to_vec();
+        // 6 elements over 4 instances: 2, 2, 1, 1.
+        assert_eq!(offsets.len(), if i < 2 { 2 } else { 1 });
+        all.extend(offsets);
+        let seen = b.union_list_state("seen", U64).unwrap();
+        assert_eq!(seen.get(), &[0, 1, 2]);
+        assert_eq!(seen.mode(), Redistribution::Union);
+    }
+    all.sort();
+    assert_eq!(all, vec![0, 1, 10, 11, 20, 21]);
+}
+
+#[test]
+fn scaling_in_keeps_every_element() {
+    let mut old = Vec::new();
+    for i in 0..5i64 {
+        let mut b = OperatorStateBackend::new();
+        b.list_state("l", I64).unwrap().add_all((0..i).map(|x| x + 100 * i));
+        old.push(b.snapshot());
+    }
+    let new = OperatorStateBackend::redistribute(&old, 2).unwrap();
+    let mut total = Vec::new();
+    for snap in new {
+        let mut b = OperatorStateBackend::restore(snap);
+        total.extend_from_slice(b.list_state("l", I64).unwrap().get());
+    }
+    total.sort();
+    let mut want: Vec<i64> = (0..5i64).flat_map(|i| (0..i).map(move |x| x + 100 * i)).collect();
+    want.sort();
+    assert_eq!(total, want);
+    assert!(OperatorStateBackend::redistribute(&[], 0).is_err());
+}
+
+#[test]
+fn restored_state_with_another_serializer_or_mode_is_refused() {
+    let mut b = OperatorStateBackend::new();
+    b.list_state("l", U64).unwrap().add(1);
+    let snap = b.snapshot();
+    let mut r = OperatorStateBackend::restore(snap.clone());
+    assert!(matches!(r.list_state("l", Str), Err(Error::Misuse(Misuse::StateMismatch { .. }))));
+    let mut r = OperatorStateBackend::restore(snap);
+    assert!(matches!(r.union_list_state("l", U64), Err(Error::Misuse(Misuse::StateMismatch { .. }))));
+    // In one backend, asking for a registered state with another type is refused too.
+    let mut b = OperatorStateBackend::new();
+    b.list_state("l", U64).unwrap();
+    assert!(b.list_state("l", I64).is_err());
+    assert!(b.union_list_state("l", U64).is_err());
+}
+
+#[test]
+fn broadcast_state_is_written_on_one_side_read_on_the_other_and_goes_to_everyone() {
+    let rules = BroadcastStateDescriptor::new("rules", Str, I64);
+    let mut b = OperatorStateBackend::new();
+    {
+        let w = b.broadcast_state(&rules).unwrap();
+        w.put("a".into(), 1);
+        w.put("b".into(), 2);
+        w.put("a".into(), 3);
+        assert_eq!(w.remove(&"b".to_string()), Some(2));
+    }
+    {
+        let r = b.read_only_broadcast_state(&rules).unwrap();
+        assert_eq!(r.get(&"a".to_string()), Some(&3));
+        assert!(!r.contains(&"b".to_string()));
+        assert_eq!(r.len(), 1);
+    }
+    let other = BroadcastStateDescriptor::new("rules", Str, Str);
+    assert!(b.broadcast_state(&other).is_err());
+    let new = OperatorStateBackend::redistribute(&[b.snapshot(), b.snapshot()], 3).unwrap();
+    for snap in new {
+        let mut r = OperatorStateBackend::restore(snap);
+        let s = r.read_only_broadcast_state(&rules).unwrap();
+        assert_eq!(s.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), vec![("a".to_string(), 3)]);
+    }
+}
