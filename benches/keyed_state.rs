@@ -135,34 +135,45 @@ impl<H> Eddy<H> {
     }
 }
 
-/// Runs `iters` operations on states of which each takes `per_setup` operations before it is
-/// replaced by `fresh()` (outside the timed part); `op(state, j)` does the `j`th operation
-/// since the state's setup. The state and its count live across calls.
-fn rounds<S>(
-    iters: u64,
-    state: &mut Option<(S, usize)>,
+/// States of which each takes `per_setup` operations before it is replaced by `fresh()`
+/// (outside the timed part). The state and its count live across criterion's calls.
+struct Rounds<S, F> {
+    state: Option<(S, usize)>,
     per_setup: usize,
-    mut fresh: impl FnMut() -> S,
-    mut op: impl FnMut(&mut S, usize),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        if state.as_ref().is_none_or(|(_, done)| *done >= per_setup) {
-            *state = None;
-            *state = Some((fresh(), 0));
-        }
-        let (s, done) = state.as_mut().expect("a state");
-        let n = (left as usize).min(per_setup - *done);
-        let t = Instant::now();
-        for j in *done..*done + n {
-            op(s, j);
-        }
-        total += t.elapsed();
-        *done += n;
-        left -= n as u64;
+    fresh: F,
+}
+
+impl<S, F: FnMut() -> S> Rounds<S, F> {
+    fn new(per_setup: usize, fresh: F) -> Self {
+        Rounds { state: None, per_setup, fresh }
     }
-    total
+
+    /// Times `iters` operations; `op(state, j)` does the `j`th operation since the state's setup.
+    fn run(&mut self, iters: u64, mut op: impl FnMut(&mut S, usize)) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            if self.state.as_ref().is_none_or(|(_, done)| *done >= self.per_setup) {
+                self.state = None;
+                self.state = Some(((self.fresh)(), 0));
+            }
+            let (s, done) = self.state.as_mut().expect("a state");
+            let n = (left as usize).min(self.per_setup - *done);
+            let t = Instant::now();
+            for j in *done..*done + n {
+                op(s, j);
+            }
+            total += t.elapsed();
+            *done += n;
+            left -= n as u64;
+        }
+        total
+    }
+
+    /// The current state, if any.
+    fn state(&mut self) -> Option<&mut S> {
+        self.state.as_mut().map(|(s, _)| s)
+    }
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
@@ -241,25 +252,24 @@ fn value(c: &mut Criterion) {
     }
     drop(eddy);
 
-    let mut state: Option<(ValueEddy, usize)> = None;
+    let mut rounds = Rounds::new(KEYS, || value_eddy(&keys));
     g.bench_function("eddy/add", |bench| {
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, KEYS, || value_eddy(&keys), |e, j| {
+            rounds.run(iters, |e, j| {
                 let k = new_keys[j];
                 e.b.set_current_key(&k).unwrap();
                 e.h.update(&mut e.b, &k).unwrap();
             })
         })
     });
-    if let Some((e, _)) = state.as_mut() {
+    if let Some(e) = rounds.state() {
         e.check_in_memory();
     }
-    drop(state);
-    let mut state: Option<(Map<u64, u64>, usize)> = None;
+    drop(rounds);
+    let mut rounds = Rounds::new(KEYS, || map.get_or_insert_with(|| value_hashmap(&keys)).clone());
     g.bench_function("hashmap/add", |bench| {
-        let setup = map.get_or_insert_with(|| value_hashmap(&keys)).clone();
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, KEYS, || setup.clone(), |m, j| {
+            rounds.run(iters, |m, j| {
                 let k = new_keys[j];
                 m.insert(k, k);
             })
@@ -296,21 +306,23 @@ fn list(c: &mut Criterion) {
     let mut g = group(c, "list");
 
     // Appends leave the lists longer: `get` runs first, on lists of one element.
+    let mut eddy: Option<ListEddy> = None;
     let mut cy = Cycle::new(&keys);
     g.bench_function("eddy/get", |bench| {
-        let mut e = list_eddy(&keys);
+        let e = eddy.get_or_insert_with(|| list_eddy(&keys));
         bench.iter(|| {
             let (k, _) = cy.next();
             e.b.set_current_key(&k).unwrap();
             for x in e.h.get(&mut e.b).unwrap() {
                 black_box(x.unwrap());
             }
-        });
-        e.check_in_memory();
+        })
     });
+    drop(eddy);
+    let mut hashmap_setup: Option<Map<u64, Vec<u64>>> = None;
     let mut cy = Cycle::new(&keys);
     g.bench_function("hashmap/get", |bench| {
-        let m = list_hashmap(&keys);
+        let m = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
         bench.iter(|| {
             let (k, _) = cy.next();
             for &x in m.get(&k).expect("a setup key") {
@@ -319,78 +331,74 @@ fn list(c: &mut Criterion) {
         })
     });
 
-    let mut hashmap_setup: Option<Map<u64, Vec<u64>>> = None;
     let per_setup = LIST_ELEMENTS_PER_SETUP;
-    let mut state: Option<(ListEddy, usize)> = None;
+    let mut rounds = Rounds::new(per_setup, || list_eddy(&keys));
     g.bench_function("eddy/add", |bench| {
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+            rounds.run(iters, |e, j| {
                 let k = keys[j % KEYS];
                 e.b.set_current_key(&k).unwrap();
                 e.h.add(&mut e.b, &(j as u64)).unwrap();
             })
         })
     });
-    if let Some((e, _)) = state.as_mut() {
+    if let Some(e) = rounds.state() {
         e.check_in_memory();
     }
-    drop(state);
-    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    drop(rounds);
+    let mut rounds = Rounds::new(per_setup, || hashmap_setup.get_or_insert_with(|| list_hashmap(&keys)).clone());
     g.bench_function("hashmap/add", |bench| {
-        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+            rounds.run(iters, |m, j| {
                 let k = keys[j % KEYS];
                 m.entry(k).or_default().push(j as u64);
             })
         })
     });
-    drop(state);
+    drop(rounds);
 
     g.throughput(Throughput::Elements(LIST_BULK as u64));
     let per_setup = LIST_ELEMENTS_PER_SETUP / LIST_BULK;
-    let mut state: Option<(ListEddy, usize)> = None;
+    let mut rounds = Rounds::new(per_setup, || list_eddy(&keys));
     g.bench_function("eddy/add_all", |bench| {
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+            rounds.run(iters, |e, j| {
                 e.b.set_current_key(&keys[j]).unwrap();
                 e.h.add_all(&mut e.b, bulk.iter()).unwrap();
             })
         })
     });
-    if let Some((e, _)) = state.as_mut() {
+    if let Some(e) = rounds.state() {
         e.check_in_memory();
     }
-    drop(state);
-    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    drop(rounds);
+    let mut rounds = Rounds::new(per_setup, || hashmap_setup.get_or_insert_with(|| list_hashmap(&keys)).clone());
     g.bench_function("hashmap/add_all", |bench| {
-        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+            rounds.run(iters, |m, j| {
                 m.entry(keys[j]).or_default().extend_from_slice(&bulk);
             })
         })
     });
-    drop(state);
+    drop(rounds);
 
-    let mut state: Option<(ListEddy, usize)> = None;
+    let mut rounds = Rounds::new(per_setup, || list_eddy(&keys));
     g.bench_function("eddy/update", |bench| {
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || list_eddy(&keys), |e, j| {
+            rounds.run(iters, |e, j| {
                 e.b.set_current_key(&keys[j]).unwrap();
                 e.h.update(&mut e.b, bulk.iter()).unwrap();
             })
         })
     });
-    if let Some((e, _)) = state.as_mut() {
+    if let Some(e) = rounds.state() {
         e.check_in_memory();
     }
-    drop(state);
-    let mut state: Option<(Map<u64, Vec<u64>>, usize)> = None;
+    drop(rounds);
+    let mut rounds = Rounds::new(per_setup, || hashmap_setup.get_or_insert_with(|| list_hashmap(&keys)).clone());
     g.bench_function("hashmap/update", |bench| {
-        let setup = hashmap_setup.get_or_insert_with(|| list_hashmap(&keys));
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+            rounds.run(iters, |m, j| {
                 let l = m.entry(keys[j]).or_default();
                 l.clear();
                 l.extend_from_slice(&bulk);
@@ -420,7 +428,11 @@ fn map_eddy(keys: &[u64]) -> MapEddy {
         }
     }
     let mib = e.b.store().stats().memory_bytes() >> 20;
-    eprintln!("map: loaded {} entries into eddy in {:.1?} ({mib} MiB)", keys.len() as u64 * MAP_USER_KEYS, start.elapsed());
+    eprintln!(
+        "map: loaded {} entries into eddy in {:.1?} ({mib} MiB)",
+        keys.len() as u64 * MAP_USER_KEYS,
+        start.elapsed()
+    );
     e
 }
 
@@ -671,25 +683,24 @@ fn map(c: &mut Criterion) {
     // `add` grows the maps: it runs on setups of its own.
     g.throughput(Throughput::Elements(1));
     let per_setup = MAP_ADD_PASSES * KEYS;
-    let mut state: Option<(MapEddy, usize)> = None;
+    let mut rounds = Rounds::new(per_setup, || map_eddy(&keys));
     g.bench_function("eddy/add", |bench| {
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || map_eddy(&keys), |e, j| {
+            rounds.run(iters, |e, j| {
                 let (k, uk) = (keys[j % KEYS], MAP_USER_KEYS + (j / KEYS) as u64);
                 e.b.set_current_key(&k).unwrap();
                 e.h.put(&mut e.b, &uk, &map_value(k, uk)).unwrap();
             })
         })
     });
-    if let Some((e, _)) = state.as_mut() {
+    if let Some(e) = rounds.state() {
         e.check_in_memory();
     }
-    drop(state);
-    let mut state: Option<(NestedMap, usize)> = None;
+    drop(rounds);
+    let mut rounds = Rounds::new(per_setup, || hashmap!().clone());
     g.bench_function("hashmap/add", |bench| {
-        let setup = hashmap!().clone();
         bench.iter_custom(|iters| {
-            rounds(iters, &mut state, per_setup, || setup.clone(), |m, j| {
+            rounds.run(iters, |m, j| {
                 let (k, uk) = (keys[j % KEYS], MAP_USER_KEYS + (j / KEYS) as u64);
                 m.entry(k).or_default().insert(uk, map_value(k, uk));
             })
@@ -699,7 +710,10 @@ fn map(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500))
+    Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
 }
 
 criterion_group! {

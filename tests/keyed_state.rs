@@ -275,7 +275,8 @@ fn run(ops: Vec<Op>) -> TestResult {
             }
             Op::MapIter => {
                 let got: Vec<(u64, f64)> = s.map.iter(&mut b).unwrap().map(Result::unwrap).collect();
-                let want: Vec<(u64, f64)> = m.map.get(&at).map(|mm| mm.clone().into_iter().collect()).unwrap_or_default();
+                let want: Vec<(u64, f64)> =
+                    m.map.get(&at).map(|mm| mm.clone().into_iter().collect()).unwrap_or_default();
                 assert_eq!(got, want);
                 let keys = s.map.keys(&mut b).unwrap();
                 assert_eq!(keys, want.iter().map(|e| e.0).collect::<Vec<_>>());

@@ -105,7 +105,11 @@ fn a_directory_with_a_store_is_refused() {
 #[test]
 fn a_key_group_range_beyond_the_max_parallelism_is_refused() {
     let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
-    let r = KeyedBackend::builder(U64).max_parallelism(64).key_groups(KeyGroupRange::new(0, 64).unwrap()).store_options(opts).open("/x");
+    let r = KeyedBackend::builder(U64)
+        .max_parallelism(64)
+        .key_groups(KeyGroupRange::new(0, 64).unwrap())
+        .store_options(opts)
+        .open("/x");
     assert!(matches!(r, Err(Error::Misuse(Misuse::InvalidOption { .. }))));
     let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
     let r = KeyedBackend::builder(U64).max_parallelism(0).store_options(opts).open("/y");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use eddy::codec::{I64, U64};
 use eddy::io::FaultFs;
 use eddy::state::{
-    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, ReducingStateDescriptor, TtlConfig,
-    TtlUpdate, TtlVisibility, ValueStateDescriptor,
+    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, ReducingStateDescriptor, TtlConfig, TtlUpdate,
+    TtlVisibility, ValueStateDescriptor,
 };
 use eddy::store::StoreOptions;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -61,7 +61,10 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
     let clock = ManualClock::new(1_000);
     let mut b = backend(&clock);
     let hide = visibility == TtlVisibility::NeverReturnExpired;
-    let ttl = TtlConfig::new(Duration::from_millis(TTL as u64)).update(update).visibility(visibility).cleanup_in_compaction(hide);
+    let ttl = TtlConfig::new(Duration::from_millis(TTL as u64))
+        .update(update)
+        .visibility(visibility)
+        .cleanup_in_compaction(hide);
     let value = b.state(ValueStateDescriptor::of::<i64>("v").ttl(ttl)).unwrap();
     let list = b.state(ListStateDescriptor::of::<i64>("l").ttl(ttl)).unwrap();
     let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
@@ -141,7 +144,12 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
                 // Iteration hides expired entries but neither removes nor refreshes them.
                 let want: Vec<(u64, i64)> = mm
                     .get(&key)
-                    .map(|e| e.iter().filter(|(_, (_, ts))| !(hide && expired(*ts, now))).map(|(k, (v, _))| (*k, *v)).collect())
+                    .map(|e| {
+                        e.iter()
+                            .filter(|(_, (_, ts))| !(hide && expired(*ts, now)))
+                            .map(|(k, (v, _))| (*k, *v))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let got: Vec<(u64, i64)> = map.iter(&mut b).unwrap().map(Result::unwrap).collect();
                 assert_eq!(got, want);
@@ -158,8 +166,7 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
 
 fn prop<const READ_REFRESHES: bool, const HIDE: bool>(ops: Vec<Op>) -> TestResult {
     let update = if READ_REFRESHES { TtlUpdate::OnReadAndWrite } else { TtlUpdate::OnCreateAndWrite };
-    let visibility =
-        if HIDE { TtlVisibility::NeverReturnExpired } else { TtlVisibility::ReturnExpiredIfNotCleanedUp };
+    let visibility = if HIDE { TtlVisibility::NeverReturnExpired } else { TtlVisibility::ReturnExpiredIfNotCleanedUp };
     run(ops, update, visibility)
 }
 

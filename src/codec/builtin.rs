@@ -492,7 +492,8 @@ impl<T: Codec> Codec for Option<T> {
 /// - for elements of a fixed length `n > 0`, `count * n` must fit in the bytes left;
 /// - for elements of variable length, `count` must fit in the bytes left: every element is
 ///   taken to encode to at least one byte, as all of this module's serializers do. A custom
-///   serializer used here must do so too; [`write`](Serializer::write) panics otherwise;
+///   serializer used here must do so too: [`write`](Serializer::write) panics if the elements
+///   take fewer bytes than their count;
 /// - for elements of fixed length 0 (such as [`Unit`]) the bytes left bound nothing, so the
 ///   count is capped at [`VecOf::MAX_ZERO_LEN_COUNT`]: [`read`](Serializer::read) rejects
 ///   larger counts as [`CodecError::Invalid`] and [`write`](Serializer::write) panics on a
@@ -513,29 +514,27 @@ impl<S: Serializer> Serializer for VecOf<S> {
 
     #[inline]
     fn write(&self, value: &Vec<S::Value>, out: &mut Vec<u8>) {
-        write_varint(value.len() as u64, out);
-        match self.0.fixed_len() {
-            Some(0) => assert!(
+        let fixed_len = self.0.fixed_len();
+        if fixed_len == Some(0) {
+            assert!(
                 value.len() <= Self::MAX_ZERO_LEN_COUNT,
                 "VecOf: {} zero-length elements exceed the {} that can be read back",
                 value.len(),
                 Self::MAX_ZERO_LEN_COUNT
-            ),
-            Some(_) => {}
-            None => {
-                let start = out.len();
-                for v in value {
-                    self.0.write(v, out);
-                }
-                assert!(
-                    out.len() - start >= value.len(),
-                    "VecOf: an element encoded to 0 bytes, but the serializer has no fixed length"
-                );
-                return;
-            }
+            );
         }
+        write_varint(value.len() as u64, out);
+        let start = out.len();
         for v in value {
             self.0.write(v, out);
+        }
+        if fixed_len.is_none() {
+            assert!(
+                out.len() - start >= value.len(),
+                "VecOf: {} elements of variable length encoded to {} bytes, too few to be read back",
+                value.len(),
+                out.len() - start
+            );
         }
     }
 
@@ -1044,6 +1043,24 @@ pub(super) mod tests {
     #[should_panic(expected = "zero-length elements exceed")]
     fn writing_too_many_zero_length_elements_panics() {
         let _ = enc(&VecOf(Unit), &vec![(); VecOf::<Unit>::MAX_ZERO_LEN_COUNT + 1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "too few to be read back")]
+    fn writing_variable_length_elements_of_no_bytes_panics() {
+        /// Breaks `VecOf`'s rule: variable length, yet writes nothing.
+        struct Empty;
+        impl Serializer for Empty {
+            type Value = ();
+            fn write(&self, _: &(), _: &mut Vec<u8>) {}
+            fn read(&self, _: &mut &[u8]) -> Result<(), CodecError> {
+                Ok(())
+            }
+            fn snapshot(&self) -> SerializerSnapshot {
+                SerializerSnapshot::new("test.empty", 1)
+            }
+        }
+        let _ = enc(&VecOf(Empty), &vec![(); 3]);
     }
 
     #[test]

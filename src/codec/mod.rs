@@ -18,7 +18,9 @@
 //! | [`F32`], [`F64`] | floats | yes (IEEE total order) | yes |
 //! | [`Bool`], [`Char`], [`Unit`] | `bool`, `char`, `()` | yes | yes (`()`: 0 bytes) |
 //! | [`Str`], [`Bytes`] | `String`, `Vec<u8>` | no (length-prefixed) | no |
-//! | [`OptionOf`], [`VecOf`], tuples of serializers | `Option<T>`, `Vec<T>`, `(A, B, ...)` | no | tuples of fixed-length parts |
+//! | [`OptionOf`] | `Option<T>` | when `T`'s is (`None` first) | no |
+//! | [`VecOf`] | `Vec<T>` | no | no |
+//! | tuples of serializers | `(A, B, ...)` | when every part's is | when every part's is |
 //! | [`SerdeSerializer`] | any `serde` type | no | no |
 //! | [`RkyvSerializer`] | any `rkyv` type, read in place | no | no |
 //!
@@ -30,7 +32,7 @@ mod rkyv_codec;
 mod serde_codec;
 
 pub use builtin::*;
-pub use rkyv_codec::RkyvSerializer;
+pub use rkyv_codec::{RkyvSerializer, RkyvView};
 pub use serde_codec::SerdeSerializer;
 
 /// Why bytes could not be read as a value. The bytes were checksummed on disk, so this means

@@ -10,7 +10,9 @@ use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
 use super::{Clock, StateKind, SystemClock};
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
-use crate::keygroup::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism};
+use crate::keygroup::{
+    hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
+};
 use crate::store::{prefix_successor, Store, StoreOptions};
 
 /// The most states one backend holds (state ids are 16 bits; 0 is reserved).
@@ -412,8 +414,9 @@ impl<K: Serializer> KeyedBackend<K> {
         let kg = core.max_parallelism.key_group(hash);
         if !core.range.contains(kg) {
             core.key_set = false;
-            return Err(Misuse::KeyGroupOutOfRange { key_group: kg, start: core.range.start(), end: core.range.end() }
-                .into());
+            return Err(
+                Misuse::KeyGroupOutOfRange { key_group: kg, start: core.range.start(), end: core.range.end() }.into()
+            );
         }
         core.key[..2].copy_from_slice(&kg.to_be_bytes());
         core.key_set = true;

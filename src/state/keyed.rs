@@ -384,7 +384,11 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         self.slot.after_access(core)?;
         let Some(ttl) = self.slot.ttl else {
             let bytes = core.store.get(&core.buf)?.unwrap_or_default();
-            return Ok(ListIter { elements: Elements::new(bytes, false), serializer: &self.serializer, name: &self.slot.name });
+            return Ok(ListIter {
+                elements: Elements::new(bytes, false),
+                serializer: &self.serializer,
+                name: &self.slot.name,
+            });
         };
         // With TTL: drop what expired, refresh what is read, then read from the rewritten copy.
         let now = core.clock.now_millis();

@@ -38,13 +38,13 @@ use std::sync::Arc;
 
 pub use backend::{JavaHashCode, KeyedBackend, KeyedBackendBuilder, MAX_STATES};
 pub use keyed::{
-    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor, MapIter, MapState,
-    MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateDescriptor, StateHandle, ValueState, ValueStateDescriptor,
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor, MapIter,
+    MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateDescriptor, StateHandle, ValueState,
+    ValueStateDescriptor,
 };
 pub use operator::{
     BroadcastState, BroadcastStateDescriptor, BroadcastStateSnapshot, ListStateSnapshot, OperatorListState,
-    OperatorStateBackend, OperatorStateSnapshot,
-    ReadOnlyBroadcastState, Redistribution,
+    OperatorStateBackend, OperatorStateSnapshot, ReadOnlyBroadcastState, Redistribution,
 };
 pub use timers::{Timer, TimerService};
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};

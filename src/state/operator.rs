@@ -313,7 +313,12 @@ impl OperatorStateBackend {
         OperatorStateBackend { pending: snapshot, ..Self::default() }
     }
 
-    fn list<S: Serializer>(&mut self, name: &str, serializer: S, mode: Redistribution) -> Result<&mut OperatorListState<S>>
+    fn list<S: Serializer>(
+        &mut self,
+        name: &str,
+        serializer: S,
+        mode: Redistribution,
+    ) -> Result<&mut OperatorListState<S>>
     where
         S::Value: Send,
     {

@@ -142,12 +142,7 @@ impl<N: Serializer> TimerService<N> {
     }
 
     /// Deletes a processing-time timer of the current key.
-    pub fn delete_processing_time<K: Serializer>(
-        &self,
-        b: &mut KeyedBackend<K>,
-        ns: &N::Value,
-        ts: i64,
-    ) -> Result<()> {
+    pub fn delete_processing_time<K: Serializer>(&self, b: &mut KeyedBackend<K>, ns: &N::Value, ts: i64) -> Result<()> {
         self.delete(b, self.processing, ns, ts)
     }
 

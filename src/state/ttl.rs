@@ -238,7 +238,7 @@ pub(crate) struct TtlFilter {
 
 impl CompactionFilter for TtlFilter {
     fn filter(&self, key: &[u8], value: &[u8], _operand: bool, out: &mut Vec<u8>) -> FilterDecision {
-        let Some(&[a, b]) = key.get(2..4).map(|s| <&[u8; 2]>::try_from(s).ok()).flatten() else {
+        let Some(&[a, b]) = key.get(2..4) else {
             return FilterDecision::Keep;
         };
         let Some((config, list)) = self.table.get(u16::from_be_bytes([a, b])) else {

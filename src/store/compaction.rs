@@ -89,6 +89,13 @@ pub trait CompactionFilter: Send + Sync + 'static {
     fn filter(&self, key: &[u8], value: &[u8], operand: bool, out: &mut Vec<u8>) -> FilterDecision;
 }
 
+/// What steers a running merge: the filter, if any, and the flag that stops it.
+#[derive(Clone, Copy)]
+pub(crate) struct MergeControl<'a> {
+    pub(crate) filter: Option<&'a dyn CompactionFilter>,
+    pub(crate) stop: &'a AtomicBool,
+}
+
 /// Error raised inside a compaction that was asked to stop.
 pub(crate) fn cancelled() -> Error {
     Error::io("compaction", std::io::Error::new(std::io::ErrorKind::Interrupted, "compaction cancelled"))
@@ -101,9 +108,9 @@ pub(crate) fn merge(
     inputs: &[LiveSegment],
     bottom: bool,
     mut writer: SegmentWriter,
-    filter: Option<&dyn CompactionFilter>,
-    stop: &AtomicBool,
+    ctl: MergeControl<'_>,
 ) -> Result<Option<SegmentStats>> {
+    let MergeControl { filter, stop } = ctl;
     let mut replaced = Vec::new();
     let sources = inputs.iter().cloned().map(Source::segment).collect();
     let mut it = MergeIter::new(sources, Vec::new(), None, None);

@@ -6,8 +6,11 @@
 //! value that outgrows its room moves to a larger out-of-line region (growing geometrically,
 //! so repeated appends stay amortized O(1)).
 //!
-//! Sorted order is produced lazily: keys inserted since the last sort are kept apart, sorted
-//! when an ordered view is asked for, and merged into the sorted ones.
+//! Sorted order is produced lazily and kept as a few sorted runs: keys inserted since the last
+//! ordered view are sorted into a new run when the next view is asked for, and runs are merged
+//! like the digits of a binary counter (a run is merged into the one before it once it is at
+//! least half its size). So a scan after a few writes sorts only those writes, each key takes
+//! part in O(log n) merges over the memtable's life, and a scan seeks in O(log n) runs.
 //!
 //! Record layout in the arena (native to this process, never written to disk):
 //! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | key | value room`.
@@ -37,8 +40,11 @@ pub(crate) struct Memtable {
     used: usize,
     arena_bytes: usize,
     table: HashIndex,
-    order: Vec<RecRef>,
-    sorted_len: usize,
+    /// Sorted runs, oldest (and largest) first; every record is in exactly one run or in
+    /// `pending`.
+    runs: Vec<Vec<RecRef>>,
+    /// Records inserted since the last ordered view, unsorted.
+    pending: Vec<RecRef>,
 }
 
 impl Memtable {
@@ -51,8 +57,8 @@ impl Memtable {
             used: chunk_size,
             arena_bytes: 0,
             table: HashIndex::new(),
-            order: Vec::new(),
-            sorted_len: 0,
+            runs: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -71,9 +77,10 @@ impl Memtable {
         self.table.len() == 0
     }
 
-    /// Heap memory held: arena chunks, hash table and order vector.
+    /// Heap memory held: arena chunks, hash table and the ordered views.
     pub(crate) fn memory(&self) -> usize {
-        self.arena_bytes + self.table.memory() + self.order.capacity() * std::mem::size_of::<RecRef>()
+        let refs: usize = self.runs.iter().map(Vec::capacity).sum::<usize>() + self.pending.capacity();
+        self.arena_bytes + self.table.memory() + refs * std::mem::size_of::<RecRef>()
     }
 
     // ---- arena ----
@@ -215,7 +222,7 @@ impl Memtable {
         b[..key.len()].copy_from_slice(key);
         b[key.len()..].copy_from_slice(value);
         self.table.insert(hash, r);
-        self.order.push(r);
+        self.pending.push(r);
     }
 
     /// Sets the value of `key`, replacing what the memtable had.
@@ -304,66 +311,73 @@ impl Memtable {
             (first..=last).contains(&kg)
         };
         self.table.retain(|rec| !in_range(rec));
-        let sorted_len = self.sorted_len;
-        let mut kept_sorted = 0;
-        let mut i = 0;
-        self.order.retain(|r| {
-            let keep = !in_range(*r);
-            if keep && i < sorted_len {
-                kept_sorted += 1;
-            }
-            i += 1;
-            keep
-        });
-        self.sorted_len = kept_sorted;
+        for run in &mut self.runs {
+            run.retain(|r| !in_range(*r));
+        }
+        self.runs.retain(|run| !run.is_empty());
+        self.pending.retain(|r| !in_range(*r));
     }
 
     // ---- ordered access ----
 
-    /// All records in key order.
-    pub(crate) fn sorted(&mut self) -> &[RecRef] {
-        if !self.is_sorted() {
-            self.order = self.sorted_copy();
-            self.sorted_len = self.order.len();
-        }
-        &self.order
-    }
-
-    /// All records in key order, leaving the memtable as it is.
-    pub(crate) fn sorted_copy(&self) -> Vec<RecRef> {
-        let (head, tail) = self.order.split_at(self.sorted_len);
+    /// Sorts `refs` by key.
+    fn sort(&self, refs: &[RecRef]) -> Vec<RecRef> {
         // Sort on the keys' first 16 bytes held beside the references, so that most
         // comparisons touch neither the arena nor memcmp.
-        let mut keyed: Vec<(u128, RecRef)> = tail.iter().map(|&r| (key_prefix16(self.key_of(r)), r)).collect();
+        let mut keyed: Vec<(u128, RecRef)> = refs.iter().map(|&r| (key_prefix16(self.key_of(r)), r)).collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key_of(a.1).cmp(self.key_of(b.1))));
-        let tail: Vec<RecRef> = keyed.into_iter().map(|(_, r)| r).collect();
-        if head.is_empty() {
-            return tail;
-        }
-        let mut merged = Vec::with_capacity(head.len() + tail.len());
+        keyed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Merges two sorted runs with distinct keys.
+    fn merge_runs(&self, a: &[RecRef], b: &[RecRef]) -> Vec<RecRef> {
+        let mut merged = Vec::with_capacity(a.len() + b.len());
         let (mut i, mut j) = (0, 0);
-        while i < head.len() && j < tail.len() {
-            if self.key_of(head[i]) <= self.key_of(tail[j]) {
-                merged.push(head[i]);
+        while i < a.len() && j < b.len() {
+            if self.key_of(a[i]) <= self.key_of(b[j]) {
+                merged.push(a[i]);
                 i += 1;
             } else {
-                merged.push(tail[j]);
+                merged.push(b[j]);
                 j += 1;
             }
         }
-        merged.extend_from_slice(&head[i..]);
-        merged.extend_from_slice(&tail[j..]);
+        merged.extend_from_slice(&a[i..]);
+        merged.extend_from_slice(&b[j..]);
         merged
     }
 
-    /// Whether [`sorted`](Self::sorted) has nothing left to do.
-    pub(crate) fn is_sorted(&self) -> bool {
-        self.sorted_len == self.order.len()
+    /// All records as sorted runs with distinct keys (see the module documentation).
+    pub(crate) fn sorted_runs(&mut self) -> &[Vec<RecRef>] {
+        if !self.pending.is_empty() {
+            let run = self.sort(&self.pending);
+            self.pending.clear();
+            self.runs.push(run);
+            while let [.., a, b] = &self.runs[..] {
+                if a.len() > 2 * b.len() {
+                    break;
+                }
+                let merged = self.merge_runs(a, b);
+                self.runs.pop();
+                self.runs.pop();
+                self.runs.push(merged);
+            }
+        }
+        &self.runs
     }
 
-    /// The sorted records, if already sorted.
-    pub(crate) fn sorted_view(&self) -> Option<&[RecRef]> {
-        self.is_sorted().then_some(&self.order[..])
+    /// The sorted runs, if no record waits to be sorted.
+    pub(crate) fn runs_view(&self) -> Option<&[Vec<RecRef>]> {
+        self.pending.is_empty().then_some(&self.runs[..])
+    }
+
+    /// All records in one sorted run, leaving the memtable as it is.
+    pub(crate) fn sorted_copy(&self) -> Vec<RecRef> {
+        let mut all = self.sort(&self.pending);
+        for run in self.runs.iter().rev() {
+            all = self.merge_runs(run, &all);
+        }
+        all
     }
 
     /// The index in `sorted` of the first key `>= key`.
@@ -455,7 +469,8 @@ mod tests {
             }
             if step % 5000 == 4999 {
                 let sorted: Vec<(Vec<u8>, RecordKind, Vec<u8>)> = {
-                    let s = m.sorted().to_vec();
+                    m.sorted_runs();
+                    let s = m.sorted_copy();
                     s.iter()
                         .map(|r| {
                             let (k, key, v) = m.record(*r);
@@ -470,7 +485,7 @@ mod tests {
         m.drop_key_groups(2, 4);
         model.retain(|k, _| !(2..=4).contains(&u16::from_be_bytes([k[0], k[1]])));
         assert_eq!(m.len(), model.len());
-        let s = m.sorted().to_vec();
+        let s = m.sorted_copy();
         let keys: Vec<Vec<u8>> = s.iter().map(|r| m.record(*r).1.to_vec()).collect();
         assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
     }

@@ -272,7 +272,8 @@ impl Background {
             let (ready, stop) = (ready.clone(), stop.clone());
             threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
                 while let Ok((id, inputs, bottom)) = compact_rx.recv() {
-                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, filter.as_deref(), &stop);
+                    let ctl = compaction::MergeControl { filter: filter.as_deref(), stop: &stop };
+                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, ctl);
                     drop(inputs);
                     if done_tx.send(Done::Compacted(result)).is_err() {
                         return;
@@ -323,13 +324,12 @@ fn compact(
     inputs: &[LiveSegment],
     bottom: bool,
     opts: WriterOptions,
-    filter: Option<&dyn CompactionFilter>,
-    stop: &AtomicBool,
+    ctl: compaction::MergeControl<'_>,
 ) -> Result<Option<Arc<Segment>>> {
     let path = dir.join(segment_file_name(id));
     let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
     let writer = SegmentWriter::new(file, &path, opts)?;
-    match compaction::merge(inputs, bottom, writer, filter, stop) {
+    match compaction::merge(inputs, bottom, writer, ctl) {
         Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
         Ok(None) => {
             let _ = fs.remove(&path);
@@ -420,7 +420,8 @@ impl Store {
         }
         let next_id = manifest.as_ref().map_or(0, |m| m.next_segment_id).max(max_id).max(1);
         let write_buffer = (opts.memory_budget / 4).max(MIN_WRITE_BUFFER);
-        let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer, opts.filter.clone()).map_err(|e| Error::io(dir, e))?;
+        let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer, opts.filter.clone())
+            .map_err(|e| Error::io(dir, e))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             active: Memtable::new(chunk_size(write_buffer)),
@@ -766,11 +767,11 @@ impl Store {
 
     /// Scans the keys in `[lower, upper)` (to the end with no `upper`), in key order.
     pub fn scan_range(&mut self, lower: &[u8], upper: Option<&[u8]>) -> Result<StoreIter<'_>> {
-        self.active.sorted();
+        self.active.sorted_runs();
         let Store { active, frozen, segments, cache, .. } = self;
         // Sorted just above; the view is complete.
-        let sorted = active.sorted_view().unwrap_or_default();
-        let mut sources = vec![Source::memtable(active, sorted, lower)];
+        let runs = active.runs_view().unwrap_or_default();
+        let mut sources: Vec<Source<'_>> = runs.iter().map(|run| Source::memtable(active, run, lower)).collect();
         if let Some(f) = frozen.as_deref() {
             sources.push(Source::memtable(&f.mem, f.sorted(), lower));
         }
