@@ -1,6 +1,8 @@
 //! The store against a `BTreeMap` model: random sequences of puts, deletes, appends, point
 //! reads, prefix and key-group scans, key-group drops, flushes, compactions and clean
-//! close-and-reopen cycles must give exactly the model's answers.
+//! close-and-reopen cycles must give exactly the model's answers. Keys whose third byte is
+//! [`GROUPED`] belong to the group of their first three bytes: they are written with the group
+//! API and listed with group scans.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,7 @@ enum Op {
     Merge(Key, Vec<u8>),
     Get(Key),
     ScanPrefix(Key, u8),
+    ScanGroup(u16),
     ScanKeyGroups(u16, u16),
     DropKeyGroups(u16, u16),
     Flush,
@@ -32,6 +35,14 @@ enum Op {
 struct Key(Vec<u8>);
 
 const KEY_GROUPS: u16 = 6;
+
+/// The third byte of the keys that belong to a group.
+const GROUPED: u8 = 3;
+const GROUP_LEN: usize = 3;
+
+fn grouped(k: &[u8]) -> bool {
+    k.get(2) == Some(&GROUPED)
+}
 
 impl Arbitrary for Key {
     fn arbitrary(g: &mut Gen) -> Self {
@@ -58,7 +69,8 @@ impl Arbitrary for Op {
             30..=39 => Op::Delete(Key::arbitrary(g)),
             40..=54 => Op::Merge(Key::arbitrary(g), value(g)),
             55..=74 => Op::Get(Key::arbitrary(g)),
-            75..=81 => Op::ScanPrefix(Key::arbitrary(g), u8::arbitrary(g) % 4),
+            75..=78 => Op::ScanPrefix(Key::arbitrary(g), u8::arbitrary(g) % 4),
+            79..=81 => Op::ScanGroup(u16::arbitrary(g) % KEY_GROUPS),
             82..=85 => {
                 let (a, b) = (kg(g), kg(g));
                 Op::ScanKeyGroups(a.min(b), a.max(b))
@@ -117,12 +129,25 @@ fn run_with_stats(ops: Vec<Op>) -> (TestResult, eddy::store::StoreStats) {
         let ctx = || format!("step {step}: {op:?}");
         match op {
             Op::Put(Key(k), v) => {
-                store.put(k, v).unwrap();
+                if grouped(k) {
+                    store.put_grouped(k, GROUP_LEN, v).unwrap();
+                } else {
+                    store.put(k, v).unwrap();
+                }
                 model.insert(k.clone(), v.clone());
             }
             Op::Delete(Key(k)) => {
-                store.delete(k).unwrap();
+                if grouped(k) {
+                    store.delete_grouped(k, GROUP_LEN).unwrap();
+                } else {
+                    store.delete(k).unwrap();
+                }
                 model.remove(k);
+            }
+            // Merges are not part of the group API: grouped keys take a put instead.
+            Op::Merge(Key(k), v) if grouped(k) => {
+                store.put_grouped(k, GROUP_LEN, v).unwrap();
+                model.insert(k.clone(), v.clone());
             }
             Op::Merge(Key(k), v) => {
                 store.merge(k, v).unwrap();
@@ -139,6 +164,16 @@ fn run_with_stats(ops: Vec<Op>) -> (TestResult, eddy::store::StoreStats) {
                 let got = store.scan_prefix(prefix).unwrap().collect_vec().unwrap();
                 let upper = eddy::store::prefix_successor(prefix);
                 let expected = expected_scan(&model, prefix, upper.as_deref());
+                if got != expected {
+                    return fail(&store, format!("{}: got {got:?}, expected {expected:?}", ctx()));
+                }
+            }
+            Op::ScanGroup(kg) => {
+                let mut group = kg.to_be_bytes().to_vec();
+                group.push(GROUPED);
+                let got = store.scan_group(&group).unwrap().collect_vec().unwrap();
+                let upper = eddy::store::prefix_successor(&group);
+                let expected = expected_scan(&model, &group, upper.as_deref());
                 if got != expected {
                     return fail(&store, format!("{}: got {got:?}, expected {expected:?}", ctx()));
                 }
@@ -203,6 +238,9 @@ fn store_matches_model_through_background_flushes_and_compactions() {
             });
             if i % 5000 == 4999 {
                 ops.push(Op::ScanPrefix(Key::arbitrary(&mut g), 0));
+            }
+            if i % 1000 == 999 {
+                ops.push(Op::ScanGroup(u16::arbitrary(&mut g) % KEY_GROUPS));
             }
             if i == 5000 {
                 ops.push(Op::Reopen);

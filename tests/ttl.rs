@@ -272,3 +272,24 @@ fn reducing_state_expires_as_a_whole() {
     r.add(&mut b, 4).unwrap();
     assert_eq!(r.get(&mut b).unwrap(), Some(4));
 }
+
+#[test]
+fn incrementally_cleaned_map_entries_stay_gone_when_expired_ones_are_visible() {
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100))
+        .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp)
+        .cleanup_incrementally(1000)
+        .cleanup_in_compaction(false);
+    let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
+    b.set_current_key(&1).unwrap();
+    for uk in 0..20u64 {
+        map.put(&mut b, &uk, &1).unwrap();
+    }
+    // On disk, so that the cleanup's deletes are new records in the mutable region.
+    b.store().flush().unwrap();
+    clock.advance(200);
+    assert_eq!(map.iter(&mut b).unwrap().count(), 0, "the access cleaned them up first");
+    assert!(map.is_empty(&mut b).unwrap());
+    assert_eq!(raw_records(&mut b), 0);
+}

@@ -267,7 +267,13 @@ impl Core {
     }
 
     /// Checks `entries` more entries of a state with TTL and removes the expired ones.
-    pub(crate) fn incremental_cleanup(&mut self, state: u16, entries: usize) -> Result<()> {
+    /// `group_of` gives the group length of a record of a grouped (map) state.
+    pub(crate) fn incremental_cleanup(
+        &mut self,
+        state: u16,
+        entries: usize,
+        group_of: Option<&dyn Fn(&[u8]) -> Option<usize>>,
+    ) -> Result<()> {
         let Some(meta) = self.states.get(usize::from(state) - 1) else { return Ok(()) };
         let Some(ttl) = meta.ttl else { return Ok(()) };
         let list = meta.kind == StateKind::List;
@@ -316,9 +322,10 @@ impl Core {
         }
         self.states[usize::from(state) - 1].cursor = Some(cursor);
         for (k, v) in expired {
-            match v {
-                Some(v) => self.store.put(&k, &v)?,
-                None => self.store.delete(&k)?,
+            match (v, group_of.and_then(|g| g(&k))) {
+                (Some(v), _) => self.store.put(&k, &v)?,
+                (None, Some(group)) => self.store.delete_grouped(&k, group)?,
+                (None, None) => self.store.delete(&k)?,
             }
         }
         Ok(())

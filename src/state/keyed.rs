@@ -103,7 +103,7 @@ impl<N: Serializer> Slot<N> {
     #[inline]
     fn after_access(&self, core: &mut Core) -> Result<()> {
         match self.ttl {
-            Some(t) if t.incremental > 0 => core.incremental_cleanup(self.id, t.incremental),
+            Some(t) if t.incremental > 0 => core.incremental_cleanup(self.id, t.incremental, None),
             _ => Ok(()),
         }
     }
@@ -154,6 +154,7 @@ macro_rules! handle_common {
 fn read_single<T, N: Serializer>(
     core: &mut Core,
     slot: &Slot<N>,
+    group: usize,
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<Option<T>> {
     let Some(ttl) = slot.ttl else {
@@ -189,23 +190,35 @@ fn read_single<T, N: Serializer>(
             }
         }
     };
-    match after {
-        After::Nothing => {}
-        After::Delete => core.store.delete(&core.buf)?,
-        After::Refresh => core.store.put(&core.buf, &core.val)?,
+    match (after, group) {
+        (After::Nothing, _) => {}
+        (After::Delete, 0) => core.store.delete(&core.buf)?,
+        (After::Delete, g) => core.store.delete_grouped(&core.buf, g)?,
+        (After::Refresh, 0) => core.store.put(&core.buf, &core.val)?,
+        (After::Refresh, g) => core.store.put_grouped(&core.buf, g, &core.val)?,
     }
     Ok(value)
 }
 
-/// Writes a single value at `core.buf`, with the current time in front when the state has TTL.
+/// Writes a single value at `core.buf` (of the group of its first `group` bytes, if not 0), with
+/// the current time in front when the state has TTL.
 #[inline]
-fn write_single<N: Serializer>(core: &mut Core, slot: &Slot<N>, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+fn write_single<N: Serializer>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    group: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<()> {
     core.val.clear();
     if slot.ttl.is_some() {
         put_ts(core.clock.now_millis(), &mut core.val);
     }
     write(&mut core.val);
-    core.store.put(&core.buf, &core.val)
+    if group == 0 {
+        core.store.put(&core.buf, &core.val)
+    } else {
+        core.store.put_grouped(&core.buf, group, &core.val)
+    }
 }
 
 fn default_serializer<T: Codec>() -> T::Serializer {
@@ -279,7 +292,7 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
     pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<S::Value>> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let v = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        let v = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))?;
         self.slot.after_access(core)?;
         Ok(match (v, &self.default) {
             (None, Some(d)) => Some(d()),
@@ -292,7 +305,7 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
     pub fn update<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: &S::Value) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        write_single(core, &self.slot, |out| self.serializer.write(value, out))?;
+        write_single(core, &self.slot, 0, |out| self.serializer.write(value, out))?;
         self.slot.after_access(core)
     }
 
@@ -636,20 +649,37 @@ impl<UK: Serializer, UV: Serializer> Iterator for MapIter<'_, UK, UV> {
 }
 
 impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
+    /// Builds the entry's record key in `core.buf`; returns the length of the map's prefix
+    /// (key group, state, key, namespace), which groups the map's entries in the store.
     #[inline]
-    fn entry_key(&self, core: &mut Core, user_key: &UK::Value) -> Result<()> {
+    fn entry_key(&self, core: &mut Core, user_key: &UK::Value) -> Result<usize> {
         self.slot.key(core)?;
+        let group = core.buf.len();
         self.keys.write(user_key, &mut core.buf);
-        Ok(())
+        Ok(group)
+    }
+
+    /// Incremental TTL cleanup, which must keep removed entries in their groups.
+    #[inline]
+    fn after_access<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
+        let Some(t) = self.slot.ttl.filter(|t| t.incremental > 0) else { return Ok(()) };
+        let (ks, ns) = (&b.key_serializer, &self.slot.ns_serializer);
+        let group_of = |record: &[u8]| -> Option<usize> {
+            let mut rest = record.get(super::backend::PREFIX_LEN..)?;
+            ks.read(&mut rest).ok()?;
+            ns.read(&mut rest).ok()?;
+            Some(record.len() - rest.len())
+        };
+        b.core.incremental_cleanup(self.slot.id, t.incremental, Some(&group_of))
     }
 
     /// The value of `user_key` in the current key's map.
     #[inline]
     pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<Option<UV::Value>> {
         let core = &mut b.core;
-        self.entry_key(core, user_key)?;
-        let v = read_single(core, &self.slot, |bytes| self.values.read_all(bytes))?;
-        self.slot.after_access(core)?;
+        let group = self.entry_key(core, user_key)?;
+        let v = read_single(core, &self.slot, group, |bytes| self.values.read_all(bytes))?;
+        self.after_access(b)?;
         Ok(v)
     }
 
@@ -657,12 +687,12 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     #[inline]
     pub fn contains<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<bool> {
         let core = &mut b.core;
-        self.entry_key(core, user_key)?;
+        let group = self.entry_key(core, user_key)?;
         let found = match self.slot.ttl {
             None => core.store.contains(&core.buf)?,
-            Some(_) => read_single(core, &self.slot, |_| Ok(()))?.is_some(),
+            Some(_) => read_single(core, &self.slot, group, |_| Ok(()))?.is_some(),
         };
-        self.slot.after_access(core)?;
+        self.after_access(b)?;
         Ok(found)
     }
 
@@ -670,9 +700,9 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     #[inline]
     pub fn put<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value, value: &UV::Value) -> Result<()> {
         let core = &mut b.core;
-        self.entry_key(core, user_key)?;
-        write_single(core, &self.slot, |out| self.values.write(value, out))?;
-        self.slot.after_access(core)
+        let group = self.entry_key(core, user_key)?;
+        write_single(core, &self.slot, group, |out| self.values.write(value, out))?;
+        self.after_access(b)
     }
 
     /// Sets several entries of the current key's map.
@@ -687,29 +717,29 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     {
         for (k, v) in entries {
             let core = &mut b.core;
-            self.entry_key(core, k)?;
-            write_single(core, &self.slot, |out| self.values.write(v, out))?;
+            let group = self.entry_key(core, k)?;
+            write_single(core, &self.slot, group, |out| self.values.write(v, out))?;
         }
-        self.slot.after_access(&mut b.core)
+        self.after_access(b)
     }
 
     /// Removes `user_key` from the current key's map.
     pub fn remove<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<()> {
         let core = &mut b.core;
-        self.entry_key(core, user_key)?;
-        core.store.delete(&core.buf)?;
-        self.slot.after_access(core)
+        let group = self.entry_key(core, user_key)?;
+        core.store.delete_grouped(&core.buf, group)?;
+        self.after_access(b)
     }
 
     /// The entries of the current key's map, in user-key byte order.
     pub fn iter<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapIter<'b, UK, UV>> {
+        self.slot.key(&mut b.core)?;
+        self.after_access(b)?;
         let core = &mut b.core;
-        self.slot.key(core)?;
-        self.slot.after_access(core)?;
         self.slot.key(core)?;
         let now = core.clock.now_millis();
         let prefix_len = core.buf.len();
-        let it = core.store.scan_prefix(&core.buf)?;
+        let it = core.store.scan_group(&core.buf)?;
         Ok(MapIter {
             it,
             prefix_len,
@@ -751,15 +781,16 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
+        let group = core.buf.len();
         let mut keys = Vec::new();
         {
-            let mut it = core.store.scan_prefix(&core.buf)?;
+            let mut it = core.store.scan_group(&core.buf)?;
             while let Some((k, _)) = it.next_entry()? {
                 keys.push(k.to_vec());
             }
         }
         for k in keys {
-            core.store.delete(&k)?;
+            core.store.delete_grouped(&k, group)?;
         }
         Ok(())
     }
@@ -815,7 +846,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
     pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<S::Value>> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let v = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        let v = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))?;
         self.slot.after_access(core)?;
         Ok(v)
     }
@@ -825,11 +856,11 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
     pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: S::Value) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let next = match read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+        let next = match read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))? {
             Some(cur) => (self.reduce)(cur, value),
             None => value,
         };
-        write_single(core, &self.slot, |out| self.serializer.write(&next, out))?;
+        write_single(core, &self.slot, 0, |out| self.serializer.write(&next, out))?;
         self.slot.after_access(core)
     }
 
@@ -852,7 +883,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
         let mut acc: Option<S::Value> = None;
         for ns in sources.iter().chain(std::iter::once(target)) {
             self.slot.key_in(core, ns)?;
-            if let Some(v) = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+            if let Some(v) = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))? {
                 acc = Some(match acc {
                     Some(a) => (self.reduce)(a, v),
                     None => v,
@@ -862,7 +893,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
         }
         if let Some(acc) = acc {
             self.slot.key_in(core, target)?;
-            write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+            write_single(core, &self.slot, 0, |out| self.serializer.write(&acc, out))?;
         }
         Ok(())
     }
@@ -937,7 +968,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
     pub fn get<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<F::Out>> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let acc = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?;
+        let acc = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))?;
         self.slot.after_access(core)?;
         Ok(acc.map(|a| self.function.get_result(&a)))
     }
@@ -947,10 +978,10 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
     pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: F::In) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let acc = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))?
+        let acc = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))?
             .unwrap_or_else(|| self.function.create_accumulator());
         let acc = self.function.add(value, acc);
-        write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+        write_single(core, &self.slot, 0, |out| self.serializer.write(&acc, out))?;
         self.slot.after_access(core)
     }
 
@@ -973,7 +1004,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
         let mut acc: Option<S::Value> = None;
         for ns in sources.iter().chain(std::iter::once(target)) {
             self.slot.key_in(core, ns)?;
-            if let Some(v) = read_single(core, &self.slot, |bytes| self.serializer.read_all(bytes))? {
+            if let Some(v) = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))? {
                 acc = Some(match acc {
                     Some(a) => self.function.merge(a, v),
                     None => v,
@@ -983,7 +1014,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
         }
         if let Some(acc) = acc {
             self.slot.key_in(core, target)?;
-            write_single(core, &self.slot, |out| self.serializer.write(&acc, out))?;
+            write_single(core, &self.slot, 0, |out| self.serializer.write(&acc, out))?;
         }
         Ok(())
     }

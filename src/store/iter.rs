@@ -15,7 +15,7 @@ type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
 
 pub(crate) struct MemSource<'a> {
     mem: &'a Memtable,
-    refs: &'a [RecRef],
+    refs: std::borrow::Cow<'a, [RecRef]>,
     pos: usize,
     /// The record at `pos`, parsed once.
     cur: Option<(RecordKind, &'a [u8], &'a [u8])>,
@@ -59,7 +59,15 @@ impl<'a> Source<'a> {
             mem.prefetch(*r);
         }
         let cur = sorted.get(pos).map(|r| mem.record(*r));
-        Source::Mem(MemSource { mem, refs: sorted, pos, cur })
+        Source::Mem(MemSource { mem, refs: std::borrow::Cow::Borrowed(sorted), pos, cur })
+    }
+
+    /// A memtable source over records of its own (a group), positioned at the first key
+    /// `>= lower`.
+    pub(crate) fn memtable_owned(mem: &'a Memtable, sorted: Vec<RecRef>, lower: &[u8]) -> Self {
+        let pos = mem.lower_bound(&sorted, lower);
+        let cur = sorted.get(pos).map(|r| mem.record(*r));
+        Source::Mem(MemSource { mem, refs: std::borrow::Cow::Owned(sorted), pos, cur })
     }
 
     pub(crate) fn segment(seg: LiveSegment) -> Self {
@@ -275,31 +283,67 @@ impl<'a> MergeIter<'a> {
 
 /// An ordered scan over a store's live keys: `while let Some((key, value)) = it.next_entry()?`.
 pub struct StoreIter<'a> {
-    inner: MergeIter<'a>,
+    inner: Inner<'a>,
+}
+
+enum Inner<'a> {
+    Merge(MergeIter<'a>),
+    /// The records of one memtable, nothing else to merge: read in place.
+    Direct {
+        mem: &'a Memtable,
+        refs: Vec<RecRef>,
+        pos: usize,
+        cur: (&'a [u8], &'a [u8]),
+    },
 }
 
 impl<'a> StoreIter<'a> {
     pub(crate) fn new(inner: MergeIter<'a>) -> Self {
-        StoreIter { inner }
+        StoreIter { inner: Inner::Merge(inner) }
+    }
+
+    /// A scan of sorted records of one memtable when no other source holds any key in range.
+    pub(crate) fn direct(mem: &'a Memtable, refs: Vec<RecRef>) -> Self {
+        StoreIter { inner: Inner::Direct { mem, refs, pos: 0, cur: (&[], &[]) } }
     }
 
     /// The next live key and its value, in key order.
     pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
-        loop {
-            // Re-borrow per round so a skipped delete does not hold the borrow.
-            let kind = match self.inner.next_record()? {
-                None => return Ok(None),
-                Some((kind, _, _)) => kind,
-            };
-            if kind != RecordKind::Delete {
-                return Ok(Some((&self.inner.key, &self.inner.value)));
+        match &mut self.inner {
+            Inner::Merge(inner) => loop {
+                // Re-borrow per round so a skipped delete does not hold the borrow.
+                let kind = match inner.next_record()? {
+                    None => return Ok(None),
+                    Some((kind, _, _)) => kind,
+                };
+                if kind != RecordKind::Delete {
+                    return Ok(Some((&inner.key, &inner.value)));
+                }
+            },
+            Inner::Direct { mem, refs, pos, cur } => {
+                while let Some(&r) = refs.get(*pos) {
+                    *pos += 1;
+                    if let Some(&next) = refs.get(*pos + PREFETCH_AHEAD) {
+                        mem.prefetch(next);
+                    }
+                    // With nothing older to meet, a merge record is the whole value.
+                    let (kind, k, v) = mem.record(r);
+                    if kind != RecordKind::Delete {
+                        *cur = (k, v);
+                        return Ok(Some(*cur));
+                    }
+                }
+                Ok(None)
             }
         }
     }
 
     /// The entry the last [`next_entry`](Self::next_entry) returned.
     pub(crate) fn current(&self) -> (&[u8], &[u8]) {
-        (&self.inner.key, &self.inner.value)
+        match &self.inner {
+            Inner::Merge(inner) => (&inner.key, &inner.value),
+            Inner::Direct { cur, .. } => *cur,
+        }
     }
 
     /// Collects the rest of the scan (convenient in tests and tools).

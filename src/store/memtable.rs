@@ -12,8 +12,13 @@
 //! least half its size). So a scan after a few writes sorts only those writes, each key takes
 //! part in O(log n) merges over the memtable's life, and a scan seeks in O(log n) runs.
 //!
+//! Keys written with a group (the map entries of one key and namespace share their key's first
+//! `group_len` bytes) are also linked into a list per group, whose head a second hash index
+//! finds; so a group is listed without a sorted view and without touching other keys.
+//!
 //! Record layout in the arena (native to this process, never written to disk):
-//! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | key | value room`.
+//! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | group_len u32 |
+//! next_in_group u64 | key | value room`.
 
 use super::table::{hash_key, key_eq, prefetch, HashIndex};
 
@@ -24,7 +29,9 @@ const KLEN_OFF: usize = KIND_OFF + 1;
 const VLEN_OFF: usize = KLEN_OFF + 4;
 const VCAP_OFF: usize = VLEN_OFF + 4;
 const VREF_OFF: usize = VCAP_OFF + 4;
-const HEADER_LEN: usize = VREF_OFF + 8;
+const GLEN_OFF: usize = VREF_OFF + 8;
+const NEXT_OFF: usize = GLEN_OFF + 4;
+const HEADER_LEN: usize = NEXT_OFF + 8;
 /// Set in the kind byte when the value lives out of line at `value_ref`.
 const EXTERNAL: u8 = 0x80;
 /// A `value_ref` that points nowhere.
@@ -40,6 +47,8 @@ pub(crate) struct Memtable {
     used: usize,
     arena_bytes: usize,
     table: HashIndex,
+    /// Group prefix -> the group's newest record.
+    groups: HashIndex,
     /// Sorted runs, oldest (and largest) first; every record is in exactly one run or in
     /// `pending`.
     runs: Vec<Vec<RecRef>>,
@@ -57,6 +66,7 @@ impl Memtable {
             used: chunk_size,
             arena_bytes: 0,
             table: HashIndex::new(),
+            groups: HashIndex::new(),
             runs: Vec::new(),
             pending: Vec::new(),
         }
@@ -80,7 +90,7 @@ impl Memtable {
     /// Heap memory held: arena chunks, hash table and the ordered views.
     pub(crate) fn memory(&self) -> usize {
         let refs: usize = self.runs.iter().map(Vec::capacity).sum::<usize>() + self.pending.capacity();
-        self.arena_bytes + self.table.memory() + refs * std::mem::size_of::<RecRef>()
+        self.arena_bytes + self.table.memory() + self.groups.memory() + refs * std::mem::size_of::<RecRef>()
     }
 
     // ---- arena ----
@@ -212,12 +222,16 @@ impl Memtable {
         })
     }
 
-    fn insert_new(&mut self, hash: u64, key: &[u8], kind: RecordKind, value: &[u8], room: usize) {
+    fn insert_new(&mut self, hash: u64, key: &[u8], kind: RecordKind, value: &[u8], room: usize, group: usize) {
         let r = self.alloc(HEADER_LEN + key.len() + room);
         self.write_header(
             r,
             &Header { kind: kind as u8, klen: key.len(), vlen: value.len(), vcap: room, vref: NO_REF },
         );
+        let next = if group == 0 { NO_REF } else { self.link(key, group, r) };
+        let h = self.bytes_mut(r, HEADER_LEN);
+        h[GLEN_OFF..GLEN_OFF + 4].copy_from_slice(&(group as u32).to_le_bytes());
+        h[NEXT_OFF..NEXT_OFF + 8].copy_from_slice(&next.to_le_bytes());
         let b = self.bytes_mut(r + HEADER_LEN as u64, key.len() + value.len());
         b[..key.len()].copy_from_slice(key);
         b[key.len()..].copy_from_slice(value);
@@ -225,19 +239,78 @@ impl Memtable {
         self.pending.push(r);
     }
 
-    /// Sets the value of `key`, replacing what the memtable had.
-    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) {
-        match self.find(hash, key) {
-            Some(r) => self.overwrite(r, RecordKind::Put, value),
-            None => self.insert_new(hash, key, RecordKind::Put, value, value.len()),
+    /// The group length and the next record of a record's group.
+    #[inline]
+    fn group_link(&self, r: RecRef) -> (usize, RecRef) {
+        let h = self.bytes(r, HEADER_LEN);
+        let glen = u32::from_le_bytes([h[GLEN_OFF], h[GLEN_OFF + 1], h[GLEN_OFF + 2], h[GLEN_OFF + 3]]) as usize;
+        let mut next = [0u8; 8];
+        next.copy_from_slice(&h[NEXT_OFF..NEXT_OFF + 8]);
+        (glen, u64::from_le_bytes(next))
+    }
+
+    /// Whether record `r` heads the group `prefix`.
+    #[inline]
+    fn in_group(&self, r: RecRef, prefix: &[u8]) -> bool {
+        self.group_link(r).0 == prefix.len() && self.key_of(r).starts_with(prefix)
+    }
+
+    /// Makes `r` the head of its group; returns the previous head.
+    fn link(&mut self, key: &[u8], group: usize, r: RecRef) -> RecRef {
+        let prefix = &key[..group];
+        let ghash = hash_key(prefix);
+        let (chunks, groups) = (&self.chunks, &mut self.groups);
+        let same = |h: RecRef| {
+            let c = &chunks[(h >> 32) as usize];
+            let off = (h & 0xffff_ffff) as usize;
+            let hdr = &c[off..off + HEADER_LEN];
+            let glen = u32::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1], hdr[GLEN_OFF + 2], hdr[GLEN_OFF + 3]]);
+            let klen = u32::from_le_bytes([hdr[KLEN_OFF], hdr[KLEN_OFF + 1], hdr[KLEN_OFF + 2], hdr[KLEN_OFF + 3]]);
+            glen as usize == group && klen as usize >= group && &c[off + HEADER_LEN..off + HEADER_LEN + group] == prefix
+        };
+        match groups.find_mut(ghash, same) {
+            Some(head) => std::mem::replace(head, r),
+            None => {
+                groups.insert(ghash, r);
+                NO_REF
+            }
         }
     }
 
-    /// Records a delete of `key`.
-    pub(crate) fn delete(&mut self, hash: u64, key: &[u8]) {
+    /// The records of group `prefix` (keys written with that group), in key order.
+    pub(crate) fn group(&self, prefix: &[u8]) -> Vec<RecRef> {
+        let Some(mut r) = self.groups.find(hash_key(prefix), |h| self.in_group(h, prefix)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        loop {
+            out.push(r);
+            let (_, next) = self.group_link(r);
+            if next == NO_REF {
+                break;
+            }
+            self.prefetch(next);
+            r = next;
+        }
+        // Newest first as linked; a group is small enough to sort on the spot.
+        out.sort_unstable_by(|a, b| self.key_of(*a).cmp(self.key_of(*b)));
+        out
+    }
+
+    /// Sets the value of `key`, replacing what the memtable had. A new key joins the group of
+    /// its first `group` bytes (0: none).
+    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8], group: usize) {
+        match self.find(hash, key) {
+            Some(r) => self.overwrite(r, RecordKind::Put, value),
+            None => self.insert_new(hash, key, RecordKind::Put, value, value.len(), group),
+        }
+    }
+
+    /// Records a delete of `key` (a new record joins the group of its first `group` bytes).
+    pub(crate) fn delete(&mut self, hash: u64, key: &[u8], group: usize) {
         match self.find(hash, key) {
             Some(r) => self.overwrite(r, RecordKind::Delete, &[]),
-            None => self.insert_new(hash, key, RecordKind::Delete, &[], 0),
+            None => self.insert_new(hash, key, RecordKind::Delete, &[], 0, group),
         }
     }
 
@@ -245,7 +318,7 @@ impl Memtable {
     /// merge record that the store resolves against older data.
     pub(crate) fn merge(&mut self, hash: u64, key: &[u8], operand: &[u8]) {
         let Some(r) = self.find(hash, key) else {
-            self.insert_new(hash, key, RecordKind::Merge, operand, operand.len());
+            self.insert_new(hash, key, RecordKind::Merge, operand, operand.len(), 0);
             return;
         };
         let mut h = self.header(r);
@@ -311,6 +384,8 @@ impl Memtable {
             (first..=last).contains(&kg)
         };
         self.table.retain(|rec| !in_range(rec));
+        // A group's records share its key group: its head decides for all of them.
+        self.groups.retain(|rec| !in_range(rec));
         for run in &mut self.runs {
             run.retain(|r| !in_range(*r));
         }
@@ -446,11 +521,11 @@ mod tests {
             let v = vec![(step % 251) as u8; (next() % 40) as usize];
             match next() % 4 {
                 0 => {
-                    m.put(h, &key, &v);
+                    m.put(h, &key, &v, 0);
                     model.insert(key, (RecordKind::Put, v));
                 }
                 1 => {
-                    m.delete(h, &key);
+                    m.delete(h, &key, 0);
                     model.insert(key, (RecordKind::Delete, vec![]));
                 }
                 2 => {
@@ -497,9 +572,9 @@ mod tests {
         for i in 0..3u8 {
             let key = [0, 0, i];
             let h = m.hash(&key);
-            m.put(h, &key, &big);
+            m.put(h, &key, &big, 0);
             let small = [0, 1, i];
-            m.put(m.hash(&small), &small, b"small");
+            m.put(m.hash(&small), &small, b"small", 0);
         }
         for i in 0..3u8 {
             assert_eq!(m.get(m.hash(&[0, 0, i]), &[0, 0, i]).unwrap().1, &big[..]);

@@ -342,6 +342,17 @@ fn compact(
     }
 }
 
+fn check_group(key: &[u8], group_len: usize) -> Result<()> {
+    if group_len < 2 || group_len > key.len() {
+        return Err(Misuse::InvalidOption {
+            name: "group_len",
+            why: "must be at least 2 and at most the key's length",
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// A log-structured, key-group-partitioned key-value store, driven by one thread.
 ///
 /// Keys are byte strings that start with their key group (two bytes, big-endian); values are
@@ -461,7 +472,31 @@ impl Store {
         self.check_write(key, value.len())?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.put(h, key, value);
+        self.active.put(h, key, value, 0);
+        Ok(())
+    }
+
+    /// Sets `key` to `value`, where `key` belongs to the group of its first `group_len` bytes
+    /// (the entries of one map, say): [`scan_group`](Self::scan_group) then lists the group
+    /// without touching other keys. A key of a group must always be written with its group.
+    #[inline]
+    pub fn put_grouped(&mut self, key: &[u8], group_len: usize, value: &[u8]) -> Result<()> {
+        self.check_write(key, value.len())?;
+        check_group(key, group_len)?;
+        self.before_write()?;
+        let h = self.active.hash(key);
+        self.active.put(h, key, value, group_len);
+        Ok(())
+    }
+
+    /// Deletes `key` of the group of its first `group_len` bytes.
+    #[inline]
+    pub fn delete_grouped(&mut self, key: &[u8], group_len: usize) -> Result<()> {
+        self.check_write(key, 0)?;
+        check_group(key, group_len)?;
+        self.before_write()?;
+        let h = self.active.hash(key);
+        self.active.delete(h, key, group_len);
         Ok(())
     }
 
@@ -471,7 +506,7 @@ impl Store {
         self.check_write(key, 0)?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.delete(h, key);
+        self.active.delete(h, key, 0);
         Ok(())
     }
 
@@ -753,6 +788,23 @@ impl Store {
     pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<StoreIter<'_>> {
         let upper = prefix_successor(prefix);
         self.scan_range(prefix, upper.as_deref())
+    }
+
+    /// Scans the keys of the group `group` (written with [`put_grouped`](Self::put_grouped)),
+    /// in key order. In the mutable region this visits the group's keys only.
+    pub fn scan_group(&mut self, group: &[u8]) -> Result<StoreIter<'_>> {
+        let Store { active, frozen, segments, cache, .. } = self;
+        let refs = active.group(group);
+        if frozen.is_none() && segments.is_empty() {
+            return Ok(StoreIter::direct(active, refs));
+        }
+        let mut sources = vec![Source::memtable_owned(active, refs, group)];
+        if let Some(f) = frozen.as_deref() {
+            sources.push(Source::memtable_owned(&f.mem, f.mem.group(group), group));
+        }
+        sources.extend(segments.iter().cloned().map(Source::segment));
+        let upper = prefix_successor(group);
+        Ok(StoreIter::new(MergeIter::new(sources, group.to_vec(), upper, Some(cache))))
     }
 
     /// Scans the keys of a key-group range, in key order.

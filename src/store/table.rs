@@ -149,6 +149,22 @@ impl HashIndex {
         }
     }
 
+    /// Like [`find`](Self::find), but gives the slot's record to change in place.
+    #[inline]
+    pub(crate) fn find_mut(&mut self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<&mut u64> {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.hash == hash && eq(s.rec) {
+                return Some(&mut self.slots[i].rec);
+            }
+            if s.hash == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
     /// Adds a record known not to be present.
     pub(crate) fn insert(&mut self, hash: u64, rec: u64) {
         // Keep the load at most 3/4 so probe sequences stay short.
