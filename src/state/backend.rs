@@ -272,7 +272,7 @@ impl Core {
         &mut self,
         state: u16,
         entries: usize,
-        group_of: Option<&dyn Fn(&[u8]) -> Option<usize>>,
+        group_of: Option<GroupOf<'_>>,
     ) -> Result<()> {
         let Some(meta) = self.states.get(usize::from(state) - 1) else { return Ok(()) };
         let Some(ttl) = meta.ttl else { return Ok(()) };
@@ -358,6 +358,9 @@ impl Core {
         Ok(out)
     }
 }
+
+/// The group length of a record of a grouped (map) state, if it parses.
+pub(crate) type GroupOf<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
 
 /// `key group | state`.
 #[inline]
