@@ -1,70 +1,112 @@
-//! A first look at the store: keys routed to key groups the way Flink routes them, point
-//! reads and writes, appends, ordered scans of one key group, dropping a key-group range (as
-//! a rescaled subtask does with the groups it no longer owns), and a clean close and reopen.
+//! A first look at eddy: a keyed process function's state over a small stream of page views.
+//! Per user it keeps a view count (value state), the recent pages (list state with a time to
+//! live), the views per page (map state), the longest session (reducing state) and an average
+//! dwell time (aggregating state), and it sets an event-time timer per user that reports when
+//! the watermark passes. Keys are routed to key groups exactly as Flink routes `String` keys.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
-use eddy::keygroup::{hash_bytes, java_hash_str, range_for_subtask, KeyGroupRange, MaxParallelism};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::codec::{Str, I64, U64};
+use eddy::state::{
+    AggregateFunction, AggregatingStateDescriptor, KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor,
+    ReducingStateDescriptor, TtlConfig, ValueStateDescriptor,
+};
 use eddy::store::StoreOptions;
 
-/// A store key: the key group (2 bytes, big-endian) and then the key's bytes.
-fn store_key(max_parallelism: MaxParallelism, user_key: &str) -> Vec<u8> {
-    // `java_hash_str` routes exactly like Flink does for a String key; `hash_bytes` is the
-    // default for keys of any other type.
-    let kg = max_parallelism.key_group(java_hash_str(user_key));
-    let mut k = kg.to_be_bytes().to_vec();
-    k.extend_from_slice(user_key.as_bytes());
-    k
+/// The mean of the added values; the accumulator (sum, count) differs from input and output.
+struct Mean;
+
+impl AggregateFunction for Mean {
+    type In = i64;
+    type Acc = (i64, u64);
+    type Out = f64;
+    fn create_accumulator(&self) -> (i64, u64) {
+        (0, 0)
+    }
+    fn add(&self, v: i64, (sum, n): (i64, u64)) -> (i64, u64) {
+        (sum + v, n + 1)
+    }
+    fn get_result(&self, &(sum, n): &(i64, u64)) -> f64 {
+        sum as f64 / n.max(1) as f64
+    }
+    fn merge(&self, a: (i64, u64), b: (i64, u64)) -> (i64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
 }
 
 fn main() -> eddy::Result<()> {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let max_p = MaxParallelism::new(128)?;
-    let mut store = StoreOptions::new().memory_budget(64 << 20).open(dir.path())?;
+    let clock = ManualClock::new(0);
+    // The backend of subtask 0 of 1: it owns all 128 key groups.
+    let mut backend = KeyedBackend::builder(Str)
+        .java_key_hash()
+        .max_parallelism(128)
+        .clock(Arc::new(clock.clone()))
+        .store_options(StoreOptions::new().memory_budget(64 << 20))
+        .open(dir.path())?;
 
-    // Point writes and reads.
-    for (user, visits) in [("alice", 3u64), ("bob", 5), ("carol", 8), ("dave", 13)] {
-        store.put(&store_key(max_p, user), &visits.to_le_bytes())?;
+    let views = backend.state(ValueStateDescriptor::of::<u64>("views").default_value(0))?;
+    let recent =
+        backend.state(ListStateDescriptor::of::<String>("recent").ttl(TtlConfig::new(Duration::from_secs(60))))?;
+    let per_page = backend.state(MapStateDescriptor::of::<String, u64>("per-page"))?;
+    let longest = backend.state(ReducingStateDescriptor::new("longest", I64, |a: i64, b: i64| a.max(b)))?;
+    let dwell = backend.state(AggregatingStateDescriptor::new("dwell", (I64, U64), Mean))?;
+    let timers = backend.timer_service("report")?;
+
+    // (event time in ms, user, page, dwell time in ms)
+    let events = [
+        (1_000, "alice", "/home", 300),
+        (2_000, "bob", "/home", 120),
+        (3_000, "alice", "/cart", 900),
+        (4_000, "alice", "/home", 450),
+        (65_000, "bob", "/checkout", 2_000),
+    ];
+    for (ts, user, page, ms) in events {
+        clock.set(ts);
+        backend.set_current_key(&user.to_string())?;
+        let n = views.get(&mut backend)?.unwrap_or(0);
+        views.update(&mut backend, &(n + 1))?;
+        recent.add(&mut backend, &page.to_string())?;
+        let page_views = per_page.get(&mut backend, &page.to_string())?.unwrap_or(0);
+        per_page.put(&mut backend, &page.to_string(), &(page_views + 1))?;
+        longest.add(&mut backend, ms)?;
+        dwell.add(&mut backend, ms)?;
+        // Report a minute after the user's first view (registering again changes nothing).
+        if n == 0 {
+            timers.register_event_time(&mut backend, &(), ts + 60_000)?;
+        }
     }
-    let alice = store_key(max_p, "alice");
-    let visits = u64::from_le_bytes(store.get(&alice)?.expect("alice").try_into().expect("8 bytes"));
-    println!("alice: {visits} visits (key group {})", u16::from_be_bytes([alice[0], alice[1]]));
+    let kg = backend.current_key_group()?;
+    println!("bob is in key group {kg}, as in Flink for the String key \"bob\"");
 
-    // Appends without reading: how list state adds elements.
-    let log = store_key(max_p, "bob/log");
-    for event in ["login", "click", "logout"] {
-        store.merge(&log, format!("{event};").as_bytes())?;
-    }
-    println!("bob/log: {}", String::from_utf8_lossy(store.get(&log)?.expect("log")));
+    // The watermark passes: every due timer fires with its key as the current key.
+    clock.set(70_000);
+    timers.advance_watermark(&mut backend, 70_000, |b, timer| {
+        let user = timer.key;
+        let count = views.get(b)?.unwrap_or(0);
+        // Pages seen more than a minute ago have expired from `recent`.
+        let recent_pages = recent.get_vec(b)?;
+        let mut pages = Vec::new();
+        let mut it = per_page.iter(b)?;
+        while let Some((page, n)) = it.next_entry()? {
+            pages.push(format!("{page} x{n}"));
+        }
+        drop(it);
+        let (max, mean) = (longest.get(b)?.unwrap_or(0), dwell.get(b)?.unwrap_or(0.0));
+        println!(
+            "at {}: {user}: {count} views [{}], recent {recent_pages:?}, longest {max} ms, mean {mean:.0} ms",
+            timer.timestamp,
+            pages.join(", ")
+        );
+        Ok(())
+    })?;
 
-    // State larger than one region: flush to a segment file, then read through it.
-    store.flush()?;
-    println!(
-        "after flush: {} segment(s), alice still has {} bytes",
-        store.stats().segments,
-        store.get(&alice)?.map_or(0, <[u8]>::len)
-    );
-
-    // Subtask 0 of 2 owns key groups 0..=63; scan what it owns, in key order.
-    let owned = range_for_subtask(max_p.get(), 2, 0)?;
-    let mut it = store.scan_key_groups(owned)?;
-    while let Some((k, _)) = it.next_entry()? {
-        println!("subtask 0 of 2 owns {:?}", String::from_utf8_lossy(&k[2..]));
-    }
-    drop(it);
-
-    // Rescaled to 2 subtasks, this backend keeps only subtask 0's key groups.
-    store.drop_key_groups(KeyGroupRange::new(owned.end() + 1, 127)?)?;
-    let left = store.scan_range(&[], None)?.collect_vec()?.len();
-    println!("after dropping key groups {}..=127: {left} keys left", owned.end() + 1);
-
-    // A clean close writes the manifest; reopening starts from exactly this state.
-    store.close()?;
-    let mut store = StoreOptions::new().open(dir.path())?;
-    println!(
-        "reopened: {} keys, hash_bytes(\"alice\") = {}",
-        store.scan_range(&[], None)?.collect_vec()?.len(),
-        hash_bytes(b"alice")
-    );
-    store.close()
+    let mut users = backend.keys(&views)?;
+    users.sort();
+    let stats = backend.store().stats();
+    println!("users with state: {users:?}; {} bytes in the mutable region", stats.memtable_bytes);
+    backend.close()
 }
