@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
+use eddy::codec::{
+    Bool, Bytes, Char, OptionOf, RkyvSerializer, SerdeSerializer, Serializer, SerializerSnapshot, Str, Unit, VecOf,
+    F64, I64, U32, U64,
+};
 use eddy::format::block::{append_trailer, BlockBuilder, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use eddy::format::segment::Compression;
 use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
@@ -27,7 +31,7 @@ use eddy::format::{RecordKind, SegmentReader, SegmentWriter, WriterOptions};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::keygroup::KeyGroupRange;
 use eddy::store::{CompactionOptions, StoreOptions, MANIFEST_FILE};
-use fuzz_targets::{open_flags, reseal, StoreInput, TARGETS};
+use fuzz_targets::{codec_cases, open_flags, reseal, RkyvEvent, RkyvKind, SerdeEvent, SerdeKind, StoreInput, TARGETS};
 
 /// The largest seed the corpus may hold.
 const MAX_SEED_LEN: usize = 8 << 10;
@@ -222,6 +226,11 @@ fn corpus_store_open() {
     corpus_with_mutations("store_open");
 }
 
+#[test]
+fn corpus_codec() {
+    corpus_with_mutations("codec");
+}
+
 /// Every crash input saved so far, as is (the named tests below say what each one was).
 #[test]
 fn regressions_run_clean() {
@@ -413,6 +422,85 @@ fn store_input(flags: u8, compression: Compression, drop_range: Option<(u16, u16
     StoreInput { flags, manifest: &manifest_piece, segment1: &segment1, segment2: &segment2 }.join()
 }
 
+/// A `codec` seed: the case byte, then `values` written one after another by `s`.
+fn codec_seed<S: Serializer>(case: u8, s: &S, values: &[S::Value]) -> Vec<u8> {
+    let mut out = vec![case];
+    for v in values {
+        s.write(v, &mut out);
+    }
+    out
+}
+
+fn serde_event(n: usize) -> SerdeEvent {
+    SerdeEvent {
+        id: 300 + n as u64,
+        user: "ada".to_owned(),
+        kind: SerdeKind::Purchase { item: "book".repeat(n), cents: -3 },
+        history: vec![SerdeKind::Click, SerdeKind::View(7), SerdeKind::Tagged(Some("t".to_owned()), vec![1, 500])],
+        tags: vec!["a".to_owned(), String::new()],
+        nested: vec![None, Some((-2, "é".to_owned()))],
+        extra: Some([(1, vec![1, 2, 3]), (9, vec![])].into_iter().collect()),
+        flags: (true, 'é', -1),
+    }
+}
+
+fn rkyv_event(n: usize) -> RkyvEvent {
+    RkyvEvent {
+        id: 7 + n as u64,
+        user: "ada".to_owned(),
+        kind: RkyvKind::Purchase { item: "book".to_owned(), cents: -3 },
+        history: vec![RkyvKind::Click, RkyvKind::View(7), RkyvKind::Tagged(None, vec![1, 500])],
+        tags: vec!["a".to_owned(), "a longer tag than fits inline".repeat(n.max(1))],
+        longs: (0..n as u64).collect(),
+        extra: Some(vec![1, 2, 3]),
+        wide: u128::MAX - 1,
+        flag: true,
+        letter: 'é',
+    }
+}
+
+/// The `codec` seeds: a few values of each case's serializer, and one input for all cases.
+fn codec_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use codec_cases as c;
+    let s = |x: &str| x.to_owned();
+    let snapshot_bytes = {
+        let mut out = vec![c::SNAPSHOT];
+        for snap in [
+            U64.snapshot(),
+            (U64, Str, OptionOf(F64)).snapshot(),
+            SerdeSerializer::<SerdeEvent>::with_tag("fuzz.SerdeEvent").snapshot(),
+            SerializerSnapshot { identity: s("custom"), version: 7, config: vec![1, 2, 3] },
+        ] {
+            snap.encode(&mut out);
+        }
+        out
+    };
+    let mut all = codec_seed(c::ALL, &(U64, Str, OptionOf(F64)), &[(1, s("x"), Some(0.5))]);
+    all.extend_from_slice(&[0; 8]);
+    vec![
+        ("codec", "u64", codec_seed(c::U64, &U64, &[0, 1, u64::MAX])),
+        ("codec", "i64", codec_seed(c::I64, &I64, &[i64::MIN, -1, 0, 42])),
+        ("codec", "f64", codec_seed(c::F64, &F64, &[-0.0, 1.5, f64::NAN, f64::NEG_INFINITY])),
+        ("codec", "bool", codec_seed(c::BOOL, &Bool, &[false, true])),
+        ("codec", "char", codec_seed(c::CHAR, &Char, &['a', 'é', '\u{10FFFF}'])),
+        ("codec", "str", codec_seed(c::STR, &Str, &[s(""), s("hello"), "ü".repeat(70)])),
+        ("codec", "bytes", codec_seed(c::BYTES, &Bytes, &[vec![], vec![0, 0xff], vec![7; 200]])),
+        ("codec", "option-str", codec_seed(c::OPTION_STR, &OptionOf(Str), &[None, Some(s("x"))])),
+        ("codec", "vec-u32", codec_seed(c::VEC_U32, &VecOf(U32), &[vec![], vec![1, 2, u32::MAX]])),
+        ("codec", "vec-str", codec_seed(c::VEC_STR, &VecOf(Str), &[vec![s("a"), s("")], vec![]])),
+        ("codec", "vec-unit", codec_seed(c::VEC_UNIT, &VecOf(Unit), &[vec![(); 3], vec![(); 200], vec![]])),
+        (
+            "codec",
+            "tuple",
+            codec_seed(c::TUPLE, &(U64, Str, OptionOf(F64)), &[(1, s("k"), None), (u64::MAX, s("é"), Some(-2.5))]),
+        ),
+        ("codec", "serde", codec_seed(c::SERDE, &SerdeSerializer::new(), &[serde_event(0), serde_event(40)])),
+        ("codec", "rkyv", codec_seed(c::RKYV, &RkyvSerializer::new(), &[rkyv_event(0), rkyv_event(3)])),
+        ("codec", "snapshots", snapshot_bytes),
+        ("codec", "all", all),
+    ]
+}
+
 /// Rewrites the seed corpus from the real writers. Deterministic: the same build writes the
 /// same bytes.
 #[test]
@@ -498,7 +586,7 @@ fn generate_seed_corpus() {
             store_input(open_flags::NO_MANIFEST | open_flags::ONE_SEGMENT, Compression::None, None),
         ),
     ];
-    for (target, name, bytes) in seeds {
+    for (target, name, bytes) in seeds.into_iter().chain(codec_seeds()) {
         assert!(bytes.len() <= MAX_SEED_LEN, "{target}/{name} is {} bytes", bytes.len());
         fuzz_targets::target(target).unwrap()(&bytes);
         let dir = fuzz_dir().join("corpus").join(target);

@@ -174,6 +174,9 @@ fn run_with_stats(ops: Vec<Op>) -> (TestResult, eddy::store::StoreStats) {
                 let got = store.scan_group(&group).unwrap().collect_vec().unwrap();
                 let upper = eddy::store::prefix_successor(&group);
                 let expected = expected_scan(&model, &group, upper.as_deref());
+                if store.group_is_empty(&group).unwrap() != expected.is_empty() {
+                    return fail(&store, format!("{}: group_is_empty wrong, expected {expected:?}", ctx()));
+                }
                 if got != expected {
                     return fail(&store, format!("{}: got {got:?}, expected {expected:?}", ctx()));
                 }

@@ -737,7 +737,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         self.after_access(b)?;
         let core = &mut b.core;
         self.slot.key(core)?;
-        let now = core.clock.now_millis();
+        let now = if self.slot.ttl.is_some() { core.clock.now_millis() } else { 0 };
         let prefix_len = core.buf.len();
         let it = core.store.scan_group(&core.buf)?;
         Ok(MapIter {
@@ -773,6 +773,12 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
 
     /// Whether the current key's map has no entries.
     pub fn is_empty<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<bool> {
+        if self.slot.ttl.is_none() {
+            let core = &mut b.core;
+            self.slot.key(core)?;
+            return core.store.group_is_empty(&core.buf);
+        }
+        // Expired entries may be hidden: look at the entries themselves.
         let mut it = self.iter(b)?;
         Ok(it.next_raw()?.is_none())
     }

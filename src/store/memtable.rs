@@ -41,7 +41,7 @@ const NO_REF: u64 = u64::MAX;
 pub(crate) type RecRef = u64;
 
 pub(crate) struct Memtable {
-    chunks: Vec<Box<[u8]>>,
+    chunks: Vec<Chunk>,
     chunk_size: usize,
     current: usize,
     used: usize,
@@ -98,12 +98,12 @@ impl Memtable {
     fn alloc(&mut self, len: usize) -> RecRef {
         if len > self.chunk_size / 4 {
             // Large records get a chunk of their own; the open chunk stays open.
-            self.chunks.push(vec![0u8; len].into_boxed_slice());
+            self.chunks.push(Chunk::new(len));
             self.arena_bytes += len;
             return ((self.chunks.len() - 1) as u64) << 32;
         }
         if self.used + len > self.chunk_size {
-            self.chunks.push(vec![0u8; self.chunk_size].into_boxed_slice());
+            self.chunks.push(Chunk::new(self.chunk_size));
             self.arena_bytes += self.chunk_size;
             self.current = self.chunks.len() - 1;
             self.used = 0;
@@ -277,24 +277,41 @@ impl Memtable {
         }
     }
 
+    /// The newest record of group `prefix`.
+    #[inline]
+    fn group_head(&self, prefix: &[u8]) -> Option<RecRef> {
+        self.groups.find(hash_key(prefix), |h| self.in_group(h, prefix))
+    }
+
     /// The records of group `prefix` (keys written with that group), in key order.
     pub(crate) fn group(&self, prefix: &[u8]) -> Vec<RecRef> {
-        let Some(mut r) = self.groups.find(hash_key(prefix), |h| self.in_group(h, prefix)) else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        loop {
-            out.push(r);
-            let (_, next) = self.group_link(r);
-            if next == NO_REF {
-                break;
-            }
-            self.prefetch(next);
-            r = next;
+        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
+        while next != NO_REF {
+            out.push(next);
+            next = self.group_link(next).1;
         }
-        // Newest first as linked; a group is small enough to sort on the spot.
-        out.sort_unstable_by(|a, b| self.key_of(*a).cmp(self.key_of(*b)));
+        // Linked newest first: keys written in order come out sorted once reversed, and the
+        // check is cheaper than a sort. The keys share the prefix; compare what follows.
+        out.reverse();
+        let n = prefix.len();
+        let suffix = |r: RecRef| &self.key_of(r)[n..];
+        if !out.windows(2).all(|w| suffix(w[0]) < suffix(w[1])) {
+            out.sort_unstable_by(|a, b| suffix(*a).cmp(suffix(*b)));
+        }
         out
+    }
+
+    /// Whether group `prefix` has a record other than a delete.
+    pub(crate) fn group_has_live(&self, prefix: &[u8]) -> bool {
+        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
+        while next != NO_REF {
+            if self.header(next).kind & !EXTERNAL != RecordKind::Delete as u8 {
+                return true;
+            }
+            next = self.group_link(next).1;
+        }
+        false
     }
 
     /// Sets the value of `key`, replacing what the memtable had. A new key joins the group of
@@ -488,7 +505,53 @@ fn kind_of(b: u8) -> RecordKind {
     }
 }
 
-fn two_mut(v: &mut [Box<[u8]>], a: usize, b: usize) -> (&mut [u8], &mut [u8]) {
+/// A piece of the arena. Large pieces are anonymous memory maps that ask for transparent huge
+/// pages: a memtable is read at random, and with 4 KiB pages most of its reads would miss the
+/// TLB as well as the cache.
+enum Chunk {
+    Heap(Box<[u8]>),
+    Map(memmap2::MmapMut),
+}
+
+/// Pieces at least this large are mapped (a huge page is 2 MiB).
+const MAP_AT_LEAST: usize = 2 << 20;
+
+impl Chunk {
+    fn new(len: usize) -> Chunk {
+        if len >= MAP_AT_LEAST {
+            if let Ok(map) = memmap2::MmapOptions::new().len(len).map_anon() {
+                // Only a hint: without huge pages the map works the same.
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                return Chunk::Map(map);
+            }
+        }
+        Chunk::Heap(vec![0u8; len].into_boxed_slice())
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Heap(b) => b,
+            Chunk::Map(m) => m,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Chunk {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Chunk::Heap(b) => b,
+            Chunk::Map(m) => m,
+        }
+    }
+}
+
+fn two_mut(v: &mut [Chunk], a: usize, b: usize) -> (&mut [u8], &mut [u8]) {
     if a < b {
         let (x, y) = v.split_at_mut(b);
         (&mut x[a], &mut y[0])

@@ -724,6 +724,10 @@ impl Store {
         match self.active.lookup(h, key) {
             Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
             Some((RecordKind::Delete, _, _)) => Ok(None),
+            // Operands with nothing older anywhere: they are the whole value.
+            Some((RecordKind::Merge, loc, len)) if self.frozen.is_none() && self.segments.is_empty() => {
+                Ok(Some(self.active.slice(loc, len)))
+            }
             _ => self.get_slow(h, key),
         }
     }
@@ -805,6 +809,14 @@ impl Store {
         sources.extend(segments.iter().cloned().map(Source::segment));
         let upper = prefix_successor(group);
         Ok(StoreIter::new(MergeIter::new(sources, group.to_vec(), upper, Some(cache))))
+    }
+
+    /// Whether the group `group` (see [`scan_group`](Self::scan_group)) has no live key.
+    pub fn group_is_empty(&mut self, group: &[u8]) -> Result<bool> {
+        if self.frozen.is_none() && self.segments.is_empty() {
+            return Ok(!self.active.group_has_live(group));
+        }
+        Ok(self.scan_group(group)?.next_entry()?.is_none())
     }
 
     /// Scans the keys of a key-group range, in key order.
@@ -991,7 +1003,7 @@ impl Drop for Store {
 /// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
 /// one chunk never fills the buffer by itself.
 fn chunk_size(write_buffer: usize) -> usize {
-    (write_buffer / 16).clamp(4 << 10, 1 << 20)
+    (write_buffer / 16).clamp(4 << 10, 4 << 20)
 }
 
 /// Notes a record met while resolving a point read: a base value (`Some(true)`), a delete
