@@ -9,8 +9,10 @@
 //! as it is, and (when that differs) with every checksum it can find recomputed by
 //! [`reseal`], so that mutations also reach the decoding behind the checksums.
 //!
-//! This file uses only `eddy` and `std`: `tests/fuzz_regressions.rs` includes it by path to
-//! run the committed corpus and the regression inputs in the normal test suite.
+//! This file uses only `eddy`, `std`, and the `serde` (with `derive`) and `rkyv` that the
+//! `codec` target's value types derive from: `tests/fuzz_regressions.rs` includes it by path
+//! to run the committed corpus and the regression inputs in the normal test suite, where the
+//! main crate's dependencies (`rkyv`) and dev-dependencies (`serde` with `derive`) provide them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +30,13 @@ use eddy::store::{StoreOptions, MANIFEST_FILE};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call them.
-pub const TARGETS: &[(&str, Target)] =
-    &[("segment", segment), ("block", block), ("store_manifest", store_manifest), ("store_open", store_open)];
+pub const TARGETS: &[(&str, Target)] = &[
+    ("segment", segment),
+    ("block", block),
+    ("store_manifest", store_manifest),
+    ("store_open", store_open),
+    ("codec", codec),
+];
 
 /// The target function of a name in [`TARGETS`].
 pub fn target(name: &str) -> Option<Target> {
@@ -377,6 +384,373 @@ fn store_open_once(input: &StoreInput<'_>, data: &[u8]) {
         }
     } else {
         drop(store);
+    }
+}
+
+// ---- codec ----
+
+/// The first byte of a `codec` input: which serializer reads the rest. Any byte from
+/// [`COUNT`](codec_cases::COUNT) on (such as [`ALL`](codec_cases::ALL)) runs every one of them
+/// over the same bytes.
+pub mod codec_cases {
+    /// `U64`.
+    pub const U64: u8 = 0;
+    /// `I64`.
+    pub const I64: u8 = 1;
+    /// `F64`.
+    pub const F64: u8 = 2;
+    /// `Bool`.
+    pub const BOOL: u8 = 3;
+    /// `Char`.
+    pub const CHAR: u8 = 4;
+    /// `Str`, read and viewed.
+    pub const STR: u8 = 5;
+    /// `Bytes`, read and viewed.
+    pub const BYTES: u8 = 6;
+    /// `OptionOf(Str)`.
+    pub const OPTION_STR: u8 = 7;
+    /// `VecOf(U32)`.
+    pub const VEC_U32: u8 = 8;
+    /// `VecOf(Str)`.
+    pub const VEC_STR: u8 = 9;
+    /// `VecOf(Unit)`.
+    pub const VEC_UNIT: u8 = 10;
+    /// `(U64, Str, OptionOf(F64))`.
+    pub const TUPLE: u8 = 11;
+    /// `SerdeSerializer<SerdeEvent>` (postcard).
+    pub const SERDE: u8 = 12;
+    /// `RkyvSerializer<RkyvEvent>`, read and viewed at several alignments.
+    pub const RKYV: u8 = 13;
+    /// `SerializerSnapshot::decode`, and the snapshots in a decoded one's configuration.
+    pub const SNAPSHOT: u8 = 14;
+    /// The number of single cases: bytes from here on run all of them.
+    pub const COUNT: u8 = 15;
+    /// Every case over the same bytes.
+    pub const ALL: u8 = 0xff;
+}
+
+/// At most this many values are read one after another from a `codec` input.
+const MAX_VALUES: usize = 64;
+/// How deep `codec` decodes snapshots nested in a snapshot's configuration.
+const MAX_SNAPSHOT_DEPTH: usize = 8;
+
+/// An enum for [`SerdeEvent`]: unit, newtype, struct and tuple variants.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SerdeKind {
+    /// A unit variant.
+    Click,
+    /// A newtype variant.
+    View(u32),
+    /// A struct variant.
+    Purchase {
+        /// A string field.
+        item: String,
+        /// A signed (zigzag) field.
+        cents: i64,
+    },
+    /// A tuple variant.
+    Tagged(Option<String>, Vec<u16>),
+}
+
+/// The value type of the `codec` target's `SerdeSerializer`: nested vectors, options,
+/// strings, enums, a map and a tuple.
+///
+/// Nothing in it is a sequence or map of zero-sized values (`Vec<()>`, a `Vec` of a unit
+/// struct): postcard does not check such a count against the bytes left, and each element
+/// takes no bytes, so a slot of a dozen bytes claiming 2^64 of them is read for ever. Add one
+/// when `SerdeSerializer` bounds that.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SerdeEvent {
+    /// A varint.
+    pub id: u64,
+    /// A string.
+    pub user: String,
+    /// An enum.
+    pub kind: SerdeKind,
+    /// A vector of enums.
+    pub history: Vec<SerdeKind>,
+    /// A vector of strings.
+    pub tags: Vec<String>,
+    /// A vector of options of tuples.
+    pub nested: Vec<Option<(i16, String)>>,
+    /// An option of a map.
+    pub extra: Option<std::collections::BTreeMap<u16, Vec<u8>>>,
+    /// A tuple.
+    pub flags: (bool, char, i8),
+}
+
+/// An enum for [`RkyvEvent`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(compare(PartialEq), derive(Debug))]
+pub enum RkyvKind {
+    /// A unit variant.
+    Click,
+    /// A newtype variant.
+    View(u32),
+    /// A struct variant.
+    Purchase {
+        /// A string field.
+        item: String,
+        /// A signed field.
+        cents: i64,
+    },
+    /// A tuple variant.
+    Tagged(Option<String>, Vec<u16>),
+}
+
+/// The value type of the `codec` target's `RkyvSerializer`: nested vectors, options, strings
+/// (inline and out of line), an enum, and fields aligned to 1 to 16 bytes.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(compare(PartialEq), derive(Debug))]
+pub struct RkyvEvent {
+    /// 8-aligned.
+    pub id: u64,
+    /// A string.
+    pub user: String,
+    /// An enum.
+    pub kind: RkyvKind,
+    /// A vector of enums.
+    pub history: Vec<RkyvKind>,
+    /// A vector of strings.
+    pub tags: Vec<String>,
+    /// A vector of 8-aligned elements.
+    pub longs: Vec<u64>,
+    /// An option of bytes.
+    pub extra: Option<Vec<u8>>,
+    /// 16-aligned.
+    pub wide: u128,
+    /// A byte that must be 0 or 1.
+    pub flag: bool,
+    /// A `u32` that must be a scalar value.
+    pub letter: char,
+}
+
+/// How the `codec` target compares two values (bit equality for floats).
+type ValueEq<T> = fn(&T, &T) -> bool;
+
+/// Serializers over bytes read from disk: the first byte chooses one (see [`codec_cases`]),
+/// which reads values one after another from the rest until an error, the end or
+/// [`MAX_VALUES`]. Every value read must write back to bytes that read back as an equal value,
+/// and the bytes it was read from must hold exactly it (`read_all`, and `view` where there is
+/// one).
+pub fn codec(data: &[u8]) {
+    use codec_cases::*;
+    use eddy::codec::{
+        Bool, BorrowSerializer, Bytes, Char, OptionOf, Str, Unit, VecOf, F64 as F64s, I64 as I64s, U32, U64 as U64s,
+    };
+    let Some((&case, input)) = data.split_first() else { return };
+    let run = |c: u8| case == c || case >= COUNT;
+    if run(U64) {
+        codec_values(&U64s, input, |a, b| a == b, |_, _| {});
+    }
+    if run(I64) {
+        codec_values(&I64s, input, |a, b| a == b, |_, _| {});
+    }
+    if run(F64) {
+        codec_values(&F64s, input, |a, b| a.to_bits() == b.to_bits(), |_, _| {});
+    }
+    if run(BOOL) {
+        codec_values(&Bool, input, |a, b| a == b, |_, _| {});
+    }
+    if run(CHAR) {
+        codec_values(&Char, input, |a, b| a == b, |_, _| {});
+    }
+    if run(STR) {
+        codec_values(
+            &Str,
+            input,
+            |a, b| a == b,
+            |slot, v| {
+                assert_eq!(Str.view(slot).ok(), v.map(String::as_str), "Str: view and read_all disagree on {slot:?}");
+            },
+        );
+    }
+    if run(BYTES) {
+        codec_values(
+            &Bytes,
+            input,
+            |a, b| a == b,
+            |slot, v| {
+                assert_eq!(
+                    Bytes.view(slot).ok(),
+                    v.map(Vec::as_slice),
+                    "Bytes: view and read_all disagree on {slot:?}"
+                );
+            },
+        );
+    }
+    if run(OPTION_STR) {
+        codec_values(&OptionOf(Str), input, |a, b| a == b, |_, _| {});
+    }
+    if run(VEC_U32) {
+        codec_values(&VecOf(U32), input, |a, b| a == b, |_, _| {});
+    }
+    if run(VEC_STR) {
+        codec_values(&VecOf(Str), input, |a, b| a == b, |_, _| {});
+    }
+    if run(VEC_UNIT) {
+        codec_values(
+            &VecOf(Unit),
+            input,
+            |a, b| a == b,
+            |_, v| {
+                assert!(v.is_none_or(|v| v.len() <= VecOf::<Unit>::MAX_ZERO_LEN_COUNT));
+            },
+        );
+    }
+    if run(TUPLE) {
+        let eq = |a: &(u64, String, Option<f64>), b: &(u64, String, Option<f64>)| {
+            a.0 == b.0 && a.1 == b.1 && a.2.map(f64::to_bits) == b.2.map(f64::to_bits)
+        };
+        codec_values(&(U64s, Str, OptionOf(F64s)), input, eq, |_, _| {});
+    }
+    if run(SERDE) {
+        codec_values(&eddy::codec::SerdeSerializer::<SerdeEvent>::new(), input, |a, b| a == b, |_, _| {});
+    }
+    if run(RKYV) {
+        let s = eddy::codec::RkyvSerializer::<RkyvEvent>::new();
+        codec_values(&s, input, |a, b| a == b, |slot, v| rkyv_slot(&s, slot, v));
+    }
+    if run(SNAPSHOT) {
+        snapshots(input, 0);
+    }
+}
+
+/// Reads `input` as a whole (`read_all`) and as values one after another (`read`): every value
+/// read round-trips, and its bytes read as it alone. `slot` checks what else can be said of
+/// bytes that hold exactly one value (`Some`, the value `read_all` gave) or not (`None`).
+fn codec_values<S>(s: &S, input: &[u8], eq: ValueEq<S::Value>, mut slot: impl FnMut(&[u8], Option<&S::Value>))
+where
+    S: eddy::codec::Serializer,
+    S::Value: std::fmt::Debug,
+{
+    let name = std::any::type_name::<S>();
+    let whole = s.read_all(input);
+    slot(input, whole.as_ref().ok());
+    let mut cursor = input;
+    for i in 0..MAX_VALUES {
+        let before = cursor;
+        let Ok(value) = s.read(&mut cursor) else {
+            assert!(i > 0 || whole.is_err(), "{name}: read_all accepts what read does not");
+            break;
+        };
+        assert!(cursor.len() <= before.len(), "{name}: read moved the cursor back");
+        let bytes = &before[..before.len() - cursor.len()];
+        if i == 0 {
+            match &whole {
+                Ok(w) => {
+                    assert!(cursor.is_empty(), "{name}: read_all accepted bytes that read leaves {}", cursor.len());
+                    assert!(eq(w, &value), "{name}: read_all gave {w:?}, read gave {value:?}");
+                }
+                Err(_) => assert!(!cursor.is_empty(), "{name}: read used up bytes that read_all refused"),
+            }
+        }
+        match s.read_all(bytes) {
+            Ok(again) => assert!(eq(&again, &value), "{name}: {bytes:?} read as {value:?}, then as {again:?}"),
+            Err(e) => panic!("{name}: {bytes:?} read as {value:?} from a longer input, alone: {e}"),
+        }
+        slot(bytes, Some(&value));
+        round_trip(s, &value, eq);
+        if bytes.is_empty() || cursor.is_empty() {
+            break;
+        }
+    }
+}
+
+/// `value`, written after a byte that must stay, reads back as itself from exactly its
+/// encoding, whose last byte cut off leaves no value.
+fn round_trip<S>(s: &S, value: &S::Value, eq: ValueEq<S::Value>)
+where
+    S: eddy::codec::Serializer,
+    S::Value: std::fmt::Debug,
+{
+    let name = std::any::type_name::<S>();
+    let mut out = vec![0xA5];
+    s.write(value, &mut out);
+    assert_eq!(out[0], 0xA5, "{name}: write changed the bytes before its own");
+    let enc = &out[1..];
+    if let Some(n) = s.fixed_len() {
+        assert_eq!(enc.len(), n, "{name}: fixed length {n}, but {value:?} wrote {enc:?}");
+    }
+    let mut cursor = enc;
+    match s.read(&mut cursor) {
+        Ok(again) => {
+            assert!(eq(&again, value), "{name}: {value:?} wrote {enc:?}, which reads as {again:?}");
+            assert!(cursor.is_empty(), "{name}: {value:?} wrote {enc:?}, of which read leaves {}", cursor.len());
+        }
+        Err(e) => panic!("{name}: {value:?} wrote {enc:?}, which does not read: {e}"),
+    }
+    match s.read_all(enc) {
+        Ok(again) => assert!(eq(&again, value), "{name}: {value:?} wrote {enc:?}, which read_all reads as {again:?}"),
+        Err(e) => panic!("{name}: {value:?} wrote {enc:?}, which read_all refuses: {e}"),
+    }
+    if let Some((_, cut)) = enc.split_last() {
+        let mut cursor = cut;
+        if let Ok(other) = s.read(&mut cursor) {
+            panic!("{name}: {value:?} wrote {enc:?}, a proper prefix of which reads as {other:?}");
+        }
+    }
+}
+
+/// An rkyv slot (length prefix and archive) viewed where it lies and at addresses that put the
+/// archive at 0, 1, 4 and 8 modulo 16: `view` accepts exactly what `read_all` does, and the
+/// view equals the value.
+fn rkyv_slot(s: &eddy::codec::RkyvSerializer<RkyvEvent>, slot: &[u8], value: Option<&RkyvEvent>) {
+    use eddy::codec::{BorrowSerializer, Serializer};
+    let check = |bytes: &[u8], archive_align: Option<usize>| {
+        let read = s.read_all(bytes);
+        match (s.view(bytes), value) {
+            (Ok(view), Some(v)) => {
+                assert!(*view == *v, "rkyv: the view differs from the value read: {view:?} vs {v:?}");
+                assert_eq!(read.as_ref(), Ok(v), "rkyv: the same bytes read differently at another address");
+                if archive_align == Some(0) {
+                    assert!(view.is_in_place(), "rkyv: a 16-aligned archive was copied");
+                }
+            }
+            (Ok(view), None) => panic!("rkyv: view accepts what read_all refuses ({read:?}): {view:?}"),
+            (Err(e), Some(v)) => panic!("rkyv: read_all gives {v:?}, view refuses: {e}"),
+            (Err(_), None) => assert!(read.is_err(), "rkyv: read_all accepts at another address"),
+        }
+    };
+    check(slot, None);
+    // The varint prefix's length (a damaged one too), so as to place the archive after it.
+    let prefix = slot.iter().take(10).position(|b| b & 0x80 == 0).map_or(1, |i| i + 1);
+    for align in [0usize, 1, 4, 8] {
+        let start = (32 + align - prefix % 16) % 16;
+        let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(start + slot.len());
+        buf.extend_from_slice(&[0xEE; 16][..start]);
+        buf.extend_from_slice(slot);
+        check(&buf[start..], Some(align));
+    }
+}
+
+/// Snapshots one after another; each encodes back to the bytes it was decoded from, and its
+/// configuration is decoded as nested snapshots (what composites keep there), `depth` deep.
+fn snapshots(input: &[u8], depth: usize) {
+    use eddy::codec::{OptionOf, RkyvSerializer, SerdeSerializer, Serializer, SerializerSnapshot, Str, VecOf, U64};
+    let mut cursor = input;
+    for _ in 0..MAX_VALUES {
+        let before = cursor;
+        let Ok(snap) = SerializerSnapshot::decode(&mut cursor) else { break };
+        let bytes = &before[..before.len() - cursor.len()];
+        let mut out = Vec::new();
+        snap.encode(&mut out);
+        assert_eq!(out, bytes, "snapshot {snap:?} encodes to other bytes than it was decoded from");
+        let mut again = &out[..];
+        assert_eq!(SerializerSnapshot::decode(&mut again).as_ref(), Ok(&snap));
+        assert!(again.is_empty());
+        let _ = (
+            U64.compatibility(&snap),
+            OptionOf(VecOf(Str)).compatibility(&snap),
+            SerdeSerializer::<SerdeEvent>::new().compatibility(&snap),
+            RkyvSerializer::<RkyvEvent>::new().compatibility(&snap),
+        );
+        if depth < MAX_SNAPSHOT_DEPTH {
+            snapshots(&snap.config, depth + 1);
+        }
+        if bytes.is_empty() || cursor.is_empty() {
+            break;
+        }
     }
 }
 
