@@ -194,7 +194,7 @@ fn constants_are_those_of_the_spec() {
     assert_eq!((COMPRESSION_NONE, COMPRESSION_ZSTD), (0, 1));
     assert_eq!([RecordKind::Put as u8, RecordKind::Delete as u8, RecordKind::Merge as u8], [0, 1, 2]);
     assert_eq!(MAX_BLOCK_LEN, 256 << 20);
-    assert_eq!(MAX_KEY_LEN, 1 << 20);
+    assert_eq!(MAX_KEY_LEN, 65535);
     assert_eq!(MAX_VALUE_LEN, 128 << 20);
     assert_eq!(MANIFEST_MAGIC, *b"EDSM");
     assert_eq!(MANIFEST_VERSION, 1);

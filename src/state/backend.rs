@@ -135,8 +135,8 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                 max_parallelism,
                 range,
                 key: vec![0; PREFIX_LEN],
+                key_len: PREFIX_LEN,
                 key_set: false,
-                buf: Vec::with_capacity(64),
                 val: Vec::with_capacity(64),
                 scratch: Vec::new(),
                 states: Vec::new(),
@@ -169,11 +169,12 @@ pub(crate) struct Core {
     pub(crate) id: u64,
     pub(crate) max_parallelism: MaxParallelism,
     pub(crate) range: KeyGroupRange,
-    /// `key group | 0 0 | serialized current key`.
+    /// `key group | state | serialized current key`, then whatever the last call put behind
+    /// it (namespace, user key): the record key is built here, in place.
     pub(crate) key: Vec<u8>,
+    /// Where the serialized current key ends in `key`.
+    pub(crate) key_len: usize,
     pub(crate) key_set: bool,
-    /// The record key being built.
-    pub(crate) buf: Vec<u8>,
     /// The value being built.
     pub(crate) val: Vec<u8>,
     /// Spare room for multi-step operations.
@@ -233,17 +234,24 @@ impl Core {
         }
     }
 
-    /// Builds `key group | state | current key | namespace` in `buf`.
+    /// Builds `key group | state | current key | namespace` in `key`.
     #[inline]
     pub(crate) fn build_key(&mut self, state: u16, namespace: &[u8]) -> Result<()> {
         if !self.key_set {
             return Err(Misuse::NoCurrentKey.into());
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&self.key);
-        self.buf[2..PREFIX_LEN].copy_from_slice(&state.to_be_bytes());
-        self.buf.extend_from_slice(namespace);
+        self.key.truncate(self.key_len);
+        self.key[2..PREFIX_LEN].copy_from_slice(&state.to_be_bytes());
+        if !namespace.is_empty() {
+            self.key.extend_from_slice(namespace);
+        }
         Ok(())
+    }
+
+    /// The serialized current key.
+    #[inline]
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        &self.key[PREFIX_LEN..self.key_len]
     }
 
     /// The current key group.
@@ -258,6 +266,7 @@ impl Core {
         self.key.extend_from_slice(&key_group.to_be_bytes());
         self.key.extend_from_slice(&[0, 0]);
         self.key.extend_from_slice(key);
+        self.key_len = self.key.len();
         self.key_set = true;
     }
 
@@ -417,6 +426,7 @@ impl<K: Serializer> KeyedBackend<K> {
         let core = &mut self.core;
         core.key.truncate(PREFIX_LEN);
         self.key_serializer.write(key, &mut core.key);
+        core.key_len = core.key.len();
         let hash = match self.key_hash {
             None => hash_bytes(&core.key[PREFIX_LEN..]),
             Some(f) => f(key),
@@ -438,7 +448,7 @@ impl<K: Serializer> KeyedBackend<K> {
         if !self.core.key_set {
             return Err(Misuse::NoCurrentKey.into());
         }
-        self.key_serializer.read_all(&self.core.key[PREFIX_LEN..]).map_err(|e| codec_error("<key>", e))
+        self.key_serializer.read_all(self.core.key_bytes()).map_err(|e| codec_error("<key>", e))
     }
 
     /// The key group of the current key.

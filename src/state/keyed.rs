@@ -78,7 +78,7 @@ impl<N: Serializer> Slot<N> {
         self.ns_set = true;
     }
 
-    /// Builds the record key of the current key and namespace in `core.buf`.
+    /// Builds the record key of the current key and namespace in `core.key`.
     #[inline]
     fn key(&self, core: &mut Core) -> Result<()> {
         core.check(self.backend)?;
@@ -88,7 +88,7 @@ impl<N: Serializer> Slot<N> {
         core.build_key(self.id, &self.ns)
     }
 
-    /// Builds the record key of the current key and namespace `ns` in `core.buf`.
+    /// Builds the record key of the current key and namespace `ns` in `core.key`.
     fn key_in(&self, core: &mut Core, ns: &N::Value) -> Result<()> {
         core.check(self.backend)?;
         core.scratch.clear();
@@ -147,7 +147,7 @@ macro_rules! handle_common {
     };
 }
 
-/// Reads the single value stored at `core.buf`, honoring TTL: an expired value is hidden and
+/// Reads the single value stored at `core.key`, honoring TTL: an expired value is hidden and
 /// removed when the visibility says so; a read refreshes the timestamp when the update type
 /// says so.
 #[inline]
@@ -158,7 +158,7 @@ fn read_single<T, N: Serializer>(
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<Option<T>> {
     let Some(ttl) = slot.ttl else {
-        return match core.store.get(&core.buf)? {
+        return match core.store.get(&core.key)? {
             Some(bytes) => Ok(Some(slot.decode(decode(bytes))?)),
             None => Ok(None),
         };
@@ -169,7 +169,7 @@ fn read_single<T, N: Serializer>(
         Delete,
         Refresh,
     }
-    let (value, after) = match core.store.get(&core.buf)? {
+    let (value, after) = match core.store.get(&core.key)? {
         None => return Ok(None),
         Some(bytes) => {
             let (ts, rest) = split_ts(bytes).ok_or(codec_error(&slot.name, CodecError::Truncated { needed: 8 }))?;
@@ -192,15 +192,15 @@ fn read_single<T, N: Serializer>(
     };
     match (after, group) {
         (After::Nothing, _) => {}
-        (After::Delete, 0) => core.store.delete(&core.buf)?,
-        (After::Delete, g) => core.store.delete_grouped(&core.buf, g)?,
-        (After::Refresh, 0) => core.store.put(&core.buf, &core.val)?,
-        (After::Refresh, g) => core.store.put_grouped(&core.buf, g, &core.val)?,
+        (After::Delete, 0) => core.store.delete(&core.key)?,
+        (After::Delete, g) => core.store.delete_grouped(&core.key, g)?,
+        (After::Refresh, 0) => core.store.put(&core.key, &core.val)?,
+        (After::Refresh, g) => core.store.put_grouped(&core.key, g, &core.val)?,
     }
     Ok(value)
 }
 
-/// Writes a single value at `core.buf` (of the group of its first `group` bytes, if not 0), with
+/// Writes a single value at `core.key` (of the group of its first `group` bytes, if not 0), with
 /// the current time in front when the state has TTL.
 #[inline]
 fn write_single<N: Serializer>(
@@ -215,9 +215,9 @@ fn write_single<N: Serializer>(
     }
     write(&mut core.val);
     if group == 0 {
-        core.store.put(&core.buf, &core.val)
+        core.store.put(&core.key, &core.val)
     } else {
-        core.store.put_grouped(&core.buf, group, &core.val)
+        core.store.put_grouped(&core.key, group, &core.val)
     }
 }
 
@@ -313,7 +313,7 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.store.delete(&core.buf)
+        core.store.delete(&core.key)
     }
 }
 
@@ -396,7 +396,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         self.slot.key(core)?;
         self.slot.after_access(core)?;
         let Some(ttl) = self.slot.ttl else {
-            let bytes = core.store.get(&core.buf)?.unwrap_or_default();
+            let bytes = core.store.get(&core.key)?.unwrap_or_default();
             return Ok(ListIter {
                 elements: Elements::new(bytes, false),
                 serializer: &self.serializer,
@@ -407,7 +407,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         let now = core.clock.now_millis();
         let mut changed = false;
         core.val.clear();
-        if let Some(bytes) = core.store.get(&core.buf)? {
+        if let Some(bytes) = core.store.get(&core.key)? {
             for e in Elements::new(bytes, true) {
                 let e = self.slot.decode(e)?;
                 let expired = e.ts.is_some_and(|ts| ttl.expired(ts, now));
@@ -425,9 +425,9 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         }
         if changed {
             if core.val.is_empty() {
-                core.store.delete(&core.buf)?;
+                core.store.delete(&core.key)?;
             } else {
-                core.store.put(&core.buf, &core.val)?;
+                core.store.put(&core.key, &core.val)?;
             }
         }
         Ok(ListIter { elements: Elements::new(&core.val, true), serializer: &self.serializer, name: &self.slot.name })
@@ -445,7 +445,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         self.slot.key(core)?;
         core.val.clear();
         self.frame(core, value);
-        core.store.merge(&core.buf, &core.val)?;
+        core.store.merge(&core.key, &core.val)?;
         self.slot.after_access(core)
     }
 
@@ -465,7 +465,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
             self.frame(core, v);
         }
         if !core.val.is_empty() {
-            core.store.merge(&core.buf, &core.val)?;
+            core.store.merge(&core.key, &core.val)?;
         }
         self.slot.after_access(core)
     }
@@ -486,9 +486,9 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
             self.frame(core, v);
         }
         if core.val.is_empty() {
-            core.store.delete(&core.buf)?;
+            core.store.delete(&core.key)?;
         } else {
-            core.store.put(&core.buf, &core.val)?;
+            core.store.put(&core.key, &core.val)?;
         }
         self.slot.after_access(core)
     }
@@ -497,7 +497,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.store.delete(&core.buf)
+        core.store.delete(&core.key)
     }
 
     /// Moves the lists of the `sources` namespaces to the end of the `target` namespace's list
@@ -512,14 +512,14 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         let mut moved = Vec::new();
         for src in sources {
             self.slot.key_in(core, src)?;
-            if let Some(bytes) = core.store.get(&core.buf)? {
+            if let Some(bytes) = core.store.get(&core.key)? {
                 moved.extend_from_slice(bytes);
-                core.store.delete(&core.buf)?;
+                core.store.delete(&core.key)?;
             }
         }
         self.slot.key_in(core, target)?;
         if !moved.is_empty() {
-            core.store.merge(&core.buf, &moved)?;
+            core.store.merge(&core.key, &moved)?;
         }
         Ok(())
     }
@@ -649,13 +649,13 @@ impl<UK: Serializer, UV: Serializer> Iterator for MapIter<'_, UK, UV> {
 }
 
 impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
-    /// Builds the entry's record key in `core.buf`; returns the length of the map's prefix
+    /// Builds the entry's record key in `core.key`; returns the length of the map's prefix
     /// (key group, state, key, namespace), which groups the map's entries in the store.
     #[inline]
     fn entry_key(&self, core: &mut Core, user_key: &UK::Value) -> Result<usize> {
         self.slot.key(core)?;
-        let group = core.buf.len();
-        self.keys.write(user_key, &mut core.buf);
+        let group = core.key.len();
+        self.keys.write(user_key, &mut core.key);
         Ok(group)
     }
 
@@ -689,7 +689,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         let core = &mut b.core;
         let group = self.entry_key(core, user_key)?;
         let found = match self.slot.ttl {
-            None => core.store.contains(&core.buf)?,
+            None => core.store.contains(&core.key)?,
             Some(_) => read_single(core, &self.slot, group, |_| Ok(()))?.is_some(),
         };
         self.after_access(b)?;
@@ -727,7 +727,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     pub fn remove<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<()> {
         let core = &mut b.core;
         let group = self.entry_key(core, user_key)?;
-        core.store.delete_grouped(&core.buf, group)?;
+        core.store.delete_grouped(&core.key, group)?;
         self.after_access(b)
     }
 
@@ -738,8 +738,8 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         let core = &mut b.core;
         self.slot.key(core)?;
         let now = if self.slot.ttl.is_some() { core.clock.now_millis() } else { 0 };
-        let prefix_len = core.buf.len();
-        let it = core.store.scan_group(&core.buf)?;
+        let prefix_len = core.key.len();
+        let it = core.store.scan_group(&core.key)?;
         Ok(MapIter {
             it,
             prefix_len,
@@ -776,7 +776,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         if self.slot.ttl.is_none() {
             let core = &mut b.core;
             self.slot.key(core)?;
-            return core.store.group_is_empty(&core.buf);
+            return core.store.group_is_empty(&core.key);
         }
         // Expired entries may be hidden: look at the entries themselves.
         let mut it = self.iter(b)?;
@@ -787,10 +787,10 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let group = core.buf.len();
+        let group = core.key.len();
         let mut keys = Vec::new();
         {
-            let mut it = core.store.scan_group(&core.buf)?;
+            let mut it = core.store.scan_group(&core.key)?;
             while let Some((k, _)) = it.next_entry()? {
                 keys.push(k.to_vec());
             }
@@ -874,7 +874,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.store.delete(&core.buf)
+        core.store.delete(&core.key)
     }
 
     /// Folds the values of the `sources` namespaces into the `target` namespace and removes
@@ -894,7 +894,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
                     Some(a) => (self.reduce)(a, v),
                     None => v,
                 });
-                core.store.delete(&core.buf)?;
+                core.store.delete(&core.key)?;
             }
         }
         if let Some(acc) = acc {
@@ -995,7 +995,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.store.delete(&core.buf)
+        core.store.delete(&core.key)
     }
 
     /// Merges the accumulators of the `sources` namespaces into the `target` namespace's and
@@ -1015,7 +1015,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
                     Some(a) => self.function.merge(a, v),
                     None => v,
                 });
-                core.store.delete(&core.buf)?;
+                core.store.delete(&core.key)?;
             }
         }
         if let Some(acc) = acc {

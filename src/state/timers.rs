@@ -83,20 +83,28 @@ fn decode_ts(bytes: &[u8]) -> Option<i64> {
 }
 
 impl<N: Serializer> TimerService<N> {
-    /// Builds the timer record of the current key in `core.buf`.
+    /// Builds the timer record of the current key in `core.scratch`.
     fn timer_key(&self, core: &mut Core, state: u16, namespace: &N::Value, ts: i64) -> Result<usize> {
         core.check(self.backend)?;
-        core.build_key(state, &[])?;
-        let idx = usize::from(core.key_group() - core.range.start());
-        core.buf.splice(PREFIX_LEN..PREFIX_LEN, encode_ts(ts));
-        self.namespace.write(namespace, &mut core.buf);
+        if !core.key_set {
+            return Err(crate::error::Misuse::NoCurrentKey.into());
+        }
+        let kg = core.key_group();
+        let idx = usize::from(kg - core.range.start());
+        let mut rec = std::mem::take(&mut core.scratch);
+        rec.clear();
+        rec.extend_from_slice(&state_prefix(kg, state));
+        rec.extend_from_slice(&encode_ts(ts));
+        rec.extend_from_slice(core.key_bytes());
+        self.namespace.write(namespace, &mut rec);
+        core.scratch = rec;
         Ok(idx)
     }
 
     fn register<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16, ns: &N::Value, ts: i64) -> Result<()> {
         let core = &mut b.core;
         let idx = self.timer_key(core, state, ns, ts)?;
-        core.store.put(&core.buf, &[])?;
+        core.store.put(&core.scratch, &[])?;
         let Some(head) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) else { return Ok(()) };
         match *head {
             Head::Empty => *head = Head::At(ts),
@@ -112,7 +120,7 @@ impl<N: Serializer> TimerService<N> {
     fn delete<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16, ns: &N::Value, ts: i64) -> Result<()> {
         let core = &mut b.core;
         let idx = self.timer_key(core, state, ns, ts)?;
-        core.store.delete(&core.buf)?;
+        core.store.delete(&core.scratch)?;
         if let Some(head) = core.timer_heads.get_mut(&state).and_then(|h| h.get_mut(idx)) {
             if *head == Head::At(ts) {
                 *head = Head::Unknown;

@@ -16,9 +16,12 @@
 //! `group_len` bytes) are also linked into a list per group, whose head a second hash index
 //! finds; so a group is listed without a sorted view and without touching other keys.
 //!
-//! Record layout in the arena (native to this process, never written to disk):
-//! `kind u8 | key_len u32 | value_len u32 | value_cap u32 | value_ref u64 | group_len u32 |
-//! next_in_group u64 | key | value room`.
+//! Record layout in the arena (native to this process, never written to disk), kept small so
+//! that more of a memtable stays in the CPU caches:
+//! `flags u8 | key_len u16 | value_len u32 | value_cap u32 | [group_len u16 | next_in_group u64]
+//! | key | value room`. The flags hold the record kind, whether the record is in a group (then
+//! the bracketed part is there) and whether its value lives out of line (then the first 8 bytes
+//! of the value room hold its reference; the room is never smaller than that).
 
 use super::table::{hash_key, key_eq, prefetch, HashIndex};
 
@@ -26,16 +29,32 @@ use crate::format::RecordKind;
 
 const KIND_OFF: usize = 0;
 const KLEN_OFF: usize = KIND_OFF + 1;
-const VLEN_OFF: usize = KLEN_OFF + 4;
+const VLEN_OFF: usize = KLEN_OFF + 2;
 const VCAP_OFF: usize = VLEN_OFF + 4;
-const VREF_OFF: usize = VCAP_OFF + 4;
-const GLEN_OFF: usize = VREF_OFF + 8;
-const NEXT_OFF: usize = GLEN_OFF + 4;
-const HEADER_LEN: usize = NEXT_OFF + 8;
-/// Set in the kind byte when the value lives out of line at `value_ref`.
+const BASE_LEN: usize = VCAP_OFF + 4;
+/// In a grouped record, right after the base header.
+const GLEN_OFF: usize = BASE_LEN;
+const NEXT_OFF: usize = GLEN_OFF + 2;
+const GROUPED_LEN: usize = NEXT_OFF + 8;
+/// The room every value gets, so that an out-of-line reference fits in it.
+const MIN_ROOM: usize = 8;
+/// Flag: the value lives out of line at the reference in the value room.
 const EXTERNAL: u8 = 0x80;
+/// Flag: the record is linked into a group.
+const GROUPED: u8 = 0x40;
+const KIND_MASK: u8 = 0x03;
 /// A `value_ref` that points nowhere.
 const NO_REF: u64 = u64::MAX;
+
+/// Where a record's key starts, from its flags.
+#[inline]
+fn key_offset(flags: u8) -> usize {
+    if flags & GROUPED != 0 {
+        GROUPED_LEN
+    } else {
+        BASE_LEN
+    }
+}
 
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
 pub(crate) type RecRef = u64;
@@ -129,44 +148,52 @@ impl Memtable {
 
     #[inline]
     fn header(&self, r: RecRef) -> Header {
-        let h = self.bytes(r, HEADER_LEN);
-        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let mut vref = [0u8; 8];
-        vref.copy_from_slice(&h[VREF_OFF..VREF_OFF + 8]);
-        Header {
-            kind: h[KIND_OFF],
-            klen: u32_at(KLEN_OFF) as usize,
-            vlen: u32_at(VLEN_OFF) as usize,
-            vcap: u32_at(VCAP_OFF) as usize,
-            vref: u64::from_le_bytes(vref),
-        }
+        let h = self.bytes(r, BASE_LEN);
+        let kind = h[KIND_OFF];
+        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]) as usize;
+        let (vlen, vcap) = (u32_at(VLEN_OFF), u32_at(VCAP_OFF));
+        let key_off = key_offset(kind);
+        let vref = if kind & EXTERNAL != 0 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(self.bytes(r + (key_off + klen) as u64, 8));
+            u64::from_le_bytes(b)
+        } else {
+            NO_REF
+        };
+        Header { kind, klen, vlen, vcap, vref, key_off }
     }
 
+    /// Writes the base header (and the out-of-line reference); the group link stays as it is.
     fn write_header(&mut self, r: RecRef, h: &Header) {
-        let b = self.bytes_mut(r, HEADER_LEN);
+        let b = self.bytes_mut(r, BASE_LEN);
         b[KIND_OFF] = h.kind;
-        b[KLEN_OFF..KLEN_OFF + 4].copy_from_slice(&(h.klen as u32).to_le_bytes());
+        b[KLEN_OFF..KLEN_OFF + 2].copy_from_slice(&(h.klen as u16).to_le_bytes());
         b[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&(h.vlen as u32).to_le_bytes());
         b[VCAP_OFF..VCAP_OFF + 4].copy_from_slice(&(h.vcap as u32).to_le_bytes());
-        b[VREF_OFF..VREF_OFF + 8].copy_from_slice(&h.vref.to_le_bytes());
+        if h.kind & EXTERNAL != 0 {
+            let at = r + (h.key_off + h.klen) as u64;
+            self.bytes_mut(at, 8).copy_from_slice(&h.vref.to_le_bytes());
+        }
     }
 
     #[inline]
     fn key_of(&self, r: RecRef) -> &[u8] {
         let chunk = &self.chunks[(r >> 32) as usize];
         let off = (r & 0xffff_ffff) as usize;
-        let h = &chunk[off..off + HEADER_LEN];
-        let klen = u32::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1], h[KLEN_OFF + 2], h[KLEN_OFF + 3]]) as usize;
-        &chunk[off + HEADER_LEN..off + HEADER_LEN + klen]
+        let h = &chunk[off..off + BASE_LEN];
+        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+        let start = off + key_offset(h[KIND_OFF]);
+        &chunk[start..start + klen]
     }
 
-    /// The value's location: (ref, offset of the value from ref).
+    /// Where the value is.
     #[inline]
     fn value_loc(r: RecRef, h: &Header) -> RecRef {
         if h.kind & EXTERNAL != 0 {
             h.vref
         } else {
-            r + (HEADER_LEN + h.klen) as u64
+            r + (h.key_off + h.klen) as u64
         }
     }
 
@@ -185,7 +212,7 @@ impl Memtable {
     pub(crate) fn record(&self, r: RecRef) -> (RecordKind, &[u8], &[u8]) {
         let h = self.header(r);
         let key = {
-            let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
+            let off = (r & 0xffff_ffff) as usize + h.key_off;
             &self.chunks[(r >> 32) as usize][off..off + h.klen]
         };
         let value = self.bytes(Self::value_loc(r, &h), h.vlen);
@@ -223,27 +250,34 @@ impl Memtable {
     }
 
     fn insert_new(&mut self, hash: u64, key: &[u8], kind: RecordKind, value: &[u8], room: usize, group: usize) {
-        let r = self.alloc(HEADER_LEN + key.len() + room);
-        self.write_header(
-            r,
-            &Header { kind: kind as u8, klen: key.len(), vlen: value.len(), vcap: room, vref: NO_REF },
-        );
-        let next = if group == 0 { NO_REF } else { self.link(key, group, r) };
-        let h = self.bytes_mut(r, HEADER_LEN);
-        h[GLEN_OFF..GLEN_OFF + 4].copy_from_slice(&(group as u32).to_le_bytes());
-        h[NEXT_OFF..NEXT_OFF + 8].copy_from_slice(&next.to_le_bytes());
-        let b = self.bytes_mut(r + HEADER_LEN as u64, key.len() + value.len());
+        let room = room.max(MIN_ROOM);
+        let flags = kind as u8 | if group > 0 { GROUPED } else { 0 };
+        let key_off = key_offset(flags);
+        let r = self.alloc(key_off + key.len() + room);
+        let h = Header { kind: flags, klen: key.len(), vlen: value.len(), vcap: room, vref: NO_REF, key_off };
+        self.write_header(r, &h);
+        if group > 0 {
+            let next = self.link(key, group, r);
+            let b = self.bytes_mut(r, GROUPED_LEN);
+            b[GLEN_OFF..GLEN_OFF + 2].copy_from_slice(&(group as u16).to_le_bytes());
+            b[NEXT_OFF..NEXT_OFF + 8].copy_from_slice(&next.to_le_bytes());
+        }
+        let b = self.bytes_mut(r + key_off as u64, key.len() + value.len());
         b[..key.len()].copy_from_slice(key);
         b[key.len()..].copy_from_slice(value);
         self.table.insert(hash, r);
         self.pending.push(r);
     }
 
-    /// The group length and the next record of a record's group.
+    /// The group length and the next record of a record's group (0 and nothing if it has none).
     #[inline]
     fn group_link(&self, r: RecRef) -> (usize, RecRef) {
-        let h = self.bytes(r, HEADER_LEN);
-        let glen = u32::from_le_bytes([h[GLEN_OFF], h[GLEN_OFF + 1], h[GLEN_OFF + 2], h[GLEN_OFF + 3]]) as usize;
+        let h = self.bytes(r, BASE_LEN);
+        if h[KIND_OFF] & GROUPED == 0 {
+            return (0, NO_REF);
+        }
+        let h = self.bytes(r, GROUPED_LEN);
+        let glen = u16::from_le_bytes([h[GLEN_OFF], h[GLEN_OFF + 1]]) as usize;
         let mut next = [0u8; 8];
         next.copy_from_slice(&h[NEXT_OFF..NEXT_OFF + 8]);
         (glen, u64::from_le_bytes(next))
@@ -263,13 +297,17 @@ impl Memtable {
         let same = |h: RecRef| {
             let c = &chunks[(h >> 32) as usize];
             let off = (h & 0xffff_ffff) as usize;
-            let hdr = &c[off..off + HEADER_LEN];
-            let glen = u32::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1], hdr[GLEN_OFF + 2], hdr[GLEN_OFF + 3]]);
-            let klen = u32::from_le_bytes([hdr[KLEN_OFF], hdr[KLEN_OFF + 1], hdr[KLEN_OFF + 2], hdr[KLEN_OFF + 3]]);
-            glen as usize == group && klen as usize >= group && &c[off + HEADER_LEN..off + HEADER_LEN + group] == prefix
+            let hdr = &c[off..off + BASE_LEN];
+            if hdr[KIND_OFF] & GROUPED == 0 {
+                return false;
+            }
+            let hdr = &c[off..off + GROUPED_LEN];
+            let glen = u16::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1]]) as usize;
+            let klen = u16::from_le_bytes([hdr[KLEN_OFF], hdr[KLEN_OFF + 1]]) as usize;
+            glen == group && klen >= group && &c[off + GROUPED_LEN..off + GROUPED_LEN + group] == prefix
         };
-        match groups.find_mut(ghash, same) {
-            Some(head) => std::mem::replace(head, r),
+        match groups.replace(ghash, r, same) {
+            Some(head) => head,
             None => {
                 groups.insert(ghash, r);
                 NO_REF
@@ -306,7 +344,7 @@ impl Memtable {
     pub(crate) fn group_has_live(&self, prefix: &[u8]) -> bool {
         let mut next = self.group_head(prefix).unwrap_or(NO_REF);
         while next != NO_REF {
-            if self.header(next).kind & !EXTERNAL != RecordKind::Delete as u8 {
+            if kind_of(self.header(next).kind) != RecordKind::Delete {
                 return true;
             }
             next = self.group_link(next).1;
@@ -359,7 +397,7 @@ impl Memtable {
                     }
                     h.vref = loc;
                     h.vcap = cap;
-                    h.kind = kind as u8 | EXTERNAL;
+                    h.kind = (h.kind & !KIND_MASK) | kind as u8 | EXTERNAL;
                 }
                 let at = Self::value_loc(r, &h) + h.vlen as u64;
                 self.bytes_mut(at, operand.len()).copy_from_slice(operand);
@@ -371,7 +409,7 @@ impl Memtable {
 
     fn overwrite(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
         let mut h = self.header(r);
-        let new_kind = (h.kind & EXTERNAL) | kind as u8;
+        let new_kind = (h.kind & !KIND_MASK) | kind as u8;
         if value.len() <= h.vcap && h.vlen == value.len() && h.kind == new_kind {
             // The common update: same kind, same size, in place; the header stays as it is.
             let at = Self::value_loc(r, &h);
@@ -384,7 +422,7 @@ impl Memtable {
             h.vcap = value.len();
             h.kind |= EXTERNAL;
         }
-        h.kind = (h.kind & EXTERNAL) | kind as u8;
+        h.kind = (h.kind & !KIND_MASK) | kind as u8;
         h.vlen = value.len();
         let at = Self::value_loc(r, &h);
         self.bytes_mut(at, value.len()).copy_from_slice(value);
@@ -395,8 +433,8 @@ impl Memtable {
     pub(crate) fn drop_key_groups(&mut self, first: u16, last: u16) {
         let chunks = &self.chunks;
         let in_range = |r: RecRef| -> bool {
-            let off = (r & 0xffff_ffff) as usize + HEADER_LEN;
             let c = &chunks[(r >> 32) as usize];
+            let off = (r & 0xffff_ffff) as usize + key_offset(c[(r & 0xffff_ffff) as usize]);
             let kg = u16::from_be_bytes([c[off], c[off + 1]]);
             (first..=last).contains(&kg)
         };
@@ -489,16 +527,19 @@ fn key_prefix16(key: &[u8]) -> u128 {
 }
 
 struct Header {
+    /// Kind and flags.
     kind: u8,
     klen: usize,
     vlen: usize,
     vcap: usize,
     vref: u64,
+    /// Where the key starts.
+    key_off: usize,
 }
 
 #[inline]
 fn kind_of(b: u8) -> RecordKind {
-    match b & !EXTERNAL {
+    match b & KIND_MASK {
         0 => RecordKind::Put,
         1 => RecordKind::Delete,
         _ => RecordKind::Merge,

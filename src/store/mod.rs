@@ -53,8 +53,8 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 pub const MANIFEST_FILE: &str = "MANIFEST";
 /// The lock file that keeps a store directory from being opened twice.
 pub const LOCK_FILE: &str = "LOCK";
-/// The largest key the store accepts.
-pub const MAX_KEY_LEN: usize = 1 << 20;
+/// The largest key the store accepts (64 KiB - 1).
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// The largest value the store accepts (a block, at most 256 MiB, must hold one record).
 pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;

@@ -105,8 +105,78 @@ struct Slot {
     rec: u64,
 }
 
+const SLOT_LEN: usize = 16;
+
+/// The slot array: `hash u64 | rec u64` pairs, little-endian. Large arrays are anonymous memory
+/// maps that ask for transparent huge pages: every probe lands on a random slot, and with 4 KiB
+/// pages most probes of a large table would miss the TLB as well as the cache.
+struct Slots {
+    bytes: SlotBytes,
+}
+
+enum SlotBytes {
+    Heap(Box<[u8]>),
+    Map(memmap2::MmapMut),
+}
+
+/// Slot arrays at least this large are mapped (a huge page is 2 MiB).
+const MAP_SLOTS_AT_LEAST: usize = 2 << 20;
+
+impl Slots {
+    fn new(count: usize) -> Slots {
+        let len = count * SLOT_LEN;
+        if len >= MAP_SLOTS_AT_LEAST {
+            if let Ok(map) = memmap2::MmapOptions::new().len(len).map_anon() {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                return Slots { bytes: SlotBytes::Map(map) };
+            }
+        }
+        Slots { bytes: SlotBytes::Heap(vec![0u8; len].into_boxed_slice()) }
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            SlotBytes::Heap(b) => b,
+            SlotBytes::Map(m) => m,
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.bytes().len() / SLOT_LEN
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Slot {
+        let b = &self.bytes()[i * SLOT_LEN..(i + 1) * SLOT_LEN];
+        Slot { hash: word(&b[..8]), rec: word(&b[8..]) }
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize, s: Slot) {
+        let b = match &mut self.bytes {
+            SlotBytes::Heap(b) => &mut b[..],
+            SlotBytes::Map(m) => &mut m[..],
+        };
+        let b = &mut b[i * SLOT_LEN..(i + 1) * SLOT_LEN];
+        b[..8].copy_from_slice(&s.hash.to_le_bytes());
+        b[8..].copy_from_slice(&s.rec.to_le_bytes());
+    }
+
+    #[inline]
+    fn set_rec(&mut self, i: usize, rec: u64) {
+        let b = match &mut self.bytes {
+            SlotBytes::Heap(b) => &mut b[..],
+            SlotBytes::Map(m) => &mut m[..],
+        };
+        b[i * SLOT_LEN + 8..(i + 1) * SLOT_LEN].copy_from_slice(&rec.to_le_bytes());
+    }
+}
+
 pub(crate) struct HashIndex {
-    slots: Box<[Slot]>,
+    slots: Slots,
     mask: usize,
     len: usize,
 }
@@ -115,7 +185,7 @@ const MIN_CAPACITY: usize = 16;
 
 impl HashIndex {
     pub(crate) fn new() -> Self {
-        HashIndex { slots: vec![Slot::default(); MIN_CAPACITY].into_boxed_slice(), mask: MIN_CAPACITY - 1, len: 0 }
+        HashIndex { slots: Slots::new(MIN_CAPACITY), mask: MIN_CAPACITY - 1, len: 0 }
     }
 
     /// Hashes are stored as they are, except that 0 (the empty mark) becomes 1.
@@ -130,7 +200,7 @@ impl HashIndex {
 
     /// Heap bytes held.
     pub(crate) fn memory(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
+        self.slots.len() * SLOT_LEN
     }
 
     /// The record whose hash is `hash` (already [`fix`](Self::fix)ed) and for which `eq` holds.
@@ -138,7 +208,7 @@ impl HashIndex {
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
         let mut i = hash as usize & self.mask;
         loop {
-            let s = self.slots[i];
+            let s = self.slots.get(i);
             if s.hash == hash && eq(s.rec) {
                 return Some(s.rec);
             }
@@ -149,14 +219,15 @@ impl HashIndex {
         }
     }
 
-    /// Like [`find`](Self::find), but gives the slot's record to change in place.
+    /// Like [`find`](Self::find), but replaces the found record with `new`, returning the old.
     #[inline]
-    pub(crate) fn find_mut(&mut self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<&mut u64> {
+    pub(crate) fn replace(&mut self, hash: u64, new: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
         let mut i = hash as usize & self.mask;
         loop {
-            let s = self.slots[i];
+            let s = self.slots.get(i);
             if s.hash == hash && eq(s.rec) {
-                return Some(&mut self.slots[i].rec);
+                self.slots.set_rec(i, new);
+                return Some(s.rec);
             }
             if s.hash == 0 {
                 return None;
@@ -177,10 +248,10 @@ impl HashIndex {
 
     fn place(&mut self, hash: u64, rec: u64) {
         let mut i = hash as usize & self.mask;
-        while self.slots[i].hash != 0 {
+        while self.slots.get(i).hash != 0 {
             i = (i + 1) & self.mask;
         }
-        self.slots[i] = Slot { hash, rec };
+        self.slots.set(i, Slot { hash, rec });
     }
 
     fn grow(&mut self) {
@@ -195,10 +266,10 @@ impl HashIndex {
     }
 
     fn rebuild(&mut self, cap: usize, mut keep: impl FnMut(u64) -> bool) {
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap].into_boxed_slice());
+        let old = std::mem::replace(&mut self.slots, Slots::new(cap));
         self.mask = cap - 1;
         self.len = 0;
-        for s in old.iter().filter(|s| s.hash != 0) {
+        for s in (0..old.len()).map(|i| old.get(i)).filter(|s| s.hash != 0) {
             if keep(s.rec) {
                 self.place(s.hash, s.rec);
                 self.len += 1;
