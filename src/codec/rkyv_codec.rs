@@ -53,6 +53,12 @@ const ARCHIVE_ALIGN: usize = AlignedVec::<16>::ALIGNMENT;
 /// (`#[repr(align(32))]` fields) cannot be read at all; rkyv's own `to_bytes` has the same
 /// limit.
 ///
+/// # Untrusted lengths
+///
+/// Validation bounds every length by the archive's size, except for zero-sized elements: an
+/// archived `Vec` of a unit struct may claim up to `u32::MAX` elements in a few bytes, and
+/// deserializing it builds them all. Avoid such types here.
+///
 /// # Costs
 ///
 /// Serializers are shared (`&self`, `Sync`), so there is no buffer to reuse: every

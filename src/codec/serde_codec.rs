@@ -49,9 +49,14 @@ use super::{read_len, take, CodecError, Serializer, SerializerSnapshot};
 /// one-byte placeholder for the length, which is filled in afterwards. Values of 128 bytes or
 /// more need a longer varint, for which the payload is shifted up in place (one `memmove`).
 ///
-/// Reading is bounded by the slot's length, but postcard has no recursion limit: a recursive
-/// type (`enum Tree { Leaf, Node(Box<Tree>, Box<Tree>) }`) read from adversarial bytes could
-/// nest as deep as the slot is long.
+/// Reading is bounded by the slot's length, with two exceptions that come from postcard and that
+/// only bytes written by another serializer can reach (stored bytes are checksummed): postcard
+/// has no recursion limit, so a recursive type (`enum Tree { Leaf, Node(Box<Tree>,
+/// Box<Tree>) }`) could nest as deep as the slot is long; and it does not check a sequence's
+/// element count against the bytes left, so a type holding a sequence or map of zero-sized
+/// elements (`Vec<()>`, a `Vec` of a unit struct) could be asked to build up to 2^64 elements
+/// from a dozen bytes. Avoid such types here (use [`VecOf`](super::VecOf) of [`Unit`](super::Unit),
+/// which caps the count).
 pub struct SerdeSerializer<T> {
     tag: Cow<'static, str>,
     _type: PhantomData<fn() -> T>,
