@@ -176,6 +176,16 @@ impl<KS: Serializer, VS: Serializer> BroadcastState<KS, VS> {
 
 /// Broadcast state, read-only: the keyed side of a broadcast connection gets this view, which
 /// has no way to write, so every instance keeps the same state.
+///
+/// ```compile_fail
+/// use eddy::codec::{Str, I64};
+/// use eddy::state::{BroadcastStateDescriptor, OperatorStateBackend};
+///
+/// let mut backend = OperatorStateBackend::new();
+/// let rules = BroadcastStateDescriptor::new("rules", Str, I64);
+/// let view = backend.read_only_broadcast_state(&rules).unwrap();
+/// view.put("a".to_string(), 1); // does not compile: the view has no way to write
+/// ```
 pub struct ReadOnlyBroadcastState<'a, KS: Serializer, VS: Serializer>(&'a BroadcastState<KS, VS>);
 
 impl<KS: Serializer, VS: Serializer> ReadOnlyBroadcastState<'_, KS, VS> {
