@@ -27,6 +27,61 @@
 //! [`Codec`] names the default serializer of a type, so that `ValueStateDescriptor::<u64>::new`
 //! needs no serializer argument.
 
+/// The constructors and common traits of a serializer of any `T` that carries only a tag: a
+/// stable name of the encoded type that goes into its snapshot.
+macro_rules! tagged_serializer {
+    ($name:ident) => {
+        impl<T> $name<T> {
+            /// A serializer without a tag.
+            pub const fn new() -> Self {
+                $name { tag: Cow::Borrowed(""), _type: PhantomData }
+            }
+
+            /// A serializer whose snapshot carries `tag`, a stable name of the encoded type
+            /// (`"my.app.Event"`): data written under one tag is incompatible with serializers
+            /// of another.
+            pub fn with_tag(tag: impl Into<Cow<'static, str>>) -> Self {
+                $name { tag: tag.into(), _type: PhantomData }
+            }
+
+            /// The tag (empty if none was given).
+            pub fn tag(&self) -> &str {
+                &self.tag
+            }
+        }
+
+        impl<T> Default for $name<T> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<T> Clone for $name<T> {
+            fn clone(&self) -> Self {
+                $name { tag: self.tag.clone(), _type: PhantomData }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("type", &std::any::type_name::<T>())
+                    .field("tag", &self.tag)
+                    .finish()
+            }
+        }
+
+        impl<T> PartialEq for $name<T> {
+            fn eq(&self, other: &Self) -> bool {
+                self.tag == other.tag
+            }
+        }
+
+        impl<T> Eq for $name<T> {}
+    };
+}
+pub(crate) use tagged_serializer;
+
 mod builtin;
 mod rkyv_codec;
 mod serde_codec;

@@ -76,50 +76,7 @@ pub struct RkyvSerializer<T> {
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T> RkyvSerializer<T> {
-    /// A serializer without a tag.
-    pub const fn new() -> Self {
-        RkyvSerializer { tag: Cow::Borrowed(""), _type: PhantomData }
-    }
-
-    /// A serializer whose snapshot carries `tag`, a stable name of the encoded type
-    /// (`"my.app.Event"`): data written under one tag is incompatible with serializers of
-    /// another.
-    pub fn with_tag(tag: impl Into<Cow<'static, str>>) -> Self {
-        RkyvSerializer { tag: tag.into(), _type: PhantomData }
-    }
-
-    /// The tag (empty if none was given).
-    pub fn tag(&self) -> &str {
-        &self.tag
-    }
-}
-
-impl<T> Default for RkyvSerializer<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Clone for RkyvSerializer<T> {
-    fn clone(&self) -> Self {
-        RkyvSerializer { tag: self.tag.clone(), _type: PhantomData }
-    }
-}
-
-impl<T> fmt::Debug for RkyvSerializer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RkyvSerializer").field("type", &std::any::type_name::<T>()).field("tag", &self.tag).finish()
-    }
-}
-
-impl<T> PartialEq for RkyvSerializer<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.tag == other.tag
-    }
-}
-
-impl<T> Eq for RkyvSerializer<T> {}
+super::tagged_serializer!(RkyvSerializer);
 
 const INVALID_ARCHIVE: CodecError = CodecError::Invalid("rkyv archive fails validation");
 

@@ -62,50 +62,7 @@ pub struct SerdeSerializer<T> {
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T> SerdeSerializer<T> {
-    /// A serializer without a tag.
-    pub const fn new() -> Self {
-        SerdeSerializer { tag: Cow::Borrowed(""), _type: PhantomData }
-    }
-
-    /// A serializer whose snapshot carries `tag`, a stable name of the encoded type
-    /// (`"my.app.Event"`): data written under one tag is incompatible with serializers of
-    /// another.
-    pub fn with_tag(tag: impl Into<Cow<'static, str>>) -> Self {
-        SerdeSerializer { tag: tag.into(), _type: PhantomData }
-    }
-
-    /// The tag (empty if none was given).
-    pub fn tag(&self) -> &str {
-        &self.tag
-    }
-}
-
-impl<T> Default for SerdeSerializer<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Clone for SerdeSerializer<T> {
-    fn clone(&self) -> Self {
-        SerdeSerializer { tag: self.tag.clone(), _type: PhantomData }
-    }
-}
-
-impl<T> fmt::Debug for SerdeSerializer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SerdeSerializer").field("type", &std::any::type_name::<T>()).field("tag", &self.tag).finish()
-    }
-}
-
-impl<T> PartialEq for SerdeSerializer<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.tag == other.tag
-    }
-}
-
-impl<T> Eq for SerdeSerializer<T> {}
+super::tagged_serializer!(SerdeSerializer);
 
 impl<T> Serializer for SerdeSerializer<T>
 where

@@ -221,6 +221,34 @@ fn write_single<N: Serializer>(
     }
 }
 
+/// Folds the single values of the `sources` namespaces and of `target` into `target` with
+/// `combine`, removing the sources (merging session windows).
+fn fold_namespaces<S: Serializer, N: Serializer>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    serializer: &S,
+    target: &N::Value,
+    sources: &[N::Value],
+    combine: impl Fn(S::Value, S::Value) -> S::Value,
+) -> Result<()> {
+    let mut acc: Option<S::Value> = None;
+    for ns in sources.iter().chain(std::iter::once(target)) {
+        slot.key_in(core, ns)?;
+        if let Some(v) = read_single(core, slot, 0, |bytes| serializer.read_all(bytes))? {
+            acc = Some(match acc {
+                Some(a) => combine(a, v),
+                None => v,
+            });
+            core.store.delete(&core.key)?;
+        }
+    }
+    if let Some(acc) = acc {
+        slot.key_in(core, target)?;
+        write_single(core, slot, 0, |out| serializer.write(&acc, out))?;
+    }
+    Ok(())
+}
+
 fn default_serializer<T: Codec>() -> T::Serializer {
     T::Serializer::default()
 }
@@ -885,23 +913,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
         target: &N::Value,
         sources: &[N::Value],
     ) -> Result<()> {
-        let core = &mut b.core;
-        let mut acc: Option<S::Value> = None;
-        for ns in sources.iter().chain(std::iter::once(target)) {
-            self.slot.key_in(core, ns)?;
-            if let Some(v) = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))? {
-                acc = Some(match acc {
-                    Some(a) => (self.reduce)(a, v),
-                    None => v,
-                });
-                core.store.delete(&core.key)?;
-            }
-        }
-        if let Some(acc) = acc {
-            self.slot.key_in(core, target)?;
-            write_single(core, &self.slot, 0, |out| self.serializer.write(&acc, out))?;
-        }
-        Ok(())
+        fold_namespaces(&mut b.core, &self.slot, &self.serializer, target, sources, &self.reduce)
     }
 }
 
@@ -1006,22 +1018,6 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
         target: &N::Value,
         sources: &[N::Value],
     ) -> Result<()> {
-        let core = &mut b.core;
-        let mut acc: Option<S::Value> = None;
-        for ns in sources.iter().chain(std::iter::once(target)) {
-            self.slot.key_in(core, ns)?;
-            if let Some(v) = read_single(core, &self.slot, 0, |bytes| self.serializer.read_all(bytes))? {
-                acc = Some(match acc {
-                    Some(a) => self.function.merge(a, v),
-                    None => v,
-                });
-                core.store.delete(&core.key)?;
-            }
-        }
-        if let Some(acc) = acc {
-            self.slot.key_in(core, target)?;
-            write_single(core, &self.slot, 0, |out| self.serializer.write(&acc, out))?;
-        }
-        Ok(())
+        fold_namespaces(&mut b.core, &self.slot, &self.serializer, target, sources, |a, v| self.function.merge(a, v))
     }
 }
