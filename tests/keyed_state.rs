@@ -415,3 +415,50 @@ fn default_values_fill_in_for_missing_keys() {
     v.clear(&mut b).unwrap();
     assert_eq!(v.get(&mut b).unwrap(), Some(7));
 }
+
+/// The bytes keyed state writes are those `format-spec/state-records.md` describes.
+#[test]
+fn records_are_laid_out_as_the_spec_says() {
+    use eddy::state::{ManualClock, TtlConfig};
+    use std::time::Duration;
+
+    let clock = ManualClock::new(0x0102);
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
+    let mut b =
+        KeyedBackend::builder(I64).java_key_hash().clock(Arc::new(clock)).store_options(opts).open("/spec").unwrap();
+    let ttl = TtlConfig::new(Duration::from_secs(1));
+    let value = b.state(ValueStateDescriptor::of::<i64>("v")).unwrap(); // state id 1
+    let list = b.state(ListStateDescriptor::of::<String>("l").ttl(ttl)).unwrap(); // 2
+    let map = b.state_in(MapStateDescriptor::of::<u64, bool>("m"), U32).unwrap(); // 3
+    let timers = b.timer_service("t").unwrap(); // 4 (event time), 5 (processing time)
+    b.set_current_key(&42).unwrap();
+    // Flink's key group of the Long 42 at max parallelism 128.
+    assert_eq!(b.current_key_group().unwrap(), 29);
+    value.update(&mut b, &-2).unwrap();
+    list.add(&mut b, &"ab".to_string()).unwrap();
+    let mut map = map;
+    map.set_namespace(&7);
+    map.put(&mut b, &9, &true).unwrap();
+    timers.register_event_time(&mut b, &(), -1).unwrap();
+
+    let key = |state: u16| {
+        let mut k = vec![0, 29];
+        k.extend_from_slice(&state.to_be_bytes());
+        k.extend_from_slice(&(42i64 as u64 ^ (1 << 63)).to_be_bytes());
+        k
+    };
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (key(1), ((-2i64) as u64 ^ (1 << 63)).to_be_bytes().to_vec()),
+        // The element frame: timestamp, its length (3), then the String encoding (length 2, "ab").
+        (key(2), [&0x0102i64.to_le_bytes()[..], &[3, 2], b"ab"].concat()),
+        ([key(3), 7u32.to_be_bytes().to_vec(), 9u64.to_be_bytes().to_vec()].concat(), vec![1]),
+    ];
+    let mut timer = vec![0, 29, 0, 4];
+    timer.extend_from_slice(&((-1i64) as u64 ^ (1 << 63)).to_be_bytes());
+    timer.extend_from_slice(&(42i64 as u64 ^ (1 << 63)).to_be_bytes());
+    want.push((timer, vec![]));
+    want.sort();
+    let range = b.key_groups();
+    let got = b.store().scan_key_groups(range).unwrap().collect_vec().unwrap();
+    assert_eq!(got, want);
+}
