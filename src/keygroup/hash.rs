@@ -77,7 +77,20 @@ pub fn java_hash_str(s: &str) -> i32 {
 /// result decides which key group, and so which subtask and file, holds a key: it is fixed
 /// forever, identical on every platform and in every version.
 #[must_use]
+#[inline]
 pub fn hash_bytes(bytes: &[u8]) -> i32 {
+    // The common key sizes (an `i32`/`u32`, an `i64`/`u64`) without the general loop.
+    match *bytes {
+        [a, b, c, d] => fmix32(mix_h(0, mix_k(u32::from_le_bytes([a, b, c, d]))) ^ 4) as i32,
+        [a, b, c, d, e, f, g, h] => {
+            let h1 = mix_h(0, mix_k(u32::from_le_bytes([a, b, c, d])));
+            fmix32(mix_h(h1, mix_k(u32::from_le_bytes([e, f, g, h]))) ^ 8) as i32
+        }
+        _ => hash_bytes_any(bytes),
+    }
+}
+
+fn hash_bytes_any(bytes: &[u8]) -> i32 {
     let mut chunks = bytes.chunks_exact(4);
     let mut h = 0u32;
     for block in &mut chunks {
@@ -113,6 +126,16 @@ mod tests {
             assert_eq!(hash_bytes(bytes) as u32, expected, "{:?}", String::from_utf8_lossy(bytes));
         }
         assert_eq!(hash_bytes("état".as_bytes()) as u32, 0x56d7_ad11);
+    }
+
+    /// The fast paths for 4 and 8 bytes agree with the general loop.
+    #[test]
+    fn hash_bytes_fast_paths_agree() {
+        fn prop(x: u64) -> bool {
+            let b = x.to_be_bytes();
+            hash_bytes(&b) == hash_bytes_any(&b) && hash_bytes(&b[..4]) == hash_bytes_any(&b[..4])
+        }
+        quickcheck::quickcheck(prop as fn(u64) -> bool);
     }
 
     /// Flink's murmur is the byte hash of the int's little-endian bytes, made non-negative.

@@ -761,7 +761,6 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
 
     /// The entries of the current key's map, in user-key byte order.
     pub fn iter<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapIter<'b, UK, UV>> {
-        self.slot.key(&mut b.core)?;
         self.after_access(b)?;
         let core = &mut b.core;
         self.slot.key(core)?;

@@ -291,7 +291,7 @@ enum Inner<'a> {
     /// The records of one memtable, nothing else to merge: read in place.
     Direct {
         mem: &'a Memtable,
-        refs: Vec<RecRef>,
+        refs: &'a [RecRef],
         pos: usize,
         cur: (&'a [u8], &'a [u8]),
     },
@@ -303,7 +303,7 @@ impl<'a> StoreIter<'a> {
     }
 
     /// A scan of sorted records of one memtable when no other source holds any key in range.
-    pub(crate) fn direct(mem: &'a Memtable, refs: Vec<RecRef>) -> Self {
+    pub(crate) fn direct(mem: &'a Memtable, refs: &'a [RecRef]) -> Self {
         StoreIter { inner: Inner::Direct { mem, refs, pos: 0, cur: (&[], &[]) } }
     }
 

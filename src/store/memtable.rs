@@ -324,6 +324,13 @@ impl Memtable {
     /// The records of group `prefix` (keys written with that group), in key order.
     pub(crate) fn group(&self, prefix: &[u8]) -> Vec<RecRef> {
         let mut out = Vec::new();
+        self.group_into(prefix, &mut out);
+        out
+    }
+
+    /// [`group`](Self::group) into a buffer of the caller's (cleared first).
+    pub(crate) fn group_into(&self, prefix: &[u8], out: &mut Vec<RecRef>) {
+        out.clear();
         let mut next = self.group_head(prefix).unwrap_or(NO_REF);
         while next != NO_REF {
             out.push(next);
@@ -337,7 +344,6 @@ impl Memtable {
         if !out.windows(2).all(|w| suffix(w[0]) < suffix(w[1])) {
             out.sort_unstable_by(|a, b| suffix(*a).cmp(suffix(*b)));
         }
-        out
     }
 
     /// Whether group `prefix` has a record other than a delete.

@@ -370,6 +370,8 @@ pub struct Store {
     value: Vec<u8>,
     operands: Vec<u8>,
     operand_spans: Vec<(usize, usize)>,
+    /// The records of the group a scan lists, reused from scan to scan.
+    group_refs: Vec<RecRef>,
     write_buffer: usize,
     poisoned: Option<Error>,
     poison_reported: bool,
@@ -444,6 +446,7 @@ impl Store {
             value: Vec::new(),
             operands: Vec::new(),
             operand_spans: Vec::new(),
+            group_refs: Vec::new(),
             write_buffer,
             poisoned: None,
             poison_reported: false,
@@ -797,12 +800,12 @@ impl Store {
     /// Scans the keys of the group `group` (written with [`put_grouped`](Self::put_grouped)),
     /// in key order. In the mutable region this visits the group's keys only.
     pub fn scan_group(&mut self, group: &[u8]) -> Result<StoreIter<'_>> {
-        let Store { active, frozen, segments, cache, .. } = self;
-        let refs = active.group(group);
+        let Store { active, frozen, segments, cache, group_refs, .. } = self;
         if frozen.is_none() && segments.is_empty() {
-            return Ok(StoreIter::direct(active, refs));
+            active.group_into(group, group_refs);
+            return Ok(StoreIter::direct(active, group_refs));
         }
-        let mut sources = vec![Source::memtable_owned(active, refs, group)];
+        let mut sources = vec![Source::memtable_owned(active, active.group(group), group)];
         if let Some(f) = frozen.as_deref() {
             sources.push(Source::memtable_owned(&f.mem, f.mem.group(group), group));
         }
