@@ -462,3 +462,41 @@ fn records_are_laid_out_as_the_spec_says() {
     let got = b.store().scan_key_groups(range).unwrap().collect_vec().unwrap();
     assert_eq!(got, want);
 }
+
+/// Values read in place: a String through `Str`'s `&str` view, and an rkyv archive.
+#[test]
+fn values_are_read_in_place_through_views() {
+    use eddy::codec::RkyvSerializer;
+    use eddy::state::{ManualClock, TtlConfig, TtlVisibility};
+    use std::time::Duration;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct Session {
+        user: String,
+        clicks: Vec<u32>,
+    }
+
+    let clock = ManualClock::new(0);
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
+    let mut b = KeyedBackend::builder(U64).clock(Arc::new(clock.clone())).store_options(opts).open("/views").unwrap();
+    let ttl = TtlConfig::new(Duration::from_millis(10));
+    let name = b.state(ValueStateDescriptor::new("name", Str).ttl(ttl)).unwrap();
+    let sessions = b.state(MapStateDescriptor::new("sessions", U64, RkyvSerializer::<Session>::new())).unwrap();
+    let stale = b
+        .state(ValueStateDescriptor::new("stale", Str).ttl(ttl.visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp)))
+        .unwrap();
+    b.set_current_key(&1).unwrap();
+    assert_eq!(name.get_with(&mut b, |v| v.map(str::len)).unwrap(), None);
+    name.update(&mut b, &"alice".to_string()).unwrap();
+    stale.update(&mut b, &"old".to_string()).unwrap();
+    sessions.put(&mut b, &7, &Session { user: "alice".into(), clicks: vec![1, 2, 3] }).unwrap();
+    assert_eq!(name.get_with(&mut b, |v| v.map(str::to_owned)).unwrap().as_deref(), Some("alice"));
+    let clicks = sessions.get_with(&mut b, &7, |s| s.map(|s| s.clicks.iter().map(|c| c.to_native()).sum::<u32>()));
+    assert_eq!(clicks.unwrap(), Some(6));
+    assert_eq!(sessions.get_with(&mut b, &8, |s| s.is_some()).unwrap(), false);
+    // Expired: hidden (and removed) where the visibility says so, still read where it does not.
+    clock.advance(10);
+    assert_eq!(name.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), None);
+    assert_eq!(name.get(&mut b).unwrap(), None);
+    assert_eq!(stale.get_with(&mut b, |v| v.map(str::to_owned)).unwrap().as_deref(), Some("old"));
+}

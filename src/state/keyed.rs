@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::backend::{codec_error, Core, KeyedBackend};
 use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
 use super::StateKind;
-use crate::codec::{Codec, CodecError, Serializer, Unit};
+use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
 use crate::error::{Misuse, Result};
 use crate::store::StoreIter;
 
@@ -200,6 +200,32 @@ fn read_single<T, N: Serializer>(
     Ok(value)
 }
 
+/// Hands the single value stored at `core.key` to `f` as a borrowed view, without building an
+/// owned value. Expired values are hidden as [`read_single`] hides them; reading refreshes
+/// nothing (a view cannot outlive the read), so a state whose TTL is refreshed on read is read
+/// through [`read_single`] first.
+fn view_single<S: BorrowSerializer, N: Serializer, R>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    group: usize,
+    serializer: &S,
+    f: impl FnOnce(Option<S::View<'_>>) -> R,
+) -> Result<R> {
+    if let Some(ttl) = slot.ttl {
+        if ttl.update == TtlUpdate::OnReadAndWrite || ttl.hides_expired() {
+            // Refresh or remove first; what is left is then read as it lies.
+            if read_single(core, slot, group, |_| Ok(()))?.is_none() {
+                return Ok(f(None));
+            }
+        }
+    }
+    let skip = if slot.ttl.is_some() { super::ttl::TS_LEN } else { 0 };
+    let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
+    let bytes = bytes.get(skip..).ok_or_else(|| codec_error(&slot.name, CodecError::Truncated { needed: skip }))?;
+    let view = serializer.view(bytes).map_err(|e| codec_error(&slot.name, e))?;
+    Ok(f(Some(view)))
+}
+
 /// Writes a single value at `core.key` (of the group of its first `group` bytes, if not 0), with
 /// the current time in front when the state has TTL.
 #[inline]
@@ -326,6 +352,25 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
             (None, Some(d)) => Some(d()),
             (v, _) => v,
         })
+    }
+
+    /// Reads the current key's value in place: `f` gets a borrowed view of it (`None` when the
+    /// key has none; default values do not apply), with no owned value built. With
+    /// [`RkyvSerializer`](crate::codec::RkyvSerializer) this reads the archived value where the
+    /// store holds it.
+    pub fn get_with<K: Serializer, R>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        f: impl FnOnce(Option<S::View<'_>>) -> R,
+    ) -> Result<R>
+    where
+        S: BorrowSerializer,
+    {
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let r = view_single(core, &self.slot, 0, &self.serializer, f)?;
+        self.slot.after_access(core)?;
+        Ok(r)
     }
 
     /// Sets the value of the current key.
@@ -709,6 +754,24 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         let v = read_single(core, &self.slot, group, |bytes| self.values.read_all(bytes))?;
         self.after_access(b)?;
         Ok(v)
+    }
+
+    /// Reads the value of `user_key` in place: `f` gets a borrowed view of it (`None` when the
+    /// map has no such entry), with no owned value built (see [`ValueState::get_with`]).
+    pub fn get_with<K: Serializer, R>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        user_key: &UK::Value,
+        f: impl FnOnce(Option<UV::View<'_>>) -> R,
+    ) -> Result<R>
+    where
+        UV: BorrowSerializer,
+    {
+        let core = &mut b.core;
+        let group = self.entry_key(core, user_key)?;
+        let r = view_single(core, &self.slot, group, &self.values, f)?;
+        self.after_access(b)?;
+        Ok(r)
     }
 
     /// Whether the current key's map has `user_key`.

@@ -19,6 +19,41 @@
 //! - [`OperatorStateBackend`] holds operator list state (even-split or union redistribution) and
 //!   broadcast state, whose read-only view ([`ReadOnlyBroadcastState`]) has no way to write.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use eddy::codec::{Str, U64};
+//! use eddy::io::FaultFs;
+//! use eddy::state::{KeyedBackend, ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+//! use eddy::store::StoreOptions;
+//!
+//! # fn main() -> eddy::Result<()> {
+//! // An in-memory file system keeps the example self-contained.
+//! let store = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
+//! let mut backend = KeyedBackend::builder(Str).java_key_hash().store_options(store).open("/state")?;
+//! let count = backend.state(ValueStateDescriptor::of::<u64>("count"))?;
+//! let seen = backend.state(ListStateDescriptor::of::<String>("seen"))?;
+//! let pages = backend.state(MapStateDescriptor::new("pages", Str, U64))?;
+//! let timers = backend.timer_service("report")?;
+//!
+//! backend.set_current_key(&"alice".to_string())?;
+//! let n = count.get(&mut backend)?.unwrap_or(0);
+//! count.update(&mut backend, &(n + 1))?;
+//! seen.add(&mut backend, &"/home".to_string())?;
+//! pages.put(&mut backend, &"/home".to_string(), &1)?;
+//! timers.register_event_time(&mut backend, &(), 60_000)?;
+//!
+//! let fired = timers.advance_watermark(&mut backend, 60_000, |b, timer| {
+//!     assert_eq!(timer.key, "alice");
+//!     assert_eq!(count.get(b)?, Some(1)); // the timer's key is the current key
+//!     count.clear(b)
+//! })?;
+//! assert_eq!(fired, 1);
+//! assert_eq!(seen.get_vec(&mut backend)?, vec!["/home".to_string()]);
+//! assert_eq!(pages.iter(&mut backend)?.collect::<eddy::Result<Vec<_>>>()?, vec![("/home".to_string(), 1)]);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # How state is laid out in the store
 //!
 //! Every record key is `key group (u16 BE) | state id (u16 BE) | key | namespace`, followed by the
