@@ -493,7 +493,7 @@ fn values_are_read_in_place_through_views() {
     assert_eq!(name.get_with(&mut b, |v| v.map(str::to_owned)).unwrap().as_deref(), Some("alice"));
     let clicks = sessions.get_with(&mut b, &7, |s| s.map(|s| s.clicks.iter().map(|c| c.to_native()).sum::<u32>()));
     assert_eq!(clicks.unwrap(), Some(6));
-    assert_eq!(sessions.get_with(&mut b, &8, |s| s.is_some()).unwrap(), false);
+    assert!(!sessions.get_with(&mut b, &8, |s| s.is_some()).unwrap());
     // Expired: hidden (and removed) where the visibility says so, still read where it does not.
     clock.advance(10);
     assert_eq!(name.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), None);
