@@ -172,7 +172,8 @@ fn read_single<T, N: Serializer>(
     let (value, after) = match core.store.get(&core.key)? {
         None => return Ok(None),
         Some(bytes) => {
-            let (ts, rest) = split_ts(bytes).ok_or(codec_error(&slot.name, CodecError::Truncated { needed: 8 }))?;
+            let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
+            let (ts, rest) = split_ts(bytes).ok_or_else(truncated)?;
             if ttl.expired(ts, now) {
                 if ttl.hides_expired() {
                     (None, After::Delete)

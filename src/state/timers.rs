@@ -281,7 +281,7 @@ impl<N: Serializer> TimerService<N> {
     #[allow(clippy::type_complexity)]
     fn parse<K: Serializer>(&self, key_serializer: &K, record: &[u8]) -> Result<(Timer<K::Value, N::Value>, usize)> {
         let err = |e| codec_error(&self.name, e);
-        let timestamp = decode_ts(record).ok_or(err(crate::codec::CodecError::Truncated { needed: TS_LEN }))?;
+        let timestamp = decode_ts(record).ok_or_else(|| err(crate::codec::CodecError::Truncated { needed: TS_LEN }))?;
         let mut rest = &record[PREFIX_LEN + TS_LEN..];
         let key = key_serializer.read(&mut rest).map_err(err)?;
         let ns_len = rest.len();
