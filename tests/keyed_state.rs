@@ -500,3 +500,24 @@ fn values_are_read_in_place_through_views() {
     assert_eq!(name.get(&mut b).unwrap(), None);
     assert_eq!(stale.get_with(&mut b, |v| v.map(str::to_owned)).unwrap().as_deref(), Some("old"));
 }
+
+/// `put_all` finds the entries of a small map by walking it and those of a large one through
+/// the index; both, with repeated user keys in one call, leave exactly the last value of each.
+#[test]
+fn put_all_on_small_and_large_maps() {
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
+    let mut b = KeyedBackend::builder(U64).store_options(opts).open("/put_all").unwrap();
+    let m = b.state(MapStateDescriptor::of::<u64, u64>("m")).unwrap();
+    for (key, size) in [(1u64, 5u64), (2, 40), (3, 200)] {
+        b.set_current_key(&key).unwrap();
+        let first: Vec<(u64, u64)> = (0..size).map(|i| (i, i)).collect();
+        m.put_all(&mut b, first.iter().map(|(k, v)| (k, v))).unwrap();
+        // Again, overwriting every other entry, adding some, repeating one within the call.
+        let second: Vec<(u64, u64)> = (0..size + 3).step_by(2).map(|i| (i, i * 10)).chain([(0, 7)]).collect();
+        m.put_all(&mut b, second.iter().map(|(k, v)| (k, v))).unwrap();
+        let mut want: std::collections::BTreeMap<u64, u64> = first.into_iter().collect();
+        want.extend(second);
+        let got: Vec<(u64, u64)> = m.iter(&mut b).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "map of {size}");
+    }
+}

@@ -807,11 +807,28 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         UK::Value: 'v,
         UV::Value: 'v,
     {
-        for (k, v) in entries {
-            let core = &mut b.core;
-            let group = self.entry_key(core, k)?;
-            write_single(core, &self.slot, group, |out| self.values.write(v, out))?;
-        }
+        let core = &mut b.core;
+        self.slot.key(core)?;
+        let group = core.key.len();
+        let ts = self.slot.ttl.map(|_| core.clock.now_millis());
+        let mut entries = entries.into_iter();
+        let mut prefix = std::mem::take(&mut core.scratch);
+        prefix.clear();
+        prefix.extend_from_slice(&core.key[..group]);
+        let Core { store, key, val, .. } = core;
+        let written = store.put_grouped_batch(&prefix, key, val, |key, val| {
+            let Some((k, v)) = entries.next() else { return Ok(false) };
+            key.truncate(group);
+            self.keys.write(k, key);
+            val.clear();
+            if let Some(ts) = ts {
+                put_ts(ts, val);
+            }
+            self.values.write(v, val);
+            Ok(true)
+        });
+        core.scratch = prefix;
+        written?;
         self.after_access(b)
     }
 

@@ -346,6 +346,36 @@ impl Memtable {
         }
     }
 
+    /// The records of group `prefix` in `out` (cleared first), unordered, if it has at most
+    /// `limit`; `false` (and `out` unspecified) if it has more.
+    pub(crate) fn small_group(&self, prefix: &[u8], limit: usize, out: &mut Vec<RecRef>) -> bool {
+        out.clear();
+        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
+        while next != NO_REF {
+            if out.len() == limit {
+                return false;
+            }
+            out.push(next);
+            next = self.group_link(next).1;
+        }
+        true
+    }
+
+    /// Sets `key` (of the group of its first `group` bytes, whose records are all in `known`)
+    /// to `value`, without a lookup in the index of all keys; a new record joins `known`.
+    pub(crate) fn put_in_known_group(&mut self, known: &mut Vec<RecRef>, key: &[u8], value: &[u8], group: usize) {
+        match known.iter().copied().find(|&r| key_eq(self.key_of(r), key)) {
+            Some(r) => self.overwrite(r, RecordKind::Put, value),
+            None => {
+                let hash = self.hash(key);
+                self.insert_new(hash, key, RecordKind::Put, value, value.len(), group);
+                if let Some(&r) = self.pending.last() {
+                    known.push(r);
+                }
+            }
+        }
+    }
+
     /// Whether group `prefix` has a record other than a delete.
     pub(crate) fn group_has_live(&self, prefix: &[u8]) -> bool {
         let mut next = self.group_head(prefix).unwrap_or(NO_REF);

@@ -372,6 +372,8 @@ pub struct Store {
     operand_spans: Vec<(usize, usize)>,
     /// The records of the group a scan lists, reused from scan to scan.
     group_refs: Vec<RecRef>,
+    /// How many times the mutable region was frozen.
+    freezes: u64,
     write_buffer: usize,
     poisoned: Option<Error>,
     poison_reported: bool,
@@ -447,6 +449,7 @@ impl Store {
             operands: Vec::new(),
             operand_spans: Vec::new(),
             group_refs: Vec::new(),
+            freezes: 0,
             write_buffer,
             poisoned: None,
             poison_reported: false,
@@ -490,6 +493,57 @@ impl Store {
         let h = self.active.hash(key);
         self.active.put(h, key, value, group_len);
         Ok(())
+    }
+
+    /// Sets several keys of the group `group` (each key starts with it), as
+    /// [`put_grouped`](Self::put_grouped) does one by one, but finding them by one walk of the
+    /// group's records when the group is small: writing all entries of a small map costs one
+    /// lookup rather than one per entry. `next` yields each key and value in turn, into the
+    /// buffers it is given, and `false` when it is done.
+    pub(crate) fn put_grouped_batch(
+        &mut self,
+        group: &[u8],
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+        mut next: impl FnMut(&mut Vec<u8>, &mut Vec<u8>) -> Result<bool>,
+    ) -> Result<()> {
+        /// Groups up to this size are walked; larger ones go through the index entry by entry.
+        const WALK: usize = 32;
+        let mut known = std::mem::take(&mut self.group_refs);
+        let result = (|| {
+            let mut walkable = None;
+            while next(key, value)? {
+                self.check_write(key, value.len())?;
+                check_group(key, group.len())?;
+                if !key.starts_with(group) {
+                    return Err(Misuse::InvalidOption {
+                        name: "group",
+                        why: "a key of the batch is outside the group",
+                    }
+                    .into());
+                }
+                if self.before_write_froze()? {
+                    walkable = None;
+                }
+                let walk = *walkable.get_or_insert_with(|| self.active.small_group(group, WALK, &mut known));
+                if walk {
+                    self.active.put_in_known_group(&mut known, key, value, group.len());
+                } else {
+                    let h = self.active.hash(key);
+                    self.active.put(h, key, value, group.len());
+                }
+            }
+            Ok(())
+        })();
+        self.group_refs = known;
+        result
+    }
+
+    /// [`before_write`](Self::before_write), telling whether it froze the mutable region.
+    fn before_write_froze(&mut self) -> Result<bool> {
+        let before = self.freezes;
+        self.before_write()?;
+        Ok(self.freezes != before)
     }
 
     /// Deletes `key` of the group of its first `group_len` bytes.
@@ -585,6 +639,7 @@ impl Store {
         if self.active.is_empty() {
             return;
         }
+        self.freezes += 1;
         let fresh = Memtable::new(self.chunk_size());
         let frozen = Arc::new(Frozen { mem: std::mem::replace(&mut self.active, fresh), sorted: OnceLock::new() });
         let id = self.next_id;
