@@ -99,6 +99,12 @@ impl<N: Serializer> Slot<N> {
         r
     }
 
+    /// Removes the single record of the current key and namespace.
+    fn clear(&self, core: &mut Core) -> Result<()> {
+        self.key(core)?;
+        core.store.delete(&core.key)
+    }
+
     /// Runs incremental TTL cleanup after an access, when configured.
     #[inline]
     fn after_access(&self, core: &mut Core) -> Result<()> {
@@ -385,9 +391,7 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
 
     /// Removes the value of the current key.
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
-        let core = &mut b.core;
-        self.slot.key(core)?;
-        core.store.delete(&core.key)
+        self.slot.clear(&mut b.core)
     }
 }
 
@@ -569,9 +573,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
 
     /// Removes the current key's list.
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
-        let core = &mut b.core;
-        self.slot.key(core)?;
-        core.store.delete(&core.key)
+        self.slot.clear(&mut b.core)
     }
 
     /// Moves the lists of the `sources` namespaces to the end of the `target` namespace's list
@@ -980,9 +982,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
 
     /// Removes the current key's value.
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
-        let core = &mut b.core;
-        self.slot.key(core)?;
-        core.store.delete(&core.key)
+        self.slot.clear(&mut b.core)
     }
 
     /// Folds the values of the `sources` namespaces into the `target` namespace and removes
@@ -1085,9 +1085,7 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
-        let core = &mut b.core;
-        self.slot.key(core)?;
-        core.store.delete(&core.key)
+        self.slot.clear(&mut b.core)
     }
 
     /// Merges the accumulators of the `sources` namespaces into the `target` namespace's and
