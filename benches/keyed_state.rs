@@ -47,12 +47,16 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "common/shuffle.rs"]
+mod shuffle;
+
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use eddy::codec::{F64, U64};
 use eddy::state::{
     KeyedBackend, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
 use eddy::store::StoreOptions;
+use shuffle::shuffled;
 
 /// Setup keys (`0..KEYS`, shuffled) and new keys (`KEYS..2 * KEYS`, shuffled).
 const KEYS: usize = 500_000;
@@ -71,19 +75,6 @@ const REMOVE_CHUNK: u64 = 1_000;
 
 type Fast = foldhash::fast::FixedState;
 type Map<K, V> = HashMap<K, V, Fast>;
-
-/// A deterministic permutation of `offset..offset + n` (a xorshift-driven Fisher-Yates shuffle).
-fn shuffled(n: usize, offset: u64, seed: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (offset..offset + n as u64).collect();
-    let mut s = seed | 1;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    v
-}
 
 /// Cycles through the shuffled keys; also picks a user key that moves on every pass.
 #[derive(Clone, Copy)]
@@ -215,8 +206,8 @@ fn value_hashmap(keys: &[u64]) -> Map<u64, u64> {
 }
 
 fn value(c: &mut Criterion) {
-    let keys = shuffled(KEYS, 0, 42);
-    let new_keys = shuffled(KEYS, KEYS as u64, 7);
+    let keys = shuffled(KEYS as u64, 42);
+    let new_keys = shuffled(KEYS as u64, 7).into_iter().map(|k| k + KEYS as u64).collect::<Vec<_>>();
     let mut g = group(c, "value");
 
     let mut eddy: Option<ValueEddy> = None;
@@ -313,7 +304,7 @@ fn list_hashmap(keys: &[u64]) -> Map<u64, Vec<u64>> {
 }
 
 fn list(c: &mut Criterion) {
-    let keys = shuffled(KEYS, 0, 42);
+    let keys = shuffled(KEYS as u64, 42);
     let bulk: Vec<u64> = (0..LIST_BULK as u64).map(|i| i * 3 + 1).collect();
     let mut g = group(c, "list");
 
@@ -466,7 +457,7 @@ fn map_hashmap(keys: &[u64]) -> NestedMap {
 }
 
 fn map(c: &mut Criterion) {
-    let keys = shuffled(KEYS, 0, 42);
+    let keys = shuffled(KEYS as u64, 42);
     let mut g = group(c, "map");
     let mut eddy: Option<MapEddy> = None;
     let mut hashmap: Option<NestedMap> = None;

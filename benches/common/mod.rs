@@ -26,18 +26,8 @@ pub fn scan_prefix(k: u64) -> [u8; 8] {
     p
 }
 
-/// A deterministic permutation of `0..n` (a xorshift-driven Fisher-Yates shuffle).
-pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (0..n).collect();
-    let mut s = seed | 1;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    v
-}
+mod shuffle;
+pub use shuffle::shuffled;
 
 pub fn value_for(k: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (k as usize).wrapping_mul(131).wrapping_add(i) as u8).collect()

@@ -468,6 +468,17 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         put_element(ts, &mut core.val, |out| self.serializer.write(value, out));
     }
 
+    /// Frames `values` into `core.val` (cleared first).
+    fn frame_all<'v>(&self, core: &mut Core, values: impl IntoIterator<Item = &'v S::Value>)
+    where
+        S::Value: 'v,
+    {
+        core.val.clear();
+        for v in values {
+            self.frame(core, v);
+        }
+    }
+
     /// The elements of the current key's list, oldest first (empty when it has none).
     pub fn get<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<ListIter<'b, S>> {
         let core = &mut b.core;
@@ -538,10 +549,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.val.clear();
-        for v in values {
-            self.frame(core, v);
-        }
+        self.frame_all(core, values);
         if !core.val.is_empty() {
             core.store.merge(&core.key, &core.val)?;
         }
@@ -559,10 +567,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     {
         let core = &mut b.core;
         self.slot.key(core)?;
-        core.val.clear();
-        for v in values {
-            self.frame(core, v);
-        }
+        self.frame_all(core, values);
         if core.val.is_empty() {
             core.store.delete(&core.key)?;
         } else {
