@@ -47,6 +47,12 @@ pub enum Error {
     /// continues on a possibly torn file.
     #[error("the store refuses writes after an earlier I/O error; reopen it")]
     Poisoned,
+    /// The checkpoint or savepoint was aborted; what it wrote is removed.
+    #[error("checkpoint {id} was aborted")]
+    Aborted {
+        /// Its id.
+        id: u64,
+    },
     /// A key-group computation got an invalid parallelism or key group.
     #[error(transparent)]
     KeyGroup(#[from] KeyGroupError),
@@ -170,6 +176,25 @@ pub enum Misuse {
     /// restored from checkpoints, not from a store directory.
     #[error("the directory already holds a store")]
     NotEmpty,
+    /// A checkpoint or savepoint was asked for while the configured number are in flight.
+    #[error("{limit} checkpoints are already in flight")]
+    TooManyInFlight {
+        /// The configured maximum.
+        limit: usize,
+    },
+    /// No checkpoint or savepoint of this id is in flight or finished unreported.
+    #[error("no checkpoint {id} is in flight")]
+    UnknownCheckpoint {
+        /// The id asked for.
+        id: u64,
+    },
+    /// A snapshot cannot be restored into this backend (different max parallelism, key
+    /// serializer, states, or key groups that overlap or are missing).
+    #[error("the snapshot cannot be restored here: {why}")]
+    IncompatibleSnapshot {
+        /// What does not fit.
+        why: String,
+    },
 }
 
 impl Error {

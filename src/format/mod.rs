@@ -14,6 +14,8 @@
 
 pub mod block;
 pub mod bloom;
+pub mod checkpoint;
+pub mod savepoint;
 pub mod segment;
 pub mod store_manifest;
 

@@ -1,19 +1,22 @@
 //! The keyed state backend: one store, one key-group range, a current key.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::timers::Head;
 use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
+use super::OperatorStateBackend;
 use super::{Clock, StateKind, SystemClock};
+use crate::checkpoint::{origin_for, prepare_store, Prepared, RestoreSource, Restored};
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
+use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
 use crate::keygroup::{
     hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
 };
-use crate::store::{prefix_successor, Store, StoreOptions};
+use crate::store::{prefix_successor, Store, StoreOptions, StoreSnapshot};
 
 /// The most states one backend holds (state ids are 16 bits; 0 is reserved).
 pub const MAX_STATES: usize = u16::MAX as usize - 1;
@@ -108,8 +111,39 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
     /// Opens the backend on a new store in `dir`. A directory that already holds a store is
     /// refused ([`Misuse::NotEmpty`]): keyed state comes back from checkpoints.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<KeyedBackend<K>> {
+        self.build(dir.as_ref(), None)
+    }
+
+    /// Opens the backend on a new store in `dir` (which must hold no store) with the state of
+    /// `sources`: one checkpoint or savepoint, or several whose key groups together cover the
+    /// backend's (rescaling). Checkpoint segments are linked or copied, never rewritten, and
+    /// only the backend's key groups are visible; savepoints are read into new segments.
+    /// States come back typed when they are registered again with the same kind and
+    /// serializers. The snapshots' operator state comes back in [`Restored`].
+    pub fn restore(self, dir: impl AsRef<Path>, sources: &[RestoreSource]) -> Result<(KeyedBackend<K>, Restored)> {
+        let dir = dir.as_ref();
         let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
-        let range = match self.range {
+        let range = self.checked_range(max_parallelism)?;
+        let fs = self.store.file_system_ref().clone();
+        fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if !fs.list(dir).map_err(|e| Error::io(dir, e))?.is_empty() {
+            return Err(Misuse::NotEmpty.into());
+        }
+        let prepared = prepare_store(
+            sources,
+            &fs,
+            dir,
+            range,
+            max_parallelism,
+            &self.key_serializer.snapshot(),
+            self.store.writer_options(),
+        )?;
+        let restored = prepared.restored.clone();
+        Ok((self.build(dir, Some(prepared))?, restored))
+    }
+
+    fn checked_range(&self, max_parallelism: MaxParallelism) -> Result<KeyGroupRange> {
+        Ok(match self.range {
             Some(r) => {
                 if !r.is_empty() && u32::from(r.end()) >= max_parallelism.get() {
                     return Err(Misuse::InvalidOption {
@@ -121,35 +155,58 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                 r
             }
             None => max_parallelism.range(),
-        };
+        })
+    }
+
+    fn build(self, dir: &Path, prepared: Option<Prepared>) -> Result<KeyedBackend<K>> {
+        let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
+        let range = self.checked_range(max_parallelism)?;
         let ttl = Arc::new(TtlTable::default());
         let filter = Arc::new(TtlFilter { table: ttl.clone(), clock: self.clock.clone() });
-        let store = self.store.compaction_filter(filter).open(dir)?;
-        if !store.segment_paths().is_empty() {
+        let store = self.store.compaction_filter(filter.clone()).open(dir)?;
+        if prepared.is_none() && !store.segment_paths().is_empty() {
             return Err(Misuse::NotEmpty.into());
         }
-        Ok(KeyedBackend {
-            core: Core {
-                store,
-                id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
-                max_parallelism,
-                range,
-                key: vec![0; PREFIX_LEN],
-                key_len: PREFIX_LEN,
-                key_set: false,
-                val: Vec::with_capacity(64),
-                scratch: Vec::new(),
-                states: Vec::new(),
-                by_name: HashMap::new(),
-                clock: self.clock,
-                ttl,
-                timer_heads: HashMap::new(),
-                timer_firing: false,
-                timer_changes: Vec::new(),
-            },
-            key_serializer: self.key_serializer,
-            key_hash: self.key_hash,
-        })
+        let mut core = Core {
+            store,
+            id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
+            max_parallelism,
+            range,
+            key: vec![0; PREFIX_LEN],
+            key_len: PREFIX_LEN,
+            key_set: false,
+            val: Vec::with_capacity(64),
+            scratch: Vec::new(),
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            clock: self.clock,
+            ttl,
+            ttl_filter: filter,
+            timer_heads: HashMap::new(),
+            timer_firing: false,
+            timer_changes: Vec::new(),
+            origin: Vec::new(),
+        };
+        if let Some(p) = prepared {
+            for s in p.states {
+                let name: Arc<str> = s.name.as_str().into();
+                if let Some(t) = s.ttl {
+                    core.ttl.set(s.id, t, s.kind == StateKind::List);
+                }
+                core.by_name.insert(name.clone(), s.id);
+                core.states.push(StateMeta {
+                    name,
+                    kind: s.kind,
+                    serializers: s.serializers,
+                    ttl: s.ttl,
+                    cursor: None,
+                    restored: true,
+                    registered: false,
+                });
+            }
+            core.origin = p.origin;
+        }
+        Ok(KeyedBackend { core, key_serializer: self.key_serializer, key_hash: self.key_hash })
     }
 }
 
@@ -161,6 +218,10 @@ pub(crate) struct StateMeta {
     pub(crate) ttl: Option<TtlConfig>,
     /// Where incremental TTL cleanup goes on.
     pub(crate) cursor: Option<Vec<u8>>,
+    /// It came from a snapshot.
+    pub(crate) restored: bool,
+    /// It was registered since the backend opened (restored states wait for that).
+    pub(crate) registered: bool,
 }
 
 /// The part of the backend that does not depend on the key type.
@@ -183,11 +244,15 @@ pub(crate) struct Core {
     by_name: HashMap<Arc<str>, u16>,
     pub(crate) clock: Arc<dyn Clock>,
     ttl: Arc<TtlTable>,
+    ttl_filter: Arc<TtlFilter>,
     /// Per timer state: the earliest timer of each key group of the range.
     pub(crate) timer_heads: HashMap<u16, Vec<Head>>,
     /// Whether timers are firing, and the heads that registrations moved meanwhile.
     pub(crate) timer_firing: bool,
     pub(crate) timer_changes: Vec<(u16, usize)>,
+    /// Where a restore took the store's segments from: (checkpoint storage, segment id,
+    /// shared file), until the first checkpoint into that storage reuses them.
+    origin: Vec<(PathBuf, u64, String)>,
 }
 
 impl Core {
@@ -200,7 +265,20 @@ impl Core {
         ttl: Option<TtlConfig>,
     ) -> Result<(u16, Arc<str>)> {
         if let Some(&id) = self.by_name.get(name) {
-            let meta = &self.states[usize::from(id) - 1];
+            let meta = &mut self.states[usize::from(id) - 1];
+            if !meta.registered
+                && meta.kind == kind
+                && meta.serializers == serializers
+                && meta.ttl.is_some() == ttl.is_some()
+            {
+                // A restored state, registered again: its TTL may have changed.
+                meta.registered = true;
+                meta.ttl = ttl;
+                if let Some(t) = ttl {
+                    self.ttl.set(id, t, kind == StateKind::List);
+                }
+                return Ok((id, meta.name.clone()));
+            }
             if meta.kind != kind || meta.serializers != serializers || meta.ttl != ttl {
                 return Err(Misuse::StateMismatch {
                     name: name.to_owned(),
@@ -219,7 +297,15 @@ impl Core {
         if let Some(t) = ttl {
             self.ttl.set(id, t, kind == StateKind::List);
         }
-        self.states.push(StateMeta { name: name.clone(), kind, serializers, ttl, cursor: None });
+        self.states.push(StateMeta {
+            name: name.clone(),
+            kind,
+            serializers,
+            ttl,
+            cursor: None,
+            restored: false,
+            registered: true,
+        });
         self.by_name.insert(name.clone(), id);
         Ok((id, name))
     }
@@ -517,6 +603,56 @@ impl<K: Serializer> KeyedBackend<K> {
     /// The registered states: name and kind.
     pub fn states(&self) -> impl Iterator<Item = (&str, StateKind)> {
         self.core.states.iter().map(|m| (&*m.name, m.kind))
+    }
+
+    /// The synchronous part of a snapshot: the store's frozen view, the meta info (with the
+    /// operator state), the serializer versions per state, and the store's next segment id.
+    pub(crate) fn snapshot_parts(
+        &mut self,
+        operator: &OperatorStateBackend,
+    ) -> Result<(StoreSnapshot, SnapshotMeta, Vec<(u16, Vec<u32>)>, u64)> {
+        let core = &mut self.core;
+        let snapshot = core.store.snapshot()?;
+        let states: Vec<StateMetaInfo> = core
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, m)| StateMetaInfo {
+                id: (i + 1) as u16,
+                name: m.name.to_string(),
+                kind: m.kind,
+                serializers: m.serializers.clone(),
+                ttl: m.ttl,
+            })
+            .collect();
+        let versions = states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect();
+        let range = core.range;
+        let meta = SnapshotMeta {
+            max_parallelism: core.max_parallelism.get(),
+            key_groups: (!range.is_empty()).then(|| (range.start(), range.end())),
+            key_serializer: self.key_serializer.snapshot(),
+            states,
+            operator: operator.snapshot(),
+        };
+        Ok((snapshot, meta, versions, core.store.next_segment_id()))
+    }
+
+    /// The shared files of `storage` that the store's segments were restored from; given once.
+    pub(crate) fn take_origin(&mut self, storage: &Path) -> Vec<(u64, String)> {
+        let found = origin_for(&self.core.origin, storage);
+        if !found.is_empty() {
+            self.core.origin.retain(|(s, _, _)| s != storage);
+        }
+        found.into_iter().collect()
+    }
+
+    /// Unique within the process: segment ids are unique within one backend only.
+    pub(crate) fn backend_id(&self) -> u64 {
+        self.core.id
+    }
+
+    pub(crate) fn ttl_filter(&self) -> Arc<TtlFilter> {
+        self.core.ttl_filter.clone()
     }
 
     /// Closes the backend and its store.

@@ -67,7 +67,10 @@ impl<K: Serializer> KeyedBackend<K> {
         let (processing, _) = core.register(&format!("{name}/processing-time"), StateKind::Timers, sers, None)?;
         let groups = core.range.len() as usize;
         for id in [event, processing] {
-            core.timer_heads.entry(id).or_insert_with(|| vec![Head::Empty; groups]);
+            // Restored timers are found by a scan the first time they are needed.
+            let restored = core.states[usize::from(id) - 1].restored;
+            let head = if restored { Head::Unknown } else { Head::Empty };
+            core.timer_heads.entry(id).or_insert_with(|| vec![head; groups]);
         }
         Ok(TimerService { backend: core.id, event, processing, name: name_arc, namespace })
     }

@@ -238,13 +238,25 @@ pub(crate) struct TtlFilter {
 
 impl CompactionFilter for TtlFilter {
     fn filter(&self, key: &[u8], value: &[u8], _operand: bool, out: &mut Vec<u8>) -> FilterDecision {
+        self.decide(key, value, out, |c| c.in_compaction)
+    }
+}
+
+impl TtlFilter {
+    /// What a full snapshot (a savepoint) keeps of a record: expired entries of states whose
+    /// TTL asks for cleanup in full snapshots are left out.
+    pub(crate) fn snapshot_filter(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> FilterDecision {
+        self.decide(key, value, out, |c| c.full_snapshot)
+    }
+
+    fn decide(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>, on: fn(&TtlConfig) -> bool) -> FilterDecision {
         let Some(&[a, b]) = key.get(2..4) else {
             return FilterDecision::Keep;
         };
         let Some((config, list)) = self.table.get(u16::from_be_bytes([a, b])) else {
             return FilterDecision::Keep;
         };
-        if !config.in_compaction {
+        if !on(&config) {
             return FilterDecision::Keep;
         }
         let now = self.clock.now_millis();

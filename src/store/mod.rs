@@ -25,14 +25,15 @@ mod cache;
 pub(crate) mod compaction;
 mod iter;
 mod memtable;
-mod segment;
+pub(crate) mod segment;
 mod table;
 
 use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 pub use compaction::{CompactionFilter, CompactionOptions, FilterDecision};
@@ -150,6 +151,14 @@ impl StoreOptions {
         self
     }
 
+    pub(crate) fn file_system_ref(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
+    }
+
+    pub(crate) fn writer_options(&self) -> WriterOptions {
+        self.writer
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |name, why| Err(Misuse::InvalidOption { name, why }.into());
         if self.memory_budget < 4 * MIN_WRITE_BUFFER {
@@ -212,15 +221,65 @@ impl StoreStats {
     }
 }
 
-/// A frozen mutable region: read-only, shared with the flush thread.
-struct Frozen {
+/// A frozen mutable region: read-only, shared with the flush thread and with the checkpoints
+/// that wait for its segment.
+pub(crate) struct Frozen {
     mem: Memtable,
     sorted: OnceLock<Vec<RecRef>>,
+    /// The id of the segment it is written as.
+    id: u64,
+    /// How the flush ended: the segment (none for an empty region) or why it failed.
+    outcome: Mutex<Option<std::result::Result<Option<Arc<Segment>>, String>>>,
+    flushed: Condvar,
 }
 
 impl Frozen {
     fn sorted(&self) -> &[RecRef] {
         self.sorted.get_or_init(|| self.mem.sorted_copy())
+    }
+
+    fn set_outcome(&self, result: &Result<Option<Arc<Segment>>>) {
+        let outcome = match result {
+            Ok(seg) => Ok(seg.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.flushed.notify_all();
+    }
+
+    /// Waits until the region is written; its segment, if it held anything.
+    fn wait(&self, dir: &Path) -> Result<Option<Arc<Segment>>> {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match &*outcome {
+                Some(Ok(seg)) => return Ok(seg.clone()),
+                Some(Err(why)) => return Err(Error::io(dir, std::io::Error::other(why.clone()))),
+                None => outcome = self.flushed.wait(outcome).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+}
+
+/// What a store held at one instant, kept alive for a checkpoint: the live segments and the
+/// frozen regions still being written, newest first.
+pub(crate) struct StoreSnapshot {
+    dir: PathBuf,
+    segments: Vec<LiveSegment>,
+    pending: Vec<Arc<Frozen>>,
+}
+
+impl StoreSnapshot {
+    /// Waits for the frozen regions to be written; then every segment of the snapshot, newest
+    /// first, with the key-group ranges masked in it.
+    pub(crate) fn segments(&self) -> Result<Vec<(Arc<Segment>, Vec<(KeyGroup, KeyGroup)>)>> {
+        let mut out = Vec::with_capacity(self.pending.len() + self.segments.len());
+        for f in &self.pending {
+            if let Some(seg) = f.wait(&self.dir)? {
+                out.push((seg, Vec::new()));
+            }
+        }
+        out.extend(self.segments.iter().map(|s| (s.seg.clone(), s.mask.clone())));
+        Ok(out)
     }
 }
 
@@ -235,7 +294,7 @@ struct CompactionTicket {
 }
 
 struct Background {
-    flush_tx: Option<Sender<(u64, Arc<Frozen>)>>,
+    flush_tx: Option<Sender<Arc<Frozen>>>,
     compact_tx: Option<Sender<(u64, Vec<LiveSegment>, bool)>>,
     done_rx: Receiver<Done>,
     ready: Arc<AtomicBool>,
@@ -250,7 +309,7 @@ impl Background {
         writer: WriterOptions,
         filter: Option<Arc<dyn CompactionFilter>>,
     ) -> std::io::Result<Self> {
-        let (flush_tx, flush_rx) = mpsc::channel::<(u64, Arc<Frozen>)>();
+        let (flush_tx, flush_rx) = mpsc::channel::<Arc<Frozen>>();
         let (compact_tx, compact_rx) = mpsc::channel::<(u64, Vec<LiveSegment>, bool)>();
         let (done_tx, done_rx) = mpsc::channel();
         let ready = Arc::new(AtomicBool::new(false));
@@ -259,8 +318,9 @@ impl Background {
         {
             let (fs, dir, done_tx, ready) = (fs.clone(), dir.clone(), done_tx.clone(), ready.clone());
             threads.push(std::thread::Builder::new().name("eddy-flush".into()).spawn(move || {
-                while let Ok((id, frozen)) = flush_rx.recv() {
-                    let result = flush(&fs, &dir, id, &frozen, writer);
+                while let Ok(frozen) = flush_rx.recv() {
+                    let result = flush(&fs, &dir, frozen.id, &frozen, writer);
+                    frozen.set_outcome(&result);
                     if done_tx.send(Done::Flushed(result)).is_err() {
                         return;
                     }
@@ -361,7 +421,9 @@ pub struct Store {
     dir: PathBuf,
     opts: StoreOptions,
     active: Memtable,
-    frozen: Option<Arc<Frozen>>,
+    /// Frozen regions being written, oldest first. Usually at most one: a full region waits
+    /// for the previous one (a write stall), but a checkpoint freezes without waiting.
+    frozen: VecDeque<Arc<Frozen>>,
     segments: Vec<LiveSegment>,
     /// Obsolete segments that the durable manifest still names; removed after the next one.
     pinned_obsolete: Vec<Arc<Segment>>,
@@ -440,7 +502,7 @@ impl Store {
         let mut store = Store {
             dir: dir.to_path_buf(),
             active: Memtable::new(chunk_size(write_buffer)),
-            frozen: None,
+            frozen: VecDeque::new(),
             segments,
             pinned_obsolete: Vec::new(),
             next_id,
@@ -631,6 +693,27 @@ impl Store {
         Ok(())
     }
 
+    /// The synchronous part of a checkpoint: freezes the mutable region (without waiting for
+    /// an earlier one to be written) and takes the segment set. What the snapshot names stays
+    /// on disk until it is dropped.
+    pub(crate) fn snapshot(&mut self) -> Result<StoreSnapshot> {
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        self.poll_done(false);
+        self.freeze();
+        Ok(StoreSnapshot {
+            dir: self.dir.clone(),
+            segments: self.segments.clone(),
+            pending: self.frozen.iter().rev().cloned().collect(),
+        })
+    }
+
+    /// The id the next segment file will get.
+    pub(crate) fn next_segment_id(&self) -> u64 {
+        self.next_id
+    }
+
     fn chunk_size(&self) -> usize {
         chunk_size(self.write_buffer)
     }
@@ -641,11 +724,16 @@ impl Store {
         }
         self.freezes += 1;
         let fresh = Memtable::new(self.chunk_size());
-        let frozen = Arc::new(Frozen { mem: std::mem::replace(&mut self.active, fresh), sorted: OnceLock::new() });
-        let id = self.next_id;
+        let frozen = Arc::new(Frozen {
+            mem: std::mem::replace(&mut self.active, fresh),
+            sorted: OnceLock::new(),
+            id: self.next_id,
+            outcome: Mutex::new(None),
+            flushed: Condvar::new(),
+        });
         self.next_id += 1;
-        self.frozen = Some(frozen.clone());
-        let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send((id, frozen)).is_ok()).unwrap_or(false);
+        self.frozen.push_back(frozen.clone());
+        let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send(frozen).is_ok()).unwrap_or(false);
         if !sent {
             self.poison(Error::io(&self.dir, std::io::Error::other("flush thread is gone")));
         }
@@ -681,7 +769,7 @@ impl Store {
     fn install_flush(&mut self, result: Result<Option<Arc<Segment>>>) {
         match result {
             Ok(seg) => {
-                self.frozen = None;
+                self.frozen.pop_front();
                 self.flushes += 1;
                 if let Some(seg) = seg {
                     self.segments.insert(0, LiveSegment { seg, mask: Vec::new() });
@@ -783,7 +871,7 @@ impl Store {
             Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
             Some((RecordKind::Delete, _, _)) => Ok(None),
             // Operands with nothing older anywhere: they are the whole value.
-            Some((RecordKind::Merge, loc, len)) if self.frozen.is_none() && self.segments.is_empty() => {
+            Some((RecordKind::Merge, loc, len)) if self.frozen.is_empty() && self.segments.is_empty() => {
                 Ok(Some(self.active.slice(loc, len)))
             }
             _ => self.get_slow(h, key),
@@ -805,9 +893,12 @@ impl Store {
             base = note(kind, v, &mut self.value, &mut self.operands, &mut self.operand_spans);
         }
         if base.is_none() {
-            if let Some(f) = &self.frozen {
+            for f in self.frozen.iter().rev() {
                 if let Some((kind, v)) = f.mem.get(h, key) {
                     base = note(kind, v, &mut self.value, &mut self.operands, &mut self.operand_spans);
+                    if base.is_some() {
+                        break;
+                    }
                 }
             }
         }
@@ -856,12 +947,12 @@ impl Store {
     /// in key order. In the mutable region this visits the group's keys only.
     pub fn scan_group(&mut self, group: &[u8]) -> Result<StoreIter<'_>> {
         let Store { active, frozen, segments, cache, group_refs, .. } = self;
-        if frozen.is_none() && segments.is_empty() {
+        if frozen.is_empty() && segments.is_empty() {
             active.group_into(group, group_refs);
             return Ok(StoreIter::direct(active, group_refs));
         }
         let mut sources = vec![Source::memtable_owned(active, active.group(group), group)];
-        if let Some(f) = frozen.as_deref() {
+        for f in frozen.iter().rev() {
             sources.push(Source::memtable_owned(&f.mem, f.mem.group(group), group));
         }
         sources.extend(segments.iter().cloned().map(Source::segment));
@@ -871,7 +962,7 @@ impl Store {
 
     /// Whether the group `group` (see [`scan_group`](Self::scan_group)) has no live key.
     pub fn group_is_empty(&mut self, group: &[u8]) -> Result<bool> {
-        if self.frozen.is_none() && self.segments.is_empty() {
+        if self.frozen.is_empty() && self.segments.is_empty() {
             return Ok(!self.active.group_has_live(group));
         }
         Ok(self.scan_group(group)?.next_entry()?.is_none())
@@ -894,7 +985,7 @@ impl Store {
         // Sorted just above; the view is complete.
         let runs = active.runs_view().unwrap_or_default();
         let mut sources: Vec<Source<'_>> = runs.iter().map(|run| Source::memtable(active, run, lower)).collect();
-        if let Some(f) = frozen.as_deref() {
+        for f in frozen.iter().rev() {
             sources.push(Source::memtable(&f.mem, f.sorted(), lower));
         }
         sources.extend(segments.iter().cloned().map(Source::segment));
@@ -950,7 +1041,7 @@ impl Store {
     }
 
     fn wait_for_flush(&mut self) -> Result<()> {
-        self.wait_while(|s| s.frozen.is_some())
+        self.wait_while(|s| !s.frozen.is_empty())
     }
 
     fn wait_for_compaction(&mut self) -> Result<()> {
@@ -985,7 +1076,7 @@ impl Store {
             self.wait_for_flush()?;
             self.wait_for_compaction()?;
             self.poll_done(false);
-            if self.frozen.is_none() && self.compacting.is_none() {
+            if self.frozen.is_empty() && self.compacting.is_none() {
                 return Ok(());
             }
         }
@@ -1029,7 +1120,7 @@ impl Store {
         let (cache_hits, cache_misses) = self.cache.stats();
         StoreStats {
             memtable_bytes: self.active.memory(),
-            flushing_bytes: self.frozen.as_ref().map_or(0, |f| f.mem.memory()),
+            flushing_bytes: self.frozen.iter().map(|f| f.mem.memory()).sum(),
             cache_bytes: self.cache.used(),
             segment_meta_bytes: self.segments.iter().map(|s| s.seg.pinned_memory()).sum(),
             segments: self.segments.len(),
@@ -1056,6 +1147,29 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.bg.shutdown();
     }
+}
+
+/// Calls `f` with every live key of `range` in `segments` (newest first, each with its masked
+/// key-group ranges) and its resolved value, in key order, reading blocks without the cache.
+pub(crate) fn scan_segments(
+    segments: &[(Arc<Segment>, Vec<(KeyGroup, KeyGroup)>)],
+    range: KeyGroupRange,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let sources = segments
+        .iter()
+        .map(|(seg, mask)| Source::segment(LiveSegment { seg: seg.clone(), mask: mask.clone() }))
+        .collect();
+    let lower = range.start().to_be_bytes().to_vec();
+    let upper = range.end().checked_add(1).map(|e| e.to_be_bytes().to_vec());
+    let mut it = StoreIter::new(MergeIter::new(sources, lower, upper, None));
+    while let Some((k, v)) = it.next_entry()? {
+        f(k, v)?;
+    }
+    Ok(())
 }
 
 /// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that

@@ -1,0 +1,681 @@
+//! Checkpoints, savepoints and restore.
+//!
+//! # Checkpoints
+//!
+//! [`Checkpointer::checkpoint`] runs the synchronous part on the caller's thread: it freezes
+//! the store's mutable region (without writing it), takes the current segment set by
+//! reference, and serializes the state meta info and the operator and broadcast state. That is
+//! all; it does not grow with the state's size. The asynchronous part runs on the
+//! checkpointer's thread while processing goes on: it waits for the frozen region to be written
+//! as a segment by the store's flush thread, puts every segment that no earlier checkpoint
+//! stored into the [`CheckpointStorage`] (a hard link for a local directory on the same file
+//! system, a copy otherwise), makes them durable, and writes the manifest atomically. The
+//! checkpoint exists once its manifest is durable.
+//!
+//! Segments are immutable and named uniquely (`<owner>-<backend>-<segment id>.seg`, the owner
+//! being random per checkpointer and the backend numbered within the process), so an incremental checkpoint stores only the segments that are
+//! new since the previous one. Shared files are counted by the retained manifests that name
+//! them and removed when none does ([`CheckpointOptions::retain`]); what a failed, aborted or
+//! crashed checkpoint left behind is removed at once or when the storage is opened again.
+//!
+//! # Savepoints
+//!
+//! [`Checkpointer::savepoint`] takes the same synchronous snapshot and writes, in the
+//! background, one self-contained file in the canonical format of `format::savepoint`: the
+//! records by key group, with the meta info. Restoring from it rebuilds segments and never
+//! touches the savepoint's files.
+//!
+//! # Restore
+//!
+//! [`KeyedBackendBuilder::restore`](crate::state::KeyedBackendBuilder::restore) opens a backend
+//! from one or more [`RestoreSource`]s, keeping the key groups the new backend owns.
+
+mod restore;
+mod storage;
+mod verify;
+
+pub use restore::{latest_checkpoint, RestoreSource, Restored};
+pub use storage::{CheckpointStorage, LocalDirStorage, Transfer, SHARED_DIR};
+pub use verify::{verify_checkpoint, verify_savepoint, Problem};
+
+pub(crate) use restore::{origin_for, prepare_store, Prepared};
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::codec::Serializer;
+use crate::error::{Error, Misuse, Result};
+use crate::format::checkpoint::{CheckpointManifest, SegmentRef, SnapshotMeta, FLAG_FULL};
+use crate::format::savepoint::SavepointWriter;
+use crate::io::{FileSystem, StdFs};
+use crate::keygroup::KeyGroupRange;
+use crate::state::{KeyedBackend, OperatorStateBackend, TtlFilter};
+use crate::store::compaction::FilterDecision;
+use crate::store::{scan_segments, StoreSnapshot};
+
+/// The name of the savepoint file in a savepoint directory.
+pub const SAVEPOINT_FILE: &str = "SAVEPOINT";
+
+/// How a [`Checkpointer`] works.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    max_in_flight: usize,
+    retain: usize,
+    incremental: bool,
+    savepoint_compression: Option<i32>,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions { max_in_flight: 2, retain: 1, incremental: true, savepoint_compression: Some(-1) }
+    }
+}
+
+impl CheckpointOptions {
+    /// Incremental checkpoints, at most 2 in flight, the last one retained.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many checkpoints and savepoints may be in flight at once (at least 1).
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// How many completed checkpoints are kept (at least 1); older ones are removed with the
+    /// shared files only they name.
+    #[must_use]
+    pub fn retain(mut self, n: usize) -> Self {
+        self.retain = n;
+        self
+    }
+
+    /// Whether checkpoints reuse the files of earlier ones (the default) or store everything.
+    #[must_use]
+    pub fn incremental(mut self, incremental: bool) -> Self {
+        self.incremental = incremental;
+        self
+    }
+
+    /// The zstd level of savepoint chunks, or `None` for uncompressed savepoints.
+    #[must_use]
+    pub fn savepoint_compression(mut self, level: Option<i32>) -> Self {
+        self.savepoint_compression = level;
+        self
+    }
+}
+
+/// What kind of snapshot an outcome is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// A checkpoint that reuses the files of earlier ones.
+    Incremental,
+    /// A checkpoint that stores every file anew.
+    Full,
+    /// A savepoint.
+    Savepoint,
+}
+
+/// A completed checkpoint or savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: u64,
+    /// What it is.
+    pub kind: SnapshotKind,
+    /// The segment files it names.
+    pub files: usize,
+    /// The files it stored that no earlier checkpoint had.
+    pub new_files: usize,
+    /// Bytes copied into the storage (linked files cost none).
+    pub bytes_copied: u64,
+    /// Bytes of the files it stored anew, linked or copied.
+    pub bytes_new: u64,
+    /// The size of its manifest (or of the savepoint file).
+    pub manifest_bytes: u64,
+    /// How long the asynchronous part took.
+    pub async_duration: Duration,
+}
+
+type Outcome = (u64, Result<CheckpointInfo>);
+
+struct CheckpointJob {
+    id: u64,
+    full: bool,
+    snapshot: StoreSnapshot,
+    meta: SnapshotMeta,
+    versions: Vec<(u16, Vec<u32>)>,
+    next_segment_id: u64,
+    /// The backend the snapshot is of (segment ids are unique within one backend only).
+    backend: u64,
+    /// Shared files a restore took the backend's segments from, if in this storage.
+    seeds: Vec<(u64, String)>,
+    abort: Arc<AtomicBool>,
+}
+
+struct SavepointJob {
+    id: u64,
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    snapshot: StoreSnapshot,
+    meta: SnapshotMeta,
+    range: KeyGroupRange,
+    filter: Arc<TtlFilter>,
+    level: Option<i32>,
+    abort: Arc<AtomicBool>,
+}
+
+enum Job {
+    Checkpoint(Box<CheckpointJob>),
+    Savepoint(Box<SavepointJob>),
+    Confirm(u64),
+}
+
+/// The checkpointer's thread: every change to the storage happens here, in order.
+struct Worker {
+    storage: Arc<dyn CheckpointStorage>,
+    owner: String,
+    retain: usize,
+    /// (backend, segment id of its store) -> the shared file holding the segment.
+    uploaded: HashMap<(u64, u64), String>,
+    /// Completed checkpoints -> the shared files they name.
+    completed: BTreeMap<u64, Vec<String>>,
+    confirmed: Option<u64>,
+    /// An undecodable manifest was found: shared files are not collected, since what it
+    /// names is unknown.
+    keep_shared: bool,
+    retained: Arc<Mutex<Vec<u64>>>,
+}
+
+/// Takes checkpoints and savepoints of a keyed backend (and its operator state) into a
+/// [`CheckpointStorage`]. See the [module documentation](self).
+pub struct Checkpointer {
+    storage: Arc<dyn CheckpointStorage>,
+    opts: CheckpointOptions,
+    tx: Option<Sender<Job>>,
+    rx: Receiver<Outcome>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: BTreeMap<u64, Arc<AtomicBool>>,
+    finished: BTreeMap<u64, Result<CheckpointInfo>>,
+    last_id: Option<u64>,
+    retained: Arc<Mutex<Vec<u64>>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("storage", &self.storage)
+            .field("in_flight", &self.in_flight.keys().collect::<Vec<_>>())
+            .field("retained", &self.retained())
+            .finish()
+    }
+}
+
+/// A random name for the files of one checkpointer, so that two never clash.
+fn random_owner() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+impl Checkpointer {
+    /// A checkpointer over `storage`. Checkpoints already there are taken as completed (and
+    /// subject to retention); what an interrupted checkpoint left behind is removed.
+    pub fn new(storage: Arc<dyn CheckpointStorage>, opts: CheckpointOptions) -> Result<Self> {
+        if opts.max_in_flight == 0 {
+            return Err(Misuse::InvalidOption { name: "max_in_flight", why: "must be at least 1" }.into());
+        }
+        if opts.retain == 0 {
+            return Err(Misuse::InvalidOption { name: "retain", why: "must be at least 1" }.into());
+        }
+        storage.remove_temporaries()?;
+        let mut completed = BTreeMap::new();
+        let mut keep_shared = false;
+        for id in storage.manifests()? {
+            let bytes = storage.read_manifest(id)?;
+            match CheckpointManifest::decode(&bytes) {
+                Ok(m) => {
+                    completed.insert(id, m.segments.into_iter().map(|s| s.file).collect());
+                }
+                Err(_) => keep_shared = true,
+            }
+        }
+        if !keep_shared {
+            let live: HashSet<&String> = completed.values().flatten().collect();
+            for name in storage.shared_files()? {
+                if !live.contains(&name) {
+                    storage.remove(&name)?;
+                }
+            }
+        }
+        let retained = Arc::new(Mutex::new(completed.keys().copied().collect()));
+        let mut worker = Worker {
+            storage: storage.clone(),
+            owner: random_owner(),
+            retain: opts.retain,
+            uploaded: HashMap::new(),
+            completed,
+            confirmed: None,
+            keep_shared,
+            retained: retained.clone(),
+        };
+        let (tx, jobs) = mpsc::channel::<Job>();
+        let (done, rx) = mpsc::channel::<Outcome>();
+        let thread = std::thread::Builder::new()
+            .name("eddy-checkpoint".into())
+            .spawn(move || {
+                while let Ok(job) = jobs.recv() {
+                    let outcome = match job {
+                        Job::Checkpoint(job) => {
+                            let id = job.id;
+                            (id, worker.checkpoint(*job))
+                        }
+                        Job::Savepoint(job) => (job.id, savepoint(*job)),
+                        Job::Confirm(id) => {
+                            worker.confirmed = worker.confirmed.max(Some(id));
+                            worker.collect();
+                            continue;
+                        }
+                    };
+                    if done.send(outcome).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io(storage.describe(""), e))?;
+        let last_id = retained.lock().unwrap_or_else(|e| e.into_inner()).last().copied();
+        Ok(Checkpointer {
+            storage,
+            opts,
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+            in_flight: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            last_id,
+            retained,
+        })
+    }
+
+    /// A checkpointer over a local directory on the real file system.
+    pub fn local(root: impl Into<PathBuf>, opts: CheckpointOptions) -> Result<Self> {
+        Self::new(Arc::new(LocalDirStorage::new(Arc::new(StdFs::new()), root)?), opts)
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
+        &self.storage
+    }
+
+    /// The completed checkpoints that are retained, ascending.
+    pub fn retained(&self) -> Vec<u64> {
+        self.retained.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn admit(&mut self, id: u64) -> Result<Arc<AtomicBool>> {
+        self.collect_outcomes(false);
+        if self.last_id.is_some_and(|last| id <= last) {
+            return Err(
+                Misuse::InvalidOption { name: "checkpoint id", why: "must be larger than every earlier id" }.into()
+            );
+        }
+        if self.in_flight.len() >= self.opts.max_in_flight {
+            return Err(Misuse::TooManyInFlight { limit: self.opts.max_in_flight }.into());
+        }
+        Ok(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn submit(&mut self, id: u64, abort: Arc<AtomicBool>, job: Job) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(Error::io(self.storage.describe(""), std::io::Error::other("checkpoint thread is gone")));
+        }
+        self.last_id = Some(id);
+        self.in_flight.insert(id, abort);
+        Ok(())
+    }
+
+    /// The synchronous part of checkpoint `id` (ids ascend): freezes what must be frozen and
+    /// returns; the rest runs in the background. Its outcome comes from [`poll`](Self::poll)
+    /// or [`wait`](Self::wait). A full checkpoint is taken when the options say so or `full`
+    /// is set.
+    pub fn checkpoint<K: Serializer>(
+        &mut self,
+        id: u64,
+        backend: &mut KeyedBackend<K>,
+        operator: &OperatorStateBackend,
+        full: bool,
+    ) -> Result<()> {
+        let abort = self.admit(id)?;
+        let (snapshot, meta, versions, next_segment_id) = backend.snapshot_parts(operator)?;
+        let seeds = backend.take_origin(&self.storage.describe(""));
+        let job = CheckpointJob {
+            id,
+            backend: backend.backend_id(),
+            full: full || !self.opts.incremental,
+            snapshot,
+            meta,
+            versions,
+            next_segment_id,
+            seeds,
+            abort: abort.clone(),
+        };
+        self.submit(id, abort, Job::Checkpoint(Box::new(job)))
+    }
+
+    /// The synchronous part of savepoint `id`, written to the directory `dir` of `fs` (which
+    /// must not hold a savepoint yet); the file is written in the background. Its outcome
+    /// comes like a checkpoint's.
+    pub fn savepoint<K: Serializer>(
+        &mut self,
+        id: u64,
+        fs: Arc<dyn FileSystem>,
+        dir: impl Into<PathBuf>,
+        backend: &mut KeyedBackend<K>,
+        operator: &OperatorStateBackend,
+    ) -> Result<()> {
+        let dir = dir.into();
+        let file = dir.join(SAVEPOINT_FILE);
+        if fs.exists(&file) {
+            return Err(Misuse::NotEmpty.into());
+        }
+        let abort = self.admit(id)?;
+        let (snapshot, meta, _, _) = backend.snapshot_parts(operator)?;
+        let job = SavepointJob {
+            id,
+            fs,
+            dir,
+            snapshot,
+            meta,
+            range: backend.key_groups(),
+            filter: backend.ttl_filter(),
+            level: self.opts.savepoint_compression,
+            abort: abort.clone(),
+        };
+        self.submit(id, abort, Job::Savepoint(Box::new(job)))
+    }
+
+    fn collect_outcomes(&mut self, wait: bool) {
+        let mut first = wait;
+        loop {
+            let next = if first {
+                first = false;
+                self.rx.recv().ok()
+            } else {
+                self.rx.try_recv().ok()
+            };
+            let Some((id, result)) = next else { return };
+            self.in_flight.remove(&id);
+            self.finished.insert(id, result);
+        }
+    }
+
+    /// The outcomes of the checkpoints and savepoints that finished since the last call.
+    pub fn poll(&mut self) -> Vec<(u64, Result<CheckpointInfo>)> {
+        self.collect_outcomes(false);
+        std::mem::take(&mut self.finished).into_iter().collect()
+    }
+
+    /// Waits for checkpoint or savepoint `id` to finish.
+    pub fn wait(&mut self, id: u64) -> Result<CheckpointInfo> {
+        loop {
+            if let Some(result) = self.finished.remove(&id) {
+                return result;
+            }
+            if !self.in_flight.contains_key(&id) {
+                self.collect_outcomes(false);
+                if let Some(result) = self.finished.remove(&id) {
+                    return result;
+                }
+                return Err(Misuse::UnknownCheckpoint { id }.into());
+            }
+            self.collect_outcomes(true);
+        }
+    }
+
+    /// Waits for every checkpoint and savepoint in flight.
+    pub fn wait_all(&mut self) -> Vec<(u64, Result<CheckpointInfo>)> {
+        while !self.in_flight.is_empty() {
+            self.collect_outcomes(true);
+        }
+        self.poll()
+    }
+
+    /// Aborts checkpoint or savepoint `id` if it is in flight: it ends with
+    /// [`Error::Aborted`] and what it wrote is removed. Returns whether it was in flight.
+    pub fn abort(&mut self, id: u64) -> bool {
+        self.collect_outcomes(false);
+        match self.in_flight.get(&id) {
+            Some(flag) => {
+                flag.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Says that checkpoint `id` completed everywhere (Flink's `notifyCheckpointComplete`):
+    /// checkpoints still in flight with smaller ids are aborted, and `id` is never removed by
+    /// retention in favour of an unconfirmed one.
+    pub fn notify_checkpoint_complete(&mut self, id: u64) {
+        for (_, flag) in self.in_flight.range(..id) {
+            flag.store(true, Ordering::Release);
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Confirm(id));
+        }
+    }
+
+    /// Waits for what is in flight and stops the checkpointer's thread.
+    pub fn close(mut self) -> Vec<(u64, Result<CheckpointInfo>)> {
+        let out = self.wait_all();
+        self.shutdown();
+        out
+    }
+
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        for flag in self.in_flight.values() {
+            flag.store(true, Ordering::Release);
+        }
+        self.shutdown();
+    }
+}
+
+fn check_abort(id: u64, abort: &AtomicBool) -> Result<()> {
+    if abort.load(Ordering::Acquire) {
+        return Err(Error::Aborted { id });
+    }
+    Ok(())
+}
+
+impl Worker {
+    fn checkpoint(&mut self, job: CheckpointJob) -> Result<CheckpointInfo> {
+        let start = Instant::now();
+        for (seg, name) in &job.seeds {
+            self.uploaded.entry((job.backend, *seg)).or_insert_with(|| name.clone());
+        }
+        let mut new: Vec<(u64, String)> = Vec::new();
+        let result = self.write_checkpoint(&job, &mut new, start);
+        match &result {
+            Ok(_) => {
+                for (seg, name) in new {
+                    self.uploaded.insert((job.backend, seg), name);
+                }
+                self.collect();
+            }
+            Err(_) => {
+                // Nothing names what this checkpoint stored: remove it (best effort; a crash
+                // leaves it to the next open).
+                let _ = self.storage.remove_manifest(job.id);
+                for (_, name) in new {
+                    let _ = self.storage.remove(&name);
+                }
+            }
+        }
+        result
+    }
+
+    fn write_checkpoint(
+        &mut self,
+        job: &CheckpointJob,
+        new: &mut Vec<(u64, String)>,
+        start: Instant,
+    ) -> Result<CheckpointInfo> {
+        check_abort(job.id, &job.abort)?;
+        let segments = job.snapshot.segments()?;
+        let mut refs = Vec::with_capacity(segments.len());
+        let (mut bytes_copied, mut bytes_new) = (0, 0);
+        for (seg, mask) in &segments {
+            check_abort(job.id, &job.abort)?;
+            let reused = if job.full { None } else { self.uploaded.get(&(job.backend, seg.id())).cloned() };
+            let file = match reused {
+                Some(name) => name,
+                None => {
+                    let name = if job.full {
+                        format!("{SHARED_DIR}/{}-{}-{:010}-full{}.seg", self.owner, job.backend, seg.id(), job.id)
+                    } else {
+                        format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
+                    };
+                    new.push((seg.id(), name.clone()));
+                    bytes_copied += self.storage.put(&name, &seg.path())?;
+                    bytes_new += seg.reader().file_len();
+                    name
+                }
+            };
+            refs.push(SegmentRef {
+                file,
+                segment_id: seg.id(),
+                file_len: seg.reader().file_len(),
+                mask: mask.clone(),
+                versions: job.versions.clone(),
+            });
+        }
+        self.storage.sync_shared()?;
+        check_abort(job.id, &job.abort)?;
+        let manifest = CheckpointManifest {
+            checkpoint_id: job.id,
+            flags: if job.full { FLAG_FULL } else { 0 },
+            next_segment_id: job.next_segment_id,
+            meta: job.meta.clone(),
+            segments: refs,
+        };
+        let bytes = manifest.encode();
+        self.storage.write_manifest(job.id, &bytes)?;
+        let files: Vec<String> = manifest.segments.iter().map(|s| s.file.clone()).collect();
+        let info = CheckpointInfo {
+            id: job.id,
+            kind: if job.full { SnapshotKind::Full } else { SnapshotKind::Incremental },
+            files: files.len(),
+            new_files: new.len(),
+            bytes_copied,
+            bytes_new,
+            manifest_bytes: bytes.len() as u64,
+            async_duration: start.elapsed(),
+        };
+        self.completed.insert(job.id, files);
+        Ok(info)
+    }
+
+    /// Removes the checkpoints that retention no longer keeps, then the shared files that no
+    /// retained checkpoint names. Manifests go first and durably, so a crash in between
+    /// leaves unnamed files (collected on the next open), never a manifest naming a missing
+    /// file.
+    fn collect(&mut self) {
+        let ids: Vec<u64> = self.completed.keys().copied().collect();
+        let cut = ids.len().saturating_sub(self.retain);
+        let mut dropped = Vec::new();
+        // The newest `retain` stay, and so does the latest confirmed one: later ones may yet
+        // fail elsewhere, and a restore would then need it.
+        for &id in ids[..cut].iter().filter(|&&id| Some(id) != self.confirmed) {
+            if self.storage.remove_manifest(id).is_err() {
+                break;
+            }
+            if let Some(files) = self.completed.remove(&id) {
+                dropped.extend(files);
+            }
+        }
+        *self.retained.lock().unwrap_or_else(|e| e.into_inner()) = self.completed.keys().copied().collect();
+        if self.keep_shared {
+            return;
+        }
+        let live: HashSet<&String> = self.completed.values().flatten().collect();
+        let mut gone = HashSet::new();
+        for name in dropped {
+            if !live.contains(&name) && !gone.contains(&name) && self.storage.remove(&name).is_ok() {
+                gone.insert(name);
+            }
+        }
+        self.uploaded.retain(|_, name| !gone.contains(name));
+    }
+}
+
+/// The asynchronous part of a savepoint: every live record of the snapshot, by key group,
+/// into one file written under a temporary name and renamed when complete.
+fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
+    let start = Instant::now();
+    let fs = job.fs.clone();
+    let tmp = job.dir.join(format!("{SAVEPOINT_FILE}.tmp"));
+    let result = (|| {
+        fs.create_dir_all(&job.dir).map_err(|e| Error::io(&job.dir, e))?;
+        let segments = job.snapshot.segments()?;
+        let file = fs.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut writer = SavepointWriter::new(file, &tmp, job.id, &job.meta, job.level)?;
+        let mut kept = Vec::new();
+        let mut n = 0u64;
+        scan_segments(&segments, job.range, |k, v| {
+            n += 1;
+            if n % 4096 == 0 {
+                check_abort(job.id, &job.abort)?;
+            }
+            kept.clear();
+            match job.filter.snapshot_filter(k, v, &mut kept) {
+                FilterDecision::Keep => writer.add(k, v),
+                FilterDecision::Replace => writer.add(k, &kept),
+                FilterDecision::Remove => Ok(()),
+            }
+        })?;
+        check_abort(job.id, &job.abort)?;
+        let len = writer.finish()?;
+        let path = job.dir.join(SAVEPOINT_FILE);
+        fs.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        fs.sync_dir(&job.dir).map_err(|e| Error::io(&job.dir, e))?;
+        Ok(CheckpointInfo {
+            id: job.id,
+            kind: SnapshotKind::Savepoint,
+            files: 1,
+            new_files: 1,
+            bytes_copied: len,
+            bytes_new: len,
+            manifest_bytes: len,
+            async_duration: start.elapsed(),
+        })
+    })();
+    if result.is_err() {
+        let _ = fs.remove(&tmp);
+    }
+    result
+}
+
+/// The path of the savepoint file in `dir`.
+pub fn savepoint_file(dir: &Path) -> PathBuf {
+    dir.join(SAVEPOINT_FILE)
+}

@@ -1,0 +1,296 @@
+//! Restore: a new store directory from checkpoints (their segments linked or copied, never
+//! rewritten) or savepoints (their records written into new segments).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::storage::CheckpointStorage;
+use super::SAVEPOINT_FILE;
+use crate::error::{Error, Misuse, Result};
+use crate::format::checkpoint::{CheckpointManifest, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION};
+use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
+use crate::format::store_manifest::{ManifestSegment, StoreManifest};
+use crate::format::{RecordKind, SegmentWriter, WriterOptions};
+use crate::io::{write_atomic, FileSystem};
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::state::OperatorStateSnapshot;
+use crate::store::segment::segment_file_name;
+use crate::store::MANIFEST_FILE;
+
+/// A snapshot to restore from.
+#[derive(Debug, Clone)]
+pub enum RestoreSource {
+    /// Checkpoint `id` in `storage`.
+    Checkpoint {
+        /// Where it is.
+        storage: Arc<dyn CheckpointStorage>,
+        /// Its id.
+        id: u64,
+    },
+    /// The savepoint in directory `dir` of `fs`.
+    Savepoint {
+        /// The file system it is on.
+        fs: Arc<dyn FileSystem>,
+        /// Its directory.
+        dir: PathBuf,
+    },
+}
+
+/// What a restore gives back besides the keyed backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Restored {
+    /// The operator and broadcast state of each source, in the order of the sources (see
+    /// [`OperatorStateBackend::redistribute`](crate::state::OperatorStateBackend::redistribute)
+    /// when the parallelism changed, and
+    /// [`OperatorStateBackend::restore`](crate::state::OperatorStateBackend::restore)).
+    pub operator_states: Vec<OperatorStateSnapshot>,
+}
+
+/// The newest checkpoint in `storage` whose manifest decodes, if any.
+pub fn latest_checkpoint(storage: &dyn CheckpointStorage) -> Result<Option<u64>> {
+    for id in storage.manifests()?.into_iter().rev() {
+        let bytes = storage.read_manifest(id)?;
+        if CheckpointManifest::decode(&bytes).is_ok() {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// A store directory made ready from snapshots.
+pub(crate) struct Prepared {
+    /// The states of the snapshots (the same in all of them).
+    pub(crate) states: Vec<StateMetaInfo>,
+    pub(crate) restored: Restored,
+    /// Per checkpoint storage (by its description), the shared file each new segment came from.
+    pub(crate) origin: Vec<(PathBuf, u64, String)>,
+}
+
+fn incompatible(why: String) -> Error {
+    Misuse::IncompatibleSnapshot { why }.into()
+}
+
+enum Loaded {
+    Checkpoint { storage: Arc<dyn CheckpointStorage>, manifest: Box<CheckpointManifest> },
+    Savepoint { path: PathBuf, bytes: crate::io::FileBytes },
+}
+
+impl Loaded {
+    fn meta(&self) -> Result<SnapshotMeta> {
+        match self {
+            Loaded::Checkpoint { manifest, .. } => Ok(manifest.meta.clone()),
+            Loaded::Savepoint { path, bytes } => {
+                Ok(SavepointReader::new(bytes).map_err(|e| e.into_error(path, SAVEPOINT_VERSION))?.meta)
+            }
+        }
+    }
+}
+
+fn load(source: &RestoreSource) -> Result<Loaded> {
+    match source {
+        RestoreSource::Checkpoint { storage, id } => {
+            let bytes = storage.read_manifest(*id)?;
+            let manifest = CheckpointManifest::decode(&bytes)
+                .map_err(|e| e.into_error(&storage.describe_manifest(*id), CHECKPOINT_VERSION))?;
+            if manifest.checkpoint_id != *id {
+                return Err(Error::corrupted(
+                    storage.describe_manifest(*id),
+                    8,
+                    crate::Corruption::Malformed("checkpoint id"),
+                ));
+            }
+            Ok(Loaded::Checkpoint { storage: storage.clone(), manifest: Box::new(manifest) })
+        }
+        RestoreSource::Savepoint { fs, dir } => {
+            let path = dir.join(SAVEPOINT_FILE);
+            let bytes = fs.open(&path).map_err(|e| Error::io(&path, e))?;
+            Ok(Loaded::Savepoint { path, bytes })
+        }
+    }
+}
+
+fn range_of(meta: &SnapshotMeta) -> KeyGroupRange {
+    match meta.key_groups {
+        Some((a, b)) => KeyGroupRange::new(a, b).unwrap_or(KeyGroupRange::EMPTY),
+        None => KeyGroupRange::EMPTY,
+    }
+}
+
+/// The key-group ranges outside `keep`, within `0..max_parallelism`.
+fn outside(keep: KeyGroupRange, max_parallelism: u32) -> Vec<(u16, u16)> {
+    let last = (max_parallelism - 1) as u16;
+    if keep.is_empty() {
+        return vec![(0, last)];
+    }
+    let mut out = Vec::new();
+    if keep.start() > 0 {
+        out.push((0, keep.start() - 1));
+    }
+    if keep.end() < last {
+        out.push((keep.end() + 1, last));
+    }
+    out
+}
+
+/// Checks the sources against each other and the new backend, then fills the empty store
+/// directory `dir` with the segments of the key groups in `range`.
+pub(crate) fn prepare_store(
+    sources: &[RestoreSource],
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    range: KeyGroupRange,
+    max_parallelism: MaxParallelism,
+    key_serializer: &crate::codec::SerializerSnapshot,
+    writer: WriterOptions,
+) -> Result<Prepared> {
+    if sources.is_empty() {
+        return Err(Misuse::InvalidOption { name: "sources", why: "a restore needs at least one snapshot" }.into());
+    }
+    let loaded: Vec<Loaded> = sources.iter().map(load).collect::<Result<_>>()?;
+    let metas: Vec<SnapshotMeta> = loaded.iter().map(Loaded::meta).collect::<Result<_>>()?;
+    // Every source must come from the same job shape.
+    let mut states: Vec<StateMetaInfo> = Vec::new();
+    let mut covered = 0u32;
+    let mut taken: Vec<KeyGroupRange> = Vec::new();
+    for m in &metas {
+        if m.max_parallelism != max_parallelism.get() {
+            return Err(incompatible(format!(
+                "the snapshot has max parallelism {}, the backend {}",
+                m.max_parallelism,
+                max_parallelism.get()
+            )));
+        }
+        if m.key_serializer != *key_serializer {
+            return Err(incompatible(format!(
+                "the snapshot's keys were written by {}, the backend's key serializer is {}",
+                m.key_serializer.identity, key_serializer.identity
+            )));
+        }
+        for s in &m.states {
+            match states.iter().find(|t| t.name == s.name || t.id == s.id) {
+                None => states.push(s.clone()),
+                Some(t) if t.name == s.name && t.id == s.id && t.kind == s.kind && t.serializers == s.serializers => {}
+                Some(t) => {
+                    return Err(incompatible(format!(
+                        "state {:?} (id {}) differs between the snapshots from state {:?} (id {})",
+                        s.name, s.id, t.name, t.id
+                    )))
+                }
+            }
+        }
+        let mine = range_of(m).intersection(&range);
+        if taken.iter().any(|t| !t.intersection(&mine).is_empty()) {
+            return Err(incompatible("two snapshots hold the same key groups".into()));
+        }
+        covered += mine.len();
+        taken.push(mine);
+    }
+    if covered != range.len() {
+        return Err(incompatible(format!("the snapshots hold {covered} of the backend's {} key groups", range.len())));
+    }
+    states.sort_by_key(|s| s.id);
+    if states.iter().enumerate().any(|(i, s)| usize::from(s.id) != i + 1) {
+        return Err(incompatible("state ids are not 1..n".into()));
+    }
+
+    let mut segments: Vec<ManifestSegment> = Vec::new();
+    let mut origin = Vec::new();
+    let mut next_id = 1u64;
+    let mut operator_states = Vec::new();
+    for (l, m) in loaded.iter().zip(&metas) {
+        operator_states.push(m.operator.clone());
+        let mine = range_of(m).intersection(&range);
+        if mine.is_empty() {
+            continue;
+        }
+        let hide = outside(mine, max_parallelism.get());
+        match l {
+            Loaded::Checkpoint { storage, manifest } => {
+                let key = storage.describe("");
+                for s in &manifest.segments {
+                    let id = next_id;
+                    next_id += 1;
+                    let target = dir.join(segment_file_name(id));
+                    let len = storage.fetch(&s.file, &target)?;
+                    if len != s.file_len {
+                        return Err(Error::corrupted(
+                            storage.describe(&s.file),
+                            len.min(s.file_len),
+                            crate::Corruption::Truncated { needed: s.file_len, available: len },
+                        ));
+                    }
+                    let mut mask = s.mask.clone();
+                    mask.extend(hide.iter().copied());
+                    segments.push(ManifestSegment { id, mask });
+                    origin.push((key.clone(), id, s.file.clone()));
+                }
+            }
+            Loaded::Savepoint { path, bytes } => {
+                let id = next_id;
+                next_id += 1;
+                if rebuild(fs, dir, id, path, bytes, mine, writer)? {
+                    segments.push(ManifestSegment { id, mask: Vec::new() });
+                }
+            }
+        }
+    }
+    // The segment order only matters within one source's key groups; keep each source's.
+    let manifest = StoreManifest { next_segment_id: next_id, segments };
+    let path = dir.join(MANIFEST_FILE);
+    write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
+    Ok(Prepared { states, restored: Restored { operator_states }, origin })
+}
+
+/// Writes the records of `range` in the savepoint `bytes` as segment `id`; whether it holds
+/// any.
+fn rebuild(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    id: u64,
+    path: &Path,
+    bytes: &[u8],
+    range: KeyGroupRange,
+    writer: WriterOptions,
+) -> Result<bool> {
+    let mut reader = SavepointReader::new(bytes).map_err(|e| e.into_error(path, SAVEPOINT_VERSION))?;
+    let target = dir.join(segment_file_name(id));
+    let file = fs.create(&target).map_err(|e| Error::io(&target, e))?;
+    let mut out = SegmentWriter::new(file, &target, writer)?;
+    let (mut buf, mut key) = (Vec::new(), Vec::new());
+    let mut any = false;
+    let mut last: Vec<u8> = Vec::new();
+    while let Some(chunk) = reader.next().map_err(|e| e.into_error(path))? {
+        if !range.contains(chunk.key_group) {
+            continue;
+        }
+        let offset = chunk.offset;
+        let mut add = |k: &[u8], v: &[u8]| {
+            if any && k <= &last[..] {
+                return Err(Error::corrupted(path, offset, crate::Corruption::Malformed("key order across chunks")));
+            }
+            last.clear();
+            last.extend_from_slice(k);
+            any = true;
+            out.add(RecordKind::Put, k, v)
+        };
+        chunk.try_for_each(&mut buf, &mut key, &mut add).map_err(|e| match e {
+            Step::Stop(e) => e,
+            Step::Bad(d) => d.into_error(path),
+        })?;
+    }
+    if !any {
+        drop(out);
+        fs.remove(&target).map_err(|e| Error::io(&target, e))?;
+        return Ok(false);
+    }
+    out.finish()?;
+    Ok(true)
+}
+
+/// The shared files that the segments of a restored store came from, for the storage
+/// described by `storage`.
+pub(crate) fn origin_for(origin: &[(PathBuf, u64, String)], storage: &Path) -> HashMap<u64, String> {
+    origin.iter().filter(|(s, _, _)| s == storage).map(|(_, id, name)| (*id, name.clone())).collect()
+}

@@ -1,0 +1,580 @@
+//! The checkpoint manifest and the state meta info it shares with savepoints.
+//!
+//! A checkpoint manifest names the segment files of a checkpoint and carries everything else
+//! a restore needs: the backend's max parallelism and key groups, the key serializer, every
+//! state's name, kind, serializers and TTL, the serializer versions each segment's records
+//! were written with, and the operator and broadcast state. `format-spec/manifest.md` is the
+//! byte-level specification:
+//!
+//! ```text
+//! magic "EDCP" | version u32 | checkpoint_id u64 | flags u32 | next_segment_id u64
+//! meta     := see SnapshotMeta (format-spec/manifest.md)
+//! segments := count u32, then per segment:
+//!             file str | segment_id u64 | file_len u64 | masks (count u32, (first u16, last u16)*)
+//!             | versions (count u32, (state u16, count u32, version u32*)*)
+//! crc32 u32   (of everything before it)
+//! ```
+//!
+//! Integers are little-endian; `str` and `bytes` are a `u32` length and the bytes.
+
+use super::{check_crc, DecodeError, Reader};
+use crate::codec::SerializerSnapshot;
+use crate::error::Corruption;
+use crate::state::{
+    BroadcastStateSnapshot, ListStateSnapshot, OperatorStateSnapshot, Redistribution, StateKind, TtlConfig, TtlUpdate,
+    TtlVisibility,
+};
+
+/// The magic bytes of a checkpoint manifest.
+pub const CHECKPOINT_MAGIC: [u8; 4] = *b"EDCP";
+/// The checkpoint manifest version this build writes and the newest it reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Manifest flag: the checkpoint shares no file with an earlier one (a full checkpoint).
+pub const FLAG_FULL: u32 = 1;
+const CRC_LEN: usize = 4;
+/// Every counted item takes at least this many bytes, which bounds a count by the bytes left.
+const MIN_ITEM_LEN: u64 = 4;
+
+/// A state as a snapshot describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMetaInfo {
+    /// The state's id: the two bytes after the key group in its records' keys.
+    pub id: u16,
+    /// The state's unique name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// The snapshots of its serializers (key, namespace, value, and for maps the user key).
+    pub serializers: Vec<SerializerSnapshot>,
+    /// Its time to live, if it has one.
+    pub ttl: Option<TtlConfig>,
+}
+
+/// What a keyed backend's snapshot says about itself, in checkpoints and savepoints alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The max parallelism (the number of key groups).
+    pub max_parallelism: u32,
+    /// The key groups the backend owned, inclusive; `None` for an empty range.
+    pub key_groups: Option<(u16, u16)>,
+    /// The key serializer.
+    pub key_serializer: SerializerSnapshot,
+    /// Every state, by id.
+    pub states: Vec<StateMetaInfo>,
+    /// The operator and broadcast state.
+    pub operator: OperatorStateSnapshot,
+}
+
+/// A segment file as a manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// The file's path relative to the checkpoint storage's root (`shared/...`).
+    pub file: String,
+    /// The segment's id in the store that wrote it.
+    pub segment_id: u64,
+    /// The file's length in bytes.
+    pub file_len: u64,
+    /// Key-group ranges (inclusive) whose records are not part of the snapshot.
+    pub mask: Vec<(u16, u16)>,
+    /// Per state id, the versions of its serializers that wrote the segment's records.
+    pub versions: Vec<(u16, Vec<u32>)>,
+}
+
+/// A decoded checkpoint manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointManifest {
+    /// The checkpoint's id.
+    pub checkpoint_id: u64,
+    /// [`FLAG_FULL`] or 0.
+    pub flags: u32,
+    /// The id the restored store's next segment gets.
+    pub next_segment_id: u64,
+    /// The backend's state meta info and operator state.
+    pub meta: SnapshotMeta,
+    /// The segments, newest first.
+    pub segments: Vec<SegmentRef>,
+}
+
+/// Why a manifest or savepoint could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotDecodeError {
+    /// The bytes are damaged.
+    Corrupt(DecodeError),
+    /// A newer format version than this build reads.
+    Version(u32),
+}
+
+impl From<DecodeError> for SnapshotDecodeError {
+    fn from(e: DecodeError) -> Self {
+        SnapshotDecodeError::Corrupt(e)
+    }
+}
+
+impl SnapshotDecodeError {
+    /// The error as the crate reports it, naming `path`.
+    pub fn into_error(self, path: &std::path::Path, supported: u32) -> crate::Error {
+        match self {
+            SnapshotDecodeError::Corrupt(d) => d.into_error(path),
+            SnapshotDecodeError::Version(found) => {
+                crate::Error::UnsupportedVersion { file: path.to_path_buf(), found, supported }
+            }
+        }
+    }
+}
+
+// ---- writing ----
+
+pub(crate) fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    put_u32(out, n as u32);
+}
+fn put_serializer(out: &mut Vec<u8>, s: &SerializerSnapshot) {
+    let mut b = Vec::new();
+    s.encode(&mut b);
+    put_bytes(out, &b);
+}
+
+fn kind_code(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Value => 0,
+        StateKind::List => 1,
+        StateKind::Map => 2,
+        StateKind::Reducing => 3,
+        StateKind::Aggregating => 4,
+        StateKind::Timers => 5,
+    }
+}
+
+fn kind_of(code: u8) -> Option<StateKind> {
+    Some(match code {
+        0 => StateKind::Value,
+        1 => StateKind::List,
+        2 => StateKind::Map,
+        3 => StateKind::Reducing,
+        4 => StateKind::Aggregating,
+        5 => StateKind::Timers,
+        _ => return None,
+    })
+}
+
+fn put_ttl(out: &mut Vec<u8>, ttl: &Option<TtlConfig>) {
+    let Some(t) = ttl else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    put_u64(out, t.ttl_ms as u64);
+    out.push(match t.update {
+        TtlUpdate::OnCreateAndWrite => 0,
+        TtlUpdate::OnReadAndWrite => 1,
+    });
+    out.push(match t.visibility {
+        TtlVisibility::NeverReturnExpired => 0,
+        TtlVisibility::ReturnExpiredIfNotCleanedUp => 1,
+    });
+    put_u32(out, u32::try_from(t.incremental).unwrap_or(u32::MAX));
+    out.push(u8::from(t.in_compaction) | u8::from(t.full_snapshot) << 1);
+}
+
+impl SnapshotMeta {
+    /// Appends the meta info's encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.max_parallelism);
+        match self.key_groups {
+            Some((a, b)) => {
+                out.push(1);
+                put_u16(out, a);
+                put_u16(out, b);
+            }
+            None => out.push(0),
+        }
+        put_serializer(out, &self.key_serializer);
+        put_count(out, self.states.len());
+        for s in &self.states {
+            put_u16(out, s.id);
+            put_bytes(out, s.name.as_bytes());
+            out.push(kind_code(s.kind));
+            put_count(out, s.serializers.len());
+            for ser in &s.serializers {
+                put_serializer(out, ser);
+            }
+            put_ttl(out, &s.ttl);
+        }
+        let op = &self.operator;
+        put_count(out, op.lists.len());
+        for l in &op.lists {
+            put_bytes(out, l.name.as_bytes());
+            out.push(match l.mode {
+                Redistribution::EvenSplit => 0,
+                Redistribution::Union => 1,
+            });
+            put_serializer(out, &l.serializer);
+            put_count(out, l.elements.len());
+            for e in &l.elements {
+                put_bytes(out, e);
+            }
+        }
+        put_count(out, op.broadcast.len());
+        for b in &op.broadcast {
+            put_bytes(out, b.name.as_bytes());
+            put_serializer(out, &b.keys);
+            put_serializer(out, &b.values);
+            put_count(out, b.entries.len());
+            for (k, v) in &b.entries {
+                put_bytes(out, k);
+                put_bytes(out, v);
+            }
+        }
+    }
+
+    /// Reads meta info from `r` (untrusted bytes).
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let max_parallelism = r.u32()?;
+        if max_parallelism == 0 || max_parallelism > 32768 {
+            return Err(DecodeError::malformed(r.offset() - 4, "max parallelism"));
+        }
+        let key_groups = match r.u8()? {
+            0 => None,
+            1 => {
+                let at = r.offset();
+                let (a, b) = (r.u16()?, r.u16()?);
+                if a > b || u32::from(b) >= max_parallelism {
+                    return Err(DecodeError::malformed(at, "key-group range"));
+                }
+                Some((a, b))
+            }
+            _ => return Err(DecodeError::malformed(r.offset() - 1, "key-group range tag")),
+        };
+        let key_serializer = serializer(r)?;
+        let n = count(r)?;
+        let mut states: Vec<StateMetaInfo> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = r.offset();
+            let id = r.u16()?;
+            let name = string(r)?;
+            let kind = kind_of(r.u8()?).ok_or(DecodeError::malformed(at, "state kind"))?;
+            let m = count(r)?;
+            let mut serializers = Vec::with_capacity(m);
+            for _ in 0..m {
+                serializers.push(serializer(r)?);
+            }
+            let ttl = ttl(r)?;
+            if id == 0 || states.iter().any(|s| s.id == id || s.name == name) {
+                return Err(DecodeError::malformed(at, "state id or name repeated"));
+            }
+            states.push(StateMetaInfo { id, name, kind, serializers, ttl });
+        }
+        let mut operator = OperatorStateSnapshot::default();
+        for _ in 0..count(r)? {
+            let name = string(r)?;
+            let at = r.offset();
+            let mode = match r.u8()? {
+                0 => Redistribution::EvenSplit,
+                1 => Redistribution::Union,
+                _ => return Err(DecodeError::malformed(at, "redistribution mode")),
+            };
+            let serializer = serializer(r)?;
+            let m = count(r)?;
+            let mut elements = Vec::with_capacity(m);
+            for _ in 0..m {
+                elements.push(bytes(r)?.to_vec());
+            }
+            operator.lists.push(ListStateSnapshot { name, mode, serializer, elements });
+        }
+        for _ in 0..count(r)? {
+            let name = string(r)?;
+            let keys = serializer(r)?;
+            let values = serializer(r)?;
+            let m = count(r)?;
+            let mut entries = Vec::with_capacity(m);
+            for _ in 0..m {
+                entries.push((bytes(r)?.to_vec(), bytes(r)?.to_vec()));
+            }
+            operator.broadcast.push(BroadcastStateSnapshot { name, keys, values, entries });
+        }
+        Ok(SnapshotMeta { max_parallelism, key_groups, key_serializer, states, operator })
+    }
+}
+
+// ---- reading ----
+
+/// A count of items that each take at least `MIN_ITEM_LEN` bytes: bounded by what is left,
+/// so no input makes a decoder allocate more than the bytes it was given.
+fn count(r: &mut Reader<'_>) -> Result<usize, DecodeError> {
+    let at = r.offset();
+    let n = r.u32()?;
+    if u64::from(n) * MIN_ITEM_LEN > r.remaining() as u64 {
+        return Err(DecodeError::malformed(at, "count"));
+    }
+    Ok(n as usize)
+}
+
+pub(crate) fn bytes<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let n = r.u32()?;
+    r.take(n as usize)
+}
+
+fn string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let at = r.offset();
+    let b = bytes(r)?;
+    std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::malformed(at, "string"))
+}
+
+fn serializer(r: &mut Reader<'_>) -> Result<SerializerSnapshot, DecodeError> {
+    let at = r.offset();
+    let mut b = bytes(r)?;
+    let s = SerializerSnapshot::decode(&mut b).map_err(|_| DecodeError::malformed(at, "serializer snapshot"))?;
+    if !b.is_empty() {
+        return Err(DecodeError::malformed(at, "serializer snapshot"));
+    }
+    Ok(s)
+}
+
+fn ttl(r: &mut Reader<'_>) -> Result<Option<TtlConfig>, DecodeError> {
+    let at = r.offset();
+    match r.u8()? {
+        0 => Ok(None),
+        1 => {
+            let ttl_ms = r.u64()? as i64;
+            let update = match r.u8()? {
+                0 => TtlUpdate::OnCreateAndWrite,
+                1 => TtlUpdate::OnReadAndWrite,
+                _ => return Err(DecodeError::malformed(at, "TTL update type")),
+            };
+            let visibility = match r.u8()? {
+                0 => TtlVisibility::NeverReturnExpired,
+                1 => TtlVisibility::ReturnExpiredIfNotCleanedUp,
+                _ => return Err(DecodeError::malformed(at, "TTL visibility")),
+            };
+            let incremental = r.u32()? as usize;
+            let flags = r.u8()?;
+            if ttl_ms < 1 || flags > 3 {
+                return Err(DecodeError::malformed(at, "TTL"));
+            }
+            Ok(Some(TtlConfig {
+                ttl_ms,
+                update,
+                visibility,
+                incremental,
+                in_compaction: flags & 1 != 0,
+                full_snapshot: flags & 2 != 0,
+            }))
+        }
+        _ => Err(DecodeError::malformed(at, "TTL tag")),
+    }
+}
+
+/// Checks the trailing CRC32 of `bytes` and returns what it covers.
+pub(crate) fn checked_body(bytes: &[u8], min_len: usize) -> Result<&[u8], DecodeError> {
+    if bytes.len() < min_len + CRC_LEN {
+        return Err(DecodeError::new(
+            0,
+            Corruption::Truncated { needed: (min_len + CRC_LEN) as u64, available: bytes.len() as u64 },
+        ));
+    }
+    let body_len = bytes.len() - CRC_LEN;
+    let stored = u32::from_le_bytes([bytes[body_len], bytes[body_len + 1], bytes[body_len + 2], bytes[body_len + 3]]);
+    check_crc(&bytes[..body_len], stored, body_len as u64)?;
+    Ok(&bytes[..body_len])
+}
+
+impl CheckpointManifest {
+    /// Encodes the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.segments.len() * 64);
+        out.extend_from_slice(&CHECKPOINT_MAGIC);
+        put_u32(&mut out, CHECKPOINT_VERSION);
+        put_u64(&mut out, self.checkpoint_id);
+        put_u32(&mut out, self.flags);
+        put_u64(&mut out, self.next_segment_id);
+        self.meta.encode(&mut out);
+        put_count(&mut out, self.segments.len());
+        for s in &self.segments {
+            put_bytes(&mut out, s.file.as_bytes());
+            put_u64(&mut out, s.segment_id);
+            put_u64(&mut out, s.file_len);
+            put_count(&mut out, s.mask.len());
+            for &(a, b) in &s.mask {
+                put_u16(&mut out, a);
+                put_u16(&mut out, b);
+            }
+            put_count(&mut out, s.versions.len());
+            for (state, versions) in &s.versions {
+                put_u16(&mut out, *state);
+                put_count(&mut out, versions.len());
+                for v in versions {
+                    put_u32(&mut out, *v);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        put_u32(&mut out, crc);
+        out
+    }
+
+    /// Decodes and verifies a manifest (untrusted bytes).
+    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotDecodeError> {
+        let mut r = Reader::new(bytes, 0);
+        if r.array::<4>()? != CHECKPOINT_MAGIC {
+            return Err(DecodeError::new(0, Corruption::BadMagic).into());
+        }
+        let version = r.u32()?;
+        if version != CHECKPOINT_VERSION {
+            return Err(SnapshotDecodeError::Version(version));
+        }
+        let body = checked_body(bytes, 8)?;
+        let mut r = Reader::new(body, 0);
+        r.take(8)?;
+        let checkpoint_id = r.u64()?;
+        let at = r.offset();
+        let flags = r.u32()?;
+        if flags & !FLAG_FULL != 0 {
+            return Err(DecodeError::malformed(at, "flags").into());
+        }
+        let next_segment_id = r.u64()?;
+        let meta = SnapshotMeta::decode(&mut r)?;
+        let n = count(&mut r)?;
+        let mut segments: Vec<SegmentRef> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = r.offset();
+            let file = string(&mut r)?;
+            if !valid_file_name(&file) {
+                return Err(DecodeError::malformed(at, "file name").into());
+            }
+            let segment_id = r.u64()?;
+            let file_len = r.u64()?;
+            let m = count(&mut r)?;
+            let mut mask = Vec::with_capacity(m);
+            for _ in 0..m {
+                let (a, b) = (r.u16()?, r.u16()?);
+                if a > b {
+                    return Err(DecodeError::malformed(at, "mask range").into());
+                }
+                mask.push((a, b));
+            }
+            let m = count(&mut r)?;
+            let mut versions = Vec::with_capacity(m);
+            for _ in 0..m {
+                let state = r.u16()?;
+                let k = count(&mut r)?;
+                let mut vs = Vec::with_capacity(k);
+                for _ in 0..k {
+                    vs.push(r.u32()?);
+                }
+                versions.push((state, vs));
+            }
+            if segments.iter().any(|s| s.file == file) {
+                return Err(DecodeError::malformed(at, "file named twice").into());
+            }
+            segments.push(SegmentRef { file, segment_id, file_len, mask, versions });
+        }
+        if r.remaining() != 0 {
+            return Err(DecodeError::malformed(r.offset(), "trailing bytes").into());
+        }
+        Ok(CheckpointManifest { checkpoint_id, flags, next_segment_id, meta, segments })
+    }
+}
+
+/// A file name a manifest may hold: `shared/` and a plain name of safe characters, so that no
+/// manifest reaches outside its checkpoint storage.
+pub fn valid_file_name(file: &str) -> bool {
+    let Some(name) = file.strip_prefix("shared/") else { return false };
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn sample() -> CheckpointManifest {
+        CheckpointManifest {
+            checkpoint_id: 7,
+            flags: 0,
+            next_segment_id: 12,
+            meta: SnapshotMeta {
+                max_parallelism: 128,
+                key_groups: Some((0, 63)),
+                key_serializer: SerializerSnapshot::new("eddy.u64", 1),
+                states: vec![
+                    StateMetaInfo {
+                        id: 1,
+                        name: "count".into(),
+                        kind: StateKind::Value,
+                        serializers: vec![
+                            SerializerSnapshot::new("eddy.unit", 1),
+                            SerializerSnapshot::new("eddy.u64", 1),
+                        ],
+                        ttl: Some(TtlConfig::new(Duration::from_secs(5)).update(TtlUpdate::OnReadAndWrite)),
+                    },
+                    StateMetaInfo {
+                        id: 2,
+                        name: "t/event-time".into(),
+                        kind: StateKind::Timers,
+                        serializers: vec![],
+                        ttl: None,
+                    },
+                ],
+                operator: OperatorStateSnapshot {
+                    lists: vec![ListStateSnapshot {
+                        name: "offsets".into(),
+                        mode: Redistribution::Union,
+                        serializer: SerializerSnapshot::new("eddy.u64", 1),
+                        elements: vec![vec![1, 2], vec![]],
+                    }],
+                    broadcast: vec![BroadcastStateSnapshot {
+                        name: "rules".into(),
+                        keys: SerializerSnapshot::new("eddy.string", 1),
+                        values: SerializerSnapshot::new("eddy.string", 1),
+                        entries: vec![(b"a".to_vec(), b"b".to_vec())],
+                    }],
+                },
+            },
+            segments: vec![SegmentRef {
+                file: "shared/00ab-0000000003.seg".into(),
+                segment_id: 3,
+                file_len: 4096,
+                mask: vec![(64, 127)],
+                versions: vec![(1, vec![1, 1])],
+            }],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_and_detects_every_flip_and_cut() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(CheckpointManifest::decode(&bad).is_err(), "flip at {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(CheckpointManifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn file_names_stay_inside_the_storage() {
+        assert!(valid_file_name("shared/0a-0000000001.seg"));
+        for bad in ["shared/", "shared/../x", "shared/a/b", "/etc/passwd", "x.seg", "shared/.hidden"] {
+            assert!(!valid_file_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Checkpoints, savepoints and restore against a model: whatever the writes, flushes and
+//! compactions between them, restoring a snapshot gives back exactly the state at its
+//! barrier, for every state kind, timers, TTL timestamps and operator and broadcast state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::checkpoint::{
+    verify_checkpoint, verify_savepoint, CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage,
+    RestoreSource, SnapshotKind,
+};
+use eddy::codec::{Str, U32, U64};
+use eddy::io::{FaultFs, FileSystem};
+use eddy::keygroup::KeyGroupRange;
+use eddy::state::{
+    BroadcastStateDescriptor, KeyedBackend, ListState, ListStateDescriptor, ManualClock, MapState, MapStateDescriptor,
+    OperatorStateBackend, Timer, TimerService, TtlConfig, ValueState, ValueStateDescriptor,
+};
+use eddy::store::StoreOptions;
+use eddy::{Error, Misuse};
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+const MAX_P: u32 = 16;
+
+/// Everything a backend holds, as plain data.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Model {
+    values: BTreeMap<u64, u64>,
+    lists: BTreeMap<u64, Vec<u32>>,
+    maps: BTreeMap<u64, BTreeMap<u32, String>>,
+    timers: BTreeSet<(i64, u64)>,
+    offsets: Vec<u64>,
+    rules: BTreeMap<String, String>,
+}
+
+struct Handles {
+    value: ValueState<U64>,
+    list: ListState<U32>,
+    map: MapState<U32, Str>,
+    timers: TimerService,
+}
+
+fn register(b: &mut KeyedBackend<U64>) -> Handles {
+    Handles {
+        value: b.state(ValueStateDescriptor::new("value", U64)).unwrap(),
+        list: b.state(ListStateDescriptor::new("list", U32)).unwrap(),
+        map: b.state(MapStateDescriptor::new("map", U32, Str)).unwrap(),
+        timers: b.timer_service("timers").unwrap(),
+    }
+}
+
+fn rules() -> BroadcastStateDescriptor<Str, Str> {
+    BroadcastStateDescriptor::new("rules", Str, Str)
+}
+
+fn options(fs: &FaultFs) -> StoreOptions {
+    StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(256 << 10)
+}
+
+fn builder(fs: &FaultFs, range: Option<KeyGroupRange>) -> eddy::state::KeyedBackendBuilder<U64> {
+    let b = KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(options(fs));
+    match range {
+        Some(r) => b.key_groups(r),
+        None => b,
+    }
+}
+
+/// Reads everything back from a backend and its operator state.
+fn dump(b: &mut KeyedBackend<U64>, h: &Handles, op: &mut OperatorStateBackend) -> Model {
+    let mut m = Model::default();
+    for k in b.keys(&h.value).unwrap() {
+        b.set_current_key(&k).unwrap();
+        m.values.insert(k, h.value.get(b).unwrap().unwrap());
+    }
+    for k in b.keys(&h.list).unwrap() {
+        b.set_current_key(&k).unwrap();
+        m.lists.insert(k, h.list.get_vec(b).unwrap());
+    }
+    for k in b.keys(&h.map).unwrap() {
+        b.set_current_key(&k).unwrap();
+        let entries: BTreeMap<u32, String> = h.map.iter(b).unwrap().collect::<eddy::Result<_>>().unwrap();
+        m.maps.insert(k, entries);
+    }
+    let mut fired = Vec::new();
+    h.timers
+        .advance_watermark(b, i64::MAX, |_, t: Timer<u64, ()>| {
+            fired.push((t.timestamp, t.key));
+            Ok(())
+        })
+        .unwrap();
+    m.timers = fired.into_iter().collect();
+    m.offsets = op.list_state("offsets", U64).unwrap().get().to_vec();
+    m.rules = op.broadcast_state(&rules()).unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    m
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u64, u64),
+    Append(u64, u32),
+    MapPut(u64, u32, u8),
+    MapRemove(u64, u32),
+    Clear(u64),
+    Timer(u64, i64),
+    Offset(u64),
+    Rule(u8, u8),
+    Flush,
+    Compact,
+    Checkpoint { full: bool },
+    Savepoint,
+    Restore,
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let k = u64::arbitrary(g) % 40;
+        match u8::arbitrary(g) % 24 {
+            0..=4 => Op::Put(k, u64::arbitrary(g)),
+            5..=7 => Op::Append(k, u32::arbitrary(g)),
+            8..=10 => Op::MapPut(k, u32::arbitrary(g) % 5, u8::arbitrary(g)),
+            11 => Op::MapRemove(k, u32::arbitrary(g) % 5),
+            12 => Op::Clear(k),
+            13 => Op::Timer(k, i64::from(u8::arbitrary(g))),
+            14 => Op::Offset(u64::arbitrary(g)),
+            15 => Op::Rule(u8::arbitrary(g) % 4, u8::arbitrary(g)),
+            16 => Op::Flush,
+            17 => Op::Compact,
+            18..=20 => Op::Checkpoint { full: bool::arbitrary(g) && bool::arbitrary(g) },
+            21 => Op::Savepoint,
+            _ => Op::Restore,
+        }
+    }
+}
+
+fn apply(b: &mut KeyedBackend<U64>, h: &Handles, op: &mut OperatorStateBackend, m: &mut Model, o: &Op) {
+    match *o {
+        Op::Put(k, v) => {
+            b.set_current_key(&k).unwrap();
+            h.value.update(b, &v).unwrap();
+            m.values.insert(k, v);
+        }
+        Op::Append(k, v) => {
+            b.set_current_key(&k).unwrap();
+            h.list.add(b, &v).unwrap();
+            m.lists.entry(k).or_default().push(v);
+        }
+        Op::MapPut(k, uk, v) => {
+            b.set_current_key(&k).unwrap();
+            h.map.put(b, &uk, &v.to_string()).unwrap();
+            m.maps.entry(k).or_default().insert(uk, v.to_string());
+        }
+        Op::MapRemove(k, uk) => {
+            b.set_current_key(&k).unwrap();
+            h.map.remove(b, &uk).unwrap();
+            if let Some(e) = m.maps.get_mut(&k) {
+                e.remove(&uk);
+                if e.is_empty() {
+                    m.maps.remove(&k);
+                }
+            }
+        }
+        Op::Clear(k) => {
+            b.set_current_key(&k).unwrap();
+            h.value.clear(b).unwrap();
+            h.list.clear(b).unwrap();
+            h.map.clear(b).unwrap();
+            m.values.remove(&k);
+            m.lists.remove(&k);
+            m.maps.remove(&k);
+        }
+        Op::Timer(k, ts) => {
+            b.set_current_key(&k).unwrap();
+            h.timers.register_event_time(b, &(), ts).unwrap();
+            m.timers.insert((ts, k));
+        }
+        Op::Offset(v) => {
+            op.list_state("offsets", U64).unwrap().add(v);
+            m.offsets.push(v);
+        }
+        Op::Rule(k, v) => {
+            op.broadcast_state(&rules()).unwrap().put(k.to_string(), v.to_string());
+            m.rules.insert(k.to_string(), v.to_string());
+        }
+        Op::Flush => b.store().flush().unwrap(),
+        Op::Compact => b.store().compact().unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+struct Harness {
+    fs: FaultFs,
+    storage: Arc<dyn CheckpointStorage>,
+    cp: Checkpointer,
+    b: KeyedBackend<U64>,
+    h: Handles,
+    op: OperatorStateBackend,
+    model: Model,
+    /// The model at each completed checkpoint and savepoint.
+    snapshots: Vec<(RestoreSource, Model)>,
+    next_id: u64,
+    next_dir: u64,
+}
+
+impl Harness {
+    fn new(opts: CheckpointOptions) -> Self {
+        let fs = FaultFs::new();
+        let storage: Arc<dyn CheckpointStorage> =
+            Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/checkpoints").unwrap());
+        let cp = Checkpointer::new(storage.clone(), opts).unwrap();
+        let mut b = builder(&fs, None).open("/store-0").unwrap();
+        let h = register(&mut b);
+        Harness {
+            fs,
+            storage,
+            cp,
+            b,
+            h,
+            op: OperatorStateBackend::new(),
+            model: Model::default(),
+            snapshots: Vec::new(),
+            next_id: 1,
+            next_dir: 1,
+        }
+    }
+
+    fn checkpoint(&mut self, full: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.cp.checkpoint(id, &mut self.b, &self.op, full).unwrap();
+        let info = self.cp.wait(id).unwrap();
+        assert_eq!(info.kind, if full { SnapshotKind::Full } else { SnapshotKind::Incremental });
+        self.snapshots.push((RestoreSource::Checkpoint { storage: self.storage.clone(), id }, self.model.clone()));
+        id
+    }
+
+    fn savepoint(&mut self) -> PathBuf {
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = PathBuf::from(format!("/savepoints/sp-{id}"));
+        self.cp.savepoint(id, Arc::new(self.fs.clone()), &dir, &mut self.b, &self.op).unwrap();
+        self.cp.wait(id).unwrap();
+        self.snapshots
+            .push((RestoreSource::Savepoint { fs: Arc::new(self.fs.clone()), dir: dir.clone() }, self.model.clone()));
+        dir
+    }
+
+    /// Restores the newest snapshot that is still retained (savepoints always are) and checks
+    /// it against the model of its barrier.
+    fn restore(&mut self) {
+        let retained = self.cp.retained();
+        let Some((source, model)) = self
+            .snapshots
+            .iter()
+            .rev()
+            .find(|(s, _)| match s {
+                RestoreSource::Checkpoint { id, .. } => retained.contains(id),
+                RestoreSource::Savepoint { .. } => true,
+            })
+            .cloned()
+        else {
+            return;
+        };
+        let dir = format!("/store-{}", self.next_dir);
+        self.next_dir += 1;
+        let (mut b, restored) = builder(&self.fs, None).restore(&dir, std::slice::from_ref(&source)).unwrap();
+        let h = register(&mut b);
+        let mut op = OperatorStateBackend::restore(restored.operator_states[0].clone());
+        let got = dump(&mut b, &h, &mut op);
+        assert_eq!(got, model, "restored from {source:?}");
+        // `dump` fired the timers; restore once more to carry on with the timers in place.
+        drop(b);
+        let dir = format!("/store-{}", self.next_dir);
+        self.next_dir += 1;
+        let (mut b, restored) = builder(&self.fs, None).restore(&dir, &[source]).unwrap();
+        self.h = register(&mut b);
+        self.b = b;
+        self.op = OperatorStateBackend::restore(restored.operator_states[0].clone());
+        self.model = model;
+    }
+}
+
+fn run(ops: Vec<Op>) -> TestResult {
+    let mut t = Harness::new(CheckpointOptions::new().retain(2));
+    for o in &ops {
+        match o {
+            Op::Checkpoint { full } => {
+                t.checkpoint(*full);
+            }
+            Op::Savepoint => {
+                t.savepoint();
+            }
+            Op::Restore => t.restore(),
+            o => apply(&mut t.b, &t.h, &mut t.op, &mut t.model, o),
+        }
+    }
+    t.checkpoint(false);
+    t.restore();
+    // Shared files are exactly those the retained checkpoints name.
+    let mut named = BTreeSet::new();
+    for id in t.cp.retained() {
+        assert!(verify_checkpoint(t.storage.as_ref(), id).is_empty());
+        let bytes = t.storage.read_manifest(id).unwrap();
+        let m = eddy::format::checkpoint::CheckpointManifest::decode(&bytes).unwrap();
+        named.extend(m.segments.into_iter().map(|s| s.file));
+    }
+    let stored: BTreeSet<String> = t.storage.shared_files().unwrap().into_iter().collect();
+    assert_eq!(stored, named);
+    TestResult::passed()
+}
+
+#[test]
+fn restores_match_the_model() {
+    QuickCheck::new().tests(60).quickcheck(run as fn(Vec<Op>) -> TestResult);
+}
+
+#[test]
+fn restore_yields_the_state_at_the_barrier_not_later_writes() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    for k in 0..200 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    t.b.set_current_key(&1).unwrap();
+    t.cp.checkpoint(1, &mut t.b, &t.op, false).unwrap();
+    // Written after the barrier, while the checkpoint's asynchronous part may still run.
+    let before = t.model.clone();
+    for k in 0..200 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k + 1000));
+    }
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Flush);
+    t.cp.wait(1).unwrap();
+    t.snapshots.push((RestoreSource::Checkpoint { storage: t.storage.clone(), id: 1 }, before));
+    t.restore();
+}
+
+#[test]
+fn incremental_checkpoints_store_only_new_segments_and_drop_unreferenced_files() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    for k in 0..2000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    t.b.store().flush().unwrap();
+    t.cp.checkpoint(1, &mut t.b, &t.op, false).unwrap();
+    let first = t.cp.wait(1).unwrap();
+    assert!(first.new_files >= 1);
+    assert_eq!(first.new_files, first.files);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(7, 7));
+    t.cp.checkpoint(2, &mut t.b, &t.op, false).unwrap();
+    let second = t.cp.wait(2).unwrap();
+    assert_eq!(second.new_files, 1, "only the region written since: {second:?}");
+    assert_eq!(second.files, first.files + 1);
+    assert_eq!(t.cp.retained(), vec![2]);
+    // A checkpoint with nothing new stores nothing.
+    t.cp.checkpoint(3, &mut t.b, &t.op, false).unwrap();
+    assert_eq!(t.cp.wait(3).unwrap().new_files, 0);
+    // A full one stores everything anew; the files only older checkpoints named are gone.
+    t.cp.checkpoint(4, &mut t.b, &t.op, true).unwrap();
+    let full = t.cp.wait(4).unwrap();
+    assert_eq!(full.new_files, full.files);
+    let named: BTreeSet<String> = t.storage.shared_files().unwrap().into_iter().collect();
+    assert_eq!(named.len(), full.files);
+    assert!(named.iter().all(|n| n.contains("-full4")), "{named:?}");
+    t.snapshots.push((RestoreSource::Checkpoint { storage: t.storage.clone(), id: 4 }, t.model.clone()));
+    t.restore();
+}
+
+#[test]
+fn the_first_checkpoint_after_a_restore_from_the_same_storage_is_incremental() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    for k in 0..500 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    let id = t.checkpoint(false);
+    let files = t.cp.wait_all();
+    assert!(files.is_empty());
+    t.restore();
+    let before = t.storage.shared_files().unwrap().len();
+    t.cp.checkpoint(id + 1, &mut t.b, &t.op, false).unwrap();
+    let info = t.cp.wait(id + 1).unwrap();
+    assert_eq!(info.new_files, 0, "{info:?}");
+    assert_eq!(t.storage.shared_files().unwrap().len(), before);
+}
+
+#[test]
+fn savepoints_are_relocatable_and_restores_leave_them_untouched() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    for k in 0..300 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k * 3));
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Append(k, k as u32));
+    }
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Rule(1, 2));
+    let dir = t.savepoint();
+    assert!(verify_savepoint(&t.fs, &dir).is_empty());
+    let moved = PathBuf::from("/elsewhere/sp");
+    t.fs.create_dir_all(&moved).unwrap();
+    t.fs.rename(&dir.join("SAVEPOINT"), &moved.join("SAVEPOINT")).unwrap();
+    let before = t.fs.read(&moved.join("SAVEPOINT")).unwrap();
+    let source = RestoreSource::Savepoint { fs: Arc::new(t.fs.clone()), dir: moved.clone() };
+    t.snapshots.push((source, t.model.clone()));
+    t.restore();
+    // The first checkpoint after it does not name the savepoint's file either.
+    let id = t.checkpoint(false);
+    assert_eq!(t.fs.read(&moved.join("SAVEPOINT")).unwrap(), before);
+    assert_eq!(t.fs.list(&moved).unwrap(), vec!["SAVEPOINT".to_string()]);
+    assert!(verify_checkpoint(t.storage.as_ref(), id).is_empty());
+}
+
+#[test]
+fn savepoints_leave_out_expired_entries_of_states_that_ask_for_it() {
+    let fs = FaultFs::new();
+    let clock = ManualClock::new(0);
+    let open = |dir: &str| {
+        KeyedBackend::builder(U64)
+            .max_parallelism(MAX_P)
+            .store_options(options(&fs))
+            .clock(Arc::new(clock.clone()))
+            .open(dir)
+            .unwrap()
+    };
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_full_snapshot();
+    let mut b = open("/s");
+    let v = b.state(ValueStateDescriptor::new("v", U64).ttl(ttl)).unwrap();
+    // The same TTL without cleanup in full snapshots: nothing is left out.
+    let kept = ValueStateDescriptor::new("kept", U64).ttl(TtlConfig::new(Duration::from_millis(100)));
+    let kept = b.state(kept).unwrap();
+    for k in 0..50u64 {
+        clock.set(k as i64 * 10);
+        b.set_current_key(&k).unwrap();
+        v.update(&mut b, &k).unwrap();
+        kept.update(&mut b, &k).unwrap();
+    }
+    clock.set(545); // written at 440 or before: expired
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/c").unwrap());
+    let mut cp = Checkpointer::new(storage, CheckpointOptions::new()).unwrap();
+    cp.savepoint(1, Arc::new(fs.clone()), "/sp", &mut b, &OperatorStateBackend::new()).unwrap();
+    cp.wait(1).unwrap();
+    let bytes = fs.read(Path::new("/sp/SAVEPOINT")).unwrap();
+    let (_, records) = eddy::format::savepoint::decode_all(&bytes).unwrap();
+    assert_eq!(records.len(), 50 + 5, "all of `kept`, and keys 45..=49 of `v`");
+}
+
+#[test]
+fn restore_checks_the_snapshot_against_the_backend() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1));
+    let id = t.checkpoint(false);
+    let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
+    let opts = options(&t.fs);
+    let err =
+        KeyedBackend::builder(U64).max_parallelism(32).store_options(opts.clone()).restore("/x1", &[source.clone()]);
+    assert!(matches!(err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { .. }))), "{err:?}");
+    let err =
+        KeyedBackend::builder(U32).max_parallelism(MAX_P).store_options(opts.clone()).restore("/x2", &[source.clone()]);
+    assert!(matches!(err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { .. }))), "{err:?}");
+    // A state registered again with another type is refused.
+    let (mut b, _) = builder(&t.fs, None).restore("/x3", &[source.clone()]).unwrap();
+    let err = b.state(ValueStateDescriptor::new("value", U32));
+    assert!(matches!(err, Err(Error::Misuse(Misuse::StateMismatch { .. }))), "{err:?}");
+    // The same snapshot twice holds every key group twice.
+    let err = builder(&t.fs, None).restore("/x4", &[source.clone(), source.clone()]);
+    assert!(matches!(err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { .. }))), "{err:?}");
+    // A store directory that is not empty is refused.
+    let err = builder(&t.fs, None).restore("/x3", &[source]);
+    assert!(matches!(err, Err(Error::Misuse(Misuse::NotEmpty))), "{err:?}");
+}
+
+#[test]
+fn misuse_of_the_checkpointer_is_refused() {
+    let mut t = Harness::new(CheckpointOptions::new().max_in_flight(1));
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1));
+    t.cp.checkpoint(5, &mut t.b, &t.op, false).unwrap();
+    let err = t.cp.checkpoint(6, &mut t.b, &t.op, false);
+    // Either refused as one too many, or the first had finished already.
+    if let Err(e) = err {
+        assert!(matches!(e, Error::Misuse(Misuse::TooManyInFlight { limit: 1 })), "{e:?}");
+    }
+    t.cp.wait_all();
+    let err = t.cp.checkpoint(3, &mut t.b, &t.op, false).unwrap_err();
+    assert!(matches!(err, Error::Misuse(Misuse::InvalidOption { .. })), "{err:?}");
+    assert!(matches!(t.cp.wait(99), Err(Error::Misuse(Misuse::UnknownCheckpoint { id: 99 }))));
+    assert!(Checkpointer::new(t.storage.clone(), CheckpointOptions::new().retain(0)).is_err());
+}
+
+#[test]
+fn an_aborted_checkpoint_leaves_nothing_behind() {
+    let mut t = Harness::new(CheckpointOptions::new());
+    for k in 0..3000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    let id = t.checkpoint(false);
+    let shared = t.storage.shared_files().unwrap();
+    for k in 0..3000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k + 1));
+    }
+    t.cp.checkpoint(id + 1, &mut t.b, &t.op, false).unwrap();
+    t.cp.abort(id + 1);
+    match t.cp.wait(id + 1) {
+        Err(Error::Aborted { id: a }) => {
+            assert_eq!(a, id + 1);
+            assert_eq!(t.storage.shared_files().unwrap(), shared);
+            assert_eq!(t.storage.manifests().unwrap(), vec![id]);
+        }
+        // It may have completed before the abort was seen.
+        Ok(_) => assert_eq!(t.storage.manifests().unwrap(), vec![id + 1]),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn rescaling_from_two_checkpoints_to_one_backend() {
+    let fs = FaultFs::new();
+    let halves = [KeyGroupRange::new(0, 7).unwrap(), KeyGroupRange::new(8, 15).unwrap()];
+    let mut sources = Vec::new();
+    let mut model = BTreeMap::new();
+    let mut second = BTreeMap::new();
+    for (i, range) in halves.iter().enumerate() {
+        let storage: Arc<dyn CheckpointStorage> =
+            Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), format!("/c{i}")).unwrap());
+        let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
+        let mut b = builder(&fs, Some(*range)).open(format!("/s{i}")).unwrap();
+        let h = register(&mut b);
+        for k in 0..400u64 {
+            if b.set_current_key(&k).is_ok() {
+                h.value.update(&mut b, &(k * 2)).unwrap();
+                model.insert(k, k * 2);
+                if i == 1 {
+                    second.insert(k, k * 2);
+                }
+            }
+        }
+        cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+        cp.wait(1).unwrap();
+        sources.push(RestoreSource::Checkpoint { storage, id: 1 });
+    }
+    let (mut b, restored) = builder(&fs, None).restore("/merged", &sources).unwrap();
+    assert_eq!(restored.operator_states.len(), 2);
+    let h = register(&mut b);
+    let mut op = OperatorStateBackend::new();
+    assert_eq!(dump(&mut b, &h, &mut op).values, model);
+    // And back out to one half: only its key groups are visible.
+    let (mut b, _) = builder(&fs, Some(halves[1])).restore("/half", &sources[1..]).unwrap();
+    let h = register(&mut b);
+    assert_eq!(dump(&mut b, &h, &mut op).values, second);
+    assert!(!second.is_empty());
+}
