@@ -1,0 +1,252 @@
+//! Crashes and I/O errors at every file-system operation of a checkpoint (with flushes and
+//! compactions running alongside): the last completed checkpoint always restores exactly,
+//! what the interrupted one left behind is collected, and after an I/O error the next
+//! checkpoint succeeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use eddy::checkpoint::{
+    latest_checkpoint, verify_checkpoint, CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage,
+    RestoreSource,
+};
+use eddy::codec::{U32, U64};
+use eddy::format::checkpoint::CheckpointManifest;
+use eddy::io::{FaultFs, FaultKind, FileSystem};
+use eddy::state::{KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor};
+use eddy::store::{CompactionOptions, StoreOptions};
+use eddy::Error;
+
+type Model = (BTreeMap<u64, u64>, BTreeMap<u64, Vec<u32>>);
+
+struct Job {
+    fs: FaultFs,
+    storage: Arc<dyn CheckpointStorage>,
+    next_dir: u32,
+}
+
+fn store_options(fs: &FaultFs) -> StoreOptions {
+    StoreOptions::new()
+        .file_system(Arc::new(fs.clone()))
+        .memory_budget(256 << 10)
+        .compaction(CompactionOptions { trigger: 2, ..CompactionOptions::default() })
+}
+
+fn handles(b: &mut KeyedBackend<U64>) -> (ValueState<U64>, ListState<U32>) {
+    (
+        b.state(ValueStateDescriptor::new("v", U64)).unwrap(),
+        b.state(ListStateDescriptor::new("l", U32)).unwrap(),
+    )
+}
+
+fn write(b: &mut KeyedBackend<U64>, model: &mut Model, round: u64) -> eddy::Result<()> {
+    let (v, l) = handles(b);
+    for k in 0..400u64 {
+        b.set_current_key(&k)?;
+        v.update(b, &(k + round * 1000))?;
+        model.0.insert(k, k + round * 1000);
+        if k % 3 == round % 3 {
+            l.add(b, &(round as u32))?;
+            model.1.entry(k).or_default().push(round as u32);
+        }
+    }
+    Ok(())
+}
+
+fn read(b: &mut KeyedBackend<U64>) -> Model {
+    let (v, l) = handles(b);
+    let mut m = Model::default();
+    for k in b.keys(&v).unwrap() {
+        b.set_current_key(&k).unwrap();
+        m.0.insert(k, v.get(b).unwrap().unwrap());
+    }
+    for k in b.keys(&l).unwrap() {
+        b.set_current_key(&k).unwrap();
+        m.1.insert(k, l.get_vec(b).unwrap());
+    }
+    m
+}
+
+impl Job {
+    fn new() -> Self {
+        let fs = FaultFs::new();
+        let storage = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/cp").unwrap());
+        Job { fs, storage, next_dir: 0 }
+    }
+
+    fn backend(&mut self, from: Option<u64>) -> KeyedBackend<U64> {
+        self.next_dir += 1;
+        let dir = format!("/store-{}", self.next_dir);
+        let builder = KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options(&self.fs));
+        match from {
+            None => builder.open(dir).unwrap(),
+            Some(id) => builder.restore(dir, &[RestoreSource::Checkpoint { storage: self.storage.clone(), id }]).unwrap().0,
+        }
+    }
+
+    /// The shared files are exactly those the manifests name.
+    fn check_no_leftovers(&self) {
+        let mut named = BTreeSet::new();
+        for id in self.storage.manifests().unwrap() {
+            let m = CheckpointManifest::decode(&self.storage.read_manifest(id).unwrap()).unwrap();
+            named.extend(m.segments.into_iter().map(|s| s.file));
+        }
+        let stored: BTreeSet<String> = self.storage.shared_files().unwrap().into_iter().collect();
+        assert_eq!(stored, named);
+    }
+}
+
+/// Checkpoint 1 completes; then a fault is armed `at` operations into checkpoint 2 (with
+/// writes, flushes and compactions going on). Returns the number of operations checkpoint 2
+/// and its surroundings took, and whether the fault fired.
+fn scenario(at: Option<(u64, FaultKind)>) -> (u64, bool) {
+    let mut job = Job::new();
+    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    let mut b = job.backend(None);
+    let op = OperatorStateBackend::new();
+    let mut models = BTreeMap::new();
+    let mut model = Model::default();
+    write(&mut b, &mut model, 1).unwrap();
+    cp.checkpoint(1, &mut b, &op, false).unwrap();
+    cp.wait(1).unwrap();
+    models.insert(1u64, model.clone());
+
+    let base = job.fs.ops();
+    if let Some((n, kind)) = at {
+        job.fs.fail_at(base + n, kind);
+    }
+    let result: eddy::Result<()> = (|| {
+        write(&mut b, &mut model, 2)?;
+        b.store().flush()?;
+        cp.checkpoint(2, &mut b, &op, false)?;
+        models.insert(2, model.clone());
+        write(&mut b, &mut model, 3)?;
+        cp.wait(2)?;
+        Ok(())
+    })();
+    // Background work stops before the file system is looked at.
+    drop(cp);
+    drop(b);
+    let used = job.fs.ops() - base;
+    let crashed = job.fs.is_crashed();
+    let fired = at.is_some_and(|(n, _)| n < used) || crashed;
+    job.fs.disarm();
+    if crashed {
+        job.fs.recover();
+    }
+    let ok = result.is_ok();
+    if at.is_none() {
+        result.unwrap();
+    }
+
+    // Open the storage again: leftovers go; the newest checkpoint restores exactly.
+    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    job.check_no_leftovers();
+    let latest = latest_checkpoint(job.storage.as_ref()).unwrap().expect("checkpoint 1 completed");
+    assert!(verify_checkpoint(job.storage.as_ref(), latest).is_empty());
+    if ok && !crashed {
+        assert_eq!(latest, 2);
+    }
+    let mut b = job.backend(Some(latest));
+    assert_eq!(read(&mut b), models[&latest], "checkpoint {latest} after a fault at {at:?}");
+
+    // And the next checkpoint succeeds and restores.
+    let mut model = models[&latest].clone();
+    write(&mut b, &mut model, 4).unwrap();
+    cp.checkpoint(10, &mut b, &op, false).unwrap();
+    cp.wait(10).unwrap();
+    drop(b);
+    job.check_no_leftovers();
+    let mut b = job.backend(Some(10));
+    assert_eq!(read(&mut b), model);
+    (used, fired)
+}
+
+fn every_operation(kind: FaultKind) {
+    let (clean, _) = scenario(None);
+    assert!(clean > 5);
+    let mut fired = 0;
+    for n in 0..clean + 8 {
+        if scenario(Some((n, kind))).1 {
+            fired += 1;
+        }
+    }
+    assert!(fired > 0);
+    eprintln!("{kind:?}: {clean} operations, the fault fired in {fired} runs");
+}
+
+#[test]
+fn a_crash_at_every_operation_of_a_checkpoint_keeps_the_last_completed_one() {
+    every_operation(FaultKind::Crash);
+}
+
+#[test]
+fn an_io_error_at_every_operation_fails_the_checkpoint_cleanly_and_the_next_succeeds() {
+    every_operation(FaultKind::Error);
+}
+
+#[test]
+fn corrupted_and_missing_checkpoint_files_give_typed_errors_and_verify_names_them() {
+    let mut job = Job::new();
+    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    let mut b = job.backend(None);
+    let mut model = Model::default();
+    write(&mut b, &mut model, 1).unwrap();
+    b.store().flush().unwrap();
+    cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    drop(cp);
+    let manifest = job.storage.describe_manifest(1);
+    let shared = job.storage.shared_files().unwrap();
+    let segment = job.storage.describe(&shared[0]);
+    let restore = |job: &mut Job| {
+        job.next_dir += 1;
+        KeyedBackend::builder(U64)
+            .max_parallelism(8)
+            .store_options(store_options(&job.fs))
+            .restore(format!("/r{}", job.next_dir), &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }])
+            .map(|_| ())
+    };
+
+    // A flipped byte in the manifest.
+    let good = job.fs.read(&manifest).unwrap();
+    job.fs.corrupt(&manifest, 30, 0x40).unwrap();
+    assert!(matches!(restore(&mut job), Err(Error::Corrupted { ref file, .. }) if *file == manifest));
+    let problems = verify_checkpoint(job.storage.as_ref(), 1);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].file, manifest);
+
+    // A future version.
+    let mut future = good.clone();
+    future[4] = 9;
+    write_file(&job.fs, &manifest, &future);
+    assert!(matches!(restore(&mut job), Err(Error::UnsupportedVersion { found: 9, .. })));
+    write_file(&job.fs, &manifest, &good);
+    restore(&mut job).unwrap();
+
+    // A flipped byte in a segment: verify finds it; reading the state reports it.
+    let seg_bytes = job.fs.read(&segment).unwrap();
+    job.fs.corrupt(&segment, 20, 0x01).unwrap();
+    let problems = verify_checkpoint(job.storage.as_ref(), 1);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].file, segment);
+    assert!(problems[0].offset.is_some());
+    write_file(&job.fs, &segment, &seg_bytes);
+
+    // A truncated segment.
+    job.fs.truncate(&segment, seg_bytes.len() as u64 - 3).unwrap();
+    assert!(restore(&mut job).is_err());
+    assert!(!verify_checkpoint(job.storage.as_ref(), 1).is_empty());
+
+    // A missing one.
+    job.fs.remove(&segment).unwrap();
+    assert!(matches!(restore(&mut job), Err(Error::Io { .. })));
+    let problems = verify_checkpoint(job.storage.as_ref(), 1);
+    assert_eq!(problems[0].file, segment);
+}
+
+fn write_file(fs: &FaultFs, path: &std::path::Path, bytes: &[u8]) {
+    let mut f = fs.create(path).unwrap();
+    f.append(bytes).unwrap();
+    f.sync().unwrap();
+}
