@@ -13,7 +13,9 @@ use eddy::checkpoint::{
 use eddy::codec::{U32, U64};
 use eddy::format::checkpoint::CheckpointManifest;
 use eddy::io::{FaultFs, FaultKind, FileSystem};
-use eddy::state::{KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor};
+use eddy::state::{
+    KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor,
+};
 use eddy::store::{CompactionOptions, StoreOptions};
 use eddy::Error;
 
@@ -33,10 +35,7 @@ fn store_options(fs: &FaultFs) -> StoreOptions {
 }
 
 fn handles(b: &mut KeyedBackend<U64>) -> (ValueState<U64>, ListState<U32>) {
-    (
-        b.state(ValueStateDescriptor::new("v", U64)).unwrap(),
-        b.state(ListStateDescriptor::new("l", U32)).unwrap(),
-    )
+    (b.state(ValueStateDescriptor::new("v", U64)).unwrap(), b.state(ListStateDescriptor::new("l", U32)).unwrap())
 }
 
 fn write(b: &mut KeyedBackend<U64>, model: &mut Model, round: u64) -> eddy::Result<()> {
@@ -80,7 +79,9 @@ impl Job {
         let builder = KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options(&self.fs));
         match from {
             None => builder.open(dir).unwrap(),
-            Some(id) => builder.restore(dir, &[RestoreSource::Checkpoint { storage: self.storage.clone(), id }]).unwrap().0,
+            Some(id) => {
+                builder.restore(dir, &[RestoreSource::Checkpoint { storage: self.storage.clone(), id }]).unwrap().0
+            }
         }
     }
 
@@ -204,7 +205,10 @@ fn corrupted_and_missing_checkpoint_files_give_typed_errors_and_verify_names_the
         KeyedBackend::builder(U64)
             .max_parallelism(8)
             .store_options(store_options(&job.fs))
-            .restore(format!("/r{}", job.next_dir), &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }])
+            .restore(
+                format!("/r{}", job.next_dir),
+                &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }],
+            )
             .map(|_| ())
     };
 

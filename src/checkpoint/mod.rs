@@ -53,7 +53,7 @@ use crate::codec::Serializer;
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{CheckpointManifest, SegmentRef, SnapshotMeta, FLAG_FULL};
 use crate::format::savepoint::SavepointWriter;
-use crate::io::{FileSystem, StdFs};
+use crate::io::{FileSystem, StdFs, WritableFile};
 use crate::keygroup::KeyGroupRange;
 use crate::state::{KeyedBackend, OperatorStateBackend, TtlFilter};
 use crate::store::compaction::FilterDecision;
@@ -73,12 +73,13 @@ pub struct CheckpointOptions {
 
 impl Default for CheckpointOptions {
     fn default() -> Self {
-        CheckpointOptions { max_in_flight: 2, retain: 1, incremental: true, savepoint_compression: Some(-1) }
+        CheckpointOptions { max_in_flight: 2, retain: 1, incremental: true, savepoint_compression: None }
     }
 }
 
 impl CheckpointOptions {
-    /// Incremental checkpoints, at most 2 in flight, the last one retained.
+    /// Incremental checkpoints, at most 2 in flight, the last one retained, uncompressed
+    /// savepoints.
     pub fn new() -> Self {
         Self::default()
     }
@@ -105,7 +106,8 @@ impl CheckpointOptions {
         self
     }
 
-    /// The zstd level of savepoint chunks, or `None` for uncompressed savepoints.
+    /// The zstd level of savepoint chunks, or `None` (the default, as in Flink) for
+    /// uncompressed savepoints, which are written at the disk's speed.
     #[must_use]
     pub fn savepoint_compression(mut self, level: Option<i32>) -> Self {
         self.savepoint_compression = level;
@@ -637,8 +639,8 @@ fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
     let result = (|| {
         fs.create_dir_all(&job.dir).map_err(|e| Error::io(&job.dir, e))?;
         let segments = job.snapshot.segments()?;
-        let file = fs.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut writer = SavepointWriter::new(file, &tmp, job.id, &job.meta, job.level)?;
+        let file = PipedFile::new(fs.create(&tmp).map_err(|e| Error::io(&tmp, e))?).map_err(|e| Error::io(&tmp, e))?;
+        let mut writer = SavepointWriter::new(Box::new(file), &tmp, job.id, &job.meta, job.level)?;
         let mut kept = Vec::new();
         let mut n = 0u64;
         scan_segments(&segments, job.range, |k, v| {
@@ -673,6 +675,89 @@ fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
         let _ = fs.remove(&tmp);
     }
     result
+}
+
+/// A file written by a thread of its own, which syncs every [`PipedFile::SYNC_EVERY`] bytes:
+/// the disk writes one part while the records of the next are read, so a savepoint is
+/// written at the speed of the slower of the two rather than of their sum.
+struct PipedFile {
+    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    buf: Vec<u8>,
+    len: u64,
+}
+
+impl PipedFile {
+    const PIECE: usize = 4 << 20;
+    const SYNC_EVERY: u64 = 32 << 20;
+
+    fn new(mut file: Box<dyn WritableFile>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let thread = std::thread::Builder::new().name("eddy-savepoint-writer".into()).spawn(move || {
+            let mut unsynced = 0u64;
+            while let Ok(piece) = rx.recv() {
+                file.append(&piece)?;
+                unsynced += piece.len() as u64;
+                if unsynced >= Self::SYNC_EVERY {
+                    file.sync()?;
+                    unsynced = 0;
+                }
+            }
+            file.sync()
+        })?;
+        Ok(PipedFile { tx: Some(tx), thread: Some(thread), buf: Vec::with_capacity(Self::PIECE), len: 0 })
+    }
+
+    /// Hands the buffered bytes to the writing thread.
+    fn send(&mut self) -> std::io::Result<()> {
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::PIECE));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(piece).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped: it failed, and says why when joined.
+            self.finish()?;
+            Err(std::io::Error::other("the savepoint writer stopped"))
+        }
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err(std::io::Error::other("the savepoint writer panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl WritableFile for PipedFile {
+    fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        self.len += data.len() as u64;
+        if self.buf.len() >= Self::PIECE {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and waits until everything is durable; the file takes no
+    /// more appends after it.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.finish()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl Drop for PipedFile {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 /// The path of the savepoint file in `dir`.

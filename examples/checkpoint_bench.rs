@@ -1,0 +1,319 @@
+//! Checkpoint, savepoint and restore figures in the shape used to measure Flink's backends:
+//! value state of `u64` keys with 100-byte values, 2,000,000 keys (0.2 GB) by default.
+//!
+//! ```text
+//! cargo run --release --example checkpoint_bench                  # 2,000,000 keys
+//! cargo run --release --example checkpoint_bench -- --large       # also the synchronous part at 20,000,000 keys (2 GB)
+//! cargo run --release --example checkpoint_bench -- --keys 500000 # a quick run
+//! ```
+//!
+//! It prints, all measured in the same run and on the same disk (a temporary directory; set
+//! `TMPDIR` to choose it):
+//! - the synchronous part of a checkpoint (median of several) at each state size;
+//! - a full checkpoint that copies every file: its asynchronous part's throughput as a ratio
+//!   to a plain sequential write (append 4 MiB pieces, then fsync) of as many bytes;
+//! - an incremental checkpoint after updating 1% of the keys: bytes written, as a ratio to
+//!   the changed records compressed on their own (zstd, the store's level), and its duration;
+//! - restore from the local checkpoint until the first read, then a read of every key;
+//! - a savepoint: time and throughput to write it, and time to restore from it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy::checkpoint::{
+    CheckpointInfo, CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage, RestoreSource, Transfer,
+};
+use eddy::codec::{Bytes, U64};
+use eddy::io::{FileSystem, StdFs};
+use eddy::state::{KeyedBackend, OperatorStateBackend, ValueState, ValueStateDescriptor};
+use eddy::store::StoreOptions;
+
+const VALUE_LEN: usize = 100;
+
+fn value_of(k: u64, round: u64) -> Vec<u8> {
+    let mut v = vec![0u8; VALUE_LEN];
+    let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round;
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Half random, half repeated bytes: compresses about 2:1, like typical records.
+        let b = x.to_le_bytes();
+        for (i, c) in chunk.iter_mut().enumerate() {
+            *c = if i < 4 { b[i] } else { b'a' + (k % 7) as u8 };
+        }
+    }
+    v
+}
+
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut keys: Vec<u64> = (0..n).collect();
+    let mut x = seed | 1;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    keys
+}
+
+fn fs() -> Arc<dyn FileSystem> {
+    Arc::new(StdFs::new())
+}
+
+fn options() -> StoreOptions {
+    StoreOptions::new().file_system(fs()).memory_budget(256 << 20)
+}
+
+fn load(dir: &Path, keys: u64) -> (KeyedBackend<U64>, ValueState<Bytes>, Duration) {
+    let mut b = KeyedBackend::builder(U64).max_parallelism(128).store_options(options()).open(dir).expect("open");
+    let state = b.state(ValueStateDescriptor::new("value", Bytes)).expect("state");
+    let start = Instant::now();
+    for k in shuffled(keys, 7) {
+        b.set_current_key(&k).expect("key");
+        state.update(&mut b, &value_of(k, 0)).expect("update");
+    }
+    b.store().wait_for_background().expect("background");
+    (b, state, start.elapsed())
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+/// The synchronous part of `n` checkpoints, each after a few writes (so the mutable region
+/// has something to freeze); returns the median and the largest.
+fn sync_parts(
+    b: &mut KeyedBackend<U64>,
+    state: &ValueState<Bytes>,
+    cp: &mut Checkpointer,
+    first_id: u64,
+    n: u64,
+    keys: u64,
+) -> (Duration, Duration) {
+    let op = OperatorStateBackend::new();
+    let mut times = Vec::new();
+    for i in 0..n {
+        for k in 0..10_000u64 {
+            b.set_current_key(&((k * 31 + i) % keys)).expect("key");
+            state.update(b, &value_of(k, i + 1)).expect("update");
+        }
+        let start = Instant::now();
+        cp.checkpoint(first_id + i, b, &op, false).expect("checkpoint");
+        times.push(start.elapsed());
+        cp.wait(first_id + i).expect("checkpoint completes");
+    }
+    let max = *times.iter().max().expect("some");
+    (median(times), max)
+}
+
+/// Writes `bytes` bytes to a new file in 4 MiB appends, then syncs it: the disk's
+/// sequential write speed as eddy's file system sees it.
+fn sequential_write(dir: &Path, bytes: u64) -> Duration {
+    let fs = StdFs::new();
+    let path = dir.join("sequential");
+    let piece = vec![0x5au8; 4 << 20];
+    let start = Instant::now();
+    let mut f = fs.create(&path).expect("create");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        f.append(&piece[..n]).expect("append");
+        left -= n as u64;
+    }
+    f.sync().expect("sync");
+    let took = start.elapsed();
+    fs.remove(&path).expect("remove");
+    took
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let keys: u64 = args
+        .iter()
+        .position(|a| a == "--keys")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let large = args.iter().any(|a| a == "--large");
+    let root = tempfile::tempdir().expect("temporary directory");
+    println!(
+        "{keys} keys of {VALUE_LEN}-byte values ({:.0} MB of records), in {}",
+        mb(keys * (VALUE_LEN as u64 + 12)),
+        root.path().display()
+    );
+
+    // ---- load, synchronous part ----
+    let (mut b, state, took) = load(&root.path().join("store"), keys);
+    println!("load: {:.2} s ({:.2} M updates/s)", took.as_secs_f64(), keys as f64 / took.as_secs_f64() / 1e6);
+    let local: Arc<dyn CheckpointStorage> =
+        Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints")).expect("storage"));
+    let mut cp = Checkpointer::new(local.clone(), CheckpointOptions::new()).expect("checkpointer");
+    let (sync_small, sync_small_max) = sync_parts(&mut b, &state, &mut cp, 1, 9, keys);
+
+    // ---- incremental checkpoint after 1% updates, from a settled checkpoint ----
+    b.store().wait_for_background().expect("background");
+    cp.checkpoint(50, &mut b, &OperatorStateBackend::new(), false).expect("checkpoint");
+    cp.wait(50).expect("checkpoint completes");
+    let changed = keys / 100;
+    let mut raw = Vec::with_capacity(changed as usize * 120);
+    for k in shuffled(keys, 11).into_iter().take(changed as usize) {
+        b.set_current_key(&k).expect("key");
+        let v = value_of(k, 99);
+        state.update(&mut b, &v).expect("update");
+        raw.extend_from_slice(&k.to_be_bytes());
+        raw.extend_from_slice(&v);
+    }
+    let reference = zstd::bulk::compress(&raw, -1).expect("zstd").len() as u64;
+    let op = OperatorStateBackend::new();
+    let start = Instant::now();
+    cp.checkpoint(100, &mut b, &op, false).expect("checkpoint");
+    let sync = start.elapsed();
+    let inc: CheckpointInfo = cp.wait(100).expect("incremental");
+    let inc_total = start.elapsed();
+    let inc_bytes = inc.bytes_new + inc.manifest_bytes;
+
+    // ---- full checkpoint, copied, against a sequential write ----
+    let copy_storage: Arc<dyn CheckpointStorage> =
+        Arc::new(LocalDirStorage::new(fs(), root.path().join("full")).expect("storage").transfer(Transfer::Copy));
+    let mut full_cp = Checkpointer::new(copy_storage, CheckpointOptions::new()).expect("checkpointer");
+    b.store().wait_for_background().expect("background");
+    let start = Instant::now();
+    full_cp.checkpoint(1, &mut b, &op, true).expect("full checkpoint");
+    let full_sync = start.elapsed();
+    let full = full_cp.wait(1).expect("full checkpoint completes");
+    let seq = sequential_write(root.path(), full.bytes_copied);
+    let full_rate = mb(full.bytes_copied) / full.async_duration.as_secs_f64();
+    let seq_rate = mb(full.bytes_copied) / seq.as_secs_f64();
+    drop(full_cp);
+
+    // ---- savepoint ----
+    let sp_dir = root.path().join("savepoint");
+    let start = Instant::now();
+    cp.savepoint(200, fs(), &sp_dir, &mut b, &op).expect("savepoint");
+    let sp = cp.wait(200).expect("savepoint completes");
+    let sp_took = start.elapsed();
+    drop(cp);
+    b.close().expect("close");
+
+    // ---- restore from the local checkpoint, then read every key ----
+    let start = Instant::now();
+    let (mut r, _) = KeyedBackend::builder(U64)
+        .max_parallelism(128)
+        .store_options(options())
+        .restore(root.path().join("restored"), &[RestoreSource::Checkpoint { storage: local.clone(), id: 100 }])
+        .expect("restore");
+    let rstate = r.state(ValueStateDescriptor::new("value", Bytes)).expect("state");
+    r.set_current_key(&0).expect("key");
+    rstate.get(&mut r).expect("first read").expect("key 0 is there");
+    let usable = start.elapsed();
+    let order = shuffled(keys, 13);
+    let start = Instant::now();
+    let mut found = 0u64;
+    for k in &order {
+        r.set_current_key(k).expect("key");
+        found += u64::from(rstate.get_with(&mut r, |v| v.is_some_and(|v| v.len() == VALUE_LEN)).expect("read"));
+    }
+    let read_all = start.elapsed();
+    assert_eq!(found, keys);
+    let stats = r.store().stats();
+    println!(
+        "restored store: {} segments, {:.0} MB; cache {:.0} MB, {} hits, {} misses",
+        stats.segments,
+        mb(stats.segment_file_bytes),
+        mb(stats.cache_bytes as u64),
+        stats.cache_hits,
+        stats.cache_misses
+    );
+    let start = Instant::now();
+    let mut scanned = 0u64;
+    let mut it = r.store().scan_key_groups(eddy::keygroup::KeyGroupRange::new(0, 127).expect("range")).expect("scan");
+    while it.next_entry().expect("scan").is_some() {
+        scanned += 1;
+    }
+    drop(it);
+    let scan_all = start.elapsed();
+    drop(r);
+
+    // ---- restore from the savepoint ----
+    let start = Instant::now();
+    let (mut s, _) = KeyedBackend::builder(U64)
+        .max_parallelism(128)
+        .store_options(options())
+        .restore(root.path().join("from-savepoint"), &[RestoreSource::Savepoint { fs: fs(), dir: sp_dir.clone() }])
+        .expect("restore from savepoint");
+    let sstate = s.state(ValueStateDescriptor::new("value", Bytes)).expect("state");
+    s.set_current_key(&0).expect("key");
+    sstate.get(&mut s).expect("first read").expect("key 0 is there");
+    let sp_restore = start.elapsed();
+    drop(s);
+
+    // ---- the synchronous part at ten times the state ----
+    let large_sync = large.then(|| {
+        let (mut b, state, took) = load(&root.path().join("store-large"), keys * 10);
+        println!("load of {} keys: {:.1} s", keys * 10, took.as_secs_f64());
+        let storage: Arc<dyn CheckpointStorage> =
+            Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints-large")).expect("storage"));
+        let mut cp = Checkpointer::new(storage, CheckpointOptions::new()).expect("checkpointer");
+        sync_parts(&mut b, &state, &mut cp, 1, 9, keys * 10)
+    });
+
+    println!();
+    println!("| measurement | eddy |");
+    println!("|---|---|");
+    println!(
+        "| synchronous part, {:.1} GB (median / max of 9) | {:.3} ms / {:.3} ms |",
+        mb(keys * 112) / 1e3,
+        ms(sync_small),
+        ms(sync_small_max)
+    );
+    if let Some((m, x)) = large_sync {
+        println!(
+            "| synchronous part, {:.1} GB (median / max of 9) | {:.3} ms / {:.3} ms |",
+            mb(keys * 1120) / 1e3,
+            ms(m),
+            ms(x)
+        );
+    }
+    println!(
+        "| full checkpoint (copied): synchronous, asynchronous | {:.3} ms, {:.0} ms for {:.0} MB = {:.0} MB/s |",
+        ms(full_sync),
+        ms(full.async_duration),
+        mb(full.bytes_copied),
+        full_rate
+    );
+    println!(
+        "| sequential write of as many bytes | {:.0} ms = {seq_rate:.0} MB/s; checkpoint / sequential = {:.2} |",
+        ms(seq),
+        full_rate / seq_rate
+    );
+    println!("| incremental after 1% updates: synchronous, total | {:.3} ms, {:.1} ms |", ms(sync), ms(inc_total));
+    println!(
+        "| incremental: bytes written / changed records compressed alone | {:.2} MB / {:.2} MB = {:.2} ({} new files) |",
+        mb(inc_bytes),
+        mb(reference),
+        inc_bytes as f64 / reference as f64,
+        inc.new_files
+    );
+    println!("| restore from the local checkpoint until the first read | {:.1} ms |", ms(usable));
+    println!("| then a point read of every key (shuffled) | {:.2} s |", read_all.as_secs_f64());
+    println!("| or a scan of every key ({scanned}) | {:.2} s |", scan_all.as_secs_f64());
+    println!(
+        "| savepoint: write | {:.2} s ({:.0} MB file, {:.0} MB/s) |",
+        sp_took.as_secs_f64(),
+        mb(sp.bytes_new),
+        mb(sp.bytes_new) / sp.async_duration.as_secs_f64()
+    );
+    println!("| savepoint: restore until the first read | {:.2} s |", sp_restore.as_secs_f64());
+}
