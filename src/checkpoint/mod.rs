@@ -359,16 +359,16 @@ impl Checkpointer {
         full: bool,
     ) -> Result<()> {
         let abort = self.admit(id)?;
-        let (snapshot, meta, versions, next_segment_id) = backend.snapshot_parts(operator)?;
+        let parts = backend.snapshot_parts(operator)?;
         let seeds = backend.take_origin(&self.storage.describe(""));
         let job = CheckpointJob {
             id,
             backend: backend.backend_id(),
             full: full || !self.opts.incremental,
-            snapshot,
-            meta,
-            versions,
-            next_segment_id,
+            snapshot: parts.store,
+            meta: parts.meta,
+            versions: parts.versions,
+            next_segment_id: parts.next_segment_id,
             seeds,
             abort: abort.clone(),
         };
@@ -392,13 +392,13 @@ impl Checkpointer {
             return Err(Misuse::NotEmpty.into());
         }
         let abort = self.admit(id)?;
-        let (snapshot, meta, _, _) = backend.snapshot_parts(operator)?;
+        let parts = backend.snapshot_parts(operator)?;
         let job = SavepointJob {
             id,
             fs,
             dir,
-            snapshot,
-            meta,
+            snapshot: parts.store,
+            meta: parts.meta,
             range: backend.key_groups(),
             filter: backend.ttl_filter(),
             level: self.opts.savepoint_compression,
@@ -645,7 +645,7 @@ fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
         let mut n = 0u64;
         scan_segments(&segments, job.range, |k, v| {
             n += 1;
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 check_abort(job.id, &job.abort)?;
             }
             kept.clear();

@@ -182,12 +182,7 @@ impl Chunk<'_> {
     }
 
     /// As [`for_each`](Self::for_each), telling damage apart from errors of `f`.
-    pub(crate) fn try_for_each(
-        &self,
-        buf: &mut Vec<u8>,
-        key: &mut Vec<u8>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<(), Step> {
+    pub(crate) fn try_for_each(&self, buf: &mut Vec<u8>, key: &mut Vec<u8>, f: &mut RecordFn<'_>) -> Result<(), Step> {
         let data: &[u8] = if self.compressed {
             buf.clear();
             buf.reserve(self.raw_len as usize);
@@ -235,6 +230,12 @@ impl Chunk<'_> {
         DecodeError::new(self.offset, kind)
     }
 }
+
+/// What a chunk's records are given to: key (with its key group) and value.
+pub(crate) type RecordFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
+/// A savepoint's records: key (with its key group) and value, in order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Why walking a chunk stopped.
 #[derive(Debug)]
@@ -355,7 +356,7 @@ impl<'a> SavepointReader<'a> {
 }
 
 /// Decodes a whole savepoint (for tests and fuzzing): its records, or where it is damaged.
-pub fn decode_all(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<(Vec<u8>, Vec<u8>)>), SnapshotDecodeError> {
+pub fn decode_all(bytes: &[u8]) -> Result<(SnapshotMeta, Records), SnapshotDecodeError> {
     let mut reader = SavepointReader::new(bytes)?;
     let mut out = Vec::new();
     let (mut buf, mut key) = (Vec::new(), Vec::new());

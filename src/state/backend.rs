@@ -210,6 +210,18 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
     }
 }
 
+/// The synchronous part of a snapshot of a keyed backend.
+pub(crate) struct SnapshotParts {
+    /// The store's frozen view.
+    pub(crate) store: StoreSnapshot,
+    /// The meta info, with the operator state.
+    pub(crate) meta: SnapshotMeta,
+    /// Per state, the versions of its serializers.
+    pub(crate) versions: Vec<(u16, Vec<u32>)>,
+    /// The store's next segment id.
+    pub(crate) next_segment_id: u64,
+}
+
 /// What the backend knows of a registered state.
 pub(crate) struct StateMeta {
     pub(crate) name: Arc<str>,
@@ -607,10 +619,7 @@ impl<K: Serializer> KeyedBackend<K> {
 
     /// The synchronous part of a snapshot: the store's frozen view, the meta info (with the
     /// operator state), the serializer versions per state, and the store's next segment id.
-    pub(crate) fn snapshot_parts(
-        &mut self,
-        operator: &OperatorStateBackend,
-    ) -> Result<(StoreSnapshot, SnapshotMeta, Vec<(u16, Vec<u32>)>, u64)> {
+    pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<SnapshotParts> {
         let core = &mut self.core;
         let snapshot = core.store.snapshot()?;
         let states: Vec<StateMetaInfo> = core
@@ -634,7 +643,7 @@ impl<K: Serializer> KeyedBackend<K> {
             states,
             operator: operator.snapshot(),
         };
-        Ok((snapshot, meta, versions, core.store.next_segment_id()))
+        Ok(SnapshotParts { store: snapshot, meta, versions, next_segment_id: core.store.next_segment_id() })
     }
 
     /// The shared files of `storage` that the store's segments were restored from; given once.

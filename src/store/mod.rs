@@ -260,6 +260,9 @@ impl Frozen {
     }
 }
 
+/// A segment of a snapshot, with the key-group ranges masked in it.
+pub(crate) type SnapshotSegment = (Arc<Segment>, Vec<(KeyGroup, KeyGroup)>);
+
 /// What a store held at one instant, kept alive for a checkpoint: the live segments and the
 /// frozen regions still being written, newest first.
 pub(crate) struct StoreSnapshot {
@@ -271,7 +274,7 @@ pub(crate) struct StoreSnapshot {
 impl StoreSnapshot {
     /// Waits for the frozen regions to be written; then every segment of the snapshot, newest
     /// first, with the key-group ranges masked in it.
-    pub(crate) fn segments(&self) -> Result<Vec<(Arc<Segment>, Vec<(KeyGroup, KeyGroup)>)>> {
+    pub(crate) fn segments(&self) -> Result<Vec<SnapshotSegment>> {
         let mut out = Vec::with_capacity(self.pending.len() + self.segments.len());
         for f in &self.pending {
             if let Some(seg) = f.wait(&self.dir)? {
@@ -1152,7 +1155,7 @@ impl Drop for Store {
 /// Calls `f` with every live key of `range` in `segments` (newest first, each with its masked
 /// key-group ranges) and its resolved value, in key order, reading blocks without the cache.
 pub(crate) fn scan_segments(
-    segments: &[(Arc<Segment>, Vec<(KeyGroup, KeyGroup)>)],
+    segments: &[SnapshotSegment],
     range: KeyGroupRange,
     mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
