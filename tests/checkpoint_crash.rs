@@ -254,3 +254,38 @@ fn write_file(fs: &FaultFs, path: &std::path::Path, bytes: &[u8]) {
     f.append(bytes).unwrap();
     f.sync().unwrap();
 }
+
+#[test]
+fn extra_files_are_collected_and_a_wrong_magic_is_refused() {
+    let mut job = Job::new();
+    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    let mut b = job.backend(None);
+    let mut model = Model::default();
+    write(&mut b, &mut model, 1).unwrap();
+    cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    drop(cp);
+    // Strays: a shared file no manifest names, and a temporary manifest.
+    write_file(&job.fs, &job.storage.describe("shared/stray.seg"), b"not a segment");
+    write_file(&job.fs, std::path::Path::new("/cp/chk-00000000000000000002.manifest.tmp"), b"half");
+    let _cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    job.check_no_leftovers();
+    assert!(!job.fs.exists(std::path::Path::new("/cp/chk-00000000000000000002.manifest.tmp")));
+    let mut r = job.backend(Some(1));
+    assert_eq!(read(&mut r), model);
+
+    // A manifest with the wrong magic bytes.
+    let manifest = job.storage.describe_manifest(1);
+    job.fs.corrupt(&manifest, 0, 0xff).unwrap();
+    job.next_dir += 1;
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(8)
+        .store_options(store_options(&job.fs))
+        .restore("/wrong-magic", &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }])
+        .map(|_| ());
+    assert!(matches!(err, Err(Error::Corrupted { kind: eddy::Corruption::BadMagic, offset: 0, .. })), "{err:?}");
+    // A storage with a manifest it cannot read keeps every shared file.
+    let shared = job.storage.shared_files().unwrap();
+    let _cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    assert_eq!(job.storage.shared_files().unwrap(), shared);
+}

@@ -736,9 +736,12 @@ impl Store {
         });
         self.next_id += 1;
         self.frozen.push_back(frozen.clone());
-        let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send(frozen).is_ok()).unwrap_or(false);
+        let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send(frozen.clone()).is_ok()).unwrap_or(false);
         if !sent {
-            self.poison(Error::io(&self.dir, std::io::Error::other("flush thread is gone")));
+            let e = Error::io(&self.dir, std::io::Error::other("flush thread is gone"));
+            // Whoever waits for this region (a checkpoint) learns that it will not be written.
+            frozen.set_outcome(&Err(Error::io(&self.dir, std::io::Error::other("flush thread is gone"))));
+            self.poison(e);
         }
     }
 
