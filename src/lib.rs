@@ -40,8 +40,9 @@
 //! # }
 //! ```
 #![deny(clippy::host_endian_bytes)]
-// Two sites use `unsafe`, each allowed where it stands with its justification: the memory
-// map of a segment file (io/std_fs.rs) and a cache prefetch hint (store/table.rs).
+// Three sites use `unsafe`, each allowed where it stands with its justification: the memory
+// map of a segment file (io/std_fs.rs), a cache prefetch hint (store/table.rs) and the
+// scheduling policy of background threads (sys.rs).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -53,5 +54,6 @@ pub mod io;
 pub mod keygroup;
 pub mod state;
 pub mod store;
+mod sys;
 
 pub use error::{Corruption, Error, Misuse, Result};

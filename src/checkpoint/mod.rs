@@ -276,6 +276,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("eddy-checkpoint".into())
             .spawn(move || {
+                crate::sys::background_thread();
                 while let Ok(job) = jobs.recv() {
                     let outcome = match job {
                         Job::Checkpoint(job) => {
@@ -694,6 +695,7 @@ impl PipedFile {
     fn new(mut file: Box<dyn WritableFile>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
         let thread = std::thread::Builder::new().name("eddy-savepoint-writer".into()).spawn(move || {
+            crate::sys::background_thread();
             let mut unsynced = 0u64;
             while let Ok(piece) = rx.recv() {
                 file.append(&piece)?;

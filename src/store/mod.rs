@@ -321,6 +321,7 @@ impl Background {
         {
             let (fs, dir, done_tx, ready) = (fs.clone(), dir.clone(), done_tx.clone(), ready.clone());
             threads.push(std::thread::Builder::new().name("eddy-flush".into()).spawn(move || {
+                crate::sys::background_thread();
                 while let Ok(frozen) = flush_rx.recv() {
                     let result = flush(&fs, &dir, frozen.id, &frozen, writer);
                     frozen.set_outcome(&result);
@@ -334,6 +335,7 @@ impl Background {
         {
             let (ready, stop) = (ready.clone(), stop.clone());
             threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
+                crate::sys::background_thread();
                 while let Ok((id, inputs, bottom)) = compact_rx.recv() {
                     let ctl = compaction::MergeControl { filter: filter.as_deref(), stop: &stop };
                     let result = compact(&fs, &dir, id, &inputs, bottom, writer, ctl);
