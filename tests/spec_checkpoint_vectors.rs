@@ -1,0 +1,1007 @@
+//! The checkpoint manifest and savepoint vectors of `format-spec/vectors/` against the
+//! specification (`format-spec/manifest.md`, `format-spec/savepoint.md`,
+//! `format-spec/versioning.md`).
+//!
+//! Each vector decodes, through the public API, to exactly the logical content that
+//! `format-spec/vectors/README.md` lists (rebuilt here as structs and records); every
+//! single-byte change and every truncation gives an error of the kind the specification names;
+//! the byte-by-byte walks of the specification pages are those of the vectors; the constants
+//! the specification states are those of the code; and the vectors work as what they are: the
+//! manifest, with the segment vectors, is a checkpoint that verifies and restores, and the
+//! savepoint restores into typed state.
+//!
+//! The vectors are written by the real writers (`CheckpointManifest::encode`,
+//! `SavepointWriter`). Regenerate them only for a format change:
+//!
+//! ```text
+//! cargo test --test spec_checkpoint_vectors -- --ignored regenerate
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::checkpoint::{
+    latest_checkpoint, verify_checkpoint, verify_savepoint, CheckpointOptions, CheckpointStorage, Checkpointer,
+    LocalDirStorage, RestoreSource, SAVEPOINT_FILE, SHARED_DIR,
+};
+use eddy::codec::{OptionOf, Serializer, SerializerSnapshot, Str, Unit, U32, U64};
+use eddy::format::checkpoint::{
+    valid_file_name, CheckpointManifest, SegmentRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo,
+    CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FLAG_FULL,
+};
+use eddy::format::savepoint::{
+    decode_all, SavepointReader, SavepointWriter, MAX_CHUNK, SAVEPOINT_MAGIC, SAVEPOINT_VERSION,
+};
+use eddy::io::{FaultFs, FileSystem};
+use eddy::keygroup::{hash_bytes, key_group_for_hash};
+use eddy::state::{
+    BroadcastStateDescriptor, BroadcastStateSnapshot, KeyedBackend, ListStateSnapshot, ManualClock, MapStateDescriptor,
+    OperatorStateBackend, OperatorStateSnapshot, Redistribution, StateKind, Timer, TtlConfig, TtlUpdate,
+    ValueStateDescriptor,
+};
+use eddy::store::StoreOptions;
+use eddy::{Corruption, Error, Misuse};
+
+const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
+const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
+const MAX_P: u32 = 4096;
+const CHECKPOINT_ID: u64 = 42;
+const SAVEPOINT_ID: u64 = 43;
+
+/// The segments the manifest names, newest first: the segment vector that is the file, its
+/// name in the checkpoint storage, its segment id and its mask. The same two segments, in the
+/// same order and with the same mask, as the store manifest vector `manifest-v1.bin`.
+type SegmentVector = (&'static str, &'static str, u64, &'static [(u16, u16)]);
+const SEGMENTS: [SegmentVector; 2] = [
+    ("segment-v1-zstd.seg", "shared/3f2a9c0d11e4b5a7-1-0000000002.seg", 2, &[]),
+    ("segment-v1-small.seg", "shared/3f2a9c0d11e4b5a7-1-0000000001.seg", 1, &[(0x0100, 0x01ff)]),
+];
+
+/// The TTL of state `count`, and how the vectors README describes it.
+fn count_ttl() -> TtlConfig {
+    TtlConfig::new(Duration::from_secs(60)).update(TtlUpdate::OnReadAndWrite).cleanup_full_snapshot()
+}
+const COUNT_TTL_TEXT: &str =
+    "60000 ms, OnReadAndWrite, NeverReturnExpired, incremental 0, flags 3 (in compaction, full snapshot)";
+
+fn enc<S: Serializer>(s: &S, v: &S::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.write(v, &mut out);
+    out
+}
+
+/// The meta info of both vectors: what a backend with key serializer `U64` and max parallelism
+/// 4096, owning every key group, writes after registering these states, with this operator
+/// state.
+fn meta() -> SnapshotMeta {
+    let timers = vec![U64.snapshot(), Unit.snapshot()];
+    SnapshotMeta {
+        max_parallelism: MAX_P,
+        key_groups: Some((0, (MAX_P - 1) as u16)),
+        key_serializer: U64.snapshot(),
+        states: vec![
+            StateMetaInfo {
+                id: 1,
+                name: "count".into(),
+                kind: StateKind::Value,
+                serializers: vec![Unit.snapshot(), U64.snapshot()],
+                ttl: Some(count_ttl()),
+            },
+            StateMetaInfo {
+                id: 2,
+                name: "by-name".into(),
+                kind: StateKind::Map,
+                serializers: vec![Unit.snapshot(), Str.snapshot(), OptionOf(U32).snapshot()],
+                ttl: None,
+            },
+            StateMetaInfo {
+                id: 3,
+                name: "window/event-time".into(),
+                kind: StateKind::Timers,
+                serializers: timers.clone(),
+                ttl: None,
+            },
+            StateMetaInfo {
+                id: 4,
+                name: "window/processing-time".into(),
+                kind: StateKind::Timers,
+                serializers: timers,
+                ttl: None,
+            },
+        ],
+        operator: OperatorStateSnapshot {
+            lists: vec![ListStateSnapshot {
+                name: "offsets".into(),
+                mode: Redistribution::Union,
+                serializer: U64.snapshot(),
+                elements: vec![enc(&U64, &17), enc(&U64, &99)],
+            }],
+            broadcast: vec![BroadcastStateSnapshot {
+                name: "rules".into(),
+                keys: Str.snapshot(),
+                values: Str.snapshot(),
+                entries: vec![(enc(&Str, &"alert".to_string()), enc(&Str, &"x > 3".to_string()))],
+            }],
+        },
+    }
+}
+
+/// Per state, the versions of its serializers (as the checkpointer writes them for every
+/// segment).
+fn versions(meta: &SnapshotMeta) -> Vec<(u16, Vec<u32>)> {
+    meta.states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect()
+}
+
+/// `checkpoint-manifest-v1.bin`: incremental checkpoint 42 naming the two segment vectors.
+fn manifest() -> CheckpointManifest {
+    let meta = meta();
+    CheckpointManifest {
+        checkpoint_id: CHECKPOINT_ID,
+        flags: 0,
+        next_segment_id: 3,
+        segments: SEGMENTS
+            .iter()
+            .map(|(v, file, id, mask)| SegmentRef {
+                file: file.to_string(),
+                segment_id: *id,
+                file_len: vector(v).len() as u64,
+                mask: mask.to_vec(),
+                versions: versions(&meta),
+            })
+            .collect(),
+        meta,
+    }
+}
+
+fn key_group(key: u64) -> u16 {
+    key_group_for_hash(hash_bytes(&enc(&U64, &key)), MAX_P).unwrap()
+}
+
+fn state_key(key: u64, state: u16) -> Vec<u8> {
+    let mut out = key_group(key).to_be_bytes().to_vec();
+    out.extend_from_slice(&state.to_be_bytes());
+    U64.write(&key, &mut out);
+    out
+}
+
+/// The records of `savepoint-v1.sp` in file (key) order: key, value and what they mean, as
+/// keyed state writes them (`format-spec/state-records.md`).
+fn records() -> Vec<(Vec<u8>, Vec<u8>, String)> {
+    let count = |key: u64, n: u64, ts: i64| {
+        let mut v = ts.to_le_bytes().to_vec();
+        U64.write(&n, &mut v);
+        (state_key(key, 1), v, format!("key {key}, `count` = {n}, last access at {ts} ms"))
+    };
+    let entry = |key: u64, user: &str, value: Option<u32>| {
+        let mut k = state_key(key, 2);
+        Str.write(&user.to_string(), &mut k);
+        (k, enc(&OptionOf(U32), &value), format!("key {key}, `by-name` {user:?} = {value:?}"))
+    };
+    let timer = |key: u64, state: u16, ts: i64| {
+        let mut k = key_group(key).to_be_bytes().to_vec();
+        k.extend_from_slice(&state.to_be_bytes());
+        k.extend_from_slice(&((ts as u64) ^ (1 << 63)).to_be_bytes());
+        U64.write(&key, &mut k);
+        let domain = if state == 3 { "event-time" } else { "processing-time" };
+        (k, Vec::new(), format!("key {key}, {domain} timer at {ts} ms"))
+    };
+    let mut out = vec![
+        count(7, 3, 1_000),
+        count(42, 5, 1_200),
+        entry(7, "a", Some(1)),
+        entry(7, "b", None),
+        entry(42, "x", Some(4_000_000_000)),
+        timer(7, 3, 1_500),
+        timer(42, 4, 2_000),
+    ];
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn write_savepoint() -> Vec<u8> {
+    let fs = FaultFs::new();
+    fs.create_dir_all(Path::new("/sp")).unwrap();
+    let path = Path::new("/sp/SAVEPOINT.tmp");
+    let mut w = SavepointWriter::new(fs.create(path).unwrap(), path, SAVEPOINT_ID, &meta(), None).unwrap();
+    for (k, v, _) in records() {
+        w.add(&k, &v).unwrap();
+    }
+    let len = w.finish().unwrap();
+    let bytes = fs.read(path).unwrap();
+    assert_eq!(len, bytes.len() as u64);
+    bytes
+}
+
+fn spec_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec")
+}
+
+fn spec_file(name: &str) -> String {
+    let path = spec_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn vector(name: &str) -> Vec<u8> {
+    let path = spec_dir().join("vectors").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Rewrites the vectors with the real writers. Run explicitly:
+/// `cargo test --test spec_checkpoint_vectors -- --ignored regenerate`.
+#[test]
+#[ignore = "rewrites the committed vectors; run only for a format change"]
+fn regenerate() {
+    let dir = spec_dir().join("vectors");
+    std::fs::write(dir.join(MANIFEST_VECTOR), manifest().encode()).unwrap();
+    std::fs::write(dir.join(SAVEPOINT_VECTOR), write_savepoint()).unwrap();
+}
+
+// ---- the constants the specification states ----
+
+#[test]
+fn constants_are_those_of_the_spec() {
+    assert_eq!(CHECKPOINT_MAGIC, *b"EDCP");
+    assert_eq!(CHECKPOINT_VERSION, 1);
+    assert_eq!(FLAG_FULL, 1);
+    assert_eq!(SAVEPOINT_MAGIC, *b"EDSV");
+    assert_eq!(SAVEPOINT_VERSION, 1);
+    assert_eq!(MAX_CHUNK, 256 << 20);
+    assert_eq!(SHARED_DIR, "shared");
+    assert_eq!(SAVEPOINT_FILE, "SAVEPOINT");
+    // The serializer snapshots the vectors hold.
+    assert_eq!(U64.snapshot(), SerializerSnapshot::new("eddy.u64", 1));
+    assert_eq!(Unit.snapshot(), SerializerSnapshot::new("eddy.unit", 1));
+    assert_eq!(Str.snapshot(), SerializerSnapshot::new("eddy.string", 1));
+    assert_eq!(
+        OptionOf(U32).snapshot(),
+        SerializerSnapshot::compose("eddy.option", 1, &[SerializerSnapshot::new("eddy.u32", 1)])
+    );
+    // The local directory layout.
+    let storage = LocalDirStorage::new(Arc::new(FaultFs::new()), "/chk").unwrap();
+    assert_eq!(storage.describe_manifest(42), Path::new("/chk/chk-00000000000000000042.manifest"));
+    assert_eq!(storage.describe("shared/x.seg"), Path::new("/chk/shared/x.seg"));
+    // File names a manifest may hold (manifest.md, "Segment entries").
+    for good in
+        ["shared/3f2a9c0d11e4b5a7-1-0000000002.seg", "shared/a-1-0000000002-full7.seg", "shared/x", "shared/A_b.c-d"]
+    {
+        assert!(valid_file_name(good), "{good}");
+    }
+    let long = format!("shared/{}", "a".repeat(129));
+    for bad in [
+        "shared/",
+        "shared/.x",
+        "shared/a/b",
+        "shared/a b",
+        "shared/ä",
+        "shared/a\\b",
+        "/shared/a",
+        "x/shared/a",
+        "a.seg",
+        "shared/../a",
+        long.as_str(),
+    ] {
+        assert!(!valid_file_name(bad), "{bad}");
+    }
+    assert!(valid_file_name(&long[..long.len() - 1]));
+}
+
+/// The writer cuts a chunk at the first record that finds 256 KiB (`CHUNK_TARGET`) or more
+/// uncompressed in the chunk, and at every change of key group.
+#[test]
+fn chunks_are_cut_as_the_spec_says() {
+    let fs = FaultFs::new();
+    let path = Path::new("/sp");
+    let mut w = SavepointWriter::new(fs.create(path).unwrap(), path, 1, &meta(), None).unwrap();
+    // Records of 1 + 4 + 2 + 1000 = 1007 bytes: 261 of them make 262827 >= 262144 bytes.
+    for i in 0..300u32 {
+        let mut key = vec![0, 5];
+        key.extend_from_slice(&i.to_be_bytes());
+        w.add(&key, &[7; 1000]).unwrap();
+    }
+    w.add(b"\x00\x06k", b"v").unwrap();
+    w.finish().unwrap();
+    let bytes = fs.read(path).unwrap();
+    let mut r = SavepointReader::new(&bytes).unwrap();
+    let mut chunks = Vec::new();
+    while let Some(c) = r.next().unwrap() {
+        chunks.push((c.key_group, c.records, le_u32(&bytes, c.offset as usize + 7)));
+    }
+    assert_eq!(chunks, [(5, 261, 261 * 1007), (5, 39, 39 * 1007), (6, 1, 4)]);
+    assert_eq!(decode_all(&bytes).unwrap().1.len(), 301);
+}
+
+// ---- the checkpoint manifest vector ----
+
+#[test]
+fn manifest_vector_decodes_to_the_listed_content() {
+    let bytes = vector(MANIFEST_VECTOR);
+    assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), manifest());
+    assert_eq!(manifest().encode(), bytes, "{MANIFEST_VECTOR} no longer matches its writer");
+
+    // The fixed fields, at the offsets of manifest.md.
+    assert_eq!(&bytes[0..4], b"EDCP");
+    assert_eq!(le_u32(&bytes, 4), 1);
+    assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
+    assert_eq!(le_u32(&bytes, 16), 0);
+    assert_eq!(le_u64(&bytes, 20), 3);
+    assert_eq!(le_u32(&bytes, 28), MAX_P);
+    let n = bytes.len();
+    assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
+    // The meta info starts at 28 and is byte for byte the savepoint's.
+    let sp = vector(SAVEPOINT_VECTOR);
+    let meta_len = le_u32(&sp, 16) as usize;
+    assert_eq!(bytes[28..28 + meta_len], sp[20..20 + meta_len]);
+    assert_eq!(le_u32(&bytes, 28 + meta_len), 2, "the segment count follows the meta info");
+}
+
+/// What a decoder must report for a manifest or savepoint with one changed byte: the version
+/// field gives `Version` with the changed number (the version is checked before the CRC),
+/// anything else `Corrupt`.
+fn expect_flip_error(name: &str, i: usize, x: u8, got: Result<(), SnapshotDecodeError>) {
+    match got {
+        Err(SnapshotDecodeError::Version(v)) => {
+            assert!((4..8).contains(&i), "{name}: change at {i} reported as version {v}");
+            assert_eq!(v, 1 ^ (u32::from(x) << (8 * (i - 4))), "{name} at {i}");
+        }
+        Err(SnapshotDecodeError::Corrupt(_)) => assert!(!(4..8).contains(&i), "{name}: change at {i}"),
+        Ok(()) => panic!("{name}: change at {i} went unnoticed"),
+    }
+}
+
+#[test]
+fn every_changed_byte_and_every_truncation_of_the_manifest_is_an_error() {
+    let good = vector(MANIFEST_VECTOR);
+    for i in 0..good.len() {
+        for x in [0x01u8, 0x80] {
+            let mut bad = good.clone();
+            bad[i] ^= x;
+            expect_flip_error(MANIFEST_VECTOR, i, x, CheckpointManifest::decode(&bad).map(drop));
+        }
+    }
+    for cut in 0..good.len() {
+        assert!(
+            matches!(CheckpointManifest::decode(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))),
+            "cut to {cut}"
+        );
+    }
+    // A damaged byte under the CRC is a checksum mismatch reported at the CRC's offset.
+    let mut bad = good.clone();
+    bad[100] ^= 0x01;
+    let n = good.len() as u64;
+    assert!(matches!(CheckpointManifest::decode(&bad), Err(SnapshotDecodeError::Corrupt(d))
+            if d.offset == n - 4 && matches!(d.kind, Corruption::ChecksumMismatch { .. })),);
+}
+
+/// Re-signs `bytes` (a manifest) after a change: recomputes the trailing CRC.
+fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..n]);
+    bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// A validly signed manifest that breaks a rule of manifest.md gives the named error.
+#[test]
+fn manifest_validity_rules() {
+    let good = vector(MANIFEST_VECTOR);
+    let malformed = |bytes: Vec<u8>, at: u64, what: &'static str| match CheckpointManifest::decode(&resign(bytes)) {
+        Err(SnapshotDecodeError::Corrupt(d)) => {
+            assert_eq!((d.offset, d.kind), (at, Corruption::Malformed(what)), "{what}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    // Flags: FLAG_FULL is known, any other bit is refused.
+    let mut full = good.clone();
+    full[16] = 1;
+    assert_eq!(CheckpointManifest::decode(&resign(full)).unwrap().flags, FLAG_FULL);
+    for bit in 1..32 {
+        let mut bad = good.clone();
+        bad[16..20].copy_from_slice(&(1u32 << bit).to_le_bytes());
+        malformed(bad, 16, "flags");
+    }
+    // Max parallelism 0 and 32769.
+    for mp in [0u32, 32769] {
+        let mut bad = good.clone();
+        bad[28..32].copy_from_slice(&mp.to_le_bytes());
+        malformed(bad, 28, "max parallelism");
+    }
+    // The key-group range tag, and a range past the max parallelism.
+    let mut bad = good.clone();
+    bad[32] = 2;
+    malformed(bad, 32, "key-group range tag");
+    let mut bad = good.clone();
+    bad[35..37].copy_from_slice(&4096u16.to_le_bytes());
+    malformed(bad, 33, "key-group range");
+    // A segment file name outside `shared/`: the first entry's name starts after the count.
+    let meta_len = {
+        let sp = vector(SAVEPOINT_VECTOR);
+        le_u32(&sp, 16) as usize
+    };
+    let first = 28 + meta_len + 4;
+    assert_eq!(&good[first + 4..first + 11], b"shared/");
+    let mut bad = good.clone();
+    bad[first + 4..first + 11].copy_from_slice(b"shared_");
+    malformed(bad, first as u64, "file name");
+    // Trailing bytes between the last entry and the CRC.
+    let mut bad = good.clone();
+    bad.insert(good.len() - 4, 0);
+    malformed(bad, (good.len() - 4) as u64, "trailing bytes");
+}
+
+/// A newer version is refused with the version it has, before anything else is looked at,
+/// and the library reports it as `Error::UnsupportedVersion` naming the file.
+#[test]
+fn a_future_version_is_refused_with_its_number() {
+    let mut future = vector(MANIFEST_VECTOR);
+    future[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let future = resign(future);
+    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(2)));
+    let path = Path::new("/chk/chk-00000000000000000042.manifest");
+    let err = CheckpointManifest::decode(&future).unwrap_err().into_error(path, CHECKPOINT_VERSION);
+    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 2, supported: 1 } if file == path), "{err}");
+    // Version 0 was never written: also refused, never read as version 1.
+    let mut zero = vector(MANIFEST_VECTOR);
+    zero[4..8].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(CheckpointManifest::decode(&resign(zero)), Err(SnapshotDecodeError::Version(0)));
+
+    let mut future = vector(SAVEPOINT_VECTOR);
+    future[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let header_end = 20 + le_u32(&future, 16) as usize;
+    let crc = crc32fast::hash(&future[..header_end]);
+    future[header_end..header_end + 4].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(SavepointReader::new(&future), Err(SnapshotDecodeError::Version(2))));
+    assert!(matches!(decode_all(&future), Err(SnapshotDecodeError::Version(2))));
+
+    // Through the public entry points: verification and restore name the file.
+    let fs = FaultFs::new();
+    fs.write_file(Path::new("/sp/SAVEPOINT"), &future).unwrap();
+    let problems = verify_savepoint(&fs, Path::new("/sp"));
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].what.contains("format version 2"), "{}", problems[0]);
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(StoreOptions::new().file_system(Arc::new(fs.clone())))
+        .restore("/restored", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::UnsupportedVersion { file, found: 2, supported: 1 } if file == Path::new("/sp/SAVEPOINT")),
+        "{err}"
+    );
+}
+
+// ---- the savepoint vector ----
+
+#[test]
+fn savepoint_vector_decodes_to_the_listed_content() {
+    let bytes = vector(SAVEPOINT_VECTOR);
+    assert_eq!(write_savepoint(), bytes, "{SAVEPOINT_VECTOR} no longer matches its writer");
+    let (meta, got) = decode_all(&bytes).unwrap();
+    assert_eq!(meta, self::meta());
+    let want: Vec<(Vec<u8>, Vec<u8>)> = records().into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(got, want);
+
+    let reader = SavepointReader::new(&bytes).unwrap();
+    assert_eq!(reader.savepoint_id, SAVEPOINT_ID);
+    assert_eq!(&bytes[0..4], b"EDSV");
+    assert_eq!(le_u32(&bytes, 4), 1);
+    assert_eq!(le_u64(&bytes, 8), SAVEPOINT_ID);
+    let header_end = 20 + le_u32(&bytes, 16) as usize;
+    assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
+
+    // The chunks, as the vectors README lists them, then the end marker.
+    let mut r = SavepointReader::new(&bytes).unwrap();
+    let mut at = header_end + 4;
+    let mut chunks = 0u64;
+    while let Some(c) = r.next().unwrap() {
+        assert_eq!(c.offset, at as u64);
+        assert_eq!(bytes[at], 1, "chunk tag");
+        assert_eq!(u16::from_le_bytes([bytes[at + 1], bytes[at + 2]]), c.key_group);
+        assert_eq!(le_u32(&bytes, at + 3), c.records);
+        let (raw, stored) = (le_u32(&bytes, at + 7), le_u32(&bytes, at + 11));
+        assert_eq!((raw, bytes[at + 15]), (stored, 0), "uncompressed");
+        let end = at + 20 + stored as usize;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[at..at + 16]);
+        crc.update(&bytes[at + 20..end]);
+        assert_eq!(crc.finalize(), le_u32(&bytes, at + 16));
+        at = end;
+        chunks += 1;
+    }
+    assert_eq!(at + 21, bytes.len());
+    assert_eq!(bytes[at], 0, "end tag");
+    assert_eq!((le_u64(&bytes, at + 1), le_u64(&bytes, at + 9)), (chunks, records().len() as u64));
+    assert_eq!(crc32fast::hash(&bytes[at..at + 17]), le_u32(&bytes, at + 17));
+}
+
+#[test]
+fn every_changed_byte_and_every_truncation_of_the_savepoint_is_an_error() {
+    let good = vector(SAVEPOINT_VECTOR);
+    for i in 0..good.len() {
+        for x in [0x01u8, 0x80] {
+            let mut bad = good.clone();
+            bad[i] ^= x;
+            expect_flip_error(SAVEPOINT_VECTOR, i, x, decode_all(&bad).map(drop));
+        }
+    }
+    for cut in 0..good.len() {
+        assert!(matches!(decode_all(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))), "cut to {cut}");
+    }
+    // Damage to a chunk is reported at the chunk's offset, with the file, by verification.
+    let fs = FaultFs::new();
+    let mut r = SavepointReader::new(&good).unwrap();
+    let second = {
+        r.next().unwrap().unwrap();
+        r.next().unwrap().unwrap().offset
+    };
+    let mut bad = good.clone();
+    bad[second as usize + 25] ^= 0x01;
+    fs.write_file(Path::new("/sp/SAVEPOINT"), &bad).unwrap();
+    let problems = verify_savepoint(&fs, Path::new("/sp"));
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].file.as_path(), problems[0].offset), (Path::new("/sp/SAVEPOINT"), Some(second)));
+}
+
+/// Chunks are signed, so these rules are checked on validly signed chunks.
+#[test]
+fn savepoint_validity_rules() {
+    let good = vector(SAVEPOINT_VECTOR);
+    let header_end = 20 + le_u32(&good, 16) as usize + 4;
+    let (first, second) = {
+        let mut r = SavepointReader::new(&good).unwrap();
+        let a = r.next().unwrap().unwrap().offset as usize;
+        let b = r.next().unwrap().unwrap().offset as usize;
+        (a, b)
+    };
+    assert_eq!(first, header_end);
+    let resign_chunk = |bytes: &mut Vec<u8>, at: usize| {
+        let stored = le_u32(bytes, at + 11) as usize;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[at..at + 16]);
+        crc.update(&bytes[at + 20..at + 20 + stored]);
+        let crc = crc.finalize();
+        bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+    };
+    let malformed = |bytes: &[u8], at: usize, what: &'static str| match decode_all(bytes) {
+        Err(SnapshotDecodeError::Corrupt(d)) => {
+            assert_eq!((d.offset, d.kind), (at as u64, Corruption::Malformed(what)), "{what}")
+        }
+        other => panic!("{what}: {:?}", other.map(|(_, r)| r.len())),
+    };
+    // An unknown tag.
+    let mut bad = good.clone();
+    bad[first] = 2;
+    malformed(&bad, first, "chunk tag");
+    // Compression 2, no records, more records than the raw bytes can hold.
+    for (field, value) in [(15usize, 2u32), (3, 0), (3, 1000)] {
+        let mut bad = good.clone();
+        if field == 15 {
+            bad[first + 15] = value as u8;
+        } else {
+            bad[first + field..first + field + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        resign_chunk(&mut bad, first);
+        malformed(&bad, first, "chunk header");
+    }
+    // Key groups descending from chunk to chunk.
+    let mut bad = good.clone();
+    let kg = u16::from_le_bytes([good[second + 1], good[second + 2]]);
+    bad[first + 1..first + 3].copy_from_slice(&(kg + 1).to_le_bytes());
+    resign_chunk(&mut bad, first);
+    malformed(&bad, second, "key-group order");
+    // The same key group in two chunks is allowed, with keys ascending across them: the second
+    // chunk's first key is smaller than the first's last one here.
+    let mut bad = good.clone();
+    bad[second + 1..second + 3].copy_from_slice(&good[first + 1..first + 3]);
+    resign_chunk(&mut bad, second);
+    let err = decode_all(&bad).unwrap_err();
+    assert_eq!(
+        err,
+        SnapshotDecodeError::Corrupt(eddy::format::DecodeError {
+            offset: second as u64,
+            kind: Corruption::Malformed("key order across chunks")
+        })
+    );
+    // Keys out of order within a chunk: swap the first chunk's first two records' state ids.
+    // Its records are `count` (state 1) then `by-name` (state 2) of one key.
+    let rec0 = first + 20;
+    assert_eq!(good[rec0], 10, "the first key's `count` record: a key suffix of 10 bytes");
+    assert_eq!(good[rec0 + 1..rec0 + 3], [0, 1]);
+    let mut bad = good.clone();
+    bad[rec0 + 2] = 3;
+    resign_chunk(&mut bad, first);
+    malformed(&bad, first, "key order");
+    // The end marker's counts.
+    let end = good.len() - 21;
+    let mut bad = good.clone();
+    bad[end + 1] += 1;
+    let crc = crc32fast::hash(&bad[end..end + 17]);
+    bad[end + 17..].copy_from_slice(&crc.to_le_bytes());
+    malformed(&bad, end, "end marker counts");
+    // Bytes after the end marker.
+    let mut bad = good.clone();
+    bad.push(0);
+    malformed(&bad, good.len(), "bytes after the end marker");
+}
+
+// ---- the vectors as a checkpoint and as a savepoint ----
+
+fn store_options(fs: &FaultFs) -> StoreOptions {
+    StoreOptions::new().file_system(Arc::new(fs.clone()))
+}
+
+/// A checkpoint storage on `fs` at `/chk` holding checkpoint 42: the manifest vector and the
+/// segment vectors as the shared files it names.
+fn checkpoint_storage(fs: &FaultFs) -> LocalDirStorage {
+    let storage = LocalDirStorage::new(Arc::new(fs.clone()), "/chk").unwrap();
+    for (v, name, ..) in SEGMENTS {
+        fs.write_file(&Path::new("/chk").join(name), &vector(v)).unwrap();
+    }
+    storage.write_manifest(CHECKPOINT_ID, &vector(MANIFEST_VECTOR)).unwrap();
+    storage
+}
+
+#[test]
+fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
+    let fs = FaultFs::new();
+    let storage = checkpoint_storage(&fs);
+    let mut names = fs.file_names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            PathBuf::from("/chk/chk-00000000000000000042.manifest"),
+            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000001.seg"),
+            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000002.seg"),
+        ]
+    );
+    assert_eq!(storage.manifests().unwrap(), [CHECKPOINT_ID]);
+    assert!(verify_checkpoint(&storage, CHECKPOINT_ID).is_empty());
+    assert_eq!(latest_checkpoint(&storage).unwrap(), Some(CHECKPOINT_ID));
+
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(storage);
+    let source = [RestoreSource::Checkpoint { storage: storage.clone(), id: CHECKPOINT_ID }];
+    {
+        let (mut b, restored) = KeyedBackend::builder(U64)
+            .max_parallelism(MAX_P)
+            .store_options(store_options(&fs))
+            .restore("/restored", &source)
+            .unwrap();
+        assert_eq!(restored.operator_states, [meta().operator]);
+        let names: Vec<(String, StateKind)> = b.states().map(|(n, k)| (n.to_string(), k)).collect();
+        let want: Vec<(String, StateKind)> = meta().states.iter().map(|s| (s.name.clone(), s.kind)).collect();
+        assert_eq!(names, want);
+        // The store is the one the store manifest vector describes (vectors README).
+        let s = b.store();
+        let mut get = |key: &[u8]| s.get(key).unwrap().map(<[u8]>::to_vec);
+        assert_eq!(get(b"\x00\x01apple").as_deref(), Some(&b"red;ripe"[..]));
+        assert_eq!(get(b"\x00\x01banana"), None);
+        assert_eq!(get(b"\x00\x01cherry").as_deref(), Some(&b"dark red"[..]));
+        assert_eq!(get(b"\x00\x07count").as_deref(), Some(&b"+1"[..]));
+        assert_eq!(get(b"\x00\x07name").as_deref(), Some(&b"eddy"[..]));
+        assert_eq!(get(b"\x01\x2ck"), None, "masked by the manifest");
+        assert_eq!(get(b"\x0a\x00sensor-06"), None);
+        b.close().unwrap();
+    }
+
+    // What a restore checks (manifest.md, "What a restore checks").
+    let refuse = |b: eddy::state::KeyedBackendBuilder<U64>, dir: &str| b.restore(dir, &source).err().unwrap();
+    let err = refuse(KeyedBackend::builder(U64).max_parallelism(128).store_options(store_options(&fs)), "/r1");
+    assert!(matches!(err, Error::Misuse(Misuse::IncompatibleSnapshot { .. })), "{err}");
+    let err = KeyedBackend::builder(Str)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/r2", &source)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Misuse(Misuse::IncompatibleSnapshot { .. })), "{err}");
+    // A checkpoint id that is not the one in the manifest.
+    fs.write_file(Path::new("/chk/chk-00000000000000000041.manifest"), &vector(MANIFEST_VECTOR)).unwrap();
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/r3", &[RestoreSource::Checkpoint { storage: storage.clone(), id: 41 }])
+        .err()
+        .unwrap();
+    assert!(matches!(&err, Error::Corrupted { offset: 8, kind: Corruption::Malformed("checkpoint id"), .. }), "{err}");
+    fs.remove(Path::new("/chk/chk-00000000000000000041.manifest")).unwrap();
+    // A shared file whose length is not the manifest's.
+    let small = Path::new("/chk").join(SEGMENTS[1].1);
+    fs.truncate(&small, 600).unwrap();
+    let err = refuse(KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs)), "/r4");
+    assert!(
+        matches!(&err, Error::Corrupted { file, kind: Corruption::Truncated { needed: 604, available: 600 }, .. }
+            if file == &small),
+        "{err}"
+    );
+    assert_eq!(verify_checkpoint(storage.as_ref(), CHECKPOINT_ID).len(), 1);
+}
+
+/// Opening a checkpointer on the storage keeps what the manifest names and removes what no
+/// manifest names and the temporary files (manifest.md, "Retention and reference counting").
+#[test]
+fn a_checkpointer_keeps_what_manifests_name() {
+    let fs = FaultFs::new();
+    let storage = checkpoint_storage(&fs);
+    fs.write_file(Path::new("/chk/shared/3f2a9c0d11e4b5a7-1-0000000003.seg"), b"left by a crash").unwrap();
+    fs.write_file(Path::new("/chk/chk-00000000000000000043.manifest.tmp"), b"partial").unwrap();
+    let cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
+    assert_eq!(cp.retained(), [CHECKPOINT_ID]);
+    let mut names = fs.file_names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            PathBuf::from("/chk/chk-00000000000000000042.manifest"),
+            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000001.seg"),
+            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000002.seg"),
+        ]
+    );
+    assert!(cp.close().is_empty());
+}
+
+#[test]
+fn the_savepoint_vector_restores_into_typed_state() {
+    let fs = FaultFs::new();
+    fs.write_file(Path::new("/sp/SAVEPOINT"), &vector(SAVEPOINT_VECTOR)).unwrap();
+    assert!(verify_savepoint(&fs, Path::new("/sp")).is_empty());
+    let clock = ManualClock::new(10_000);
+    let (mut b, restored) = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .clock(Arc::new(clock))
+        .restore("/restored", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .unwrap();
+    assert_eq!(restored.operator_states, [meta().operator]);
+
+    let count = b.state(ValueStateDescriptor::new("count", U64).ttl(count_ttl())).unwrap();
+    let by_name = b.state(MapStateDescriptor::new("by-name", Str, OptionOf(U32))).unwrap();
+    let window = b.timer_service("window").unwrap();
+    let mut keys = b.keys(&count).unwrap();
+    keys.sort_unstable();
+    assert_eq!(keys, [7, 42]);
+    for (key, n, entries) in [
+        (7u64, 3u64, vec![("a".to_string(), Some(1u32)), ("b".to_string(), None)]),
+        (42, 5, vec![("x".into(), Some(4_000_000_000))]),
+    ] {
+        b.set_current_key(&key).unwrap();
+        assert_eq!(count.get(&mut b).unwrap(), Some(n), "key {key}");
+        let got: Vec<(String, Option<u32>)> = by_name.iter(&mut b).unwrap().collect::<eddy::Result<_>>().unwrap();
+        assert_eq!(got, entries, "key {key}");
+    }
+    let mut fired = Vec::new();
+    window
+        .advance_watermark(&mut b, i64::MAX, |_, t: Timer<u64, ()>| {
+            fired.push(("event", t.timestamp, t.key));
+            Ok(())
+        })
+        .unwrap();
+    window
+        .advance_processing_time(&mut b, i64::MAX, |_, t: Timer<u64, ()>| {
+            fired.push(("processing", t.timestamp, t.key));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(fired, [("event", 1_500, 7), ("processing", 2_000, 42)]);
+
+    let mut op = OperatorStateBackend::restore(restored.operator_states[0].clone());
+    assert_eq!(op.union_list_state("offsets", U64).unwrap().get(), [17, 99]);
+    let rules = op.broadcast_state(&BroadcastStateDescriptor::new("rules", Str, Str)).unwrap();
+    assert_eq!(rules.get(&"alert".to_string()), Some(&"x > 3".to_string()));
+}
+
+// ---- the documents list what the vectors hold ----
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `` `eddy.u64` v1 ``, with a composite's parts in brackets.
+fn ser_text(s: &SerializerSnapshot) -> String {
+    let mut out = format!("`{}` v{}", s.identity, s.version);
+    let mut config = &s.config[..];
+    let mut parts = Vec::new();
+    while !config.is_empty() {
+        match SerializerSnapshot::decode(&mut config) {
+            Ok(p) => parts.push(ser_text(&p)),
+            Err(_) => return format!("{out} (config `{}`)", hex(&s.config)),
+        }
+    }
+    if !parts.is_empty() {
+        out.push_str(&format!(" ({})", parts.join(", ")));
+    }
+    out
+}
+
+fn hex_cell(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        "(empty)".to_string()
+    } else {
+        format!("`{}`", hex(bytes))
+    }
+}
+
+#[test]
+fn vectors_readme_lists_the_content() {
+    let readme = spec_file("vectors/README.md");
+    let m = manifest();
+    let manifest_len = vector(MANIFEST_VECTOR).len();
+    let sp = vector(SAVEPOINT_VECTOR);
+    let meta_len = le_u32(&sp, 16) as usize;
+    let mut lines = vec![
+        format!("## `{MANIFEST_VECTOR}` ({manifest_len} bytes)"),
+        format!("## `{SAVEPOINT_VECTOR}` ({} bytes)", sp.len()),
+        format!(
+            "Checkpoint {}, flags {} (incremental), `next_segment_id` {}.",
+            m.checkpoint_id, m.flags, m.next_segment_id
+        ),
+        format!(
+            "Max parallelism {}, key groups `{}..={}`, key serializer {}.",
+            m.meta.max_parallelism,
+            m.meta.key_groups.unwrap().0,
+            m.meta.key_groups.unwrap().1,
+            ser_text(&m.meta.key_serializer)
+        ),
+        format!("The meta info is {meta_len} bytes long"),
+        format!("Savepoint {SAVEPOINT_ID}, chunks stored uncompressed"),
+    ];
+    for s in &m.meta.states {
+        let sers: Vec<String> = s.serializers.iter().map(ser_text).collect();
+        let ttl = if s.id == 1 { COUNT_TTL_TEXT } else { "none" };
+        lines.push(format!("| {} | `{}` | {:?} | {} | {ttl} |", s.id, s.name, s.kind, sers.join(", ")));
+    }
+    for l in &m.meta.operator.lists {
+        let elements: Vec<String> = l.elements.iter().map(|e| hex_cell(e)).collect();
+        lines.push(format!(
+            "| list | `{}` | {:?} | {} | {} |",
+            l.name,
+            l.mode,
+            ser_text(&l.serializer),
+            elements.join(", ")
+        ));
+    }
+    for bc in &m.meta.operator.broadcast {
+        let entries: Vec<String> =
+            bc.entries.iter().map(|(k, v)| format!("{} → {}", hex_cell(k), hex_cell(v))).collect();
+        lines.push(format!(
+            "| broadcast | `{}` | | {} → {} | {} |",
+            bc.name,
+            ser_text(&bc.keys),
+            ser_text(&bc.values),
+            entries.join(", ")
+        ));
+    }
+    for (i, s) in m.segments.iter().enumerate() {
+        let mask: Vec<String> = s.mask.iter().map(|(a, b)| format!("`{a:04x}..={b:04x}`")).collect();
+        let mask = if mask.is_empty() { "(none)".to_string() } else { mask.join(", ") };
+        let versions: Vec<String> = s
+            .versions
+            .iter()
+            .map(|(id, vs)| format!("{id}: {}", vs.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
+            .collect();
+        lines.push(format!(
+            "| {i} | `{}` | {} | {} | {mask} | {} | `{}` |",
+            s.file,
+            s.segment_id,
+            s.file_len,
+            versions.join("; "),
+            SEGMENTS[i].0
+        ));
+    }
+    for (i, (k, v, meaning)) in records().iter().enumerate() {
+        let kg = u16::from_be_bytes([k[0], k[1]]);
+        lines.push(format!("| {i} | {kg} | {} | {} | {meaning} |", hex_cell(k), hex_cell(v)));
+    }
+    let mut r = SavepointReader::new(&sp).unwrap();
+    let mut i = 0;
+    while let Some(c) = r.next().unwrap() {
+        let at = c.offset as usize;
+        lines.push(format!(
+            "| {i} | {} | {} | {} | {} | {} | 0 |",
+            c.offset,
+            c.key_group,
+            c.records,
+            le_u32(&sp, at + 7),
+            le_u32(&sp, at + 11)
+        ));
+        i += 1;
+    }
+    lines.push(format!("End marker at {}: {i} chunks, {} records.", sp.len() - 21, records().len()));
+    let flat = one_line(&readme);
+    for line in lines {
+        assert!(
+            readme.contains(&line) || flat.contains(&line),
+            "format-spec/vectors/README.md does not contain {line:?}"
+        );
+    }
+    // The section headings of the README name files that exist, and these two vectors' sections
+    // hold no byte walk or hex dump: `tests/spec_vectors.rs` takes those for its own vectors.
+    let mut section = String::new();
+    let mut in_code = false;
+    for l in readme.lines() {
+        if let Some(rest) = l.strip_prefix("## `") {
+            section = rest.split('`').next().unwrap().to_string();
+            vector(&section);
+        } else if l.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code && (section == MANIFEST_VECTOR || section == SAVEPOINT_VECTOR) {
+            assert!(!l.starts_with("offset  bytes") && !l.starts_with("00000000: "), "{section}: {l}");
+        }
+    }
+}
+
+/// The bytes of a walk's `bytes` column (hex, `|` between fields), or `(n bytes)` for a run
+/// the walk does not spell out.
+fn walk_bytes(column: &str) -> Result<Vec<u8>, usize> {
+    if let Some(n) = column.strip_prefix('(').and_then(|c| c.strip_suffix(" bytes)")) {
+        return Err(n.parse().unwrap());
+    }
+    Ok(column
+        .split_whitespace()
+        .filter(|t| *t != "|")
+        .map(|t| u8::from_str_radix(t, 16).unwrap_or_else(|_| panic!("{t:?} in {column:?}")))
+        .collect())
+}
+
+/// The byte-by-byte walks (`offset  bytes  meaning`) of a specification page: each is under a
+/// heading naming the vector it walks (`` `vectors/<file>` ``), and covers the file from 0 to
+/// its end without gaps. Returns the number of walks per vector.
+fn check_walks(page: &str) -> Vec<(String, usize)> {
+    let text = spec_file(page);
+    let mut lines = text.lines();
+    let mut current: Option<String> = None;
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("```") {
+            if line.starts_with('#') {
+                current = line.find("`vectors/").map(|i| line[i + 9..].split('`').next().unwrap().to_string());
+            }
+            continue;
+        }
+        let block: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        if !block.first().is_some_and(|l| l.starts_with("offset  bytes")) {
+            continue;
+        }
+        let name = current.clone().unwrap_or_else(|| panic!("{page}: a walk names no vector"));
+        let bytes = vector(&name);
+        let mut next = 0;
+        for l in &block[1..] {
+            let cols: Vec<&str> = l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+            assert!(cols.len() >= 3, "{page}: {l:?}");
+            let at: usize = cols[0].parse().unwrap_or_else(|_| panic!("{page}: {l:?}"));
+            assert_eq!(at, next, "{page}: the walk of {name} skips or repeats bytes at {at}: {l:?}");
+            next = match walk_bytes(cols[1]) {
+                Ok(want) => {
+                    assert_eq!(bytes.get(at..at + want.len()), Some(&want[..]), "{page}, {name} at {at}: {l:?}");
+                    at + want.len()
+                }
+                Err(n) => at + n,
+            };
+        }
+        assert_eq!(next, bytes.len(), "{page}: the walk of {name} ends before the file does");
+        match seen.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, k)) => *k += 1,
+            None => seen.push((name, 1)),
+        }
+    }
+    seen
+}
+
+#[test]
+fn spec_walks_are_those_of_the_vectors() {
+    assert_eq!(check_walks("manifest.md"), [(MANIFEST_VECTOR.to_string(), 1)]);
+    assert_eq!(check_walks("savepoint.md"), [(SAVEPOINT_VECTOR.to_string(), 1)]);
+}
