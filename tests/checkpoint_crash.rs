@@ -225,6 +225,8 @@ fn corrupted_and_missing_checkpoint_files_give_typed_errors_and_verify_names_the
     future[4] = 9;
     write_file(&job.fs, &manifest, &future);
     assert!(matches!(restore(&mut job), Err(Error::UnsupportedVersion { found: 9, .. })));
+    // The newest checkpoint is unreadable by this build: no silent fallback to an older one.
+    assert!(matches!(latest_checkpoint(job.storage.as_ref()), Err(Error::UnsupportedVersion { found: 9, .. })));
     write_file(&job.fs, &manifest, &good);
     restore(&mut job).unwrap();
 

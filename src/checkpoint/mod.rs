@@ -38,7 +38,7 @@ pub use restore::{latest_checkpoint, RestoreSource, Restored};
 pub use storage::{CheckpointStorage, LocalDirStorage, Transfer, SHARED_DIR};
 pub use verify::{verify_checkpoint, verify_savepoint, Problem};
 
-pub(crate) use restore::{origin_for, prepare_store, Prepared};
+pub(crate) use restore::{origin_for, prepare_store, Origin, Prepared, Versions};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -155,12 +155,12 @@ struct CheckpointJob {
     full: bool,
     snapshot: StoreSnapshot,
     meta: SnapshotMeta,
-    versions: Vec<(u16, Vec<u32>)>,
+    versions: Versions,
     next_segment_id: u64,
     /// The backend the snapshot is of (segment ids are unique within one backend only).
     backend: u64,
     /// Shared files a restore took the backend's segments from, if in this storage.
-    seeds: Vec<(u64, String)>,
+    seeds: Vec<Origin>,
     abort: Arc<AtomicBool>,
 }
 
@@ -172,6 +172,8 @@ struct SavepointJob {
     meta: SnapshotMeta,
     range: KeyGroupRange,
     filter: Arc<TtlFilter>,
+    /// The time of the synchronous part: what expired by then is left out.
+    now: i64,
     level: Option<i32>,
     abort: Arc<AtomicBool>,
 }
@@ -187,8 +189,9 @@ struct Worker {
     storage: Arc<dyn CheckpointStorage>,
     owner: String,
     retain: usize,
-    /// (backend, segment id of its store) -> the shared file holding the segment.
-    uploaded: HashMap<(u64, u64), String>,
+    /// (backend, segment id of its store) -> the shared file holding the segment, and the
+    /// serializer versions its records were written with.
+    uploaded: HashMap<(u64, u64), (String, Versions)>,
     /// Completed checkpoints -> the shared files they name.
     completed: BTreeMap<u64, Vec<String>>,
     confirmed: Option<u64>,
@@ -402,6 +405,7 @@ impl Checkpointer {
             meta: parts.meta,
             range: backend.key_groups(),
             filter: backend.ttl_filter(),
+            now: backend.now_millis(),
             level: self.opts.savepoint_compression,
             abort: abort.clone(),
         };
@@ -513,15 +517,15 @@ fn check_abort(id: u64, abort: &AtomicBool) -> Result<()> {
 impl Worker {
     fn checkpoint(&mut self, job: CheckpointJob) -> Result<CheckpointInfo> {
         let start = Instant::now();
-        for (seg, name) in &job.seeds {
-            self.uploaded.entry((job.backend, *seg)).or_insert_with(|| name.clone());
+        for o in &job.seeds {
+            self.uploaded.entry((job.backend, o.segment)).or_insert_with(|| (o.file.clone(), o.versions.clone()));
         }
         let mut new: Vec<(u64, String)> = Vec::new();
         let result = self.write_checkpoint(&job, &mut new, start);
         match &result {
             Ok(_) => {
                 for (seg, name) in new {
-                    self.uploaded.insert((job.backend, seg), name);
+                    self.uploaded.insert((job.backend, seg), (name, job.versions.clone()));
                 }
                 self.collect();
             }
@@ -550,8 +554,8 @@ impl Worker {
         for (seg, mask) in &segments {
             check_abort(job.id, &job.abort)?;
             let reused = if job.full { None } else { self.uploaded.get(&(job.backend, seg.id())).cloned() };
-            let file = match reused {
-                Some(name) => name,
+            let (file, versions) = match reused {
+                Some(stored) => stored,
                 None => {
                     let name = if job.full {
                         format!("{SHARED_DIR}/{}-{}-{:010}-full{}.seg", self.owner, job.backend, seg.id(), job.id)
@@ -561,7 +565,7 @@ impl Worker {
                     new.push((seg.id(), name.clone()));
                     bytes_copied += self.storage.put(&name, &seg.path())?;
                     bytes_new += seg.reader().file_len();
-                    name
+                    (name, job.versions.clone())
                 }
             };
             refs.push(SegmentRef {
@@ -569,7 +573,7 @@ impl Worker {
                 segment_id: seg.id(),
                 file_len: seg.reader().file_len(),
                 mask: mask.clone(),
-                versions: job.versions.clone(),
+                versions,
             });
         }
         self.storage.sync_shared()?;
@@ -627,7 +631,7 @@ impl Worker {
                 gone.insert(name);
             }
         }
-        self.uploaded.retain(|_, name| !gone.contains(name));
+        self.uploaded.retain(|_, (name, _)| !gone.contains(name));
     }
 }
 
@@ -650,7 +654,7 @@ fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
                 check_abort(job.id, &job.abort)?;
             }
             kept.clear();
-            match job.filter.snapshot_filter(k, v, &mut kept) {
+            match job.filter.snapshot_filter(k, v, &mut kept, job.now) {
                 FilterDecision::Keep => writer.add(k, v),
                 FilterDecision::Replace => writer.add(k, &kept),
                 FilterDecision::Remove => Ok(()),

@@ -1,14 +1,15 @@
 //! Restore: a new store directory from checkpoints (their segments linked or copied, never
 //! rewritten) or savepoints (their records written into new segments).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
 use crate::error::{Error, Misuse, Result};
-use crate::format::checkpoint::{CheckpointManifest, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION};
+use crate::format::checkpoint::{
+    CheckpointManifest, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
+};
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
@@ -48,15 +49,38 @@ pub struct Restored {
     pub operator_states: Vec<OperatorStateSnapshot>,
 }
 
-/// The newest checkpoint in `storage` whose manifest decodes, if any.
+/// The newest checkpoint in `storage` whose manifest decodes, if any. A damaged manifest is
+/// passed over for an older one; a manifest of a newer format version is an error
+/// ([`Error::UnsupportedVersion`]): this build cannot tell whether that checkpoint is the one
+/// to restore, and does not guess.
 pub fn latest_checkpoint(storage: &dyn CheckpointStorage) -> Result<Option<u64>> {
     for id in storage.manifests()?.into_iter().rev() {
         let bytes = storage.read_manifest(id)?;
-        if CheckpointManifest::decode(&bytes).is_ok() {
-            return Ok(Some(id));
+        match CheckpointManifest::decode(&bytes) {
+            Ok(_) => return Ok(Some(id)),
+            Err(e @ SnapshotDecodeError::Version(_)) => {
+                return Err(e.into_error(&storage.describe_manifest(id), CHECKPOINT_VERSION))
+            }
+            Err(SnapshotDecodeError::Corrupt(_)) => {}
         }
     }
     Ok(None)
+}
+
+/// Per state id, the versions of its serializers.
+pub(crate) type Versions = Vec<(u16, Vec<u32>)>;
+
+/// Where a restored segment came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// The checkpoint storage, by its description.
+    pub(crate) storage: PathBuf,
+    /// The segment's id in the restored store.
+    pub(crate) segment: u64,
+    /// The shared file it was taken from.
+    pub(crate) file: String,
+    /// The serializer versions its records were written with.
+    pub(crate) versions: Versions,
 }
 
 /// A store directory made ready from snapshots.
@@ -64,8 +88,8 @@ pub(crate) struct Prepared {
     /// The states of the snapshots (the same in all of them).
     pub(crate) states: Vec<StateMetaInfo>,
     pub(crate) restored: Restored,
-    /// Per checkpoint storage (by its description), the shared file each new segment came from.
-    pub(crate) origin: Vec<(PathBuf, u64, String)>,
+    /// Where each new segment came from, for segments of checkpoints.
+    pub(crate) origin: Vec<Origin>,
 }
 
 fn incompatible(why: String) -> Error {
@@ -215,16 +239,22 @@ pub(crate) fn prepare_store(
                     let target = dir.join(segment_file_name(id));
                     let len = storage.fetch(&s.file, &target)?;
                     if len != s.file_len {
-                        return Err(Error::corrupted(
-                            storage.describe(&s.file),
-                            len.min(s.file_len),
-                            crate::Corruption::Truncated { needed: s.file_len, available: len },
-                        ));
+                        let kind = if len < s.file_len {
+                            crate::Corruption::Truncated { needed: s.file_len, available: len }
+                        } else {
+                            crate::Corruption::Malformed("file longer than the manifest says")
+                        };
+                        return Err(Error::corrupted(storage.describe(&s.file), len.min(s.file_len), kind));
                     }
                     let mut mask = s.mask.clone();
                     mask.extend(hide.iter().copied());
                     segments.push(ManifestSegment { id, mask });
-                    origin.push((key.clone(), id, s.file.clone()));
+                    origin.push(Origin {
+                        storage: key.clone(),
+                        segment: id,
+                        file: s.file.clone(),
+                        versions: s.versions.clone(),
+                    });
                 }
             }
             Loaded::Savepoint { path, bytes } => {
@@ -289,8 +319,7 @@ fn rebuild(
     Ok(true)
 }
 
-/// The shared files that the segments of a restored store came from, for the storage
-/// described by `storage`.
-pub(crate) fn origin_for(origin: &[(PathBuf, u64, String)], storage: &Path) -> HashMap<u64, String> {
-    origin.iter().filter(|(s, _, _)| s == storage).map(|(_, id, name)| (*id, name.clone())).collect()
+/// The segments of a restored store that came from the storage described by `storage`.
+pub(crate) fn origin_for(origin: &[Origin], storage: &Path) -> Vec<Origin> {
+    origin.iter().filter(|o| o.storage == storage).cloned().collect()
 }

@@ -91,12 +91,29 @@ pub fn verify_savepoint(fs: &dyn FileSystem, dir: &Path) -> Vec<Problem> {
         Err(e) => return vec![Problem::from_error(&path, e.into_error(&path, SAVEPOINT_VERSION))],
     };
     let (mut buf, mut key) = (Vec::new(), Vec::new());
+    let mut last: Vec<u8> = Vec::new();
     loop {
         match reader.next() {
             Ok(None) => return Vec::new(),
             Ok(Some(chunk)) => {
-                if let Err(Step::Bad(d)) = chunk.try_for_each(&mut buf, &mut key, &mut |_, _| Ok(())) {
-                    return vec![Problem::from_error(&path, d.into_error(&path))];
+                let mut first = true;
+                let mut order = |k: &[u8], _: &[u8]| {
+                    if first && !last.is_empty() && k <= &last[..] {
+                        return Err(Error::corrupted(
+                            &path,
+                            chunk.offset,
+                            crate::Corruption::Malformed("key order across chunks"),
+                        ));
+                    }
+                    first = false;
+                    last.clear();
+                    last.extend_from_slice(k);
+                    Ok(())
+                };
+                match chunk.try_for_each(&mut buf, &mut key, &mut order) {
+                    Ok(()) => {}
+                    Err(Step::Bad(d)) => return vec![Problem::from_error(&path, d.into_error(&path))],
+                    Err(Step::Stop(e)) => return vec![Problem::from_error(&path, e)],
                 }
             }
             Err(d) => return vec![Problem::from_error(&path, d.into_error(&path))],

@@ -44,7 +44,9 @@ pub struct StateMetaInfo {
     pub name: String,
     /// Its kind.
     pub kind: StateKind,
-    /// The snapshots of its serializers (key, namespace, value, and for maps the user key).
+    /// The snapshots of its serializers, in the order the kind defines: namespace and value
+    /// (value, list, reducing, aggregating: the accumulator); namespace, user key and value
+    /// (map); key and namespace (timers).
     pub serializers: Vec<SerializerSnapshot>,
     /// Its time to live, if it has one.
     pub ttl: Option<TtlConfig>,
@@ -477,6 +479,9 @@ impl CheckpointManifest {
             }
             if segments.iter().any(|s| s.file == file) {
                 return Err(DecodeError::malformed(at, "file named twice").into());
+            }
+            if segment_id >= next_segment_id || segments.iter().any(|s| s.segment_id == segment_id) {
+                return Err(DecodeError::malformed(at, "segment id").into());
             }
             segments.push(SegmentRef { file, segment_id, file_len, mask, versions });
         }

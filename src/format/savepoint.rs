@@ -87,7 +87,12 @@ impl SavepointWriter {
             return Err(crate::Misuse::KeyTooShort { len: key.len() }.into());
         };
         let kg = u16::from_be_bytes([a, b]);
-        if self.key_group != Some(kg) || self.raw.len() >= CHUNK_TARGET {
+        // A chunk must stay readable: one record never exceeds what readers accept.
+        let len = key.len() + value.len() + 10;
+        if len > MAX_CHUNK as usize {
+            return Err(crate::Misuse::TooLarge { what: "savepoint record", len, limit: MAX_CHUNK as usize }.into());
+        }
+        if self.key_group != Some(kg) || self.raw.len() + len > MAX_CHUNK as usize || self.raw.len() >= CHUNK_TARGET {
             self.cut()?;
             self.key_group = Some(kg);
         }
@@ -168,16 +173,17 @@ pub struct Chunk<'a> {
 
 impl Chunk<'_> {
     /// The chunk's records, decompressed into `buf` when needed; calls `f` with each key
-    /// (its key group first) and value.
+    /// (its key group first) and value. Damage is reported as in the file `path`.
     pub fn for_each(
         &self,
+        path: &Path,
         buf: &mut Vec<u8>,
         key: &mut Vec<u8>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
         self.try_for_each(buf, key, &mut f).map_err(|e| match e {
             Step::Stop(e) => e,
-            Step::Bad(d) => Error::corrupted(PathBuf::new(), d.offset, d.kind),
+            Step::Bad(d) => d.into_error(path),
         })
     }
 
@@ -344,6 +350,10 @@ impl<'a> SavepointReader<'a> {
                 if self.last_key_group.is_some_and(|k| k > key_group) {
                     return Err(DecodeError::malformed(at, "key-group order"));
                 }
+                let owned = self.meta.key_groups.is_some_and(|(a, b)| a <= key_group && key_group <= b);
+                if !owned {
+                    return Err(DecodeError::malformed(at, "key group outside the savepoint's range"));
+                }
                 self.last_key_group = Some(key_group);
                 self.pos += CHUNK_HEADER_LEN + stored_len as usize;
                 self.chunks += 1;
@@ -388,11 +398,15 @@ mod tests {
     use crate::state::OperatorStateSnapshot;
 
     fn write(records: &[(Vec<u8>, Vec<u8>)], level: Option<i32>) -> Vec<u8> {
+        write_in((0, 127), records, level)
+    }
+
+    fn write_in(range: (u16, u16), records: &[(Vec<u8>, Vec<u8>)], level: Option<i32>) -> Vec<u8> {
         let fs = FaultFs::new();
         let path = Path::new("/sp");
         let meta = SnapshotMeta {
             max_parallelism: 128,
-            key_groups: Some((0, 127)),
+            key_groups: Some(range),
             key_serializer: SerializerSnapshot::new("eddy.u64", 1),
             states: vec![],
             operator: OperatorStateSnapshot::default(),
@@ -426,6 +440,12 @@ mod tests {
             assert_eq!(meta.max_parallelism, 128);
             assert_eq!(back, records);
         }
+    }
+
+    #[test]
+    fn chunks_outside_the_savepoints_key_groups_are_refused() {
+        let bytes = write_in((0, 4), &sample(), None);
+        assert!(matches!(decode_all(&bytes), Err(SnapshotDecodeError::Corrupt(_))));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The keyed state backend: one store, one key-group range, a current key.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use super::timers::Head;
 use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
 use super::OperatorStateBackend;
 use super::{Clock, StateKind, SystemClock};
-use crate::checkpoint::{origin_for, prepare_store, Prepared, RestoreSource, Restored};
+use crate::checkpoint::{origin_for, prepare_store, Origin, Prepared, RestoreSource, Restored};
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
@@ -264,7 +264,7 @@ pub(crate) struct Core {
     pub(crate) timer_changes: Vec<(u16, usize)>,
     /// Where a restore took the store's segments from: (checkpoint storage, segment id,
     /// shared file), until the first checkpoint into that storage reuses them.
-    origin: Vec<(PathBuf, u64, String)>,
+    origin: Vec<Origin>,
 }
 
 impl Core {
@@ -647,12 +647,12 @@ impl<K: Serializer> KeyedBackend<K> {
     }
 
     /// The shared files of `storage` that the store's segments were restored from; given once.
-    pub(crate) fn take_origin(&mut self, storage: &Path) -> Vec<(u64, String)> {
+    pub(crate) fn take_origin(&mut self, storage: &Path) -> Vec<Origin> {
         let found = origin_for(&self.core.origin, storage);
         if !found.is_empty() {
-            self.core.origin.retain(|(s, _, _)| s != storage);
+            self.core.origin.retain(|o| o.storage != storage);
         }
-        found.into_iter().collect()
+        found
     }
 
     /// Unique within the process: segment ids are unique within one backend only.

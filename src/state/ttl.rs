@@ -238,18 +238,25 @@ pub(crate) struct TtlFilter {
 
 impl CompactionFilter for TtlFilter {
     fn filter(&self, key: &[u8], value: &[u8], _operand: bool, out: &mut Vec<u8>) -> FilterDecision {
-        self.decide(key, value, out, |c| c.in_compaction)
+        self.decide(key, value, out, |c| c.in_compaction, self.clock.now_millis())
     }
 }
 
 impl TtlFilter {
-    /// What a full snapshot (a savepoint) keeps of a record: expired entries of states whose
-    /// TTL asks for cleanup in full snapshots are left out.
-    pub(crate) fn snapshot_filter(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> FilterDecision {
-        self.decide(key, value, out, |c| c.full_snapshot)
+    /// What a full snapshot (a savepoint) taken at time `now` keeps of a record: expired
+    /// entries of states whose TTL asks for cleanup in full snapshots are left out.
+    pub(crate) fn snapshot_filter(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>, now: i64) -> FilterDecision {
+        self.decide(key, value, out, |c| c.full_snapshot, now)
     }
 
-    fn decide(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>, on: fn(&TtlConfig) -> bool) -> FilterDecision {
+    fn decide(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        out: &mut Vec<u8>,
+        on: fn(&TtlConfig) -> bool,
+        now: i64,
+    ) -> FilterDecision {
         let Some(&[a, b]) = key.get(2..4) else {
             return FilterDecision::Keep;
         };
@@ -259,7 +266,6 @@ impl TtlFilter {
         if !on(&config) {
             return FilterDecision::Keep;
         }
-        let now = self.clock.now_millis();
         if !list {
             return match split_ts(value) {
                 Some((ts, _)) if config.expired(ts, now) => FilterDecision::Remove,
