@@ -215,9 +215,6 @@ pub(crate) fn prepare_store(
         return Err(incompatible(format!("the snapshots hold {covered} of the backend's {} key groups", range.len())));
     }
     states.sort_by_key(|s| s.id);
-    if states.iter().enumerate().any(|(i, s)| usize::from(s.id) != i + 1) {
-        return Err(incompatible("state ids are not 1..n".into()));
-    }
 
     let mut segments: Vec<ManifestSegment> = Vec::new();
     let mut origin = Vec::new();

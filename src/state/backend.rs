@@ -1,6 +1,6 @@
 //! The keyed state backend: one store, one key-group range, a current key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -177,7 +177,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             key_set: false,
             val: Vec::with_capacity(64),
             scratch: Vec::new(),
-            states: Vec::new(),
+            states: BTreeMap::new(),
             by_name: HashMap::new(),
             clock: self.clock,
             ttl,
@@ -194,15 +194,18 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                     core.ttl.set(s.id, t, s.kind == StateKind::List);
                 }
                 core.by_name.insert(name.clone(), s.id);
-                core.states.push(StateMeta {
-                    name,
-                    kind: s.kind,
-                    serializers: s.serializers,
-                    ttl: s.ttl,
-                    cursor: None,
-                    restored: true,
-                    registered: false,
-                });
+                core.states.insert(
+                    s.id,
+                    StateMeta {
+                        name,
+                        kind: s.kind,
+                        serializers: s.serializers,
+                        ttl: s.ttl,
+                        cursor: None,
+                        restored: true,
+                        registered: false,
+                    },
+                );
             }
             core.origin = p.origin;
         }
@@ -252,7 +255,7 @@ pub(crate) struct Core {
     pub(crate) val: Vec<u8>,
     /// Spare room for multi-step operations.
     pub(crate) scratch: Vec<u8>,
-    pub(crate) states: Vec<StateMeta>,
+    pub(crate) states: BTreeMap<u16, StateMeta>,
     by_name: HashMap<Arc<str>, u16>,
     pub(crate) clock: Arc<dyn Clock>,
     ttl: Arc<TtlTable>,
@@ -277,7 +280,9 @@ impl Core {
         ttl: Option<TtlConfig>,
     ) -> Result<(u16, Arc<str>)> {
         if let Some(&id) = self.by_name.get(name) {
-            let meta = &mut self.states[usize::from(id) - 1];
+            let Some(meta) = self.states.get_mut(&id) else {
+                return Err(Misuse::ForeignHandle.into());
+            };
             if !meta.registered
                 && meta.kind == kind
                 && meta.serializers == serializers
@@ -304,20 +309,21 @@ impl Core {
         if self.states.len() >= MAX_STATES {
             return Err(Misuse::TooManyStates { limit: MAX_STATES }.into());
         }
-        let id = (self.states.len() + 1) as u16;
+        // The id follows from the name, so that every parallel instance of a job gives a
+        // state the same id whatever order they register states in (rescaling combines their
+        // snapshots without rewriting keys); a taken id moves on to the next free one.
+        let mut id = preferred_state_id(name);
+        while self.states.contains_key(&id) {
+            id = id % MAX_STATES as u16 + 1;
+        }
         let name: Arc<str> = name.into();
         if let Some(t) = ttl {
             self.ttl.set(id, t, kind == StateKind::List);
         }
-        self.states.push(StateMeta {
-            name: name.clone(),
-            kind,
-            serializers,
-            ttl,
-            cursor: None,
-            restored: false,
-            registered: true,
-        });
+        self.states.insert(
+            id,
+            StateMeta { name: name.clone(), kind, serializers, ttl, cursor: None, restored: false, registered: true },
+        );
         self.by_name.insert(name.clone(), id);
         Ok((id, name))
     }
@@ -381,7 +387,7 @@ impl Core {
         entries: usize,
         group_of: Option<GroupOf<'_>>,
     ) -> Result<()> {
-        let Some(meta) = self.states.get(usize::from(state) - 1) else { return Ok(()) };
+        let Some(meta) = self.states.get(&state) else { return Ok(()) };
         let Some(ttl) = meta.ttl else { return Ok(()) };
         let list = meta.kind == StateKind::List;
         let now = self.now();
@@ -427,7 +433,9 @@ impl Core {
                 cursor = state_prefix(next, state).to_vec();
             }
         }
-        self.states[usize::from(state) - 1].cursor = Some(cursor);
+        if let Some(meta) = self.states.get_mut(&state) {
+            meta.cursor = Some(cursor);
+        }
         for (k, v) in expired {
             match (v, group_of.and_then(|g| g(&k))) {
                 (Some(v), _) => self.store.put(&k, &v)?,
@@ -451,10 +459,14 @@ impl Core {
         let mut it = self.store.scan_prefix(&prefix)?;
         let mut out: Vec<Vec<u8>> = Vec::new();
         while let Some((k, _)) = it.next_entry()? {
-            let mut rest = &k[PREFIX_LEN..];
-            let before = rest.len();
+            // The store returns keys of the prefix only; damaged data that breaks its key
+            // order must not break this.
+            let Some(full) = k.strip_prefix(&prefix[..]) else {
+                return Err(codec_error("<key>", CodecError::Invalid("a record outside its state's key range")));
+            };
+            let mut rest = full;
             key_serializer.read(&mut rest).map_err(|e| codec_error("<key>", e))?;
-            let key = &k[PREFIX_LEN..PREFIX_LEN + before - rest.len()];
+            let key = &full[..full.len() - rest.len()];
             if !rest.starts_with(namespace) {
                 continue;
             }
@@ -468,6 +480,12 @@ impl Core {
 
 /// The group length of a record of a grouped (map) state, if it parses.
 pub(crate) type GroupOf<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
+
+/// The id a state named `name` gets unless it is taken: a stable hash of the name
+/// ([`key_hash64`](crate::format::key_hash64), part of the format) in `1 ..= MAX_STATES`.
+pub(crate) fn preferred_state_id(name: &str) -> u16 {
+    (crate::format::key_hash64(name.as_bytes()) % MAX_STATES as u64) as u16 + 1
+}
 
 /// `key group | state`.
 #[inline]
@@ -614,7 +632,7 @@ impl<K: Serializer> KeyedBackend<K> {
 
     /// The registered states: name and kind.
     pub fn states(&self) -> impl Iterator<Item = (&str, StateKind)> {
-        self.core.states.iter().map(|m| (&*m.name, m.kind))
+        self.core.states.values().map(|m| (&*m.name, m.kind))
     }
 
     /// The synchronous part of a snapshot: the store's frozen view, the meta info (with the
@@ -625,9 +643,8 @@ impl<K: Serializer> KeyedBackend<K> {
         let states: Vec<StateMetaInfo> = core
             .states
             .iter()
-            .enumerate()
-            .map(|(i, m)| StateMetaInfo {
-                id: (i + 1) as u16,
+            .map(|(&id, m)| StateMetaInfo {
+                id,
                 name: m.name.to_string(),
                 kind: m.kind,
                 serializers: m.serializers.clone(),

@@ -68,7 +68,7 @@ impl<K: Serializer> KeyedBackend<K> {
         let groups = core.range.len() as usize;
         for id in [event, processing] {
             // Restored timers are found by a scan the first time they are needed.
-            let restored = core.states[usize::from(id) - 1].restored;
+            let restored = core.states.get(&id).is_some_and(|m| m.restored);
             let head = if restored { Head::Unknown } else { Head::Empty };
             core.timer_heads.entry(id).or_insert_with(|| vec![head; groups]);
         }

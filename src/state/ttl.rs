@@ -210,23 +210,23 @@ pub(crate) fn put_element(ts: Option<i64>, out: &mut Vec<u8>, write: impl FnOnce
 /// The TTL of each state, shared with the compaction filter.
 #[derive(Default)]
 pub(crate) struct TtlTable {
-    /// Indexed by state id: `(config, is_list)`.
-    states: RwLock<Vec<Option<(TtlConfig, bool)>>>,
+    /// `(state id, config, is_list)`, sorted by state id.
+    states: RwLock<Vec<(u16, TtlConfig, bool)>>,
 }
 
 impl TtlTable {
     pub(crate) fn set(&self, state: u16, config: TtlConfig, list: bool) {
         let mut states = self.states.write().unwrap_or_else(|e| e.into_inner());
-        let i = usize::from(state);
-        if states.len() <= i {
-            states.resize(i + 1, None);
+        match states.binary_search_by_key(&state, |e| e.0) {
+            Ok(i) => states[i] = (state, config, list),
+            Err(i) => states.insert(i, (state, config, list)),
         }
-        states[i] = Some((config, list));
     }
 
     fn get(&self, state: u16) -> Option<(TtlConfig, bool)> {
         let states = self.states.read().unwrap_or_else(|e| e.into_inner());
-        states.get(usize::from(state)).copied().flatten()
+        let i = states.binary_search_by_key(&state, |e| e.0).ok()?;
+        Some((states[i].1, states[i].2))
     }
 }
 
