@@ -427,10 +427,12 @@ fn records_are_laid_out_as_the_spec_says() {
     let mut b =
         KeyedBackend::builder(I64).java_key_hash().clock(Arc::new(clock)).store_options(opts).open("/spec").unwrap();
     let ttl = TtlConfig::new(Duration::from_secs(1));
-    let value = b.state(ValueStateDescriptor::of::<i64>("v")).unwrap(); // state id 1
-    let list = b.state(ListStateDescriptor::of::<String>("l").ttl(ttl)).unwrap(); // 2
-    let map = b.state_in(MapStateDescriptor::of::<u64, bool>("m"), U32).unwrap(); // 3
-    let timers = b.timer_service("t").unwrap(); // 4 (event time), 5 (processing time)
+    let value = b.state(ValueStateDescriptor::of::<i64>("v")).unwrap();
+    let list = b.state(ListStateDescriptor::of::<String>("l").ttl(ttl)).unwrap();
+    let map = b.state_in(MapStateDescriptor::of::<u64, bool>("m"), U32).unwrap();
+    let timers = b.timer_service("t").unwrap(); // states "t/event-time" and "t/processing-time"
+    // A state's id follows from its name (none of these collide).
+    let id = |name: &str| (eddy::format::key_hash64(name.as_bytes()) % 65534) as u16 + 1;
     b.set_current_key(&42).unwrap();
     // Flink's key group of the Long 42 at max parallelism 128.
     assert_eq!(b.current_key_group().unwrap(), 29);
@@ -448,12 +450,13 @@ fn records_are_laid_out_as_the_spec_says() {
         k
     };
     let mut want: Vec<(Vec<u8>, Vec<u8>)> = vec![
-        (key(1), ((-2i64) as u64 ^ (1 << 63)).to_be_bytes().to_vec()),
+        (key(id("v")), ((-2i64) as u64 ^ (1 << 63)).to_be_bytes().to_vec()),
         // The element frame: timestamp, its length (3), then the String encoding (length 2, "ab").
-        (key(2), [&0x0102i64.to_le_bytes()[..], &[3, 2], b"ab"].concat()),
-        ([key(3), 7u32.to_be_bytes().to_vec(), 9u64.to_be_bytes().to_vec()].concat(), vec![1]),
+        (key(id("l")), [&0x0102i64.to_le_bytes()[..], &[3, 2], b"ab"].concat()),
+        ([key(id("m")), 7u32.to_be_bytes().to_vec(), 9u64.to_be_bytes().to_vec()].concat(), vec![1]),
     ];
-    let mut timer = vec![0, 29, 0, 4];
+    let mut timer = vec![0, 29];
+    timer.extend_from_slice(&id("t/event-time").to_be_bytes());
     timer.extend_from_slice(&((-1i64) as u64 ^ (1 << 63)).to_be_bytes());
     timer.extend_from_slice(&(42i64 as u64 ^ (1 << 63)).to_be_bytes());
     want.push((timer, vec![]));
