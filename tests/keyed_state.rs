@@ -430,7 +430,8 @@ fn records_are_laid_out_as_the_spec_says() {
     let value = b.state(ValueStateDescriptor::of::<i64>("v")).unwrap();
     let list = b.state(ListStateDescriptor::of::<String>("l").ttl(ttl)).unwrap();
     let map = b.state_in(MapStateDescriptor::of::<u64, bool>("m"), U32).unwrap();
-    let timers = b.timer_service("t").unwrap(); // states "t/event-time" and "t/processing-time"
+    // The timer service is the states "t/event-time" and "t/processing-time".
+    let timers = b.timer_service("t").unwrap();
     // A state's id follows from its name (none of these collide).
     let id = |name: &str| (eddy::format::key_hash64(name.as_bytes()) % 65534) as u16 + 1;
     b.set_current_key(&42).unwrap();
