@@ -121,13 +121,21 @@ fn restore(root: &Path, name: &str, p: u32, sources: &[RestoreSource]) -> (Durat
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let keys: u64 =
-        args.iter().position(|a| a == "--keys").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let keys: u64 = args
+        .iter()
+        .position(|a| a == "--keys")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
     let root = tempfile::tempdir().expect("temporary directory");
     println!("{keys} keys of 100 bytes with 128-byte values, max parallelism 128, in {}", root.path().display());
     let (one_cp, one_sp, t1) = prepare(root.path(), 1, keys);
     let (two_cp, two_sp, t2) = prepare(root.path(), 2, keys);
-    println!("set-up: one backend {:.1} s, two backends {:.1} s (load, checkpoint, savepoint)", t1.as_secs_f64(), t2.as_secs_f64());
+    println!(
+        "set-up: one backend {:.1} s, two backends {:.1} s (load, checkpoint, savepoint)",
+        t1.as_secs_f64(),
+        t2.as_secs_f64()
+    );
 
     let runs = [
         ("scale-out 1 -> 2, checkpoint", "out-cp", 2, &one_cp),
