@@ -130,8 +130,9 @@ pub enum Misuse {
         /// Why it is invalid.
         why: &'static str,
     },
-    /// The directory is already open in another store of this process.
-    #[error("the store directory is already open")]
+    /// The directory is already open in another store, or the checkpoint storage in another
+    /// checkpointer, of this process or another.
+    #[error("the directory is already open")]
     AlreadyOpen,
     /// Keyed state was accessed before a current key was set.
     #[error("no current key is set; call set_current_key first")]

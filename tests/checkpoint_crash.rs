@@ -270,7 +270,11 @@ fn extra_files_are_collected_and_a_wrong_magic_is_refused() {
     // Strays: a shared file no manifest names, and a temporary manifest.
     write_file(&job.fs, &job.storage.describe("shared/stray.seg"), b"not a segment");
     write_file(&job.fs, std::path::Path::new("/cp/chk-00000000000000000002.manifest.tmp"), b"half");
-    let _cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    let cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    // One checkpointer per storage.
+    let again = Checkpointer::new(job.storage.clone(), CheckpointOptions::new());
+    assert!(matches!(again, Err(Error::Misuse(eddy::Misuse::AlreadyOpen))), "{again:?}");
+    drop(cp);
     job.check_no_leftovers();
     assert!(!job.fs.exists(std::path::Path::new("/cp/chk-00000000000000000002.manifest.tmp")));
     let mut r = job.backend(Some(1));

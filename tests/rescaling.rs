@@ -296,6 +296,21 @@ fn a_restore_refuses_snapshots_that_do_not_fit() {
     // Overlapping key groups.
     let twice = [sources[0].clone(), sources[0].clone(), sources[1].clone()];
     assert!(incompatible(restore(MAX_P, None, &twice, "/x3")));
+    // Snapshots of another job.
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/other").unwrap());
+    let mut other = KeyedBackend::builder(U64)
+        .job("other")
+        .max_parallelism(MAX_P)
+        .key_groups(range(2, 1))
+        .store_options(options(&fs))
+        .open("/other-store")
+        .unwrap();
+    let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
+    cp.checkpoint(1, &mut other, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    let mixed = [sources[0].clone(), RestoreSource::Checkpoint { storage, id: 1 }];
+    let err = restore(MAX_P, None, &mixed, "/x4");
+    assert!(matches!(&err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { why })) if why.contains("different jobs")));
     // A parallelism above the max parallelism has no subtask ranges at all.
     assert!(MaxParallelism::new(MAX_P).unwrap().subtask_range(MAX_P + 1, 0).is_err());
     // Both halves into one backend work, and into each half again.

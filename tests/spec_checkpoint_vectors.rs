@@ -46,6 +46,11 @@ use eddy::{Corruption, Error, Misuse};
 const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
 const MAX_P: u32 = 4096;
+/// The job the vectors' backend belongs to: the meta info's first field.
+const JOB: &str = "sessions";
+/// Where the manifest's meta info starts, and its `max_parallelism` after the job name.
+const META_AT: usize = 28;
+const MAX_P_AT: usize = META_AT + 4 + JOB.len();
 const CHECKPOINT_ID: u64 = 42;
 const SAVEPOINT_ID: u64 = 43;
 
@@ -71,12 +76,13 @@ fn enc<S: Serializer>(s: &S, v: &S::Value) -> Vec<u8> {
     out
 }
 
-/// The meta info of both vectors: what a backend with key serializer `U64` and max parallelism
-/// 4096, owning every key group, writes after registering these states, with this operator
-/// state.
+/// The meta info of both vectors: what a backend of job `sessions` with key serializer `U64`
+/// and max parallelism 4096, owning every key group, writes after registering these states,
+/// with this operator state.
 fn meta() -> SnapshotMeta {
     let timers = vec![U64.snapshot(), Unit.snapshot()];
     SnapshotMeta {
+        job: JOB.into(),
         max_parallelism: MAX_P,
         key_groups: Some((0, (MAX_P - 1) as u16)),
         key_serializer: U64.snapshot(),
@@ -337,14 +343,16 @@ fn manifest_vector_decodes_to_the_listed_content() {
     assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
     assert_eq!(le_u32(&bytes, 16), 0);
     assert_eq!(le_u64(&bytes, 20), 3);
-    assert_eq!(le_u32(&bytes, 28), MAX_P);
+    assert_eq!(le_u32(&bytes, META_AT) as usize, JOB.len());
+    assert_eq!(&bytes[META_AT + 4..MAX_P_AT], JOB.as_bytes());
+    assert_eq!(le_u32(&bytes, MAX_P_AT), MAX_P);
     let n = bytes.len();
     assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
     // The meta info starts at 28 and is byte for byte the savepoint's.
     let sp = vector(SAVEPOINT_VECTOR);
     let meta_len = le_u32(&sp, 16) as usize;
-    assert_eq!(bytes[28..28 + meta_len], sp[20..20 + meta_len]);
-    assert_eq!(le_u32(&bytes, 28 + meta_len), 2, "the segment count follows the meta info");
+    assert_eq!(bytes[META_AT..META_AT + meta_len], sp[20..20 + meta_len]);
+    assert_eq!(le_u32(&bytes, META_AT + meta_len), 2, "the segment count follows the meta info");
 }
 
 /// What a decoder must report for a manifest or savepoint with one changed byte: the version
@@ -412,25 +420,30 @@ fn manifest_validity_rules() {
         bad[16..20].copy_from_slice(&(1u32 << bit).to_le_bytes());
         malformed(bad, 16, "flags");
     }
+    // A job name that is not UTF-8, reported at its length field.
+    let mut bad = good.clone();
+    bad[META_AT + 4] = 0xff;
+    malformed(bad, META_AT as u64, "string");
     // Max parallelism 0 and 32769.
     for mp in [0u32, 32769] {
         let mut bad = good.clone();
-        bad[28..32].copy_from_slice(&mp.to_le_bytes());
-        malformed(bad, 28, "max parallelism");
+        bad[MAX_P_AT..MAX_P_AT + 4].copy_from_slice(&mp.to_le_bytes());
+        malformed(bad, MAX_P_AT as u64, "max parallelism");
     }
     // The key-group range tag, and a range past the max parallelism.
+    let tag = MAX_P_AT + 4;
     let mut bad = good.clone();
-    bad[32] = 2;
-    malformed(bad, 32, "key-group range tag");
+    bad[tag] = 2;
+    malformed(bad, tag as u64, "key-group range tag");
     let mut bad = good.clone();
-    bad[35..37].copy_from_slice(&4096u16.to_le_bytes());
-    malformed(bad, 33, "key-group range");
+    bad[tag + 3..tag + 5].copy_from_slice(&4096u16.to_le_bytes());
+    malformed(bad, tag as u64 + 1, "key-group range");
     // A segment file name outside `shared/`: the first entry's name starts after the count.
     let meta_len = {
         let sp = vector(SAVEPOINT_VECTOR);
         le_u32(&sp, 16) as usize
     };
-    let first = 28 + meta_len + 4;
+    let first = META_AT + meta_len + 4;
     assert_eq!(&good[first + 4..first + 11], b"shared/");
     let mut bad = good.clone();
     bad[first + 4..first + 11].copy_from_slice(b"shared_");
@@ -708,6 +721,34 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::Misuse(Misuse::IncompatibleSnapshot { .. })), "{err}");
+    // Sources of different jobs: with a savepoint that holds no key group (so that nothing but
+    // its job name can be in the way), restoring works when it is of job `sessions` and is
+    // refused when it is of another job.
+    for (job, dir) in [(JOB, "/sp-same"), ("other", "/sp-other")] {
+        let meta = SnapshotMeta { job: job.into(), key_groups: None, ..meta() };
+        let path = Path::new(dir).join(SAVEPOINT_FILE);
+        fs.create_dir_all(Path::new(dir)).unwrap();
+        let w = SavepointWriter::new(fs.create(&path).unwrap(), &path, SAVEPOINT_ID, &meta, None).unwrap();
+        w.finish().unwrap();
+    }
+    let with = |dir: &str| [source[0].clone(), RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: dir.into() }];
+    let (b, restored) = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/r-same", &with("/sp-same"))
+        .unwrap();
+    assert_eq!(restored.operator_states, [meta().operator, meta().operator]);
+    b.close().unwrap();
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/r-other", &with("/sp-other"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Misuse(Misuse::IncompatibleSnapshot { why }) if why.contains("different jobs")),
+        "{err}"
+    );
     // A checkpoint id that is not the one in the manifest.
     fs.write_file(Path::new("/chk/chk-00000000000000000041.manifest"), &vector(MANIFEST_VECTOR)).unwrap();
     let err = KeyedBackend::builder(U64)
@@ -801,6 +842,30 @@ fn the_savepoint_vector_restores_into_typed_state() {
     assert_eq!(op.union_list_state("offsets", U64).unwrap().get(), [17, 99]);
     let rules = op.broadcast_state(&BroadcastStateDescriptor::new("rules", Str, Str)).unwrap();
     assert_eq!(rules.get(&"alert".to_string()), Some(&"x > 3".to_string()));
+
+    // The restored backend, named by no job of its own, takes the savepoint's job name into its
+    // snapshots; one given a name keeps it (manifest.md, "What a restore checks").
+    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-again"), JOB);
+    b.close().unwrap();
+    let (mut b, _) = KeyedBackend::builder(U64)
+        .job("renamed")
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/restored-renamed", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .unwrap();
+    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-renamed"), "renamed");
+    b.close().unwrap();
+}
+
+/// The job name in the meta info of a savepoint of `b` taken into `dir`.
+fn job_of_a_savepoint(fs: &FaultFs, b: &mut KeyedBackend<U64>, dir: &str) -> String {
+    let storage = LocalDirStorage::new(Arc::new(fs.clone()), format!("/chk{dir}")).unwrap();
+    let mut cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
+    cp.savepoint(1, Arc::new(fs.clone()), dir, b, &OperatorStateBackend::new()).unwrap();
+    cp.wait(1).unwrap();
+    assert!(cp.close().is_empty());
+    let bytes = fs.read(&Path::new(dir).join(SAVEPOINT_FILE)).unwrap();
+    decode_all(&bytes).unwrap().0.job
 }
 
 // ---- the documents list what the vectors hold ----
@@ -849,7 +914,8 @@ fn vectors_readme_lists_the_content() {
             m.checkpoint_id, m.flags, m.next_segment_id
         ),
         format!(
-            "Max parallelism {}, key groups `{}..={}`, key serializer {}.",
+            "Job `{}`, max parallelism {}, key groups `{}..={}`, key serializer {}.",
+            m.meta.job,
             m.meta.max_parallelism,
             m.meta.key_groups.unwrap().0,
             m.meta.key_groups.unwrap().1,

@@ -213,6 +213,7 @@ pub struct Checkpointer {
     finished: BTreeMap<u64, Result<CheckpointInfo>>,
     last_id: Option<u64>,
     retained: Arc<Mutex<Vec<u64>>>,
+    _lock: crate::io::LockGuard,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -243,6 +244,7 @@ impl Checkpointer {
         if opts.retain == 0 {
             return Err(Misuse::InvalidOption { name: "retain", why: "must be at least 1" }.into());
         }
+        let lock = storage.lock()?;
         storage.remove_temporaries()?;
         let mut completed = BTreeMap::new();
         let mut keep_shared = false;
@@ -310,6 +312,7 @@ impl Checkpointer {
             finished: BTreeMap::new(),
             last_id,
             retained,
+            _lock: lock,
         })
     }
 

@@ -85,6 +85,8 @@ pub(crate) struct Origin {
 
 /// A store directory made ready from snapshots.
 pub(crate) struct Prepared {
+    /// The job the snapshots belong to.
+    pub(crate) job: String,
     /// The states of the snapshots (the same in all of them).
     pub(crate) states: Vec<StateMetaInfo>,
     pub(crate) restored: Restored,
@@ -179,6 +181,12 @@ pub(crate) fn prepare_store(
     let mut covered = 0u32;
     let mut taken: Vec<KeyGroupRange> = Vec::new();
     for m in &metas {
+        if m.job != metas[0].job {
+            return Err(incompatible(format!(
+                "the snapshots are of different jobs ({:?} and {:?})",
+                metas[0].job, m.job
+            )));
+        }
         if m.max_parallelism != max_parallelism.get() {
             return Err(incompatible(format!(
                 "the snapshot has max parallelism {}, the backend {}",
@@ -267,7 +275,7 @@ pub(crate) fn prepare_store(
     let manifest = StoreManifest { next_segment_id: next_id, segments };
     let path = dir.join(MANIFEST_FILE);
     write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
-    Ok(Prepared { states, restored: Restored { operator_states }, origin })
+    Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin })
 }
 
 /// Writes the records of `range` in the savepoint `bytes` as segment `id`; whether it holds

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::io::{write_atomic, FileBytes, FileSystem};
+use crate::io::{write_atomic, FileBytes, FileSystem, LockGuard};
 
 /// The directory of the shared files, relative to the storage's root.
 pub const SHARED_DIR: &str = "shared";
@@ -47,6 +47,10 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     fn describe(&self, name: &str) -> PathBuf;
     /// Where the manifest of checkpoint `id` lives, for messages.
     fn describe_manifest(&self, id: u64) -> PathBuf;
+    /// Takes the storage for one writer: a [`Checkpointer`](super::Checkpointer) holds it for
+    /// its life, so two never collect each other's files. Fails with
+    /// [`Misuse::AlreadyOpen`](crate::Misuse::AlreadyOpen) while another holds it.
+    fn lock(&self) -> Result<LockGuard>;
 }
 
 /// How [`LocalDirStorage`] stores a file of the store.
@@ -64,6 +68,7 @@ pub enum Transfer {
 /// ```text
 /// <root>/shared/<owner>-<backend>-<segment id>.seg   segment files, shared between checkpoints
 /// <root>/chk-<id, 20 digits>.manifest         one manifest per completed checkpoint
+/// <root>/LOCK                                 held by the checkpointer writing here
 /// ```
 #[derive(Debug, Clone)]
 pub struct LocalDirStorage {
@@ -73,6 +78,8 @@ pub struct LocalDirStorage {
 }
 
 const MANIFEST_PREFIX: &str = "chk-";
+/// The lock file a checkpointer holds.
+pub const LOCK_FILE: &str = "LOCK";
 const MANIFEST_SUFFIX: &str = ".manifest";
 const COPY_BUFFER: usize = 4 << 20;
 
@@ -214,5 +221,13 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn describe_manifest(&self, id: u64) -> PathBuf {
         self.manifest_path(id)
+    }
+
+    fn lock(&self) -> Result<LockGuard> {
+        let path = self.root.join(LOCK_FILE);
+        self.fs.lock(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => crate::Misuse::AlreadyOpen.into(),
+            _ => Error::io(&path, e),
+        })
     }
 }

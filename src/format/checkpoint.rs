@@ -55,6 +55,9 @@ pub struct StateMetaInfo {
 /// What a keyed backend's snapshot says about itself, in checkpoints and savepoints alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotMeta {
+    /// The job the backend belongs to, as its builder named it (empty when unnamed): a
+    /// restore combines only snapshots of one job.
+    pub job: String,
     /// The max parallelism (the number of key groups).
     pub max_parallelism: u32,
     /// The key groups the backend owned, inclusive; `None` for an empty range.
@@ -193,6 +196,7 @@ fn put_ttl(out: &mut Vec<u8>, ttl: &Option<TtlConfig>) {
 impl SnapshotMeta {
     /// Appends the meta info's encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.job.as_bytes());
         put_u32(out, self.max_parallelism);
         match self.key_groups {
             Some((a, b)) => {
@@ -243,6 +247,7 @@ impl SnapshotMeta {
 
     /// Reads meta info from `r` (untrusted bytes).
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let job = string(r)?;
         let max_parallelism = r.u32()?;
         if max_parallelism == 0 || max_parallelism > 32768 {
             return Err(DecodeError::malformed(r.offset() - 4, "max parallelism"));
@@ -306,7 +311,7 @@ impl SnapshotMeta {
             }
             operator.broadcast.push(BroadcastStateSnapshot { name, keys, values, entries });
         }
-        Ok(SnapshotMeta { max_parallelism, key_groups, key_serializer, states, operator })
+        Ok(SnapshotMeta { job, max_parallelism, key_groups, key_serializer, states, operator })
     }
 }
 
@@ -513,6 +518,7 @@ mod tests {
             flags: 0,
             next_segment_id: 12,
             meta: SnapshotMeta {
+                job: "sessions".into(),
                 max_parallelism: 128,
                 key_groups: Some((0, 63)),
                 key_serializer: SerializerSnapshot::new("eddy.u64", 1),

@@ -405,6 +405,7 @@ mod tests {
         let fs = FaultFs::new();
         let path = Path::new("/sp");
         let meta = SnapshotMeta {
+            job: String::new(),
             max_parallelism: 128,
             key_groups: Some(range),
             key_serializer: SerializerSnapshot::new("eddy.u64", 1),

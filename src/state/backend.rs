@@ -59,9 +59,19 @@ pub struct KeyedBackendBuilder<K: Serializer> {
     range: Option<KeyGroupRange>,
     store: StoreOptions,
     clock: Arc<dyn Clock>,
+    job: Option<String>,
 }
 
 impl<K: Serializer> KeyedBackendBuilder<K> {
+    /// The job this backend belongs to, recorded in its snapshots: a restore refuses to
+    /// combine snapshots of different jobs. Every parallel instance of a job gives the same
+    /// name. A restored backend without one takes its snapshots'.
+    #[must_use]
+    pub fn job(mut self, job: impl Into<String>) -> Self {
+        self.job = Some(job.into());
+        self
+    }
+
     /// The max parallelism (the number of key groups); 128 by default.
     #[must_use]
     pub fn max_parallelism(mut self, max_parallelism: u32) -> Self {
@@ -186,7 +196,10 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             timer_firing: false,
             timer_changes: Vec::new(),
             origin: Vec::new(),
+            job: String::new(),
         };
+        let restored_job = prepared.as_ref().map(|p| p.job.clone());
+        core.job = self.job.clone().or(restored_job).unwrap_or_default();
         if let Some(p) = prepared {
             for s in p.states {
                 let name: Arc<str> = s.name.as_str().into();
@@ -265,6 +278,8 @@ pub(crate) struct Core {
     /// Whether timers are firing, and the heads that registrations moved meanwhile.
     pub(crate) timer_firing: bool,
     pub(crate) timer_changes: Vec<(u16, usize)>,
+    /// The job the backend belongs to (empty when unnamed).
+    pub(crate) job: String,
     /// Where a restore took the store's segments from: (checkpoint storage, segment id,
     /// shared file), until the first checkpoint into that storage reuses them.
     origin: Vec<Origin>,
@@ -532,6 +547,7 @@ impl<K: Serializer> KeyedBackend<K> {
             range: None,
             store: StoreOptions::new(),
             clock: Arc::new(SystemClock),
+            job: None,
         }
     }
 
@@ -654,6 +670,7 @@ impl<K: Serializer> KeyedBackend<K> {
         let versions = states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect();
         let range = core.range;
         let meta = SnapshotMeta {
+            job: core.job.clone(),
             max_parallelism: core.max_parallelism.get(),
             key_groups: (!range.is_empty()).then(|| (range.start(), range.end())),
             key_serializer: self.key_serializer.snapshot(),
