@@ -447,14 +447,18 @@ fn restore_checks_the_snapshot_against_the_backend() {
     let id = t.checkpoint(false);
     let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
     let opts = options(&t.fs);
-    let err =
-        KeyedBackend::builder(U64).max_parallelism(32).store_options(opts.clone()).restore("/x1", &[source.clone()]);
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(32)
+        .store_options(opts.clone())
+        .restore("/x1", std::slice::from_ref(&source));
     assert!(matches!(err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { .. }))), "{err:?}");
-    let err =
-        KeyedBackend::builder(U32).max_parallelism(MAX_P).store_options(opts.clone()).restore("/x2", &[source.clone()]);
+    let err = KeyedBackend::builder(U32)
+        .max_parallelism(MAX_P)
+        .store_options(opts.clone())
+        .restore("/x2", std::slice::from_ref(&source));
     assert!(matches!(err, Err(Error::Misuse(Misuse::IncompatibleSnapshot { .. }))), "{err:?}");
     // A state registered again with another type is refused.
-    let (mut b, _) = builder(&t.fs, None).restore("/x3", &[source.clone()]).unwrap();
+    let (mut b, _) = builder(&t.fs, None).restore("/x3", std::slice::from_ref(&source)).unwrap();
     let err = b.state(ValueStateDescriptor::new("value", U32));
     assert!(matches!(err, Err(Error::Misuse(Misuse::StateMismatch { .. }))), "{err:?}");
     // The same snapshot twice holds every key group twice.

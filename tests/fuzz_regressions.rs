@@ -20,18 +20,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
+use eddy::checkpoint::{CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage, RestoreSource};
 use eddy::codec::{
     Bool, Bytes, Char, OptionOf, RkyvSerializer, SerdeSerializer, Serializer, SerializerSnapshot, Str, Unit, VecOf,
     F64, I64, U32, U64,
 };
 use eddy::format::block::{append_trailer, BlockBuilder, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use eddy::format::checkpoint::CheckpointManifest;
 use eddy::format::segment::Compression;
 use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
 use eddy::format::{RecordKind, SegmentReader, SegmentWriter, WriterOptions};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::keygroup::KeyGroupRange;
+use eddy::state::{
+    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, OperatorStateBackend, ValueStateDescriptor,
+};
 use eddy::store::{CompactionOptions, StoreOptions, MANIFEST_FILE};
-use fuzz_targets::{codec_cases, open_flags, reseal, RkyvEvent, RkyvKind, SerdeEvent, SerdeKind, StoreInput, TARGETS};
+use fuzz_targets::{
+    codec_cases, open_flags, reseal, restore_flags, RestoreInput, RkyvEvent, RkyvKind, SerdeEvent, SerdeKind,
+    StoreInput, TARGETS,
+};
 
 /// The largest seed the corpus may hold.
 const MAX_SEED_LEN: usize = 8 << 10;
@@ -79,7 +87,8 @@ fn count_background_panics() {
 fn run(target: &str, input: &[u8]) -> Result<(), String> {
     count_background_panics();
     let f = fuzz_targets::target(target).unwrap_or_else(|| panic!("no fuzz target {target:?}"));
-    let _serial = (target == "store_open").then(|| STORE_RUNS.lock().unwrap_or_else(|e| e.into_inner()));
+    let _serial =
+        fuzz_targets::STORE_TARGETS.contains(&target).then(|| STORE_RUNS.lock().unwrap_or_else(|e| e.into_inner()));
     let before = BACKGROUND_PANICS.load(Ordering::SeqCst);
     let result = catch_unwind(AssertUnwindSafe(|| f(input)));
     let background = BACKGROUND_PANICS.load(Ordering::SeqCst) - before;
@@ -185,10 +194,11 @@ fn mutations(seed: &[u8], budget: usize) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Mutations per seed: the store target is by far the slowest (it starts threads).
+/// Mutations per seed: the store targets are by far the slowest (they start threads).
 fn mutation_budget(target: &str) -> usize {
     match target {
         "store_open" => 500,
+        "restore" => 300,
         "segment" => 5000,
         _ => 5000,
     }
@@ -231,6 +241,21 @@ fn corpus_codec() {
     corpus_with_mutations("codec");
 }
 
+#[test]
+fn corpus_checkpoint_manifest() {
+    corpus_with_mutations("checkpoint_manifest");
+}
+
+#[test]
+fn corpus_savepoint() {
+    corpus_with_mutations("savepoint");
+}
+
+#[test]
+fn corpus_restore() {
+    corpus_with_mutations("restore");
+}
+
 /// Every crash input saved so far, as is (the named tests below say what each one was).
 #[test]
 fn regressions_run_clean() {
@@ -256,6 +281,26 @@ fn regression(target: &str, name: &str) {
 #[test]
 fn segment_sealed_block_with_unsorted_keys() {
     regression("segment", "sealed-block-with-unsorted-keys");
+}
+
+/// A checkpoint whose segment, re-sealed, holds an empty key among the keys of a state (a
+/// zeroed key length in a data block; blocks are checked for key order only by `verify`, not
+/// when a restored store reads them). A prefix scan of the state's keys returns it, and
+/// `KeyedBackend::keys` (`Core::keys_in_group`) sliced `&k[PREFIX_LEN..]` of every key it
+/// returned: "range start index 4 out of range for slice of length 0". It is now a typed error.
+#[test]
+fn restore_empty_key_in_sealed_block_listed_by_keys() {
+    regression("restore", "empty-key-in-sealed-block-listed-by-keys");
+}
+
+/// `restore`: a timer record whose key group was changed in a resealed segment block (so the
+/// block passes its checksum but is out of key order). Prefix scans of later key groups
+/// returned it; firing deleted it with a tombstone before the next scan's start, the segment
+/// returned it again, and the same timer fired forever. The store's merge now refuses a key
+/// that goes backwards or lies below the scan's start (`Corrupted`, "key order").
+#[test]
+fn restore_timer_fires_forever_on_an_out_of_order_block() {
+    regression("restore", "timer-fires-forever-on-an-out-of-order-block");
 }
 
 /// A directory under `fuzz/corpus/` or `fuzz/regressions/` that names no target would be
@@ -286,10 +331,33 @@ fn reseal_matches_the_writers() {
         reseal::segment(&mut sealed);
         assert!(sealed == seed, "{name}: re-sealing changed a valid segment");
     }
-    for (name, seed) in inputs("corpus", "store_manifest") {
+    for (name, seed) in inputs("corpus", "store_manifest").into_iter().chain(inputs("corpus", "checkpoint_manifest")) {
         let mut sealed = seed.clone();
         reseal::tail(&mut sealed);
         assert!(sealed == seed, "{name}: re-sealing changed a valid manifest");
+    }
+    for (name, seed) in inputs("corpus", "savepoint") {
+        let mut sealed = seed.clone();
+        reseal::savepoint(&mut sealed);
+        assert!(sealed == seed, "{name}: re-sealing changed a valid savepoint");
+    }
+    for (name, seed) in inputs("corpus", "restore") {
+        let input = RestoreInput::split(&seed).unwrap();
+        assert_eq!(input.join(), seed, "{name}: splits and joins back differently");
+        let (mut manifest, mut segment1, mut segment2, mut savepoint) =
+            (input.manifest.to_vec(), input.segment1.to_vec(), input.segment2.to_vec(), input.savepoint.to_vec());
+        reseal::segment(&mut segment1);
+        reseal::segment(&mut segment2);
+        reseal::checkpoint(&mut manifest, &[&segment1, &segment2]);
+        reseal::savepoint(&mut savepoint);
+        let sealed = RestoreInput {
+            manifest: &manifest,
+            segment1: &segment1,
+            segment2: &segment2,
+            savepoint: &savepoint,
+            ..input
+        };
+        assert!(sealed == input, "{name}: re-sealing changed the files of a valid checkpoint or savepoint");
     }
 }
 
@@ -309,6 +377,27 @@ fn reseal_reaches_past_the_checksums() {
     reseal::segment(&mut bad);
     let err = SegmentReader::open(FileBytes::from_vec(bad), path).unwrap().verify().unwrap_err();
     assert!(err.to_string().contains("record kind"), "{err}");
+}
+
+/// A damaged savepoint chunk with its checksum re-sealed gets past the checksum to the
+/// records.
+#[test]
+fn reseal_reaches_past_the_savepoint_checksums() {
+    use eddy::format::checkpoint::SnapshotDecodeError;
+    use eddy::format::savepoint::decode_all;
+    let (name, seed) = inputs("corpus", "savepoint").into_iter().find(|(n, _)| n.ends_with("/uncompressed")).unwrap();
+    // The last payload byte of the first chunk (header: 20 bytes, meta, crc32; chunk header:
+    // 20 bytes, stored length at 11).
+    let meta_len = u32::from_le_bytes(seed[16..20].try_into().unwrap()) as usize;
+    let chunk = 20 + meta_len + 4;
+    assert_eq!(seed[chunk], 1, "{name}: no chunk after the header");
+    let stored_len = u32::from_le_bytes(seed[chunk + 11..chunk + 15].try_into().unwrap()) as usize;
+    let mut bad = seed.clone();
+    bad[chunk + 20 + stored_len - 1] ^= 0x01;
+    let checksum = |r: &Result<_, SnapshotDecodeError>| matches!(r, Err(SnapshotDecodeError::Corrupt(d)) if matches!(d.kind, eddy::Corruption::ChecksumMismatch { .. }));
+    assert!(checksum(&decode_all(&bad)), "{name}: the damage was not caught by the checksum");
+    reseal::savepoint(&mut bad);
+    assert!(!checksum(&decode_all(&bad)), "{name}: re-sealing did not get past the chunk checksum");
 }
 
 // ---- the seed corpus ----
@@ -501,6 +590,173 @@ fn codec_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ]
 }
 
+// ---- checkpoint, savepoint and restore seeds ----
+
+/// A backend of the `restore` target's shape (`U64` keys, 16 key groups) owning `range`, with
+/// the states and operator state the target reads: `keys` keys, written in two segments.
+fn snapshot_backend(
+    fs: &FaultFs,
+    dir: &str,
+    range: Option<KeyGroupRange>,
+    keys: u64,
+) -> (KeyedBackend<U64>, OperatorStateBackend) {
+    let clock = ManualClock::new(fuzz_targets::RESTORE_NOW_MS - 1000);
+    let mut b = fuzz_targets::restore_builder(Arc::new(fs.clone()), &clock, range).open(dir).unwrap();
+    let value = b.state(ValueStateDescriptor::new("value", U64)).unwrap();
+    let ttl = b.state(ValueStateDescriptor::new("ttl", U64).ttl(fuzz_targets::restore_ttl())).unwrap();
+    let list = b.state(ListStateDescriptor::new("list", U32)).unwrap();
+    let map = b.state(MapStateDescriptor::new("map", U32, Str)).unwrap();
+    let timers = b.timer_service("timers").unwrap();
+    // The first `keys` keys that fall in the backend's key groups.
+    let owned: Vec<u64> = (0..1000u64).filter(|k| b.set_current_key(k).is_ok()).take(keys as usize).collect();
+    for (i, k) in owned.iter().enumerate() {
+        b.set_current_key(k).unwrap();
+        value.update(&mut b, &(k * 10)).unwrap();
+        ttl.update(&mut b, k).unwrap();
+        list.add(&mut b, &(i as u32)).unwrap();
+        // Every third value long and repetitive, so that zstd shrinks a savepoint chunk.
+        let text = if i % 3 == 0 { format!("value {i} ").repeat(12) } else { format!("v{i}") };
+        map.put(&mut b, &(i as u32), &text).unwrap();
+        timers.register_event_time(&mut b, &(), 100 + i as i64).unwrap();
+    }
+    b.store().flush().unwrap();
+    // A second segment: overwrites, appends, removals.
+    for (i, k) in owned.iter().enumerate().step_by(2) {
+        b.set_current_key(k).unwrap();
+        value.update(&mut b, &(k * 10 + 1)).unwrap();
+        list.add(&mut b, &7).unwrap();
+        map.remove(&mut b, &(i as u32)).unwrap();
+        map.put(&mut b, &(i as u32 + 100), &String::new()).unwrap();
+    }
+    let mut op = OperatorStateBackend::new();
+    op.list_state("offsets", U64).unwrap().add_all([5, 6]);
+    op.broadcast_state(&fuzz_targets::restore_rules()).unwrap().put("rule".to_owned(), "x > 1".to_owned());
+    (b, op)
+}
+
+/// A checkpoint storage on `fs` at the `restore` target's place, and a checkpointer over it.
+fn checkpointer(fs: &FaultFs, root: &str, opts: CheckpointOptions) -> (Arc<dyn CheckpointStorage>, Checkpointer) {
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), root).unwrap());
+    let cp = Checkpointer::new(storage.clone(), opts).unwrap();
+    (storage, cp)
+}
+
+/// Checkpoint `id` of a storage: its manifest, with the shared files renamed after their
+/// segment ids (the real names hold a random owner; these keep the seeds deterministic), and
+/// their bytes in the manifest's order.
+fn checkpoint_files(fs: &FaultFs, root: &str, id: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bytes = fs.read(&Path::new(root).join(format!("chk-{id:020}.manifest"))).unwrap();
+    let mut m = CheckpointManifest::decode(&bytes).unwrap();
+    let mut files = Vec::new();
+    for s in &mut m.segments {
+        files.push(fs.read(&Path::new(root).join(&s.file)).unwrap());
+        s.file = format!("shared/seed-{:010}.seg", s.segment_id);
+    }
+    (m.encode(), files)
+}
+
+fn restore_input(flags: u8, manifest: &[u8], segments: &[Vec<u8>], savepoint: &[u8]) -> Vec<u8> {
+    assert!(segments.len() <= 2, "a restore input holds two segment files");
+    let segment = |i: usize| segments.get(i).map_or(&[][..], Vec::as_slice);
+    RestoreInput { flags, manifest, segment1: segment(0), segment2: segment(1), savepoint }.join()
+}
+
+/// The seeds of `checkpoint_manifest`, `savepoint` and `restore`, from real checkpoints and
+/// savepoints of small backends.
+fn snapshot_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use restore_flags as f;
+    let fs = FaultFs::new();
+    let cp_root = fuzz_targets::RESTORE_CHECKPOINT_DIR;
+
+    // All key groups: checkpoint 1, a zstd savepoint and a full checkpoint 3.
+    let (mut b, op) = snapshot_backend(&fs, "/full", None, 6);
+    let (storage, mut cp) =
+        checkpointer(&fs, cp_root, CheckpointOptions::new().retain(4).savepoint_compression(Some(3)));
+    cp.checkpoint(1, &mut b, &op, false).unwrap();
+    cp.wait(1).unwrap();
+    cp.savepoint(2, Arc::new(fs.clone()), "/sp-zstd", &mut b, &op).unwrap();
+    cp.wait(2).unwrap();
+    cp.checkpoint(3, &mut b, &op, true).unwrap();
+    cp.wait(3).unwrap();
+    let (manifest, segments) = checkpoint_files(&fs, cp_root, 1);
+    assert_eq!(segments.len(), 2, "the seed checkpoint should have two segments");
+    let (full_manifest, _) = checkpoint_files(&fs, cp_root, 3);
+    let sp_zstd = fs.read(Path::new("/sp-zstd/SAVEPOINT")).unwrap();
+
+    // Restored with half the key groups, then checkpointed: masks, files reused.
+    let source = RestoreSource::Checkpoint { storage: storage.clone(), id: 1 };
+    let clock = ManualClock::new(fuzz_targets::RESTORE_NOW_MS);
+    let (mut half, _) =
+        fuzz_targets::restore_builder(Arc::new(fs.clone()), &clock, Some(KeyGroupRange::new(0, 7).unwrap()))
+            .restore("/half", &[source])
+            .unwrap();
+    cp.checkpoint(4, &mut half, &op, false).unwrap();
+    cp.wait(4).unwrap();
+    let (masked_manifest, _) = checkpoint_files(&fs, cp_root, 4);
+    cp.close();
+
+    // Uncompressed savepoints: of all key groups, of key groups 8 to 15, and of nothing.
+    let (_, mut raw_cp) = checkpointer(&fs, "/cp-raw", CheckpointOptions::new().savepoint_compression(None));
+    raw_cp.savepoint(5, Arc::new(fs.clone()), "/sp-raw", &mut b, &op).unwrap();
+    raw_cp.wait(5).unwrap();
+    let sp_raw = fs.read(Path::new("/sp-raw/SAVEPOINT")).unwrap();
+    let (mut upper, upper_op) = snapshot_backend(&fs, "/upper", Some(KeyGroupRange::new(8, 15).unwrap()), 4);
+    raw_cp.savepoint(6, Arc::new(fs.clone()), "/sp-upper", &mut upper, &upper_op).unwrap();
+    raw_cp.wait(6).unwrap();
+    let sp_upper = fs.read(Path::new("/sp-upper/SAVEPOINT")).unwrap();
+    let (mut empty, empty_op) = snapshot_backend(&fs, "/empty", None, 0);
+    raw_cp.savepoint(7, Arc::new(fs.clone()), "/sp-empty", &mut empty, &empty_op).unwrap();
+    raw_cp.wait(7).unwrap();
+    let sp_empty = fs.read(Path::new("/sp-empty/SAVEPOINT")).unwrap();
+    raw_cp.close();
+
+    // Key groups 0 to 7 checkpointed, for a restore from it and the savepoint of 8 to 15.
+    let (mut lower, lower_op) = snapshot_backend(&fs, "/lower", Some(KeyGroupRange::new(0, 7).unwrap()), 4);
+    let (_, mut lower_cp) = checkpointer(&fs, "/cp-lower", CheckpointOptions::new());
+    lower_cp.checkpoint(1, &mut lower, &lower_op, false).unwrap();
+    lower_cp.wait(1).unwrap();
+    lower_cp.close();
+    let (lower_manifest, lower_segments) = checkpoint_files(&fs, "/cp-lower", 1);
+
+    vec![
+        ("checkpoint_manifest", "incremental-two-segments", manifest.clone()),
+        ("checkpoint_manifest", "full", full_manifest),
+        ("checkpoint_manifest", "masked-half-range", masked_manifest),
+        ("checkpoint_manifest", "lower-half", lower_manifest.clone()),
+        ("savepoint", "zstd", sp_zstd.clone()),
+        ("savepoint", "uncompressed", sp_raw.clone()),
+        ("savepoint", "upper-half", sp_upper.clone()),
+        ("savepoint", "empty", sp_empty),
+        ("restore", "checkpoint", restore_input(f::CHECKPOINT, &manifest, &segments, &[])),
+        (
+            "restore",
+            "checkpoint-half-range-copy-close",
+            restore_input(f::CHECKPOINT | f::HALF_RANGE | f::COPY | f::CLOSE, &manifest, &segments, &[]),
+        ),
+        (
+            "restore",
+            "checkpoint-then-checkpoint",
+            restore_input(f::CHECKPOINT | f::CHECKPOINT_AFTER, &manifest, &segments, &[]),
+        ),
+        ("restore", "savepoint-zstd", restore_input(f::SAVEPOINT, &[], &[], &sp_zstd)),
+        (
+            "restore",
+            "savepoint-half-range-then-checkpoint",
+            restore_input(f::SAVEPOINT | f::HALF_RANGE | f::CHECKPOINT_AFTER, &[], &[], &sp_raw),
+        ),
+        (
+            "restore",
+            "checkpoint-and-savepoint",
+            restore_input(f::CHECKPOINT_AND_SAVEPOINT | f::CLOSE, &lower_manifest, &lower_segments, &sp_upper),
+        ),
+        (
+            "restore",
+            "savepoint-and-checkpoint-half-range",
+            restore_input(f::SAVEPOINT_AND_CHECKPOINT | f::HALF_RANGE, &lower_manifest, &lower_segments, &sp_upper),
+        ),
+    ]
+}
+
 /// Rewrites the seed corpus from the real writers. Deterministic: the same build writes the
 /// same bytes.
 #[test]
@@ -586,7 +842,7 @@ fn generate_seed_corpus() {
             store_input(open_flags::NO_MANIFEST | open_flags::ONE_SEGMENT, Compression::None, None),
         ),
     ];
-    for (target, name, bytes) in seeds.into_iter().chain(codec_seeds()) {
+    for (target, name, bytes) in seeds.into_iter().chain(codec_seeds()).chain(snapshot_seeds()) {
         assert!(bytes.len() <= MAX_SEED_LEN, "{target}/{name} is {} bytes", bytes.len());
         fuzz_targets::target(target).unwrap()(&bytes);
         let dir = fuzz_dir().join("corpus").join(target);
