@@ -488,6 +488,11 @@ impl SegmentReader {
         self.key_groups.get(i).map(|e| e.first_block as usize)
     }
 
+    /// Where data block `i` starts in the file (0 for a block that does not exist).
+    pub fn block_offset(&self, i: usize) -> u64 {
+        self.index.get(i).map_or(0, |e| e.offset)
+    }
+
     fn entry(&self, i: usize) -> Result<&IndexEntry> {
         self.index.get(i).ok_or_else(|| Error::corrupted(&self.path, 0, Corruption::Malformed("block number")))
     }

@@ -9,7 +9,7 @@ use super::memtable::{Memtable, RecRef};
 use super::segment::LiveSegment;
 use crate::format::segment::key_group_of;
 use crate::format::{Block, RecordKind};
-use crate::Result;
+use crate::{Corruption, Error, Result};
 
 type Decompressor = Option<zstd::bulk::Decompressor<'static>>;
 
@@ -169,6 +169,8 @@ pub(crate) struct MergeIter<'a> {
     operand_bytes: Vec<u8>,
     started: bool,
     lower: Vec<u8>,
+    /// Whether `key` holds the last key returned.
+    returned: bool,
 }
 
 impl<'a> MergeIter<'a> {
@@ -191,6 +193,7 @@ impl<'a> MergeIter<'a> {
             operand_bytes: Vec::new(),
             started: false,
             lower,
+            returned: false,
         }
     }
 
@@ -235,6 +238,18 @@ impl<'a> MergeIter<'a> {
                 return Ok(None);
             }
         }
+        // Keys ascend within every source, so the merge only moves forward. A segment that
+        // breaks the order holds damaged data that its checksums did not catch: reported,
+        // never returned (a caller relies on the range and order of what it gets). Memtables
+        // are ordered by construction.
+        if let Source::Seg(s) = &self.sources[first] {
+            if key < self.lower.as_slice() || (self.returned && key <= self.key.as_slice()) {
+                let reader = s.seg.seg.reader();
+                let offset = reader.block_offset(s.block_idx);
+                return Err(Error::corrupted(reader.path(), offset, Corruption::Malformed("key order")));
+            }
+        }
+        self.returned = true;
         self.key.clear();
         self.key.extend_from_slice(key);
         self.operands.clear();
