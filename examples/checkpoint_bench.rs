@@ -79,13 +79,14 @@ fn load(dir: &Path, keys: u64) -> (KeyedBackend<U64>, ValueState<Bytes>, Duratio
     (b, state, start.elapsed())
 }
 
-fn median(mut d: Vec<Duration>) -> Duration {
+/// Median, 90th percentile and maximum.
+fn spread(mut d: Vec<Duration>) -> (Duration, Duration, Duration) {
     d.sort();
-    d[d.len() / 2]
+    (d[d.len() / 2], d[d.len() * 9 / 10], d[d.len() - 1])
 }
 
 /// The synchronous part of `n` checkpoints, each after a few writes (so the mutable region
-/// has something to freeze); returns the median and the largest.
+/// has something to freeze).
 fn sync_parts(
     b: &mut KeyedBackend<U64>,
     state: &ValueState<Bytes>,
@@ -93,7 +94,7 @@ fn sync_parts(
     first_id: u64,
     n: u64,
     keys: u64,
-) -> (Duration, Duration) {
+) -> (Duration, Duration, Duration) {
     let op = OperatorStateBackend::new();
     let mut times = Vec::new();
     for i in 0..n {
@@ -106,8 +107,7 @@ fn sync_parts(
         times.push(start.elapsed());
         cp.wait(first_id + i).expect("checkpoint completes");
     }
-    let max = *times.iter().max().expect("some");
-    (median(times), max)
+    spread(times)
 }
 
 /// Writes `bytes` bytes to a new file in 4 MiB appends, then syncs it: the disk's
@@ -160,12 +160,12 @@ fn main() {
     let local: Arc<dyn CheckpointStorage> =
         Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints")).expect("storage"));
     let mut cp = Checkpointer::new(local.clone(), CheckpointOptions::new()).expect("checkpointer");
-    let (sync_small, sync_small_max) = sync_parts(&mut b, &state, &mut cp, 1, 9, keys);
+    let (sync_small, sync_small_p90, sync_small_max) = sync_parts(&mut b, &state, &mut cp, 1, 25, keys);
 
     // ---- incremental checkpoint after 1% updates, from a settled checkpoint ----
     b.store().wait_for_background().expect("background");
-    cp.checkpoint(50, &mut b, &OperatorStateBackend::new(), false).expect("checkpoint");
-    cp.wait(50).expect("checkpoint completes");
+    cp.checkpoint(60, &mut b, &OperatorStateBackend::new(), false).expect("checkpoint");
+    cp.wait(60).expect("checkpoint completes");
     let changed = keys / 100;
     let mut raw = Vec::with_capacity(changed as usize * 120);
     for k in shuffled(keys, 11).into_iter().take(changed as usize) {
@@ -277,23 +277,25 @@ fn main() {
         let storage: Arc<dyn CheckpointStorage> =
             Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints-large")).expect("storage"));
         let mut cp = Checkpointer::new(storage, CheckpointOptions::new()).expect("checkpointer");
-        sync_parts(&mut b, &state, &mut cp, 1, 9, keys * 10)
+        sync_parts(&mut b, &state, &mut cp, 1, 25, keys * 10)
     });
 
     println!();
     println!("| measurement | eddy |");
     println!("|---|---|");
     println!(
-        "| synchronous part, {:.1} GB (median / max of 9) | {:.3} ms / {:.3} ms |",
+        "| synchronous part, {:.1} GB (median / p90 / max of 25) | {:.3} ms / {:.3} ms / {:.3} ms |",
         mb(keys * 112) / 1e3,
         ms(sync_small),
+        ms(sync_small_p90),
         ms(sync_small_max)
     );
-    if let Some((m, x)) = large_sync {
+    if let Some((m, p, x)) = large_sync {
         println!(
-            "| synchronous part, {:.1} GB (median / max of 9) | {:.3} ms / {:.3} ms |",
+            "| synchronous part, {:.1} GB (median / p90 / max of 25) | {:.3} ms / {:.3} ms / {:.3} ms |",
             mb(keys * 1120) / 1e3,
             ms(m),
+            ms(p),
             ms(x)
         );
     }
