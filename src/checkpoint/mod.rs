@@ -696,8 +696,8 @@ struct PipedFile {
 }
 
 impl PipedFile {
-    const PIECE: usize = 4 << 20;
-    const SYNC_EVERY: u64 = 32 << 20;
+    const PIECE: usize = 1 << 20;
+    const SYNC_EVERY: u64 = 8 << 20;
 
     fn new(mut file: Box<dyn WritableFile>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
