@@ -66,6 +66,14 @@ impl<'a> Filter<'a> {
         Ok(Filter { probes, blocks, bits: &payload[HEADER_LEN..] })
     }
 
+    /// The 64-byte block that a lookup of hash `h` reads (to prefetch it).
+    #[inline]
+    pub fn block_of(&self, h: u64) -> Option<&'a [u8]> {
+        let (block, _, _) = locate(h, self.blocks);
+        let base = block as usize * BLOCK_BYTES;
+        self.bits.get(base..base + BLOCK_BYTES)
+    }
+
     /// False if the key is certainly absent.
     #[inline]
     pub fn may_contain(&self, key: &[u8]) -> bool {

@@ -455,6 +455,13 @@ impl SegmentReader {
         }
     }
 
+    /// The filter block that [`may_contain_hash`](Self::may_contain_hash) reads for `hash`,
+    /// so that lookups in several segments can fetch theirs at once.
+    pub fn filter_block(&self, hash: u64) -> Option<&[u8]> {
+        let payload = self.bytes.get(self.filter.0..self.filter.1)?;
+        Filter::decode(payload, 0).ok()?.block_of(hash)
+    }
+
     fn block_last_key(&self, i: usize) -> &[u8] {
         let e = &self.index[i];
         let start = e.key_start as usize;

@@ -469,10 +469,11 @@ impl Core {
         kg: KeyGroup,
         state: u16,
         namespace: &[u8],
-    ) -> Result<Vec<Vec<u8>>> {
+        out: &mut KeyList,
+    ) -> Result<()> {
+        out.clear();
         let prefix = state_prefix(kg, state);
         let mut it = self.store.scan_prefix(&prefix)?;
-        let mut out: Vec<Vec<u8>> = Vec::new();
         while let Some((k, _)) = it.next_entry()? {
             // The store returns keys of the prefix only; damaged data that breaks its key
             // order must not break this.
@@ -485,11 +486,46 @@ impl Core {
             if !rest.starts_with(namespace) {
                 continue;
             }
-            if out.last().map(Vec::as_slice) != Some(key) {
-                out.push(key.to_vec());
+            if out.last() != Some(key) {
+                out.push(key);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// Serialized keys, one after the other in one buffer: listing the keys of a key group
+/// allocates nothing per key.
+#[derive(Default)]
+pub(crate) struct KeyList {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl KeyList {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn last(&self) -> Option<&[u8]> {
+        let end = *self.ends.last()?;
+        let start = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i]);
+        Some(&self.bytes[start..end])
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
     }
 }
 
@@ -622,11 +658,13 @@ impl<K: Serializer> KeyedBackend<K> {
     ) -> Result<()> {
         self.core.check(state.backend_id())?;
         let range = self.core.range;
+        let mut keys = KeyList::default();
         for kg in range.iter() {
-            let keys = self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes())?;
-            for key in keys {
-                let value = self.key_serializer.read_all(&key).map_err(|e| codec_error("<key>", e))?;
-                self.core.set_raw_key(kg, &key);
+            self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes(), &mut keys)?;
+            for i in 0..keys.len() {
+                let key = keys.get(i);
+                let value = self.key_serializer.read_all(key).map_err(|e| codec_error("<key>", e))?;
+                self.core.set_raw_key(kg, key);
                 f(self, &value)?;
             }
         }
@@ -638,9 +676,11 @@ impl<K: Serializer> KeyedBackend<K> {
     pub fn keys<S: super::keyed::StateHandle>(&mut self, state: &S) -> Result<Vec<K::Value>> {
         self.core.check(state.backend_id())?;
         let mut out = Vec::new();
+        let mut keys = KeyList::default();
         for kg in self.core.range.iter() {
-            for key in self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes())? {
-                out.push(self.key_serializer.read_all(&key).map_err(|e| codec_error("<key>", e))?);
+            self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes(), &mut keys)?;
+            for i in 0..keys.len() {
+                out.push(self.key_serializer.read_all(keys.get(i)).map_err(|e| codec_error("<key>", e))?);
             }
         }
         Ok(out)

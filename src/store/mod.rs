@@ -913,6 +913,15 @@ impl Store {
         if base.is_none() {
             let kg = key_group_of(key);
             let fh = key_hash64(key);
+            if self.segments.len() > 1 {
+                // The filters of all segments are fetched together: their misses overlap
+                // rather than follow one another.
+                for s in &self.segments {
+                    if let Some(block) = s.seg.reader().filter_block(fh) {
+                        table::prefetch(block);
+                    }
+                }
+            }
             for s in &self.segments {
                 if kg.is_some_and(|kg| s.masked(kg)) || !s.seg.reader().may_contain_hash(fh) {
                     continue;
