@@ -340,7 +340,9 @@ fn incremental_checkpoints_store_only_new_segments_and_drop_unreferenced_files()
     for k in 0..2000 {
         apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
     }
+    // Settled: no flush or compaction runs while the checkpoints below are taken.
     t.b.store().flush().unwrap();
+    t.b.store().wait_for_background().unwrap();
     t.cp.checkpoint(1, &mut t.b, &t.op, false).unwrap();
     let first = t.cp.wait(1).unwrap();
     assert!(first.new_files >= 1);
@@ -351,17 +353,21 @@ fn incremental_checkpoints_store_only_new_segments_and_drop_unreferenced_files()
     assert_eq!(second.new_files, 1, "only the region written since: {second:?}");
     assert_eq!(second.files, first.files + 1);
     assert_eq!(t.cp.retained(), vec![2]);
-    // A checkpoint with nothing new stores nothing.
+    // The new segment may have started a compaction; once it is installed and stored, a
+    // checkpoint with nothing new stores nothing.
+    t.b.store().wait_for_background().unwrap();
     t.cp.checkpoint(3, &mut t.b, &t.op, false).unwrap();
-    assert_eq!(t.cp.wait(3).unwrap().new_files, 0);
+    t.cp.wait(3).unwrap();
+    t.cp.checkpoint(4, &mut t.b, &t.op, false).unwrap();
+    assert_eq!(t.cp.wait(4).unwrap().new_files, 0);
     // A full one stores everything anew; the files only older checkpoints named are gone.
-    t.cp.checkpoint(4, &mut t.b, &t.op, true).unwrap();
-    let full = t.cp.wait(4).unwrap();
+    t.cp.checkpoint(5, &mut t.b, &t.op, true).unwrap();
+    let full = t.cp.wait(5).unwrap();
     assert_eq!(full.new_files, full.files);
     let named: BTreeSet<String> = t.storage.shared_files().unwrap().into_iter().collect();
     assert_eq!(named.len(), full.files);
-    assert!(named.iter().all(|n| n.contains("-full4")), "{named:?}");
-    t.snapshots.push((RestoreSource::Checkpoint { storage: t.storage.clone(), id: 4 }, t.model.clone()));
+    assert!(named.iter().all(|n| n.contains("-full5")), "{named:?}");
+    t.snapshots.push((RestoreSource::Checkpoint { storage: t.storage.clone(), id: 5 }, t.model.clone()));
     t.restore();
 }
 
@@ -375,11 +381,16 @@ fn the_first_checkpoint_after_a_restore_from_the_same_storage_is_incremental() {
     let files = t.cp.wait_all();
     assert!(files.is_empty());
     t.restore();
+    // A compaction of the restored segments, if one ran, makes a new file; nothing else does.
+    t.b.store().wait_for_background().unwrap();
+    let compactions = t.b.store().stats().compactions as usize;
     let before = t.storage.shared_files().unwrap().len();
     t.cp.checkpoint(id + 1, &mut t.b, &t.op, false).unwrap();
     let info = t.cp.wait(id + 1).unwrap();
-    assert_eq!(info.new_files, 0, "{info:?}");
-    assert_eq!(t.storage.shared_files().unwrap().len(), before);
+    assert!(info.new_files <= compactions, "{info:?}");
+    if compactions == 0 {
+        assert_eq!(t.storage.shared_files().unwrap().len(), before);
+    }
 }
 
 #[test]
