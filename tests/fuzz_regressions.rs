@@ -344,12 +344,7 @@ fn reseal_matches_the_writers() {
     for (name, seed) in inputs("corpus", "restore") {
         let input = RestoreInput::split(&seed).unwrap();
         assert_eq!(input.join(), seed, "{name}: splits and joins back differently");
-        let (mut manifest, mut segment1, mut segment2, mut savepoint) =
-            (input.manifest.to_vec(), input.segment1.to_vec(), input.segment2.to_vec(), input.savepoint.to_vec());
-        reseal::segment(&mut segment1);
-        reseal::segment(&mut segment2);
-        reseal::checkpoint(&mut manifest, &[&segment1, &segment2]);
-        reseal::savepoint(&mut savepoint);
+        let [manifest, segment1, segment2, savepoint] = input.resealed();
         let sealed = RestoreInput {
             manifest: &manifest,
             segment1: &segment1,

@@ -665,6 +665,18 @@ impl<'a> RestoreInput<'a> {
         out.extend_from_slice(self.savepoint);
         out
     }
+
+    /// The pieces with every checksum recomputed (the segments', then the manifest's over
+    /// them, and the savepoint's): manifest, segment 1, segment 2, savepoint.
+    pub fn resealed(&self) -> [Vec<u8>; 4] {
+        let (mut manifest, mut segment1, mut segment2, mut savepoint) =
+            (self.manifest.to_vec(), self.segment1.to_vec(), self.segment2.to_vec(), self.savepoint.to_vec());
+        reseal::segment(&mut segment1);
+        reseal::segment(&mut segment2);
+        reseal::checkpoint(&mut manifest, &[&segment1, &segment2]);
+        reseal::savepoint(&mut savepoint);
+        [manifest, segment1, segment2, savepoint]
+    }
 }
 
 /// A keyed backend restored from a checkpoint and a savepoint made of the input's pieces, then
@@ -672,12 +684,7 @@ impl<'a> RestoreInput<'a> {
 pub fn restore(data: &[u8]) {
     let Some(input) = RestoreInput::split(data) else { return };
     restore_once(&input);
-    let (mut manifest, mut segment1, mut segment2, mut savepoint) =
-        (input.manifest.to_vec(), input.segment1.to_vec(), input.segment2.to_vec(), input.savepoint.to_vec());
-    reseal::segment(&mut segment1);
-    reseal::segment(&mut segment2);
-    reseal::checkpoint(&mut manifest, &[&segment1, &segment2]);
-    reseal::savepoint(&mut savepoint);
+    let [manifest, segment1, segment2, savepoint] = input.resealed();
     let sealed = RestoreInput {
         flags: input.flags,
         manifest: &manifest,
