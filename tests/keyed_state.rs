@@ -525,3 +525,59 @@ fn put_all_on_small_and_large_maps() {
         assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "map of {size}");
     }
 }
+
+/// A visit of all keys answers its reads from the scan that listed the keys (a lookaside in
+/// the store) until something is written: reads, writes, deletes of other keys and reads of
+/// other states inside the visit all see the state as it is at that moment.
+#[test]
+fn reads_inside_apply_to_all_keys_see_every_write() {
+    let fs = FaultFs::new();
+    let opts = StoreOptions::new().file_system(Arc::new(fs)).memory_budget(256 << 10);
+    let mut b = KeyedBackend::builder(U64).max_parallelism(8).store_options(opts).open("/visit").unwrap();
+    let v = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
+    let m = b.state(MapStateDescriptor::new("m", U32, U64)).unwrap();
+    let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+    for k in 0..3000u64 {
+        b.set_current_key(&k).unwrap();
+        v.update(&mut b, &(k * 10)).unwrap();
+        m.put(&mut b, &1, &k).unwrap();
+        model.insert(k, k * 10);
+    }
+    // Some in segments, some in memory.
+    b.store().flush().unwrap();
+    for k in (0..3000u64).step_by(7) {
+        b.set_current_key(&k).unwrap();
+        v.update(&mut b, &(k * 10 + 1)).unwrap();
+        model.insert(k, k * 10 + 1);
+    }
+    let mut visited = 0;
+    b.apply_to_all_keys(&v, |b, &k| {
+        visited += 1;
+        assert_eq!(v.get(b)?, model.get(&k).copied(), "key {k}");
+        assert_eq!(m.get(b, &1)?, Some(k));
+        assert_eq!(m.get(b, &2)?, None);
+        if k % 5 == 0 {
+            v.update(b, &(k + 1))?;
+            model.insert(k, k + 1);
+            assert_eq!(v.get(b)?, Some(k + 1));
+        }
+        if k % 11 == 0 {
+            // Another key, maybe of the same key group and not visited yet.
+            let other = (k * 7 + 3) % 3000;
+            b.set_current_key(&other)?;
+            v.clear(b)?;
+            model.remove(&other);
+            assert_eq!(v.get(b)?, None);
+            b.set_current_key(&k)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(visited > 2000);
+    let mut after = BTreeMap::new();
+    for k in b.keys(&v).unwrap() {
+        b.set_current_key(&k).unwrap();
+        after.insert(k, v.get(&mut b).unwrap().unwrap());
+    }
+    assert_eq!(after, model);
+}

@@ -16,7 +16,7 @@ use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
 use crate::keygroup::{
     hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
 };
-use crate::store::{prefix_successor, Store, StoreOptions, StoreSnapshot};
+use crate::store::{prefix_successor, Lookaside, Store, StoreOptions, StoreSnapshot};
 
 /// The most states one backend holds (state ids are 16 bits; 0 is reserved).
 pub const MAX_STATES: usize = u16::MAX as usize - 1;
@@ -470,11 +470,18 @@ impl Core {
         state: u16,
         namespace: &[u8],
         out: &mut KeyList,
+        mut lookaside: Option<&mut Lookaside>,
     ) -> Result<()> {
         out.clear();
         let prefix = state_prefix(kg, state);
+        if let Some(l) = lookaside.as_deref_mut() {
+            l.reset(&prefix);
+        }
         let mut it = self.store.scan_prefix(&prefix)?;
-        while let Some((k, _)) = it.next_entry()? {
+        while let Some((k, v)) = it.next_entry()? {
+            if let Some(l) = lookaside.as_deref_mut() {
+                l.push(k, v);
+            }
             // The store returns keys of the prefix only; damaged data that breaks its key
             // order must not break this.
             let Some(full) = k.strip_prefix(&prefix[..]) else {
@@ -659,8 +666,19 @@ impl<K: Serializer> KeyedBackend<K> {
         self.core.check(state.backend_id())?;
         let range = self.core.range;
         let mut keys = KeyList::default();
+        let mut spare = None;
         for kg in range.iter() {
-            self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes(), &mut keys)?;
+            let (id, ns) = (state.state_id(), state.namespace_bytes());
+            let mut lookaside: Box<Lookaside> =
+                self.core.store.take_lookaside().or_else(|| spare.take()).unwrap_or_default();
+            self.core.keys_in_group(&self.key_serializer, kg, id, ns, &mut keys, Some(&mut lookaside))?;
+            if lookaside.is_complete() {
+                // The scan that listed the keys read their values too: the visit's reads of
+                // this state are answered from them until something is written.
+                self.core.store.set_lookaside(lookaside);
+            } else {
+                spare = Some(lookaside);
+            }
             for i in 0..keys.len() {
                 let key = keys.get(i);
                 let value = self.key_serializer.read_all(key).map_err(|e| codec_error("<key>", e))?;
@@ -668,6 +686,8 @@ impl<K: Serializer> KeyedBackend<K> {
                 f(self, &value)?;
             }
         }
+        // What the visit read stays valid only as long as nothing is written; drop it now.
+        self.core.store.take_lookaside();
         Ok(())
     }
 
@@ -678,7 +698,14 @@ impl<K: Serializer> KeyedBackend<K> {
         let mut out = Vec::new();
         let mut keys = KeyList::default();
         for kg in self.core.range.iter() {
-            self.core.keys_in_group(&self.key_serializer, kg, state.state_id(), state.namespace_bytes(), &mut keys)?;
+            self.core.keys_in_group(
+                &self.key_serializer,
+                kg,
+                state.state_id(),
+                state.namespace_bytes(),
+                &mut keys,
+                None,
+            )?;
             for i in 0..keys.len() {
                 out.push(self.key_serializer.read_all(keys.get(i)).map_err(|e| codec_error("<key>", e))?);
             }

@@ -260,6 +260,65 @@ impl Frozen {
     }
 }
 
+/// Every live key under one prefix with its value, as a scan read them: it answers point
+/// reads of that prefix (a key it does not hold has no value) until the next write to the
+/// store. A visit of all keys of a state fills it from the scan that lists them, so that the
+/// visit's reads need no lookup in the segments.
+#[derive(Default)]
+pub(crate) struct Lookaside {
+    /// Every record under the prefix was added (none was refused for want of room).
+    complete: bool,
+    prefix: Vec<u8>,
+    bytes: Vec<u8>,
+    /// Per record: where its key starts, where its value starts (the key's end), and where
+    /// the value ends, in `bytes`; sorted by key.
+    entries: Vec<(usize, usize, usize)>,
+}
+
+impl Lookaside {
+    /// The most bytes one holds: a larger range is not worth keeping in memory.
+    pub(crate) const LIMIT: usize = 32 << 20;
+
+    /// Empties it for the keys under `prefix`.
+    pub(crate) fn reset(&mut self, prefix: &[u8]) {
+        self.complete = true;
+        self.prefix.clear();
+        self.prefix.extend_from_slice(prefix);
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Whether it holds every record under its prefix.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Adds the next record (keys come in ascending order); once it is full, it takes no more
+    /// and is incomplete.
+    pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
+        if !self.complete || self.bytes.len() + key.len() + value.len() > Self::LIMIT {
+            self.complete = false;
+            return;
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.entries.push((start, start + key.len(), self.bytes.len()));
+    }
+
+    /// `None` when `key` is not under the prefix; otherwise its value, if it has one.
+    fn find(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        if !key.starts_with(&self.prefix) {
+            return None;
+        }
+        let found = self.entries.binary_search_by(|&(k, v, _)| self.bytes[k..v].cmp(key));
+        Some(found.ok().map(|i| {
+            let (_, v, e) = self.entries[i];
+            &self.bytes[v..e]
+        }))
+    }
+}
+
 /// A segment of a snapshot, with the key-group ranges masked in it.
 pub(crate) type SnapshotSegment = (Arc<Segment>, Vec<(KeyGroup, KeyGroup)>);
 
@@ -439,6 +498,8 @@ pub struct Store {
     operand_spans: Vec<(usize, usize)>,
     /// The records of the group a scan lists, reused from scan to scan.
     group_refs: Vec<RecRef>,
+    /// Values read by a scan, answering point reads until the next write.
+    lookaside: Option<Box<Lookaside>>,
     /// How many times the mutable region was frozen.
     freezes: u64,
     write_buffer: usize,
@@ -516,6 +577,7 @@ impl Store {
             operands: Vec::new(),
             operand_spans: Vec::new(),
             group_refs: Vec::new(),
+            lookaside: None,
             freezes: 0,
             write_buffer,
             poisoned: None,
@@ -649,6 +711,9 @@ impl Store {
     fn check_write(&mut self, key: &[u8], value_len: usize) -> Result<()> {
         if self.poisoned.is_some() {
             return Err(self.take_poison());
+        }
+        if self.lookaside.is_some() {
+            self.lookaside = None;
         }
         if key.len() < 2 {
             return Err(Misuse::KeyTooShort { len: key.len() }.into());
@@ -891,7 +956,25 @@ impl Store {
         Ok(self.get(key)?.is_some())
     }
 
+    /// Installs values read by a scan to answer point reads of their prefix until the next
+    /// write.
+    pub(crate) fn set_lookaside(&mut self, lookaside: Box<Lookaside>) {
+        self.lookaside = Some(lookaside);
+    }
+
+    /// Removes the installed lookaside, to reuse its memory.
+    pub(crate) fn take_lookaside(&mut self) -> Option<Box<Lookaside>> {
+        self.lookaside.take()
+    }
+
     fn get_slow(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
+        if let Some(found) = self.lookaside.as_deref().and_then(|l| l.find(key)) {
+            return Ok(found.map(|v| {
+                self.value.clear();
+                self.value.extend_from_slice(v);
+                &self.value[..]
+            }));
+        }
         self.operands.clear();
         self.operand_spans.clear();
         self.value.clear();
@@ -1022,6 +1105,7 @@ impl Store {
             return Ok(());
         }
         let (a, b) = (range.start(), range.end());
+        self.lookaside = None;
         self.wait_for_flush()?;
         self.active.drop_key_groups(a, b);
         for s in &mut self.segments {
