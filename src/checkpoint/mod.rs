@@ -420,13 +420,25 @@ impl Checkpointer {
         loop {
             let next = if first {
                 first = false;
-                self.rx.recv().ok()
+                self.rx.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
             } else {
-                self.rx.try_recv().ok()
+                self.rx.try_recv()
             };
-            let Some((id, result)) = next else { return };
-            self.in_flight.remove(&id);
-            self.finished.insert(id, result);
+            match next {
+                Ok((id, result)) => {
+                    self.in_flight.remove(&id);
+                    self.finished.insert(id, result);
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // The checkpoint thread is gone: nothing in flight will finish.
+                    for id in std::mem::take(&mut self.in_flight).into_keys() {
+                        let gone = std::io::Error::other("the checkpoint thread stopped");
+                        self.finished.insert(id, Err(Error::io(self.storage.describe(""), gone)));
+                    }
+                    return;
+                }
+            }
         }
     }
 
