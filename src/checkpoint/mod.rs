@@ -13,10 +13,39 @@
 //! checkpoint exists once its manifest is durable.
 //!
 //! Segments are immutable and named uniquely (`<owner>-<backend>-<segment id>.seg`, the owner
-//! being random per checkpointer and the backend numbered within the process), so an incremental checkpoint stores only the segments that are
-//! new since the previous one. Shared files are counted by the retained manifests that name
-//! them and removed when none does ([`CheckpointOptions::retain`]); what a failed, aborted or
-//! crashed checkpoint left behind is removed at once or when the storage is opened again.
+//! being random per checkpointer and the backend numbered within the process), so an
+//! incremental checkpoint stores only the segments that are new since the previous one. Shared
+//! files are counted by the retained manifests that name them and removed when none does
+//! ([`CheckpointOptions::retain`]); what a failed, aborted or crashed checkpoint left behind is
+//! removed at once or when the storage is opened again. One checkpointer writes to a storage
+//! at a time (it holds the storage's lock).
+//!
+//! ```
+//! # fn main() -> eddy::Result<()> {
+//! use eddy::checkpoint::{CheckpointOptions, Checkpointer, RestoreSource};
+//! use eddy::codec::U64;
+//! use eddy::state::{KeyedBackend, OperatorStateBackend, ValueStateDescriptor};
+//!
+//! let dir = tempfile::tempdir().expect("temporary directory");
+//! let mut backend = KeyedBackend::builder(U64).open(dir.path().join("store"))?;
+//! let count = backend.state(ValueStateDescriptor::new("count", U64))?;
+//! backend.set_current_key(&7)?;
+//! count.update(&mut backend, &1)?;
+//!
+//! let mut checkpoints = Checkpointer::local(dir.path().join("checkpoints"), CheckpointOptions::new())?;
+//! let operator = OperatorStateBackend::new();
+//! checkpoints.checkpoint(1, &mut backend, &operator, false)?; // returns at once
+//! count.update(&mut backend, &2)?; // after the barrier: not in checkpoint 1
+//! checkpoints.wait(1)?;
+//!
+//! let source = RestoreSource::Checkpoint { storage: checkpoints.storage().clone(), id: 1 };
+//! let (mut restored, _) = KeyedBackend::builder(U64).restore(dir.path().join("restored"), &[source])?;
+//! let count = restored.state(ValueStateDescriptor::new("count", U64))?;
+//! restored.set_current_key(&7)?;
+//! assert_eq!(count.get(&mut restored)?, Some(1));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Savepoints
 //!
