@@ -621,3 +621,23 @@ fn the_live_backend_reads_right_through_many_checkpoints_in_flight() {
     let got = dump(&mut t.b, &h, &mut t.op);
     assert_eq!(got, t.model);
 }
+
+#[test]
+fn a_confirmed_checkpoint_subsumes_older_checkpoints_but_not_savepoints() {
+    let mut t = Harness::new(CheckpointOptions::new().max_in_flight(4));
+    for k in 0..3000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    let fs: Arc<dyn FileSystem> = Arc::new(t.fs.clone());
+    t.cp.savepoint(1, fs, "/sp-kept", &mut t.b, &t.op).unwrap();
+    t.cp.checkpoint(2, &mut t.b, &t.op, false).unwrap();
+    t.cp.checkpoint(3, &mut t.b, &t.op, false).unwrap();
+    t.cp.notify_checkpoint_complete(3);
+    assert!(t.cp.wait(1).is_ok(), "the savepoint is not subsumed");
+    match t.cp.wait(2) {
+        Ok(_) | Err(Error::Aborted { id: 2 }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    t.cp.wait(3).unwrap();
+    assert_eq!(t.cp.retained(), vec![3]);
+}

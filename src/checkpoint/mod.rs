@@ -238,7 +238,8 @@ pub struct Checkpointer {
     tx: Option<Sender<Job>>,
     rx: Receiver<Outcome>,
     thread: Option<JoinHandle<()>>,
-    in_flight: BTreeMap<u64, Arc<AtomicBool>>,
+    /// Per checkpoint or savepoint in flight: its abort flag, and whether it is a savepoint.
+    in_flight: BTreeMap<u64, (Arc<AtomicBool>, bool)>,
     finished: BTreeMap<u64, Result<CheckpointInfo>>,
     last_id: Option<u64>,
     retained: Arc<Mutex<Vec<u64>>>,
@@ -374,12 +375,13 @@ impl Checkpointer {
     }
 
     fn submit(&mut self, id: u64, abort: Arc<AtomicBool>, job: Job) -> Result<()> {
+        let savepoint = matches!(job, Job::Savepoint(_));
         let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
         if !sent {
             return Err(Error::io(self.storage.describe(""), std::io::Error::other("checkpoint thread is gone")));
         }
         self.last_id = Some(id);
-        self.in_flight.insert(id, abort);
+        self.in_flight.insert(id, (abort, savepoint));
         Ok(())
     }
 
@@ -507,7 +509,7 @@ impl Checkpointer {
     pub fn abort(&mut self, id: u64) -> bool {
         self.collect_outcomes(false);
         match self.in_flight.get(&id) {
-            Some(flag) => {
+            Some((flag, _)) => {
                 flag.store(true, Ordering::Release);
                 true
             }
@@ -516,10 +518,10 @@ impl Checkpointer {
     }
 
     /// Says that checkpoint `id` completed everywhere (Flink's `notifyCheckpointComplete`):
-    /// checkpoints still in flight with smaller ids are aborted, and `id` is never removed by
-    /// retention in favour of an unconfirmed one.
+    /// checkpoints (not savepoints) still in flight with smaller ids are aborted, and `id` is
+    /// never removed by retention in favour of an unconfirmed one.
     pub fn notify_checkpoint_complete(&mut self, id: u64) {
-        for (_, flag) in self.in_flight.range(..id) {
+        for (flag, _) in self.in_flight.range(..id).map(|(_, f)| f).filter(|(_, savepoint)| !savepoint) {
             flag.store(true, Ordering::Release);
         }
         if let Some(tx) = &self.tx {
@@ -544,7 +546,7 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        for flag in self.in_flight.values() {
+        for (flag, _) in self.in_flight.values() {
             flag.store(true, Ordering::Release);
         }
         self.shutdown();
