@@ -84,7 +84,7 @@ use crate::format::checkpoint::{CheckpointManifest, SegmentRef, SnapshotMeta, FL
 use crate::format::savepoint::SavepointWriter;
 use crate::io::{FileSystem, StdFs, WritableFile};
 use crate::keygroup::KeyGroupRange;
-use crate::state::{KeyedBackend, OperatorStateBackend, TtlFilter};
+use crate::state::{KeyedBackend, OperatorStateBackend, SnapshotTtl};
 use crate::store::compaction::FilterDecision;
 use crate::store::{scan_segments, StoreSnapshot};
 
@@ -200,9 +200,8 @@ struct SavepointJob {
     snapshot: StoreSnapshot,
     meta: SnapshotMeta,
     range: KeyGroupRange,
-    filter: Arc<TtlFilter>,
-    /// The time of the synchronous part: what expired by then is left out.
-    now: i64,
+    /// The TTL settings and time of the synchronous part: what expired by then is left out.
+    ttl: SnapshotTtl,
     level: Option<i32>,
     abort: Arc<AtomicBool>,
 }
@@ -438,8 +437,7 @@ impl Checkpointer {
             snapshot: parts.store,
             meta: parts.meta,
             range: backend.key_groups(),
-            filter: backend.ttl_filter(),
-            now: backend.now_millis(),
+            ttl: backend.ttl_filter().for_snapshot(backend.now_millis()),
             level: self.opts.savepoint_compression,
             abort: abort.clone(),
         };
@@ -683,8 +681,9 @@ impl Worker {
 
 /// The asynchronous part of a savepoint: every live record of the snapshot, by key group,
 /// into one file written under a temporary name and renamed when complete.
-fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
+fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
     let start = Instant::now();
+    let ttl = &mut job.ttl;
     let fs = job.fs.clone();
     let tmp = job.dir.join(format!("{SAVEPOINT_FILE}.tmp"));
     let result = (|| {
@@ -700,7 +699,7 @@ fn savepoint(job: SavepointJob) -> Result<CheckpointInfo> {
                 check_abort(job.id, &job.abort)?;
             }
             kept.clear();
-            match job.filter.snapshot_filter(k, v, &mut kept, job.now) {
+            match ttl.filter(k, v, &mut kept) {
                 FilterDecision::Keep => writer.add(k, v),
                 FilterDecision::Replace => writer.add(k, &kept),
                 FilterDecision::Remove => Ok(()),

@@ -82,7 +82,7 @@ pub use operator::{
     OperatorStateBackend, OperatorStateSnapshot, ReadOnlyBroadcastState, Redistribution,
 };
 pub use timers::{Timer, TimerService};
-pub(crate) use ttl::TtlFilter;
+pub(crate) use ttl::SnapshotTtl;
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 
 /// The time source of TTL and processing-time timers, in milliseconds.

@@ -243,10 +243,13 @@ impl CompactionFilter for TtlFilter {
 }
 
 impl TtlFilter {
-    /// What a full snapshot (a savepoint) taken at time `now` keeps of a record: expired
-    /// entries of states whose TTL asks for cleanup in full snapshots are left out.
-    pub(crate) fn snapshot_filter(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>, now: i64) -> FilterDecision {
-        self.decide(key, value, out, |c| c.full_snapshot, now)
+    /// The filter of a full snapshot (a savepoint) taken at time `now`: expired entries of
+    /// states whose TTL asks for cleanup in full snapshots are left out. The TTL settings are
+    /// read once, here.
+    pub(crate) fn for_snapshot(&self, now: i64) -> SnapshotTtl {
+        let states = self.table.states.read().unwrap_or_else(|e| e.into_inner());
+        let states = states.iter().filter(|(_, c, _)| c.full_snapshot).copied().collect();
+        SnapshotTtl { states, now, last: None }
     }
 
     fn decide(
@@ -260,20 +263,56 @@ impl TtlFilter {
         let Some(&[a, b]) = key.get(2..4) else {
             return FilterDecision::Keep;
         };
-        let Some((config, list)) = self.table.get(u16::from_be_bytes([a, b])) else {
+        match self.table.get(u16::from_be_bytes([a, b])) {
+            Some((config, list)) if on(&config) => expire(&config, list, value, out, now),
+            _ => FilterDecision::Keep,
+        }
+    }
+}
+
+/// The TTL filter of one full snapshot: the settings of the states that clean up in full
+/// snapshots, and the snapshot's time.
+pub(crate) struct SnapshotTtl {
+    states: Vec<(u16, TtlConfig, bool)>,
+    now: i64,
+    /// The last state looked up: records come state by state.
+    last: Option<(u16, Option<(TtlConfig, bool)>)>,
+}
+
+impl SnapshotTtl {
+    /// What the snapshot keeps of a record.
+    pub(crate) fn filter(&mut self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> FilterDecision {
+        if self.states.is_empty() {
+            return FilterDecision::Keep;
+        }
+        let Some(&[a, b]) = key.get(2..4) else {
             return FilterDecision::Keep;
         };
-        if !on(&config) {
-            return FilterDecision::Keep;
+        let id = u16::from_be_bytes([a, b]);
+        let found = match self.last {
+            Some((last, found)) if last == id => found,
+            _ => {
+                let found = self.states.iter().find(|(s, _, _)| *s == id).map(|&(_, c, l)| (c, l));
+                self.last = Some((id, found));
+                found
+            }
+        };
+        match found {
+            Some((config, list)) => expire(&config, list, value, out, self.now),
+            None => FilterDecision::Keep,
         }
-        if !list {
-            return match split_ts(value) {
-                Some((ts, _)) if config.expired(ts, now) => FilterDecision::Remove,
-                _ => FilterDecision::Keep,
-            };
-        }
-        filter_list(value, &config, now, out)
     }
+}
+
+/// What is left of a record of a state with TTL `config` at time `now`.
+fn expire(config: &TtlConfig, list: bool, value: &[u8], out: &mut Vec<u8>, now: i64) -> FilterDecision {
+    if !list {
+        return match split_ts(value) {
+            Some((ts, _)) if config.expired(ts, now) => FilterDecision::Remove,
+            _ => FilterDecision::Keep,
+        };
+    }
+    filter_list(value, config, now, out)
 }
 
 /// Leaves the unexpired elements of a list value in `out`.
