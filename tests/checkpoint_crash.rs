@@ -295,3 +295,62 @@ fn extra_files_are_collected_and_a_wrong_magic_is_refused() {
     let _cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
     assert_eq!(job.storage.shared_files().unwrap(), shared);
 }
+
+/// A crash at every file-system operation of a savepoint: afterwards the savepoint directory
+/// either holds a complete savepoint that restores exactly, or none (a temporary file at most,
+/// which the next savepoint into it replaces).
+#[test]
+fn a_crash_at_every_operation_of_a_savepoint_leaves_it_whole_or_absent() {
+    let run = |at: Option<u64>| -> (u64, bool) {
+        let mut job = Job::new();
+        let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+        let mut b = job.backend(None);
+        let mut model = Model::default();
+        write(&mut b, &mut model, 1).unwrap();
+        b.store().flush().unwrap();
+        b.store().wait_for_background().unwrap();
+        let base = job.fs.ops();
+        if let Some(n) = at {
+            job.fs.fail_at(base + n, FaultKind::Crash);
+        }
+        let fs: Arc<dyn FileSystem> = Arc::new(job.fs.clone());
+        let done =
+            cp.savepoint(1, fs, "/sp", &mut b, &OperatorStateBackend::new()).and_then(|()| cp.wait(1).map(|_| ()));
+        drop(cp);
+        drop(b);
+        let used = job.fs.ops() - base;
+        let crashed = job.fs.is_crashed();
+        job.fs.disarm();
+        if crashed {
+            job.fs.recover();
+        }
+        if at.is_none() {
+            done.unwrap();
+        }
+        let file = std::path::Path::new("/sp/SAVEPOINT");
+        if job.fs.exists(file) {
+            assert!(eddy::checkpoint::verify_savepoint(&job.fs, std::path::Path::new("/sp")).is_empty());
+            job.next_dir += 1;
+            let (mut r, _) = KeyedBackend::builder(U64)
+                .max_parallelism(8)
+                .store_options(store_options(&job.fs))
+                .restore(
+                    format!("/sp-restored-{}", job.next_dir),
+                    &[RestoreSource::Savepoint { fs: Arc::new(job.fs.clone()), dir: "/sp".into() }],
+                )
+                .unwrap();
+            assert_eq!(read(&mut r), model, "savepoint after a crash at {at:?}");
+        } else {
+            assert!(at.is_some(), "a savepoint without faults must exist");
+        }
+        (used, crashed)
+    };
+    let (clean, _) = run(None);
+    let mut crashes = 0;
+    for n in 0..clean + 4 {
+        if run(Some(n)).1 {
+            crashes += 1;
+        }
+    }
+    assert!(crashes > 0);
+}
