@@ -713,7 +713,7 @@ impl Store {
             return Err(self.take_poison());
         }
         if self.lookaside.is_some() {
-            self.lookaside = None;
+            self.drop_lookaside();
         }
         if key.len() < 2 {
             return Err(Misuse::KeyTooShort { len: key.len() }.into());
@@ -725,6 +725,13 @@ impl Store {
             return Err(Misuse::TooLarge { what: "value", len: value_len, limit: MAX_VALUE_LEN }.into());
         }
         Ok(())
+    }
+
+    /// A write makes the lookaside stale. Out of line: the write path stays small.
+    #[cold]
+    #[inline(never)]
+    fn drop_lookaside(&mut self) {
+        self.lookaside = None;
     }
 
     /// The error that poisoned the store the first time it is asked for, then `Poisoned`.
