@@ -17,6 +17,9 @@
 //! - restore from the local checkpoint until the first read, then a read of every key;
 //! - a savepoint: time and throughput to write it, and time to restore from it.
 
+#[path = "../benches/common/shuffle.rs"]
+mod shuffle;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +31,7 @@ use eddy::codec::{Bytes, U64};
 use eddy::io::{FileSystem, StdFs};
 use eddy::state::{KeyedBackend, OperatorStateBackend, ValueState, ValueStateDescriptor};
 use eddy::store::StoreOptions;
+use shuffle::shuffled;
 
 const VALUE_LEN: usize = 100;
 
@@ -45,18 +49,6 @@ fn value_of(k: u64, round: u64) -> Vec<u8> {
         }
     }
     v
-}
-
-fn shuffled(n: u64, seed: u64) -> Vec<u64> {
-    let mut keys: Vec<u64> = (0..n).collect();
-    let mut x = seed | 1;
-    for i in (1..keys.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        keys.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    keys
 }
 
 fn fs() -> Arc<dyn FileSystem> {

@@ -85,6 +85,19 @@ impl Job {
         }
     }
 
+    /// A checkpointer over the job's storage and a new backend holding the first round of
+    /// writes (flushed to a segment if `flush`), with its model.
+    fn started(&mut self, flush: bool) -> (Checkpointer, KeyedBackend<U64>, Model) {
+        let cp = Checkpointer::new(self.storage.clone(), CheckpointOptions::new()).unwrap();
+        let mut b = self.backend(None);
+        let mut model = Model::default();
+        write(&mut b, &mut model, 1).unwrap();
+        if flush {
+            b.store().flush().unwrap();
+        }
+        (cp, b, model)
+    }
+
     /// The shared files are exactly those the manifests name.
     fn check_no_leftovers(&self) {
         let mut named = BTreeSet::new();
@@ -102,12 +115,9 @@ impl Job {
 /// and its surroundings took, and whether the fault fired.
 fn scenario(at: Option<(u64, FaultKind)>) -> (u64, bool) {
     let mut job = Job::new();
-    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
-    let mut b = job.backend(None);
+    let (mut cp, mut b, mut model) = job.started(false);
     let op = OperatorStateBackend::new();
     let mut models = BTreeMap::new();
-    let mut model = Model::default();
-    write(&mut b, &mut model, 1).unwrap();
     cp.checkpoint(1, &mut b, &op, false).unwrap();
     cp.wait(1).unwrap();
     models.insert(1u64, model.clone());
@@ -189,11 +199,7 @@ fn an_io_error_at_every_operation_fails_the_checkpoint_cleanly_and_the_next_succ
 #[test]
 fn corrupted_and_missing_checkpoint_files_give_typed_errors_and_verify_names_them() {
     let mut job = Job::new();
-    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
-    let mut b = job.backend(None);
-    let mut model = Model::default();
-    write(&mut b, &mut model, 1).unwrap();
-    b.store().flush().unwrap();
+    let (mut cp, mut b, _) = job.started(true);
     cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
     cp.wait(1).unwrap();
     drop(cp);
@@ -260,10 +266,7 @@ fn write_file(fs: &FaultFs, path: &std::path::Path, bytes: &[u8]) {
 #[test]
 fn extra_files_are_collected_and_a_wrong_magic_is_refused() {
     let mut job = Job::new();
-    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
-    let mut b = job.backend(None);
-    let mut model = Model::default();
-    write(&mut b, &mut model, 1).unwrap();
+    let (mut cp, mut b, model) = job.started(false);
     cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
     cp.wait(1).unwrap();
     drop(cp);
@@ -303,11 +306,7 @@ fn extra_files_are_collected_and_a_wrong_magic_is_refused() {
 fn a_crash_at_every_operation_of_a_savepoint_leaves_it_whole_or_absent() {
     let run = |at: Option<u64>| -> (u64, bool) {
         let mut job = Job::new();
-        let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
-        let mut b = job.backend(None);
-        let mut model = Model::default();
-        write(&mut b, &mut model, 1).unwrap();
-        b.store().flush().unwrap();
+        let (mut cp, mut b, model) = job.started(true);
         b.store().wait_for_background().unwrap();
         let base = job.fs.ops();
         if let Some(n) = at {

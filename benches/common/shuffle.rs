@@ -1,4 +1,4 @@
-//! The key order of the benches, shared by `store` and `keyed_state`.
+//! The key order of the benches, shared by `store`, `keyed_state` and the checkpoint driver.
 
 /// A deterministic permutation of `0..n` (a xorshift-driven Fisher-Yates shuffle).
 pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
