@@ -433,7 +433,13 @@ fn flush(
     let path = dir.join(segment_file_name(id));
     let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
     let mut writer = SegmentWriter::new(file, &path, opts)?;
-    for r in sorted {
+    // Records are visited in key order, not in the order they lie in the arena: fetching a
+    // few ahead hides most of the misses.
+    const AHEAD: usize = 8;
+    for (i, r) in sorted.iter().enumerate() {
+        if let Some(next) = sorted.get(i + AHEAD) {
+            frozen.mem.prefetch(*next);
+        }
         let (kind, key, value) = frozen.mem.record(*r);
         writer.add(kind, key, value)?;
     }
