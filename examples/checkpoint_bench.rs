@@ -77,6 +77,22 @@ fn spread(mut d: Vec<Duration>) -> (Duration, Duration, Duration) {
     (d[d.len() / 2], d[d.len() * 9 / 10], d[d.len() - 1])
 }
 
+/// How long this thread has waited, runnable, for a processor (Linux's
+/// `/proc/thread-self/schedstat`, second field), if the system says.
+fn run_queue_wait() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// The synchronous parts of checkpoints, wall-clock, and the same with the time the thread
+/// waited for a processor taken out (where the system says).
+struct SyncParts {
+    wall: (Duration, Duration, Duration),
+    running: Option<(Duration, Duration, Duration)>,
+    preempted: usize,
+}
+
 /// The synchronous part of `n` checkpoints, each after a few writes (so the mutable region
 /// has something to freeze).
 fn sync_parts(
@@ -86,20 +102,49 @@ fn sync_parts(
     first_id: u64,
     n: u64,
     keys: u64,
-) -> (Duration, Duration, Duration) {
+) -> SyncParts {
     let op = OperatorStateBackend::new();
     let mut times = Vec::new();
+    let mut running = Vec::new();
+    let mut preempted = 0;
     for i in 0..n {
         for k in 0..10_000u64 {
             b.set_current_key(&((k * 31 + i) % keys)).expect("key");
             state.update(b, &value_of(k, i + 1)).expect("update");
         }
+        let waited_before = run_queue_wait();
         let start = Instant::now();
         cp.checkpoint(first_id + i, b, &op, false).expect("checkpoint");
-        times.push(start.elapsed());
+        let took = start.elapsed();
+        times.push(took);
+        if let (Some(a), Some(z)) = (waited_before, run_queue_wait()) {
+            let waited = z.saturating_sub(a);
+            preempted += usize::from(!waited.is_zero());
+            running.push(took.saturating_sub(waited));
+        }
         cp.wait(first_id + i).expect("checkpoint completes");
     }
-    spread(times)
+    let running = (running.len() == times.len()).then(|| spread(running));
+    SyncParts { wall: spread(times), running, preempted }
+}
+
+fn print_sync(label: &str, p: &SyncParts, n: usize) {
+    let (m, q, x) = p.wall;
+    println!(
+        "| synchronous part, {label} (median / p90 / max of {n}) | {:.3} ms / {:.3} ms / {:.3} ms |",
+        ms(m),
+        ms(q),
+        ms(x)
+    );
+    if let Some((m, q, x)) = p.running {
+        println!(
+            "| the same without the time the thread waited for a processor ({} of {n} waited) | {:.3} ms / {:.3} ms / {:.3} ms |",
+            p.preempted,
+            ms(m),
+            ms(q),
+            ms(x)
+        );
+    }
 }
 
 /// Writes `bytes` bytes to a new file in 4 MiB appends, then syncs it: the disk's
@@ -152,7 +197,7 @@ fn main() {
     let local: Arc<dyn CheckpointStorage> =
         Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints")).expect("storage"));
     let mut cp = Checkpointer::new(local.clone(), CheckpointOptions::new()).expect("checkpointer");
-    let (sync_small, sync_small_p90, sync_small_max) = sync_parts(&mut b, &state, &mut cp, 1, 25, keys);
+    let sync_small = sync_parts(&mut b, &state, &mut cp, 1, 25, keys);
 
     // ---- incremental checkpoint after 1% updates, from a settled checkpoint ----
     b.store().wait_for_background().expect("background");
@@ -275,21 +320,9 @@ fn main() {
     println!();
     println!("| measurement | eddy |");
     println!("|---|---|");
-    println!(
-        "| synchronous part, {:.1} GB (median / p90 / max of 25) | {:.3} ms / {:.3} ms / {:.3} ms |",
-        mb(keys * 112) / 1e3,
-        ms(sync_small),
-        ms(sync_small_p90),
-        ms(sync_small_max)
-    );
-    if let Some((m, p, x)) = large_sync {
-        println!(
-            "| synchronous part, {:.1} GB (median / p90 / max of 25) | {:.3} ms / {:.3} ms / {:.3} ms |",
-            mb(keys * 1120) / 1e3,
-            ms(m),
-            ms(p),
-            ms(x)
-        );
+    print_sync(&format!("{:.1} GB", mb(keys * 112) / 1e3), &sync_small, 25);
+    if let Some(p) = &large_sync {
+        print_sync(&format!("{:.1} GB", mb(keys * 1120) / 1e3), p, 25);
     }
     println!(
         "| full checkpoint (copied): synchronous, asynchronous | {:.3} ms, {:.0} ms for {:.0} MB = {:.0} MB/s |",
