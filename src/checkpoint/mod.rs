@@ -595,7 +595,8 @@ impl Worker {
         let segments = job.snapshot.segments()?;
         let mut refs = Vec::with_capacity(segments.len());
         let (mut bytes_copied, mut bytes_new) = (0, 0);
-        for (seg, mask) in &segments {
+        for live in &segments {
+            let seg = &live.seg;
             check_abort(job.id, &job.abort)?;
             let reused = if job.full { None } else { self.uploaded.get(&(job.backend, seg.id())).cloned() };
             let (file, versions) = match reused {
@@ -616,7 +617,7 @@ impl Worker {
                 file,
                 segment_id: seg.id(),
                 file_len: seg.reader().file_len(),
-                mask: mask.clone(),
+                mask: live.mask.clone(),
                 versions,
             });
         }

@@ -319,9 +319,6 @@ impl Lookaside {
     }
 }
 
-/// A segment of a snapshot, with the key-group ranges masked in it.
-pub(crate) type SnapshotSegment = (Arc<Segment>, Vec<(KeyGroup, KeyGroup)>);
-
 /// What a store held at one instant, kept alive for a checkpoint: the live segments and the
 /// frozen regions still being written, newest first.
 pub(crate) struct StoreSnapshot {
@@ -333,14 +330,14 @@ pub(crate) struct StoreSnapshot {
 impl StoreSnapshot {
     /// Waits for the frozen regions to be written; then every segment of the snapshot, newest
     /// first, with the key-group ranges masked in it.
-    pub(crate) fn segments(&self) -> Result<Vec<SnapshotSegment>> {
+    pub(crate) fn segments(&self) -> Result<Vec<LiveSegment>> {
         let mut out = Vec::with_capacity(self.pending.len() + self.segments.len());
         for f in &self.pending {
             if let Some(seg) = f.wait(&self.dir)? {
-                out.push((seg, Vec::new()));
+                out.push(LiveSegment { seg, mask: Vec::new() });
             }
         }
-        out.extend(self.segments.iter().map(|s| (s.seg.clone(), s.mask.clone())));
+        out.extend(self.segments.iter().cloned());
         Ok(out)
     }
 }
@@ -1266,17 +1263,14 @@ impl Drop for Store {
 /// Calls `f` with every live key of `range` in `segments` (newest first, each with its masked
 /// key-group ranges) and its resolved value, in key order, reading blocks without the cache.
 pub(crate) fn scan_segments(
-    segments: &[SnapshotSegment],
+    segments: &[LiveSegment],
     range: KeyGroupRange,
     mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
     if range.is_empty() {
         return Ok(());
     }
-    let sources = segments
-        .iter()
-        .map(|(seg, mask)| Source::segment(LiveSegment { seg: seg.clone(), mask: mask.clone() }))
-        .collect();
+    let sources = segments.iter().cloned().map(Source::segment).collect();
     let lower = range.start().to_be_bytes().to_vec();
     let upper = range.end().checked_add(1).map(|e| e.to_be_bytes().to_vec());
     let mut it = StoreIter::new(MergeIter::new(sources, lower, upper, None));
