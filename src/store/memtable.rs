@@ -489,9 +489,19 @@ impl Memtable {
     /// Sorts `refs` by key.
     fn sort(&self, refs: &[RecRef]) -> Vec<RecRef> {
         // Sort on the keys' first 16 bytes held beside the references, so that most
-        // comparisons touch neither the arena nor memcmp.
+        // comparisons touch neither the arena nor memcmp; then order the keys that share
+        // those bytes (longer keys) by their whole key.
         let mut keyed: Vec<(u128, RecRef)> = refs.iter().map(|&r| (key_prefix16(self.key_of(r)), r)).collect();
-        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key_of(a.1).cmp(self.key_of(b.1))));
+        sort_by_prefix(&mut keyed);
+        let mut i = 0;
+        while i < keyed.len() {
+            let prefix = keyed[i].0;
+            let n = keyed[i..].iter().take_while(|e| e.0 == prefix).count();
+            if n > 1 {
+                keyed[i..i + n].sort_unstable_by(|a, b| self.key_of(a.1).cmp(self.key_of(b.1)));
+            }
+            i += n;
+        }
         keyed.into_iter().map(|(_, r)| r).collect()
     }
 
@@ -560,6 +570,50 @@ fn key_prefix16(key: &[u8]) -> u128 {
     let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
     u128::from_be_bytes(b)
+}
+
+/// Below this many entries a comparison sort is faster than a radix sort.
+const RADIX_SORT_FROM: usize = 512;
+
+/// Sorts entries by their prefix (entries with equal prefixes in no particular order).
+///
+/// Many entries are sorted by a least-significant-digit radix sort on the prefix's bytes,
+/// skipping the bytes that are the same in every entry: keys of one state share their state
+/// id, the padding and the high bytes of small integer keys, so a region's keys usually
+/// differ in only a few of their 16 bytes, and a pass over each is cheaper than the
+/// comparisons of a comparison sort.
+fn sort_by_prefix(v: &mut Vec<(u128, RecRef)>) {
+    if v.len() < RADIX_SORT_FROM {
+        v.sort_unstable_by_key(|e| e.0);
+        return;
+    }
+    let (or, and) = v.iter().fold((0u128, !0u128), |(or, and), e| (or | e.0, and & e.0));
+    let differing = or ^ and;
+    let mut other: Vec<(u128, RecRef)> = Vec::with_capacity(v.len());
+    for byte in 0..16 {
+        let shift = 8 * byte;
+        if (differing >> shift) as u8 == 0 {
+            continue;
+        }
+        let mut counts = [0usize; 256];
+        for e in v.iter() {
+            counts[usize::from((e.0 >> shift) as u8)] += 1;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        other.clear();
+        other.resize(v.len(), (0, 0));
+        for e in v.iter() {
+            let slot = &mut counts[usize::from((e.0 >> shift) as u8)];
+            other[*slot] = *e;
+            *slot += 1;
+        }
+        std::mem::swap(v, &mut other);
+    }
 }
 
 struct Header {
@@ -642,6 +696,30 @@ fn two_mut(v: &mut [Chunk], a: usize, b: usize) -> (&mut [u8], &mut [u8]) {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn prefix_sort_orders_like_a_comparison_sort() {
+        let mut rng = 0x9e37_79b9u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for (n, mask) in [(10, !0u128), (600, !0u128), (5000, 0xff_00ff_0000), (5000, 0x3), (3000, 0), (70_000, 0xffff)]
+        {
+            let mut v: Vec<(u128, RecRef)> =
+                (0..n).map(|i| (((u128::from(next()) << 64) | u128::from(next())) & mask, i as RecRef)).collect();
+            let mut expected = v.clone();
+            expected.sort_unstable_by_key(|e| e.0);
+            sort_by_prefix(&mut v);
+            let prefixes: Vec<u128> = v.iter().map(|e| e.0).collect();
+            assert_eq!(prefixes, expected.iter().map(|e| e.0).collect::<Vec<_>>(), "{n} entries, mask {mask:x}");
+            let mut refs: Vec<RecRef> = v.iter().map(|e| e.1).collect();
+            refs.sort_unstable();
+            assert_eq!(refs, (0..n as RecRef).collect::<Vec<_>>(), "every entry once");
+        }
+    }
 
     #[test]
     fn memtable_matches_a_model() {
