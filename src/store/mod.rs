@@ -13,6 +13,9 @@
 //!   index from key group to its blocks, so a key-group range is scanned or dropped without
 //!   reading the rest. Dropping a range masks it in the existing segments; compaction later
 //!   removes the masked records.
+//! - A region frozen before it fills (by a checkpoint, or an explicit flush) and holding little
+//!   is written with uncompressed blocks, since a checkpoint waits for it and compression
+//!   would be most of the wait; compaction compresses its records when it merges it.
 //! - There is no write-ahead log: [`Store::close`] writes a manifest naming the segments, and
 //!   the next [`StoreOptions::open`] starts from it. A store that is not closed (a crash) comes
 //!   back as it was at its last clean close; durability beyond that is the checkpoints' job.
@@ -228,6 +231,8 @@ pub(crate) struct Frozen {
     sorted: OnceLock<Vec<RecRef>>,
     /// The id of the segment it is written as.
     id: u64,
+    /// Whether its blocks are compressed (see [`RAW_FLUSH_BELOW`]).
+    compress: bool,
     /// How the flush ended: the segment (none for an empty region) or why it failed.
     outcome: Mutex<Option<std::result::Result<Option<Arc<Segment>>, String>>>,
     flushed: Condvar,
@@ -429,6 +434,7 @@ fn flush(
     }
     let path = dir.join(segment_file_name(id));
     let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let opts = if frozen.compress { opts } else { WriterOptions { compression: Compression::None, ..opts } };
     let mut writer = SegmentWriter::new(file, &path, opts)?;
     // Records are visited in key order, not in the order they lie in the arena: fetching a
     // few ahead hides most of the misses.
@@ -804,10 +810,12 @@ impl Store {
         }
         self.freezes += 1;
         let fresh = Memtable::new(self.chunk_size());
+        let compress = self.active.memory() >= RAW_FLUSH_BELOW.min(self.write_buffer / 2);
         let frozen = Arc::new(Frozen {
             mem: std::mem::replace(&mut self.active, fresh),
             sorted: OnceLock::new(),
             id: self.next_id,
+            compress,
             outcome: Mutex::new(None),
             flushed: Condvar::new(),
         });
@@ -1282,6 +1290,12 @@ pub(crate) fn scan_segments(
 
 /// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
 /// one chunk never fills the buffer by itself.
+/// A region frozen before it filled (for a checkpoint, or by an explicit flush) holding less
+/// than this, or less than half the write buffer, is written with uncompressed blocks: a
+/// checkpoint waits for it, and block compression would be most of that wait. Compaction
+/// compresses its records when it merges the segment.
+const RAW_FLUSH_BELOW: usize = 8 << 20;
+
 fn chunk_size(write_buffer: usize) -> usize {
     (write_buffer / 16).clamp(4 << 10, 4 << 20)
 }
@@ -1324,6 +1338,41 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compressed_blocks(store: &Store) -> Vec<(usize, usize)> {
+        store
+            .segments
+            .iter()
+            .map(|l| {
+                let r = l.seg.reader();
+                ((0..r.block_count()).filter(|&i| r.is_compressed(i)).count(), r.block_count())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_small_early_flush_is_written_raw_and_compaction_compresses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StoreOptions::new().memory_budget(64 << 20).open(dir.path()).unwrap();
+        let key = |i: u32| [&[0u8, (i % 128) as u8][..], &i.to_be_bytes()].concat();
+        // Compressible values: a full region's blocks would be compressed.
+        for i in 0..5_000u32 {
+            s.put(&key(i), &[b'x'; 100]).unwrap();
+        }
+        s.flush().unwrap();
+        for i in 5_000..10_000u32 {
+            s.put(&key(i), &[b'y'; 100]).unwrap();
+        }
+        s.flush().unwrap();
+        let flushed = compressed_blocks(&s);
+        assert_eq!(flushed.len(), 2);
+        assert!(flushed.iter().all(|&(compressed, blocks)| compressed == 0 && blocks > 10), "{flushed:?}");
+        s.compact().unwrap();
+        let compacted = compressed_blocks(&s);
+        assert!(matches!(compacted[..], [(c, b)] if c == b && b > 0), "{compacted:?}");
+        assert_eq!(s.get(&key(7)).unwrap(), Some(&[b'x'; 100][..]));
+        assert_eq!(s.get(&key(7_007)).unwrap(), Some(&[b'y'; 100][..]));
+    }
 
     #[test]
     fn prefix_successor_cases() {
