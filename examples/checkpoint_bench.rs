@@ -144,36 +144,38 @@ struct IncrementalRound {
 
 fn print_incremental(rounds: &[IncrementalRound]) {
     let n = rounds.len();
-    let (sync, _, _) = spread(rounds.iter().map(|r| r.sync).collect());
-    let mut totals: Vec<Duration> = rounds.iter().map(|r| r.total).collect();
-    totals.sort();
-    println!(
-        "| incremental after 1% updates (median of {n}): synchronous, total | {:.3} ms, {:.1} ms (min {:.1}, max {:.1}) |",
-        ms(sync),
-        ms(totals[n / 2]),
-        ms(totals[0]),
-        ms(totals[n - 1])
-    );
-    // Rounds whose flush set off a compaction also store its output (the next round's
-    // checkpoint names the merged segment): those are reported apart.
+    // A flush can set off a compaction; the next checkpoint then also stores the merged
+    // segment. Rounds that stored only the changes are what "a checkpoint after 1% updates"
+    // measures; the others are reported apart, and everything together as an average.
     let (own, with_merge): (Vec<&IncrementalRound>, Vec<&IncrementalRound>) =
         rounds.iter().partition(|r| r.info.new_files == 1);
-    let mut ratios: Vec<f64> = own.iter().map(|r| r.bytes as f64 / r.reference as f64).collect();
-    ratios.sort_by(f64::total_cmp);
-    if let Some(r) = own.first() {
+    if !own.is_empty() {
+        let (sync, _, _) = spread(own.iter().map(|r| r.sync).collect());
+        let mut totals: Vec<Duration> = own.iter().map(|r| r.total).collect();
+        totals.sort();
+        let mut ratios: Vec<f64> = own.iter().map(|r| r.bytes as f64 / r.reference as f64).collect();
+        ratios.sort_by(f64::total_cmp);
+        let m = own.len() / 2;
         println!(
-            "| incremental: bytes written / changed records compressed alone | {:.2} MB / {:.2} MB = {:.2} (median of {} rounds that wrote only the changes) |",
-            mb(r.bytes),
-            mb(r.reference),
-            ratios[ratios.len() / 2],
-            own.len()
+            "| incremental after 1% updates ({} of {n} rounds stored only the changes): synchronous, total | {:.3} ms, {:.1} ms median (min {:.1}, max {:.1}) |",
+            own.len(),
+            ms(sync),
+            ms(totals[m]),
+            ms(totals[0]),
+            ms(totals[own.len() - 1])
+        );
+        println!(
+            "| incremental: bytes written / changed records compressed alone | {:.2} MB / {:.2} MB = {:.2} (median) |",
+            mb(own[m].bytes),
+            mb(own[m].reference),
+            ratios[m]
         );
     }
     if !with_merge.is_empty() {
         let mut merged: Vec<Duration> = with_merge.iter().map(|r| r.total).collect();
         merged.sort();
         println!(
-            "| incremental rounds that also stored a compaction's output | {} of {n}, {:.1}-{:.1} ms, {:.1}-{:.1} MB |",
+            "| incremental rounds that also stored a compaction's output | {} of {n}: {:.1}-{:.1} ms, {:.1}-{:.1} MB |",
             with_merge.len(),
             ms(merged[0]),
             ms(merged[merged.len() - 1]),
@@ -181,6 +183,14 @@ fn print_incremental(rounds: &[IncrementalRound]) {
             with_merge.iter().map(|r| mb(r.bytes)).fold(0.0, f64::max)
         );
     }
+    let total: Duration = rounds.iter().map(|r| r.total).sum();
+    let bytes: u64 = rounds.iter().map(|r| r.bytes).sum();
+    let reference: u64 = rounds.iter().map(|r| r.reference).sum();
+    println!(
+        "| incremental, all {n} rounds: mean duration, bytes written / changed records compressed | {:.1} ms, {:.2} |",
+        ms(total) / n as f64,
+        bytes as f64 / reference as f64
+    );
 }
 
 fn print_sync(label: &str, p: &SyncParts, n: usize) {
