@@ -965,6 +965,8 @@ impl Store {
             Some((RecordKind::Merge, loc, len)) if self.frozen.is_empty() && self.segments.is_empty() => {
                 Ok(Some(self.active.slice(loc, len)))
             }
+            // Not in the mutable region, and there is nothing older to look in.
+            None if self.frozen.is_empty() && self.segments.is_empty() && self.lookaside.is_none() => Ok(None),
             _ => self.get_slow(h, key),
         }
     }
