@@ -96,17 +96,32 @@ impl Arbitrary for Op {
     }
 }
 
-fn options(fs: &FaultFs) -> StoreOptions {
+fn options(fs: &FaultFs, compaction: CompactionOptions) -> StoreOptions {
     StoreOptions::new()
         .file_system(Arc::new(fs.clone()))
         .memory_budget(256 << 10)
         .block_size(256)
         .compression(Compression::Zstd(1))
-        .compaction(CompactionOptions { trigger: 3, max_segments: 5, ..Default::default() })
+        .compaction(compaction)
 }
 
-fn open(fs: &FaultFs) -> Store {
-    options(fs).open(Path::new("/db")).expect("open")
+/// Compaction soon after a few flushes: few segments at any time.
+fn eager() -> CompactionOptions {
+    CompactionOptions { trigger: 3, max_segments: 5, ..Default::default() }
+}
+
+/// Compaction only when asked: every flush stays a segment, so scans merge many sources.
+fn never() -> CompactionOptions {
+    CompactionOptions {
+        trigger: usize::MAX,
+        max_segments: usize::MAX,
+        max_space_amplification_percent: u64::MAX,
+        ..Default::default()
+    }
+}
+
+fn open(fs: &FaultFs, compaction: CompactionOptions) -> Store {
+    options(fs, compaction).open(Path::new("/db")).expect("open")
 }
 
 fn expected_scan(model: &BTreeMap<Vec<u8>, Vec<u8>>, lower: &[u8], upper: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -118,12 +133,12 @@ fn expected_scan(model: &BTreeMap<Vec<u8>, Vec<u8>>, lower: &[u8], upper: Option
 }
 
 fn run(ops: Vec<Op>) -> TestResult {
-    run_with_stats(ops).0
+    run_with_stats(ops, eager()).0
 }
 
-fn run_with_stats(ops: Vec<Op>) -> (TestResult, eddy::store::StoreStats) {
+fn run_with_stats(ops: Vec<Op>, compaction: CompactionOptions) -> (TestResult, eddy::store::StoreStats) {
     let fs = FaultFs::new();
-    let mut store = open(&fs);
+    let mut store = open(&fs, compaction);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for (step, op) in ops.iter().enumerate() {
         let ctx = || format!("step {step}: {op:?}");
@@ -198,7 +213,7 @@ fn run_with_stats(ops: Vec<Op>) -> (TestResult, eddy::store::StoreStats) {
             Op::Compact => store.compact().unwrap(),
             Op::Reopen => {
                 store.close().unwrap();
-                store = open(&fs);
+                store = open(&fs, compaction);
             }
         }
     }
@@ -220,6 +235,32 @@ fn fail(store: &Store, msg: String) -> (TestResult, eddy::store::StoreStats) {
 #[test]
 fn store_matches_btreemap_model() {
     QuickCheck::new().rng(Gen::new(400)).tests(150).quickcheck(run as fn(Vec<Op>) -> TestResult);
+}
+
+/// Short runs with many flushes and no automatic compaction: scans merge more sources than
+/// the merge's linear pass serves, so the heap that orders them is exercised.
+#[test]
+fn store_matches_model_with_many_segments() {
+    fn run_many(ops: Vec<Op>) -> TestResult {
+        let mut with_flushes = Vec::with_capacity(ops.len() * 2);
+        for (i, op) in ops.into_iter().enumerate() {
+            let scan = matches!(op, Op::ScanPrefix(..) | Op::ScanKeyGroups(..));
+            with_flushes.push(op);
+            if i % 3 == 2 && !scan {
+                with_flushes.push(Op::Flush);
+            }
+        }
+        let (r, stats) = run_with_stats(with_flushes, never());
+        if !r.is_failure() && stats.segments < 9 {
+            return TestResult::discard();
+        }
+        r
+    }
+    QuickCheck::new()
+        .rng(Gen::new(400))
+        .tests(60)
+        .min_tests_passed(20)
+        .quickcheck(run_many as fn(Vec<Op>) -> TestResult);
 }
 
 /// Long runs with enough data to flush and compact many times on their own.
@@ -249,7 +290,7 @@ fn store_matches_model_through_background_flushes_and_compactions() {
                 ops.push(Op::Reopen);
             }
         }
-        let (r, stats) = run_with_stats(ops);
+        let (r, stats) = run_with_stats(ops, eager());
         assert!(!r.is_failure(), "{r:?}");
         assert!(stats.flushes >= 3 && stats.compactions >= 1, "background work did not happen: {stats:?}");
     }

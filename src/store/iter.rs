@@ -156,13 +156,68 @@ impl SegSource {
 /// A resolved record: its kind, key and value.
 pub(crate) type Resolved<'a> = (RecordKind, &'a [u8], &'a [u8]);
 
+/// Up to this many sources, the smallest key is found by a pass over all of them; above, by a
+/// binary heap.
+const LINEAR_MERGE_MAX: usize = 8;
+
+/// Whether source `a`'s record goes before source `b`'s: smaller key, or the same key in a
+/// newer source. Both have a record.
+#[inline]
+fn before(sources: &[Source<'_>], a: usize, b: usize) -> bool {
+    match (sources[a].current(), sources[b].current()) {
+        (Some((_, ka, _)), Some((_, kb, _))) => (ka, a) < (kb, b),
+        (ka, _) => ka.is_some(),
+    }
+}
+
+fn heap_push(sources: &[Source<'_>], heap: &mut Vec<usize>, i: usize) {
+    heap.push(i);
+    let mut at = heap.len() - 1;
+    while at > 0 {
+        let parent = (at - 1) / 2;
+        if !before(sources, heap[at], heap[parent]) {
+            break;
+        }
+        heap.swap(at, parent);
+        at = parent;
+    }
+}
+
+fn heap_pop(sources: &[Source<'_>], heap: &mut Vec<usize>) {
+    let Some(last) = heap.pop() else { return };
+    if heap.is_empty() {
+        return;
+    }
+    heap[0] = last;
+    let mut at = 0;
+    loop {
+        let (l, r) = (2 * at + 1, 2 * at + 2);
+        let mut least = at;
+        if l < heap.len() && before(sources, heap[l], heap[least]) {
+            least = l;
+        }
+        if r < heap.len() && before(sources, heap[r], heap[least]) {
+            least = r;
+        }
+        if least == at {
+            return;
+        }
+        heap.swap(at, least);
+        at = least;
+    }
+}
+
 /// Merges sources (newest first) into one ordered stream of resolved records.
 pub(crate) struct MergeIter<'a> {
     sources: Vec<Source<'a>>,
     upper: Option<Vec<u8>>,
     cache: Option<&'a mut BlockCache>,
     dec: Decompressor,
+    /// The sources that held the last key returned, in source order (newest first).
     pending: Vec<usize>,
+    /// With many sources: a binary min-heap of the sources not in `pending` that have a
+    /// record, ordered by (key, source index). With few, empty (a linear pass is faster).
+    heap: Vec<usize>,
     key: Vec<u8>,
     value: Vec<u8>,
     operands: Vec<(usize, usize)>,
@@ -187,6 +242,7 @@ impl<'a> MergeIter<'a> {
             cache,
             dec: None,
             pending: Vec::new(),
+            heap: Vec::new(),
             key: Vec::new(),
             value: Vec::new(),
             operands: Vec::new(),
@@ -209,20 +265,29 @@ impl<'a> MergeIter<'a> {
         // (newest first) is kept.
         let upper = self.upper.as_deref();
         self.sources.retain(|s| s.current().is_some_and(|(_, k, _)| upper.is_none_or(|u| k < u)));
+        if self.sources.len() > LINEAR_MERGE_MAX {
+            for i in 0..self.sources.len() {
+                heap_push(&self.sources, &mut self.heap, i);
+            }
+        }
         Ok(())
     }
 
-    /// The next key with its resolved record: `Put` with the full value, `Delete`, or `Merge`
-    /// with the concatenated operands when no source holds a base value.
-    pub(crate) fn next_record(&mut self) -> Result<Option<Resolved<'_>>> {
-        if !self.started {
-            self.start()?;
-        }
-        for i in std::mem::take(&mut self.pending) {
-            match &mut self.sources[i] {
-                Source::Mem(m) => m.advance(),
-                Source::Seg(s) => s.advance(&mut self.cache, &mut self.dec)?,
+    /// Puts the sources holding the smallest key into `pending`, in source order.
+    fn select(&mut self) {
+        self.pending.clear();
+        if self.sources.len() > LINEAR_MERGE_MAX {
+            let Some(&top) = self.heap.first() else { return };
+            let Some((_, key, _)) = self.sources[top].current() else { return };
+            while let Some(&i) = self.heap.first() {
+                if self.sources[i].current().is_none_or(|(_, k, _)| k != key) {
+                    break;
+                }
+                heap_pop(&self.sources, &mut self.heap);
+                self.pending.push(i);
             }
+            // Equal keys leave the heap in source order, since the order breaks ties by it.
+            return;
         }
         let mut min: Option<(usize, &[u8])> = None;
         for (i, s) in self.sources.iter().enumerate() {
@@ -232,9 +297,35 @@ impl<'a> MergeIter<'a> {
                 }
             }
         }
-        let Some((first, key)) = min else { return Ok(None) };
+        let Some((first, key)) = min else { return };
+        for i in first..self.sources.len() {
+            if self.sources[i].current().is_some_and(|(_, k, _)| k == key) {
+                self.pending.push(i);
+            }
+        }
+    }
+
+    /// The next key with its resolved record: `Put` with the full value, `Delete`, or `Merge`
+    /// with the concatenated operands when no source holds a base value.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Resolved<'_>>> {
+        if !self.started {
+            self.start()?;
+        }
+        for &i in &self.pending {
+            match &mut self.sources[i] {
+                Source::Mem(m) => m.advance(),
+                Source::Seg(s) => s.advance(&mut self.cache, &mut self.dec)?,
+            }
+            if self.sources.len() > LINEAR_MERGE_MAX && self.sources[i].current().is_some() {
+                heap_push(&self.sources, &mut self.heap, i);
+            }
+        }
+        self.select();
+        let Some(&first) = self.pending.first() else { return Ok(None) };
+        let Some((_, key, _)) = self.sources[first].current() else { return Ok(None) };
         if let Some(upper) = &self.upper {
             if key >= upper.as_slice() {
+                self.pending.clear();
                 return Ok(None);
             }
         }
@@ -242,11 +333,13 @@ impl<'a> MergeIter<'a> {
         // breaks the order holds damaged data that its checksums did not catch: reported,
         // never returned (a caller relies on the range and order of what it gets). Memtables
         // are ordered by construction.
-        if let Source::Seg(s) = &self.sources[first] {
-            if key < self.lower.as_slice() || (self.returned && key <= self.key.as_slice()) {
-                let reader = s.seg.seg.reader();
-                let offset = reader.block_offset(s.block_idx);
-                return Err(Error::corrupted(reader.path(), offset, Corruption::Malformed("key order")));
+        if key < self.lower.as_slice() || (self.returned && key <= self.key.as_slice()) {
+            for &i in &self.pending {
+                if let Source::Seg(s) = &self.sources[i] {
+                    let reader = s.seg.seg.reader();
+                    let offset = reader.block_offset(s.block_idx);
+                    return Err(Error::corrupted(reader.path(), offset, Corruption::Malformed("key order")));
+                }
             }
         }
         self.returned = true;
@@ -255,15 +348,11 @@ impl<'a> MergeIter<'a> {
         self.operands.clear();
         self.operand_bytes.clear();
         let mut resolved: Option<RecordKind> = None;
-        for i in first..self.sources.len() {
-            let Some((kind, k, v)) = self.sources[i].current() else { continue };
-            if k != self.key.as_slice() {
-                continue;
-            }
-            self.pending.push(i);
+        for &i in &self.pending {
             if resolved.is_some() {
-                continue;
+                break;
             }
+            let Some((kind, _, v)) = self.sources[i].current() else { continue };
             match kind {
                 RecordKind::Put => {
                     self.value.clear();
