@@ -1,8 +1,11 @@
 //! Compaction keeps space amplification bounded and drops overwritten, deleted and masked
 //! records.
 
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
 use eddy::keygroup::KeyGroupRange;
-use eddy::store::{Store, StoreOptions};
+use eddy::store::{CompactionFilter, CompactionOptions, FilterDecision, Store, StoreOptions};
 
 fn key(i: u32) -> Vec<u8> {
     let mut k = ((i % 64) as u16).to_be_bytes().to_vec();
@@ -69,4 +72,55 @@ fn deleted_and_dropped_records_leave_nothing_after_compaction() {
     s.compact().unwrap();
     assert_eq!(s.stats().segments, 0);
     assert_eq!(s.stats().segment_file_bytes, 0);
+}
+
+/// Holds every compaction until opened.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl CompactionFilter for Gate {
+    fn filter(&self, _key: &[u8], _value: &[u8], _operand: bool, _out: &mut Vec<u8>) -> FilterDecision {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        FilterDecision::Keep
+    }
+}
+
+/// A store that is only read after a burst of writes still installs the compaction that
+/// finishes then (and starts the next): its reads come to merge fewer segments.
+#[test]
+fn reads_alone_let_compaction_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let filter: Arc<dyn CompactionFilter> = gate.clone();
+    let mut s = StoreOptions::new().memory_budget(1 << 20).compaction_filter(filter).open(dir.path()).unwrap();
+    for round in 0..6u32 {
+        for i in 0..4_000 {
+            s.put(&key(i), &[round as u8; 100]).unwrap();
+        }
+        s.flush().unwrap();
+    }
+    // A compaction started during the burst and waits at the gate.
+    let before = s.stats();
+    assert_eq!(before.compactions, 0, "{before:?}");
+    gate.release();
+    let start = Instant::now();
+    while s.stats().compactions == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no compaction installed under reads: {:?}", s.stats());
+        assert_eq!(s.get(&key(7)).unwrap(), Some(&[5u8; 100][..]));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(s.stats().segments < before.segments, "{:?} after {before:?}", s.stats());
 }

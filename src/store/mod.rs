@@ -758,6 +758,16 @@ impl Store {
         }
     }
 
+    /// Installs finished background work before a read. Without it a store that is only
+    /// read would keep serving from the segments a finished compaction replaced, and start
+    /// no further compaction, however many segments a burst of writes left behind.
+    #[inline]
+    fn before_read(&mut self) {
+        if self.bg.ready.load(Ordering::Acquire) {
+            self.poll_done(false);
+        }
+    }
+
     /// Makes room before a write: installs finished background work and freezes a full
     /// region. A write that gets an error here was not applied.
     #[inline]
@@ -957,6 +967,7 @@ impl Store {
     /// The value of `key`, if it has one.
     #[inline(always)]
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.before_read();
         let h = self.active.hash(key);
         match self.active.lookup(h, key) {
             Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
@@ -1066,6 +1077,7 @@ impl Store {
     /// Scans the keys of the group `group` (written with [`put_grouped`](Self::put_grouped)),
     /// in key order. In the mutable region this visits the group's keys only.
     pub fn scan_group(&mut self, group: &[u8]) -> Result<StoreIter<'_>> {
+        self.before_read();
         let Store { active, frozen, segments, cache, group_refs, .. } = self;
         if frozen.is_empty() && segments.is_empty() {
             active.group_into(group, group_refs);
@@ -1082,6 +1094,7 @@ impl Store {
 
     /// Whether the group `group` (see [`scan_group`](Self::scan_group)) has no live key.
     pub fn group_is_empty(&mut self, group: &[u8]) -> Result<bool> {
+        self.before_read();
         if self.frozen.is_empty() && self.segments.is_empty() {
             return Ok(!self.active.group_has_live(group));
         }
@@ -1100,6 +1113,7 @@ impl Store {
 
     /// Scans the keys in `[lower, upper)` (to the end with no `upper`), in key order.
     pub fn scan_range(&mut self, lower: &[u8], upper: Option<&[u8]>) -> Result<StoreIter<'_>> {
+        self.before_read();
         self.active.sorted_runs();
         let Store { active, frozen, segments, cache, .. } = self;
         // Sorted just above; the view is complete.
