@@ -1,6 +1,7 @@
 //! Compaction keeps space amplification bounded and drops overwritten, deleted and masked
 //! records.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,4 +124,51 @@ fn reads_alone_let_compaction_go_on() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(s.stats().segments < before.segments, "{:?} after {before:?}", s.stats());
+}
+
+/// When compaction falls behind, writes stall before the segments pass twice
+/// `max_segments`, and go on once compaction catches up.
+#[test]
+fn writes_stall_while_compaction_is_far_behind() {
+    const MAX_SEGMENTS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let filter: Arc<dyn CompactionFilter> = gate.clone();
+    let mut s = StoreOptions::new()
+        .memory_budget(1 << 20)
+        .compaction(CompactionOptions { max_segments: MAX_SEGMENTS, ..Default::default() })
+        .compaction_filter(filter)
+        .open(dir.path())
+        .unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    let most_segments = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (written, most_segments) = (written.clone(), most_segments.clone());
+        std::thread::spawn(move || {
+            for i in 0..200_000u32 {
+                s.put(&key(i), &[7u8; 100]).unwrap();
+                written.store(i as usize + 1, Ordering::Release);
+                most_segments.fetch_max(s.stats().segments, Ordering::AcqRel);
+            }
+            s
+        })
+    };
+    // The writer fills regions until the segments reach the limit, then waits.
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = written.load(Ordering::Acquire);
+        assert!(now < 200_000, "the writer never stalled: {} segments at most", most_segments.load(Ordering::Acquire));
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let most = most_segments.load(Ordering::Acquire);
+    assert!((2 * MAX_SEGMENTS - 1..=2 * MAX_SEGMENTS).contains(&most), "{most} segments at most");
+    gate.release();
+    let mut s = writer.join().unwrap();
+    s.wait_for_background().unwrap();
+    assert!(s.stats().segments <= MAX_SEGMENTS, "{:?}", s.stats());
+    assert_eq!(s.get(&key(123_456)).unwrap(), Some(&[7u8; 100][..]));
 }

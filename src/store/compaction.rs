@@ -31,7 +31,9 @@ pub struct CompactionOptions {
     pub size_ratio_percent: u64,
     /// Bound on (total size / size of the oldest segment - 1), in percent.
     pub max_space_amplification_percent: u64,
-    /// Above this many segments, the newest are merged whatever their sizes.
+    /// Above this many segments, all but the oldest are merged, before any other rule. At
+    /// twice this many, writes wait for compaction before the next full mutable region is
+    /// frozen (a write stall): reads merge every segment, so their number stays bounded.
     pub max_segments: usize,
 }
 
@@ -46,6 +48,12 @@ pub(crate) fn pick(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usiz
     let n = sizes.len();
     if n < 2 {
         return None;
+    }
+    // Too many segments: every read merges them all. Merging all but the oldest brings the
+    // count down in one pass over the newer data; the rule on space comes after (a full merge
+    // takes longest, and while it runs the count would keep growing).
+    if n > opts.max_segments && n > 2 {
+        return Some(0..n - 1);
     }
     let newer: u64 = sizes[..n - 1].iter().sum();
     if newer.saturating_mul(100) > sizes[n - 1].saturating_mul(opts.max_space_amplification_percent) {
@@ -177,8 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn too_many_segments_merge_the_newest() {
+    fn too_many_segments_merge_all_but_the_oldest_first() {
         let o = CompactionOptions { max_segments: 3, ..Default::default() };
-        assert_eq!(pick(&[1, 2, 4, 8, 1000], &o), Some(0..2));
+        assert_eq!(pick(&[1, 2, 4, 8, 1000], &o), Some(0..4));
+        // Before the rule on space, which would merge all five.
+        assert_eq!(pick(&[600, 500, 400, 300, 100], &o), Some(0..4));
+        assert_eq!(pick(&[600, 500, 400], &o), Some(0..3));
     }
 }

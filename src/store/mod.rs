@@ -784,6 +784,15 @@ impl Store {
         if self.active.memory() >= self.write_buffer {
             // A write stall: the previous region must be written before another is frozen.
             self.wait_for_flush()?;
+            // And another when compaction is too far behind: every read merges every
+            // segment, so their number must stay bounded (as an LSM tree stops writes when
+            // its newest level holds too many files).
+            while self.segments.len() >= 2 * self.opts.compaction.max_segments
+                && self.compacting.is_some()
+                && self.poisoned.is_none()
+            {
+                self.poll_done(true);
+            }
             self.freeze();
         }
         Ok(())
