@@ -123,11 +123,11 @@ fn a_missing_segment_or_damaged_manifest_is_an_error() {
 fn a_future_format_version_is_refused() {
     let (fs, segments) = build();
     let newer = copy(&fs);
-    // A newer writer's segment: version 3 in the header (after the 4 magic bytes) and in the
-    // footer (12 bytes before the end).
+    // A newer writer's segment: version 3 (2 ^ 1) in the header (after the 4 magic bytes)
+    // and in the footer (12 bytes before the end).
     let len = fs.read(&segments[1]).unwrap().len() as u64;
-    newer.corrupt(&segments[1], 4, 0x02).unwrap();
-    newer.corrupt(&segments[1], len - 12, 0x02).unwrap();
+    newer.corrupt(&segments[1], 4, 0x01).unwrap();
+    newer.corrupt(&segments[1], len - 12, 0x01).unwrap();
     let e = open(&newer).unwrap_err();
     assert!(matches!(&e, Error::UnsupportedVersion { found: 3, file, .. } if file == &segments[1]), "{e}");
 }

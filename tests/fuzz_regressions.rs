@@ -25,7 +25,7 @@ use eddy::codec::{
     Bool, Bytes, Char, OptionOf, RkyvSerializer, SerdeSerializer, Serializer, SerializerSnapshot, Str, Unit, VecOf,
     F64, I64, U32, U64,
 };
-use eddy::format::block::{append_trailer, BlockBuilder, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use eddy::format::block::{append_trailer, BlockBuilder, COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use eddy::format::checkpoint::CheckpointManifest;
 use eddy::format::segment::Compression;
 use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
@@ -444,11 +444,11 @@ fn block_payload(recs: &[(RecordKind, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn stored_block(payload: &[u8], zstd: bool) -> Vec<u8> {
-    let (mut out, compression) = if zstd {
-        (zstd::bulk::compress(payload, 1).unwrap(), COMPRESSION_ZSTD)
-    } else {
-        (payload.to_vec(), COMPRESSION_NONE)
+fn stored_block(payload: &[u8], compression: u8) -> Vec<u8> {
+    let mut out = match compression {
+        COMPRESSION_ZSTD => zstd::bulk::compress(payload, 1).unwrap(),
+        COMPRESSION_LZ4 => lz4_flex::block::compress(payload),
+        _ => payload.to_vec(),
     };
     append_trailer(&mut out, 0, compression, payload.len() as u32);
     out
@@ -760,6 +760,7 @@ fn generate_seed_corpus() {
     let none = |block_size| WriterOptions { block_size, compression: Compression::None, bloom_bits_per_key: 10 };
     let zstd_opts =
         |block_size| WriterOptions { block_size, compression: Compression::Zstd(1), bloom_bits_per_key: 10 };
+    let lz4_opts = |block_size| WriterOptions { block_size, compression: Compression::Lz4, bloom_bits_per_key: 10 };
     let long_keys: Vec<_> = (0..12u32)
         .map(|i| {
             let mut k = key(3, 0);
@@ -775,6 +776,7 @@ fn generate_seed_corpus() {
     let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
         ("segment", "uncompressed-3kg-30rec", segment_bytes(none(256), &records(&[0, 5, 9], 10, 8))),
         ("segment", "zstd-2kg-40rec", segment_bytes(zstd_opts(512), &records(&[1, 300], 20, 40))),
+        ("segment", "lz4-2kg-40rec", segment_bytes(lz4_opts(512), &records(&[1, 300], 20, 40))),
         ("segment", "one-record", segment_bytes(none(4096), &single)),
         ("segment", "empty", segment_bytes(none(4096), &[])),
         (
@@ -785,10 +787,11 @@ fn generate_seed_corpus() {
         ("block", "payload-3rec", block_payload(&mixed_small)),
         ("block", "payload-empty", block_payload(&[])),
         ("block", "payload-24rec", block_payload(&mixed)),
-        ("block", "stored-3rec", stored_block(&block_payload(&mixed_small), false)),
-        ("block", "stored-zstd-24rec", stored_block(&block_payload(&records(&[0, 1, 5], 8, 30)), true)),
+        ("block", "stored-3rec", stored_block(&block_payload(&mixed_small), COMPRESSION_NONE)),
+        ("block", "stored-zstd-24rec", stored_block(&block_payload(&records(&[0, 1, 5], 8, 30)), COMPRESSION_ZSTD)),
+        ("block", "stored-lz4-24rec", stored_block(&block_payload(&records(&[0, 1, 5], 8, 30)), COMPRESSION_LZ4)),
         ("block", "handle-then-stored-3rec", {
-            let stored = stored_block(&block_payload(&mixed_small), false);
+            let stored = stored_block(&block_payload(&mixed_small), COMPRESSION_NONE);
             let mut v = 12u64.to_le_bytes().to_vec();
             v.extend_from_slice(&(stored.len() as u32 - 9).to_le_bytes());
             v.extend_from_slice(&stored);
@@ -826,6 +829,7 @@ fn generate_seed_corpus() {
             store_input(open_flags::WRITE_AND_COMPACT, Compression::None, Some((2, 2))),
         ),
         ("store_open", "zstd-two-segments", store_input(0, Compression::Zstd(1), None)),
+        ("store_open", "lz4-two-segments", store_input(0, Compression::Lz4, None)),
         (
             "store_open",
             "synthesized-masks-stray-files",

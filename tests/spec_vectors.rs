@@ -19,8 +19,10 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use eddy::format::block::{COMPRESSION_NONE, COMPRESSION_ZSTD, MAX_BLOCK_LEN, TRAILER_LEN};
-use eddy::format::segment::{Compression, KeyGroupEntry, FOOTER_LEN, HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION};
+use eddy::format::block::{COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_ZSTD, MAX_BLOCK_LEN, TRAILER_LEN};
+use eddy::format::segment::{
+    Compression, KeyGroupEntry, FIRST_SEGMENT_VERSION, FOOTER_LEN, HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
+};
 use eddy::format::store_manifest::{ManifestError, ManifestSegment, StoreManifest, MANIFEST_MAGIC, MANIFEST_VERSION};
 use eddy::format::{key_hash64, RecordKind, SegmentReader, SegmentWriter, WriterOptions};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
@@ -57,6 +59,11 @@ const ZSTD: &[Rec] = &[
 const ZSTD_OPTS: WriterOptions =
     WriterOptions { block_size: 256, compression: Compression::Zstd(3), bloom_bits_per_key: 10 };
 
+/// `segment-v2-lz4.seg`: the records of the zstd vector, LZ4, 256-byte blocks, 10 Bloom bits
+/// per key.
+const LZ4_OPTS: WriterOptions =
+    WriterOptions { block_size: 256, compression: Compression::Lz4, bloom_bits_per_key: 10 };
+
 /// `manifest-v1.bin`: segment 2 (the zstd vector) is newer than segment 1 (the small one), and
 /// key groups 0x0100..=0x01ff were dropped after segment 1 was written.
 fn manifest() -> StoreManifest {
@@ -73,6 +80,7 @@ fn manifest() -> StoreManifest {
 /// lists it.
 struct Expected {
     file: &'static str,
+    version: u32,
     records: &'static [Rec],
     opts: WriterOptions,
     file_len: usize,
@@ -88,6 +96,7 @@ struct Expected {
 
 const SMALL_EXPECTED: Expected = Expected {
     file: "segment-v1-small.seg",
+    version: 1,
     records: SMALL,
     opts: SMALL_OPTS,
     file_len: 604,
@@ -114,6 +123,7 @@ const SMALL_EXPECTED: Expected = Expected {
 
 const ZSTD_EXPECTED: Expected = Expected {
     file: "segment-v1-zstd.seg",
+    version: 1,
     records: ZSTD,
     opts: ZSTD_OPTS,
     file_len: 573,
@@ -129,7 +139,20 @@ const ZSTD_EXPECTED: Expected = Expected {
     key_groups: &[(0x0001, 0, 0, 3), (0x0a00, 0, 2, 6)],
 };
 
-const SEGMENTS: [&Expected; 2] = [&SMALL_EXPECTED, &ZSTD_EXPECTED];
+const LZ4_EXPECTED: Expected = Expected {
+    file: "segment-v2-lz4.seg",
+    version: 2,
+    records: ZSTD,
+    opts: LZ4_OPTS,
+    file_len: 592,
+    blocks: &[(8, 128, 2, 180, 4), (145, 72, 2, 190, 2), (226, 89, 2, 216, 3)],
+    // The same records in blocks of the same size: the payloads of the zstd vector.
+    payloads: ZSTD_EXPECTED.payloads,
+    meta: [(324, 69), (402, 76), (487, 32)],
+    key_groups: ZSTD_EXPECTED.key_groups,
+};
+
+const SEGMENTS: [&Expected; 3] = [&SMALL_EXPECTED, &ZSTD_EXPECTED, &LZ4_EXPECTED];
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec").join("vectors")
@@ -167,8 +190,8 @@ fn write_segment(records: &[(RecordKind, &[u8], &[u8])], opts: WriterOptions) ->
 fn regenerate() {
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(SMALL_EXPECTED.file), write_segment(SMALL, SMALL_OPTS)).unwrap();
-    std::fs::write(dir.join(ZSTD_EXPECTED.file), write_segment(ZSTD, ZSTD_OPTS)).unwrap();
+    // Vectors of older segment versions are fixtures: the writer writes the newest only.
+    std::fs::write(dir.join(LZ4_EXPECTED.file), write_segment(ZSTD, LZ4_OPTS)).unwrap();
     std::fs::write(dir.join("manifest-v1.bin"), manifest().encode()).unwrap();
 }
 
@@ -187,11 +210,11 @@ const KEY_HASHES: &[(&[u8], u64)] = &[
 #[test]
 fn constants_are_those_of_the_spec() {
     assert_eq!(SEGMENT_MAGIC, *b"EDSG");
-    assert_eq!(SEGMENT_VERSION, 1);
+    assert_eq!((FIRST_SEGMENT_VERSION, SEGMENT_VERSION), (1, 2));
     assert_eq!(HEADER_LEN, 8);
     assert_eq!(TRAILER_LEN, 9);
     assert_eq!(FOOTER_LEN, 64);
-    assert_eq!((COMPRESSION_NONE, COMPRESSION_ZSTD), (0, 1));
+    assert_eq!((COMPRESSION_NONE, COMPRESSION_ZSTD, COMPRESSION_LZ4), (0, 1, 2));
     assert_eq!([RecordKind::Put as u8, RecordKind::Delete as u8, RecordKind::Merge as u8], [0, 1, 2]);
     assert_eq!(MAX_BLOCK_LEN, 256 << 20);
     assert_eq!(MAX_KEY_LEN, 65535);
@@ -307,6 +330,7 @@ fn raw_block(file: &[u8], offset: u64, stored_len: u32) -> RawBlock {
     let payload = match compression {
         0 => stored.to_vec(),
         1 => zstd::bulk::decompress(stored, uncompressed_len as usize).unwrap(),
+        2 => lz4_flex::block::decompress(stored, uncompressed_len as usize).unwrap(),
         c => panic!("compression byte {c} at {}", start + len),
     };
     assert_eq!(payload.len(), uncompressed_len as usize);
@@ -434,6 +458,7 @@ fn spec_records(payload: &[u8]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
 
 /// A segment file read by the spec alone.
 struct SpecSegment {
+    version: u32,
     data_blocks: Vec<(Vec<u8>, RawBlock)>,
     meta: [RawBlock; 3],
     records: u64,
@@ -442,12 +467,13 @@ struct SpecSegment {
 
 fn spec_segment(file: &[u8]) -> SpecSegment {
     assert_eq!(&file[0..4], b"EDSG", "magic at 0");
-    assert_eq!(le_u32(file, 4), 1, "version at 4");
+    let version = le_u32(file, 4);
+    assert!(version == 1 || version == 2, "version at 4");
     assert_eq!(&file[file.len() - 4..], b"EDSG", "magic at the end");
     let f = file.len() - 64;
     let footer = &file[f..];
     assert_eq!(crc32fast::hash(&footer[..56]), le_u32(footer, 56), "footer CRC");
-    assert_eq!(le_u32(footer, 52), 1, "footer version");
+    assert_eq!(le_u32(footer, 52), version, "footer version");
     assert_eq!(le_u32(footer, 48), 0, "footer flags");
     let handle = |at: usize| (le_u64(footer, at), le_u32(footer, at + 8));
     let meta = [0, 12, 24].map(|at| {
@@ -489,7 +515,9 @@ fn spec_segment(file: &[u8]) -> SpecSegment {
             (le_u16(kgi, e), le_u32(kgi, e + 2), le_u32(kgi, e + 6), le_u32(kgi, e + 10))
         })
         .collect();
-    SpecSegment { data_blocks, meta, records, key_groups }
+    // LZ4 blocks exist from version 2 on.
+    assert!(version >= 2 || data_blocks.iter().all(|(_, b)| b.compression != 2), "LZ4 in version 1");
+    SpecSegment { version, data_blocks, meta, records, key_groups }
 }
 
 // ---- the segment vectors ----
@@ -536,7 +564,7 @@ fn segment_vectors_decode_to_the_listed_content() {
                         assert_eq!(view.record(j), block.record(j), "{} block {i}", exp.file);
                     }
                 }
-                None => assert_eq!(compression, COMPRESSION_ZSTD, "{} block {i}", exp.file),
+                None => assert_ne!(compression, COMPRESSION_NONE, "{} block {i}", exp.file),
             }
         }
         let want: Vec<_> = exp.records.iter().map(|(k, key, value)| (*k, key.to_vec(), value.to_vec())).collect();
@@ -585,10 +613,20 @@ fn segment_vectors_follow_the_byte_layout() {
         let keys: Vec<&[u8]> = exp.records.iter().map(|r| r.1).collect();
         assert_eq!(spec.meta[0].payload, spec_bloom(&keys, exp.opts.bloom_bits_per_key), "{} filter", exp.file);
 
+        assert_eq!(spec.version, exp.version, "{}", exp.file);
         // The real writer, run again, writes exactly the committed bytes. (Not checked with
-        // zstd, whose output may change between releases without a format change.)
+        // zstd or LZ4, whose output may change between releases without a format change.)
+        // Version 2 changed nothing but the version for a file without LZ4 blocks: the writer
+        // writes the version 1 vector with the version fields (and the footer CRC) changed.
         if exp.opts.compression == Compression::None {
-            assert_eq!(write_segment(exp.records, exp.opts), bytes, "{} no longer matches its writer", exp.file);
+            let mut want = bytes.clone();
+            let footer = want.len() - FOOTER_LEN;
+            for at in [4, footer + 52] {
+                want[at..at + 4].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+            }
+            let crc = crc32fast::hash(&want[footer..footer + 56]);
+            want[footer + 56..footer + 60].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(write_segment(exp.records, exp.opts), want, "{} no longer matches its writer", exp.file);
         }
     }
 }

@@ -182,7 +182,7 @@ fn block_once(data: &[u8]) {
     // The whole input as one stored block followed by its trailer.
     if let Some(len) = data.len().checked_sub(TRAILER_LEN) {
         let _ = compression_of(data, 0, len as u32);
-        if let Ok(payload) = read_block(data, 0, len as u32, &mut dec) {
+        if let Ok(payload) = read_block(data, 0, len as u32, &mut dec, true) {
             if let Ok(view) = BlockView::new(&payload, 0) {
                 let valid = view.validate(0).is_ok();
                 check_view(view, valid, data, &mut Vec::new());
@@ -194,11 +194,11 @@ fn block_once(data: &[u8]) {
         let offset = u64::from_le_bytes(data[..8].try_into().unwrap());
         let len = u32::from_le_bytes(data[8..12].try_into().unwrap());
         let _ = compression_of(data, offset, len);
-        let _ = read_block(data, offset, len, &mut dec);
+        let _ = read_block(data, offset, len, &mut dec, true);
         let n = data.len() as u64 + 1;
         let (offset, len) = (offset % n, (u64::from(len) % n) as u32);
         let _ = compression_of(data, offset, len);
-        if let Ok(payload) = read_block(data, offset, len, &mut dec) {
+        if let Ok(payload) = read_block(data, offset, len, &mut dec, true) {
             if let std::borrow::Cow::Borrowed(stored) = &payload {
                 assert_eq!(*stored, &data[offset as usize..offset as usize + len as usize]);
             }

@@ -27,6 +27,9 @@ pub const TRAILER_LEN: usize = 1 + 4 + 4;
 pub const COMPRESSION_NONE: u8 = 0;
 /// Compression byte: a zstd frame.
 pub const COMPRESSION_ZSTD: u8 = 1;
+/// Compression byte: an LZ4 block (the block format, no frame) that decompresses to the
+/// trailer's uncompressed length. Valid in segments of version 2 and later only.
+pub const COMPRESSION_LZ4: u8 = 2;
 /// The largest uncompressed block a reader accepts (bounds allocation on corrupt input).
 pub const MAX_BLOCK_LEN: u32 = 256 << 20;
 
@@ -161,12 +164,14 @@ pub fn append_trailer(out: &mut Vec<u8>, stored_start: usize, compression: u8, u
 }
 
 /// Verifies the block stored at `file[offset..offset + len]` plus its trailer and returns its
-/// uncompressed payload (borrowed when it is stored uncompressed).
+/// uncompressed payload (borrowed when it is stored uncompressed). `lz4` says whether the
+/// file's format version allows [`COMPRESSION_LZ4`].
 pub fn read_block<'a>(
     file: &'a [u8],
     offset: u64,
     len: u32,
     decompressor: &mut Option<zstd::bulk::Decompressor<'static>>,
+    lz4: bool,
 ) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
     let start = usize::try_from(offset).map_err(|_| DecodeError::malformed(offset, "block offset"))?;
     let end = start
@@ -206,6 +211,18 @@ pub fn read_block<'a>(
             let mut out = Vec::with_capacity(uncompressed_len as usize);
             let n = dec
                 .decompress_to_buffer(stored, &mut out)
+                .map_err(|_| DecodeError::new(offset, Corruption::Decompression))?;
+            if n != uncompressed_len as usize {
+                return Err(DecodeError::new(offset, Corruption::Decompression));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }
+        COMPRESSION_LZ4 if lz4 => {
+            if uncompressed_len > MAX_BLOCK_LEN {
+                return Err(DecodeError::malformed(offset, "block length"));
+            }
+            let mut out = vec![0u8; uncompressed_len as usize];
+            let n = lz4_flex::block::decompress_into(stored, &mut out)
                 .map_err(|_| DecodeError::new(offset, Corruption::Decompression))?;
             if n != uncompressed_len as usize {
                 return Err(DecodeError::new(offset, Corruption::Decompression));
@@ -624,17 +641,47 @@ mod tests {
         let mut file = payload.clone();
         append_trailer(&mut file, 0, COMPRESSION_NONE, payload.len() as u32);
         let mut dec = None;
-        assert_eq!(&*read_block(&file, 0, payload.len() as u32, &mut dec).unwrap(), &payload[..]);
+        assert_eq!(&*read_block(&file, 0, payload.len() as u32, &mut dec, true).unwrap(), &payload[..]);
         for i in 0..file.len() {
             let mut bad = file.clone();
             bad[i] ^= 0x10;
-            assert!(read_block(&bad, 0, payload.len() as u32, &mut dec).is_err(), "flip at {i}");
+            assert!(read_block(&bad, 0, payload.len() as u32, &mut dec, true).is_err(), "flip at {i}");
         }
-        assert!(read_block(&file[..file.len() - 1], 0, payload.len() as u32, &mut dec).is_err());
+        assert!(read_block(&file[..file.len() - 1], 0, payload.len() as u32, &mut dec, true).is_err());
 
         let compressed = zstd::bulk::compress(&payload, 1).unwrap();
         let mut file = compressed.clone();
         append_trailer(&mut file, 0, COMPRESSION_ZSTD, payload.len() as u32);
-        assert_eq!(&*read_block(&file, 0, compressed.len() as u32, &mut dec).unwrap(), &payload[..]);
+        assert_eq!(&*read_block(&file, 0, compressed.len() as u32, &mut dec, true).unwrap(), &payload[..]);
+    }
+
+    #[test]
+    fn lz4_blocks_decompress_to_their_length_where_the_version_allows_them() {
+        let payload = build(&[(RecordKind::Put, b"key-1", &[b'v'; 200]), (RecordKind::Put, b"key-2", &[b'w'; 200])]);
+        let compressed = lz4_flex::block::compress(&payload);
+        assert!(compressed.len() < payload.len());
+        let stored = |stream: &[u8], uncompressed_len: u32| {
+            let mut file = stream.to_vec();
+            append_trailer(&mut file, 0, COMPRESSION_LZ4, uncompressed_len);
+            file
+        };
+        let mut dec = None;
+        let n = compressed.len() as u32;
+        let file = stored(&compressed, payload.len() as u32);
+        assert_eq!(&*read_block(&file, 0, n, &mut dec, true).unwrap(), &payload[..]);
+        // In a version without LZ4 the byte is unknown.
+        let err = read_block(&file, 0, n, &mut dec, false).unwrap_err();
+        assert_eq!(err, DecodeError::malformed(0, "compression type"));
+        // A length that does not match what the stream holds, a stream cut short, and a
+        // length beyond the bound: typed errors (with valid checksums).
+        for bad_len in [payload.len() as u32 - 1, payload.len() as u32 + 1] {
+            let err = read_block(&stored(&compressed, bad_len), 0, n, &mut dec, true).unwrap_err();
+            assert_eq!(err, DecodeError::new(0, Corruption::Decompression), "length {bad_len}");
+        }
+        let cut = &compressed[..compressed.len() - 3];
+        let err = read_block(&stored(cut, payload.len() as u32), 0, cut.len() as u32, &mut dec, true).unwrap_err();
+        assert_eq!(err, DecodeError::new(0, Corruption::Decompression));
+        let err = read_block(&stored(&compressed, MAX_BLOCK_LEN + 1), 0, n, &mut dec, true).unwrap_err();
+        assert_eq!(err, DecodeError::malformed(0, "block length"));
     }
 }
