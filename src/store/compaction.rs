@@ -32,8 +32,9 @@ pub struct CompactionOptions {
     /// Bound on (total size / size of the oldest segment - 1), in percent.
     pub max_space_amplification_percent: u64,
     /// Above this many segments, all but the oldest are merged, before any other rule. At
-    /// twice this many, writes wait for compaction before the next full mutable region is
-    /// frozen (a write stall): reads merge every segment, so their number stays bounded.
+    /// this many, while a compaction runs, writes wait for it before the next full mutable
+    /// region is frozen (a write stall): reads merge every segment, so their number stays
+    /// bounded.
     pub max_segments: usize,
 }
 

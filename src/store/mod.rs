@@ -788,7 +788,7 @@ impl Store {
             // And another when compaction is too far behind: every read merges every
             // segment, so their number must stay bounded (as an LSM tree stops writes when
             // its newest level holds too many files).
-            while self.segments.len() >= 2 * self.opts.compaction.max_segments
+            while self.segments.len() >= self.opts.compaction.max_segments
                 && self.compacting.is_some()
                 && self.poisoned.is_none()
             {
