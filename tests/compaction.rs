@@ -107,7 +107,7 @@ fn reads_alone_let_compaction_go_on() {
     let gate = Arc::new(Gate::default());
     let filter: Arc<dyn CompactionFilter> = gate.clone();
     let mut s = StoreOptions::new().memory_budget(1 << 20).compaction_filter(filter).open(dir.path()).unwrap();
-    // Six segments (each round fits in one region), below the write stall.
+    // Six segments (each round fits in one region), below the write stall (16).
     for round in 0..6u32 {
         for i in 0..1_500 {
             s.put(&key(i), &[round as u8; 100]).unwrap();
@@ -128,17 +128,17 @@ fn reads_alone_let_compaction_go_on() {
     assert!(s.stats().segments < before.segments, "{:?} after {before:?}", s.stats());
 }
 
-/// When compaction falls behind, writes stall once the segments reach `max_segments`, and go
-/// on once compaction catches up.
+/// When compaction falls behind, writes stall once the segments reach `stall_segments`, and
+/// go on once compaction catches up.
 #[test]
 fn writes_stall_while_compaction_is_far_behind() {
-    const MAX_SEGMENTS: usize = 3;
+    const STALL_SEGMENTS: usize = 4;
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate::default());
     let filter: Arc<dyn CompactionFilter> = gate.clone();
     let mut s = StoreOptions::new()
         .memory_budget(1 << 20)
-        .compaction(CompactionOptions { max_segments: MAX_SEGMENTS, ..Default::default() })
+        .compaction(CompactionOptions { max_segments: 3, stall_segments: STALL_SEGMENTS, ..Default::default() })
         .compaction_filter(filter)
         .open(dir.path())
         .unwrap();
@@ -167,10 +167,10 @@ fn writes_stall_while_compaction_is_far_behind() {
         last = now;
     }
     let most = most_segments.load(Ordering::Acquire);
-    assert!((MAX_SEGMENTS - 1..=MAX_SEGMENTS).contains(&most), "{most} segments at most");
+    assert!((STALL_SEGMENTS - 1..=STALL_SEGMENTS).contains(&most), "{most} segments at most");
     gate.release();
     let mut s = writer.join().unwrap();
     s.wait_for_background().unwrap();
-    assert!(s.stats().segments <= MAX_SEGMENTS, "{:?}", s.stats());
+    assert!(s.stats().segments <= STALL_SEGMENTS, "{:?}", s.stats());
     assert_eq!(s.get(&key(123_456)).unwrap(), Some(&[7u8; 100][..]));
 }

@@ -464,6 +464,7 @@ fn store_input(flags: u8, compression: Compression, drop_range: Option<(u16, u16
         size_ratio_percent: 1,
         max_space_amplification_percent: 1_000_000,
         max_segments: 100,
+        stall_segments: 100,
     };
     let mut store = StoreOptions::new()
         .file_system(Arc::new(fs.clone()))

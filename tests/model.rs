@@ -117,6 +117,7 @@ fn never() -> CompactionOptions {
     CompactionOptions {
         trigger: usize::MAX,
         max_segments: usize::MAX,
+        stall_segments: usize::MAX,
         max_space_amplification_percent: u64::MAX,
         ..Default::default()
     }

@@ -31,16 +31,24 @@ pub struct CompactionOptions {
     pub size_ratio_percent: u64,
     /// Bound on (total size / size of the oldest segment - 1), in percent.
     pub max_space_amplification_percent: u64,
-    /// Above this many segments, all but the oldest are merged, before any other rule. At
-    /// this many, while a compaction runs, writes wait for it before the next full mutable
-    /// region is frozen (a write stall): reads merge every segment, so their number stays
-    /// bounded.
+    /// Above this many segments, all but the oldest are merged, before any other rule.
     pub max_segments: usize,
+    /// At this many segments, while a compaction runs, a write that would freeze a full
+    /// mutable region waits for it first (a write stall, as RocksDB stops writes at its
+    /// level-0 file limit): every read merges every segment, so their number must stay
+    /// bounded when writes outrun compaction.
+    pub stall_segments: usize,
 }
 
 impl Default for CompactionOptions {
     fn default() -> Self {
-        CompactionOptions { trigger: 4, size_ratio_percent: 1, max_space_amplification_percent: 100, max_segments: 12 }
+        CompactionOptions {
+            trigger: 4,
+            size_ratio_percent: 1,
+            max_space_amplification_percent: 100,
+            max_segments: 12,
+            stall_segments: 16,
+        }
     }
 }
 

@@ -180,8 +180,8 @@ impl StoreOptions {
             }
         }
         let c = &self.compaction;
-        if c.trigger < 2 || c.max_segments < 2 {
-            return bad("compaction", "trigger and max_segments must be at least 2");
+        if c.trigger < 2 || c.max_segments < 2 || c.stall_segments < 2 {
+            return bad("compaction", "trigger, max_segments and stall_segments must be at least 2");
         }
         Ok(())
     }
@@ -788,7 +788,7 @@ impl Store {
             // And another when compaction is too far behind: every read merges every
             // segment, so their number must stay bounded (as an LSM tree stops writes when
             // its newest level holds too many files).
-            while self.segments.len() >= self.opts.compaction.max_segments
+            while self.segments.len() >= self.opts.compaction.stall_segments
                 && self.compacting.is_some()
                 && self.poisoned.is_none()
             {
