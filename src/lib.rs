@@ -40,9 +40,9 @@
 //! # }
 //! ```
 #![deny(clippy::host_endian_bytes)]
-// Three sites use `unsafe`, each allowed where it stands with its justification: the memory
+// These sites use `unsafe`, each allowed where it stands with its justification: the memory
 // map of a segment file (io/std_fs.rs), a cache prefetch hint (store/table.rs) and the
-// scheduling policy of background threads (sys.rs).
+// scheduling policy and nice value of background threads (sys.rs).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
