@@ -1314,14 +1314,14 @@ pub(crate) fn scan_segments(
     Ok(())
 }
 
-/// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
-/// one chunk never fills the buffer by itself.
 /// A region frozen before it filled (for a checkpoint, or by an explicit flush) holding less
 /// than this, or less than half the write buffer, is written with uncompressed blocks: a
 /// checkpoint waits for it, and block compression would be most of that wait. Compaction
 /// compresses its records when it merges the segment.
 const RAW_FLUSH_BELOW: usize = 8 << 20;
 
+/// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
+/// one chunk never fills the buffer by itself.
 fn chunk_size(write_buffer: usize) -> usize {
     (write_buffer / 16).clamp(4 << 10, 4 << 20)
 }
