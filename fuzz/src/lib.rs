@@ -69,14 +69,20 @@ const MAX_LOOKUPS: usize = 64;
 /// At most this many entries of a store scan are read.
 const MAX_SCAN: usize = 100_000;
 
+/// Runs `run` on `data`, and again on `data` with its checksums made valid by `reseal` (when
+/// that changed anything), so that mutations reach past the checksums.
+fn as_is_and_resealed(data: &[u8], reseal: fn(&mut [u8]), run: fn(&[u8])) {
+    run(data);
+    let mut sealed = data.to_vec();
+    reseal(&mut sealed);
+    if sealed != data {
+        run(&sealed);
+    }
+}
+
 /// A segment file: open, verify, read every block and record, look up keys.
 pub fn segment(data: &[u8]) {
-    segment_once(data);
-    let mut sealed = data.to_vec();
-    reseal::segment(&mut sealed);
-    if sealed != data {
-        segment_once(&sealed);
-    }
+    as_is_and_resealed(data, reseal::segment, segment_once);
 }
 
 fn segment_once(data: &[u8]) {
@@ -155,12 +161,7 @@ fn segment_once(data: &[u8]) {
 
 /// A data block payload (`Block::decode`) and a stored block with its trailer (`read_block`).
 pub fn block(data: &[u8]) {
-    block_once(data);
-    let mut sealed = data.to_vec();
-    reseal::tail(&mut sealed);
-    if sealed != data {
-        block_once(&sealed);
-    }
+    as_is_and_resealed(data, reseal::tail, block_once);
 }
 
 fn block_once(data: &[u8]) {
@@ -212,12 +213,7 @@ fn block_once(data: &[u8]) {
 
 /// The store manifest: decode, and for accepted input, the round trip.
 pub fn store_manifest(data: &[u8]) {
-    store_manifest_once(data);
-    let mut sealed = data.to_vec();
-    reseal::tail(&mut sealed);
-    if sealed != data {
-        store_manifest_once(&sealed);
-    }
+    as_is_and_resealed(data, reseal::tail, store_manifest_once);
 }
 
 fn store_manifest_once(data: &[u8]) {
@@ -418,12 +414,7 @@ pub const RESTORE_NOW_MS: i64 = 1_000_000;
 /// A checkpoint manifest: decode, and for accepted input, the round trip and what the decoder
 /// promises about what it accepts.
 pub fn checkpoint_manifest(data: &[u8]) {
-    checkpoint_manifest_once(data);
-    let mut sealed = data.to_vec();
-    reseal::tail(&mut sealed);
-    if sealed != data {
-        checkpoint_manifest_once(&sealed);
-    }
+    as_is_and_resealed(data, reseal::tail, checkpoint_manifest_once);
 }
 
 fn checkpoint_manifest_once(data: &[u8]) {
@@ -506,12 +497,7 @@ pub fn restore_rules() -> BroadcastStateDescriptor<Str, Str> {
 /// `verify_savepoint` read it); for accepted input, the records and meta info written again
 /// by `SavepointWriter` read back the same.
 pub fn savepoint(data: &[u8]) {
-    savepoint_once(data);
-    let mut sealed = data.to_vec();
-    reseal::savepoint(&mut sealed);
-    if sealed != data {
-        savepoint_once(&sealed);
-    }
+    as_is_and_resealed(data, reseal::savepoint, savepoint_once);
 }
 
 fn savepoint_once(data: &[u8]) {
