@@ -43,6 +43,9 @@ use eddy::state::{
 use eddy::store::StoreOptions;
 use eddy::{Corruption, Error, Misuse};
 
+mod spec_common;
+use spec_common::*;
+
 const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
 const MAX_P: u32 = 4096;
@@ -217,32 +220,6 @@ fn write_savepoint() -> Vec<u8> {
     let bytes = fs.read(path).unwrap();
     assert_eq!(len, bytes.len() as u64);
     bytes
-}
-
-fn spec_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec")
-}
-
-fn spec_file(name: &str) -> String {
-    let path = spec_dir().join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    let path = spec_dir().join("vectors").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 /// Rewrites the vectors with the real writers. Run explicitly:
@@ -667,10 +644,8 @@ fn checkpoint_storage(fs: &FaultFs) -> LocalDirStorage {
     storage
 }
 
-#[test]
-fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
-    let fs = FaultFs::new();
-    let storage = checkpoint_storage(&fs);
+/// `fs` holds exactly the files of [`checkpoint_storage`]: the manifest and the two segments.
+fn assert_holds_the_vector_checkpoint_only(fs: &FaultFs) {
     let mut names = fs.file_names();
     names.sort();
     assert_eq!(
@@ -681,6 +656,13 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
             PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000002.seg"),
         ]
     );
+}
+
+#[test]
+fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
+    let fs = FaultFs::new();
+    let storage = checkpoint_storage(&fs);
+    assert_holds_the_vector_checkpoint_only(&fs);
     assert_eq!(storage.manifests().unwrap(), [CHECKPOINT_ID]);
     assert!(verify_checkpoint(&storage, CHECKPOINT_ID).is_empty());
     assert_eq!(latest_checkpoint(&storage).unwrap(), Some(CHECKPOINT_ID));
@@ -781,16 +763,7 @@ fn a_checkpointer_keeps_what_manifests_name() {
     fs.write_file(Path::new("/chk/chk-00000000000000000043.manifest.tmp"), b"partial").unwrap();
     let cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
     assert_eq!(cp.retained(), [CHECKPOINT_ID]);
-    let mut names = fs.file_names();
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            PathBuf::from("/chk/chk-00000000000000000042.manifest"),
-            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000001.seg"),
-            PathBuf::from("/chk/shared/3f2a9c0d11e4b5a7-1-0000000002.seg"),
-        ]
-    );
+    assert_holds_the_vector_checkpoint_only(&fs);
     assert!(cp.close().is_empty());
 }
 
@@ -889,14 +862,6 @@ fn ser_text(s: &SerializerSnapshot) -> String {
         out.push_str(&format!(" ({})", parts.join(", ")));
     }
     out
-}
-
-fn hex_cell(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        "(empty)".to_string()
-    } else {
-        format!("`{}`", hex(bytes))
-    }
 }
 
 #[test]

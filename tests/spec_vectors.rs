@@ -16,7 +16,7 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use eddy::format::block::{COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_ZSTD, MAX_BLOCK_LEN, TRAILER_LEN};
@@ -28,6 +28,9 @@ use eddy::format::{key_hash64, RecordKind, SegmentReader, SegmentWriter, WriterO
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::store::{StoreOptions, MANIFEST_FILE, MAX_KEY_LEN, MAX_VALUE_LEN};
 use eddy::{Corruption, Error};
+
+mod spec_common;
+use spec_common::*;
 
 type Rec = (RecordKind, &'static [u8], &'static [u8]);
 
@@ -154,24 +157,6 @@ const LZ4_EXPECTED: Expected = Expected {
 
 const SEGMENTS: [&Expected; 3] = [&SMALL_EXPECTED, &ZSTD_EXPECTED, &LZ4_EXPECTED];
 
-fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec").join("vectors")
-}
-
-fn spec_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    let path = vectors_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn write_segment(records: &[(RecordKind, &[u8], &[u8])], opts: WriterOptions) -> Vec<u8> {
     let fs = FaultFs::new();
     let path = Path::new("/vector.seg");
@@ -240,18 +225,6 @@ fn key_hash64_is_the_spec_function() {
 }
 
 // ---- a decoder written from the specification alone ----
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 
 /// An unsigned LEB128 varint at `b[*at..]`.
 fn varint(b: &[u8], at: &mut usize) -> u32 {
@@ -953,14 +926,6 @@ fn kind_name(kind: RecordKind) -> &'static str {
         RecordKind::Put => "Put",
         RecordKind::Delete => "Delete",
         RecordKind::Merge => "Merge",
-    }
-}
-
-fn hex_cell(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        "(empty)".to_string()
-    } else {
-        format!("`{}`", hex(bytes))
     }
 }
 
