@@ -7,6 +7,10 @@ use std::path::Path;
 
 /// Appends are gathered in a buffer of this many bytes before they reach the file.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Every this many bytes handed to the kernel, the file asks it to start writing them to the
+/// disk (RocksDB's `bytes_per_sync`): the final sync of a large file then waits for its last
+/// piece rather than for all of it, and dirty pages do not pile up behind a flush.
+const WRITEBACK_EVERY: u64 = 1024 * 1024;
 
 /// The operating system's file system.
 ///
@@ -117,12 +121,15 @@ struct StdFile {
     file: File,
     buf: Vec<u8>,
     len: u64,
+    /// How many bytes are in the kernel's hands, and from where none was yet sent on to disk.
+    written: u64,
+    writeback_from: u64,
     poisoned: bool,
 }
 
 impl StdFile {
     fn new(file: File) -> Self {
-        StdFile { file, buf: Vec::with_capacity(WRITE_BUFFER), len: 0, poisoned: false }
+        StdFile { file, buf: Vec::with_capacity(WRITE_BUFFER), len: 0, written: 0, writeback_from: 0, poisoned: false }
     }
 
     fn check(&self) -> io::Result<()> {
@@ -146,9 +153,18 @@ impl StdFile {
     fn flush_buf(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.file.write_all(&self.buf)?;
+            self.wrote(self.buf.len());
             self.buf.clear();
         }
         Ok(())
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written - self.writeback_from >= WRITEBACK_EVERY {
+            crate::sys::start_writeback(&self.file, self.writeback_from, self.written - self.writeback_from);
+            self.writeback_from = self.written;
+        }
     }
 }
 
@@ -160,6 +176,7 @@ impl WritableFile for StdFile {
             }
             if data.len() >= WRITE_BUFFER {
                 f.file.write_all(data)?;
+                f.wrote(data.len());
             } else {
                 f.buf.extend_from_slice(data);
             }
