@@ -55,12 +55,16 @@ fn rules() -> BroadcastStateDescriptor<Str, Str> {
     BroadcastStateDescriptor::new("rules", Str, Str)
 }
 
-fn options(fs: &FaultFs) -> StoreOptions {
-    StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(256 << 10)
+fn options(fs: &FaultFs, changelog: bool) -> StoreOptions {
+    StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(256 << 10).changelog(changelog)
 }
 
 fn builder(fs: &FaultFs, range: Option<KeyGroupRange>) -> eddy::state::KeyedBackendBuilder<U64> {
-    let b = KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(options(fs));
+    builder_with(fs, range, false)
+}
+
+fn builder_with(fs: &FaultFs, range: Option<KeyGroupRange>, changelog: bool) -> eddy::state::KeyedBackendBuilder<U64> {
+    let b = KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(options(fs, changelog));
     match range {
         Some(r) => b.key_groups(r),
         None => b,
@@ -201,15 +205,21 @@ struct Harness {
     snapshots: Vec<(RestoreSource, Model)>,
     next_id: u64,
     next_dir: u64,
+    /// Whether the backends keep a changelog.
+    changelog: bool,
 }
 
 impl Harness {
     fn new(opts: CheckpointOptions) -> Self {
+        Self::with_changelog(opts, false)
+    }
+
+    fn with_changelog(opts: CheckpointOptions, changelog: bool) -> Self {
         let fs = FaultFs::new();
         let storage: Arc<dyn CheckpointStorage> =
             Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/checkpoints").unwrap());
         let cp = Checkpointer::new(storage.clone(), opts).unwrap();
-        let mut b = builder(&fs, None).open("/store-0").unwrap();
+        let mut b = builder_with(&fs, None, changelog).open("/store-0").unwrap();
         let h = register(&mut b);
         Harness {
             fs,
@@ -222,6 +232,7 @@ impl Harness {
             snapshots: Vec::new(),
             next_id: 1,
             next_dir: 1,
+            changelog,
         }
     }
 
@@ -264,7 +275,8 @@ impl Harness {
         };
         let dir = format!("/store-{}", self.next_dir);
         self.next_dir += 1;
-        let (mut b, restored) = builder(&self.fs, None).restore(&dir, std::slice::from_ref(&source)).unwrap();
+        let (mut b, restored) =
+            builder_with(&self.fs, None, self.changelog).restore(&dir, std::slice::from_ref(&source)).unwrap();
         let h = register(&mut b);
         let mut op = OperatorStateBackend::restore(restored.operator_states[0].clone());
         let got = dump(&mut b, &h, &mut op);
@@ -273,7 +285,7 @@ impl Harness {
         drop(b);
         let dir = format!("/store-{}", self.next_dir);
         self.next_dir += 1;
-        let (mut b, restored) = builder(&self.fs, None).restore(&dir, &[source]).unwrap();
+        let (mut b, restored) = builder_with(&self.fs, None, self.changelog).restore(&dir, &[source]).unwrap();
         self.h = register(&mut b);
         self.b = b;
         self.op = OperatorStateBackend::restore(restored.operator_states[0].clone());
@@ -282,7 +294,16 @@ impl Harness {
 }
 
 fn run(ops: Vec<Op>) -> TestResult {
-    let mut t = Harness::new(CheckpointOptions::new().retain(2));
+    run_with(ops, None)
+}
+
+/// `materialize_after`: with a changelog, stored after this many bytes of it.
+fn run_with(ops: Vec<Op>, materialize_after: Option<u64>) -> TestResult {
+    let mut opts = CheckpointOptions::new().retain(2);
+    if let Some(bytes) = materialize_after {
+        opts = opts.materialize_after(bytes);
+    }
+    let mut t = Harness::with_changelog(opts, materialize_after.is_some());
     for o in &ops {
         match o {
             Op::Checkpoint { full } => {
@@ -304,15 +325,35 @@ fn run(ops: Vec<Op>) -> TestResult {
         let bytes = t.storage.read_manifest(id).unwrap();
         let m = eddy::format::checkpoint::CheckpointManifest::decode(&bytes).unwrap();
         named.extend(m.segments.into_iter().map(|s| s.file));
+        named.extend(m.logs.into_iter().map(|l| l.file));
     }
     let stored: BTreeSet<String> = t.storage.shared_files().unwrap().into_iter().collect();
-    assert_eq!(stored, named);
+    if t.changelog {
+        // A materialization that follows the last checkpoint stores segments that only the
+        // next checkpoint names.
+        assert!(named.is_subset(&stored));
+        assert!(stored.difference(&named).all(|f| f.ends_with(".seg")), "{stored:?} {named:?}");
+    } else {
+        assert_eq!(stored, named);
+    }
     TestResult::passed()
 }
 
 #[test]
 fn restores_match_the_model() {
     QuickCheck::new().tests(60).quickcheck(run as fn(Vec<Op>) -> TestResult);
+}
+
+#[test]
+fn restores_match_the_model_with_a_changelog() {
+    fn often(ops: Vec<Op>) -> TestResult {
+        run_with(ops, Some(300))
+    }
+    fn seldom(ops: Vec<Op>) -> TestResult {
+        run_with(ops, Some(64 << 20))
+    }
+    QuickCheck::new().tests(40).quickcheck(often as fn(Vec<Op>) -> TestResult);
+    QuickCheck::new().tests(40).quickcheck(seldom as fn(Vec<Op>) -> TestResult);
 }
 
 #[test]
@@ -371,6 +412,83 @@ fn incremental_checkpoints_store_only_new_segments_and_drop_unreferenced_files()
     t.restore();
 }
 
+fn manifest(t: &Harness, id: u64) -> eddy::format::checkpoint::CheckpointManifest {
+    eddy::format::checkpoint::CheckpointManifest::decode(&t.storage.read_manifest(id).unwrap()).unwrap()
+}
+
+#[test]
+fn with_a_changelog_checkpoints_store_the_log_and_the_state_now_and_then() {
+    let mut t = Harness::with_changelog(CheckpointOptions::new().retain(3).materialize_after(20_000), true);
+    for k in 0..2000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    // The first checkpoint stores the state: there is nothing to start a chain from.
+    let first = t.checkpoint(false);
+    let base = manifest(&t, first);
+    assert!(base.logs.is_empty() && !base.segments.is_empty());
+    // The next ones store only what was logged since, and name the same segments.
+    let mut logs = 0;
+    for round in 0..3 {
+        for k in 0..50 {
+            apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, round));
+        }
+        let id = t.checkpoint(false);
+        let m = manifest(&t, id);
+        logs += 1;
+        assert_eq!(m.segments, base.segments);
+        assert_eq!(m.logs.len(), logs, "{m:?}");
+        t.cp.wait_all();
+    }
+    // Enough log: the next checkpoint still completes from the chain, then stores the state,
+    // and the one after starts from it.
+    for k in 0..2000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, 9));
+    }
+    let id = t.checkpoint(false);
+    assert_eq!(manifest(&t, id).logs.len(), logs + 1);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 10));
+    let id = t.checkpoint(false);
+    let m = manifest(&t, id);
+    assert_eq!(m.logs.len(), 1, "{m:?}");
+    assert_ne!(m.segments, base.segments);
+    assert!(verify_checkpoint(t.storage.as_ref(), id).is_empty());
+    // Nothing written: nothing logged.
+    let id = t.checkpoint(false);
+    assert_eq!(manifest(&t, id).logs.len(), 1);
+    // A restored backend starts its own chain by storing its state.
+    t.restore();
+    let id = t.checkpoint(false);
+    assert!(manifest(&t, id).logs.is_empty());
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(3, 3));
+    let id = t.checkpoint(false);
+    assert_eq!(manifest(&t, id).logs.len(), 1);
+    t.restore();
+}
+
+#[test]
+fn a_damaged_changelog_file_is_a_typed_error_and_verify_names_it() {
+    let mut t = Harness::with_changelog(CheckpointOptions::new(), true);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1));
+    t.checkpoint(false);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(2, 2));
+    let id = t.checkpoint(false);
+    let log = manifest(&t, id).logs[0].file.clone();
+    let path = t.storage.describe(&log);
+    let mut bytes = t.fs.open(&path).unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut f = t.fs.create(&path).unwrap();
+    f.append(&bytes).unwrap();
+    f.sync().unwrap();
+    drop(f);
+    let problems = verify_checkpoint(t.storage.as_ref(), id);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].file, path);
+    let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
+    let err = builder_with(&t.fs, None, true).restore("/store-x", &[source]).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
+}
+
 #[test]
 fn the_first_checkpoint_after_a_restore_from_the_same_storage_is_incremental() {
     let mut t = Harness::new(CheckpointOptions::new());
@@ -424,7 +542,7 @@ fn savepoints_leave_out_expired_entries_of_states_that_ask_for_it() {
     let open = |dir: &str| {
         KeyedBackend::builder(U64)
             .max_parallelism(MAX_P)
-            .store_options(options(&fs))
+            .store_options(options(&fs, false))
             .clock(Arc::new(clock.clone()))
             .open(dir)
             .unwrap()
@@ -457,7 +575,7 @@ fn restore_checks_the_snapshot_against_the_backend() {
     apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1));
     let id = t.checkpoint(false);
     let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
-    let opts = options(&t.fs);
+    let opts = options(&t.fs, false);
     let err = KeyedBackend::builder(U64)
         .max_parallelism(32)
         .store_options(opts.clone())
@@ -564,8 +682,12 @@ fn rescaling_from_two_checkpoints_to_one_backend() {
 fn ttl_timestamps_survive_a_restore() {
     let fs = FaultFs::new();
     let clock = ManualClock::new(1_000);
-    let builder =
-        || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(options(&fs)).clock(Arc::new(clock.clone()));
+    let builder = || {
+        KeyedBackend::builder(U64)
+            .max_parallelism(MAX_P)
+            .store_options(options(&fs, false))
+            .clock(Arc::new(clock.clone()))
+    };
     let ttl = TtlConfig::new(Duration::from_millis(100));
     let mut b = builder().open("/ttl").unwrap();
     let v = b.state(ValueStateDescriptor::new("v", U64).ttl(ttl)).unwrap();

@@ -27,8 +27,8 @@ use eddy::checkpoint::{
 };
 use eddy::codec::{OptionOf, Serializer, SerializerSnapshot, Str, Unit, U32, U64};
 use eddy::format::checkpoint::{
-    valid_file_name, CheckpointManifest, SegmentRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo,
-    CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FLAG_FULL,
+    valid_file_name, CheckpointManifest, LogRef, SegmentRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo,
+    CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FIRST_CHECKPOINT_VERSION, FLAG_FULL,
 };
 use eddy::format::savepoint::{
     decode_all, SavepointReader, SavepointWriter, MAX_CHUNK, SAVEPOINT_MAGIC, SAVEPOINT_VERSION,
@@ -48,6 +48,9 @@ use spec_common::*;
 
 const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
+const MANIFEST_V2_VECTOR: &str = "checkpoint-manifest-v2.bin";
+/// The changelog file the version 2 manifest names (`changelog-v1.log`, 62 bytes, log 3).
+const LOG_FILE: &str = "shared/0123456789abcdef-1-log0000000003.log";
 const MAX_P: u32 = 4096;
 /// The job the vectors' backend belongs to: the meta info's first field.
 const JOB: &str = "sessions";
@@ -160,6 +163,7 @@ fn manifest() -> CheckpointManifest {
             })
             .collect(),
         meta,
+        logs: Vec::new(),
     }
 }
 
@@ -230,6 +234,58 @@ fn regenerate() {
     let dir = spec_dir().join("vectors");
     std::fs::write(dir.join(MANIFEST_VECTOR), manifest().encode()).unwrap();
     std::fs::write(dir.join(SAVEPOINT_VECTOR), write_savepoint()).unwrap();
+    std::fs::write(dir.join(MANIFEST_V2_VECTOR), manifest_v2().encode()).unwrap();
+}
+
+/// `checkpoint-manifest-v2.bin`: the checkpoint of `checkpoint-manifest-v1.bin` with one
+/// changelog file after its segments.
+fn manifest_v2() -> CheckpointManifest {
+    let mut m = manifest();
+    m.checkpoint_id = CHECKPOINT_ID + 2;
+    m.logs = vec![LogRef { file: LOG_FILE.into(), log_seq: 3, file_len: 62, versions: versions(&m.meta) }];
+    m
+}
+
+#[test]
+fn manifest_v2_vector_is_the_v1_content_and_a_changelog_entry() {
+    let bytes = vector(MANIFEST_V2_VECTOR);
+    assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), manifest_v2());
+    assert_eq!(manifest_v2().encode(), bytes, "{MANIFEST_V2_VECTOR} no longer matches its writer");
+    let v1 = vector(MANIFEST_VECTOR);
+    assert_eq!(le_u32(&bytes, 4), 2);
+    assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID + 2);
+    // Between the id and the CRC, version 1's bytes, then the changelog entries.
+    let body = &v1[16..v1.len() - 4];
+    assert_eq!(&bytes[16..16 + body.len()], body);
+    let mut at = 16 + body.len();
+    assert_eq!(le_u32(&bytes, at), 1, "log_count");
+    at += 4;
+    assert_eq!(le_u32(&bytes, at) as usize, LOG_FILE.len());
+    assert_eq!(&bytes[at + 4..at + 4 + LOG_FILE.len()], LOG_FILE.as_bytes());
+    at += 4 + LOG_FILE.len();
+    assert_eq!(le_u64(&bytes, at), 3, "log_seq");
+    assert_eq!(le_u64(&bytes, at + 8), vector("changelog-v1.log").len() as u64, "file_len");
+    at += 16;
+    // versions: as in a segment entry; then the CRC.
+    let n = bytes.len();
+    assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
+    assert!(at < n - 4);
+    for i in 0..n {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x80;
+        expect_flip_error_v2(i, CheckpointManifest::decode(&bad).map(drop));
+    }
+    for cut in 0..n {
+        assert!(CheckpointManifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
+fn expect_flip_error_v2(i: usize, got: Result<(), SnapshotDecodeError>) {
+    match got {
+        Err(SnapshotDecodeError::Version(_)) => assert!((4..8).contains(&i), "change at {i}"),
+        Err(SnapshotDecodeError::Corrupt(_)) => assert!(!(4..8).contains(&i), "change at {i}"),
+        Ok(()) => panic!("change at {i} went unnoticed"),
+    }
 }
 
 // ---- the constants the specification states ----
@@ -237,7 +293,8 @@ fn regenerate() {
 #[test]
 fn constants_are_those_of_the_spec() {
     assert_eq!(CHECKPOINT_MAGIC, *b"EDCP");
-    assert_eq!(CHECKPOINT_VERSION, 1);
+    assert_eq!(CHECKPOINT_VERSION, 2);
+    assert_eq!(FIRST_CHECKPOINT_VERSION, 1);
     assert_eq!(FLAG_FULL, 1);
     assert_eq!(SAVEPOINT_MAGIC, *b"EDSV");
     assert_eq!(SAVEPOINT_VERSION, 1);
@@ -436,12 +493,12 @@ fn manifest_validity_rules() {
 #[test]
 fn a_future_version_is_refused_with_its_number() {
     let mut future = vector(MANIFEST_VECTOR);
-    future[4..8].copy_from_slice(&2u32.to_le_bytes());
+    future[4..8].copy_from_slice(&3u32.to_le_bytes());
     let future = resign(future);
-    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(2)));
+    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(3)));
     let path = Path::new("/chk/chk-00000000000000000042.manifest");
     let err = CheckpointManifest::decode(&future).unwrap_err().into_error(path, CHECKPOINT_VERSION);
-    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 2, supported: 1 } if file == path), "{err}");
+    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 3, supported: 2 } if file == path), "{err}");
     // Version 0 was never written: also refused, never read as version 1.
     let mut zero = vector(MANIFEST_VECTOR);
     zero[4..8].copy_from_slice(&0u32.to_le_bytes());

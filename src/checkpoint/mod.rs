@@ -80,13 +80,14 @@ use std::time::{Duration, Instant};
 
 use crate::codec::Serializer;
 use crate::error::{Error, Misuse, Result};
-use crate::format::checkpoint::{CheckpointManifest, SegmentRef, SnapshotMeta, FLAG_FULL};
+use crate::format::checkpoint::{CheckpointManifest, LogRef, SegmentRef, SnapshotMeta, FLAG_FULL};
 use crate::format::savepoint::SavepointWriter;
 use crate::io::{FileSystem, StdFs, WritableFile};
 use crate::keygroup::KeyGroupRange;
 use crate::state::{KeyedBackend, OperatorStateBackend, SnapshotTtl};
+use crate::store::changelog::SealedLog;
 use crate::store::compaction::FilterDecision;
-use crate::store::{scan_segments, StoreSnapshot};
+use crate::store::{scan_segments, LogSeal, StoreSnapshot};
 
 /// The name of the savepoint file in a savepoint directory.
 pub const SAVEPOINT_FILE: &str = "SAVEPOINT";
@@ -98,11 +99,18 @@ pub struct CheckpointOptions {
     retain: usize,
     incremental: bool,
     savepoint_compression: Option<i32>,
+    materialize_after: u64,
 }
 
 impl Default for CheckpointOptions {
     fn default() -> Self {
-        CheckpointOptions { max_in_flight: 2, retain: 1, incremental: true, savepoint_compression: None }
+        CheckpointOptions {
+            max_in_flight: 2,
+            retain: 1,
+            incremental: true,
+            savepoint_compression: None,
+            materialize_after: 64 << 20,
+        }
     }
 }
 
@@ -140,6 +148,17 @@ impl CheckpointOptions {
     #[must_use]
     pub fn savepoint_compression(mut self, level: Option<i32>) -> Self {
         self.savepoint_compression = level;
+        self
+    }
+
+    /// For a backend whose store keeps a changelog ([`StoreOptions::changelog`]
+    /// (crate::store::StoreOptions::changelog)): once the changelog written since the state
+    /// was last stored reaches this many bytes (64 MiB by default), the next checkpoint also
+    /// stores the state (materializes it) after it completes, so that later checkpoints name a
+    /// shorter log and a restore replays less.
+    #[must_use]
+    pub fn materialize_after(mut self, bytes: u64) -> Self {
+        self.materialize_after = bytes;
         self
     }
 }
@@ -182,7 +201,10 @@ type Outcome = (u64, Result<CheckpointInfo>);
 struct CheckpointJob {
     id: u64,
     full: bool,
-    snapshot: StoreSnapshot,
+    /// The store's frozen view, when this checkpoint stores (materializes) the state.
+    snapshot: Option<StoreSnapshot>,
+    /// The changelog sealed at the barrier, when the store keeps one.
+    log: Option<LogSeal>,
     meta: SnapshotMeta,
     versions: Versions,
     next_segment_id: u64,
@@ -212,6 +234,23 @@ enum Job {
     Confirm(u64),
 }
 
+/// A backend's state as the last materialization stored it, and the changelog files written
+/// since: together, the state at the latest barrier.
+struct Chain {
+    backend: u64,
+    base: Vec<SegmentRef>,
+    logs: Vec<LogRef>,
+}
+
+/// What a checkpoint stored.
+#[derive(Default)]
+struct Stored {
+    copied: u64,
+    new: u64,
+    /// The changelog files.
+    logs: Vec<String>,
+}
+
 /// The checkpointer's thread: every change to the storage happens here, in order.
 struct Worker {
     storage: Arc<dyn CheckpointStorage>,
@@ -227,6 +266,12 @@ struct Worker {
     /// names is unknown.
     keep_shared: bool,
     retained: Arc<Mutex<Vec<u64>>>,
+    /// The changelog chain of the backend checkpointed last, if it has one.
+    chain: Option<Chain>,
+    /// A checkpoint that completed from the chain and whose state is still to be stored.
+    deferred: Option<Box<CheckpointJob>>,
+    /// Set when the chain broke: the next checkpoint must store the state.
+    rematerialize: Arc<AtomicBool>,
 }
 
 /// Takes checkpoints and savepoints of a keyed backend (and its operator state) into a
@@ -242,6 +287,10 @@ pub struct Checkpointer {
     finished: BTreeMap<u64, Result<CheckpointInfo>>,
     last_id: Option<u64>,
     retained: Arc<Mutex<Vec<u64>>>,
+    /// The backend whose changelog the checkpoints follow, and the log bytes sealed since its
+    /// state was last stored.
+    chain: Option<(u64, u64)>,
+    rematerialize: Arc<AtomicBool>,
     _lock: crate::io::LockGuard,
 }
 
@@ -281,7 +330,8 @@ impl Checkpointer {
             let bytes = storage.read_manifest(id)?;
             match CheckpointManifest::decode(&bytes) {
                 Ok(m) => {
-                    completed.insert(id, m.segments.into_iter().map(|s| s.file).collect());
+                    let files = m.segments.into_iter().map(|s| s.file).chain(m.logs.into_iter().map(|l| l.file));
+                    completed.insert(id, files.collect());
                 }
                 Err(_) => keep_shared = true,
             }
@@ -295,6 +345,7 @@ impl Checkpointer {
             }
         }
         let retained = Arc::new(Mutex::new(completed.keys().copied().collect()));
+        let rematerialize = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
             storage: storage.clone(),
             owner: random_owner(),
@@ -304,6 +355,9 @@ impl Checkpointer {
             confirmed: None,
             keep_shared,
             retained: retained.clone(),
+            chain: None,
+            deferred: None,
+            rematerialize: rematerialize.clone(),
         };
         let (tx, jobs) = mpsc::channel::<Job>();
         let (done, rx) = mpsc::channel::<Outcome>();
@@ -315,7 +369,7 @@ impl Checkpointer {
                     let outcome = match job {
                         Job::Checkpoint(job) => {
                             let id = job.id;
-                            (id, worker.checkpoint(*job))
+                            (id, worker.checkpoint(job))
                         }
                         Job::Savepoint(job) => (job.id, savepoint(*job)),
                         Job::Confirm(id) => {
@@ -327,6 +381,7 @@ impl Checkpointer {
                     if done.send(outcome).is_err() {
                         return;
                     }
+                    worker.materialize();
                 }
             })
             .map_err(|e| Error::io(storage.describe(""), e))?;
@@ -341,6 +396,8 @@ impl Checkpointer {
             finished: BTreeMap::new(),
             last_id,
             retained,
+            chain: None,
+            rematerialize,
             _lock: lock,
         })
     }
@@ -396,13 +453,33 @@ impl Checkpointer {
         full: bool,
     ) -> Result<()> {
         let abort = self.admit(id)?;
-        let parts = backend.snapshot_parts(operator)?;
+        let full = full || !self.opts.incremental;
+        let backend_id = backend.backend_id();
+        let (limit, chain) = (self.opts.materialize_after, &mut self.chain);
+        let rematerialize = self.rematerialize.swap(false, Ordering::AcqRel);
+        // With a changelog, the state is stored only now and then: when it never was for this
+        // backend, when the log is not continuous or broke, or when enough log was written.
+        let parts = backend.checkpoint_parts(operator, |seal| {
+            let since = chain.filter(|c| c.0 == backend_id).map_or(u64::MAX, |c| c.1).saturating_add(seal.bytes);
+            let materialize = full || rematerialize || !seal.continuous || since >= limit;
+            *chain = Some((backend_id, if materialize { 0 } else { since }));
+            materialize
+        });
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A sealed log may be lost with this snapshot.
+                self.chain = None;
+                return Err(e);
+            }
+        };
         let seeds = backend.take_origin(&self.storage.describe(""));
         let job = CheckpointJob {
             id,
-            backend: backend.backend_id(),
-            full: full || !self.opts.incremental,
+            backend: backend_id,
+            full,
             snapshot: parts.store,
+            log: parts.log,
             meta: parts.meta,
             versions: parts.versions,
             next_segment_id: parts.next_segment_id,
@@ -430,11 +507,14 @@ impl Checkpointer {
         }
         let abort = self.admit(id)?;
         let parts = backend.snapshot_parts(operator)?;
+        let Some(snapshot) = parts.store else {
+            return Err(Error::io(&dir, std::io::Error::other("the backend gave no snapshot of its store")));
+        };
         let job = SavepointJob {
             id,
             fs,
             dir,
-            snapshot: parts.store,
+            snapshot,
             meta: parts.meta,
             range: backend.key_groups(),
             ttl: backend.ttl_filter().for_snapshot(backend.now_millis()),
@@ -559,24 +639,26 @@ fn check_abort(id: u64, abort: &AtomicBool) -> Result<()> {
 }
 
 impl Worker {
-    fn checkpoint(&mut self, job: CheckpointJob) -> Result<CheckpointInfo> {
+    fn checkpoint(&mut self, job: Box<CheckpointJob>) -> Result<CheckpointInfo> {
         let start = Instant::now();
         for o in &job.seeds {
             self.uploaded.entry((job.backend, o.segment)).or_insert_with(|| (o.file.clone(), o.versions.clone()));
         }
         let mut new: Vec<(u64, String)> = Vec::new();
-        let result = self.write_checkpoint(&job, &mut new, start);
+        let (backend, versions) = (job.backend, job.versions.clone());
+        let id = job.id;
+        let result = self.write_checkpoint(job, &mut new, start);
         match &result {
             Ok(_) => {
                 for (seg, name) in new {
-                    self.uploaded.insert((job.backend, seg), (name, job.versions.clone()));
+                    self.uploaded.insert((backend, seg), (name, versions.clone()));
                 }
                 self.collect();
             }
             Err(_) => {
                 // Nothing names what this checkpoint stored: remove it (best effort; a crash
                 // leaves it to the next open).
-                let _ = self.storage.remove_manifest(job.id);
+                let _ = self.storage.remove_manifest(id);
                 for (_, name) in new {
                     let _ = self.storage.remove(&name);
                 }
@@ -587,14 +669,112 @@ impl Worker {
 
     fn write_checkpoint(
         &mut self,
-        job: &CheckpointJob,
+        mut job: Box<CheckpointJob>,
         new: &mut Vec<(u64, String)>,
         start: Instant,
     ) -> Result<CheckpointInfo> {
+        let mut stored = Stored::default();
+        let changelog = job.log.is_some();
+        // The changelog sealed at this barrier joins the chain whatever becomes of this
+        // checkpoint: the next one needs it. A full checkpoint starts a new chain instead.
+        if let Some(seal) = job.log.take() {
+            if job.full {
+                self.chain = None;
+            } else {
+                self.extend_chain(&job, seal, &mut stored);
+            }
+        }
+        let from_chain = !job.full && self.chain.as_ref().is_some_and(|c| c.backend == job.backend);
+        let result = self.write_manifest(&mut job, from_chain, changelog, new, &mut stored, start);
+        if result.is_err() && changelog && !from_chain {
+            self.break_chain();
+        }
+        // Completed from the chain, with a snapshot to store: that happens once the outcome
+        // is out.
+        if result.is_ok() && job.snapshot.is_some() {
+            self.deferred = Some(job);
+        }
+        result
+    }
+
+    /// Writes the manifest of `job`: from the chain, or from the snapshot's segments (which
+    /// then start a new chain, if the backend keeps a changelog).
+    fn write_manifest(
+        &mut self,
+        job: &mut CheckpointJob,
+        from_chain: bool,
+        changelog: bool,
+        new: &mut Vec<(u64, String)>,
+        stored: &mut Stored,
+        start: Instant,
+    ) -> Result<CheckpointInfo> {
         check_abort(job.id, &job.abort)?;
-        let segments = job.snapshot.segments()?;
+        let mut started = None;
+        let (segments, logs) = match (&self.chain, from_chain) {
+            (Some(c), true) => (c.base.clone(), c.logs.clone()),
+            _ => {
+                let Some(snapshot) = job.snapshot.take() else {
+                    self.break_chain();
+                    return Err(Error::io(
+                        self.storage.describe(""),
+                        std::io::Error::other(
+                            "the changelog since the state was last stored is incomplete; the next checkpoint stores the state",
+                        ),
+                    ));
+                };
+                let refs = self.store_segments(job, &snapshot, new, stored)?;
+                if changelog {
+                    started = Some(Chain { backend: job.backend, base: refs.clone(), logs: Vec::new() });
+                }
+                (refs, Vec::new())
+            }
+        };
+        self.storage.sync_shared()?;
+        check_abort(job.id, &job.abort)?;
+        let manifest = CheckpointManifest {
+            checkpoint_id: job.id,
+            flags: if job.full { FLAG_FULL } else { 0 },
+            next_segment_id: job.next_segment_id,
+            meta: job.meta.clone(),
+            segments,
+            logs,
+        };
+        let bytes = manifest.encode();
+        self.storage.write_manifest(job.id, &bytes)?;
+        let files: Vec<String> = manifest
+            .segments
+            .iter()
+            .map(|s| s.file.clone())
+            .chain(manifest.logs.iter().map(|l| l.file.clone()))
+            .collect();
+        let info = CheckpointInfo {
+            id: job.id,
+            kind: if job.full { SnapshotKind::Full } else { SnapshotKind::Incremental },
+            files: files.len(),
+            new_files: new.len() + manifest.logs.iter().filter(|l| stored.logs.contains(&l.file)).count(),
+            bytes_copied: stored.copied,
+            bytes_new: stored.new,
+            manifest_bytes: bytes.len() as u64,
+            async_duration: start.elapsed(),
+        };
+        self.completed.insert(job.id, files);
+        if started.is_some() {
+            self.chain = started;
+        }
+        Ok(info)
+    }
+
+    /// Puts every segment of `snapshot` that is not stored yet; the references to all.
+    fn store_segments(
+        &mut self,
+        job: &CheckpointJob,
+        snapshot: &StoreSnapshot,
+        new: &mut Vec<(u64, String)>,
+        stored: &mut Stored,
+    ) -> Result<Vec<SegmentRef>> {
+        check_abort(job.id, &job.abort)?;
+        let segments = snapshot.segments()?;
         let mut refs = Vec::with_capacity(segments.len());
-        let (mut bytes_copied, mut bytes_new) = (0, 0);
         for live in &segments {
             let seg = &live.seg;
             check_abort(job.id, &job.abort)?;
@@ -608,8 +788,8 @@ impl Worker {
                         format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
                     };
                     new.push((seg.id(), name.clone()));
-                    bytes_copied += self.storage.put(&name, &seg.path())?;
-                    bytes_new += seg.reader().file_len();
+                    stored.copied += self.storage.put(&name, &seg.path())?;
+                    stored.new += seg.reader().file_len();
                     (name, job.versions.clone())
                 }
             };
@@ -621,30 +801,66 @@ impl Worker {
                 versions,
             });
         }
-        self.storage.sync_shared()?;
-        check_abort(job.id, &job.abort)?;
-        let manifest = CheckpointManifest {
-            checkpoint_id: job.id,
-            flags: if job.full { FLAG_FULL } else { 0 },
-            next_segment_id: job.next_segment_id,
-            meta: job.meta.clone(),
-            segments: refs,
-        };
-        let bytes = manifest.encode();
-        self.storage.write_manifest(job.id, &bytes)?;
-        let files: Vec<String> = manifest.segments.iter().map(|s| s.file.clone()).collect();
-        let info = CheckpointInfo {
-            id: job.id,
-            kind: if job.full { SnapshotKind::Full } else { SnapshotKind::Incremental },
-            files: files.len(),
-            new_files: new.len(),
-            bytes_copied,
-            bytes_new,
-            manifest_bytes: bytes.len() as u64,
-            async_duration: start.elapsed(),
-        };
-        self.completed.insert(job.id, files);
-        Ok(info)
+        Ok(refs)
+    }
+
+    /// Adds the changelog sealed at `job`'s barrier to the chain of `job`'s backend, storing
+    /// its file; breaks the chain when the log is not continuous or cannot be stored.
+    fn extend_chain(&mut self, job: &CheckpointJob, seal: LogSeal, stored: &mut Stored) {
+        let continues = seal.continuous && self.chain.as_ref().is_some_and(|c| c.backend == job.backend);
+        if !continues {
+            // Only a checkpoint that stores the state starts a chain again.
+            self.chain = None;
+            return;
+        }
+        let Some(log) = seal.log else { return };
+        match self.store_log(job, &log, stored) {
+            Ok(r) => {
+                if let Some(c) = &mut self.chain {
+                    c.logs.push(r);
+                }
+            }
+            Err(_) => self.break_chain(),
+        }
+    }
+
+    fn store_log(&mut self, job: &CheckpointJob, log: &SealedLog, stored: &mut Stored) -> Result<LogRef> {
+        let len = log.wait()?;
+        let name = format!("{SHARED_DIR}/{}-{}-log{:010}.log", self.owner, job.backend, log.seq());
+        stored.copied += self.storage.put(&name, log.path())?;
+        stored.new += len;
+        stored.logs.push(name.clone());
+        Ok(LogRef { file: name, log_seq: log.seq(), file_len: len, versions: job.versions.clone() })
+    }
+
+    fn break_chain(&mut self) {
+        self.chain = None;
+        self.rematerialize.store(true, Ordering::Release);
+    }
+
+    /// Stores the state of the checkpoint that completed from the chain: later checkpoints
+    /// start from it. On failure the chain goes on from the state stored before.
+    fn materialize(&mut self) {
+        let Some(job) = self.deferred.take() else { return };
+        let Some(snapshot) = &job.snapshot else { return };
+        if self.chain.as_ref().is_none_or(|c| c.backend != job.backend) {
+            return;
+        }
+        let mut new = Vec::new();
+        let result = self.store_segments(&job, snapshot, &mut new, &mut Stored::default());
+        match result.and_then(|refs| self.storage.sync_shared().map(|()| refs)) {
+            Ok(refs) => {
+                for (seg, name) in new {
+                    self.uploaded.insert((job.backend, seg), (name, job.versions.clone()));
+                }
+                self.chain = Some(Chain { backend: job.backend, base: refs, logs: Vec::new() });
+            }
+            Err(_) => {
+                for (_, name) in new {
+                    let _ = self.storage.remove(&name);
+                }
+            }
+        }
     }
 
     /// Removes the checkpoints that retention no longer keeps, then the shared files that no

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
 use crate::error::{Error, Misuse, Result};
+use crate::format::changelog::ChangelogReader;
 use crate::format::checkpoint::{
-    CheckpointManifest, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
+    CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
@@ -238,6 +239,7 @@ pub(crate) fn prepare_store(
         match l {
             Loaded::Checkpoint { storage, manifest } => {
                 let key = storage.describe("");
+                let first = segments.len();
                 for s in &manifest.segments {
                     let id = next_id;
                     next_id += 1;
@@ -260,6 +262,14 @@ pub(crate) fn prepare_store(
                         file: s.file.clone(),
                         versions: s.versions.clone(),
                     });
+                }
+                // The changelog goes over the segments: its writes are newer.
+                if !manifest.logs.is_empty() {
+                    let id = next_id;
+                    next_id += 1;
+                    if replay(storage.as_ref(), &manifest.logs, fs, dir, id, mine, writer)? {
+                        segments.insert(first, ManifestSegment { id, mask: Vec::new() });
+                    }
                 }
             }
             Loaded::Savepoint { path, bytes } => {
@@ -319,6 +329,91 @@ fn rebuild(
         drop(out);
         fs.remove(&target).map_err(|e| Error::io(&target, e))?;
         return Ok(false);
+    }
+    out.finish()?;
+    Ok(true)
+}
+
+/// Writes the net effect of the writes in the changelog files `logs` (oldest first) to keys of
+/// `range` as segment `id`; whether it holds any. The files are read in full: their size is
+/// bounded by how often the state is materialized.
+fn replay(
+    storage: &dyn CheckpointStorage,
+    logs: &[LogRef],
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    id: u64,
+    range: KeyGroupRange,
+    writer: WriterOptions,
+) -> Result<bool> {
+    let mut files = Vec::with_capacity(logs.len());
+    for l in logs {
+        let bytes = storage.open(&l.file)?;
+        let path = storage.describe(&l.file);
+        if bytes.len() as u64 != l.file_len {
+            let kind = if (bytes.len() as u64) < l.file_len {
+                crate::Corruption::Truncated { needed: l.file_len, available: bytes.len() as u64 }
+            } else {
+                crate::Corruption::Malformed("file longer than the manifest says")
+            };
+            return Err(Error::corrupted(path, (bytes.len() as u64).min(l.file_len), kind));
+        }
+        files.push((path, bytes, l.log_seq));
+    }
+    // Every write to the range, in the order made: (key, order, kind, value).
+    let mut writes: Vec<(&[u8], usize, RecordKind, &[u8])> = Vec::new();
+    for (path, bytes, seq) in &files {
+        let mut reader = ChangelogReader::new(bytes).map_err(|e| e.into_error(path))?;
+        if reader.log_seq() != *seq {
+            return Err(Error::corrupted(path, 8, crate::Corruption::Malformed("changelog sequence number")));
+        }
+        while let Some(r) = reader.next().map_err(|e| e.into_error(path))? {
+            if range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
+                writes.push((r.key, writes.len(), r.kind, r.value));
+            }
+        }
+    }
+    if writes.is_empty() {
+        return Ok(false);
+    }
+    writes.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    let target = dir.join(segment_file_name(id));
+    let file = fs.create(&target).map_err(|e| Error::io(&target, e))?;
+    let mut out = SegmentWriter::new(file, &target, writer)?;
+    let mut value = Vec::new();
+    let mut i = 0;
+    while i < writes.len() {
+        let key = writes[i].0;
+        let mut kind = None;
+        while i < writes.len() && writes[i].0 == key {
+            let (_, _, k, v) = writes[i];
+            // As the store applies them: a put or delete replaces, a merge appends.
+            kind = Some(match (kind, k) {
+                (_, RecordKind::Put) | (_, RecordKind::Delete) => {
+                    value.clear();
+                    value.extend_from_slice(v);
+                    k
+                }
+                (None, RecordKind::Merge) => {
+                    value.clear();
+                    value.extend_from_slice(v);
+                    RecordKind::Merge
+                }
+                (Some(RecordKind::Delete), RecordKind::Merge) => {
+                    value.clear();
+                    value.extend_from_slice(v);
+                    RecordKind::Put
+                }
+                (Some(before), RecordKind::Merge) => {
+                    value.extend_from_slice(v);
+                    before
+                }
+            });
+            i += 1;
+        }
+        if let Some(kind) = kind {
+            out.add(kind, key, &value)?;
+        }
     }
     out.finish()?;
     Ok(true)

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
 use crate::error::Error;
+use crate::format::changelog::{ChangelogError, ChangelogReader};
 use crate::format::checkpoint::{CheckpointManifest, CHECKPOINT_VERSION};
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
-use crate::format::SegmentReader;
+use crate::format::{DecodeError, SegmentReader};
 use crate::io::FileSystem;
 
 /// A problem found by verification.
@@ -40,8 +41,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Checks checkpoint `id` in `storage`: its manifest, and every block, index, filter and
-/// footer checksum of every segment it names. An empty list means it is sound.
+/// Checks checkpoint `id` in `storage`: its manifest, every block, index, filter and footer
+/// checksum of every segment it names, and every frame of every changelog file. An empty list means it is sound.
 pub fn verify_checkpoint(storage: &dyn CheckpointStorage, id: u64) -> Vec<Problem> {
     let manifest_path = storage.describe_manifest(id);
     let bytes = match storage.read_manifest(id) {
@@ -75,7 +76,38 @@ pub fn verify_checkpoint(storage: &dyn CheckpointStorage, id: u64) -> Vec<Proble
             Err(e) => problems.push(Problem::from_error(&path, e)),
         }
     }
+    for l in &manifest.logs {
+        let path = storage.describe(&l.file);
+        let bytes = match storage.open(&l.file) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(Problem::from_error(&path, e));
+                continue;
+            }
+        };
+        if bytes.len() as u64 != l.file_len {
+            problems.push(Problem {
+                file: path.clone(),
+                offset: None,
+                what: format!("{} bytes long, the manifest says {}", bytes.len(), l.file_len),
+            });
+            continue;
+        }
+        if let Err(e) = verify_log(&bytes, l.log_seq) {
+            problems.push(Problem::from_error(&path, e.into_error(&path)));
+        }
+    }
     problems
+}
+
+/// Reads every frame and record of a changelog file.
+fn verify_log(bytes: &[u8], seq: u64) -> Result<(), ChangelogError> {
+    let mut reader = ChangelogReader::new(bytes)?;
+    if reader.log_seq() != seq {
+        return Err(DecodeError::malformed(8, "changelog sequence number").into());
+    }
+    while reader.next()?.is_some() {}
+    Ok(())
 }
 
 /// Checks the savepoint in directory `dir`: its header and every chunk, record and the end

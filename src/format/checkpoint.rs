@@ -12,8 +12,13 @@
 //! segments := count u32, then per segment:
 //!             file str | segment_id u64 | file_len u64 | masks (count u32, (first u16, last u16)*)
 //!             | versions (count u32, (state u16, count u32, version u32*)*)
+//! logs     := (version 2 only) count u32, then per changelog file, oldest first:
+//!             file str | log_seq u64 | file_len u64 | versions (as above)
 //! crc32 u32   (of everything before it)
 //! ```
+//!
+//! A manifest without changelog files is written as version 1, which every reader of version 1
+//! reads; one with changelog files (a checkpoint of a store with a changelog) as version 2.
 //!
 //! Integers are little-endian; `str` and `bytes` are a `u32` length and the bytes.
 
@@ -27,8 +32,11 @@ use crate::state::{
 
 /// The magic bytes of a checkpoint manifest.
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"EDCP";
-/// The checkpoint manifest version this build writes and the newest it reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The newest checkpoint manifest version this build writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// The oldest checkpoint manifest version this build reads (and writes when a checkpoint
+/// names no changelog file).
+pub const FIRST_CHECKPOINT_VERSION: u32 = 1;
 /// Manifest flag: the checkpoint shares no file with an earlier one (a full checkpoint).
 pub const FLAG_FULL: u32 = 1;
 const CRC_LEN: usize = 4;
@@ -85,6 +93,20 @@ pub struct SegmentRef {
     pub versions: Vec<(u16, Vec<u32>)>,
 }
 
+/// A changelog file as a manifest names it (`format-spec/changelog.md`): the store's writes
+/// after the segments were taken, replayed over them on restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRef {
+    /// The file's path relative to the checkpoint storage's root (`shared/...`).
+    pub file: String,
+    /// The file's sequence number in the store that wrote it (also in its header).
+    pub log_seq: u64,
+    /// The file's length in bytes.
+    pub file_len: u64,
+    /// Per state id, the versions of its serializers that wrote the file's records.
+    pub versions: Vec<(u16, Vec<u32>)>,
+}
+
 /// A decoded checkpoint manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointManifest {
@@ -98,6 +120,8 @@ pub struct CheckpointManifest {
     pub meta: SnapshotMeta,
     /// The segments, newest first.
     pub segments: Vec<SegmentRef>,
+    /// The changelog files to replay over the segments, oldest first (version 2).
+    pub logs: Vec<LogRef>,
 }
 
 /// Why a manifest or savepoint could not be decoded.
@@ -400,9 +424,9 @@ pub(crate) fn checked_body(bytes: &[u8], min_len: usize) -> Result<&[u8], Decode
 impl CheckpointManifest {
     /// Encodes the manifest.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.segments.len() * 64);
+        let mut out = Vec::with_capacity(256 + (self.segments.len() + self.logs.len()) * 64);
         out.extend_from_slice(&CHECKPOINT_MAGIC);
-        put_u32(&mut out, CHECKPOINT_VERSION);
+        put_u32(&mut out, if self.logs.is_empty() { FIRST_CHECKPOINT_VERSION } else { CHECKPOINT_VERSION });
         put_u64(&mut out, self.checkpoint_id);
         put_u32(&mut out, self.flags);
         put_u64(&mut out, self.next_segment_id);
@@ -417,13 +441,15 @@ impl CheckpointManifest {
                 put_u16(&mut out, a);
                 put_u16(&mut out, b);
             }
-            put_count(&mut out, s.versions.len());
-            for (state, versions) in &s.versions {
-                put_u16(&mut out, *state);
-                put_count(&mut out, versions.len());
-                for v in versions {
-                    put_u32(&mut out, *v);
-                }
+            put_versions(&mut out, &s.versions);
+        }
+        if !self.logs.is_empty() {
+            put_count(&mut out, self.logs.len());
+            for l in &self.logs {
+                put_bytes(&mut out, l.file.as_bytes());
+                put_u64(&mut out, l.log_seq);
+                put_u64(&mut out, l.file_len);
+                put_versions(&mut out, &l.versions);
             }
         }
         let crc = crc32fast::hash(&out);
@@ -438,7 +464,7 @@ impl CheckpointManifest {
             return Err(DecodeError::new(0, Corruption::BadMagic).into());
         }
         let version = r.u32()?;
-        if version != CHECKPOINT_VERSION {
+        if !(FIRST_CHECKPOINT_VERSION..=CHECKPOINT_VERSION).contains(&version) {
             return Err(SnapshotDecodeError::Version(version));
         }
         let body = checked_body(bytes, 8)?;
@@ -471,17 +497,7 @@ impl CheckpointManifest {
                 }
                 mask.push((a, b));
             }
-            let m = count(&mut r)?;
-            let mut versions = Vec::with_capacity(m);
-            for _ in 0..m {
-                let state = r.u16()?;
-                let k = count(&mut r)?;
-                let mut vs = Vec::with_capacity(k);
-                for _ in 0..k {
-                    vs.push(r.u32()?);
-                }
-                versions.push((state, vs));
-            }
+            let versions = versions(&mut r)?;
             if segments.iter().any(|s| s.file == file) {
                 return Err(DecodeError::malformed(at, "file named twice").into());
             }
@@ -490,11 +506,64 @@ impl CheckpointManifest {
             }
             segments.push(SegmentRef { file, segment_id, file_len, mask, versions });
         }
+        let mut logs: Vec<LogRef> = Vec::new();
+        if version >= 2 {
+            let n = count(&mut r)?;
+            if n == 0 {
+                return Err(
+                    DecodeError::malformed(r.offset() - 4, "a version 2 manifest without changelog files").into()
+                );
+            }
+            logs.reserve(n);
+            for _ in 0..n {
+                let at = r.offset();
+                let file = string(&mut r)?;
+                if !valid_file_name(&file) {
+                    return Err(DecodeError::malformed(at, "file name").into());
+                }
+                let log_seq = r.u64()?;
+                let file_len = r.u64()?;
+                let versions = versions(&mut r)?;
+                if segments.iter().any(|s| s.file == file) || logs.iter().any(|l| l.file == file) {
+                    return Err(DecodeError::malformed(at, "file named twice").into());
+                }
+                if logs.last().is_some_and(|l| l.log_seq >= log_seq) {
+                    return Err(DecodeError::malformed(at, "changelog order").into());
+                }
+                logs.push(LogRef { file, log_seq, file_len, versions });
+            }
+        }
         if r.remaining() != 0 {
             return Err(DecodeError::malformed(r.offset(), "trailing bytes").into());
         }
-        Ok(CheckpointManifest { checkpoint_id, flags, next_segment_id, meta, segments })
+        Ok(CheckpointManifest { checkpoint_id, flags, next_segment_id, meta, segments, logs })
     }
+}
+
+fn put_versions(out: &mut Vec<u8>, versions: &[(u16, Vec<u32>)]) {
+    put_count(out, versions.len());
+    for (state, vs) in versions {
+        put_u16(out, *state);
+        put_count(out, vs.len());
+        for v in vs {
+            put_u32(out, *v);
+        }
+    }
+}
+
+fn versions(r: &mut Reader<'_>) -> Result<Vec<(u16, Vec<u32>)>, DecodeError> {
+    let m = count(r)?;
+    let mut versions = Vec::with_capacity(m);
+    for _ in 0..m {
+        let state = r.u16()?;
+        let k = count(r)?;
+        let mut vs = Vec::with_capacity(k);
+        for _ in 0..k {
+            vs.push(r.u32()?);
+        }
+        versions.push((state, vs));
+    }
+    Ok(versions)
 }
 
 /// A file name a manifest may hold: `shared/` and a plain name of safe characters, so that no
@@ -563,14 +632,58 @@ mod tests {
                 mask: vec![(64, 127)],
                 versions: vec![(1, vec![1, 1])],
             }],
+            logs: Vec::new(),
+        }
+    }
+
+    fn with_logs() -> CheckpointManifest {
+        let mut m = sample();
+        m.logs = vec![
+            LogRef { file: "shared/00ab-log0000000004.log".into(), log_seq: 4, file_len: 300, versions: vec![] },
+            LogRef {
+                file: "shared/00ab-log0000000005.log".into(),
+                log_seq: 5,
+                file_len: 20,
+                versions: vec![(1, vec![1, 2])],
+            },
+        ];
+        m
+    }
+
+    #[test]
+    fn without_changelog_files_a_manifest_is_version_1_and_with_them_version_2() {
+        assert_eq!(sample().encode()[4..8], 1u32.to_le_bytes());
+        let m = with_logs();
+        let bytes = m.encode();
+        assert_eq!(bytes[4..8], 2u32.to_le_bytes());
+        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+        // Out of order, or named twice: refused.
+        for bad in [
+            {
+                let mut b = with_logs();
+                b.logs.swap(0, 1);
+                b
+            },
+            {
+                let mut b = with_logs();
+                b.logs[1].file = b.logs[0].file.clone();
+                b
+            },
+        ] {
+            assert!(CheckpointManifest::decode(&bad.encode()).is_err());
         }
     }
 
     #[test]
     fn manifest_round_trips_and_detects_every_flip_and_cut() {
-        let m = sample();
+        for m in [sample(), with_logs()] {
+            flips_and_cuts(&m);
+        }
+    }
+
+    fn flips_and_cuts(m: &CheckpointManifest) {
         let bytes = m.encode();
-        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), *m);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

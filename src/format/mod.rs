@@ -14,6 +14,7 @@
 
 pub mod block;
 pub mod bloom;
+pub mod changelog;
 pub mod checkpoint;
 pub mod savepoint;
 pub mod segment;

@@ -16,7 +16,7 @@ use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
 use crate::keygroup::{
     hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
 };
-use crate::store::{prefix_successor, Lookaside, Store, StoreOptions, StoreSnapshot};
+use crate::store::{prefix_successor, LogSeal, Lookaside, Store, StoreOptions, StoreSnapshot};
 
 /// The most states one backend holds (state ids are 16 bits; 0 is reserved).
 pub const MAX_STATES: usize = u16::MAX as usize - 1;
@@ -228,8 +228,10 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
 
 /// The synchronous part of a snapshot of a keyed backend.
 pub(crate) struct SnapshotParts {
-    /// The store's frozen view.
-    pub(crate) store: StoreSnapshot,
+    /// The store's frozen view, unless a checkpoint stores only the changelog.
+    pub(crate) store: Option<StoreSnapshot>,
+    /// The changelog sealed at the barrier, for a checkpoint of a store that keeps one.
+    pub(crate) log: Option<LogSeal>,
     /// The meta info, with the operator state.
     pub(crate) meta: SnapshotMeta,
     /// Per state, the versions of its serializers.
@@ -721,8 +723,32 @@ impl<K: Serializer> KeyedBackend<K> {
     /// The synchronous part of a snapshot: the store's frozen view, the meta info (with the
     /// operator state), the serializer versions per state, and the store's next segment id.
     pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<SnapshotParts> {
+        let snapshot = self.core.store.snapshot()?;
+        Ok(self.parts(operator, Some(snapshot), None))
+    }
+
+    /// The synchronous part of a checkpoint: seals the store's changelog, if it keeps one, and
+    /// takes the store's frozen view when it does not or when `materialize` says so.
+    pub(crate) fn checkpoint_parts(
+        &mut self,
+        operator: &OperatorStateBackend,
+        materialize: impl FnOnce(&LogSeal) -> bool,
+    ) -> Result<SnapshotParts> {
+        let seal = self.core.store.seal_changelog();
+        let snapshot = match &seal {
+            Some(seal) if !materialize(seal) => None,
+            _ => Some(self.core.store.snapshot()?),
+        };
+        Ok(self.parts(operator, snapshot, seal))
+    }
+
+    fn parts(
+        &mut self,
+        operator: &OperatorStateBackend,
+        snapshot: Option<StoreSnapshot>,
+        log: Option<LogSeal>,
+    ) -> SnapshotParts {
         let core = &mut self.core;
-        let snapshot = core.store.snapshot()?;
         let states: Vec<StateMetaInfo> = core
             .states
             .iter()
@@ -744,7 +770,7 @@ impl<K: Serializer> KeyedBackend<K> {
             states,
             operator: operator.snapshot(),
         };
-        Ok(SnapshotParts { store: snapshot, meta, versions, next_segment_id: core.store.next_segment_id() })
+        SnapshotParts { store: snapshot, log, meta, versions, next_segment_id: core.store.next_segment_id() }
     }
 
     /// The shared files of `storage` that the store's segments were restored from; given once.

@@ -25,6 +25,7 @@
 //! decoded indexes (Bloom filters are read through the memory maps).
 
 mod cache;
+pub(crate) mod changelog;
 pub(crate) mod compaction;
 mod iter;
 mod memtable;
@@ -43,6 +44,8 @@ pub use compaction::{CompactionFilter, CompactionOptions, FilterDecision};
 pub use iter::StoreIter;
 
 use self::cache::BlockCache;
+pub(crate) use self::changelog::LogSeal;
+use self::changelog::{is_log_file_name, Changelog};
 use self::iter::{MergeIter, Source};
 use self::memtable::{Memtable, RecRef};
 use self::segment::{parse_segment_file_name, segment_file_name, LiveSegment, Segment};
@@ -71,6 +74,7 @@ pub struct StoreOptions {
     writer: WriterOptions,
     compaction: CompactionOptions,
     filter: Option<Arc<dyn CompactionFilter>>,
+    changelog: bool,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +85,7 @@ impl Default for StoreOptions {
             writer: WriterOptions::default(),
             compaction: CompactionOptions::default(),
             filter: None,
+            changelog: false,
         }
     }
 }
@@ -93,6 +98,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("writer", &self.writer)
             .field("compaction", &self.compaction)
             .field("filter", &self.filter.is_some())
+            .field("changelog", &self.changelog)
             .finish()
     }
 }
@@ -157,6 +163,18 @@ impl StoreOptions {
 
     pub(crate) fn file_system_ref(&self) -> &Arc<dyn FileSystem> {
         &self.fs
+    }
+
+    /// Whether every write is also appended to a changelog that a thread of its own writes and
+    /// syncs as processing goes on (off by default). Checkpoints then store the changelog
+    /// written since the previous one instead of flushing the state, so that an incremental
+    /// checkpoint has only the last piece of the log left to sync; the state itself is stored
+    /// now and then (materialized) in the background. It costs every write a copy into the
+    /// log, and the disk the log's bytes. See [`crate::checkpoint`].
+    #[must_use]
+    pub fn changelog(mut self, on: bool) -> Self {
+        self.changelog = on;
+        self
     }
 
     pub(crate) fn writer_options(&self) -> WriterOptions {
@@ -519,6 +537,8 @@ pub struct Store {
     flushes: u64,
     compactions: u64,
     bg: Background,
+    /// The changelog, when the options ask for one.
+    log: Option<Changelog>,
     _lock: LockGuard,
 }
 
@@ -564,7 +584,7 @@ impl Store {
                     max_id = max_id.max(id + 1);
                     !live.contains(&id)
                 }
-                None => name.ends_with(".tmp"),
+                None => name.ends_with(".tmp") || is_log_file_name(name),
             };
             if garbage {
                 let path = dir.join(name);
@@ -575,6 +595,8 @@ impl Store {
         let write_buffer = (opts.memory_budget / 4).max(MIN_WRITE_BUFFER);
         let bg = Background::start(fs.clone(), dir.to_path_buf(), opts.writer, opts.filter.clone())
             .map_err(|e| Error::io(dir, e))?;
+        let log =
+            if opts.changelog { Some(Changelog::start(fs.clone(), dir).map_err(|e| Error::io(dir, e))?) } else { None };
         let mut store = Store {
             dir: dir.to_path_buf(),
             active: Memtable::new(chunk_size(write_buffer)),
@@ -596,6 +618,7 @@ impl Store {
             flushes: 0,
             compactions: 0,
             bg,
+            log,
             opts,
             _lock: lock,
         };
@@ -618,6 +641,9 @@ impl Store {
         self.before_write()?;
         let h = self.active.hash(key);
         self.active.put(h, key, value, 0);
+        if let Some(log) = &mut self.log {
+            log.record(RecordKind::Put, key, value);
+        }
         Ok(())
     }
 
@@ -631,6 +657,9 @@ impl Store {
         self.before_write()?;
         let h = self.active.hash(key);
         self.active.put(h, key, value, group_len);
+        if let Some(log) = &mut self.log {
+            log.record(RecordKind::Put, key, value);
+        }
         Ok(())
     }
 
@@ -671,6 +700,9 @@ impl Store {
                     let h = self.active.hash(key);
                     self.active.put(h, key, value, group.len());
                 }
+                if let Some(log) = &mut self.log {
+                    log.record(RecordKind::Put, key, value);
+                }
             }
             Ok(())
         })();
@@ -693,6 +725,9 @@ impl Store {
         self.before_write()?;
         let h = self.active.hash(key);
         self.active.delete(h, key, group_len);
+        if let Some(log) = &mut self.log {
+            log.record(RecordKind::Delete, key, &[]);
+        }
         Ok(())
     }
 
@@ -703,6 +738,9 @@ impl Store {
         self.before_write()?;
         let h = self.active.hash(key);
         self.active.delete(h, key, 0);
+        if let Some(log) = &mut self.log {
+            log.record(RecordKind::Delete, key, &[]);
+        }
         Ok(())
     }
 
@@ -714,6 +752,9 @@ impl Store {
         self.before_write()?;
         let h = self.active.hash(key);
         self.active.merge(h, key, operand);
+        if let Some(log) = &mut self.log {
+            log.record(RecordKind::Merge, key, operand);
+        }
         Ok(())
     }
 
@@ -813,6 +854,11 @@ impl Store {
             segments: self.segments.clone(),
             pending: self.frozen.iter().rev().cloned().collect(),
         })
+    }
+
+    /// Seals the changelog (see [`StoreOptions::changelog`]); `None` without one.
+    pub(crate) fn seal_changelog(&mut self) -> Option<LogSeal> {
+        self.log.as_mut().map(Changelog::seal)
     }
 
     /// The id the next segment file will get.
@@ -1150,6 +1196,9 @@ impl Store {
         }
         let (a, b) = (range.start(), range.end());
         self.lookaside = None;
+        if let Some(log) = &mut self.log {
+            log.interrupt();
+        }
         self.wait_for_flush()?;
         self.active.drop_key_groups(a, b);
         for s in &mut self.segments {
