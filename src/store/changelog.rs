@@ -126,7 +126,8 @@ impl Changelog {
         let (spare_tx, spare) = mpsc::channel::<Vec<u8>>();
         let (wfs, wdir) = (fs.clone(), dir.to_path_buf());
         let thread = std::thread::Builder::new().name("eddy-changelog".into()).spawn(move || {
-            crate::sys::background_thread();
+            // Not marked as background work: the thread mostly waits for the disk, and it must
+            // get to each frame as it comes, not when the task thread's time slice ends.
             writer(wfs, wdir, rx, spare_tx);
         })?;
         Ok(Changelog {
@@ -211,33 +212,51 @@ struct Open {
     path: PathBuf,
 }
 
-/// The changelog thread: writes each frame and syncs it, so that a seal has only the last
-/// frame left to make durable. After a failure the frames up to the next seal are dropped and
-/// that seal fails; the file after it starts afresh.
+/// The changelog thread: writes the frames it is given and syncs them, all that queued up
+/// behind one sync (so that it keeps up with writes however slow a sync is), and so that a
+/// seal has only the last frames left to make durable. The next file is created as soon as
+/// the previous one is sealed, off the path of the next checkpoint. After a failure the frames
+/// up to the next seal are dropped and that seal fails; the file after it starts afresh.
 fn writer(fs: Arc<dyn FileSystem>, dir: PathBuf, rx: Receiver<Cmd>, spare: mpsc::Sender<Vec<u8>>) {
     let mut seq = 1u64;
-    let mut open: Option<Open> = None;
     let mut failed: Option<String> = None;
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Cmd::Frame(mut payload) => {
-                if failed.is_none() {
-                    if let Err(e) = append(&fs, &dir, seq, &mut open, &payload) {
-                        failed = Some(e.to_string());
+    let mut open = start_file(&fs, &dir, seq).map_err(|e| failed = Some(e.to_string())).ok();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut wrote = false;
+        let mut seal = None;
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Frame(mut payload) => {
+                    if failed.is_none() {
+                        if let Err(e) = append(&fs, &dir, seq, &mut open, &payload) {
+                            failed = Some(e.to_string());
+                        }
+                        wrote = true;
                     }
+                    payload.clear();
+                    let _ = spare.send(payload);
+                    next = rx.try_recv().ok();
                 }
-                payload.clear();
-                let _ = spare.send(payload);
+                Cmd::Seal(s) => seal = Some(s),
             }
-            Cmd::Seal(sealed) => {
-                let outcome = match (failed.take(), open.take()) {
-                    (Some(why), _) => Err(why),
-                    (None, Some(o)) => Ok(o.file.len()),
-                    (None, None) => Err("nothing was written to the changelog".into()),
-                };
-                seq += 1;
-                sealed.set(outcome);
+        }
+        if wrote && failed.is_none() {
+            if let Some(o) = open.as_mut() {
+                if let Err(e) = o.file.sync() {
+                    failed = Some(e.to_string());
+                }
             }
+        }
+        if let Some(sealed) = seal {
+            let outcome = match (failed.take(), open.take()) {
+                (Some(why), _) => Err(why),
+                (None, Some(o)) => Ok(o.file.len()),
+                (None, None) => Err("nothing was written to the changelog".into()),
+            };
+            sealed.set(outcome);
+            seq += 1;
+            open = start_file(&fs, &dir, seq).map_err(|e| failed = Some(e.to_string())).ok();
         }
     }
     // Unsealed writes belong to no checkpoint.
@@ -247,6 +266,16 @@ fn writer(fs: Arc<dyn FileSystem>, dir: PathBuf, rx: Receiver<Cmd>, spare: mpsc:
     }
 }
 
+/// Creates changelog file `seq` with its header, durably.
+fn start_file(fs: &Arc<dyn FileSystem>, dir: &Path, seq: u64) -> std::io::Result<Open> {
+    let path = dir.join(log_file_name(seq));
+    let mut file = fs.create(&path)?;
+    file.append(&encode_header(seq))?;
+    file.sync()?;
+    Ok(Open { file, path })
+}
+
+/// Appends one frame (without a sync).
 fn append(
     fs: &Arc<dyn FileSystem>,
     dir: &Path,
@@ -255,13 +284,9 @@ fn append(
     payload: &[u8],
 ) -> std::io::Result<()> {
     if open.is_none() {
-        let path = dir.join(log_file_name(seq));
-        let mut file = fs.create(&path)?;
-        file.append(&encode_header(seq))?;
-        *open = Some(Open { file, path });
+        *open = Some(start_file(fs, dir, seq)?);
     }
     let Some(o) = open.as_mut() else { return Ok(()) };
     o.file.append(&frame_header(payload))?;
-    o.file.append(payload)?;
-    o.file.sync()
+    o.file.append(payload)
 }
