@@ -25,10 +25,18 @@ struct Job {
     fs: FaultFs,
     storage: Arc<dyn CheckpointStorage>,
     next_dir: u32,
+    /// Whether the backends keep a changelog (and every checkpoint after the first then
+    /// materializes the state once it completed).
+    changelog: bool,
 }
 
 fn store_options(fs: &FaultFs) -> StoreOptions {
+    store_options_with(fs, false)
+}
+
+fn store_options_with(fs: &FaultFs, changelog: bool) -> StoreOptions {
     StoreOptions::new()
+        .changelog(changelog)
         .file_system(Arc::new(fs.clone()))
         .memory_budget(256 << 10)
         .compaction(CompactionOptions { trigger: 2, ..CompactionOptions::default() })
@@ -68,15 +76,28 @@ fn read(b: &mut KeyedBackend<U64>) -> Model {
 
 impl Job {
     fn new() -> Self {
+        Self::with_changelog(false)
+    }
+
+    fn with_changelog(changelog: bool) -> Self {
         let fs = FaultFs::new();
         let storage = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/cp").unwrap());
-        Job { fs, storage, next_dir: 0 }
+        Job { fs, storage, next_dir: 0, changelog }
+    }
+
+    fn options(&self) -> CheckpointOptions {
+        if self.changelog {
+            CheckpointOptions::new().materialize_after(1)
+        } else {
+            CheckpointOptions::new()
+        }
     }
 
     fn backend(&mut self, from: Option<u64>) -> KeyedBackend<U64> {
         self.next_dir += 1;
         let dir = format!("/store-{}", self.next_dir);
-        let builder = KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options(&self.fs));
+        let builder =
+            KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options_with(&self.fs, self.changelog));
         match from {
             None => builder.open(dir).unwrap(),
             Some(id) => {
@@ -88,7 +109,7 @@ impl Job {
     /// A checkpointer over the job's storage and a new backend holding the first round of
     /// writes (flushed to a segment if `flush`), with its model.
     fn started(&mut self, flush: bool) -> (Checkpointer, KeyedBackend<U64>, Model) {
-        let cp = Checkpointer::new(self.storage.clone(), CheckpointOptions::new()).unwrap();
+        let cp = Checkpointer::new(self.storage.clone(), self.options()).unwrap();
         let mut b = self.backend(None);
         let mut model = Model::default();
         write(&mut b, &mut model, 1).unwrap();
@@ -104,6 +125,7 @@ impl Job {
         for id in self.storage.manifests().unwrap() {
             let m = CheckpointManifest::decode(&self.storage.read_manifest(id).unwrap()).unwrap();
             named.extend(m.segments.into_iter().map(|s| s.file));
+            named.extend(m.logs.into_iter().map(|l| l.file));
         }
         let stored: BTreeSet<String> = self.storage.shared_files().unwrap().into_iter().collect();
         assert_eq!(stored, named);
@@ -113,8 +135,8 @@ impl Job {
 /// Checkpoint 1 completes; then a fault is armed `at` operations into checkpoint 2 (with
 /// writes, flushes and compactions going on). Returns the number of operations checkpoint 2
 /// and its surroundings took, and whether the fault fired.
-fn scenario(at: Option<(u64, FaultKind)>) -> (u64, bool) {
-    let mut job = Job::new();
+fn scenario(at: Option<(u64, FaultKind)>, changelog: bool) -> (u64, bool) {
+    let mut job = Job::with_changelog(changelog);
     let (mut cp, mut b, mut model) = job.started(false);
     let op = OperatorStateBackend::new();
     let mut models = BTreeMap::new();
@@ -151,7 +173,7 @@ fn scenario(at: Option<(u64, FaultKind)>) -> (u64, bool) {
     }
 
     // Open the storage again: leftovers go; the newest checkpoint restores exactly.
-    let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new()).unwrap();
+    let mut cp = Checkpointer::new(job.storage.clone(), job.options()).unwrap();
     job.check_no_leftovers();
     let latest = latest_checkpoint(job.storage.as_ref()).unwrap().expect("checkpoint 1 completed");
     assert!(verify_checkpoint(job.storage.as_ref(), latest).is_empty());
@@ -173,12 +195,12 @@ fn scenario(at: Option<(u64, FaultKind)>) -> (u64, bool) {
     (used, fired)
 }
 
-fn every_operation(kind: FaultKind) {
-    let (clean, _) = scenario(None);
+fn every_operation(kind: FaultKind, changelog: bool) {
+    let (clean, _) = scenario(None, changelog);
     assert!(clean > 5);
     let mut fired = 0;
     for n in 0..clean + 8 {
-        if scenario(Some((n, kind))).1 {
+        if scenario(Some((n, kind)), changelog).1 {
             fired += 1;
         }
     }
@@ -188,12 +210,24 @@ fn every_operation(kind: FaultKind) {
 
 #[test]
 fn a_crash_at_every_operation_of_a_checkpoint_keeps_the_last_completed_one() {
-    every_operation(FaultKind::Crash);
+    every_operation(FaultKind::Crash, false);
 }
 
 #[test]
 fn an_io_error_at_every_operation_fails_the_checkpoint_cleanly_and_the_next_succeeds() {
-    every_operation(FaultKind::Error);
+    every_operation(FaultKind::Error, false);
+}
+
+/// The same with a changelog: the log written alongside the writes, the checkpoint that stores
+/// it, and the materialization after it.
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_keeps_the_last_completed_checkpoint() {
+    every_operation(FaultKind::Crash, true);
+}
+
+#[test]
+fn with_a_changelog_an_io_error_at_every_operation_fails_cleanly_and_the_next_checkpoint_succeeds() {
+    every_operation(FaultKind::Error, true);
 }
 
 #[test]

@@ -256,6 +256,11 @@ fn corpus_restore() {
     corpus_with_mutations("restore");
 }
 
+#[test]
+fn corpus_changelog() {
+    corpus_with_mutations("changelog");
+}
+
 /// Every crash input saved so far, as is (the named tests below say what each one was).
 #[test]
 fn regressions_run_clean() {
@@ -641,6 +646,13 @@ fn checkpointer(fs: &FaultFs, root: &str, opts: CheckpointOptions) -> (Arc<dyn C
 /// segment ids (the real names hold a random owner; these keep the seeds deterministic), and
 /// their bytes in the manifest's order.
 fn checkpoint_files(fs: &FaultFs, root: &str, id: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (manifest, segments, _) = checkpoint_and_log_files(fs, root, id);
+    (manifest, segments)
+}
+
+/// The manifest, segment files and changelog files of a checkpoint, its files renamed to names
+/// that do not depend on the checkpointer.
+fn checkpoint_and_log_files(fs: &FaultFs, root: &str, id: u64) -> (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let bytes = fs.read(&Path::new(root).join(format!("chk-{id:020}.manifest"))).unwrap();
     let mut m = CheckpointManifest::decode(&bytes).unwrap();
     let mut files = Vec::new();
@@ -648,7 +660,12 @@ fn checkpoint_files(fs: &FaultFs, root: &str, id: u64) -> (Vec<u8>, Vec<Vec<u8>>
         files.push(fs.read(&Path::new(root).join(&s.file)).unwrap());
         s.file = format!("shared/seed-{:010}.seg", s.segment_id);
     }
-    (m.encode(), files)
+    let mut logs = Vec::new();
+    for l in &mut m.logs {
+        logs.push(fs.read(&Path::new(root).join(&l.file)).unwrap());
+        l.file = format!("shared/seed-log{:010}.log", l.log_seq);
+    }
+    (m.encode(), files, logs)
 }
 
 fn restore_input(flags: u8, manifest: &[u8], segments: &[Vec<u8>], savepoint: &[u8]) -> Vec<u8> {
@@ -714,11 +731,59 @@ fn snapshot_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     lower_cp.close();
     let (lower_manifest, lower_segments) = checkpoint_files(&fs, "/cp-lower", 1);
 
+    // A backend with a changelog: checkpoint 1 stores its state, checkpoint 2 the log since.
+    let clock = ManualClock::new(fuzz_targets::RESTORE_NOW_MS - 1000);
+    let mut logged = KeyedBackend::builder(U64)
+        .max_parallelism(fuzz_targets::RESTORE_MAX_PARALLELISM)
+        .clock(Arc::new(clock))
+        .store_options(StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(256 << 10).changelog(true))
+        .open("/logged")
+        .unwrap();
+    let value = logged.state(ValueStateDescriptor::new("value", U64)).unwrap();
+    let list = logged.state(ListStateDescriptor::new("list", U32)).unwrap();
+    let (_, mut log_cp) = checkpointer(&fs, "/cp-logged", CheckpointOptions::new().retain(2));
+    for round in 0..2u64 {
+        for k in 0..6u64 {
+            logged.set_current_key(&k).unwrap();
+            value.update(&mut logged, &(k + round)).unwrap();
+            list.add(&mut logged, &(k as u32)).unwrap();
+        }
+        logged.set_current_key(&round).unwrap();
+        value.clear(&mut logged).unwrap();
+        log_cp.checkpoint(round + 1, &mut logged, &OperatorStateBackend::new(), false).unwrap();
+        log_cp.wait(round + 1).unwrap();
+    }
+    log_cp.close();
+    let (logged_manifest, logged_segments, logs) = checkpoint_and_log_files(&fs, "/cp-logged", 2);
+    assert_eq!(logs.len(), 1, "the seed checkpoint should name one changelog file");
+
     vec![
         ("checkpoint_manifest", "incremental-two-segments", manifest.clone()),
         ("checkpoint_manifest", "full", full_manifest),
         ("checkpoint_manifest", "masked-half-range", masked_manifest),
         ("checkpoint_manifest", "lower-half", lower_manifest.clone()),
+        ("checkpoint_manifest", "with-changelog", logged_manifest.clone()),
+        ("changelog", "from-a-checkpoint", logs[0].clone()),
+        (
+            "changelog",
+            "spec-vector",
+            fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors/changelog-v1.log")).unwrap(),
+        ),
+        (
+            "restore",
+            "checkpoint-with-changelog",
+            restore_input(f::CHECKPOINT, &logged_manifest, &logged_segments, &logs[0]),
+        ),
+        (
+            "restore",
+            "checkpoint-with-changelog-half-range-then-checkpoint",
+            restore_input(
+                f::CHECKPOINT | f::HALF_RANGE | f::CHECKPOINT_AFTER,
+                &logged_manifest,
+                &logged_segments,
+                &logs[0],
+            ),
+        ),
         ("savepoint", "zstd", sp_zstd.clone()),
         ("savepoint", "uncompressed", sp_raw.clone()),
         ("savepoint", "upper-half", sp_upper.clone()),

@@ -23,12 +23,13 @@ use eddy::checkpoint::{
 };
 use eddy::codec::{Bytes, Serializer, Str, U32, U64};
 use eddy::format::block::{compression_of, read_block, TRAILER_LEN};
+use eddy::format::changelog::{encode_header, frame_header, put_record, ChangelogReader};
 use eddy::format::checkpoint::{valid_file_name, CheckpointManifest, SnapshotMeta, FLAG_FULL};
 use eddy::format::key_hash64;
 use eddy::format::savepoint::{SavepointReader, SavepointWriter};
 use eddy::format::segment::{FOOTER_LEN, HEADER_LEN};
 use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
-use eddy::format::{Block, BlockView, SegmentReader};
+use eddy::format::{Block, BlockView, RecordKind, SegmentReader};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::keygroup::KeyGroupRange;
 use eddy::state::{
@@ -50,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("checkpoint_manifest", checkpoint_manifest),
     ("savepoint", savepoint),
     ("restore", restore),
+    ("changelog", changelog),
 ];
 
 /// The targets whose inputs open stores (and so start background threads).
@@ -431,7 +433,56 @@ fn checkpoint_manifest_once(data: &[u8]) {
         assert!(m.segments[..i].iter().all(|t| t.segment_id != s.segment_id), "segment id {} repeated", s.segment_id);
         assert!(s.mask.iter().all(|(a, b)| a <= b));
     }
+    for (i, l) in m.logs.iter().enumerate() {
+        assert!(valid_file_name(&l.file), "file name {:?} accepted", l.file);
+        assert!(m.segments.iter().all(|s| s.file != l.file), "file {:?} named twice", l.file);
+        assert!(
+            m.logs[..i].iter().all(|t| t.file != l.file && t.log_seq < l.log_seq),
+            "changelog {:?} out of order",
+            l.file
+        );
+    }
     read_operator_state(std::slice::from_ref(&m.meta.operator));
+}
+
+/// A changelog file: every record with `ChangelogReader`; for accepted input, the records
+/// written again (one frame) read back the same, and each record's kind, key and value are what
+/// the reader promises.
+pub fn changelog(data: &[u8]) {
+    as_is_and_resealed(data, reseal::changelog, changelog_once);
+}
+
+fn changelog_once(data: &[u8]) {
+    let Ok(mut reader) = ChangelogReader::new(data) else { return };
+    let seq = reader.log_seq();
+    let mut records = Vec::new();
+    // Every record takes at least three bytes of the input: this ends.
+    loop {
+        match reader.next() {
+            Ok(Some(r)) => {
+                assert!(r.key.len() >= 2, "a key without its key group");
+                assert!(r.kind != RecordKind::Delete || r.value.is_empty(), "a delete with a value");
+                records.push((r.kind, r.key.to_vec(), r.value.to_vec()));
+            }
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    let mut again = encode_header(seq).to_vec();
+    let mut payload = Vec::new();
+    for (kind, key, value) in &records {
+        put_record(&mut payload, *kind, key, value);
+    }
+    if !payload.is_empty() {
+        again.extend_from_slice(&frame_header(&payload));
+        again.extend_from_slice(&payload);
+    }
+    let mut reader = ChangelogReader::new(&again).expect("a written changelog header reads");
+    for r in &records {
+        let got = reader.next().expect("a written changelog reads").expect("a record is missing");
+        assert_eq!((got.kind, got.key, got.value), (r.0, &r.1[..], &r.2[..]));
+    }
+    assert!(matches!(reader.next(), Ok(None)), "a written changelog reads more records");
 }
 
 /// What `SnapshotMeta::decode` promises of the meta info it accepts; the key serializer
@@ -659,8 +710,14 @@ impl<'a> RestoreInput<'a> {
             (self.manifest.to_vec(), self.segment1.to_vec(), self.segment2.to_vec(), self.savepoint.to_vec());
         reseal::segment(&mut segment1);
         reseal::segment(&mut segment2);
-        reseal::checkpoint(&mut manifest, &[&segment1, &segment2]);
-        reseal::savepoint(&mut savepoint);
+        // The last piece is a savepoint, or the first changelog file of a manifest naming one.
+        let names_log = CheckpointManifest::decode(&manifest).is_ok_and(|m| !m.logs.is_empty());
+        if names_log {
+            reseal::changelog(&mut savepoint);
+        } else {
+            reseal::savepoint(&mut savepoint);
+        }
+        reseal::checkpoint(&mut manifest, &[&segment1, &segment2], &savepoint);
         [manifest, segment1, segment2, savepoint]
     }
 }
@@ -729,6 +786,12 @@ fn restore_once(input: &RestoreInput<'_>) {
     }
     if !input.savepoint.is_empty() {
         fs.write_file(&sp_dir.join(SAVEPOINT_FILE), input.savepoint).unwrap();
+    }
+    // A manifest that names changelog files gets the savepoint piece as its first one.
+    if let Some(log) = decoded.as_ref().and_then(|m| m.logs.first()) {
+        if !names.contains(&log.file) {
+            fs.write_file(&cp_dir.join(&log.file), input.savepoint).unwrap();
+        }
     }
     let Ok(storage) = LocalDirStorage::new(shared.clone(), cp_dir) else { return };
     let transfer = if flags & COPY != 0 { Transfer::Copy } else { Transfer::Link };
@@ -1476,13 +1539,35 @@ pub mod reseal {
 
     /// A checkpoint manifest: the checksum in its last four bytes, and when it then decodes,
     /// the lengths of its first segments set to those of `segments` (its files in order).
-    pub fn checkpoint(manifest: &mut Vec<u8>, segments: &[&[u8]]) {
+    pub fn checkpoint(manifest: &mut Vec<u8>, segments: &[&[u8]], log: &[u8]) {
         tail(manifest);
         let Ok(mut m) = CheckpointManifest::decode(manifest) else { return };
         for (s, file) in m.segments.iter_mut().zip(segments) {
             s.file_len = file.len() as u64;
         }
+        if let Some(l) = m.logs.first_mut() {
+            l.file_len = log.len() as u64;
+        }
         *manifest = m.encode();
+    }
+
+    /// A changelog file (`src/format/changelog.rs`): the header's checksum, and each frame's
+    /// as far as the frame lengths hold.
+    pub fn changelog(bytes: &mut [u8]) {
+        const HEADER: usize = 20;
+        if bytes.len() < HEADER {
+            return;
+        }
+        let crc = crc32(&bytes[..16]);
+        bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+        let mut at = HEADER;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+            let Some(end) = (at + 8).checked_add(len).filter(|&e| e <= bytes.len()) else { return };
+            let crc = crc32(&bytes[at + 8..end]);
+            bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+            at = end;
+        }
     }
 
     // Savepoint layout (`src/format/savepoint.rs`): header `magic | version u32 | id u64 |
