@@ -642,6 +642,17 @@ fn an_aborted_checkpoint_leaves_nothing_behind() {
 
 #[test]
 fn rescaling_from_two_checkpoints_to_one_backend() {
+    rescale(false);
+}
+
+/// With a changelog, the second checkpoint of each half names the log of its updates, which a
+/// restore replays for the key groups it keeps.
+#[test]
+fn rescaling_from_two_checkpoints_with_changelogs_to_one_backend_and_back() {
+    rescale(true);
+}
+
+fn rescale(changelog: bool) {
     let fs = FaultFs::new();
     let halves = [KeyGroupRange::new(0, 7).unwrap(), KeyGroupRange::new(8, 15).unwrap()];
     let mut sources = Vec::new();
@@ -651,20 +662,24 @@ fn rescaling_from_two_checkpoints_to_one_backend() {
         let storage: Arc<dyn CheckpointStorage> =
             Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), format!("/c{i}")).unwrap());
         let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
-        let mut b = builder(&fs, Some(*range)).open(format!("/s{i}")).unwrap();
+        let mut b = builder_with(&fs, Some(*range), changelog).open(format!("/s{i}")).unwrap();
         let h = register(&mut b);
-        for k in 0..400u64 {
-            if b.set_current_key(&k).is_ok() {
-                h.value.update(&mut b, &(k * 2)).unwrap();
-                model.insert(k, k * 2);
-                if i == 1 {
-                    second.insert(k, k * 2);
+        for round in 1..=2u64 {
+            for k in (0..400u64).filter(|k| round == 1 || k % 3 == 0) {
+                if b.set_current_key(&k).is_ok() {
+                    h.value.update(&mut b, &(k * 2 + round)).unwrap();
+                    model.insert(k, k * 2 + round);
+                    if i == 1 {
+                        second.insert(k, k * 2 + round);
+                    }
                 }
             }
+            cp.checkpoint(round, &mut b, &OperatorStateBackend::new(), false).unwrap();
+            cp.wait(round).unwrap();
         }
-        cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
-        cp.wait(1).unwrap();
-        sources.push(RestoreSource::Checkpoint { storage, id: 1 });
+        let m = eddy::format::checkpoint::CheckpointManifest::decode(&storage.read_manifest(2).unwrap()).unwrap();
+        assert_eq!(m.logs.len(), usize::from(changelog));
+        sources.push(RestoreSource::Checkpoint { storage, id: 2 });
     }
     let (mut b, restored) = builder(&fs, None).restore("/merged", &sources).unwrap();
     assert_eq!(restored.operator_states.len(), 2);
@@ -676,6 +691,32 @@ fn rescaling_from_two_checkpoints_to_one_backend() {
     let h = register(&mut b);
     assert_eq!(dump(&mut b, &h, &mut op).values, second);
     assert!(!second.is_empty());
+    // Scaled out from the merged backend's own checkpoint: each half sees its keys.
+    if changelog {
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/cm").unwrap());
+        let (mut merged, _) = builder_with(&fs, None, true).restore("/merged-2", &sources).unwrap();
+        let h = register(&mut merged);
+        let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
+        cp.checkpoint(1, &mut merged, &OperatorStateBackend::new(), false).unwrap();
+        cp.wait(1).unwrap();
+        merged.set_current_key(&9).unwrap();
+        h.value.update(&mut merged, &9999).unwrap();
+        model.insert(9, 9999);
+        merged.set_current_key(&12).unwrap();
+        h.value.clear(&mut merged).unwrap();
+        model.remove(&12);
+        cp.checkpoint(2, &mut merged, &OperatorStateBackend::new(), false).unwrap();
+        cp.wait(2).unwrap();
+        let source = RestoreSource::Checkpoint { storage, id: 2 };
+        let mut seen = BTreeMap::new();
+        for (i, half) in halves.iter().enumerate() {
+            let (mut b, _) =
+                builder(&fs, Some(*half)).restore(format!("/out{i}"), std::slice::from_ref(&source)).unwrap();
+            let h = register(&mut b);
+            seen.extend(dump(&mut b, &h, &mut op).values);
+        }
+        assert_eq!(seen, model);
+    }
 }
 
 #[test]

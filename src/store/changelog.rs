@@ -20,6 +20,9 @@ use crate::io::{FileSystem, WritableFile};
 pub(crate) const LOG_CHUNK: usize = 256 << 10;
 /// Frames the writing thread may be behind before writes wait for it.
 const LOG_QUEUE: usize = 16;
+/// The most log kept unsealed: beyond it (no checkpoint seals the log), the file starts over
+/// and the next seal says the log is not continuous, so that the disk does not fill up.
+const LOG_MAX_UNSEALED: u64 = 1 << 30;
 const LOG_PREFIX: &str = "changelog-";
 const LOG_SUFFIX: &str = ".log";
 
@@ -89,6 +92,8 @@ impl Drop for SealedLog {
 enum Cmd {
     Frame(Vec<u8>),
     Seal(Arc<SealedLog>),
+    /// Drop what was written since the last seal and start the file again.
+    Restart,
 }
 
 /// The writing side of the changelog, owned by the store.
@@ -104,8 +109,10 @@ pub(crate) struct Changelog {
     /// Bytes logged since the last seal.
     bytes: u64,
     /// False when the store changed in a way the log does not describe (key groups dropped)
-    /// since the last seal.
+    /// or the log started over since the last seal.
     continuous: bool,
+    /// See [`LOG_MAX_UNSEALED`].
+    max_unsealed: u64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -140,6 +147,7 @@ impl Changelog {
             dirty: false,
             bytes: 0,
             continuous: true,
+            max_unsealed: LOG_MAX_UNSEALED,
             thread: Some(thread),
         })
     }
@@ -166,6 +174,12 @@ impl Changelog {
         // A writer that is gone fails the seal that waits for it.
         if let Some(tx) = &self.tx {
             let _ = tx.send(Cmd::Frame(full));
+            if self.bytes > self.max_unsealed {
+                let _ = tx.send(Cmd::Restart);
+                self.bytes = 0;
+                self.dirty = false;
+                self.continuous = false;
+            }
         }
     }
 
@@ -239,6 +253,16 @@ fn writer(fs: Arc<dyn FileSystem>, dir: PathBuf, rx: Receiver<Cmd>, spare: mpsc:
                     next = rx.try_recv().ok();
                 }
                 Cmd::Seal(s) => seal = Some(s),
+                Cmd::Restart => {
+                    if let Some(o) = open.take() {
+                        drop(o.file);
+                        let _ = fs.remove(&o.path);
+                    }
+                    wrote = false;
+                    failed = None;
+                    open = start_file(&fs, &dir, seq).map_err(|e| failed = Some(e.to_string())).ok();
+                    next = rx.try_recv().ok();
+                }
             }
         }
         if wrote && failed.is_none() {
@@ -289,4 +313,79 @@ fn append(
     let Some(o) = open.as_mut() else { return Ok(()) };
     o.file.append(&frame_header(payload))?;
     o.file.append(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::changelog::ChangelogReader;
+    use crate::io::FaultFs;
+
+    fn log(fs: &FaultFs) -> Changelog {
+        fs.create_dir_all(Path::new("/s")).unwrap();
+        Changelog::start(Arc::new(fs.clone()), Path::new("/s")).unwrap()
+    }
+
+    #[test]
+    fn a_seal_gives_the_records_since_the_previous_one_durably() {
+        let fs = FaultFs::new();
+        let mut c = log(&fs);
+        assert!(c.seal().log.is_none(), "nothing written, nothing sealed");
+        c.record(RecordKind::Put, b"\x00\x01a", b"1");
+        c.record(RecordKind::Delete, b"\x00\x01b", b"");
+        let seal = c.seal();
+        assert!(seal.continuous);
+        let sealed = seal.log.unwrap();
+        let len = sealed.wait().unwrap();
+        let bytes = fs.read(sealed.path()).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        let mut r = ChangelogReader::new(&bytes).unwrap();
+        assert_eq!(r.log_seq(), 1);
+        assert_eq!(r.next().unwrap().unwrap().key, b"\x00\x01a");
+        assert_eq!(r.next().unwrap().unwrap().kind, RecordKind::Delete);
+        assert!(r.next().unwrap().is_none());
+        // The next file holds only what came after.
+        c.record(RecordKind::Merge, b"\x00\x02c", b"x");
+        let next = c.seal().log.unwrap();
+        next.wait().unwrap();
+        assert_eq!(next.seq(), 2);
+        let path = sealed.path().to_path_buf();
+        drop(sealed);
+        assert!(!fs.exists(&path), "a sealed file no one holds is removed");
+    }
+
+    #[test]
+    fn a_log_no_checkpoint_seals_starts_over_and_says_so() {
+        let fs = FaultFs::new();
+        let mut c = log(&fs);
+        c.max_unsealed = 3 * LOG_CHUNK as u64;
+        let value = vec![7u8; 4096];
+        for i in 0..(5 * LOG_CHUNK / value.len()) as u32 {
+            c.record(RecordKind::Put, &i.to_be_bytes(), &value);
+        }
+        c.record(RecordKind::Put, b"\x00\x01z", b"last");
+        let seal = c.seal();
+        assert!(!seal.continuous, "the log lost writes: the next checkpoint must store the state");
+        let len = seal.log.unwrap().wait().unwrap();
+        assert!(len < 3 * LOG_CHUNK as u64, "{len}");
+        assert!(c.seal().continuous);
+    }
+
+    #[test]
+    fn a_write_error_fails_the_seal_and_the_next_file_starts_afresh() {
+        let fs = FaultFs::new();
+        let mut c = log(&fs);
+        c.record(RecordKind::Put, b"\x00\x01a", b"1");
+        fs.fail_at(fs.ops(), crate::io::FaultKind::Error);
+        let failed = c.seal().log.unwrap();
+        assert!(failed.wait().is_err());
+        fs.disarm();
+        c.record(RecordKind::Put, b"\x00\x01b", b"2");
+        let next = c.seal().log.unwrap();
+        let len = next.wait().unwrap();
+        let bytes = fs.read(next.path()).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        let mut r = ChangelogReader::new(&bytes).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().key, b"\x00\x01b");
+    }
 }
