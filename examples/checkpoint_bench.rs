@@ -16,7 +16,11 @@
 //!   ratio to the changed records compressed on their own (zstd, the store's level), and
 //!   their duration from the call until the checkpoint is durable;
 //! - restore from the local checkpoint until the first read, then a read of every key;
-//! - a savepoint: time and throughput to write it, and time to restore from it.
+//! - a savepoint: time and throughput to write it, and time to restore from it;
+//! - the incremental rounds again on a backend whose store keeps a changelog
+//!   (`StoreOptions::changelog`), which materializes its state every 8 MiB of log: the
+//!   checkpoints' duration and bytes, the time of the rounds' updates against the rounds
+//!   without a changelog, and the restore from its last checkpoint (which replays the log).
 
 #[path = "../benches/common/shuffle.rs"]
 mod shuffle;
@@ -61,7 +65,11 @@ fn options() -> StoreOptions {
 }
 
 fn load(dir: &Path, keys: u64) -> (KeyedBackend<U64>, ValueState<Bytes>, Duration) {
-    let mut b = KeyedBackend::builder(U64).max_parallelism(128).store_options(options()).open(dir).expect("open");
+    load_with(dir, keys, options())
+}
+
+fn load_with(dir: &Path, keys: u64, options: StoreOptions) -> (KeyedBackend<U64>, ValueState<Bytes>, Duration) {
+    let mut b = KeyedBackend::builder(U64).max_parallelism(128).store_options(options).open(dir).expect("open");
     let state = b.state(ValueStateDescriptor::new("value", Bytes)).expect("state");
     let start = Instant::now();
     for k in shuffled(keys, 7) {
@@ -132,7 +140,12 @@ fn sync_parts(
 /// How many incremental checkpoints are measured, each after updating another 1% of the keys.
 const INCREMENTAL_ROUNDS: usize = 9;
 
+/// With a changelog, the state is stored again after this much log.
+const MATERIALIZE_AFTER: u64 = 8 << 20;
+
 struct IncrementalRound {
+    /// The round's updates (1% of the keys), before the checkpoint.
+    updates: Duration,
     sync: Duration,
     total: Duration,
     /// Bytes the checkpoint wrote: new files and the manifest.
@@ -140,6 +153,101 @@ struct IncrementalRound {
     /// The round's changed records compressed on their own.
     reference: u64,
     info: CheckpointInfo,
+}
+
+/// Checkpoints `first_id`, `first_id + 1`, ..., each after updating another 1% of the keys.
+fn incremental_rounds(
+    b: &mut KeyedBackend<U64>,
+    state: &ValueState<Bytes>,
+    cp: &mut Checkpointer,
+    keys: u64,
+    first_id: u64,
+) -> Vec<IncrementalRound> {
+    let changed = (keys / 100) as usize;
+    let order = shuffled(keys, 11);
+    let op = OperatorStateBackend::new();
+    let mut rounds = Vec::new();
+    for (round, slice) in order.chunks(changed).take(INCREMENTAL_ROUNDS).enumerate() {
+        b.store().wait_for_background().expect("background");
+        let values: Vec<Vec<u8>> = slice.iter().map(|&k| value_of(k, 99 + round as u64)).collect();
+        let start = Instant::now();
+        for (k, v) in slice.iter().zip(&values) {
+            b.set_current_key(k).expect("key");
+            state.update(b, v).expect("update");
+        }
+        let updates = start.elapsed();
+        let mut raw = Vec::with_capacity(changed * 120);
+        for (k, v) in slice.iter().zip(&values) {
+            raw.extend_from_slice(&k.to_be_bytes());
+            raw.extend_from_slice(v);
+        }
+        let reference = zstd::bulk::compress(&raw, -1).expect("zstd").len() as u64;
+        let id = first_id + round as u64;
+        let start = Instant::now();
+        cp.checkpoint(id, b, &op, false).expect("checkpoint");
+        let sync = start.elapsed();
+        let info: CheckpointInfo = cp.wait(id).expect("incremental");
+        let total = start.elapsed();
+        rounds.push(IncrementalRound {
+            updates,
+            sync,
+            total,
+            bytes: info.bytes_new + info.manifest_bytes,
+            reference,
+            info,
+        });
+    }
+    rounds
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+/// The rounds with a changelog: each stores the log since the previous one; a round whose
+/// checkpoint names fewer changelog files than the one before follows a materialization.
+fn print_changelog(rounds: &[IncrementalRound], plain: &[IncrementalRound], restore: Duration) {
+    let n = rounds.len();
+    let mut totals: Vec<Duration> = rounds.iter().map(|r| r.total).collect();
+    totals.sort();
+    let (sync, _, _) = spread(rounds.iter().map(|r| r.sync).collect());
+    let after: Vec<usize> = (1..n).filter(|&i| rounds[i].info.logs <= rounds[i - 1].info.logs).collect();
+    println!(
+        "| with a changelog: incremental after 1% updates, all {n} rounds: synchronous, total | {:.3} ms, {:.1} ms median (min {:.1}, max {:.1}) |",
+        ms(sync),
+        ms(totals[n / 2]),
+        ms(totals[0]),
+        ms(totals[n - 1])
+    );
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.bytes as f64 / r.reference as f64).collect();
+    ratios.sort_by(f64::total_cmp);
+    let m = &rounds[n / 2];
+    println!(
+        "| with a changelog: bytes written / changed records compressed alone | {:.2} MB / {:.2} MB = {:.2} (median {:.2}) |",
+        mb(m.bytes),
+        mb(m.reference),
+        m.bytes as f64 / m.reference as f64,
+        ratios[n / 2]
+    );
+    println!(
+        "| with a changelog: rounds after a materialization (state stored in the background, every {} MiB of log) | {} of {n}: {} |",
+        MATERIALIZE_AFTER >> 20,
+        after.len(),
+        after.iter().map(|&i| format!("{:.1} ms", ms(rounds[i].total))).collect::<Vec<_>>().join(", ")
+    );
+    let with = median(rounds.iter().map(|r| r.updates).collect());
+    let without = median(plain.iter().map(|r| r.updates).collect());
+    println!(
+        "| with a changelog: the 1% updates before each checkpoint, median | {:.2} ms, without {:.2} ms ({:.2}x) |",
+        ms(with),
+        ms(without),
+        with.as_secs_f64() / without.as_secs_f64()
+    );
+    println!(
+        "| with a changelog: restore from the last checkpoint (log replayed) until the first read | {:.1} ms |",
+        ms(restore)
+    );
 }
 
 fn print_incremental(rounds: &[IncrementalRound]) {
@@ -268,29 +376,8 @@ fn main() {
     b.store().wait_for_background().expect("background");
     cp.checkpoint(60, &mut b, &OperatorStateBackend::new(), false).expect("checkpoint");
     cp.wait(60).expect("checkpoint completes");
-    let changed = (keys / 100) as usize;
-    let order = shuffled(keys, 11);
     let op = OperatorStateBackend::new();
-    let mut rounds: Vec<IncrementalRound> = Vec::new();
-    for (round, slice) in order.chunks(changed).take(INCREMENTAL_ROUNDS).enumerate() {
-        b.store().wait_for_background().expect("background");
-        let mut raw = Vec::with_capacity(changed * 120);
-        for &k in slice {
-            b.set_current_key(&k).expect("key");
-            let v = value_of(k, 99 + round as u64);
-            state.update(&mut b, &v).expect("update");
-            raw.extend_from_slice(&k.to_be_bytes());
-            raw.extend_from_slice(&v);
-        }
-        let reference = zstd::bulk::compress(&raw, -1).expect("zstd").len() as u64;
-        let id = 100 + round as u64;
-        let start = Instant::now();
-        cp.checkpoint(id, &mut b, &op, false).expect("checkpoint");
-        let sync = start.elapsed();
-        let info: CheckpointInfo = cp.wait(id).expect("incremental");
-        let total = start.elapsed();
-        rounds.push(IncrementalRound { sync, total, bytes: info.bytes_new + info.manifest_bytes, reference, info });
-    }
+    let rounds = incremental_rounds(&mut b, &state, &mut cp, keys, 100);
     let last_incremental = 100 + rounds.len() as u64 - 1;
 
     // ---- full checkpoint, copied, against a sequential write ----
@@ -382,6 +469,34 @@ fn main() {
     let sp_restore = start.elapsed();
     drop(s);
 
+    // ---- incremental checkpoints with a changelog ----
+    let (mut lb, lstate, _) = load_with(&root.path().join("store-changelog"), keys, options().changelog(true));
+    let log_storage: Arc<dyn CheckpointStorage> =
+        Arc::new(LocalDirStorage::new(fs(), root.path().join("checkpoints-changelog")).expect("storage"));
+    let mut lcp = Checkpointer::new(log_storage.clone(), CheckpointOptions::new().materialize_after(MATERIALIZE_AFTER))
+        .expect("checkpointer");
+    lb.store().wait_for_background().expect("background");
+    lcp.checkpoint(1, &mut lb, &op, false).expect("checkpoint");
+    lcp.wait(1).expect("checkpoint completes");
+    let log_rounds = incremental_rounds(&mut lb, &lstate, &mut lcp, keys, 2);
+    let last = 2 + log_rounds.len() as u64 - 1;
+    drop(lcp);
+    lb.close().expect("close");
+    let start = Instant::now();
+    let (mut r, _) = KeyedBackend::builder(U64)
+        .max_parallelism(128)
+        .store_options(options())
+        .restore(
+            root.path().join("restored-changelog"),
+            &[RestoreSource::Checkpoint { storage: log_storage, id: last }],
+        )
+        .expect("restore");
+    let rstate = r.state(ValueStateDescriptor::new("value", Bytes)).expect("state");
+    r.set_current_key(&0).expect("key");
+    rstate.get(&mut r).expect("first read").expect("key 0 is there");
+    let log_restore = start.elapsed();
+    drop(r);
+
     // ---- the synchronous part at ten times the state ----
     let large_sync = large.then(|| {
         let (mut b, state, took) = load(&root.path().join("store-large"), keys * 10);
@@ -423,4 +538,5 @@ fn main() {
         mb(sp.bytes_new) / sp.async_duration.as_secs_f64()
     );
     println!("| savepoint: restore until the first read | {:.2} s |", sp_restore.as_secs_f64());
+    print_changelog(&log_rounds, &rounds, log_restore);
 }

@@ -182,8 +182,10 @@ pub struct CheckpointInfo {
     pub id: u64,
     /// What it is.
     pub kind: SnapshotKind,
-    /// The segment files it names.
+    /// The files it names: segments and changelog files.
     pub files: usize,
+    /// Of those, the changelog files (written since the state was last stored).
+    pub logs: usize,
     /// The files it stored that no earlier checkpoint had.
     pub new_files: usize,
     /// Bytes copied into the storage (linked files cost none).
@@ -751,6 +753,7 @@ impl Worker {
             id: job.id,
             kind: if job.full { SnapshotKind::Full } else { SnapshotKind::Incremental },
             files: files.len(),
+            logs: manifest.logs.len(),
             new_files: new.len() + manifest.logs.iter().filter(|l| stored.logs.contains(&l.file)).count(),
             bytes_copied: stored.copied,
             bytes_new: stored.new,
@@ -931,6 +934,7 @@ fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
             id: job.id,
             kind: SnapshotKind::Savepoint,
             files: 1,
+            logs: 0,
             new_files: 1,
             bytes_copied: len,
             bytes_new: len,
