@@ -234,6 +234,8 @@ enum Job {
     Checkpoint(Box<CheckpointJob>),
     Savepoint(Box<SavepointJob>),
     Confirm(u64),
+    /// Wait for the materialization in the background, then answer.
+    Settle(mpsc::Sender<()>),
 }
 
 /// A backend's state as the last materialization stored it, and the changelog files written
@@ -242,6 +244,72 @@ struct Chain {
     backend: u64,
     base: Vec<SegmentRef>,
     logs: Vec<LogRef>,
+    /// Counts the chains the worker started, so that a materialization of an older one is
+    /// not installed on a newer one.
+    generation: u64,
+}
+
+/// A materialization running on a thread of its own: the state of a checkpoint that completed
+/// from the chain, stored while later checkpoints go on from the chain.
+struct Materializing {
+    generation: u64,
+    /// How many of the chain's changelog files the stored state covers.
+    covered: usize,
+    backend: u64,
+    versions: Versions,
+    thread: JoinHandle<Result<Materialized>>,
+}
+
+/// What a materialization stored: the references to its segments, and the files it put.
+type Materialized = (Vec<SegmentRef>, Vec<(u64, String)>);
+
+/// Where segments are stored, and which are already.
+struct Shelf<'a> {
+    storage: &'a Arc<dyn CheckpointStorage>,
+    owner: &'a str,
+    uploaded: &'a HashMap<(u64, u64), (String, Versions)>,
+}
+
+impl Shelf<'_> {
+    /// Puts every segment of `snapshot` that is not stored yet; the references to all.
+    fn store_segments(
+        &self,
+        job: &CheckpointJob,
+        snapshot: &StoreSnapshot,
+        new: &mut Vec<(u64, String)>,
+        stored: &mut Stored,
+    ) -> Result<Vec<SegmentRef>> {
+        check_abort(job.id, &job.abort)?;
+        let segments = snapshot.segments()?;
+        let mut refs = Vec::with_capacity(segments.len());
+        for live in &segments {
+            let seg = &live.seg;
+            check_abort(job.id, &job.abort)?;
+            let reused = if job.full { None } else { self.uploaded.get(&(job.backend, seg.id())).cloned() };
+            let (file, versions) = match reused {
+                Some(stored) => stored,
+                None => {
+                    let name = if job.full {
+                        format!("{SHARED_DIR}/{}-{}-{:010}-full{}.seg", self.owner, job.backend, seg.id(), job.id)
+                    } else {
+                        format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
+                    };
+                    new.push((seg.id(), name.clone()));
+                    stored.copied += self.storage.put(&name, &seg.path())?;
+                    stored.new += seg.reader().file_len();
+                    (name, job.versions.clone())
+                }
+            };
+            refs.push(SegmentRef {
+                file,
+                segment_id: seg.id(),
+                file_len: seg.reader().file_len(),
+                mask: live.mask.clone(),
+                versions,
+            });
+        }
+        Ok(refs)
+    }
 }
 
 /// What a checkpoint stored.
@@ -272,6 +340,9 @@ struct Worker {
     chain: Option<Chain>,
     /// A checkpoint that completed from the chain and whose state is still to be stored.
     deferred: Option<Box<CheckpointJob>>,
+    materializing: Option<Materializing>,
+    /// The generation of the next chain.
+    generations: u64,
     /// Set when the chain broke: the next checkpoint must store the state.
     rematerialize: Arc<AtomicBool>,
 }
@@ -359,6 +430,8 @@ impl Checkpointer {
             retained: retained.clone(),
             chain: None,
             deferred: None,
+            materializing: None,
+            generations: 0,
             rematerialize: rematerialize.clone(),
         };
         let (tx, jobs) = mpsc::channel::<Job>();
@@ -379,12 +452,19 @@ impl Checkpointer {
                             worker.collect();
                             continue;
                         }
+                        Job::Settle(reply) => {
+                            worker.install_materialization(true);
+                            let _ = reply.send(());
+                            continue;
+                        }
                     };
                     if done.send(outcome).is_err() {
                         return;
                     }
                     worker.materialize();
                 }
+                // What a materialization put is named by no manifest yet: remove it.
+                worker.discard_materialization();
             })
             .map_err(|e| Error::io(storage.describe(""), e))?;
         let last_id = retained.lock().unwrap_or_else(|e| e.into_inner()).last().copied();
@@ -616,6 +696,18 @@ impl Checkpointer {
         out
     }
 
+    /// Waits until the work that follows completed checkpoints in the background (storing the
+    /// state of a backend with a changelog, see [`CheckpointOptions::materialize_after`]) is
+    /// done: the next checkpoint then names the stored state.
+    pub fn settle(&mut self) -> Result<()> {
+        let (reply, done) = mpsc::channel();
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Job::Settle(reply)).is_ok());
+        if !sent || done.recv().is_err() {
+            return Err(Error::io(self.storage.describe(""), std::io::Error::other("checkpoint thread is gone")));
+        }
+        Ok(())
+    }
+
     fn shutdown(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -677,6 +769,7 @@ impl Worker {
     ) -> Result<CheckpointInfo> {
         let mut stored = Stored::default();
         let changelog = job.log.is_some();
+        self.install_materialization(false);
         // The changelog sealed at this barrier joins the chain whatever becomes of this
         // checkpoint: the next one needs it. A full checkpoint starts a new chain instead.
         if let Some(seal) = job.log.take() {
@@ -726,7 +819,13 @@ impl Worker {
                 };
                 let refs = self.store_segments(job, &snapshot, new, stored)?;
                 if changelog {
-                    started = Some(Chain { backend: job.backend, base: refs.clone(), logs: Vec::new() });
+                    self.generations += 1;
+                    started = Some(Chain {
+                        backend: job.backend,
+                        base: refs.clone(),
+                        logs: Vec::new(),
+                        generation: self.generations,
+                    });
                 }
                 (refs, Vec::new())
             }
@@ -775,36 +874,8 @@ impl Worker {
         new: &mut Vec<(u64, String)>,
         stored: &mut Stored,
     ) -> Result<Vec<SegmentRef>> {
-        check_abort(job.id, &job.abort)?;
-        let segments = snapshot.segments()?;
-        let mut refs = Vec::with_capacity(segments.len());
-        for live in &segments {
-            let seg = &live.seg;
-            check_abort(job.id, &job.abort)?;
-            let reused = if job.full { None } else { self.uploaded.get(&(job.backend, seg.id())).cloned() };
-            let (file, versions) = match reused {
-                Some(stored) => stored,
-                None => {
-                    let name = if job.full {
-                        format!("{SHARED_DIR}/{}-{}-{:010}-full{}.seg", self.owner, job.backend, seg.id(), job.id)
-                    } else {
-                        format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
-                    };
-                    new.push((seg.id(), name.clone()));
-                    stored.copied += self.storage.put(&name, &seg.path())?;
-                    stored.new += seg.reader().file_len();
-                    (name, job.versions.clone())
-                }
-            };
-            refs.push(SegmentRef {
-                file,
-                segment_id: seg.id(),
-                file_len: seg.reader().file_len(),
-                mask: live.mask.clone(),
-                versions,
-            });
-        }
-        Ok(refs)
+        let shelf = Shelf { storage: &self.storage, owner: &self.owner, uploaded: &self.uploaded };
+        shelf.store_segments(job, snapshot, new, stored)
     }
 
     /// Adds the changelog sealed at `job`'s barrier to the chain of `job`'s backend, storing
@@ -841,24 +912,77 @@ impl Worker {
         self.rematerialize.store(true, Ordering::Release);
     }
 
-    /// Stores the state of the checkpoint that completed from the chain: later checkpoints
-    /// start from it. On failure the chain goes on from the state stored before.
+    /// Starts storing the state of the checkpoint that completed from the chain, on a thread
+    /// of its own; later checkpoints go on from the chain until it is done. One at a time: a
+    /// materialization asked for while one runs is left out.
     fn materialize(&mut self) {
         let Some(job) = self.deferred.take() else { return };
-        let Some(snapshot) = &job.snapshot else { return };
-        if self.chain.as_ref().is_none_or(|c| c.backend != job.backend) {
+        self.install_materialization(false);
+        let Some(chain) = self.chain.as_ref().filter(|c| c.backend == job.backend) else { return };
+        if self.materializing.is_some() || job.snapshot.is_none() {
             return;
         }
-        let mut new = Vec::new();
-        let result = self.store_segments(&job, snapshot, &mut new, &mut Stored::default());
-        match result.and_then(|refs| self.storage.sync_shared().map(|()| refs)) {
-            Ok(refs) => {
-                for (seg, name) in new {
-                    self.uploaded.insert((job.backend, seg), (name, job.versions.clone()));
+        let (generation, covered) = (chain.generation, chain.logs.len());
+        let (storage, owner) = (self.storage.clone(), self.owner.clone());
+        let uploaded: HashMap<(u64, u64), (String, Versions)> =
+            self.uploaded.iter().filter(|((b, _), _)| *b == job.backend).map(|(k, v)| (*k, v.clone())).collect();
+        let (backend, versions) = (job.backend, job.versions.clone());
+        let spawned = std::thread::Builder::new().name("eddy-materialize".into()).spawn(move || {
+            crate::sys::background_thread();
+            let shelf = Shelf { storage: &storage, owner: &owner, uploaded: &uploaded };
+            let mut new = Vec::new();
+            let snapshot = job
+                .snapshot
+                .as_ref()
+                .ok_or_else(|| Error::io(storage.describe(""), std::io::Error::other("no snapshot")))?;
+            let result = shelf
+                .store_segments(&job, snapshot, &mut new, &mut Stored::default())
+                .and_then(|refs| storage.sync_shared().map(|()| refs));
+            match result {
+                Ok(refs) => Ok((refs, new)),
+                Err(e) => {
+                    for (_, name) in new {
+                        let _ = storage.remove(&name);
+                    }
+                    Err(e)
                 }
-                self.chain = Some(Chain { backend: job.backend, base: refs, logs: Vec::new() });
             }
-            Err(_) => {
+        });
+        if let Ok(thread) = spawned {
+            self.materializing = Some(Materializing { generation, covered, backend, versions, thread });
+        }
+    }
+
+    /// Installs a finished materialization (waiting for it if `wait`): the chain then starts
+    /// from the stored state. A failed one leaves the chain as it was.
+    fn install_materialization(&mut self, wait: bool) {
+        if !wait && self.materializing.as_ref().is_none_or(|m| !m.thread.is_finished()) {
+            return;
+        }
+        let Some(m) = self.materializing.take() else { return };
+        let Ok(Ok((refs, new))) = m.thread.join() else { return };
+        let current = self.chain.as_mut().filter(|c| c.generation == m.generation && c.backend == m.backend);
+        match current {
+            Some(chain) => {
+                for (seg, name) in new {
+                    self.uploaded.insert((m.backend, seg), (name, m.versions.clone()));
+                }
+                chain.base = refs;
+                chain.logs.drain(..m.covered.min(chain.logs.len()));
+            }
+            // The chain it belongs to is gone: what it put is named by nothing.
+            None => {
+                for (_, name) in new {
+                    let _ = self.storage.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Waits for a running materialization and removes what it put.
+    fn discard_materialization(&mut self) {
+        if let Some(m) = self.materializing.take() {
+            if let Ok(Ok((_, new))) = m.thread.join() {
                 for (_, name) in new {
                     let _ = self.storage.remove(&name);
                 }
