@@ -12,6 +12,7 @@ use crate::format::checkpoint::{
     CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
+use crate::format::segment::Compression;
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{write_atomic, FileSystem};
@@ -360,8 +361,11 @@ fn replay(
         }
         files.push((path, bytes, l.log_seq));
     }
-    // Every write to the range, in the order made: (key, order, kind, value).
-    let mut writes: Vec<(&[u8], usize, RecordKind, &[u8])> = Vec::new();
+    // Every write to the range, in the order made, and to sort them: the key's first 16 bytes
+    // as a big-endian number (which orders most keys, key group, state and key, without
+    // looking further) and the write's index.
+    let mut writes: Vec<(&[u8], RecordKind, &[u8])> = Vec::new();
+    let mut order: Vec<(u128, u32)> = Vec::new();
     for (path, bytes, seq) in &files {
         let mut reader = ChangelogReader::new(bytes).map_err(|e| e.into_error(path))?;
         if reader.log_seq() != *seq {
@@ -369,24 +373,39 @@ fn replay(
         }
         while let Some(r) = reader.next().map_err(|e| e.into_error(path))? {
             if range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
-                writes.push((r.key, writes.len(), r.kind, r.value));
+                let mut head = [0u8; 16];
+                let n = r.key.len().min(16);
+                head[..n].copy_from_slice(&r.key[..n]);
+                let index = u32::try_from(writes.len()).map_err(|_| {
+                    Error::from(Misuse::TooLarge {
+                        what: "changelog to replay",
+                        len: writes.len(),
+                        limit: u32::MAX as usize,
+                    })
+                })?;
+                order.push((u128::from_be_bytes(head), index));
+                writes.push((r.key, r.kind, r.value));
             }
         }
     }
     if writes.is_empty() {
         return Ok(false);
     }
-    writes.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| writes[a.1 as usize].0.cmp(writes[b.1 as usize].0)).then(a.1.cmp(&b.1))
+    });
     let target = dir.join(segment_file_name(id));
     let file = fs.create(&target).map_err(|e| Error::io(&target, e))?;
+    // Uncompressed: restore waits for it, and compaction compresses it later.
+    let writer = WriterOptions { compression: Compression::None, ..writer };
     let mut out = SegmentWriter::new(file, &target, writer)?;
     let mut value = Vec::new();
     let mut i = 0;
-    while i < writes.len() {
-        let key = writes[i].0;
+    while i < order.len() {
+        let key = writes[order[i].1 as usize].0;
         let mut kind = None;
-        while i < writes.len() && writes[i].0 == key {
-            let (_, _, k, v) = writes[i];
+        while i < order.len() && writes[order[i].1 as usize].0 == key {
+            let (_, k, v) = writes[order[i].1 as usize];
             // As the store applies them: a put or delete replaces, a merge appends.
             kind = Some(match (kind, k) {
                 (_, RecordKind::Put) | (_, RecordKind::Delete) => {
