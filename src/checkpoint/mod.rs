@@ -47,6 +47,26 @@
 //! # }
 //! ```
 //!
+//! # Checkpoints with a changelog
+//!
+//! A backend whose store keeps a changelog ([`StoreOptions::changelog`]) is checkpointed the
+//! way Flink's changelog state backend is. Every write is also appended to the log, which a
+//! thread of the store writes and syncs while processing goes on. The synchronous part seals
+//! the log; the asynchronous part waits for its last frames to be durable, stores the sealed
+//! file, and writes a manifest naming the segments of the last time the state was stored (the
+//! materialization) and every changelog file since (`format-spec/changelog.md`). It does not
+//! flush the state, so its duration follows the writes of its last moments, not those since
+//! the previous checkpoint. The first checkpoint of a backend, one after a change the log does
+//! not describe, and a full one store the state as above. Once
+//! [`CheckpointOptions::materialize_after`] bytes of log were sealed, a checkpoint also takes
+//! the store's frozen view; after it completes, a thread of the checkpointer stores that state,
+//! and the checkpoints after it is done start from it (the older log files are then only named
+//! by older checkpoints, and removed with them). [`Checkpointer::settle`] waits for it. A
+//! restore replays the named changelog files over the segments, as one new segment. The cost:
+//! every write is copied into the log, the log's bytes go to the disk besides the state's, and
+//! a restore replays up to `materialize_after` bytes of log. A checkpoint that is aborted or
+//! fails still stores its log file, which the next one names.
+//!
 //! # Savepoints
 //!
 //! [`Checkpointer::savepoint`] takes the same synchronous snapshot and writes, in the
@@ -58,6 +78,8 @@
 //!
 //! [`KeyedBackendBuilder::restore`](crate::state::KeyedBackendBuilder::restore) opens a backend
 //! from one or more [`RestoreSource`]s, keeping the key groups the new backend owns.
+//!
+//! [`StoreOptions::changelog`]: crate::store::StoreOptions::changelog
 
 mod restore;
 mod storage;
@@ -151,11 +173,12 @@ impl CheckpointOptions {
         self
     }
 
-    /// For a backend whose store keeps a changelog ([`StoreOptions::changelog`]
-    /// (crate::store::StoreOptions::changelog)): once the changelog written since the state
-    /// was last stored reaches this many bytes (64 MiB by default), the next checkpoint also
-    /// stores the state (materializes it) after it completes, so that later checkpoints name a
-    /// shorter log and a restore replays less.
+    /// For a backend whose store keeps a changelog
+    /// ([`StoreOptions::changelog`](crate::store::StoreOptions::changelog)): once the changelog
+    /// sealed since the state was last stored reaches this many bytes (64 MiB by
+    /// default), the next checkpoint also takes the state, which is stored (materialized) in the
+    /// background after that checkpoint completes, so that later checkpoints name a shorter log
+    /// and a restore replays less. See [Checkpoints with a changelog](self#checkpoints-with-a-changelog).
     #[must_use]
     pub fn materialize_after(mut self, bytes: u64) -> Self {
         self.materialize_after = bytes;
