@@ -236,6 +236,10 @@ fn print_changelog(rounds: &[IncrementalRound], plain: &[IncrementalRound], rest
         after.len(),
         after.iter().map(|&i| format!("{:.1} ms", ms(rounds[i].total))).collect::<Vec<_>>().join(", ")
     );
+    println!(
+        "| with a changelog: each round, in order (changelog files named) | {} |",
+        rounds.iter().map(|r| format!("{:.1} ms ({})", ms(r.total), r.info.logs)).collect::<Vec<_>>().join(", ")
+    );
     let with = median(rounds.iter().map(|r| r.updates).collect());
     let without = median(plain.iter().map(|r| r.updates).collect());
     println!(
