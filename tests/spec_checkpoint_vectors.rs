@@ -49,7 +49,7 @@ use spec_common::*;
 const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
 const MANIFEST_V2_VECTOR: &str = "checkpoint-manifest-v2.bin";
-/// The changelog file the version 2 manifest names (`changelog-v1.log`, 62 bytes, log 3).
+/// The changelog file the version 2 manifest names (`changelog-v1.log`, 65 bytes, log 3).
 const LOG_FILE: &str = "shared/0123456789abcdef-1-log0000000003.log";
 const MAX_P: u32 = 4096;
 /// The job the vectors' backend belongs to: the meta info's first field.
@@ -242,7 +242,7 @@ fn regenerate() {
 fn manifest_v2() -> CheckpointManifest {
     let mut m = manifest();
     m.checkpoint_id = CHECKPOINT_ID + 2;
-    m.logs = vec![LogRef { file: LOG_FILE.into(), log_seq: 3, file_len: 62, versions: versions(&m.meta) }];
+    m.logs = vec![LogRef { file: LOG_FILE.into(), log_seq: 3, file_len: 65, versions: versions(&m.meta) }];
     m
 }
 

@@ -462,7 +462,8 @@ fn changelog_once(data: &[u8]) {
             Ok(Some(r)) => {
                 assert!(r.key.len() >= 2, "a key without its key group");
                 assert!(r.kind != RecordKind::Delete || r.value.is_empty(), "a delete with a value");
-                records.push((r.kind, r.key.to_vec(), r.value.to_vec()));
+                assert!(r.group_len == 0 || (2..=r.key.len()).contains(&r.group_len), "a group longer than its key");
+                records.push((r.kind, r.key.to_vec(), r.group_len, r.value.to_vec()));
             }
             Ok(None) => break,
             Err(_) => return,
@@ -470,8 +471,8 @@ fn changelog_once(data: &[u8]) {
     }
     let mut again = encode_header(seq).to_vec();
     let mut payload = Vec::new();
-    for (kind, key, value) in &records {
-        put_record(&mut payload, *kind, key, value);
+    for (kind, key, group_len, value) in &records {
+        put_record(&mut payload, *kind, key, *group_len, value);
     }
     if !payload.is_empty() {
         again.extend_from_slice(&frame_header(&payload));
@@ -480,7 +481,7 @@ fn changelog_once(data: &[u8]) {
     let mut reader = ChangelogReader::new(&again).expect("a written changelog header reads");
     for r in &records {
         let got = reader.next().expect("a written changelog reads").expect("a record is missing");
-        assert_eq!((got.kind, got.key, got.value), (r.0, &r.1[..], &r.2[..]));
+        assert_eq!((got.kind, got.key, got.group_len, got.value), (r.0, &r.1[..], r.2, &r.3[..]));
     }
     assert!(matches!(reader.next(), Ok(None)), "a written changelog reads more records");
 }

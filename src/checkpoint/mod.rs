@@ -62,7 +62,9 @@
 //! the store's frozen view; after it completes, a thread of the checkpointer stores that state,
 //! and the checkpoints after it is done start from it (the older log files are then only named
 //! by older checkpoints, and removed with them). [`Checkpointer::settle`] waits for it. A
-//! restore replays the named changelog files over the segments, as one new segment. The cost:
+//! restore applies the writes of the named changelog files again, in order, to the store
+//! restored from the segments (its mutable region holds them, as the checkpointed one did).
+//! Writes before the first checkpoint are not logged: it stores the state. The cost:
 //! every write is copied into the log, the log's bytes go to the disk besides the state's, and
 //! a restore replays up to `materialize_after` bytes of log. A checkpoint that is aborted or
 //! fails still stores its log file, which the next one names.
@@ -89,7 +91,7 @@ pub use restore::{latest_checkpoint, RestoreSource, Restored};
 pub use storage::{CheckpointStorage, LocalDirStorage, Transfer, SHARED_DIR};
 pub use verify::{verify_checkpoint, verify_savepoint, Problem};
 
-pub(crate) use restore::{origin_for, prepare_store, Origin, Prepared, Versions};
+pub(crate) use restore::{origin_for, prepare_store, replay, Origin, Prepared, Versions};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};

@@ -12,7 +12,6 @@ use crate::format::checkpoint::{
     CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
-use crate::format::segment::Compression;
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{write_atomic, FileSystem};
@@ -94,6 +93,15 @@ pub(crate) struct Prepared {
     pub(crate) restored: Restored,
     /// Where each new segment came from, for segments of checkpoints.
     pub(crate) origin: Vec<Origin>,
+    /// The changelogs to replay over the segments once the store is open.
+    pub(crate) replay: Vec<Replay>,
+}
+
+/// The changelog files of one checkpoint, to replay for the key groups of `range`.
+pub(crate) struct Replay {
+    storage: Arc<dyn CheckpointStorage>,
+    logs: Vec<LogRef>,
+    range: KeyGroupRange,
 }
 
 fn incompatible(why: String) -> Error {
@@ -230,6 +238,7 @@ pub(crate) fn prepare_store(
     let mut origin = Vec::new();
     let mut next_id = 1u64;
     let mut operator_states = Vec::new();
+    let mut replay = Vec::new();
     for (l, m) in loaded.iter().zip(&metas) {
         operator_states.push(m.operator.clone());
         let mine = range_of(m).intersection(&range);
@@ -240,7 +249,6 @@ pub(crate) fn prepare_store(
         match l {
             Loaded::Checkpoint { storage, manifest } => {
                 let key = storage.describe("");
-                let first = segments.len();
                 for s in &manifest.segments {
                     let id = next_id;
                     next_id += 1;
@@ -266,11 +274,7 @@ pub(crate) fn prepare_store(
                 }
                 // The changelog goes over the segments: its writes are newer.
                 if !manifest.logs.is_empty() {
-                    let id = next_id;
-                    next_id += 1;
-                    if replay(storage.as_ref(), &manifest.logs, fs, dir, id, mine, writer)? {
-                        segments.insert(first, ManifestSegment { id, mask: Vec::new() });
-                    }
+                    replay.push(Replay { storage: storage.clone(), logs: manifest.logs.clone(), range: mine });
                 }
             }
             Loaded::Savepoint { path, bytes } => {
@@ -286,7 +290,7 @@ pub(crate) fn prepare_store(
     let manifest = StoreManifest { next_segment_id: next_id, segments };
     let path = dir.join(MANIFEST_FILE);
     write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
-    Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin })
+    Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin, replay })
 }
 
 /// Writes the records of `range` in the savepoint `bytes` as segment `id`; whether it holds
@@ -335,22 +339,13 @@ fn rebuild(
     Ok(true)
 }
 
-/// Writes the net effect of the writes in the changelog files `logs` (oldest first) to keys of
-/// `range` as segment `id`; whether it holds any. The files are read in full: their size is
-/// bounded by how often the state is materialized.
-fn replay(
-    storage: &dyn CheckpointStorage,
-    logs: &[LogRef],
-    fs: &Arc<dyn FileSystem>,
-    dir: &Path,
-    id: u64,
-    range: KeyGroupRange,
-    writer: WriterOptions,
-) -> Result<bool> {
-    let mut files = Vec::with_capacity(logs.len());
-    for l in logs {
-        let bytes = storage.open(&l.file)?;
-        let path = storage.describe(&l.file);
+/// Applies the writes of the changelog files of `replay` (oldest first) to keys of its key
+/// groups, in the order they were made, to the restored `store`: its mutable region then holds
+/// them, as it held them when the checkpoint was taken.
+pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result<()> {
+    for l in &replay.logs {
+        let path = replay.storage.describe(&l.file);
+        let bytes = replay.storage.open(&l.file)?;
         if bytes.len() as u64 != l.file_len {
             let kind = if (bytes.len() as u64) < l.file_len {
                 crate::Corruption::Truncated { needed: l.file_len, available: bytes.len() as u64 }
@@ -359,83 +354,17 @@ fn replay(
             };
             return Err(Error::corrupted(path, (bytes.len() as u64).min(l.file_len), kind));
         }
-        files.push((path, bytes, l.log_seq));
-    }
-    // Every write to the range, in the order made, and to sort them: the key's first 16 bytes
-    // as a big-endian number (which orders most keys, key group, state and key, without
-    // looking further) and the write's index.
-    let mut writes: Vec<(&[u8], RecordKind, &[u8])> = Vec::new();
-    let mut order: Vec<(u128, u32)> = Vec::new();
-    for (path, bytes, seq) in &files {
-        let mut reader = ChangelogReader::new(bytes).map_err(|e| e.into_error(path))?;
-        if reader.log_seq() != *seq {
+        let mut reader = ChangelogReader::new(&bytes).map_err(|e| e.into_error(&path))?;
+        if reader.log_seq() != l.log_seq {
             return Err(Error::corrupted(path, 8, crate::Corruption::Malformed("changelog sequence number")));
         }
-        while let Some(r) = reader.next().map_err(|e| e.into_error(path))? {
-            if range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
-                let mut head = [0u8; 16];
-                let n = r.key.len().min(16);
-                head[..n].copy_from_slice(&r.key[..n]);
-                let index = u32::try_from(writes.len()).map_err(|_| {
-                    Error::from(Misuse::TooLarge {
-                        what: "changelog to replay",
-                        len: writes.len(),
-                        limit: u32::MAX as usize,
-                    })
-                })?;
-                order.push((u128::from_be_bytes(head), index));
-                writes.push((r.key, r.kind, r.value));
+        while let Some(r) = reader.next().map_err(|e| e.into_error(&path))? {
+            if replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
+                store.replay(r.kind, r.key, r.group_len, r.value)?;
             }
         }
     }
-    if writes.is_empty() {
-        return Ok(false);
-    }
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| writes[a.1 as usize].0.cmp(writes[b.1 as usize].0)).then(a.1.cmp(&b.1))
-    });
-    let target = dir.join(segment_file_name(id));
-    let file = fs.create(&target).map_err(|e| Error::io(&target, e))?;
-    // Uncompressed: restore waits for it, and compaction compresses it later.
-    let writer = WriterOptions { compression: Compression::None, ..writer };
-    let mut out = SegmentWriter::new(file, &target, writer)?;
-    let mut value = Vec::new();
-    let mut i = 0;
-    while i < order.len() {
-        let key = writes[order[i].1 as usize].0;
-        let mut kind = None;
-        while i < order.len() && writes[order[i].1 as usize].0 == key {
-            let (_, k, v) = writes[order[i].1 as usize];
-            // As the store applies them: a put or delete replaces, a merge appends.
-            kind = Some(match (kind, k) {
-                (_, RecordKind::Put) | (_, RecordKind::Delete) => {
-                    value.clear();
-                    value.extend_from_slice(v);
-                    k
-                }
-                (None, RecordKind::Merge) => {
-                    value.clear();
-                    value.extend_from_slice(v);
-                    RecordKind::Merge
-                }
-                (Some(RecordKind::Delete), RecordKind::Merge) => {
-                    value.clear();
-                    value.extend_from_slice(v);
-                    RecordKind::Put
-                }
-                (Some(before), RecordKind::Merge) => {
-                    value.extend_from_slice(v);
-                    before
-                }
-            });
-            i += 1;
-        }
-        if let Some(kind) = kind {
-            out.add(kind, key, &value)?;
-        }
-    }
-    out.finish()?;
-    Ok(true)
+    Ok(())
 }
 
 /// The segments of a restored store that came from the storage described by `storage`.

@@ -4,7 +4,7 @@
 //! ```text
 //! header := magic "EDLG" | version u32 | log_seq u64 | crc32 u32 (of the 16 bytes before it)
 //! frame  := payload_len u32 | crc32 u32 (of the payload) | payload
-//! record := kind u8 | key_len varint | value_len varint | key | value
+//! record := kind u8 | group_len varint | key_len varint | value_len varint | key | value
 //! ```
 //!
 //! A frame holds whole records, at least one. A checkpoint names a changelog file with the
@@ -34,12 +34,19 @@ pub fn encode_header(log_seq: u64) -> [u8; CHANGELOG_HEADER_LEN] {
     h
 }
 
-/// Appends one record to a frame payload being built.
+/// The longest key a record may hold (the store's limit).
+pub const MAX_LOG_KEY: usize = u16::MAX as usize;
+/// The longest value a record may hold (the store's limit).
+pub const MAX_LOG_VALUE: usize = 128 << 20;
+
+/// Appends one record to a frame payload being built. `group_len` is the length of the group
+/// the key was written under (the entries of one map), 0 for none.
 #[inline]
-pub fn put_record(out: &mut Vec<u8>, kind: RecordKind, key: &[u8], value: &[u8]) {
-    out.reserve(1 + 5 + 5 + key.len() + value.len());
+pub fn put_record(out: &mut Vec<u8>, kind: RecordKind, key: &[u8], group_len: usize, value: &[u8]) {
+    out.reserve(1 + 3 + 3 + 5 + key.len() + value.len());
     out.push(kind as u8);
     // Keys and values are bounded by the store (64 KiB, 128 MiB): both fit a u32.
+    put_varint32(out, group_len as u32);
     put_varint32(out, key.len() as u32);
     put_varint32(out, value.len() as u32);
     out.extend_from_slice(key);
@@ -88,6 +95,8 @@ impl From<DecodeError> for ChangelogError {
 pub struct LogRecord<'a> {
     /// What the write did.
     pub kind: RecordKind,
+    /// The length of the group the key was written under (a prefix of the key), 0 for none.
+    pub group_len: usize,
     /// The key.
     pub key: &'a [u8],
     /// The value (Put), operand (Merge) or nothing (Delete).
@@ -147,6 +156,7 @@ impl<'a> ChangelogReader<'a> {
         let mut r = Reader::new(&self.frame[self.pos..], base);
         let kind = r.u8()?;
         let kind = RecordKind::from_u8(kind).ok_or(DecodeError::malformed(base, "record kind"))?;
+        let group_len = r.varint32()? as usize;
         let key_len = r.varint32()? as usize;
         let value_len = r.varint32()? as usize;
         let key = r.take(key_len)?;
@@ -154,11 +164,18 @@ impl<'a> ChangelogReader<'a> {
         if kind == RecordKind::Delete && !value.is_empty() {
             return Err(DecodeError::malformed(base, "a delete with a value"));
         }
-        if key.len() < 2 {
-            return Err(DecodeError::malformed(base, "a key shorter than its key group"));
+        if key.len() < 2 || key.len() > MAX_LOG_KEY || value.len() > MAX_LOG_VALUE {
+            return Err(DecodeError::malformed(base, "key or value length"));
+        }
+        let group_ok = match kind {
+            RecordKind::Merge => group_len == 0,
+            _ => group_len == 0 || (2..=key.len()).contains(&group_len),
+        };
+        if !group_ok {
+            return Err(DecodeError::malformed(base, "group length"));
         }
         self.pos = self.frame.len() - r.remaining();
-        Ok(Some(LogRecord { kind, key, value }))
+        Ok(Some(LogRecord { kind, group_len, key, value }))
     }
 
     fn open_frame(&mut self) -> Result<(), DecodeError> {
@@ -191,7 +208,7 @@ mod tests {
         for f in frames {
             let mut payload = Vec::new();
             for (k, key, value) in f.iter() {
-                put_record(&mut payload, *k, key, value);
+                put_record(&mut payload, *k, key, 0, value);
             }
             out.extend_from_slice(&frame_header(&payload));
             out.extend_from_slice(&payload);
@@ -230,7 +247,7 @@ mod tests {
     #[test]
     fn every_truncation_and_bit_flip_is_a_typed_error() {
         let bytes = file(&[&[(RecordKind::Put, b"\x00\x01a", b"1")], &[(RecordKind::Put, b"\x00\x01b", b"22")]]);
-        let first_frame_end = CHANGELOG_HEADER_LEN + FRAME_HEADER_LEN + 7;
+        let first_frame_end = CHANGELOG_HEADER_LEN + FRAME_HEADER_LEN + 8;
         for cut in 0..bytes.len() {
             // Cutting exactly between frames leaves a shorter, valid log.
             if cut == CHANGELOG_HEADER_LEN || cut == first_frame_end {
@@ -255,8 +272,15 @@ mod tests {
         let crc = crc32fast::hash(&h[..16]);
         h[16..20].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(ChangelogReader::new(&h).unwrap_err(), ChangelogError::Version(2));
-        // A delete with a value and a one-byte key, each in a well-sealed frame.
-        for payload in [&[1u8, 3, 1, 0, 1, b'a', b'v'][..], &[0u8, 1, 0, 9][..], &[9u8, 2, 0, 0, 1][..]] {
+        // A delete with a value, a one-byte key, an unknown kind, a group longer than its key and
+        // a merge in a group, each in a well-sealed frame.
+        for payload in [
+            &[1u8, 0, 3, 1, 0, 1, b'a', b'v'][..],
+            &[0u8, 0, 1, 0, 9][..],
+            &[9u8, 0, 2, 0, 0, 1][..],
+            &[0u8, 4, 3, 0, 0, 1, b'a'][..],
+            &[2u8, 2, 3, 1, 0, 1, b'a', b'v'][..],
+        ] {
             let mut bytes = encode_header(1).to_vec();
             bytes.extend_from_slice(&frame_header(payload));
             bytes.extend_from_slice(payload);

@@ -9,7 +9,7 @@ use super::timers::Head;
 use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
 use super::OperatorStateBackend;
 use super::{Clock, StateKind, SystemClock};
-use crate::checkpoint::{origin_for, prepare_store, Origin, Prepared, RestoreSource, Restored};
+use crate::checkpoint::{origin_for, prepare_store, replay, Origin, Prepared, RestoreSource, Restored};
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
@@ -201,6 +201,9 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         let restored_job = prepared.as_ref().map(|p| p.job.clone());
         core.job = self.job.clone().or(restored_job).unwrap_or_default();
         if let Some(p) = prepared {
+            for r in &p.replay {
+                replay(&mut core.store, r)?;
+            }
             for s in p.states {
                 let name: Arc<str> = s.name.as_str().into();
                 if let Some(t) = s.ttl {

@@ -109,7 +109,8 @@ pub(crate) struct Changelog {
     /// Bytes logged since the last seal.
     bytes: u64,
     /// False when the store changed in a way the log does not describe (key groups dropped)
-    /// or the log started over since the last seal.
+    /// or the log started over since the last seal, and before the first seal. Writes are not
+    /// logged then: no checkpoint can use them (the next one stores the state).
     continuous: bool,
     /// See [`LOG_MAX_UNSEALED`].
     max_unsealed: u64,
@@ -146,25 +147,35 @@ impl Changelog {
             next_seq: 1,
             dirty: false,
             bytes: 0,
-            continuous: true,
+            continuous: false,
             max_unsealed: LOG_MAX_UNSEALED,
             thread: Some(thread),
         })
     }
 
-    /// Logs one write.
+    /// Logs one write of `key` (in the group of its first `group_len` bytes, 0 for none).
     #[inline]
-    pub(crate) fn record(&mut self, kind: RecordKind, key: &[u8], value: &[u8]) {
-        put_record(&mut self.buf, kind, key, value);
+    pub(crate) fn record(&mut self, kind: RecordKind, key: &[u8], group_len: usize, value: &[u8]) {
+        if !self.continuous {
+            return;
+        }
+        put_record(&mut self.buf, kind, key, group_len, value);
         self.dirty = true;
         if self.buf.len() >= LOG_CHUNK {
             self.send();
         }
     }
 
-    /// Notes a change the log cannot describe: the next seal is not continuous.
+    /// Notes a change the log cannot describe: the next seal is not continuous, and nothing
+    /// is logged until then.
     pub(crate) fn interrupt(&mut self) {
         self.continuous = false;
+        self.buf.clear();
+        self.dirty = false;
+        self.bytes = 0;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Cmd::Restart);
+        }
     }
 
     fn send(&mut self) {
@@ -174,12 +185,9 @@ impl Changelog {
         // A writer that is gone fails the seal that waits for it.
         if let Some(tx) = &self.tx {
             let _ = tx.send(Cmd::Frame(full));
-            if self.bytes > self.max_unsealed {
-                let _ = tx.send(Cmd::Restart);
-                self.bytes = 0;
-                self.dirty = false;
-                self.continuous = false;
-            }
+        }
+        if self.bytes > self.max_unsealed {
+            self.interrupt();
         }
     }
 
@@ -330,9 +338,12 @@ mod tests {
     fn a_seal_gives_the_records_since_the_previous_one_durably() {
         let fs = FaultFs::new();
         let mut c = log(&fs);
-        assert!(c.seal().log.is_none(), "nothing written, nothing sealed");
-        c.record(RecordKind::Put, b"\x00\x01a", b"1");
-        c.record(RecordKind::Delete, b"\x00\x01b", b"");
+        // Before the first seal nothing is logged: no checkpoint could use it.
+        c.record(RecordKind::Put, b"\x00\x01z", 0, b"0");
+        let first = c.seal();
+        assert!(first.log.is_none() && !first.continuous);
+        c.record(RecordKind::Put, b"\x00\x01a", 2, b"1");
+        c.record(RecordKind::Delete, b"\x00\x01b", 0, b"");
         let seal = c.seal();
         assert!(seal.continuous);
         let sealed = seal.log.unwrap();
@@ -341,11 +352,12 @@ mod tests {
         assert_eq!(bytes.len() as u64, len);
         let mut r = ChangelogReader::new(&bytes).unwrap();
         assert_eq!(r.log_seq(), 1);
-        assert_eq!(r.next().unwrap().unwrap().key, b"\x00\x01a");
+        let put = r.next().unwrap().unwrap();
+        assert_eq!((put.key, put.group_len), (&b"\x00\x01a"[..], 2));
         assert_eq!(r.next().unwrap().unwrap().kind, RecordKind::Delete);
         assert!(r.next().unwrap().is_none());
         // The next file holds only what came after.
-        c.record(RecordKind::Merge, b"\x00\x02c", b"x");
+        c.record(RecordKind::Merge, b"\x00\x02c", 0, b"x");
         let next = c.seal().log.unwrap();
         next.wait().unwrap();
         assert_eq!(next.seq(), 2);
@@ -358,29 +370,33 @@ mod tests {
     fn a_log_no_checkpoint_seals_starts_over_and_says_so() {
         let fs = FaultFs::new();
         let mut c = log(&fs);
+        c.seal();
         c.max_unsealed = 3 * LOG_CHUNK as u64;
         let value = vec![7u8; 4096];
         for i in 0..(5 * LOG_CHUNK / value.len()) as u32 {
-            c.record(RecordKind::Put, &i.to_be_bytes(), &value);
+            c.record(RecordKind::Put, &i.to_be_bytes(), 0, &value);
         }
-        c.record(RecordKind::Put, b"\x00\x01z", b"last");
+        c.record(RecordKind::Put, b"\x00\x01z", 0, b"last");
         let seal = c.seal();
         assert!(!seal.continuous, "the log lost writes: the next checkpoint must store the state");
-        let len = seal.log.unwrap().wait().unwrap();
-        assert!(len < 3 * LOG_CHUNK as u64, "{len}");
-        assert!(c.seal().continuous);
+        assert!(seal.log.is_none(), "nothing is logged until that seal");
+        c.record(RecordKind::Put, b"\x00\x01z", 0, b"again");
+        let seal = c.seal();
+        assert!(seal.continuous);
+        assert!(seal.log.unwrap().wait().unwrap() < LOG_CHUNK as u64);
     }
 
     #[test]
     fn a_write_error_fails_the_seal_and_the_next_file_starts_afresh() {
         let fs = FaultFs::new();
         let mut c = log(&fs);
-        c.record(RecordKind::Put, b"\x00\x01a", b"1");
+        c.seal();
+        c.record(RecordKind::Put, b"\x00\x01a", 0, b"1");
         fs.fail_at(fs.ops(), crate::io::FaultKind::Error);
         let failed = c.seal().log.unwrap();
         assert!(failed.wait().is_err());
         fs.disarm();
-        c.record(RecordKind::Put, b"\x00\x01b", b"2");
+        c.record(RecordKind::Put, b"\x00\x01b", 0, b"2");
         let next = c.seal().log.unwrap();
         let len = next.wait().unwrap();
         let bytes = fs.read(next.path()).unwrap();

@@ -642,7 +642,7 @@ impl Store {
         let h = self.active.hash(key);
         self.active.put(h, key, value, 0);
         if let Some(log) = &mut self.log {
-            log.record(RecordKind::Put, key, value);
+            log.record(RecordKind::Put, key, 0, value);
         }
         Ok(())
     }
@@ -658,7 +658,7 @@ impl Store {
         let h = self.active.hash(key);
         self.active.put(h, key, value, group_len);
         if let Some(log) = &mut self.log {
-            log.record(RecordKind::Put, key, value);
+            log.record(RecordKind::Put, key, group_len, value);
         }
         Ok(())
     }
@@ -701,7 +701,7 @@ impl Store {
                     self.active.put(h, key, value, group.len());
                 }
                 if let Some(log) = &mut self.log {
-                    log.record(RecordKind::Put, key, value);
+                    log.record(RecordKind::Put, key, group.len(), value);
                 }
             }
             Ok(())
@@ -726,7 +726,7 @@ impl Store {
         let h = self.active.hash(key);
         self.active.delete(h, key, group_len);
         if let Some(log) = &mut self.log {
-            log.record(RecordKind::Delete, key, &[]);
+            log.record(RecordKind::Delete, key, group_len, &[]);
         }
         Ok(())
     }
@@ -739,7 +739,7 @@ impl Store {
         let h = self.active.hash(key);
         self.active.delete(h, key, 0);
         if let Some(log) = &mut self.log {
-            log.record(RecordKind::Delete, key, &[]);
+            log.record(RecordKind::Delete, key, 0, &[]);
         }
         Ok(())
     }
@@ -753,7 +753,7 @@ impl Store {
         let h = self.active.hash(key);
         self.active.merge(h, key, operand);
         if let Some(log) = &mut self.log {
-            log.record(RecordKind::Merge, key, operand);
+            log.record(RecordKind::Merge, key, 0, operand);
         }
         Ok(())
     }
@@ -854,6 +854,21 @@ impl Store {
             segments: self.segments.clone(),
             pending: self.frozen.iter().rev().cloned().collect(),
         })
+    }
+
+    /// Applies a write read back from a changelog (a restore), as the store first applied it
+    /// (`group_len` 0 for a key without a group), without logging it again.
+    pub(crate) fn replay(&mut self, kind: RecordKind, key: &[u8], group_len: usize, value: &[u8]) -> Result<()> {
+        let log = self.log.take();
+        let result = match (kind, group_len) {
+            (RecordKind::Put, 0) => self.put(key, value),
+            (RecordKind::Put, g) => self.put_grouped(key, g, value),
+            (RecordKind::Delete, 0) => self.delete(key),
+            (RecordKind::Delete, g) => self.delete_grouped(key, g),
+            (RecordKind::Merge, _) => self.merge(key, value),
+        };
+        self.log = log;
+        result
     }
 
     /// Seals the changelog (see [`StoreOptions::changelog`]); `None` without one.
