@@ -926,7 +926,7 @@ impl Worker {
     fn store_log(&mut self, job: &CheckpointJob, log: &SealedLog, stored: &mut Stored) -> Result<LogRef> {
         let len = log.wait()?;
         let name = format!("{SHARED_DIR}/{}-{}-log{:010}.log", self.owner, job.backend, log.seq());
-        stored.copied += self.storage.put(&name, log.path())?;
+        stored.copied += self.storage.put_durable(&name, log.path())?;
         stored.new += len;
         stored.logs.push(name.clone());
         Ok(LogRef { file: name, log_seq: log.seq(), file_len: len, versions: job.versions.clone() })

@@ -22,6 +22,11 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// (its name becomes durable with [`sync_shared`](Self::sync_shared)). Returns the bytes
     /// copied: 0 when the file could be linked instead.
     fn put(&self, name: &str, source: &Path) -> Result<u64>;
+    /// [`put`](Self::put) of a file whose bytes are durable already (a sealed changelog file):
+    /// a storage that links it need not sync it again. By default the same as `put`.
+    fn put_durable(&self, name: &str, source: &Path) -> Result<u64> {
+        self.put(name, source)
+    }
     /// Makes the names of the files put so far durable.
     fn sync_shared(&self) -> Result<()>;
     /// Places the stored file `name` at the local path `target` (a link where possible, a copy
@@ -140,6 +145,18 @@ impl CheckpointStorage for LocalDirStorage {
         if self.transfer == Transfer::Link && self.fs.hard_link(source, &target).is_ok() {
             // The link names the store's file, which may not be durable yet.
             self.fs.sync_file(&target).map_err(|e| Error::io(&target, e))?;
+            return Ok(0);
+        }
+        self.copy(source, &target)
+    }
+
+    fn put_durable(&self, name: &str, source: &Path) -> Result<u64> {
+        let target = self.path(name);
+        if self.fs.exists(&target) {
+            return Err(Error::io(&target, std::io::ErrorKind::AlreadyExists.into()));
+        }
+        // The link's name becomes durable with the directory's sync, and the file's bytes are.
+        if self.transfer == Transfer::Link && self.fs.hard_link(source, &target).is_ok() {
             return Ok(0);
         }
         self.copy(source, &target)

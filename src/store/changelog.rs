@@ -17,9 +17,9 @@ use crate::format::RecordKind;
 use crate::io::{FileSystem, WritableFile};
 
 /// The frame size at which the writing thread takes over the buffered records.
-pub(crate) const LOG_CHUNK: usize = 256 << 10;
+pub(crate) const LOG_CHUNK: usize = 64 << 10;
 /// Frames the writing thread may be behind before writes wait for it.
-const LOG_QUEUE: usize = 16;
+const LOG_QUEUE: usize = 64;
 /// The most log kept unsealed: beyond it (no checkpoint seals the log), the file starts over
 /// and the next seal says the log is not continuous, so that the disk does not fill up.
 const LOG_MAX_UNSEALED: u64 = 1 << 30;
