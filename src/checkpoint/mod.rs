@@ -133,7 +133,7 @@ impl Default for CheckpointOptions {
             retain: 1,
             incremental: true,
             savepoint_compression: None,
-            materialize_after: 64 << 20,
+            materialize_after: 16 << 20,
         }
     }
 }
@@ -177,7 +177,7 @@ impl CheckpointOptions {
 
     /// For a backend whose store keeps a changelog
     /// ([`StoreOptions::changelog`](crate::store::StoreOptions::changelog)): once the changelog
-    /// sealed since the state was last stored reaches this many bytes (64 MiB by
+    /// sealed since the state was last stored reaches this many bytes (16 MiB by
     /// default), the next checkpoint also takes the state, which is stored (materialized) in the
     /// background after that checkpoint completes, so that later checkpoints name a shorter log
     /// and a restore replays less. See [Checkpoints with a changelog](self#checkpoints-with-a-changelog).
