@@ -18,7 +18,7 @@
 //! - restore from the local checkpoint until the first read, then a read of every key;
 //! - a savepoint: time and throughput to write it, and time to restore from it;
 //! - the incremental rounds again on a backend whose store keeps a changelog
-//!   (`StoreOptions::changelog`), which materializes its state every 4 MiB of log: the
+//!   (`StoreOptions::changelog`), which materializes its state every 8 MiB of log: the
 //!   checkpoints' duration and bytes, the time of the rounds' updates against the rounds
 //!   without a changelog, and the restore from its last checkpoint (which replays the log).
 
@@ -141,7 +141,7 @@ fn sync_parts(
 const INCREMENTAL_ROUNDS: usize = 9;
 
 /// With a changelog, the state is stored again after this much log.
-const MATERIALIZE_AFTER: u64 = 4 << 20;
+const MATERIALIZE_AFTER: u64 = 8 << 20;
 
 struct IncrementalRound {
     /// The round's updates (1% of the keys), before the checkpoint.
