@@ -10,7 +10,7 @@ use crate::format::changelog::{ChangelogError, ChangelogReader};
 use crate::format::checkpoint::{CheckpointManifest, CHECKPOINT_VERSION};
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::{DecodeError, SegmentReader};
-use crate::io::FileSystem;
+use crate::io::{FileBytes, FileSystem};
 
 /// A problem found by verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,48 +56,33 @@ pub fn verify_checkpoint(storage: &dyn CheckpointStorage, id: u64) -> Vec<Proble
     let mut problems = Vec::new();
     for s in &manifest.segments {
         let path = storage.describe(&s.file);
-        let bytes = match storage.open(&s.file) {
-            Ok(b) => b,
-            Err(e) => {
-                problems.push(Problem::from_error(&path, e));
-                continue;
-            }
-        };
-        if bytes.len() as u64 != s.file_len {
-            problems.push(Problem {
-                file: path.clone(),
-                offset: None,
-                what: format!("{} bytes long, the manifest says {}", bytes.len(), s.file_len),
-            });
-            continue;
-        }
-        match SegmentReader::open(bytes, &path).and_then(|r| r.verify()) {
-            Ok(()) => {}
-            Err(e) => problems.push(Problem::from_error(&path, e)),
-        }
+        let checked = stored_file(storage, &s.file, s.file_len, &path).and_then(|bytes| {
+            SegmentReader::open(bytes, &path).and_then(|r| r.verify()).map_err(|e| Problem::from_error(&path, e))
+        });
+        problems.extend(checked.err());
     }
     for l in &manifest.logs {
         let path = storage.describe(&l.file);
-        let bytes = match storage.open(&l.file) {
-            Ok(b) => b,
-            Err(e) => {
-                problems.push(Problem::from_error(&path, e));
-                continue;
-            }
-        };
-        if bytes.len() as u64 != l.file_len {
-            problems.push(Problem {
-                file: path.clone(),
-                offset: None,
-                what: format!("{} bytes long, the manifest says {}", bytes.len(), l.file_len),
-            });
-            continue;
-        }
-        if let Err(e) = verify_log(&bytes, l.log_seq) {
-            problems.push(Problem::from_error(&path, e.into_error(&path)));
-        }
+        let checked = stored_file(storage, &l.file, l.file_len, &path).and_then(|bytes| {
+            verify_log(&bytes, l.log_seq).map_err(|e| Problem::from_error(&path, e.into_error(&path)))
+        });
+        problems.extend(checked.err());
     }
     problems
+}
+
+/// The bytes of the stored file `name` (described as `path`), if it has the length its
+/// manifest says.
+fn stored_file(storage: &dyn CheckpointStorage, name: &str, len: u64, path: &Path) -> Result<FileBytes, Problem> {
+    let bytes = storage.open(name).map_err(|e| Problem::from_error(path, e))?;
+    if bytes.len() as u64 != len {
+        return Err(Problem {
+            file: path.to_path_buf(),
+            offset: None,
+            what: format!("{} bytes long, the manifest says {len}", bytes.len()),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Reads every frame and record of a changelog file.

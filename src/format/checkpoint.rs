@@ -482,10 +482,7 @@ impl CheckpointManifest {
         let mut segments: Vec<SegmentRef> = Vec::with_capacity(n);
         for _ in 0..n {
             let at = r.offset();
-            let file = string(&mut r)?;
-            if !valid_file_name(&file) {
-                return Err(DecodeError::malformed(at, "file name").into());
-            }
+            let file = file_name(&mut r)?;
             let segment_id = r.u64()?;
             let file_len = r.u64()?;
             let m = count(&mut r)?;
@@ -517,10 +514,7 @@ impl CheckpointManifest {
             logs.reserve(n);
             for _ in 0..n {
                 let at = r.offset();
-                let file = string(&mut r)?;
-                if !valid_file_name(&file) {
-                    return Err(DecodeError::malformed(at, "file name").into());
-                }
+                let file = file_name(&mut r)?;
                 let log_seq = r.u64()?;
                 let file_len = r.u64()?;
                 let versions = versions(&mut r)?;
@@ -538,6 +532,16 @@ impl CheckpointManifest {
         }
         Ok(CheckpointManifest { checkpoint_id, flags, next_segment_id, meta, segments, logs })
     }
+}
+
+/// A stored file's name (see [`valid_file_name`]).
+fn file_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let at = r.offset();
+    let file = string(r)?;
+    if !valid_file_name(&file) {
+        return Err(DecodeError::malformed(at, "file name"));
+    }
+    Ok(file)
 }
 
 fn put_versions(out: &mut Vec<u8>, versions: &[(u16, Vec<u32>)]) {
