@@ -829,6 +829,10 @@ impl Worker {
         start: Instant,
     ) -> Result<CheckpointInfo> {
         check_abort(job.id, &job.abort)?;
+        if !from_chain {
+            // A materialization still running would put files of the same names.
+            self.install_materialization(true);
+        }
         let mut started = None;
         let (segments, logs) = match (&self.chain, from_chain) {
             (Some(c), true) => (c.base.clone(), c.logs.clone()),
