@@ -613,10 +613,7 @@ impl Checkpointer {
             return Err(Misuse::NotEmpty.into());
         }
         let abort = self.admit(id)?;
-        let parts = backend.snapshot_parts(operator)?;
-        let Some(snapshot) = parts.store else {
-            return Err(Error::io(&dir, std::io::Error::other("the backend gave no snapshot of its store")));
-        };
+        let (snapshot, parts) = backend.snapshot_parts(operator)?;
         let job = SavepointJob {
             id,
             fs,

@@ -723,11 +723,11 @@ impl<K: Serializer> KeyedBackend<K> {
         self.core.states.values().map(|m| (&*m.name, m.kind))
     }
 
-    /// The synchronous part of a snapshot: the store's frozen view, the meta info (with the
-    /// operator state), the serializer versions per state, and the store's next segment id.
-    pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<SnapshotParts> {
+    /// The synchronous part of a savepoint: the store's frozen view, and the meta info (with
+    /// the operator state), the serializer versions per state and the store's next segment id.
+    pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<(StoreSnapshot, SnapshotParts)> {
         let snapshot = self.core.store.snapshot()?;
-        Ok(self.parts(operator, Some(snapshot), None))
+        Ok((snapshot, self.parts(operator, None, None)))
     }
 
     /// The synchronous part of a checkpoint: seals the store's changelog, if it keeps one, and
