@@ -80,6 +80,13 @@ pub trait WritableFile: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// The number of bytes appended so far.
     fn len(&self) -> u64;
+    /// Asks the file system to start writing the appended bytes to the disk every `bytes`
+    /// bytes, without waiting (RocksDB's `bytes_per_sync`), so that a sync soon after has only
+    /// the last piece left to wait for. For files a sync is about to follow; it can slow the
+    /// writer when the disk is busy. By default nothing happens.
+    fn start_writeback_every(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
     /// Whether nothing was appended yet.
     fn is_empty(&self) -> bool {
         self.len() == 0

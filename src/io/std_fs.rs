@@ -7,10 +7,6 @@ use std::path::Path;
 
 /// Appends are gathered in a buffer of this many bytes before they reach the file.
 const WRITE_BUFFER: usize = 256 * 1024;
-/// Every this many bytes handed to the kernel, the file asks it to start writing them to the
-/// disk (RocksDB's `bytes_per_sync`): the final sync of a large file then waits for its last
-/// piece rather than for all of it, and dirty pages do not pile up behind a flush.
-const WRITEBACK_EVERY: u64 = 1024 * 1024;
 
 /// The operating system's file system.
 ///
@@ -124,12 +120,22 @@ struct StdFile {
     /// How many bytes are in the kernel's hands, and from where none was yet sent on to disk.
     written: u64,
     writeback_from: u64,
+    /// See [`WritableFile::start_writeback_every`]; `u64::MAX` for never.
+    writeback_every: u64,
     poisoned: bool,
 }
 
 impl StdFile {
     fn new(file: File) -> Self {
-        StdFile { file, buf: Vec::with_capacity(WRITE_BUFFER), len: 0, written: 0, writeback_from: 0, poisoned: false }
+        StdFile {
+            file,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            len: 0,
+            written: 0,
+            writeback_from: 0,
+            writeback_every: u64::MAX,
+            poisoned: false,
+        }
     }
 
     fn check(&self) -> io::Result<()> {
@@ -161,7 +167,7 @@ impl StdFile {
 
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
-        if self.written - self.writeback_from >= WRITEBACK_EVERY {
+        if self.written - self.writeback_from >= self.writeback_every {
             crate::sys::start_writeback(&self.file, self.writeback_from, self.written - self.writeback_from);
             self.writeback_from = self.written;
         }
@@ -194,6 +200,10 @@ impl WritableFile for StdFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn start_writeback_every(&mut self, bytes: u64) {
+        self.writeback_every = bytes.max(1);
     }
 }
 

@@ -65,6 +65,9 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// The largest value the store accepts (a block, at most 256 MiB, must hold one record).
 pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;
+/// How often the flush of a small region asks for its bytes to be written back (see
+/// [`WritableFile::start_writeback_every`](crate::io::WritableFile::start_writeback_every)).
+const WRITEBACK_EVERY: u64 = 1 << 20;
 
 /// Options of a [`Store`]; ends in [`open`](Self::open).
 #[derive(Clone)]
@@ -452,8 +455,12 @@ fn flush(
         return Ok(None);
     }
     let path = dir.join(segment_file_name(id));
-    let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
     let opts = if frozen.compress { opts } else { WriterOptions { compression: Compression::None, ..opts } };
+    if !frozen.compress {
+        // A small region, frozen early: usually by a checkpoint, which syncs it next.
+        file.start_writeback_every(WRITEBACK_EVERY);
+    }
     let mut writer = SegmentWriter::new(file, &path, opts)?;
     // Records are visited in key order, not in the order they lie in the arena: fetching a
     // few ahead hides most of the misses.
