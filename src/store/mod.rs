@@ -1448,6 +1448,36 @@ mod tests {
     }
 
     #[test]
+    fn a_store_with_a_changelog_leaves_no_log_behind_and_replays_without_logging() {
+        let fs = crate::io::FaultFs::new();
+        let opts = || StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(1 << 20).changelog(true);
+        let logs = |fs: &crate::io::FaultFs| {
+            fs.list(Path::new("/s")).unwrap().into_iter().filter(|n| changelog::is_log_file_name(n)).count()
+        };
+        let mut s = opts().open("/s").unwrap();
+        assert!(s.seal_changelog().is_some_and(|seal| seal.log.is_none() && !seal.continuous));
+        s.put(b"\x00\x01a", b"1").unwrap();
+        s.put_grouped(b"\x00\x01gk", 3, b"2").unwrap();
+        let sealed = s.seal_changelog().unwrap().log.unwrap();
+        assert!(sealed.wait().unwrap() > 20);
+        // Replayed writes are applied, and not logged again.
+        s.replay(RecordKind::Put, b"\x00\x02b", 0, b"3").unwrap();
+        s.replay(RecordKind::Put, b"\x00\x02gx", 3, b"4").unwrap();
+        assert_eq!(s.get(b"\x00\x02b").unwrap(), Some(&b"3"[..]));
+        assert!(!s.group_is_empty(b"\x00\x02g").unwrap());
+        assert!(s.seal_changelog().unwrap().log.is_none());
+        drop(sealed);
+        s.close().unwrap();
+        assert_eq!(logs(&fs), 0, "no changelog file outlives the store");
+        // A file a crash left behind is removed on open.
+        fs.write_file(Path::new("/s/changelog-0000000009.log"), b"EDLG").unwrap();
+        let s = opts().open("/s").unwrap();
+        assert_eq!(s.segment_paths().len(), 1);
+        drop(s);
+        assert_eq!(logs(&fs), 0);
+    }
+
+    #[test]
     fn a_small_early_flush_is_written_raw_and_compaction_compresses_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = StoreOptions::new().memory_budget(64 << 20).open(dir.path()).unwrap();
