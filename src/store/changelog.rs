@@ -91,9 +91,22 @@ impl Drop for SealedLog {
 
 enum Cmd {
     Frame(Vec<u8>),
-    Seal(Arc<SealedLog>),
+    Seal(PendingSeal),
     /// Drop what was written since the last seal and start the file again.
     Restart,
+}
+
+/// A seal on its way to the writing thread: if the thread goes away before answering it
+/// (it never does but by a bug), the seal fails instead of leaving its waiter waiting.
+struct PendingSeal(Arc<SealedLog>);
+
+impl Drop for PendingSeal {
+    fn drop(&mut self) {
+        let unanswered = self.0.outcome.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+        if unanswered {
+            self.0.set(Err("the changelog thread stopped".into()));
+        }
+    }
 }
 
 /// The writing side of the changelog, owned by the store.
@@ -211,9 +224,10 @@ impl Changelog {
             outcome: Mutex::new(None),
             done: Condvar::new(),
         });
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Cmd::Seal(sealed.clone())).is_ok());
-        if !sent {
-            sealed.set(Err("the changelog thread is gone".into()));
+        // A seal that cannot be sent fails as it is dropped.
+        let pending = PendingSeal(sealed.clone());
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Cmd::Seal(pending));
         }
         LogSeal { log: Some(sealed), bytes, continuous }
     }
@@ -280,7 +294,7 @@ fn writer(fs: Arc<dyn FileSystem>, dir: PathBuf, rx: Receiver<Cmd>, spare: mpsc:
                 }
             }
         }
-        if let Some(sealed) = seal {
+        if let Some(PendingSeal(sealed)) = &seal {
             let outcome = match (failed.take(), open.take()) {
                 (Some(why), _) => Err(why),
                 (None, Some(o)) => Ok(o.file.len()),
@@ -384,6 +398,21 @@ mod tests {
         let seal = c.seal();
         assert!(seal.continuous);
         assert!(seal.log.unwrap().wait().unwrap() < LOG_CHUNK as u64);
+    }
+
+    #[test]
+    fn a_seal_the_thread_cannot_answer_fails_instead_of_waiting() {
+        let fs = FaultFs::new();
+        let mut c = log(&fs);
+        c.seal();
+        c.record(RecordKind::Put, b"\x00\x01a", 0, b"1");
+        // The thread goes away (only a bug would make it).
+        c.tx = None;
+        if let Some(t) = c.thread.take() {
+            t.join().unwrap();
+        }
+        c.record(RecordKind::Put, b"\x00\x01b", 0, b"2");
+        assert!(c.seal().log.unwrap().wait().is_err());
     }
 
     #[test]
