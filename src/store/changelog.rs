@@ -117,9 +117,8 @@ pub(crate) struct Changelog {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     next_seq: u64,
-    /// Whether anything was logged since the last seal.
-    dirty: bool,
-    /// Bytes logged since the last seal.
+    /// Bytes handed to the writing thread since the last seal (what is still in `buf` is not
+    /// counted yet).
     bytes: u64,
     /// False when the store changed in a way the log does not describe (key groups dropped)
     /// or the log started over since the last seal, and before the first seal. Writes are not
@@ -158,7 +157,6 @@ impl Changelog {
             fs,
             dir: dir.to_path_buf(),
             next_seq: 1,
-            dirty: false,
             bytes: 0,
             continuous: false,
             max_unsealed: LOG_MAX_UNSEALED,
@@ -173,7 +171,6 @@ impl Changelog {
             return;
         }
         put_record(&mut self.buf, kind, key, group_len, value);
-        self.dirty = true;
         if self.buf.len() >= LOG_CHUNK {
             self.send();
         }
@@ -184,7 +181,6 @@ impl Changelog {
     pub(crate) fn interrupt(&mut self) {
         self.continuous = false;
         self.buf.clear();
-        self.dirty = false;
         self.bytes = 0;
         if let Some(tx) = &self.tx {
             let _ = tx.send(Cmd::Restart);
@@ -206,16 +202,16 @@ impl Changelog {
 
     /// Seals the file written since the previous seal.
     pub(crate) fn seal(&mut self) -> LogSeal {
-        let continuous = std::mem::replace(&mut self.continuous, true);
-        if !self.dirty {
-            return LogSeal { log: None, bytes: 0, continuous };
-        }
+        // The last frame goes first: it may take the log over its limit and interrupt it.
         if !self.buf.is_empty() {
             self.send();
         }
+        let continuous = std::mem::replace(&mut self.continuous, true);
+        if self.bytes == 0 {
+            return LogSeal { log: None, bytes: 0, continuous };
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.dirty = false;
         let bytes = std::mem::take(&mut self.bytes);
         let sealed = Arc::new(SealedLog {
             seq,
@@ -398,6 +394,28 @@ mod tests {
         let seal = c.seal();
         assert!(seal.continuous);
         assert!(seal.log.unwrap().wait().unwrap() < LOG_CHUNK as u64);
+    }
+
+    /// Regression: the seal's own last frame took the log over its limit; the seal then said
+    /// the log was continuous and sealed a file without those writes.
+    #[test]
+    fn a_seal_whose_last_frame_takes_the_log_over_its_limit_is_not_continuous() {
+        let fs = FaultFs::new();
+        let mut c = log(&fs);
+        c.seal();
+        let value = vec![7u8; 4096];
+        let mut one = Vec::new();
+        put_record(&mut one, RecordKind::Put, &[0, 1, 0, 0], 0, &value);
+        // Frames of whole records, the first to reach LOG_CHUNK; three of them exactly fill
+        // the limit, and the seal's last record goes over it.
+        let per_frame = LOG_CHUNK.div_ceil(one.len());
+        c.max_unsealed = 3 * (per_frame * one.len()) as u64;
+        for i in 0..(3 * per_frame + 1) as u32 {
+            c.record(RecordKind::Put, &i.to_be_bytes(), 0, &value);
+        }
+        let seal = c.seal();
+        assert!(!seal.continuous);
+        assert!(seal.log.is_none());
     }
 
     #[test]
