@@ -254,14 +254,7 @@ pub(crate) fn prepare_store(
                     next_id += 1;
                     let target = dir.join(segment_file_name(id));
                     let len = storage.fetch(&s.file, &target)?;
-                    if len != s.file_len {
-                        let kind = if len < s.file_len {
-                            crate::Corruption::Truncated { needed: s.file_len, available: len }
-                        } else {
-                            crate::Corruption::Malformed("file longer than the manifest says")
-                        };
-                        return Err(Error::corrupted(storage.describe(&s.file), len.min(s.file_len), kind));
-                    }
+                    check_len(storage.as_ref(), &s.file, len, s.file_len)?;
                     let mut mask = s.mask.clone();
                     mask.extend(hide.iter().copied());
                     segments.push(ManifestSegment { id, mask });
@@ -339,6 +332,19 @@ fn rebuild(
     Ok(true)
 }
 
+/// That the stored file `name` has the length its manifest says.
+fn check_len(storage: &dyn CheckpointStorage, name: &str, len: u64, expected: u64) -> Result<()> {
+    if len == expected {
+        return Ok(());
+    }
+    let kind = if len < expected {
+        crate::Corruption::Truncated { needed: expected, available: len }
+    } else {
+        crate::Corruption::Malformed("file longer than the manifest says")
+    };
+    Err(Error::corrupted(storage.describe(name), len.min(expected), kind))
+}
+
 /// Applies the writes of the changelog files of `replay` (oldest first) to keys of its key
 /// groups, in the order they were made, to the restored `store`: its mutable region then holds
 /// them, as it held them when the checkpoint was taken.
@@ -346,14 +352,7 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
     for l in &replay.logs {
         let path = replay.storage.describe(&l.file);
         let bytes = replay.storage.open(&l.file)?;
-        if bytes.len() as u64 != l.file_len {
-            let kind = if (bytes.len() as u64) < l.file_len {
-                crate::Corruption::Truncated { needed: l.file_len, available: bytes.len() as u64 }
-            } else {
-                crate::Corruption::Malformed("file longer than the manifest says")
-            };
-            return Err(Error::corrupted(path, (bytes.len() as u64).min(l.file_len), kind));
-        }
+        check_len(replay.storage.as_ref(), &l.file, bytes.len() as u64, l.file_len)?;
         let mut reader = ChangelogReader::new(&bytes).map_err(|e| e.into_error(&path))?;
         if reader.log_seq() != l.log_seq {
             return Err(Error::corrupted(path, 8, crate::Corruption::Malformed("changelog sequence number")));
