@@ -118,6 +118,22 @@ impl LocalDirStorage {
         self.root.join(format!("{MANIFEST_PREFIX}{id:020}{MANIFEST_SUFFIX}"))
     }
 
+    /// Links `source` as `name` (syncing the link if `sync_link`), or copies it.
+    fn store(&self, name: &str, source: &Path, sync_link: bool) -> Result<u64> {
+        let target = self.path(name);
+        // Names are unique: a file already there belongs to some checkpoint.
+        if self.fs.exists(&target) {
+            return Err(Error::io(&target, std::io::ErrorKind::AlreadyExists.into()));
+        }
+        if self.transfer == Transfer::Link && self.fs.hard_link(source, &target).is_ok() {
+            if sync_link {
+                self.fs.sync_file(&target).map_err(|e| Error::io(&target, e))?;
+            }
+            return Ok(0);
+        }
+        self.copy(source, &target)
+    }
+
     /// Copies `from` to a new file `to` and syncs it; returns the bytes copied.
     fn copy(&self, from: &Path, to: &Path) -> Result<u64> {
         copy_file(self.fs.as_ref(), from, to)
@@ -137,29 +153,13 @@ pub(crate) fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<u
 
 impl CheckpointStorage for LocalDirStorage {
     fn put(&self, name: &str, source: &Path) -> Result<u64> {
-        let target = self.path(name);
-        // Names are unique: a file already there belongs to some checkpoint.
-        if self.fs.exists(&target) {
-            return Err(Error::io(&target, std::io::ErrorKind::AlreadyExists.into()));
-        }
-        if self.transfer == Transfer::Link && self.fs.hard_link(source, &target).is_ok() {
-            // The link names the store's file, which may not be durable yet.
-            self.fs.sync_file(&target).map_err(|e| Error::io(&target, e))?;
-            return Ok(0);
-        }
-        self.copy(source, &target)
+        // The link names the store's file, which may not be durable yet.
+        self.store(name, source, true)
     }
 
     fn put_durable(&self, name: &str, source: &Path) -> Result<u64> {
-        let target = self.path(name);
-        if self.fs.exists(&target) {
-            return Err(Error::io(&target, std::io::ErrorKind::AlreadyExists.into()));
-        }
         // The link's name becomes durable with the directory's sync, and the file's bytes are.
-        if self.transfer == Transfer::Link && self.fs.hard_link(source, &target).is_ok() {
-            return Ok(0);
-        }
-        self.copy(source, &target)
+        self.store(name, source, false)
     }
 
     fn sync_shared(&self) -> Result<()> {
