@@ -318,7 +318,9 @@ fn run_with(ops: Vec<Op>, materialize_after: Option<u64>) -> TestResult {
     }
     t.checkpoint(false);
     t.restore();
-    // Shared files are exactly those the retained checkpoints name.
+    // Shared files are exactly those the retained checkpoints name (once the removals that
+    // follow a checkpoint are done).
+    t.cp.settle().unwrap();
     let mut named = BTreeSet::new();
     for id in t.cp.retained() {
         assert!(verify_checkpoint(t.storage.as_ref(), id).is_empty());
@@ -405,6 +407,7 @@ fn incremental_checkpoints_store_only_new_segments_and_drop_unreferenced_files()
     t.cp.checkpoint(5, &mut t.b, &t.op, true).unwrap();
     let full = t.cp.wait(5).unwrap();
     assert_eq!(full.new_files, full.files);
+    t.cp.settle().unwrap();
     let named: BTreeSet<String> = t.storage.shared_files().unwrap().into_iter().collect();
     assert_eq!(named.len(), full.files);
     assert!(named.iter().all(|n| n.contains("-full5")), "{named:?}");
@@ -465,6 +468,37 @@ fn with_a_changelog_checkpoints_store_the_log_and_the_state_now_and_then() {
     apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(3, 3));
     let id = t.checkpoint(false);
     assert_eq!(manifest(&t, id).logs.len(), 1);
+    t.restore();
+}
+
+/// The shared files of a subsumed checkpoint are removed in the background. A checkpoint that
+/// stores one of them again under the same name (here: backend A's segments, subsumed by a
+/// checkpoint of backend B, then needed by A's next checkpoint) must not lose it to the
+/// removal still under way.
+#[test]
+fn a_file_stored_again_while_its_removal_is_pending_survives_it() {
+    let mut t = Harness::new(CheckpointOptions::new().retain(1));
+    for round in 0..20 {
+        for k in 0..500 {
+            apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k + round));
+        }
+        t.b.store().flush().unwrap();
+        t.b.store().wait_for_background().unwrap();
+        let a = t.checkpoint(false);
+        let mut other = builder(&t.fs, None).open(format!("/store-other-{round}")).unwrap();
+        let h = register(&mut other);
+        other.set_current_key(&1).unwrap();
+        h.value.update(&mut other, &1).unwrap();
+        other.store().flush().unwrap();
+        let b = t.next_id;
+        t.next_id += 1;
+        t.cp.checkpoint(b, &mut other, &t.op, false).unwrap();
+        t.cp.wait(b).unwrap();
+        // Backend A's files are about to be removed; its next checkpoint needs them again.
+        let again = t.checkpoint(false);
+        t.cp.settle().unwrap();
+        assert!(verify_checkpoint(t.storage.as_ref(), again).is_empty(), "round {round} after {a}");
+    }
     t.restore();
 }
 
@@ -530,10 +564,12 @@ fn the_first_checkpoint_after_a_restore_from_the_same_storage_is_incremental() {
     // A compaction of the restored segments, if one ran, makes a new file; nothing else does.
     t.b.store().wait_for_background().unwrap();
     let compactions = t.b.store().stats().compactions as usize;
+    t.cp.settle().unwrap();
     let before = t.storage.shared_files().unwrap().len();
     t.cp.checkpoint(id + 1, &mut t.b, &t.op, false).unwrap();
     let info = t.cp.wait(id + 1).unwrap();
     assert!(info.new_files <= compactions, "{info:?}");
+    t.cp.settle().unwrap();
     if compactions == 0 {
         assert_eq!(t.storage.shared_files().unwrap().len(), before);
     }
@@ -650,6 +686,7 @@ fn an_aborted_checkpoint_leaves_nothing_behind() {
         apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
     }
     let id = t.checkpoint(false);
+    t.cp.settle().unwrap();
     let shared = t.storage.shared_files().unwrap();
     for k in 0..3000 {
         apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k + 1));

@@ -188,6 +188,7 @@ fn scenario(at: Option<(u64, FaultKind)>, changelog: bool) -> (u64, bool) {
     write(&mut b, &mut model, 4).unwrap();
     cp.checkpoint(10, &mut b, &op, false).unwrap();
     cp.wait(10).unwrap();
+    cp.settle().unwrap();
     drop(b);
     job.check_no_leftovers();
     let mut b = job.backend(Some(10));

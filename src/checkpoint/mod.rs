@@ -98,7 +98,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -293,6 +293,8 @@ struct Shelf<'a> {
     storage: &'a Arc<dyn CheckpointStorage>,
     owner: &'a str,
     uploaded: &'a HashMap<(u64, u64), (String, Versions)>,
+    /// Files about to be removed.
+    removing: &'a Pending,
 }
 
 impl Shelf<'_> {
@@ -320,6 +322,7 @@ impl Shelf<'_> {
                         format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
                     };
                     new.push((seg.id(), name.clone()));
+                    self.removing.wait_for(&name);
                     stored.copied += self.storage.put(&name, &seg.path())?;
                     stored.new += seg.reader().file_len();
                     (name, job.versions.clone())
@@ -370,6 +373,79 @@ struct Worker {
     generations: u64,
     /// Set when the chain broke: the next checkpoint must store the state.
     rematerialize: Arc<AtomicBool>,
+    janitor: Janitor,
+}
+
+/// Removes the shared files that no retained checkpoint names, on a thread of its own:
+/// unlinking files on a busy disk can take tens of milliseconds, which the next checkpoint
+/// must not wait for. A failed removal leaves the file to the next open of the storage.
+struct Janitor {
+    pending: Arc<Pending>,
+    tx: Option<Sender<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The files a [`Janitor`] is yet to remove: a file of the same name is put again only once
+/// the old one is gone.
+#[derive(Default)]
+struct Pending {
+    names: Mutex<HashSet<String>>,
+    removed: Condvar,
+}
+
+impl Pending {
+    /// Waits until `name` is not about to be removed.
+    fn wait_for(&self, name: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        while names.contains(name) {
+            names = self.removed.wait(names).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until every removal asked for so far is done.
+    fn settle(&self) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        while !names.is_empty() {
+            names = self.removed.wait(names).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Janitor {
+    fn start(storage: Arc<dyn CheckpointStorage>) -> std::io::Result<Janitor> {
+        let (tx, rx) = mpsc::channel::<Vec<String>>();
+        let pending = Arc::new(Pending::default());
+        let p = pending.clone();
+        let thread = std::thread::Builder::new().name("eddy-checkpoint-gc".into()).spawn(move || {
+            crate::sys::background_thread();
+            for names in rx {
+                for name in names {
+                    let _ = storage.remove(&name);
+                    p.names.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                    p.removed.notify_all();
+                }
+            }
+        })?;
+        Ok(Janitor { pending, tx: Some(tx), thread: Some(thread) })
+    }
+
+    fn remove(&self, names: Vec<String>) {
+        let Some(tx) = &self.tx else { return };
+        self.pending.names.lock().unwrap_or_else(|e| e.into_inner()).extend(names.iter().cloned());
+        if tx.send(names).is_err() {
+            // Not reached (the thread outlives the sender); the next open collects the files.
+            self.pending.names.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Takes checkpoints and savepoints of a keyed backend (and its operator state) into a
@@ -458,6 +534,7 @@ impl Checkpointer {
             materializing: None,
             generations: 0,
             rematerialize: rematerialize.clone(),
+            janitor: Janitor::start(storage.clone()).map_err(|e| Error::io(storage.describe(""), e))?,
         };
         let (tx, jobs) = mpsc::channel::<Job>();
         let (done, rx) = mpsc::channel::<Outcome>();
@@ -479,12 +556,17 @@ impl Checkpointer {
                         }
                         Job::Settle(reply) => {
                             worker.install_materialization(true);
+                            worker.janitor.pending.settle();
                             let _ = reply.send(());
                             continue;
                         }
                     };
+                    let completed = matches!(outcome, (_, Ok(_)));
                     if done.send(outcome).is_err() {
                         return;
+                    }
+                    if completed {
+                        worker.collect();
                     }
                     worker.materialize();
                 }
@@ -718,9 +800,10 @@ impl Checkpointer {
         out
     }
 
-    /// Waits until the work that follows completed checkpoints in the background (storing the
-    /// state of a backend with a changelog, see [`CheckpointOptions::materialize_after`]) is
-    /// done: the next checkpoint then names the stored state.
+    /// Waits until the work that follows completed checkpoints in the background is done:
+    /// storing the state of a backend with a changelog (see
+    /// [`CheckpointOptions::materialize_after`]), after which the next checkpoint names the
+    /// stored state, and removing the shared files of subsumed checkpoints.
     pub fn settle(&mut self) -> Result<()> {
         let (reply, done) = mpsc::channel();
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Job::Settle(reply)).is_ok());
@@ -769,7 +852,8 @@ impl Worker {
                 for (seg, name) in new {
                     self.uploaded.insert((backend, seg), (name, versions.clone()));
                 }
-                self.collect();
+                // The files it subsumes are removed once its outcome is out.
+                self.publish_retained();
             }
             Err(_) => {
                 // Nothing names what this checkpoint stored: remove it (best effort; a crash
@@ -900,7 +984,12 @@ impl Worker {
         new: &mut Vec<(u64, String)>,
         stored: &mut Stored,
     ) -> Result<Vec<SegmentRef>> {
-        let shelf = Shelf { storage: &self.storage, owner: &self.owner, uploaded: &self.uploaded };
+        let shelf = Shelf {
+            storage: &self.storage,
+            owner: &self.owner,
+            uploaded: &self.uploaded,
+            removing: &self.janitor.pending,
+        };
         shelf.store_segments(job, snapshot, new, stored)
     }
 
@@ -949,13 +1038,13 @@ impl Worker {
             return;
         }
         let (generation, covered) = (chain.generation, chain.logs.len());
-        let (storage, owner) = (self.storage.clone(), self.owner.clone());
+        let (storage, owner, removing) = (self.storage.clone(), self.owner.clone(), self.janitor.pending.clone());
         let uploaded: HashMap<(u64, u64), (String, Versions)> =
             self.uploaded.iter().filter(|((b, _), _)| *b == job.backend).map(|(k, v)| (*k, v.clone())).collect();
         let (backend, versions) = (job.backend, job.versions.clone());
         let spawned = std::thread::Builder::new().name("eddy-materialize".into()).spawn(move || {
             crate::sys::background_thread();
-            let shelf = Shelf { storage: &storage, owner: &owner, uploaded: &uploaded };
+            let shelf = Shelf { storage: &storage, owner: &owner, uploaded: &uploaded, removing: &removing };
             let mut new = Vec::new();
             let snapshot = job
                 .snapshot
@@ -1016,17 +1105,13 @@ impl Worker {
         }
     }
 
-    /// Removes the checkpoints that retention no longer keeps, then the shared files that no
-    /// retained checkpoint names. Manifests go first and durably, so a crash in between
-    /// leaves unnamed files (collected on the next open), never a manifest naming a missing
-    /// file.
+    /// Removes the checkpoints that retention no longer keeps, then (on the janitor's thread)
+    /// the shared files that no retained checkpoint names. Manifests go first and durably, so
+    /// a crash in between leaves unnamed files (collected on the next open), never a manifest
+    /// naming a missing file.
     fn collect(&mut self) {
-        let ids: Vec<u64> = self.completed.keys().copied().collect();
-        let cut = ids.len().saturating_sub(self.retain);
         let mut dropped = Vec::new();
-        // The newest `retain` stay, and so does the latest confirmed one: later ones may yet
-        // fail elsewhere, and a restore would then need it.
-        for &id in ids[..cut].iter().filter(|&&id| Some(id) != self.confirmed) {
+        for id in self.subsumed() {
             if self.storage.remove_manifest(id).is_err() {
                 break;
             }
@@ -1039,13 +1124,29 @@ impl Worker {
             return;
         }
         let live: HashSet<&String> = self.completed.values().flatten().collect();
-        let mut gone = HashSet::new();
-        for name in dropped {
-            if !live.contains(&name) && !gone.contains(&name) && self.storage.remove(&name).is_ok() {
-                gone.insert(name);
-            }
+        let gone: HashSet<String> = dropped.into_iter().filter(|name| !live.contains(name)).collect();
+        if gone.is_empty() {
+            return;
         }
         self.uploaded.retain(|_, (name, _)| !gone.contains(name));
+        self.janitor.remove(gone.into_iter().collect());
+    }
+
+    /// The completed checkpoints that retention no longer keeps: all but the newest `retain`
+    /// and the latest confirmed one (later ones may yet fail elsewhere, and a restore would
+    /// then need it).
+    fn subsumed(&self) -> Vec<u64> {
+        let ids: Vec<u64> = self.completed.keys().copied().collect();
+        let cut = ids.len().saturating_sub(self.retain);
+        ids[..cut].iter().copied().filter(|&id| Some(id) != self.confirmed).collect()
+    }
+
+    /// Tells the task side which checkpoints are retained, before [`collect`](Self::collect)
+    /// removes the others.
+    fn publish_retained(&self) {
+        let subsumed = self.subsumed();
+        *self.retained.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.completed.keys().copied().filter(|id| !subsumed.contains(id)).collect();
     }
 }
 
