@@ -345,10 +345,21 @@ fn check_len(storage: &dyn CheckpointStorage, name: &str, len: u64, expected: u6
     Err(Error::corrupted(storage.describe(name), len.min(expected), kind))
 }
 
+/// How many records a replay reads ahead of the one it applies.
+const REPLAY_AHEAD: usize = 16;
+
+/// The changelog bytes a replay expects per key it writes (a record of a short key and value
+/// takes some tens of bytes), to size the index before it starts.
+const REPLAY_BYTES_PER_KEY: u64 = 64;
+
 /// Applies the writes of the changelog files of `replay` (oldest first) to keys of its key
 /// groups, in the order they were made, to the restored `store`: its mutable region then holds
 /// them, as it held them when the checkpoint was taken.
 pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result<()> {
+    // Room for the keys up front (a guess from the logs' size): an index that grows as the
+    // replay goes rehashes everything it holds each time.
+    let bytes: u64 = replay.logs.iter().map(|l| l.file_len).sum();
+    store.reserve_keys(usize::try_from(bytes / REPLAY_BYTES_PER_KEY).unwrap_or(usize::MAX));
     for l in &replay.logs {
         let path = replay.storage.describe(&l.file);
         let bytes = replay.storage.open(&l.file)?;
@@ -357,10 +368,24 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
         if reader.log_seq() != l.log_seq {
             return Err(Error::corrupted(path, 8, crate::Corruption::Malformed("changelog sequence number")));
         }
-        while let Some(r) = reader.next().map_err(|e| e.into_error(&path))? {
-            if replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
-                store.replay(r.kind, r.key, r.group_len, r.value)?;
+        // Records are applied a few behind the reader, so that the index slots each will
+        // probe are fetched while the ones before it are applied: most of a replay's time is
+        // those cache misses.
+        let mut ahead = std::collections::VecDeque::with_capacity(REPLAY_AHEAD);
+        loop {
+            let next = reader.next().map_err(|e| e.into_error(&path))?;
+            if let Some(r) = next {
+                if !replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
+                    continue;
+                }
+                store.prefetch_replay(r.key, r.group_len);
+                ahead.push_back(r);
+                if ahead.len() < REPLAY_AHEAD {
+                    continue;
+                }
             }
+            let Some(r) = ahead.pop_front() else { break };
+            store.replay(r.kind, r.key, r.group_len, r.value)?;
         }
     }
     Ok(())

@@ -221,7 +221,21 @@ impl Memtable {
 
     // ---- point operations ----
 
+    /// Fetches what a write of `key` in the group of its first `group` bytes will probe first:
+    /// its index slot and, for a grouped key, its group's.
     #[inline]
+    pub(crate) fn prefetch_write(&self, key: &[u8], group: usize) {
+        self.table.prefetch(hash_key(key));
+        if group > 0 && group <= key.len() {
+            self.groups.prefetch(hash_key(&key[..group]));
+        }
+    }
+
+    /// Makes room in the index for `additional` more keys.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional);
+    }
+
     fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
         self.table.find(hash, |rec| key_eq(self.key_of(rec), key))
     }

@@ -878,6 +878,19 @@ impl Store {
         result
     }
 
+    /// Tells the store that a [`replay`](Self::replay) of `key` comes soon, so that the memory
+    /// it will touch can be fetched while earlier writes are applied.
+    #[inline]
+    pub(crate) fn prefetch_replay(&self, key: &[u8], group_len: usize) {
+        self.active.prefetch_write(key, group_len);
+    }
+
+    /// Makes room in the mutable region's index for `keys` more keys (fewer in a small
+    /// region, see [`RESERVE_BYTES_PER_KEY`]).
+    pub(crate) fn reserve_keys(&mut self, keys: usize) {
+        self.active.reserve(keys.min(self.write_buffer / RESERVE_BYTES_PER_KEY));
+    }
+
     /// Seals the changelog (see [`StoreOptions::changelog`]); `None` without one.
     pub(crate) fn seal_changelog(&mut self) -> Option<LogSeal> {
         self.log.as_mut().map(Changelog::seal)
@@ -1393,6 +1406,11 @@ const RAW_FLUSH_BELOW: usize = 8 << 20;
 
 /// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
 /// one chunk never fills the buffer by itself.
+/// [`Store::reserve_keys`] reserves at most one key per this many bytes of the mutable region,
+/// so that an index sized ahead (16 bytes a slot, at most 3/4 full, a power of two) takes at
+/// most a third of the region.
+const RESERVE_BYTES_PER_KEY: usize = 128;
+
 fn chunk_size(write_buffer: usize) -> usize {
     (write_buffer / 16).clamp(4 << 10, 4 << 20)
 }

@@ -203,6 +203,14 @@ impl HashIndex {
         self.slots.len() * SLOT_LEN
     }
 
+    /// Asks the processor to fetch the slot where a probe for `hash` starts, without waiting:
+    /// a caller that knows its next keys (a replay) overlaps their cache misses.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let i = hash as usize & self.mask;
+        prefetch(&self.slots.bytes()[i * SLOT_LEN..]);
+    }
+
     /// The record whose hash is `hash` (already [`fix`](Self::fix)ed) and for which `eq` holds.
     #[inline]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
@@ -252,6 +260,14 @@ impl HashIndex {
             i = (i + 1) & self.mask;
         }
         self.slots.set(i, Slot { hash, rec });
+    }
+
+    /// Makes room for `additional` more records without growing on the way.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let want = (self.len + additional).saturating_mul(4) / 3 + 1;
+        if want > self.slots.len() {
+            self.rebuild(want.next_power_of_two(), |_| true);
+        }
     }
 
     fn grow(&mut self) {
@@ -317,5 +333,27 @@ mod tests {
         assert_eq!(t.len(), 2500);
         assert_eq!(t.find(HashIndex::fix(2 << 40 | 2), |r| r == 2), Some(2));
         assert_eq!(t.find(HashIndex::fix(3 << 40), |r| r == 3), None);
+    }
+
+    #[test]
+    fn a_reserved_index_takes_its_records_without_growing_and_keeps_what_it_held() {
+        let mut t = HashIndex::new();
+        for rec in 0..10u64 {
+            t.insert(HashIndex::fix(rec * 0x9e37_79b9), rec);
+        }
+        t.reserve(1000);
+        let slots = t.memory();
+        assert!(slots >= 1010 * 4 / 3 * SLOT_LEN, "{slots}");
+        for rec in 10..1010u64 {
+            t.prefetch(HashIndex::fix(rec * 0x9e37_79b9));
+            t.insert(HashIndex::fix(rec * 0x9e37_79b9), rec);
+        }
+        assert_eq!(t.memory(), slots);
+        for rec in 0..1010u64 {
+            assert_eq!(t.find(HashIndex::fix(rec * 0x9e37_79b9), |r| r == rec), Some(rec));
+        }
+        // Reserving less than is there changes nothing.
+        t.reserve(1);
+        assert_eq!(t.memory(), slots);
     }
 }
