@@ -551,6 +551,46 @@ fn a_damaged_changelog_file_is_a_typed_error_and_verify_names_it() {
     assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
 }
 
+/// A restore replays a changelog in batches on two threads (one verifies and decodes, the
+/// other applies). Writes of one key spread over many batches and several files come back in
+/// the order they were made, and damage far into the log, after thousands of records were
+/// applied, is still a typed error.
+#[test]
+fn a_long_changelog_replays_in_order_across_batches_and_files_and_late_damage_is_caught() {
+    let mut t = Harness::with_changelog(CheckpointOptions::new().retain(5).materialize_after(u64::MAX), true);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(0, 0));
+    t.checkpoint(false);
+    let mut id = 0;
+    for round in 0..3u64 {
+        for i in 0..4000u64 {
+            let k = i % 37;
+            let op = match i % 5 {
+                0 | 1 => Op::Put(k, round * 10_000 + i),
+                2 => Op::Append(k, i as u32),
+                3 => Op::MapPut(k, (i % 4) as u32, i as u8),
+                _ => Op::MapRemove(k, ((i + 1) % 4) as u32),
+            };
+            apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &op);
+        }
+        id = t.checkpoint(false);
+    }
+    let logs = manifest(&t, id).logs;
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    t.restore();
+    // Damage the last record of the last file: every batch before it was applied by then.
+    let path = t.storage.describe(&logs[2].file);
+    let mut bytes = t.fs.open(&path).unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut f = t.fs.create(&path).unwrap();
+    f.append(&bytes).unwrap();
+    f.sync().unwrap();
+    drop(f);
+    let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
+    let err = builder_with(&t.fs, None, true).restore("/store-damaged", &[source]).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { ref file, .. } if *file == path), "{err:?}");
+}
+
 #[test]
 fn the_first_checkpoint_after_a_restore_from_the_same_storage_is_incremental() {
     let mut t = Harness::new(CheckpointOptions::new());

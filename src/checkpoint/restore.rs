@@ -2,19 +2,19 @@
 //! rewritten) or savepoints (their records written into new segments).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
 use crate::error::{Error, Misuse, Result};
-use crate::format::changelog::ChangelogReader;
+use crate::format::changelog::{ChangelogReader, LogRecord};
 use crate::format::checkpoint::{
     CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
-use crate::io::{write_atomic, FileSystem};
+use crate::io::{write_atomic, FileBytes, FileSystem};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::OperatorStateSnapshot;
 use crate::store::segment::segment_file_name;
@@ -352,41 +352,97 @@ const REPLAY_AHEAD: usize = 16;
 /// takes some tens of bytes), to size the index before it starts.
 const REPLAY_BYTES_PER_KEY: u64 = 64;
 
+/// Records a replay's reading thread hands over at once.
+const REPLAY_BATCH: usize = 1024;
+
+/// Batches the reading thread may be ahead of the applying one.
+const REPLAY_QUEUE: usize = 16;
+
 /// Applies the writes of the changelog files of `replay` (oldest first) to keys of its key
 /// groups, in the order they were made, to the restored `store`: its mutable region then holds
 /// them, as it held them when the checkpoint was taken.
+///
+/// Two threads share the work: one verifies and decodes the files (every frame's checksum is
+/// checked before any of its records is handed over), the calling one applies the records,
+/// each a few behind the one whose index slots it asks the processor to fetch, since most of
+/// applying a record is waiting for those cache misses.
 pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result<()> {
     // Room for the keys up front (a guess from the logs' size): an index that grows as the
     // replay goes rehashes everything it holds each time.
     let bytes: u64 = replay.logs.iter().map(|l| l.file_len).sum();
     store.reserve_keys(usize::try_from(bytes / REPLAY_BYTES_PER_KEY).unwrap_or(usize::MAX));
+    let mut files = Vec::with_capacity(replay.logs.len());
     for l in &replay.logs {
-        let path = replay.storage.describe(&l.file);
         let bytes = replay.storage.open(&l.file)?;
         check_len(replay.storage.as_ref(), &l.file, bytes.len() as u64, l.file_len)?;
-        let mut reader = ChangelogReader::new(&bytes).map_err(|e| e.into_error(&path))?;
+        files.push(bytes);
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<LogRecord<'_>>>>(REPLAY_QUEUE);
+        let files = &files;
+        let reading = std::thread::Builder::new().name("eddy-replay".into()).spawn_scoped(scope, move || {
+            // A failed send means the applying side stopped (with an error of its own).
+            let sent = decode_logs(replay, files, |batch| tx.send(Ok(batch)).is_ok());
+            if let Err(e) = sent {
+                let _ = tx.send(Err(e));
+            }
+        });
+        if reading.is_err() {
+            // No thread to be had: decode and apply here.
+            let mut applied = Ok(());
+            decode_logs(replay, files, |batch| {
+                applied = apply(store, &batch);
+                applied.is_ok()
+            })?;
+            return applied;
+        }
+        for batch in rx {
+            apply(store, &batch?)?;
+        }
+        Ok(())
+    })
+}
+
+/// Verifies and decodes the changelog files of `replay` (opened as `files`), handing the
+/// records of its key groups to `emit` in batches, in order, until `emit` returns `false`.
+fn decode_logs<'a>(
+    replay: &Replay,
+    files: &'a [FileBytes],
+    mut emit: impl FnMut(Vec<LogRecord<'a>>) -> bool,
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    for (l, bytes) in replay.logs.iter().zip(files) {
+        let path = replay.storage.describe(&l.file);
+        let mut reader = ChangelogReader::new(bytes).map_err(|e| e.into_error(&path))?;
         if reader.log_seq() != l.log_seq {
             return Err(Error::corrupted(path, 8, crate::Corruption::Malformed("changelog sequence number")));
         }
-        // Records are applied a few behind the reader, so that the index slots each will
-        // probe are fetched while the ones before it are applied: most of a replay's time is
-        // those cache misses.
-        let mut ahead = std::collections::VecDeque::with_capacity(REPLAY_AHEAD);
-        loop {
-            let next = reader.next().map_err(|e| e.into_error(&path))?;
-            if let Some(r) = next {
-                if !replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
-                    continue;
-                }
-                store.prefetch_replay(r.key, r.group_len);
-                ahead.push_back(r);
-                if ahead.len() < REPLAY_AHEAD {
-                    continue;
-                }
+        while let Some(r) = reader.next().map_err(|e| e.into_error(&path))? {
+            if !replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
+                continue;
             }
-            let Some(r) = ahead.pop_front() else { break };
-            store.replay(r.kind, r.key, r.group_len, r.value)?;
+            batch.push(r);
+            if batch.len() == REPLAY_BATCH && !emit(std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH))) {
+                return Ok(());
+            }
         }
+    }
+    if !batch.is_empty() {
+        emit(batch);
+    }
+    Ok(())
+}
+
+/// Applies a batch of replayed records, in order.
+fn apply(store: &mut crate::store::Store, batch: &[LogRecord<'_>]) -> Result<()> {
+    for r in batch.iter().take(REPLAY_AHEAD) {
+        store.prefetch_replay(r.key, r.group_len);
+    }
+    for (i, r) in batch.iter().enumerate() {
+        if let Some(a) = batch.get(i + REPLAY_AHEAD) {
+            store.prefetch_replay(a.key, a.group_len);
+        }
+        store.replay(r.kind, r.key, r.group_len, r.value)?;
     }
     Ok(())
 }
