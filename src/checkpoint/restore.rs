@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
 use crate::error::{Error, Misuse, Result};
-use crate::format::changelog::{ChangelogReader, LogRecord};
+use crate::format::changelog::ChangelogReader;
 use crate::format::checkpoint::{
     CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
@@ -18,7 +18,7 @@ use crate::io::{write_atomic, FileBytes, FileSystem};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::OperatorStateSnapshot;
 use crate::store::segment::segment_file_name;
-use crate::store::MANIFEST_FILE;
+use crate::store::{Replayed, MANIFEST_FILE};
 
 /// A snapshot to restore from.
 #[derive(Debug, Clone)]
@@ -378,7 +378,7 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
         files.push(bytes);
     }
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<LogRecord<'_>>>>(REPLAY_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<Replayed<'_>>>>(REPLAY_QUEUE);
         let files = &files;
         let reading = std::thread::Builder::new().name("eddy-replay".into()).spawn_scoped(scope, move || {
             // A failed send means the applying side stopped (with an error of its own).
@@ -408,7 +408,7 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
 fn decode_logs<'a>(
     replay: &Replay,
     files: &'a [FileBytes],
-    mut emit: impl FnMut(Vec<LogRecord<'a>>) -> bool,
+    mut emit: impl FnMut(Vec<Replayed<'a>>) -> bool,
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
     for (l, bytes) in replay.logs.iter().zip(files) {
@@ -421,7 +421,7 @@ fn decode_logs<'a>(
             if !replay.range.contains(u16::from_be_bytes([r.key[0], r.key[1]])) {
                 continue;
             }
-            batch.push(r);
+            batch.push(Replayed::new(r.kind, r.key, r.group_len, r.value));
             if batch.len() == REPLAY_BATCH && !emit(std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH))) {
                 return Ok(());
             }
@@ -434,15 +434,15 @@ fn decode_logs<'a>(
 }
 
 /// Applies a batch of replayed records, in order.
-fn apply(store: &mut crate::store::Store, batch: &[LogRecord<'_>]) -> Result<()> {
+fn apply(store: &mut crate::store::Store, batch: &[Replayed<'_>]) -> Result<()> {
     for r in batch.iter().take(REPLAY_AHEAD) {
-        store.prefetch_replay(r.key, r.group_len);
+        store.prefetch_replay(r);
     }
     for (i, r) in batch.iter().enumerate() {
         if let Some(a) = batch.get(i + REPLAY_AHEAD) {
-            store.prefetch_replay(a.key, a.group_len);
+            store.prefetch_replay(a);
         }
-        store.replay(r.kind, r.key, r.group_len, r.value)?;
+        store.replay(r)?;
     }
     Ok(())
 }

@@ -221,13 +221,13 @@ impl Memtable {
 
     // ---- point operations ----
 
-    /// Fetches what a write of `key` in the group of its first `group` bytes will probe first:
-    /// its index slot and, for a grouped key, its group's.
+    /// Fetches what a write of the key hashed to `hash` will probe first: its index slot and,
+    /// for a grouped key (`group_hash` not 0), its group's.
     #[inline]
-    pub(crate) fn prefetch_write(&self, key: &[u8], group: usize) {
-        self.table.prefetch(hash_key(key));
-        if group > 0 && group <= key.len() {
-            self.groups.prefetch(hash_key(&key[..group]));
+    pub(crate) fn prefetch_write(&self, hash: u64, group_hash: u64) {
+        self.table.prefetch(hash);
+        if group_hash != 0 {
+            self.groups.prefetch(group_hash);
         }
     }
 

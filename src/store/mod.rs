@@ -49,6 +49,7 @@ use self::changelog::{is_log_file_name, Changelog};
 use self::iter::{MergeIter, Source};
 use self::memtable::{Memtable, RecRef};
 use self::segment::{parse_segment_file_name, segment_file_name, LiveSegment, Segment};
+use self::table::hash_key;
 use crate::error::{Error, Misuse, Result};
 use crate::format::segment::{key_group_of, Compression};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
@@ -863,26 +864,27 @@ impl Store {
         })
     }
 
-    /// Applies a write read back from a changelog (a restore), as the store first applied it
-    /// (`group_len` 0 for a key without a group), without logging it again.
-    pub(crate) fn replay(&mut self, kind: RecordKind, key: &[u8], group_len: usize, value: &[u8]) -> Result<()> {
-        let log = self.log.take();
-        let result = match (kind, group_len) {
-            (RecordKind::Put, 0) => self.put(key, value),
-            (RecordKind::Put, g) => self.put_grouped(key, g, value),
-            (RecordKind::Delete, 0) => self.delete(key),
-            (RecordKind::Delete, g) => self.delete_grouped(key, g),
-            (RecordKind::Merge, _) => self.merge(key, value),
-        };
-        self.log = log;
-        result
+    /// Applies a write read back from a changelog (a restore), as the store first applied it,
+    /// without logging it again.
+    pub(crate) fn replay(&mut self, r: &Replayed<'_>) -> Result<()> {
+        self.check_write(r.key, r.value.len())?;
+        if r.group_len > 0 {
+            check_group(r.key, r.group_len)?;
+        }
+        self.before_write()?;
+        match r.kind {
+            RecordKind::Put => self.active.put(r.hash, r.key, r.value, r.group_len),
+            RecordKind::Delete => self.active.delete(r.hash, r.key, r.group_len),
+            RecordKind::Merge => self.active.merge(r.hash, r.key, r.value),
+        }
+        Ok(())
     }
 
-    /// Tells the store that a [`replay`](Self::replay) of `key` comes soon, so that the memory
+    /// Tells the store that a [`replay`](Self::replay) of `r` comes soon, so that the memory
     /// it will touch can be fetched while earlier writes are applied.
     #[inline]
-    pub(crate) fn prefetch_replay(&self, key: &[u8], group_len: usize) {
-        self.active.prefetch_write(key, group_len);
+    pub(crate) fn prefetch_replay(&self, r: &Replayed<'_>) {
+        self.active.prefetch_write(r.hash, r.group_hash);
     }
 
     /// Makes room in the mutable region's index for `keys` more keys (fewer in a small
@@ -1406,6 +1408,31 @@ const RAW_FLUSH_BELOW: usize = 8 << 20;
 
 /// The memtable arena's chunk size for a write buffer: small buffers get small chunks so that
 /// one chunk never fills the buffer by itself.
+/// A write read back from a changelog, to apply with [`Store::replay`]; built on any thread
+/// (its hashes are computed here, off the thread that applies it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replayed<'a> {
+    kind: RecordKind,
+    key: &'a [u8],
+    /// The length of the key's group (a prefix of it), 0 for none; merges have none.
+    group_len: usize,
+    value: &'a [u8],
+    hash: u64,
+    /// The group's hash, 0 for none.
+    group_hash: u64,
+}
+
+impl<'a> Replayed<'a> {
+    pub(crate) fn new(kind: RecordKind, key: &'a [u8], group_len: usize, value: &'a [u8]) -> Self {
+        let group_len = if kind == RecordKind::Merge { 0 } else { group_len };
+        let group_hash = match key.get(..group_len) {
+            Some(prefix) if group_len > 0 => hash_key(prefix),
+            _ => 0,
+        };
+        Replayed { kind, key, group_len, value, hash: hash_key(key), group_hash }
+    }
+}
+
 /// [`Store::reserve_keys`] reserves at most one key per this many bytes of the mutable region,
 /// so that an index sized ahead (16 bytes a slot, at most 3/4 full, a power of two) takes at
 /// most a third of the region.
@@ -1479,8 +1506,8 @@ mod tests {
         let sealed = s.seal_changelog().unwrap().log.unwrap();
         assert!(sealed.wait().unwrap() > 20);
         // Replayed writes are applied, and not logged again.
-        s.replay(RecordKind::Put, b"\x00\x02b", 0, b"3").unwrap();
-        s.replay(RecordKind::Put, b"\x00\x02gx", 3, b"4").unwrap();
+        s.replay(&Replayed::new(RecordKind::Put, b"\x00\x02b", 0, b"3")).unwrap();
+        s.replay(&Replayed::new(RecordKind::Put, b"\x00\x02gx", 3, b"4")).unwrap();
         assert_eq!(s.get(b"\x00\x02b").unwrap(), Some(&b"3"[..]));
         assert!(!s.group_is_empty(b"\x00\x02g").unwrap());
         assert!(s.seal_changelog().unwrap().log.is_none());
