@@ -173,7 +173,9 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         let range = self.checked_range(max_parallelism)?;
         let ttl = Arc::new(TtlTable::default());
         let filter = Arc::new(TtlFilter { table: ttl.clone(), clock: self.clock.clone() });
-        let store = self.store.compaction_filter(filter.clone()).open(dir)?;
+        // A changelog to replay gets both processors: compaction waits for it.
+        let replays = prepared.as_ref().is_some_and(|p| !p.replay.is_empty());
+        let store = self.store.compaction_filter(filter.clone()).hold_compaction(replays).open(dir)?;
         if prepared.is_none() && !store.segment_paths().is_empty() {
             return Err(Misuse::NotEmpty.into());
         }
@@ -204,6 +206,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             for r in &p.replay {
                 replay(&mut core.store, r)?;
             }
+            core.store.release_compaction();
             for s in p.states {
                 let name: Arc<str> = s.name.as_str().into();
                 if let Some(t) = s.ttl {

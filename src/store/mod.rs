@@ -79,6 +79,9 @@ pub struct StoreOptions {
     compaction: CompactionOptions,
     filter: Option<Arc<dyn CompactionFilter>>,
     changelog: bool,
+    /// No compaction starts until [`Store::release_compaction`] (a restore that replays a
+    /// changelog keeps both processors for the replay).
+    hold_compaction: bool,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +93,7 @@ impl Default for StoreOptions {
             compaction: CompactionOptions::default(),
             filter: None,
             changelog: false,
+            hold_compaction: false,
         }
     }
 }
@@ -103,6 +107,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("compaction", &self.compaction)
             .field("filter", &self.filter.is_some())
             .field("changelog", &self.changelog)
+            .field("hold_compaction", &self.hold_compaction)
             .finish()
     }
 }
@@ -178,6 +183,13 @@ impl StoreOptions {
     #[must_use]
     pub fn changelog(mut self, on: bool) -> Self {
         self.changelog = on;
+        self
+    }
+
+    /// Opens the store with compaction held (see [`Store::release_compaction`]).
+    #[must_use]
+    pub(crate) fn hold_compaction(mut self, hold: bool) -> Self {
+        self.hold_compaction = hold;
         self
     }
 
@@ -1022,8 +1034,15 @@ impl Store {
         }
     }
 
+    /// Lets compaction start (from now on, and now if it is due) in a store opened with it
+    /// held ([`StoreOptions::hold_compaction`]).
+    pub(crate) fn release_compaction(&mut self) {
+        self.opts.hold_compaction = false;
+        self.maybe_compact();
+    }
+
     fn maybe_compact(&mut self) {
-        if self.compacting.is_some() || self.poisoned.is_some() {
+        if self.compacting.is_some() || self.poisoned.is_some() || self.opts.hold_compaction {
             return;
         }
         let sizes: Vec<u64> = self.segments.iter().map(|s| s.seg.reader().file_len()).collect();
@@ -1520,6 +1539,41 @@ mod tests {
         assert_eq!(s.segment_paths().len(), 1);
         drop(s);
         assert_eq!(logs(&fs), 0);
+    }
+
+    /// A store opened with compaction held (a restore replaying a changelog) starts none, not
+    /// even on writes that flush, until it is released; then the due one starts.
+    #[test]
+    fn held_compaction_starts_only_once_released() {
+        let fs = crate::io::FaultFs::new();
+        let opts = || StoreOptions::new().file_system(Arc::new(fs.clone())).memory_budget(1 << 20);
+        let never = CompactionOptions {
+            trigger: 100,
+            max_segments: 100,
+            stall_segments: 100,
+            max_space_amplification_percent: u64::MAX,
+            ..Default::default()
+        };
+        let mut s = opts().compaction(never).open("/s").unwrap();
+        for round in 0..4u8 {
+            for i in 0..200u32 {
+                s.put(&[&[0, 1][..], &i.to_be_bytes()].concat(), &[round; 32]).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        s.close().unwrap();
+        let mut s = opts().hold_compaction(true).open("/s").unwrap();
+        assert_eq!(s.segments.len(), 4);
+        for i in 0..200u32 {
+            s.put(&[&[0, 2][..], &i.to_be_bytes()].concat(), &[9; 32]).unwrap();
+        }
+        s.flush().unwrap();
+        s.wait_for_background().unwrap();
+        assert!(s.compacting.is_none() && s.stats().compactions == 0, "{:?}", s.stats());
+        s.release_compaction();
+        assert!(s.compacting.is_some(), "the due compaction starts on release");
+        s.wait_for_background().unwrap();
+        assert!(s.stats().compactions > 0 && s.segments.len() < 5, "{:?}", s.stats());
     }
 
     #[test]
