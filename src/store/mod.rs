@@ -313,6 +313,10 @@ pub(crate) struct Lookaside {
     /// Per record: where its key starts, where its value starts (the key's end), and where
     /// the value ends, in `bytes`; sorted by key.
     entries: Vec<(usize, usize, usize)>,
+    /// Where the next lookup looks first: just after the entry the last one found. A visit
+    /// reads the keys in the order they were listed, so each of its reads is found there
+    /// without a search.
+    next: usize,
 }
 
 impl Lookaside {
@@ -326,6 +330,7 @@ impl Lookaside {
         self.prefix.extend_from_slice(prefix);
         self.bytes.clear();
         self.entries.clear();
+        self.next = 0;
     }
 
     /// Whether it holds every record under its prefix.
@@ -347,12 +352,18 @@ impl Lookaside {
     }
 
     /// `None` when `key` is not under the prefix; otherwise its value, if it has one.
-    fn find(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+    fn find(&mut self, key: &[u8]) -> Option<Option<&[u8]>> {
         if !key.starts_with(&self.prefix) {
             return None;
         }
-        let found = self.entries.binary_search_by(|&(k, v, _)| self.bytes[k..v].cmp(key));
+        let at = |i: usize| self.entries.get(i).map(|&(k, v, _)| &self.bytes[k..v]);
+        let found = if at(self.next) == Some(key) {
+            Ok(self.next)
+        } else {
+            self.entries.binary_search_by(|&(k, v, _)| self.bytes[k..v].cmp(key))
+        };
         Some(found.ok().map(|i| {
+            self.next = i + 1;
             let (_, v, e) = self.entries[i];
             &self.bytes[v..e]
         }))
@@ -1111,7 +1122,7 @@ impl Store {
     }
 
     fn get_slow(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
-        if let Some(found) = self.lookaside.as_deref().and_then(|l| l.find(key)) {
+        if let Some(found) = self.lookaside.as_deref_mut().and_then(|l| l.find(key)) {
             return Ok(found.map(|v| {
                 self.value.clear();
                 self.value.extend_from_slice(v);
@@ -1539,6 +1550,31 @@ mod tests {
         assert_eq!(s.segment_paths().len(), 1);
         drop(s);
         assert_eq!(logs(&fs), 0);
+    }
+
+    /// The lookaside answers from the entry after the last one found (a visit's order) and
+    /// by a search otherwise: in order, out of order, missing keys and keys of another prefix.
+    #[test]
+    fn the_lookaside_finds_keys_in_and_out_of_visit_order() {
+        let mut l = Lookaside::default();
+        l.reset(b"\x00\x01");
+        let key = |i: u8| [0, 1, b'k', i * 2];
+        for i in 0..50u8 {
+            l.push(&key(i), &[i]);
+        }
+        assert!(l.is_complete());
+        for i in 0..50u8 {
+            assert_eq!(l.find(&key(i)), Some(Some(&[i][..])), "in order {i}");
+        }
+        for i in [7u8, 3, 49, 0, 1, 30, 30, 31] {
+            assert_eq!(l.find(&key(i)), Some(Some(&[i][..])), "out of order {i}");
+        }
+        assert_eq!(l.find(&[0, 1, b'k', 3]), Some(None), "between two keys");
+        assert_eq!(l.find(&key(31)), Some(Some(&[31][..])));
+        assert_eq!(l.find(&[0, 1, b'z']), Some(None), "past the last key");
+        assert_eq!(l.find(&[0, 2, b'k', 0]), None, "another prefix");
+        l.reset(b"\x00\x02");
+        assert_eq!(l.find(&[0, 2, b'k', 0]), Some(None), "nothing after a reset");
     }
 
     /// A store opened with compaction held (a restore replaying a changelog) starts none, not
