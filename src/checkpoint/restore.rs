@@ -271,10 +271,33 @@ pub(crate) fn prepare_store(
                 }
             }
             Loaded::Savepoint { path, bytes } => {
-                let id = next_id;
-                next_id += 1;
-                if rebuild(fs, dir, id, path, bytes, mine, writer)? {
-                    segments.push(ManifestSegment { id, mask: Vec::new() });
+                // Two halves of the key groups, written as two segments by two threads: most
+                // of a rebuild is building and compressing blocks.
+                let halves = split_in_two(mine);
+                let ids: Vec<u64> = (next_id..).take(halves.len()).collect();
+                next_id += halves.len() as u64;
+                let built = std::thread::scope(|scope| {
+                    let mut work = halves.iter().zip(&ids).map(|(&half, &id)| (half, id));
+                    let first = work.next().map(|(half, id)| {
+                        let run = move || rebuild(fs, dir, id, path, bytes, half, writer);
+                        std::thread::Builder::new().name("eddy-rebuild".into()).spawn_scoped(scope, run)
+                    });
+                    let rest: Vec<Result<bool>> =
+                        work.map(|(half, id)| rebuild(fs, dir, id, path, bytes, half, writer)).collect();
+                    let first = match first {
+                        Some(Ok(handle)) => handle.join().unwrap_or_else(|_| {
+                            Err(Error::io(path, std::io::Error::other("the thread rebuilding a savepoint panicked")))
+                        }),
+                        // No thread to be had: this one writes that half too.
+                        Some(Err(_)) => rebuild(fs, dir, ids[0], path, bytes, halves[0], writer),
+                        None => Ok(false),
+                    };
+                    std::iter::once(first).chain(rest).collect::<Vec<_>>()
+                });
+                for (id, built) in ids.into_iter().zip(built) {
+                    if built? {
+                        segments.push(ManifestSegment { id, mask: Vec::new() });
+                    }
                 }
             }
         }
@@ -284,6 +307,18 @@ pub(crate) fn prepare_store(
     let path = dir.join(MANIFEST_FILE);
     write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
     Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin, replay })
+}
+
+/// `range` in two halves (one if it holds a single key group, none if it is empty).
+fn split_in_two(range: KeyGroupRange) -> Vec<KeyGroupRange> {
+    if range.len() < 2 {
+        return if range.is_empty() { Vec::new() } else { vec![range] };
+    }
+    let mid = range.start() + (range.len() / 2) as u16;
+    match (KeyGroupRange::new(range.start(), mid - 1), KeyGroupRange::new(mid, range.end())) {
+        (Ok(low), Ok(high)) => vec![low, high],
+        _ => vec![range],
+    }
 }
 
 /// Writes the records of `range` in the savepoint `bytes` as segment `id`; whether it holds
@@ -450,4 +485,26 @@ fn apply(store: &mut crate::store::Store, batch: &[Replayed<'_>]) -> Result<()> 
 /// The segments of a restored store that came from the storage described by `storage`.
 pub(crate) fn origin_for(origin: &[Origin], storage: &Path) -> Vec<Origin> {
     origin.iter().filter(|o| o.storage == storage).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_splits_into_halves_that_cover_it_exactly() {
+        assert!(split_in_two(KeyGroupRange::EMPTY).is_empty());
+        for (start, end) in [(0, 0), (5, 5), (0, 1), (3, 5), (0, 127), (10, 32767)] {
+            let range = KeyGroupRange::new(start, end).unwrap();
+            let halves = split_in_two(range);
+            assert_eq!(halves.len(), if start == end { 1 } else { 2 }, "{range:?}");
+            assert_eq!(halves.iter().map(KeyGroupRange::len).sum::<u32>(), range.len());
+            assert_eq!(halves[0].start(), start);
+            assert_eq!(halves[halves.len() - 1].end(), end);
+            if let [low, high] = halves[..] {
+                assert_eq!(u32::from(low.end()) + 1, u32::from(high.start()));
+                assert!(low.len().abs_diff(high.len()) <= 1);
+            }
+        }
+    }
 }
