@@ -517,7 +517,12 @@ fn main() {
     lcp.wait(1).expect("checkpoint completes");
     let log_rounds = incremental_rounds(&mut lb, &lstate, &mut lcp, keys, 2);
     let last = 2 + log_rounds.len() as u64 - 1;
+    // A restore follows the end of the backend it restores: let the background work the last
+    // rounds started (a materialization, the compaction after it) finish first, so that it
+    // does not run beside the restore on this machine's two processors.
+    lcp.settle().expect("background work of the checkpoints");
     drop(lcp);
+    lb.store().wait_for_background().expect("background work of the store");
     lb.close().expect("close");
     let (r, _, log_restore) = timed_restores(&log_storage, last, &root.path().join("restored-changelog"));
     drop(r);
