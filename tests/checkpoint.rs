@@ -419,6 +419,18 @@ fn manifest(t: &Harness, id: u64) -> eddy::format::checkpoint::CheckpointManifes
     eddy::format::checkpoint::CheckpointManifest::decode(&t.storage.read_manifest(id).unwrap()).unwrap()
 }
 
+/// Flips a bit of the last byte of the stored file `name` (durably); its path.
+fn damage_last_byte(t: &Harness, name: &str) -> std::path::PathBuf {
+    let path = t.storage.describe(name);
+    let mut bytes = t.fs.open(&path).unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut f = t.fs.create(&path).unwrap();
+    f.append(&bytes).unwrap();
+    f.sync().unwrap();
+    path
+}
+
 #[test]
 fn with_a_changelog_checkpoints_store_the_log_and_the_state_now_and_then() {
     let mut t = Harness::with_changelog(CheckpointOptions::new().retain(3).materialize_after(20_000), true);
@@ -534,15 +546,7 @@ fn a_damaged_changelog_file_is_a_typed_error_and_verify_names_it() {
     t.checkpoint(false);
     apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(2, 2));
     let id = t.checkpoint(false);
-    let log = manifest(&t, id).logs[0].file.clone();
-    let path = t.storage.describe(&log);
-    let mut bytes = t.fs.open(&path).unwrap().to_vec();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    let mut f = t.fs.create(&path).unwrap();
-    f.append(&bytes).unwrap();
-    f.sync().unwrap();
-    drop(f);
+    let path = damage_last_byte(&t, &manifest(&t, id).logs[0].file);
     let problems = verify_checkpoint(t.storage.as_ref(), id);
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].file, path);
@@ -578,14 +582,7 @@ fn a_long_changelog_replays_in_order_across_batches_and_files_and_late_damage_is
     assert_eq!(logs.len(), 3, "{logs:?}");
     t.restore();
     // Damage the last record of the last file: every batch before it was applied by then.
-    let path = t.storage.describe(&logs[2].file);
-    let mut bytes = t.fs.open(&path).unwrap().to_vec();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    let mut f = t.fs.create(&path).unwrap();
-    f.append(&bytes).unwrap();
-    f.sync().unwrap();
-    drop(f);
+    let path = damage_last_byte(&t, &logs[2].file);
     let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id };
     let err = builder_with(&t.fs, None, true).restore("/store-damaged", &[source]).unwrap_err();
     assert!(matches!(err, Error::Corrupted { ref file, .. } if *file == path), "{err:?}");
