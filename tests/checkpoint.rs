@@ -636,6 +636,29 @@ fn savepoints_are_relocatable_and_restores_leave_them_untouched() {
     assert!(verify_checkpoint(t.storage.as_ref(), id).is_empty());
 }
 
+/// A savepoint's key groups are restored as two segments, one half each, which together are
+/// the base of the store: whichever half holds more, no compaction merges them for want of
+/// anything newer.
+#[test]
+fn the_halves_a_savepoint_is_restored_into_are_not_compacted_together() {
+    let max_p = eddy::keygroup::MaxParallelism::new(MAX_P).unwrap();
+    let low = |k: u64| max_p.key_group(eddy::keygroup::hash_bytes(&k.to_be_bytes())) < MAX_P as u16 / 2;
+    for heavy_low in [true, false] {
+        let mut t = Harness::new(CheckpointOptions::new());
+        for k in 0..600 {
+            let times = if low(k) == heavy_low { 4 } else { 1 };
+            for i in 0..times {
+                apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Append(k, i));
+            }
+        }
+        t.savepoint();
+        t.restore();
+        t.b.store().wait_for_background().unwrap();
+        let stats = t.b.store().stats();
+        assert_eq!((stats.segments, stats.compactions), (2, 0), "heavy low half: {heavy_low}, {stats:?}");
+    }
+}
+
 #[test]
 fn savepoints_leave_out_expired_entries_of_states_that_ask_for_it() {
     let fs = FaultFs::new();

@@ -52,8 +52,11 @@ impl Default for CompactionOptions {
     }
 }
 
-/// The run of segments (indexes into `sizes`, newest first) to merge, if any.
-pub(crate) fn pick(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usize>> {
+/// The run of segments (indexes into `sizes`, newest first) to merge, if any. The oldest
+/// `bottom` segments (at least one) hold disjoint key groups, as the halves a savepoint is
+/// restored into or the segments of several snapshots a rescaled store starts from do: together
+/// they are the base that newer data amplifies.
+pub(crate) fn pick(sizes: &[u64], bottom: usize, opts: &CompactionOptions) -> Option<Range<usize>> {
     let n = sizes.len();
     if n < 2 {
         return None;
@@ -64,8 +67,10 @@ pub(crate) fn pick(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usiz
     if n > opts.max_segments && n > 2 {
         return Some(0..n - 1);
     }
-    let newer: u64 = sizes[..n - 1].iter().sum();
-    if newer.saturating_mul(100) > sizes[n - 1].saturating_mul(opts.max_space_amplification_percent) {
+    let bottom = bottom.clamp(1, n);
+    let newer: u64 = sizes[..n - bottom].iter().sum();
+    let base: u64 = sizes[n - bottom..].iter().sum();
+    if newer > 0 && newer.saturating_mul(100) > base.saturating_mul(opts.max_space_amplification_percent) {
         return Some(0..n);
     }
     if n >= opts.trigger {
@@ -169,36 +174,74 @@ pub(crate) fn merge(
     writer.finish_without_sync().map(Some)
 }
 
+/// How many of the oldest segments hold pairwise disjoint key groups, given each segment's
+/// span of key groups (first and last; `None` for a segment without records), newest first:
+/// the `bottom` of [`pick`].
+pub(crate) fn disjoint_bottom(spans: &[Option<(u16, u16)>]) -> usize {
+    let mut taken: Vec<(u16, u16)> = Vec::new();
+    for span in spans.iter().rev() {
+        match span {
+            Some((lo, hi)) if taken.iter().all(|&(a, b)| *hi < a || *lo > b) => taken.push((*lo, *hi)),
+            _ => break,
+        }
+    }
+    taken.len().max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// [`pick`] over segments of which only the oldest is the base.
+    fn pick_one(sizes: &[u64], opts: &CompactionOptions) -> Option<Range<usize>> {
+        pick(sizes, 1, opts)
+    }
+
+    #[test]
+    fn disjoint_oldest_segments_are_one_base() {
+        let o = CompactionOptions::default();
+        let halves = [Some((64, 127)), Some((0, 63))];
+        assert_eq!(disjoint_bottom(&halves), 2);
+        // Two halves of about the same size amplify nothing.
+        assert_eq!(pick(&[110, 100], disjoint_bottom(&halves), &o), None);
+        assert_eq!(pick_one(&[110, 100], &o), Some(0..2));
+        // A flush over both is newer data over a base of both.
+        let flushed = [Some((0, 127)), Some((64, 127)), Some((0, 63))];
+        assert_eq!(disjoint_bottom(&flushed), 2);
+        assert_eq!(pick(&[50, 110, 100], 2, &o), None);
+        assert_eq!(pick(&[220, 110, 100], 2, &o), Some(0..3));
+        // Overlapping or empty segments stop the base.
+        assert_eq!(disjoint_bottom(&[Some((0, 10)), Some((5, 20))]), 1);
+        assert_eq!(disjoint_bottom(&[Some((30, 40)), None, Some((0, 10))]), 1);
+        assert_eq!(disjoint_bottom(&[]), 1);
+    }
+
     #[test]
     fn space_amplification_merges_everything() {
         let o = CompactionOptions::default();
-        assert_eq!(pick(&[60, 50, 100], &o), Some(0..3));
-        assert_eq!(pick(&[10, 100], &o), None);
-        assert_eq!(pick(&[100], &o), None);
+        assert_eq!(pick_one(&[60, 50, 100], &o), Some(0..3));
+        assert_eq!(pick_one(&[10, 100], &o), None);
+        assert_eq!(pick_one(&[100], &o), None);
     }
 
     #[test]
     fn size_ratio_merges_similar_newest_segments() {
         let o = CompactionOptions::default();
         // 10, 10 merge; 25 is too large for a run of 20 at 1%.
-        assert_eq!(pick(&[10, 10, 25, 1000], &o), Some(0..2));
-        assert_eq!(pick(&[10, 10, 20, 1000], &o), Some(0..3));
+        assert_eq!(pick_one(&[10, 10, 25, 1000], &o), Some(0..2));
+        assert_eq!(pick_one(&[10, 10, 20, 1000], &o), Some(0..3));
         // Below the trigger nothing happens.
-        assert_eq!(pick(&[10, 10, 1000], &o), None);
+        assert_eq!(pick_one(&[10, 10, 1000], &o), None);
         // A newest segment much smaller than the next: nothing by ratio.
-        assert_eq!(pick(&[1, 10, 100, 1000], &o), None);
+        assert_eq!(pick_one(&[1, 10, 100, 1000], &o), None);
     }
 
     #[test]
     fn too_many_segments_merge_all_but_the_oldest_first() {
         let o = CompactionOptions { max_segments: 3, ..Default::default() };
-        assert_eq!(pick(&[1, 2, 4, 8, 1000], &o), Some(0..4));
+        assert_eq!(pick_one(&[1, 2, 4, 8, 1000], &o), Some(0..4));
         // Before the rule on space, which would merge all five.
-        assert_eq!(pick(&[600, 500, 400, 300, 100], &o), Some(0..4));
-        assert_eq!(pick(&[600, 500, 400], &o), Some(0..3));
+        assert_eq!(pick_one(&[600, 500, 400, 300, 100], &o), Some(0..4));
+        assert_eq!(pick_one(&[600, 500, 400], &o), Some(0..3));
     }
 }

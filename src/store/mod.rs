@@ -1057,7 +1057,16 @@ impl Store {
             return;
         }
         let sizes: Vec<u64> = self.segments.iter().map(|s| s.seg.reader().file_len()).collect();
-        if let Some(run) = compaction::pick(&sizes, &self.opts.compaction) {
+        let spans: Vec<Option<(u16, u16)>> = self
+            .segments
+            .iter()
+            .map(|s| {
+                let groups = s.seg.reader().key_groups();
+                Some((groups.first()?.key_group, groups.last()?.key_group))
+            })
+            .collect();
+        let bottom = compaction::disjoint_bottom(&spans);
+        if let Some(run) = compaction::pick(&sizes, bottom, &self.opts.compaction) {
             self.start_compaction(run);
         }
     }
