@@ -236,6 +236,7 @@ impl Memtable {
         self.table.reserve(additional);
     }
 
+    #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
         self.table.find(hash, |rec| key_eq(self.key_of(rec), key))
     }
