@@ -276,23 +276,22 @@ pub(crate) fn prepare_store(
                 let halves = split_in_two(mine);
                 let ids: Vec<u64> = (next_id..).take(halves.len()).collect();
                 next_id += halves.len() as u64;
+                let rebuild_half = |i: usize| rebuild(fs, dir, ids[i], path, bytes, halves[i], writer);
                 let built = std::thread::scope(|scope| {
-                    let mut work = halves.iter().zip(&ids).map(|(&half, &id)| (half, id));
-                    let first = work.next().map(|(half, id)| {
-                        let run = move || rebuild(fs, dir, id, path, bytes, half, writer);
-                        std::thread::Builder::new().name("eddy-rebuild".into()).spawn_scoped(scope, run)
+                    // The second half on a thread of its own, the first on this one.
+                    let second = halves.get(1).map(|_| {
+                        std::thread::Builder::new().name("eddy-rebuild".into()).spawn_scoped(scope, || rebuild_half(1))
                     });
-                    let rest: Vec<Result<bool>> =
-                        work.map(|(half, id)| rebuild(fs, dir, id, path, bytes, half, writer)).collect();
-                    let first = match first {
-                        Some(Ok(handle)) => handle.join().unwrap_or_else(|_| {
+                    let mut built: Vec<Result<bool>> = halves.first().map(|_| rebuild_half(0)).into_iter().collect();
+                    match second {
+                        Some(Ok(handle)) => built.push(handle.join().unwrap_or_else(|_| {
                             Err(Error::io(path, std::io::Error::other("the thread rebuilding a savepoint panicked")))
-                        }),
+                        })),
                         // No thread to be had: this one writes that half too.
-                        Some(Err(_)) => rebuild(fs, dir, ids[0], path, bytes, halves[0], writer),
-                        None => Ok(false),
-                    };
-                    std::iter::once(first).chain(rest).collect::<Vec<_>>()
+                        Some(Err(_)) => built.push(rebuild_half(1)),
+                        None => {}
+                    }
+                    built
                 });
                 for (id, built) in ids.into_iter().zip(built) {
                     if built? {
