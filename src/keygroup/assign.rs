@@ -48,7 +48,11 @@ impl MaxParallelism {
     pub fn key_group(self, hash: i32) -> KeyGroup {
         // `murmur_hash` is never negative, so the cast to u32 keeps its value; the remainder
         // is below the max parallelism, at most 2^15, so it fits a key group.
-        (murmur_hash(hash) as u32 % self.0) as KeyGroup
+        // A power of two (Flink's defaults are) takes a mask instead of a division, which
+        // would be the longest step of routing a record.
+        let (h, max) = (murmur_hash(hash) as u32, self.0.get());
+        let kg = if max.is_power_of_two() { h & (max - 1) } else { h % max };
+        kg as KeyGroup
     }
 
     /// All key groups, `0..=max_parallelism - 1`.

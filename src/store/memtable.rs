@@ -71,6 +71,9 @@ pub(crate) struct Memtable {
     /// Sorted runs, oldest (and largest) first; every record is in exactly one run or in
     /// `pending`.
     runs: Vec<Vec<RecRef>>,
+    /// The references the runs have room for (kept, so that the check of a write against the
+    /// budget does not walk the runs).
+    run_refs: usize,
     /// Records inserted since the last ordered view, unsorted.
     pending: Vec<RecRef>,
 }
@@ -87,6 +90,7 @@ impl Memtable {
             table: HashIndex::new(),
             groups: HashIndex::new(),
             runs: Vec::new(),
+            run_refs: 0,
             pending: Vec::new(),
         }
     }
@@ -108,7 +112,7 @@ impl Memtable {
 
     /// Heap memory held: arena chunks, hash table and the ordered views.
     pub(crate) fn memory(&self) -> usize {
-        let refs: usize = self.runs.iter().map(Vec::capacity).sum::<usize>() + self.pending.capacity();
+        let refs = self.run_refs + self.pending.capacity();
         self.arena_bytes + self.table.memory() + self.groups.memory() + refs * std::mem::size_of::<RecRef>()
     }
 
@@ -244,9 +248,36 @@ impl Memtable {
     /// The kind of the record for `key` and where its value is (see [`slice`](Self::slice)).
     #[inline]
     pub(crate) fn lookup(&self, hash: u64, key: &[u8]) -> Option<(RecordKind, RecRef, usize)> {
-        let r = self.find(hash, key)?;
-        let h = self.header(r);
-        Some((kind_of(h.kind), Self::value_loc(r, &h), h.vlen))
+        let mut found = None;
+        self.table.find(hash, |r| {
+            found = self.probe(r, key);
+            found.is_some()
+        });
+        found
+    }
+
+    /// What [`lookup`](Self::lookup) returns, if record `r` holds `key`: the record's header
+    /// is read once, from one view of its chunk.
+    #[inline]
+    fn probe(&self, r: RecRef, key: &[u8]) -> Option<(RecordKind, RecRef, usize)> {
+        let chunk: &[u8] = self.chunks.get((r >> 32) as usize)?;
+        let rec = chunk.get((r & 0xffff_ffff) as usize..)?;
+        let h = rec.get(..BASE_LEN)?;
+        let flags = h[KIND_OFF];
+        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+        let vlen = u32::from_le_bytes([h[VLEN_OFF], h[VLEN_OFF + 1], h[VLEN_OFF + 2], h[VLEN_OFF + 3]]) as usize;
+        let key_off = key_offset(flags);
+        if klen != key.len() || !key_eq(rec.get(key_off..key_off + klen)?, key) {
+            return None;
+        }
+        let at = key_off + klen;
+        let loc = if flags & EXTERNAL != 0 {
+            let b = rec.get(at..at + 8)?;
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        } else {
+            r + at as u64
+        };
+        Some((kind_of(flags), loc, vlen))
     }
 
     /// The bytes at a location returned by [`lookup`](Self::lookup).
@@ -458,7 +489,29 @@ impl Memtable {
         }
     }
 
+    #[inline]
     fn overwrite(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
+        // The common update: an inline value of the same kind and size, rewritten in place
+        // (the header stays as it is), from one view of the record.
+        if let Some(rec) = self.chunks.get_mut((r >> 32) as usize).and_then(|c| c.get_mut((r & 0xffff_ffff) as usize..))
+        {
+            if let Some(h) = rec.get(..BASE_LEN) {
+                let flags = h[KIND_OFF];
+                let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+                let vlen = u32::from_le_bytes([h[VLEN_OFF], h[VLEN_OFF + 1], h[VLEN_OFF + 2], h[VLEN_OFF + 3]]);
+                if flags & (EXTERNAL | KIND_MASK) == kind as u8 && vlen as usize == value.len() {
+                    let at = key_offset(flags) + klen;
+                    if let Some(dst) = rec.get_mut(at..at + value.len()) {
+                        copy_short(dst, value);
+                        return;
+                    }
+                }
+            }
+        }
+        self.overwrite_slow(r, kind, value);
+    }
+
+    fn overwrite_slow(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
         let mut h = self.header(r);
         let new_kind = (h.kind & !KIND_MASK) | kind as u8;
         if value.len() <= h.vcap && h.vlen == value.len() && h.kind == new_kind {
@@ -496,6 +549,7 @@ impl Memtable {
             run.retain(|r| !in_range(*r));
         }
         self.runs.retain(|run| !run.is_empty());
+        self.run_refs = self.runs.iter().map(Vec::capacity).sum();
         self.pending.retain(|r| !in_range(*r));
     }
 
@@ -553,6 +607,7 @@ impl Memtable {
                 self.runs.pop();
                 self.runs.push(merged);
             }
+            self.run_refs = self.runs.iter().map(Vec::capacity).sum();
         }
         &self.runs
     }
@@ -640,6 +695,19 @@ struct Header {
     vref: u64,
     /// Where the key starts.
     key_off: usize,
+}
+
+/// `dst.copy_from_slice(src)` (same lengths) without a call for the 8 to 16 bytes of most
+/// values of keyed state: two overlapping word copies.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if (8..=16).contains(&n) && dst.len() == n {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 #[inline]

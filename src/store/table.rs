@@ -9,23 +9,32 @@
 /// foldhash and wyhash, specialised for the short keys of keyed state (nothing is persisted,
 /// so the function may change freely). Never returns 0.
 ///
-/// The key group (the first two bytes) is read on its own and the rest in words from offset
-/// 2: a caller usually writes a key as its key group and then the rest, and a load that spans
-/// two such fresh stores cannot be forwarded from them, which would make each lookup wait for
-/// the previous one's cache miss.
+/// The key group (the first two bytes) is left out: keyed state derives it from the rest of
+/// the key, and it is the last part of a key to be known (routing a record hashes its key
+/// twice to find it), so a hash without it lets the processor fetch the index slot while the
+/// key group is still being computed. Keys that differ only in their key group share a hash
+/// and are told apart by comparing them.
+///
+/// The next two bytes (a keyed state's id) are read on their own and the rest in words from
+/// offset 4: a caller usually writes a key in parts (the state id, the serialized key, the
+/// namespace), and a load that spans two such fresh stores cannot be forwarded from them,
+/// which would make each lookup wait for the previous one's cache miss.
 #[inline]
 pub(crate) fn hash_key(key: &[u8]) -> u64 {
     const SEED: u64 = 0x243f_6a88_85a3_08d3;
     const K1: u64 = 0x9e37_79b9_7f4a_7c15;
     const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
     let len = key.len();
-    if len < 2 {
-        let head = key.first().map_or(0, |&b| u64::from(b) + 1);
+    if len < 4 {
+        let mut head = len as u64;
+        for &b in key {
+            head = head << 8 | u64::from(b);
+        }
         return HashIndex::fix(fold(head ^ K1, SEED));
     }
-    let (group, rest) = key.split_at(2);
+    let (state, rest) = key[2..].split_at(2);
     let n = rest.len();
-    let mut a = SEED ^ len as u64 ^ (u64::from(u16::from_le_bytes([group[0], group[1]])) << 48);
+    let mut a = SEED ^ len as u64 ^ (u64::from(u16::from_le_bytes([state[0], state[1]])) << 48);
     let mut b = K2;
     if n > 16 {
         let mut i = 0;
@@ -63,17 +72,20 @@ fn half(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Key equality with a fast path for keys of 10 to 18 bytes: the key group as one load, the
-/// rest as two overlapping words (no call to `memcmp`; loads placed as in [`hash_key`]).
+/// Key equality with a fast path for keys of 12 to 20 bytes: the key group and the state id
+/// as one load each, the rest as two overlapping words (no call to `memcmp`; loads placed as
+/// in [`hash_key`]).
 #[inline]
 pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let len = a.len();
     if len != b.len() {
         return false;
     }
-    if (10..=18).contains(&len) {
-        let n = len - 2;
-        a[..2] == b[..2] && word(&a[2..10]) == word(&b[2..10]) && word(&a[2 + n - 8..]) == word(&b[2 + n - 8..])
+    if (12..=20).contains(&len) {
+        a[..2] == b[..2]
+            && a[2..4] == b[2..4]
+            && word(&a[4..12]) == word(&b[4..12])
+            && word(&a[len - 8..]) == word(&b[len - 8..])
     } else {
         a == b
     }
