@@ -669,6 +669,7 @@ pub struct MapIter<'a, UK: Serializer, UV: Serializer> {
 
 impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
     /// The next live entry: user-key bytes and value bytes.
+    #[inline]
     fn next_raw(&mut self) -> Result<Option<(&[u8], &[u8])>> {
         let skip = self.ttl.map_or(0, |_| super::ttl::TS_LEN);
         loop {
@@ -699,6 +700,7 @@ impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
     }
 
     /// The next entry, decoded.
+    #[inline]
     pub fn next_entry(&mut self) -> Result<Option<(UK::Value, UV::Value)>> {
         let (keys, values) = (self.keys, self.values);
         let Some((k, v)) = self.next_raw()? else { return Ok(None) };

@@ -166,7 +166,7 @@ const LINEAR_MERGE_MAX: usize = 8;
 /// the last 8, in registers: a call to `memcmp` for each of the merge's comparisons cost
 /// more than the rest of the comparison.
 #[inline]
-fn key_cmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> Ordering {
     let n = a.len();
     if n == b.len() && (8..=16).contains(&n) {
         // When the first 8 bytes agree, the first difference lies in the last 8.
@@ -463,6 +463,7 @@ impl<'a> StoreIter<'a> {
     }
 
     /// The next live key and its value, in key order.
+    #[inline]
     pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
         match &mut self.inner {
             Inner::Merge(inner) => loop {
@@ -494,6 +495,7 @@ impl<'a> StoreIter<'a> {
     }
 
     /// The entry the last [`next_entry`](Self::next_entry) returned.
+    #[inline]
     pub(crate) fn current(&self) -> (&[u8], &[u8]) {
         match &self.inner {
             Inner::Merge(inner) => (&inner.key, inner.value()),

@@ -23,6 +23,7 @@
 //! the bracketed part is there) and whether its value lives out of line (then the first 8 bytes
 //! of the value room hold its reference; the room is never smaller than that).
 
+use super::iter::key_cmp;
 use super::table::{hash_key, key_eq, prefetch, HashIndex};
 
 use crate::format::RecordKind;
@@ -214,13 +215,37 @@ impl Memtable {
     /// The record behind `r`: kind, key and value.
     #[inline]
     pub(crate) fn record(&self, r: RecRef) -> (RecordKind, &[u8], &[u8]) {
-        let h = self.header(r);
-        let key = {
-            let off = (r & 0xffff_ffff) as usize + h.key_off;
-            &self.chunks[(r >> 32) as usize][off..off + h.klen]
+        // From one view of the record's chunk; only an out-of-line value needs another.
+        let rec = &self.chunks[(r >> 32) as usize][(r & 0xffff_ffff) as usize..];
+        let flags = rec[KIND_OFF];
+        let klen = u16::from_le_bytes([rec[KLEN_OFF], rec[KLEN_OFF + 1]]) as usize;
+        let vlen =
+            u32::from_le_bytes([rec[VLEN_OFF], rec[VLEN_OFF + 1], rec[VLEN_OFF + 2], rec[VLEN_OFF + 3]]) as usize;
+        let at = key_offset(flags);
+        let key = &rec[at..at + klen];
+        let value = if flags & EXTERNAL == 0 {
+            &rec[at + klen..at + klen + vlen]
+        } else {
+            let b = &rec[at + klen..at + klen + 8];
+            self.bytes(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), vlen)
         };
-        let value = self.bytes(Self::value_loc(r, &h), h.vlen);
-        (kind_of(h.kind), key, value)
+        (kind_of(flags), key, value)
+    }
+
+    /// A grouped record's key and the next (older) record of its group, from one view of it.
+    #[inline]
+    fn key_and_next(&self, r: RecRef) -> (&[u8], RecRef) {
+        let rec = &self.chunks[(r >> 32) as usize][(r & 0xffff_ffff) as usize..];
+        let flags = rec[KIND_OFF];
+        let klen = u16::from_le_bytes([rec[KLEN_OFF], rec[KLEN_OFF + 1]]) as usize;
+        let at = key_offset(flags);
+        let next = if flags & GROUPED == 0 {
+            NO_REF
+        } else {
+            let b = &rec[NEXT_OFF..NEXT_OFF + 8];
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        };
+        (&rec[at..at + klen], next)
     }
 
     // ---- point operations ----
@@ -332,7 +357,7 @@ impl Memtable {
     /// Whether record `r` heads the group `prefix`.
     #[inline]
     fn in_group(&self, r: RecRef, prefix: &[u8]) -> bool {
-        self.group_link(r).0 == prefix.len() && self.key_of(r).starts_with(prefix)
+        self.group_link(r).0 == prefix.len() && self.key_of(r).get(..prefix.len()).is_some_and(|k| key_eq(k, prefix))
     }
 
     /// Makes `r` the head of its group; returns the previous head.
@@ -377,17 +402,24 @@ impl Memtable {
     /// [`group`](Self::group) into a buffer of the caller's (cleared first).
     pub(crate) fn group_into(&self, prefix: &[u8], out: &mut Vec<RecRef>) {
         out.clear();
-        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
-        while next != NO_REF {
-            out.push(next);
-            next = self.group_link(next).1;
-        }
-        // Linked newest first: keys written in order come out sorted once reversed, and the
-        // check is cheaper than a sort. The keys share the prefix; compare what follows.
-        out.reverse();
+        // Linked newest first: keys written in order come out sorted once reversed, and
+        // checking that on the walk is cheaper than a sort. The keys share the prefix; compare
+        // what follows.
         let n = prefix.len();
-        let suffix = |r: RecRef| &self.key_of(r)[n..];
-        if !out.windows(2).all(|w| suffix(w[0]) < suffix(w[1])) {
+        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
+        let mut sorted = true;
+        let mut newer: &[u8] = &[];
+        while next != NO_REF {
+            let (key, older) = self.key_and_next(next);
+            let suffix = key.get(n..).unwrap_or_default();
+            sorted = sorted && (out.is_empty() || key_cmp(suffix, newer).is_lt());
+            newer = suffix;
+            out.push(next);
+            next = older;
+        }
+        out.reverse();
+        if !sorted {
+            let suffix = |r: RecRef| &self.key_of(r)[n..];
             out.sort_unstable_by(|a, b| suffix(*a).cmp(suffix(*b)));
         }
     }
@@ -482,7 +514,7 @@ impl Memtable {
                     h.kind = (h.kind & !KIND_MASK) | kind as u8 | EXTERNAL;
                 }
                 let at = Self::value_loc(r, &h) + h.vlen as u64;
-                self.bytes_mut(at, operand.len()).copy_from_slice(operand);
+                copy_short(self.bytes_mut(at, operand.len()), operand);
                 h.vlen = new_len;
                 self.write_header(r, &h);
             }
