@@ -49,6 +49,21 @@ fn key_group_is_checked_and_unchecked_alike() -> Result<(), KeyGroupError> {
     Ok(())
 }
 
+/// The mask taken for a power-of-two max parallelism gives what the remainder gives.
+#[test]
+fn key_group_is_the_remainder_of_the_murmur_hash_at_every_max_parallelism() {
+    fn prop(hash: i32, max: u16) -> bool {
+        let max = u32::from(max) % MAX_PARALLELISM_UPPER_BOUND + 1;
+        kg(hash, max) == (murmur_hash(hash) as u32 % max) as KeyGroup
+    }
+    QuickCheck::new().tests(20_000).quickcheck(prop as fn(i32, u16) -> bool);
+    for max in [1, 2, 128, 4096, 32_768] {
+        for hash in [i32::MIN, -1, 0, 1, 42, i32::MAX] {
+            assert_eq!(u32::from(kg(hash, max)), murmur_hash(hash) as u32 % max);
+        }
+    }
+}
+
 #[test]
 fn flink_default_max_parallelism() {
     for (p, expected) in [(1, 128), (85, 128), (86, 256), (1000, 2048), (30000, 32768), (32768, 32768)] {

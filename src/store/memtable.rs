@@ -836,6 +836,31 @@ mod tests {
         }
     }
 
+    /// The index hash leaves the key group out, so keys that differ only in it collide; they
+    /// must still be told apart by every point access.
+    #[test]
+    fn keys_that_differ_only_in_their_key_group_are_kept_apart() {
+        let mut m = Memtable::new(1 << 20);
+        let key = |g: u16| [&g.to_be_bytes()[..], &[0, 1], &7u64.to_be_bytes()[..]].concat();
+        assert_eq!(m.hash(&key(0)), m.hash(&key(300)));
+        for g in 0..64u16 {
+            m.put(m.hash(&key(g)), &key(g), &u64::from(g).to_le_bytes(), 0);
+        }
+        m.delete(m.hash(&key(5)), &key(5), 0);
+        for g in 0..64u16 {
+            let k = key(g);
+            let want = if g == 5 {
+                (RecordKind::Delete, vec![])
+            } else {
+                (RecordKind::Put, u64::from(g).to_le_bytes().to_vec())
+            };
+            assert_eq!(m.get(m.hash(&k), &k).map(|(kind, v)| (kind, v.to_vec())), Some(want.clone()), "{g}");
+            let (kind, loc, len) = m.lookup(m.hash(&k), &k).expect("found");
+            assert_eq!((kind, m.slice(loc, len).to_vec()), want, "{g}");
+        }
+        assert!(m.lookup(m.hash(&key(64)), &key(64)).is_none());
+    }
+
     #[test]
     fn memtable_matches_a_model() {
         let mut m = Memtable::new(1 << 20);
