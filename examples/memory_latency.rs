@@ -1,0 +1,73 @@
+//! What a cache miss costs on this machine, and how much of it a short loop hides: the
+//! context for the keyed-state figures in the README.
+//!
+//! `cargo run --release --example memory_latency` prints
+//! - the time per load of a chain of dependent loads (each address comes from the previous
+//!   load) through working sets of 0.25 to 64 MiB, one load per cache line in a random cycle;
+//! - the time per `HashMap<u64, u64>` get (foldhash, 500,000 keys, shuffled order) alone and
+//!   with a chain of dependent multiplications added to each lookup, which shortens how far
+//!   ahead the processor can start the next lookups' misses.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut s = seed;
+    for i in (1..n).rev() {
+        v.swap(i, (xorshift(&mut s) % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn main() {
+    println!("dependent loads:");
+    for mib in [0.25f64, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0] {
+        let lines = (mib * 1_048_576.0 / 64.0) as usize;
+        let order = shuffled(lines, 0x9e37_79b9_7f4a_7c15);
+        // One word per 64-byte line; each line holds the index of the next in the cycle.
+        let mut next = vec![0usize; lines * 8];
+        for i in 0..lines {
+            next[order[i] * 8] = order[(i + 1) % lines] * 8;
+        }
+        let steps = 5_000_000;
+        let mut p = 0usize;
+        let t = Instant::now();
+        for _ in 0..steps {
+            p = next[p];
+        }
+        black_box(p);
+        println!("  {mib:>5} MiB: {:6.1} ns per load", t.elapsed().as_nanos() as f64 / steps as f64);
+    }
+
+    let keys: Vec<u64> = shuffled(500_000, 42).into_iter().map(|k| k as u64).collect();
+    let mut map: HashMap<u64, u64, foldhash::fast::FixedState> = HashMap::default();
+    for &k in &keys {
+        map.insert(k, k);
+    }
+    println!("HashMap<u64, u64> get, 500,000 keys:");
+    for work in [0u64, 5, 10, 20, 40] {
+        let rounds = 10;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for &k in &keys {
+                let mut x = k;
+                for i in 0..work {
+                    x = x.wrapping_mul(0x9e37) ^ (x >> 7) ^ i;
+                }
+                black_box(x);
+                black_box(map.get(&k));
+            }
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (rounds * keys.len()) as f64;
+        println!("  with {work:>2} dependent multiplications per lookup: {ns:6.1} ns per get");
+    }
+}
