@@ -187,6 +187,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             key: vec![0; PREFIX_LEN],
             key_len: PREFIX_LEN,
             key_set: false,
+            ahead: Ahead::Nothing,
             val: Vec::with_capacity(64),
             scratch: Vec::new(),
             states: BTreeMap::new(),
@@ -260,6 +261,16 @@ pub(crate) struct StateMeta {
     pub(crate) registered: bool,
 }
 
+/// See [`Core::ahead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ahead {
+    Nothing,
+    /// The record of a state with one record per key (all kinds but map state).
+    Record,
+    /// The group of a map state's entries.
+    Group,
+}
+
 /// The part of the backend that does not depend on the key type.
 pub(crate) struct Core {
     pub(crate) store: Store,
@@ -272,6 +283,10 @@ pub(crate) struct Core {
     /// Where the serialized current key ends in `key`.
     pub(crate) key_len: usize,
     pub(crate) key_set: bool,
+    /// What the last access went through, when it was under an empty namespace: then `key`
+    /// still holds its state's id, and `set_current_key` fetches the index slot that the same
+    /// access for the new key will probe first, ahead of time.
+    pub(crate) ahead: Ahead,
     /// The value being built.
     pub(crate) val: Vec<u8>,
     /// Spare room for multi-step operations.
@@ -610,6 +625,14 @@ impl<K: Serializer> KeyedBackend<K> {
         core.key.truncate(PREFIX_LEN);
         self.key_serializer.write(key, &mut core.key);
         core.key_len = core.key.len();
+        // The next access is likely to the state accessed last: fetch its slot now, while
+        // the key group is computed below. Issued this early, the fetch also overlaps the end
+        // of the previous access.
+        match core.ahead {
+            Ahead::Nothing => {}
+            Ahead::Record => core.store.prefetch_point(&core.key),
+            Ahead::Group => core.store.prefetch_group(&core.key),
+        }
         let hash = match self.key_hash {
             None => hash_bytes(&core.key[PREFIX_LEN..]),
             Some(f) => f(key),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::backend::{codec_error, Core, KeyedBackend};
+use super::backend::{codec_error, Ahead, Core, KeyedBackend};
 use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
 use super::StateKind;
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
@@ -55,6 +55,8 @@ pub(crate) struct Slot<N: Serializer> {
     ns_serializer: N,
     ns: Vec<u8>,
     ns_set: bool,
+    /// What an access goes through first: a record, or a map's group.
+    ahead: Ahead,
 }
 
 impl<N: Serializer> Slot<N> {
@@ -69,7 +71,10 @@ impl<N: Serializer> Slot<N> {
         serializers.insert(0, ns_serializer.snapshot());
         let (id, name) = core.register(name, kind, serializers, ttl)?;
         let ns_set = ns_serializer.fixed_len() == Some(0);
-        Ok(Slot { backend: core.id, id, name, ttl, ns_serializer, ns: Vec::new(), ns_set })
+        // A map's point accesses need a user key, unknown ahead; its walks of the group set
+        // their own (see `group_ahead`).
+        let ahead = if kind == StateKind::Map { Ahead::Nothing } else { Ahead::Record };
+        Ok(Slot { backend: core.id, id, name, ttl, ns_serializer, ns: Vec::new(), ns_set, ahead })
     }
 
     fn set_namespace(&mut self, namespace: &N::Value) {
@@ -85,7 +90,15 @@ impl<N: Serializer> Slot<N> {
         if !self.ns_set {
             return Err(Misuse::NoNamespace { name: self.name.to_string() }.into());
         }
+        core.ahead = if self.ns.is_empty() { self.ahead } else { Ahead::Nothing };
         core.build_key(self.id, &self.ns)
+    }
+
+    /// Notes that this access walks the map's group, so that the next key's group slot is
+    /// fetched ahead (see [`Core::ahead`]).
+    #[inline]
+    fn group_ahead(&self, core: &mut Core) {
+        core.ahead = if self.ns.is_empty() { Ahead::Group } else { Ahead::Nothing };
     }
 
     /// Builds the record key of the current key and namespace `ns` in `core.key`.
@@ -818,6 +831,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     {
         let core = &mut b.core;
         self.slot.key(core)?;
+        self.slot.group_ahead(core);
         let group = core.key.len();
         let ts = self.slot.ttl.map(|_| core.clock.now_millis());
         let mut entries = entries.into_iter();
@@ -854,6 +868,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         self.after_access(b)?;
         let core = &mut b.core;
         self.slot.key(core)?;
+        self.slot.group_ahead(core);
         let now = if self.slot.ttl.is_some() { core.clock.now_millis() } else { 0 };
         let prefix_len = core.key.len();
         let it = core.store.scan_group(&core.key)?;
@@ -893,6 +908,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         if self.slot.ttl.is_none() {
             let core = &mut b.core;
             self.slot.key(core)?;
+            self.slot.group_ahead(core);
             return core.store.group_is_empty(&core.key);
         }
         // Expired entries may be hidden: look at the entries themselves.
@@ -904,6 +920,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     pub fn clear<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
+        self.slot.group_ahead(core);
         let group = core.key.len();
         let mut keys = Vec::new();
         {

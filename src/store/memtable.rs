@@ -260,6 +260,12 @@ impl Memtable {
         }
     }
 
+    /// Fetches the slot of the group hashed to `hash`.
+    #[inline]
+    pub(crate) fn prefetch_group(&self, hash: u64) {
+        self.groups.prefetch(hash);
+    }
+
     /// Makes room in the index for `additional` more keys.
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.table.reserve(additional);

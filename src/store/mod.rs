@@ -903,6 +903,21 @@ impl Store {
         Ok(())
     }
 
+    /// Starts fetching the index slot a point access of `key` will probe first, without
+    /// waiting for it. The key group (the first two bytes) may still be unset: the index hash
+    /// leaves it out.
+    #[inline]
+    pub(crate) fn prefetch_point(&self, key: &[u8]) {
+        self.active.prefetch_write(hash_key(key), 0);
+    }
+
+    /// Like [`prefetch_point`](Self::prefetch_point), for the group `prefix` (see
+    /// [`scan_group`](Self::scan_group)).
+    #[inline]
+    pub(crate) fn prefetch_group(&self, prefix: &[u8]) {
+        self.active.prefetch_group(hash_key(prefix));
+    }
+
     /// Tells the store that a [`replay`](Self::replay) of `r` comes soon, so that the memory
     /// it will touch can be fetched while earlier writes are applied.
     #[inline]
