@@ -24,7 +24,7 @@
 //! of the value room hold its reference; the room is never smaller than that).
 
 use super::iter::key_cmp;
-use super::table::{hash_key, key_eq, prefetch, HashIndex};
+use super::table::{hash_key, key_eq, prefetch, word, HashIndex};
 
 use crate::format::RecordKind;
 
@@ -155,7 +155,7 @@ impl Memtable {
     fn header(&self, r: RecRef) -> Header {
         let h = self.bytes(r, BASE_LEN);
         let kind = h[KIND_OFF];
-        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+        let klen = klen_at(h);
         let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]) as usize;
         let (vlen, vcap) = (u32_at(VLEN_OFF), u32_at(VCAP_OFF));
         let key_off = key_offset(kind);
@@ -187,7 +187,7 @@ impl Memtable {
         let chunk = &self.chunks[(r >> 32) as usize];
         let off = (r & 0xffff_ffff) as usize;
         let h = &chunk[off..off + BASE_LEN];
-        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
+        let klen = klen_at(h);
         let start = off + key_offset(h[KIND_OFF]);
         &chunk[start..start + klen]
     }
@@ -218,16 +218,15 @@ impl Memtable {
         // From one view of the record's chunk; only an out-of-line value needs another.
         let rec = &self.chunks[(r >> 32) as usize][(r & 0xffff_ffff) as usize..];
         let flags = rec[KIND_OFF];
-        let klen = u16::from_le_bytes([rec[KLEN_OFF], rec[KLEN_OFF + 1]]) as usize;
-        let vlen =
-            u32::from_le_bytes([rec[VLEN_OFF], rec[VLEN_OFF + 1], rec[VLEN_OFF + 2], rec[VLEN_OFF + 3]]) as usize;
+        let klen = klen_at(rec);
+        let vlen = vlen_at(rec);
         let at = key_offset(flags);
         let key = &rec[at..at + klen];
         let value = if flags & EXTERNAL == 0 {
             &rec[at + klen..at + klen + vlen]
         } else {
             let b = &rec[at + klen..at + klen + 8];
-            self.bytes(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), vlen)
+            self.bytes(word(b), vlen)
         };
         (kind_of(flags), key, value)
     }
@@ -237,13 +236,13 @@ impl Memtable {
     fn key_and_next(&self, r: RecRef) -> (&[u8], RecRef) {
         let rec = &self.chunks[(r >> 32) as usize][(r & 0xffff_ffff) as usize..];
         let flags = rec[KIND_OFF];
-        let klen = u16::from_le_bytes([rec[KLEN_OFF], rec[KLEN_OFF + 1]]) as usize;
+        let klen = klen_at(rec);
         let at = key_offset(flags);
         let next = if flags & GROUPED == 0 {
             NO_REF
         } else {
             let b = &rec[NEXT_OFF..NEXT_OFF + 8];
-            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            word(b)
         };
         (&rec[at..at + klen], next)
     }
@@ -295,8 +294,8 @@ impl Memtable {
         let rec = chunk.get((r & 0xffff_ffff) as usize..)?;
         let h = rec.get(..BASE_LEN)?;
         let flags = h[KIND_OFF];
-        let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
-        let vlen = u32::from_le_bytes([h[VLEN_OFF], h[VLEN_OFF + 1], h[VLEN_OFF + 2], h[VLEN_OFF + 3]]) as usize;
+        let klen = klen_at(h);
+        let vlen = vlen_at(h);
         let key_off = key_offset(flags);
         if klen != key.len() || !key_eq(rec.get(key_off..key_off + klen)?, key) {
             return None;
@@ -304,7 +303,7 @@ impl Memtable {
         let at = key_off + klen;
         let loc = if flags & EXTERNAL != 0 {
             let b = rec.get(at..at + 8)?;
-            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            word(b)
         } else {
             r + at as u64
         };
@@ -380,7 +379,7 @@ impl Memtable {
             }
             let hdr = &c[off..off + GROUPED_LEN];
             let glen = u16::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1]]) as usize;
-            let klen = u16::from_le_bytes([hdr[KLEN_OFF], hdr[KLEN_OFF + 1]]) as usize;
+            let klen = klen_at(hdr);
             glen == group && klen >= group && &c[off + GROUPED_LEN..off + GROUPED_LEN + group] == prefix
         };
         match groups.replace(ghash, r, same) {
@@ -535,9 +534,9 @@ impl Memtable {
         {
             if let Some(h) = rec.get(..BASE_LEN) {
                 let flags = h[KIND_OFF];
-                let klen = u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize;
-                let vlen = u32::from_le_bytes([h[VLEN_OFF], h[VLEN_OFF + 1], h[VLEN_OFF + 2], h[VLEN_OFF + 3]]);
-                if flags & (EXTERNAL | KIND_MASK) == kind as u8 && vlen as usize == value.len() {
+                let klen = klen_at(h);
+                let vlen = vlen_at(h);
+                if flags & (EXTERNAL | KIND_MASK) == kind as u8 && vlen == value.len() {
                     let at = key_offset(flags) + klen;
                     if let Some(dst) = rec.get_mut(at..at + value.len()) {
                         copy_short(dst, value);
@@ -733,6 +732,18 @@ struct Header {
     vref: u64,
     /// Where the key starts.
     key_off: usize,
+}
+
+/// The key length in a record header `h` (at least [`KLEN_OFF`] + 2 bytes).
+#[inline]
+fn klen_at(h: &[u8]) -> usize {
+    u16::from_le_bytes([h[KLEN_OFF], h[KLEN_OFF + 1]]) as usize
+}
+
+/// The value length in a record header `h` (at least [`VLEN_OFF`] + 4 bytes).
+#[inline]
+fn vlen_at(h: &[u8]) -> usize {
+    u32::from_le_bytes([h[VLEN_OFF], h[VLEN_OFF + 1], h[VLEN_OFF + 2], h[VLEN_OFF + 3]]) as usize
 }
 
 /// `dst.copy_from_slice(src)` (same lengths) without a call for the 8 to 16 bytes of most
