@@ -92,9 +92,10 @@ impl BlockBuilder {
             + PER_RECORD_TRAILER
     }
 
-    fn key(&self, i: usize) -> &[u8] {
-        let (start, len) = self.keys[i];
-        &self.buf[start as usize..(start + len) as usize]
+    /// The key of the record added last, if the block has one.
+    #[inline]
+    pub fn last_key(&self) -> Option<&[u8]> {
+        self.keys.last().map(|&k| key_at(&self.buf, k))
     }
 
     /// Whether no record was added since the last [`finish`](Self::finish).
@@ -107,27 +108,36 @@ impl BlockBuilder {
         self.offsets.len()
     }
 
-    /// Finishes the payload into `out` (cleared first) and resets the builder.
+    /// Finishes the payload into `out` (whose contents are dropped) and resets the builder.
+    /// The records are not copied: `out` takes the builder's buffer, and the builder keeps
+    /// `out`'s allocation for the next block.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         out.clear();
-        out.extend_from_slice(&self.buf);
+        std::mem::swap(out, &mut self.buf);
         // Keys arrive sorted, so the prefix the first and last share is shared by all.
         let shared = match self.keys.len() {
             0 => 0,
-            n => common_prefix(self.key(0), self.key(n - 1)),
+            n => common_prefix(key_at(out, self.keys[0]), key_at(out, self.keys[n - 1])),
         };
-        for i in 0..self.keys.len() {
-            out.extend_from_slice(&search_bytes(self.key(i), shared));
+        out.reserve(self.keys.len() * PER_RECORD_TRAILER + 8);
+        for &k in &self.keys {
+            let search = search_bytes(key_at(out, k), shared);
+            out.extend_from_slice(&search);
         }
         for off in &self.offsets {
             out.extend_from_slice(&off.to_le_bytes());
         }
         out.extend_from_slice(&(shared as u32).to_le_bytes());
         out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
-        self.buf.clear();
         self.offsets.clear();
         self.keys.clear();
     }
+}
+
+/// The key at `(start, len)` of a block's record bytes.
+#[inline]
+fn key_at(buf: &[u8], (start, len): (u32, u32)) -> &[u8] {
+    &buf[start as usize..(start + len) as usize]
 }
 
 /// Bytes per record after the records: 8 search bytes and a 4-byte offset.

@@ -164,7 +164,9 @@ impl SegmentWriter {
     /// Adds a record. Keys must start with their key group and strictly increase.
     pub fn add(&mut self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<()> {
         let kg = key_group_of(key).ok_or(Misuse::KeyTooShort { len: key.len() })?;
-        if self.records > 0 && key <= self.last_key.as_slice() {
+        // The previous key is the block's last, or the last block's once it was written.
+        let previous = self.block.last_key().unwrap_or(&self.last_key);
+        if self.records > 0 && key <= previous {
             return Err(Misuse::InvalidOption { name: "key", why: "segment keys must strictly increase" }.into());
         }
         if !self.block.is_empty()
@@ -186,8 +188,6 @@ impl SegmentWriter {
             }),
         }
         self.hashes.push(key_hash64(key));
-        self.last_key.clear();
-        self.last_key.extend_from_slice(key);
         self.records += 1;
         Ok(())
     }
@@ -198,6 +198,8 @@ impl SegmentWriter {
     }
 
     fn flush_block(&mut self) -> Result<()> {
+        self.last_key.clear();
+        self.last_key.extend_from_slice(self.block.last_key().unwrap_or_default());
         self.block.finish(&mut self.payload);
         let (offset, len) = self.write_block(true)?;
         put_varint32(&mut self.index, self.last_key.len() as u32);
@@ -234,14 +236,13 @@ impl SegmentWriter {
                 self.out.clear();
             }
         }
-        if compression == COMPRESSION_NONE {
-            self.out.extend_from_slice(&self.payload);
-        }
-        let stored_len = self.out.len() as u32;
-        append_trailer(&mut self.out, 0, compression, raw_len);
-        self.file.append(&self.out).map_err(|e| Error::io(&self.path, e))?;
+        // A block stored as is goes out from the payload itself, with its trailer appended.
+        let stored = if compression == COMPRESSION_NONE { &mut self.payload } else { &mut self.out };
+        let stored_len = stored.len() as u32;
+        append_trailer(stored, 0, compression, raw_len);
+        self.file.append(stored).map_err(|e| Error::io(&self.path, e))?;
         let offset = self.offset;
-        self.offset += self.out.len() as u64;
+        self.offset += stored.len() as u64;
         Ok((offset, stored_len))
     }
 
@@ -801,6 +802,26 @@ mod tests {
             let block = seg.read_block(b, &mut dec).unwrap();
             assert!(block.record(block.seek(&6u16.to_be_bytes())).key.starts_with(&6u16.to_be_bytes()));
         }
+    }
+
+    #[test]
+    fn keys_not_above_the_previous_one_are_refused_within_and_across_blocks() {
+        let fs = FaultFs::new();
+        let path = Path::new("/s.seg");
+        let opts = WriterOptions { block_size: 256, ..Default::default() };
+        let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+        // 40-byte values: a 256-byte block holds a few, so some keys follow a written block.
+        for i in 0..20u32 {
+            w.add(RecordKind::Put, &key(1, i * 2), &[7u8; 40]).unwrap();
+            for bad in [key(1, i * 2), key(1, i * 2 - i.min(1)), key(0, 99)] {
+                assert!(w.add(RecordKind::Put, &bad, b"x").is_err(), "key {bad:?} after {i} was taken");
+            }
+        }
+        w.finish().unwrap();
+        let seg = SegmentReader::open(fs.open(path).unwrap(), path).unwrap();
+        assert_eq!(seg.records(), 20);
+        assert!(seg.block_count() > 2);
+        seg.verify().unwrap();
     }
 
     #[test]

@@ -488,10 +488,10 @@ fn flush(
     let mut writer = SegmentWriter::new(file, &path, opts)?;
     // Records are visited in key order, not in the order they lie in the arena: fetching a
     // few ahead hides most of the misses.
-    const AHEAD: usize = 8;
+    const AHEAD: usize = 16;
     for (i, r) in sorted.iter().enumerate() {
         if let Some(next) = sorted.get(i + AHEAD) {
-            frozen.mem.prefetch(*next);
+            frozen.mem.prefetch_whole(*next);
         }
         let (kind, key, value) = frozen.mem.record(*r);
         writer.add(kind, key, value)?;
