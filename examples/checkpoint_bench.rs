@@ -14,7 +14,9 @@
 //!   to a plain sequential write (append 4 MiB pieces, then fsync) of as many bytes;
 //! - incremental checkpoints, each after updating another 1% of the keys: bytes written, as a
 //!   ratio to the changed records compressed on their own (zstd, the store's level), and
-//!   their duration from the call until the checkpoint is durable;
+//!   their duration from the call until the checkpoint is durable, as a ratio to the least
+//!   the disk takes to make as many bytes durable with plain file calls (written, synced,
+//!   then a manifest written atomically);
 //! - restore from the local checkpoint until the first read, then a read of every key;
 //! - a savepoint: time and throughput to write it, and time to restore from it;
 //! - the incremental rounds again on a backend whose store keeps a changelog
@@ -299,7 +301,7 @@ fn print_changelog(rounds: &[IncrementalRound], plain: &[IncrementalRound], rest
     );
 }
 
-fn print_incremental(rounds: &[IncrementalRound]) {
+fn print_incremental(rounds: &[IncrementalRound], floor: Option<Duration>) {
     let n = rounds.len();
     // A flush can set off a compaction; the next checkpoint then also stores the merged
     // segment. Rounds that stored only the changes are what "a checkpoint after 1% updates"
@@ -327,6 +329,13 @@ fn print_incremental(rounds: &[IncrementalRound]) {
             mb(own[m].reference),
             ratios[m]
         );
+        if let Some(floor) = floor {
+            println!(
+                "| the same bytes made durable by plain file calls (1 MiB appends, fsync, directory fsync, manifest written atomically), median of {FLOOR_RUNS} | {:.1} ms; checkpoint / that = {:.2} |",
+                ms(floor),
+                totals[m].as_secs_f64() / floor.as_secs_f64()
+            );
+        }
     }
     if !with_merge.is_empty() {
         let mut merged: Vec<Duration> = with_merge.iter().map(|r| r.total).collect();
@@ -389,6 +398,41 @@ fn sequential_write(dir: &Path, bytes: u64) -> Duration {
     took
 }
 
+/// How often the durable write of an incremental checkpoint's bytes is timed.
+const FLOOR_RUNS: usize = 9;
+
+/// The least an incremental checkpoint of `bytes` bytes plus a manifest of `manifest` bytes
+/// can take on this disk, with no work but the file calls: `bytes` appended to a new file in
+/// 1 MiB pieces and synced, the directory synced, then the manifest written atomically
+/// (temporary file, sync, rename, directory sync). The median of [`FLOOR_RUNS`].
+fn durable_write_floor(dir: &Path, bytes: u64, manifest: u64) -> Duration {
+    let fs = StdFs::new();
+    let dir = dir.join("floor");
+    fs.create_dir_all(&dir).expect("floor directory");
+    let piece: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut times = Vec::with_capacity(FLOOR_RUNS);
+    for run in 0..FLOOR_RUNS {
+        let path = dir.join(format!("data-{run}"));
+        let start = Instant::now();
+        let mut f = fs.create(&path).expect("create");
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(piece.len() as u64) as usize;
+            f.append(&piece[..n]).expect("append");
+            left -= n as u64;
+        }
+        f.sync().expect("sync");
+        drop(f);
+        fs.sync_dir(&dir).expect("sync the directory");
+        eddy::io::write_atomic(&fs, &dir.join(format!("manifest-{run}")), &piece[..manifest as usize])
+            .expect("manifest");
+        times.push(start.elapsed());
+        fs.remove(&path).expect("remove");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    median(times)
+}
+
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
@@ -428,6 +472,10 @@ fn main() {
     let op = OperatorStateBackend::new();
     let rounds = incremental_rounds(&mut b, &state, &mut cp, keys, 100);
     let last_incremental = 100 + rounds.len() as u64 - 1;
+    let floor = rounds
+        .iter()
+        .find(|r| r.info.new_files == 1)
+        .map(|r| durable_write_floor(root.path(), r.info.bytes_new, r.info.manifest_bytes));
 
     // ---- full checkpoint, copied, against a sequential write ----
     let copy_storage: Arc<dyn CheckpointStorage> =
@@ -556,7 +604,7 @@ fn main() {
         ms(seq),
         full_rate / seq_rate
     );
-    print_incremental(&rounds);
+    print_incremental(&rounds, floor);
     println!(
         "| restore from the local checkpoint until the first read, median of {RESTORES} | {:.1} ms ({:.1} to {:.1}) |",
         ms(usable.0),
