@@ -304,22 +304,21 @@ impl SegmentWriter {
 
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
-    /// The first 8 bytes of the block's last key, big-endian, zero-padded: most comparisons
-    /// of a binary search end here without touching the key bytes.
-    prefix: u64,
     key_start: u32,
     key_len: u32,
     offset: u64,
     len: u32,
 }
 
-/// The first 8 bytes of `key` as a big-endian integer, zero-padded: ordered like the keys.
+/// The first 16 bytes of `key` as a big-endian integer, zero-padded: ordered like the keys,
+/// and for keys of up to 16 bytes (a key group, a state id, an 8-byte key and a short
+/// namespace) equal only for equal keys.
 #[inline]
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
+fn key_prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
+    u128::from_be_bytes(b)
 }
 
 /// An open, verified segment file.
@@ -331,6 +330,9 @@ pub struct SegmentReader {
     version: u32,
     index_keys: Vec<u8>,
     index: Vec<IndexEntry>,
+    /// The [`key_prefix`] of each block's last key, beside the index so that a binary search
+    /// reads 16 bytes a step and, for short keys, never the key bytes.
+    prefixes: Vec<u128>,
     key_groups: Vec<KeyGroupEntry>,
     filter: (usize, usize),
     records: u64,
@@ -420,7 +422,7 @@ impl SegmentReader {
         let filter_start = filter_h.0 as usize;
         let filter = (filter_start, filter_start + filter_h.1 as usize);
 
-        let (index_keys, index) = decode_index(meta(index_h)?, index_h.0, blocks, data_end)?;
+        let (index_keys, index, prefixes) = decode_index(meta(index_h)?, index_h.0, blocks, data_end)?;
         let key_groups = decode_kg_index(meta(kg_h)?, kg_h.0, blocks, records)?;
         if blocks == 0 && records != 0 {
             return Err(DecodeError::malformed(footer_start as u64, "record count").into());
@@ -432,6 +434,7 @@ impl SegmentReader {
             version,
             index_keys,
             index,
+            prefixes,
             key_groups,
             filter,
             records,
@@ -478,6 +481,7 @@ impl SegmentReader {
     pub fn index_memory(&self) -> usize {
         self.index_keys.capacity()
             + self.index.capacity() * std::mem::size_of::<IndexEntry>()
+            + self.prefixes.capacity() * std::mem::size_of::<u128>()
             + self.key_groups.capacity() * std::mem::size_of::<KeyGroupEntry>()
     }
 
@@ -512,11 +516,24 @@ impl SegmentReader {
     /// The first block whose last key is `>= key`, if any.
     pub fn find_block(&self, key: &[u8]) -> Option<usize> {
         let p = key_prefix(key);
-        let (mut lo, mut hi) = (0, self.index.len());
+        let (mut lo, mut hi) = (0, self.prefixes.len());
+        // The answer lies among the blocks that hold the key's key group and the one after
+        // them: a block before them ends below the key group, the one after begins above it.
+        // Without records of the key group, it is the first block of the next one.
+        if let Some(kg) = key_group_of(key) {
+            let i = self.key_groups.partition_point(|e| e.key_group < kg);
+            match self.key_groups.get(i) {
+                Some(e) if e.key_group == kg => {
+                    lo = e.first_block as usize;
+                    hi = hi.min(e.last_block as usize + 1);
+                }
+                Some(e) => (lo, hi) = (e.first_block as usize, e.first_block as usize),
+                None => lo = hi,
+            }
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = &self.index[mid];
-            let less = match e.prefix.cmp(&p) {
+            let less = match self.prefixes[mid].cmp(&p) {
                 std::cmp::Ordering::Less => true,
                 std::cmp::Ordering::Greater => false,
                 std::cmp::Ordering::Equal => self.block_last_key(mid) < key,
@@ -675,7 +692,7 @@ fn decode_index(
     offset: u64,
     blocks: u32,
     data_end: u64,
-) -> Result<(Vec<u8>, Vec<IndexEntry>), DecodeError> {
+) -> Result<(Vec<u8>, Vec<IndexEntry>, Vec<u128>), DecodeError> {
     let mut r = Reader::new(payload, offset);
     let count = r.u32()?;
     if count != blocks {
@@ -687,6 +704,7 @@ fn decode_index(
     }
     let mut keys = Vec::new();
     let mut index = Vec::with_capacity(count as usize);
+    let mut prefixes = Vec::with_capacity(count as usize);
     let mut expected_offset = HEADER_LEN as u64;
     let mut prev: Option<(usize, usize)> = None;
     for _ in 0..count {
@@ -709,19 +727,14 @@ fn decode_index(
         }
         let key_start = keys.len();
         keys.extend_from_slice(key);
+        prefixes.push(key_prefix(key));
         prev = Some((key_start, key.len()));
-        index.push(IndexEntry {
-            prefix: key_prefix(key),
-            key_start: key_start as u32,
-            key_len: klen,
-            offset: block_offset,
-            len,
-        });
+        index.push(IndexEntry { key_start: key_start as u32, key_len: klen, offset: block_offset, len });
     }
     if expected_offset != data_end || r.remaining() != 0 {
         return Err(DecodeError::malformed(offset, "index does not cover the data"));
     }
-    Ok((keys, index))
+    Ok((keys, index, prefixes))
 }
 
 fn decode_kg_index(payload: &[u8], offset: u64, blocks: u32, records: u64) -> Result<Vec<KeyGroupEntry>, DecodeError> {
@@ -801,6 +814,48 @@ mod tests {
             let b = seg.first_block_from_key_group(4).unwrap();
             let block = seg.read_block(b, &mut dec).unwrap();
             assert!(block.record(block.seek(&6u16.to_be_bytes())).key.starts_with(&6u16.to_be_bytes()));
+        }
+    }
+
+    #[test]
+    fn find_block_is_the_first_block_whose_last_key_is_not_below_the_key() {
+        let fs = FaultFs::new();
+        let path = Path::new("/s.seg");
+        // Keys of 6 bytes, and of 22 whose first 16 bytes are the same within a key group.
+        let long_key = |kg: u16, i: u32| [&key(kg, 0)[..2], &[7u8; 16][..], &i.to_be_bytes()[..]].concat();
+        for (block_size, n, long) in [(256, 40, false), (512, 500, false), (4096, 3, false), (256, 60, true)] {
+            let opts = WriterOptions { block_size, ..Default::default() };
+            if long {
+                let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+                for kg in [1u16, 2, 5] {
+                    for i in 0..n {
+                        w.add(RecordKind::Put, &long_key(kg, i * 2), &[i as u8; 9]).unwrap();
+                    }
+                }
+                w.finish().unwrap();
+            } else {
+                write(&fs, path, opts, n);
+            }
+            let seg = SegmentReader::open(fs.open(path).unwrap(), path).unwrap();
+            let expected = |k: &[u8]| (0..seg.block_count()).find(|&b| seg.block_last_key(b) >= k);
+            let mut probes: Vec<Vec<u8>> = vec![vec![], vec![0], vec![3], vec![0xff], vec![0xff; 20]];
+            for kg in 0..12u16 {
+                probes.push(kg.to_be_bytes().to_vec());
+                for i in [0, 1, 2, n / 2, n - 1, n, n + 1, u32::MAX] {
+                    let k = key(kg, i);
+                    probes.push(k[..3].to_vec());
+                    // Longer than the 16 bytes the binary search compares first.
+                    let mut long = k.clone();
+                    long.extend_from_slice(&[0xab; 14]);
+                    probes.push(long);
+                    probes.push(k);
+                    probes.push(long_key(kg, i));
+                    probes.push(long_key(kg, i.saturating_mul(2)));
+                }
+            }
+            for k in &probes {
+                assert_eq!(seg.find_block(k), expected(k), "key {k:?}, {block_size}-byte blocks");
+            }
         }
     }
 
