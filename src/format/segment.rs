@@ -61,8 +61,10 @@ pub enum Compression {
     /// than an eighth.
     Zstd(i32),
     /// Blocks are compressed with LZ4 (the block format), and stored raw where that saves
-    /// less than an eighth. Several times faster than zstd to compress and to decompress,
-    /// for somewhat larger blocks.
+    /// less than a quarter. Several times faster than zstd to compress and to decompress,
+    /// for somewhat larger blocks. A block that LZ4 shrinks by less is mostly matches of a
+    /// few bytes, slow to decompress (about 4 µs for 4 KiB of records half random bytes
+    /// here, where a raw block is read in place), on every read that misses the cache.
     Lz4,
 }
 
@@ -229,7 +231,7 @@ impl SegmentWriter {
             self.out.resize(lz4_flex::block::get_maximum_output_size(self.payload.len()), 0);
             let n = lz4_flex::block::compress_into(&self.payload, &mut self.out)
                 .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?;
-            if n < self.payload.len() - self.payload.len() / 8 {
+            if n < self.payload.len() - self.payload.len() / 4 {
                 self.out.truncate(n);
                 compression = block::COMPRESSION_LZ4;
             } else {
@@ -856,6 +858,49 @@ mod tests {
             for k in &probes {
                 assert_eq!(seg.find_block(k), expected(k), "key {k:?}, {block_size}-byte blocks");
             }
+        }
+    }
+
+    #[test]
+    fn lz4_blocks_are_kept_compressed_only_where_they_save_a_quarter() {
+        // Values of 4 random bytes then 4 repeated ones, every 8: LZ4 saves about a fifth of a
+        // block of them, zstd about half; values of one repeated byte shrink much more.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut half_random = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| {
+                    if i % 8 == 0 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                    }
+                    if i % 8 < 4 {
+                        (x >> (8 * (i % 8))) as u8
+                    } else {
+                        b'a'
+                    }
+                })
+                .collect()
+        };
+        let values: Vec<Vec<u8>> = (0..200).map(|_| half_random(100)).collect();
+        let fs = FaultFs::new();
+        let path = Path::new("/s.seg");
+        for (compression, repeated, compressed) in
+            [(Compression::Lz4, false, false), (Compression::Lz4, true, true), (Compression::Zstd(3), false, true)]
+        {
+            let opts = WriterOptions { block_size: 4096, compression, ..Default::default() };
+            let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+            for (i, v) in values.iter().enumerate() {
+                let v = if repeated { vec![b'r'; 100] } else { v.clone() };
+                w.add(RecordKind::Put, &key(1, i as u32), &v).unwrap();
+            }
+            w.finish().unwrap();
+            let seg = SegmentReader::open(fs.open(path).unwrap(), path).unwrap();
+            assert!(seg.block_count() > 3);
+            for b in 0..seg.block_count() - 1 {
+                assert_eq!(seg.is_compressed(b), compressed, "{compression:?}, repeated {repeated}, block {b}");
+            }
+            seg.verify().unwrap();
         }
     }
 
