@@ -123,7 +123,19 @@ pub struct SegmentWriter {
     offset: u64,
     records: u64,
     blocks: u32,
+    /// Data blocks in a row that compression did not pay for.
+    unpaid: u32,
+    /// Data blocks still to be stored raw without trying to compress them.
+    raw_ahead: u32,
 }
+
+/// After this many data blocks in a row that compression did not shrink enough, a writer
+/// stores the next [`RAW_AHEAD`] raw without trying, then tries one again: compressing a
+/// block costs several times decompressing it (14 us for 4 KiB of records half random
+/// bytes, with LZ4), which flushes and compactions of such data would spend for nothing.
+const UNPAID_BEFORE_SKIPPING: u32 = 4;
+/// See [`UNPAID_BEFORE_SKIPPING`].
+const RAW_AHEAD: u32 = 15;
 
 /// What a finished segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +172,8 @@ impl SegmentWriter {
             offset: HEADER_LEN as u64,
             records: 0,
             blocks: 0,
+            unpaid: 0,
+            raw_ahead: 0,
         })
     }
 
@@ -213,10 +227,18 @@ impl SegmentWriter {
     }
 
     /// Writes `self.payload` as a block (compressing it if allowed) and returns its handle.
-    fn write_block(&mut self, compress: bool) -> Result<(u64, u32)> {
+    fn write_block(&mut self, mut compress: bool) -> Result<(u64, u32)> {
         self.out.clear();
         let raw_len = self.payload.len() as u32;
         let mut compression = COMPRESSION_NONE;
+        if compress && self.opts.compression != Compression::None {
+            if self.raw_ahead > 0 {
+                self.raw_ahead -= 1;
+                compress = false;
+            }
+        } else {
+            compress = false;
+        }
         if let (true, Some(c)) = (compress, self.compressor.as_mut()) {
             let bound = zstd::zstd_safe::compress_bound(self.payload.len());
             self.out.reserve(bound);
@@ -236,6 +258,16 @@ impl SegmentWriter {
                 compression = block::COMPRESSION_LZ4;
             } else {
                 self.out.clear();
+            }
+        }
+        if compress {
+            if compression == COMPRESSION_NONE {
+                self.unpaid = self.unpaid.saturating_add(1);
+                if self.unpaid >= UNPAID_BEFORE_SKIPPING {
+                    self.raw_ahead = RAW_AHEAD;
+                }
+            } else {
+                self.unpaid = 0;
             }
         }
         // A block stored as is goes out from the payload itself, with its trailer appended.
@@ -902,6 +934,27 @@ mod tests {
             }
             seg.verify().unwrap();
         }
+        // Incompressible records, then compressible ones: the writer stops trying for a while,
+        // and compresses again within a few blocks of the change.
+        let opts = WriterOptions { block_size: 1024, compression: Compression::Lz4, ..Default::default() };
+        let mut w = SegmentWriter::new(fs.create(path).unwrap(), path, opts).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            w.add(RecordKind::Put, &key(1, i as u32), v).unwrap();
+        }
+        for i in 0..400u32 {
+            w.add(RecordKind::Put, &key(2, i), &[b'r'; 100]).unwrap();
+        }
+        w.finish().unwrap();
+        let seg = SegmentReader::open(fs.open(path).unwrap(), path).unwrap();
+        let first = seg.first_block_from_key_group(2).unwrap();
+        let raw_after: Vec<usize> = (first + 1..seg.block_count()).filter(|&b| !seg.is_compressed(b)).collect();
+        assert!(seg.block_count() - first > 40);
+        assert!(
+            raw_after.iter().all(|&b| b <= first + RAW_AHEAD as usize + 1),
+            "raw blocks {raw_after:?} after {first}"
+        );
+        assert!((0..first).all(|b| !seg.is_compressed(b)));
+        seg.verify().unwrap();
     }
 
     #[test]
