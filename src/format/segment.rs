@@ -456,7 +456,8 @@ impl SegmentReader {
         let filter_start = filter_h.0 as usize;
         let filter = (filter_start, filter_start + filter_h.1 as usize);
 
-        let (index_keys, index, prefixes) = decode_index(meta(index_h)?, index_h.0, blocks, data_end)?;
+        let DecodedIndex { keys: index_keys, entries: index, prefixes } =
+            decode_index(meta(index_h)?, index_h.0, blocks, data_end)?;
         let key_groups = decode_kg_index(meta(kg_h)?, kg_h.0, blocks, records)?;
         if blocks == 0 && records != 0 {
             return Err(DecodeError::malformed(footer_start as u64, "record count").into());
@@ -721,12 +722,7 @@ impl From<DecodeError> for Decoded {
     }
 }
 
-fn decode_index(
-    payload: &[u8],
-    offset: u64,
-    blocks: u32,
-    data_end: u64,
-) -> Result<(Vec<u8>, Vec<IndexEntry>, Vec<u128>), DecodeError> {
+fn decode_index(payload: &[u8], offset: u64, blocks: u32, data_end: u64) -> Result<DecodedIndex, DecodeError> {
     let mut r = Reader::new(payload, offset);
     let count = r.u32()?;
     if count != blocks {
@@ -768,7 +764,15 @@ fn decode_index(
     if expected_offset != data_end || r.remaining() != 0 {
         return Err(DecodeError::malformed(offset, "index does not cover the data"));
     }
-    Ok((keys, index, prefixes))
+    Ok(DecodedIndex { keys, entries: index, prefixes })
+}
+
+/// A decoded block index: the blocks' last keys back to back, an entry per block, and the
+/// [`key_prefix`] of each last key.
+struct DecodedIndex {
+    keys: Vec<u8>,
+    entries: Vec<IndexEntry>,
+    prefixes: Vec<u128>,
 }
 
 fn decode_kg_index(payload: &[u8], offset: u64, blocks: u32, records: u64) -> Result<Vec<KeyGroupEntry>, DecodeError> {
