@@ -35,7 +35,7 @@ use eddy::checkpoint::{
     CheckpointInfo, CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage, RestoreSource, Transfer,
 };
 use eddy::codec::{Bytes, U64};
-use eddy::io::{FileSystem, StdFs};
+use eddy::io::{FileSystem, StdFs, WritableFile};
 use eddy::state::{KeyedBackend, OperatorStateBackend, ValueState, ValueStateDescriptor};
 use eddy::store::StoreOptions;
 use shuffle::shuffled;
@@ -386,16 +386,21 @@ fn sequential_write(dir: &Path, bytes: u64) -> Duration {
     let piece = vec![0x5au8; 4 << 20];
     let start = Instant::now();
     let mut f = fs.create(&path).expect("create");
+    append_pieces(f.as_mut(), &piece, bytes);
+    f.sync().expect("sync");
+    let took = start.elapsed();
+    fs.remove(&path).expect("remove");
+    took
+}
+
+/// Appends `bytes` bytes to `f`, `piece` (or the start of it) at a time.
+fn append_pieces(f: &mut dyn WritableFile, piece: &[u8], bytes: u64) {
     let mut left = bytes;
     while left > 0 {
         let n = left.min(piece.len() as u64) as usize;
         f.append(&piece[..n]).expect("append");
         left -= n as u64;
     }
-    f.sync().expect("sync");
-    let took = start.elapsed();
-    fs.remove(&path).expect("remove");
-    took
 }
 
 /// How often the durable write of an incremental checkpoint's bytes is timed.
@@ -415,12 +420,7 @@ fn durable_write_floor(dir: &Path, bytes: u64, manifest: u64) -> Duration {
         let path = dir.join(format!("data-{run}"));
         let start = Instant::now();
         let mut f = fs.create(&path).expect("create");
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(piece.len() as u64) as usize;
-            f.append(&piece[..n]).expect("append");
-            left -= n as u64;
-        }
+        append_pieces(f.as_mut(), &piece, bytes);
         f.sync().expect("sync");
         drop(f);
         fs.sync_dir(&dir).expect("sync the directory");
