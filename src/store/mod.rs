@@ -66,8 +66,8 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// The largest value the store accepts (a block, at most 256 MiB, must hold one record).
 pub const MAX_VALUE_LEN: usize = 128 << 20;
 const MIN_WRITE_BUFFER: usize = 64 << 10;
-/// How often the flush of a small region asks for its bytes to be written back (see
-/// [`WritableFile::start_writeback_every`](crate::io::WritableFile::start_writeback_every)).
+/// How often the flush of a small region, and a compaction, ask for their bytes to be written
+/// back (see [`WritableFile::start_writeback_every`](crate::io::WritableFile::start_writeback_every)).
 const WRITEBACK_EVERY: u64 = 1 << 20;
 
 /// Options of a [`Store`]; ends in [`open`](Self::open).
@@ -510,7 +510,10 @@ fn compact(
     ctl: compaction::MergeControl<'_>,
 ) -> Result<Option<Arc<Segment>>> {
     let path = dir.join(segment_file_name(id));
-    let file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    // The next checkpoint syncs the output: written back as the merge goes, it leaves that
+    // sync little to wait for.
+    file.start_writeback_every(WRITEBACK_EVERY);
     let writer = SegmentWriter::new(file, &path, opts)?;
     match compaction::merge(inputs, bottom, writer, ctl) {
         Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
