@@ -511,12 +511,18 @@ fn compact(
 ) -> Result<Option<Arc<Segment>>> {
     let path = dir.join(segment_file_name(id));
     let mut file = fs.create(&path).map_err(|e| Error::io(&path, e))?;
-    // The next checkpoint syncs the output: written back as the merge goes, it leaves that
-    // sync little to wait for.
+    // Written back as the merge goes, and synced when it is done, on this thread: the next
+    // checkpoint that names the output finds it durable instead of waiting for all of it.
     file.start_writeback_every(WRITEBACK_EVERY);
     let writer = SegmentWriter::new(file, &path, opts)?;
     match compaction::merge(inputs, bottom, writer, ctl) {
-        Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
+        Ok(Some(_)) => {
+            if let Err(e) = fs.sync_file(&path) {
+                let _ = fs.remove(&path);
+                return Err(Error::io(&path, e));
+            }
+            Segment::open(fs.clone(), dir, id, false).map(Some)
+        }
         Ok(None) => {
             let _ = fs.remove(&path);
             Ok(None)
