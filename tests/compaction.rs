@@ -188,20 +188,15 @@ fn a_compaction_output_is_durable_once_the_store_has_installed_it() {
     }
     s.compact().unwrap();
     assert_eq!(s.stats().segments, 1);
-    let segments = |fs: &eddy::io::FaultFs| -> Vec<(std::path::PathBuf, Vec<u8>)> {
-        let mut out: Vec<_> = fs
-            .file_names()
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .map(|p| {
-                let bytes = fs.read(&p).unwrap();
-                (p, bytes)
-            })
-            .collect();
-        out.sort();
-        out
-    };
-    let before = segments(&fs);
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = fs
+        .file_names()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let bytes = fs.read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
     assert_eq!(before.len(), 1, "{:?}", before.iter().map(|(p, _)| p).collect::<Vec<_>>());
     // Power loss: only what was synced remains. The store makes no name durable (checkpoints
     // link the files they need and sync their own directory), so the test syncs the

@@ -515,21 +515,16 @@ fn compact(
     // checkpoint that names the output finds it durable instead of waiting for all of it.
     file.start_writeback_every(WRITEBACK_EVERY);
     let writer = SegmentWriter::new(file, &path, opts)?;
-    match compaction::merge(inputs, bottom, writer, ctl) {
-        Ok(Some(_)) => {
-            if let Err(e) = fs.sync_file(&path) {
-                let _ = fs.remove(&path);
-                return Err(Error::io(&path, e));
-            }
-            Segment::open(fs.clone(), dir, id, false).map(Some)
-        }
-        Ok(None) => {
+    let merged = compaction::merge(inputs, bottom, writer, ctl).and_then(|out| match out {
+        Some(_) => fs.sync_file(&path).map(|()| out).map_err(|e| Error::io(&path, e)),
+        None => Ok(None),
+    });
+    match merged {
+        Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
+        // Nothing came out, or the output is not whole: it goes.
+        Ok(None) | Err(_) => {
             let _ = fs.remove(&path);
-            Ok(None)
-        }
-        Err(e) => {
-            let _ = fs.remove(&path);
-            Err(e)
+            merged.map(|_| None)
         }
     }
 }
