@@ -14,7 +14,9 @@
 //!
 //! Keys written with a group (the map entries of one key and namespace share their key's first
 //! `group_len` bytes) are also linked into a list per group, whose head a second hash index
-//! finds; so a group is listed without a sorted view and without touching other keys.
+//! finds ([`GroupIndex`]); so a group is listed without a sorted view and without touching
+//! other keys. That index also counts each group's live records (those that are not deletes),
+//! kept as records are written, so whether a group is empty is one probe of it.
 //!
 //! Record layout in the arena (native to this process, never written to disk), kept small so
 //! that more of a memtable stays in the CPU caches:
@@ -23,6 +25,7 @@
 //! the bracketed part is there) and whether its value lives out of line (then the first 8 bytes
 //! of the value room hold its reference; the room is never smaller than that).
 
+use super::groups::GroupIndex;
 use super::iter::key_cmp;
 use super::table::{hash_key, key_eq, prefetch, word, HashIndex};
 
@@ -57,6 +60,19 @@ fn key_offset(flags: u8) -> usize {
     }
 }
 
+/// Whether record `h` is in the group `prefix` (then, as the group index asks it, its head).
+#[inline]
+fn heads_group(chunks: &[Chunk], h: RecRef, prefix: &[u8]) -> bool {
+    let c = &chunks[(h >> 32) as usize];
+    let off = (h & 0xffff_ffff) as usize;
+    if c[off + KIND_OFF] & GROUPED == 0 {
+        return false;
+    }
+    let hdr = &c[off..off + GROUPED_LEN];
+    let glen = u16::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1]]) as usize;
+    glen == prefix.len() && klen_at(hdr) >= glen && key_eq(&c[off + GROUPED_LEN..off + GROUPED_LEN + glen], prefix)
+}
+
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
 pub(crate) type RecRef = u64;
 
@@ -67,8 +83,8 @@ pub(crate) struct Memtable {
     used: usize,
     arena_bytes: usize,
     table: HashIndex,
-    /// Group prefix -> the group's newest record.
-    groups: HashIndex,
+    /// Group prefix -> the group's newest record and its count of live records.
+    groups: GroupIndex,
     /// Sorted runs, oldest (and largest) first; every record is in exactly one run or in
     /// `pending`.
     runs: Vec<Vec<RecRef>>,
@@ -89,7 +105,7 @@ impl Memtable {
             used: chunk_size,
             arena_bytes: 0,
             table: HashIndex::new(),
-            groups: HashIndex::new(),
+            groups: GroupIndex::new(),
             runs: Vec::new(),
             run_refs: 0,
             pending: Vec::new(),
@@ -346,7 +362,7 @@ impl Memtable {
         let h = Header { kind: flags, klen: key.len(), vlen: value.len(), vcap: room, vref: NO_REF, key_off };
         self.write_header(r, &h);
         if group > 0 {
-            let next = self.link(key, group, r);
+            let next = self.link(key, group, r, kind != RecordKind::Delete);
             let b = self.bytes_mut(r, GROUPED_LEN);
             b[GLEN_OFF..GLEN_OFF + 2].copy_from_slice(&(group as u16).to_le_bytes());
             b[NEXT_OFF..NEXT_OFF + 8].copy_from_slice(&next.to_le_bytes());
@@ -372,42 +388,17 @@ impl Memtable {
         (glen, u64::from_le_bytes(next))
     }
 
-    /// Whether record `r` heads the group `prefix`.
-    #[inline]
-    fn in_group(&self, r: RecRef, prefix: &[u8]) -> bool {
-        self.group_link(r).0 == prefix.len() && self.key_of(r).get(..prefix.len()).is_some_and(|k| key_eq(k, prefix))
-    }
-
-    /// Makes `r` the head of its group; returns the previous head.
-    fn link(&mut self, key: &[u8], group: usize, r: RecRef) -> RecRef {
+    /// Makes `r` the head of its group, counted live if `live`; returns the previous head.
+    fn link(&mut self, key: &[u8], group: usize, r: RecRef, live: bool) -> RecRef {
         let prefix = &key[..group];
-        let ghash = hash_key(prefix);
-        let (chunks, groups) = (&self.chunks, &mut self.groups);
-        let same = |h: RecRef| {
-            let c = &chunks[(h >> 32) as usize];
-            let off = (h & 0xffff_ffff) as usize;
-            let hdr = &c[off..off + BASE_LEN];
-            if hdr[KIND_OFF] & GROUPED == 0 {
-                return false;
-            }
-            let hdr = &c[off..off + GROUPED_LEN];
-            let glen = u16::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1]]) as usize;
-            let klen = klen_at(hdr);
-            glen == group && klen >= group && &c[off + GROUPED_LEN..off + GROUPED_LEN + group] == prefix
-        };
-        match groups.replace(ghash, r, same) {
-            Some(head) => head,
-            None => {
-                groups.insert(ghash, r);
-                NO_REF
-            }
-        }
+        let chunks = &self.chunks;
+        self.groups.link(hash_key(prefix), prefix, r, live, |h| heads_group(chunks, h, prefix)).unwrap_or(NO_REF)
     }
 
     /// The newest record of group `prefix`.
     #[inline]
     fn group_head(&self, prefix: &[u8]) -> Option<RecRef> {
-        self.groups.find(hash_key(prefix), |h| self.in_group(h, prefix))
+        self.groups.find(hash_key(prefix), prefix, |h| heads_group(&self.chunks, h, prefix)).map(|g| g.head)
     }
 
     /// The records of group `prefix` (keys written with that group), in key order.
@@ -472,16 +463,11 @@ impl Memtable {
         }
     }
 
-    /// Whether group `prefix` has a record other than a delete.
+    /// Whether group `prefix` has a record other than a delete: one probe of the group
+    /// index, which counts them.
+    #[inline]
     pub(crate) fn group_has_live(&self, prefix: &[u8]) -> bool {
-        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
-        while next != NO_REF {
-            if kind_of(self.header(next).kind) != RecordKind::Delete {
-                return true;
-            }
-            next = self.group_link(next).1;
-        }
-        false
+        self.groups.find(hash_key(prefix), prefix, |h| heads_group(&self.chunks, h, prefix)).is_some_and(|g| g.live > 0)
     }
 
     /// Sets the value of `key`, replacing what the memtable had. A new key joins the group of
@@ -563,6 +549,10 @@ impl Memtable {
 
     fn overwrite_slow(&mut self, r: RecRef, kind: RecordKind, value: &[u8]) {
         let mut h = self.header(r);
+        let was_live = kind_of(h.kind) != RecordKind::Delete;
+        if h.kind & GROUPED != 0 && was_live != (kind != RecordKind::Delete) {
+            self.count_in_group(r, !was_live);
+        }
         let new_kind = (h.kind & !KIND_MASK) | kind as u8;
         if value.len() <= h.vcap && h.vlen == value.len() && h.kind == new_kind {
             // The common update: same kind, same size, in place; the header stays as it is.
@@ -581,6 +571,16 @@ impl Memtable {
         let at = Self::value_loc(r, &h);
         self.bytes_mut(at, value.len()).copy_from_slice(value);
         self.write_header(r, &h);
+    }
+
+    /// Counts grouped record `r` as having become live or no longer live.
+    fn count_in_group(&mut self, r: RecRef, became_live: bool) {
+        let (glen, _) = self.group_link(r);
+        let (chunks, groups) = (&self.chunks, &mut self.groups);
+        let c = &chunks[(r >> 32) as usize];
+        let off = (r & 0xffff_ffff) as usize + GROUPED_LEN;
+        let prefix = &c[off..off + glen];
+        groups.count(hash_key(prefix), prefix, became_live, |h| heads_group(chunks, h, prefix));
     }
 
     /// Removes every record whose key lies in the key-group range (inclusive).
@@ -951,6 +951,78 @@ mod tests {
         let s = m.sorted_copy();
         let keys: Vec<Vec<u8>> = s.iter().map(|r| m.record(*r).1.to_vec()).collect();
         assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+    }
+
+    /// Groups against a model: which records each group lists, and whether it has a live
+    /// one, which the group index counts as records are put, deleted, merged into and
+    /// dropped; with group prefixes held in the index's slots (12 bytes) and not (20 bytes).
+    #[test]
+    fn groups_list_their_records_and_count_the_live_ones_as_a_model_does() {
+        let mut m = Memtable::new(1 << 16);
+        let mut model: BTreeMap<Vec<u8>, RecordKind> = BTreeMap::new();
+        let mut rng = 0x5eed_1234u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Group g: key group g % 5, state 1, then 8 bytes of g, then (for odd g) 8 more.
+        let prefix = |g: u64| {
+            let mut p = [&((g % 5) as u16).to_be_bytes()[..], &[0, 1], &g.to_be_bytes()[..]].concat();
+            if g % 2 == 1 {
+                p.extend_from_slice(&(g * 3).to_be_bytes());
+            }
+            p
+        };
+        let groups = 40u64;
+        let check = |m: &Memtable, model: &BTreeMap<Vec<u8>, RecordKind>| {
+            for g in 0..groups {
+                let p = prefix(g);
+                let ours: Vec<(&Vec<u8>, &RecordKind)> = model.iter().filter(|(k, _)| k.starts_with(&p)).collect();
+                let live = ours.iter().any(|(_, kind)| **kind != RecordKind::Delete);
+                assert_eq!(m.group_has_live(&p), live, "group {g}");
+                let listed: Vec<Vec<u8>> = m.group(&p).iter().map(|r| m.key_of(*r).to_vec()).collect();
+                assert_eq!(listed, ours.iter().map(|(k, _)| (*k).clone()).collect::<Vec<_>>(), "group {g}");
+            }
+        };
+        let mut known = Vec::new();
+        for step in 0..30_000u64 {
+            let g = next() % groups;
+            let p = prefix(g);
+            let key = [&p[..], &(next() % 6).to_be_bytes()[..]].concat();
+            let h = m.hash(&key);
+            let v = vec![step as u8; (next() % 24) as usize];
+            // Phases of mostly puts and of mostly deletes, so that groups fill and empty.
+            let op = if step / 3000 % 2 == 0 { next() % 5 } else { [2, 2, 2, 0, 3][(next() % 5) as usize] };
+            match op {
+                0 | 1 => {
+                    m.put(h, &key, &v, p.len());
+                    model.insert(key, RecordKind::Put);
+                }
+                2 => {
+                    m.delete(h, &key, p.len());
+                    model.insert(key, RecordKind::Delete);
+                }
+                3 if model.contains_key(&key) => {
+                    // A merge into a record that is there: a delete becomes a put.
+                    m.merge(h, &key, &v);
+                    model.insert(key, RecordKind::Put);
+                }
+                _ => {
+                    m.small_group(&p, usize::MAX, &mut known);
+                    m.put_in_known_group(&mut known, &key, &v, p.len());
+                    model.insert(key, RecordKind::Put);
+                }
+            }
+            if step % 3000 == 2999 {
+                check(&m, &model);
+            }
+        }
+        check(&m, &model);
+        m.drop_key_groups(1, 2);
+        model.retain(|k, _| !(1..=2).contains(&u16::from_be_bytes([k[0], k[1]])));
+        check(&m, &model);
     }
 
     #[test]

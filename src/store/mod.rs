@@ -27,6 +27,7 @@
 mod cache;
 pub(crate) mod changelog;
 pub(crate) mod compaction;
+mod groups;
 mod iter;
 mod memtable;
 pub(crate) mod segment;

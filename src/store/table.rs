@@ -123,7 +123,7 @@ const SLOT_LEN: usize = 16;
 /// The slot array: `hash u64 | rec u64` pairs, little-endian. Large arrays are anonymous memory
 /// maps that ask for transparent huge pages: every probe lands on a random slot, and with 4 KiB
 /// pages most probes of a large table would miss the TLB as well as the cache.
-struct Slots {
+pub(super) struct Slots {
     bytes: SlotBytes,
 }
 
@@ -137,7 +137,11 @@ const MAP_SLOTS_AT_LEAST: usize = 2 << 20;
 
 impl Slots {
     fn new(count: usize) -> Slots {
-        let len = count * SLOT_LEN;
+        Slots::zeroed(count * SLOT_LEN)
+    }
+
+    /// `len` zero bytes; the group index ([`super::groups`]) lays its wider slots out in them.
+    pub(super) fn zeroed(len: usize) -> Slots {
         if len >= MAP_SLOTS_AT_LEAST {
             if let Ok(map) = memmap2::MmapOptions::new().len(len).map_anon() {
                 #[cfg(target_os = "linux")]
@@ -149,8 +153,16 @@ impl Slots {
     }
 
     #[inline]
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         match &self.bytes {
+            SlotBytes::Heap(b) => b,
+            SlotBytes::Map(m) => m,
+        }
+    }
+
+    #[inline]
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.bytes {
             SlotBytes::Heap(b) => b,
             SlotBytes::Map(m) => m,
         }
@@ -169,22 +181,9 @@ impl Slots {
 
     #[inline]
     fn set(&mut self, i: usize, s: Slot) {
-        let b = match &mut self.bytes {
-            SlotBytes::Heap(b) => &mut b[..],
-            SlotBytes::Map(m) => &mut m[..],
-        };
-        let b = &mut b[i * SLOT_LEN..(i + 1) * SLOT_LEN];
+        let b = &mut self.bytes_mut()[i * SLOT_LEN..(i + 1) * SLOT_LEN];
         b[..8].copy_from_slice(&s.hash.to_le_bytes());
         b[8..].copy_from_slice(&s.rec.to_le_bytes());
-    }
-
-    #[inline]
-    fn set_rec(&mut self, i: usize, rec: u64) {
-        let b = match &mut self.bytes {
-            SlotBytes::Heap(b) => &mut b[..],
-            SlotBytes::Map(m) => &mut m[..],
-        };
-        b[i * SLOT_LEN + 8..(i + 1) * SLOT_LEN].copy_from_slice(&rec.to_le_bytes());
     }
 }
 
@@ -231,23 +230,6 @@ impl HashIndex {
         loop {
             let s = self.slots.get(i);
             if s.hash == hash && eq(s.rec) {
-                return Some(s.rec);
-            }
-            if s.hash == 0 {
-                return None;
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-
-    /// Like [`find`](Self::find), but replaces the found record with `new`, returning the old.
-    #[inline]
-    pub(crate) fn replace(&mut self, hash: u64, new: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
-        let mut i = hash as usize & self.mask;
-        loop {
-            let s = self.slots.get(i);
-            if s.hash == hash && eq(s.rec) {
-                self.slots.set_rec(i, new);
                 return Some(s.rec);
             }
             if s.hash == 0 {
