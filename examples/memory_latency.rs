@@ -6,7 +6,11 @@
 //!   load) through working sets of 0.25 to 64 MiB, one load per cache line in a random cycle;
 //! - the time per `HashMap<u64, u64>` get (foldhash, 500,000 keys, shuffled order) alone and
 //!   with a chain of dependent multiplications added to each lookup, which shortens how far
-//!   ahead the processor can start the next lookups' misses.
+//!   ahead the processor can start the next lookups' misses;
+//! - (on x86_64) the time per get with a number of independent instructions added to each
+//!   lookup (four chains of register additions, no memory access, a cycle per instruction or
+//!   less): what a longer loop body alone costs, because fewer lookups then fit in the
+//!   processor's window of instructions in flight and fewer of their misses overlap.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -70,4 +74,49 @@ fn main() {
         let ns = t.elapsed().as_nanos() as f64 / (rounds * keys.len()) as f64;
         println!("  with {work:>2} dependent multiplications per lookup: {ns:6.1} ns per get");
     }
+    #[cfg(target_arch = "x86_64")]
+    independent_work(&map, &keys);
+}
+
+/// Adds `4 * $reps` register additions in four independent chains.
+#[cfg(target_arch = "x86_64")]
+macro_rules! adds {
+    ($reps:literal, $a:ident, $b:ident, $c:ident, $d:ident) => {
+        // SAFETY: the assembly only adds to four registers the compiler hands it; it reads and
+        // writes no memory and leaves the stack alone, as its options say.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::asm!(
+                concat!(".rept ", $reps, "\n add {a}, 1\n add {b}, 1\n add {c}, 1\n add {d}, 1\n .endr"),
+                a = inout(reg) $a, b = inout(reg) $b, c = inout(reg) $c, d = inout(reg) $d,
+                options(nomem, nostack),
+            )
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn independent_work(map: &HashMap<u64, u64, foldhash::fast::FixedState>, keys: &[u64]) {
+    macro_rules! run {
+        ($reps:literal) => {{
+            let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
+            let rounds = 4;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                for &k in keys {
+                    black_box(map.get(&k));
+                    adds!($reps, a, b, c, d);
+                }
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (rounds * keys.len()) as f64;
+            black_box((a, b, c, d));
+            println!("  with {:>3} independent instructions per lookup: {ns:6.1} ns per get", 4 * $reps);
+        }};
+    }
+    run!(0);
+    run!(10);
+    run!(25);
+    run!(50);
+    run!(100);
+    run!(150);
 }
