@@ -842,15 +842,19 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A xorshift generator from `seed` (not 0).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     #[test]
     fn prefix_sort_orders_like_a_comparison_sort() {
-        let mut rng = 0x9e37_79b9u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e37_79b9u64);
         for (n, mask) in [(10, !0u128), (600, !0u128), (5000, 0xff_00ff_0000), (5000, 0x3), (3000, 0), (70_000, 0xffff)]
         {
             let mut v: Vec<(u128, RecRef)> =
@@ -895,13 +899,7 @@ mod tests {
     fn memtable_matches_a_model() {
         let mut m = Memtable::new(1 << 20);
         let mut model: BTreeMap<Vec<u8>, (RecordKind, Vec<u8>)> = BTreeMap::new();
-        let mut rng = 0x1234_5678u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x1234_5678u64);
         for step in 0..20_000 {
             let k = (next() % 500) as u16;
             let key = [&(k % 7).to_be_bytes()[..], &k.to_be_bytes()[..]].concat();
@@ -960,13 +958,7 @@ mod tests {
     fn groups_list_their_records_and_count_the_live_ones_as_a_model_does() {
         let mut m = Memtable::new(1 << 16);
         let mut model: BTreeMap<Vec<u8>, RecordKind> = BTreeMap::new();
-        let mut rng = 0x5eed_1234u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x5eed_1234u64);
         // Group g: key group g % 5, state 1, then 8 bytes of g, then (for odd g) 8 more.
         let prefix = |g: u64| {
             let mut p = [&((g % 5) as u16).to_be_bytes()[..], &[0, 1], &g.to_be_bytes()[..]].concat();
