@@ -130,6 +130,16 @@ pub enum Misuse {
         /// Why it is invalid.
         why: &'static str,
     },
+    /// A key was written with a group (see `Store::put_grouped`) while the store's mutable
+    /// region holds it written without one, or with a group of another length: a key of a
+    /// group must always be written with that group. Nothing was written.
+    #[error("a key written with a group of {group_len} bytes is held with {held} (0: none)")]
+    GroupMismatch {
+        /// The group length of the refused write.
+        group_len: usize,
+        /// The group length the key is held with.
+        held: usize,
+    },
     /// The directory is already open in another store, or the checkpoint storage in another
     /// checkpointer, of this process or another.
     #[error("the directory is already open")]

@@ -449,18 +449,30 @@ impl Memtable {
     }
 
     /// Sets `key` (of the group of its first `group` bytes, whose records are all in `known`)
-    /// to `value`, without a lookup in the index of all keys; a new record joins `known`.
-    pub(crate) fn put_in_known_group(&mut self, known: &mut Vec<RecRef>, key: &[u8], value: &[u8], group: usize) {
-        match known.iter().copied().find(|&r| key_eq(self.key_of(r), key)) {
-            Some(r) => self.overwrite(r, RecordKind::Put, value),
-            None => {
-                let hash = self.hash(key);
-                self.insert_new(hash, key, RecordKind::Put, value, value.len(), group);
-                if let Some(&r) = self.pending.last() {
-                    known.push(r);
-                }
-            }
+    /// to `value`, without a lookup in the index of all keys for a key of `known`; a new
+    /// record joins `known`. As [`put`](Self::put), writes nothing and returns the group length
+    /// the key is held with if that is not `group`.
+    pub(crate) fn put_in_known_group(
+        &mut self,
+        known: &mut Vec<RecRef>,
+        key: &[u8],
+        value: &[u8],
+        group: usize,
+    ) -> Result<(), usize> {
+        if let Some(r) = known.iter().copied().find(|&r| key_eq(self.key_of(r), key)) {
+            self.overwrite(r, RecordKind::Put, value);
+            return Ok(());
         }
+        let hash = self.hash(key);
+        // Not in the group: held otherwise (a misuse), or new.
+        if let Some(r) = self.find(hash, key) {
+            return Err(self.group_link(r).0);
+        }
+        self.insert_new(hash, key, RecordKind::Put, value, value.len(), group);
+        if let Some(&r) = self.pending.last() {
+            known.push(r);
+        }
+        Ok(())
     }
 
     /// Whether group `prefix` has a record other than a delete: one probe of the group
@@ -471,19 +483,44 @@ impl Memtable {
     }
 
     /// Sets the value of `key`, replacing what the memtable had. A new key joins the group of
-    /// its first `group` bytes (0: none).
-    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8], group: usize) {
+    /// its first `group` bytes (0: none). A write with a group (`group` > 0) of a key held
+    /// with another group length (0: none) writes nothing and returns that length: the key
+    /// would be missing from its group's list and count.
+    #[inline]
+    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8], group: usize) -> Result<(), usize> {
         match self.find(hash, key) {
-            Some(r) => self.overwrite(r, RecordKind::Put, value),
+            Some(r) => {
+                self.check_grouping(r, group)?;
+                self.overwrite(r, RecordKind::Put, value);
+            }
             None => self.insert_new(hash, key, RecordKind::Put, value, value.len(), group),
         }
+        Ok(())
     }
 
-    /// Records a delete of `key` (a new record joins the group of its first `group` bytes).
-    pub(crate) fn delete(&mut self, hash: u64, key: &[u8], group: usize) {
+    /// Records a delete of `key` (a new record joins the group of its first `group` bytes);
+    /// refused as [`put`](Self::put) refuses.
+    pub(crate) fn delete(&mut self, hash: u64, key: &[u8], group: usize) -> Result<(), usize> {
         match self.find(hash, key) {
-            Some(r) => self.overwrite(r, RecordKind::Delete, &[]),
+            Some(r) => {
+                self.check_grouping(r, group)?;
+                self.overwrite(r, RecordKind::Delete, &[]);
+            }
             None => self.insert_new(hash, key, RecordKind::Delete, &[], 0, group),
+        }
+        Ok(())
+    }
+
+    /// Whether a write with group length `group` may change record `r`: any write without a
+    /// group may, one with a group only if `r` was written with the same.
+    #[inline]
+    fn check_grouping(&self, r: RecRef, group: usize) -> Result<(), usize> {
+        if group == 0 {
+            return Ok(());
+        }
+        match self.group_link(r).0 {
+            held if held == group => Ok(()),
+            held => Err(held),
         }
     }
 
@@ -878,9 +915,9 @@ mod tests {
         let key = |g: u16| [&g.to_be_bytes()[..], &[0, 1], &7u64.to_be_bytes()[..]].concat();
         assert_eq!(m.hash(&key(0)), m.hash(&key(300)));
         for g in 0..64u16 {
-            m.put(m.hash(&key(g)), &key(g), &u64::from(g).to_le_bytes(), 0);
+            m.put(m.hash(&key(g)), &key(g), &u64::from(g).to_le_bytes(), 0).unwrap();
         }
-        m.delete(m.hash(&key(5)), &key(5), 0);
+        m.delete(m.hash(&key(5)), &key(5), 0).unwrap();
         for g in 0..64u16 {
             let k = key(g);
             let want = if g == 5 {
@@ -907,11 +944,11 @@ mod tests {
             let v = vec![(step % 251) as u8; (next() % 40) as usize];
             match next() % 4 {
                 0 => {
-                    m.put(h, &key, &v, 0);
+                    m.put(h, &key, &v, 0).unwrap();
                     model.insert(key, (RecordKind::Put, v));
                 }
                 1 => {
-                    m.delete(h, &key, 0);
+                    m.delete(h, &key, 0).unwrap();
                     model.insert(key, (RecordKind::Delete, vec![]));
                 }
                 2 => {
@@ -989,11 +1026,11 @@ mod tests {
             let op = if step / 3000 % 2 == 0 { next() % 5 } else { [2, 2, 2, 0, 3][(next() % 5) as usize] };
             match op {
                 0 | 1 => {
-                    m.put(h, &key, &v, p.len());
+                    m.put(h, &key, &v, p.len()).unwrap();
                     model.insert(key, RecordKind::Put);
                 }
                 2 => {
-                    m.delete(h, &key, p.len());
+                    m.delete(h, &key, p.len()).unwrap();
                     model.insert(key, RecordKind::Delete);
                 }
                 3 if model.contains_key(&key) => {
@@ -1003,7 +1040,7 @@ mod tests {
                 }
                 _ => {
                     m.small_group(&p, usize::MAX, &mut known);
-                    m.put_in_known_group(&mut known, &key, &v, p.len());
+                    m.put_in_known_group(&mut known, &key, &v, p.len()).unwrap();
                     model.insert(key, RecordKind::Put);
                 }
             }
@@ -1024,9 +1061,9 @@ mod tests {
         for i in 0..3u8 {
             let key = [0, 0, i];
             let h = m.hash(&key);
-            m.put(h, &key, &big, 0);
+            m.put(h, &key, &big, 0).unwrap();
             let small = [0, 1, i];
-            m.put(m.hash(&small), &small, b"small", 0);
+            m.put(m.hash(&small), &small, b"small", 0).unwrap();
         }
         for i in 0..3u8 {
             assert_eq!(m.get(m.hash(&[0, 0, i]), &[0, 0, i]).unwrap().1, &big[..]);

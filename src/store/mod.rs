@@ -530,6 +530,12 @@ fn compact(
     }
 }
 
+/// The error of a write with group length `group_len` of a key held with `held`.
+#[cold]
+fn group_mismatch(group_len: usize, held: usize) -> Error {
+    Misuse::GroupMismatch { group_len, held }.into()
+}
+
 fn check_group(key: &[u8], group_len: usize) -> Result<()> {
     if group_len < 2 || group_len > key.len() {
         return Err(Misuse::InvalidOption {
@@ -676,7 +682,8 @@ impl Store {
         self.check_write(key, value.len())?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.put(h, key, value, 0);
+        // Without a group, nothing is refused.
+        let _ = self.active.put(h, key, value, 0);
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Put, key, 0, value);
         }
@@ -685,14 +692,16 @@ impl Store {
 
     /// Sets `key` to `value`, where `key` belongs to the group of its first `group_len` bytes
     /// (the entries of one map, say): [`scan_group`](Self::scan_group) then lists the group
-    /// without touching other keys. A key of a group must always be written with its group.
+    /// without touching other keys. A key of a group must always be written with its group:
+    /// a grouped write of a key that the mutable region holds without a group, or with one of
+    /// another length, is refused ([`Misuse::GroupMismatch`]) and writes nothing.
     #[inline]
     pub fn put_grouped(&mut self, key: &[u8], group_len: usize, value: &[u8]) -> Result<()> {
         self.check_write(key, value.len())?;
         check_group(key, group_len)?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.put(h, key, value, group_len);
+        self.active.put(h, key, value, group_len).map_err(|held| group_mismatch(group_len, held))?;
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Put, key, group_len, value);
         }
@@ -730,12 +739,13 @@ impl Store {
                     walkable = None;
                 }
                 let walk = *walkable.get_or_insert_with(|| self.active.small_group(group, WALK, &mut known));
-                if walk {
-                    self.active.put_in_known_group(&mut known, key, value, group.len());
+                let written = if walk {
+                    self.active.put_in_known_group(&mut known, key, value, group.len())
                 } else {
                     let h = self.active.hash(key);
-                    self.active.put(h, key, value, group.len());
-                }
+                    self.active.put(h, key, value, group.len())
+                };
+                written.map_err(|held| group_mismatch(group.len(), held))?;
                 if let Some(log) = &mut self.log {
                     log.record(RecordKind::Put, key, group.len(), value);
                 }
@@ -753,14 +763,15 @@ impl Store {
         Ok(self.freezes != before)
     }
 
-    /// Deletes `key` of the group of its first `group_len` bytes.
+    /// Deletes `key` of the group of its first `group_len` bytes (refused as
+    /// [`put_grouped`](Self::put_grouped) refuses).
     #[inline]
     pub fn delete_grouped(&mut self, key: &[u8], group_len: usize) -> Result<()> {
         self.check_write(key, 0)?;
         check_group(key, group_len)?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.delete(h, key, group_len);
+        self.active.delete(h, key, group_len).map_err(|held| group_mismatch(group_len, held))?;
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Delete, key, group_len, &[]);
         }
@@ -773,7 +784,8 @@ impl Store {
         self.check_write(key, 0)?;
         self.before_write()?;
         let h = self.active.hash(key);
-        self.active.delete(h, key, 0);
+        // Without a group, nothing is refused.
+        let _ = self.active.delete(h, key, 0);
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Delete, key, 0, &[]);
         }
@@ -900,12 +912,15 @@ impl Store {
             check_group(r.key, r.group_len)?;
         }
         self.before_write()?;
-        match r.kind {
+        let written = match r.kind {
             RecordKind::Put => self.active.put(r.hash, r.key, r.value, r.group_len),
             RecordKind::Delete => self.active.delete(r.hash, r.key, r.group_len),
-            RecordKind::Merge => self.active.merge(r.hash, r.key, r.value),
-        }
-        Ok(())
+            RecordKind::Merge => {
+                self.active.merge(r.hash, r.key, r.value);
+                Ok(())
+            }
+        };
+        written.map_err(|held| group_mismatch(r.group_len, held))
     }
 
     /// Starts fetching the index slot a point access of `key` will probe first, without
@@ -1579,6 +1594,46 @@ mod tests {
         assert_eq!(s.segment_paths().len(), 1);
         drop(s);
         assert_eq!(logs(&fs), 0);
+    }
+
+    /// A key of a group must always be written with that group: a grouped write of a key the
+    /// mutable region holds without a group, or with a group of another length, is refused
+    /// with a typed error and writes nothing (the key would be missing from its group's list
+    /// and count); writes without a group are never refused.
+    #[test]
+    fn a_grouped_write_of_a_key_held_with_another_grouping_is_refused_and_writes_nothing() {
+        let fs = crate::io::FaultFs::new();
+        let mut s = StoreOptions::new().file_system(Arc::new(fs)).open("/s").unwrap();
+        let mismatch = |r: Result<()>, group_len, held| match r {
+            Err(Error::Misuse(Misuse::GroupMismatch { group_len: g, held: h })) => {
+                assert_eq!((g, h), (group_len, held));
+            }
+            other => panic!("expected a group mismatch, got {other:?}"),
+        };
+        s.put(b"\x00\x01gk", b"plain").unwrap();
+        mismatch(s.put_grouped(b"\x00\x01gk", 3, b"grouped"), 3, 0);
+        mismatch(s.delete_grouped(b"\x00\x01gk", 3), 3, 0);
+        let mut batch = vec![(b"\x00\x01gj".to_vec(), b"1".to_vec()), (b"\x00\x01gk".to_vec(), b"2".to_vec())];
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let r = s.put_grouped_batch(b"\x00\x01g", &mut key, &mut value, |k, v| {
+            let Some((nk, nv)) = batch.pop() else { return Ok(false) };
+            (*k, *v) = (nk, nv);
+            Ok(true)
+        });
+        mismatch(r, 3, 0);
+        assert_eq!(s.get(b"\x00\x01gk").unwrap(), Some(&b"plain"[..]));
+        assert!(s.group_is_empty(b"\x00\x01g").unwrap(), "nothing of the batch was written");
+        // Held with a group of another length.
+        s.put_grouped(b"\x00\x01hk", 4, b"a").unwrap();
+        mismatch(s.put_grouped(b"\x00\x01hk", 3, b"b"), 3, 4);
+        mismatch(s.replay(&Replayed::new(RecordKind::Put, b"\x00\x01hk", 3, b"c")), 3, 4);
+        assert_eq!(s.get(b"\x00\x01hk").unwrap(), Some(&b"a"[..]));
+        // Without a group, any key may be written; with the same group, as always.
+        s.put(b"\x00\x01hk", b"d").unwrap();
+        s.put_grouped(b"\x00\x01hk", 4, b"e").unwrap();
+        s.delete(b"\x00\x01gk").unwrap();
+        assert_eq!(s.get(b"\x00\x01hk").unwrap(), Some(&b"e"[..]));
+        assert!(!s.group_is_empty(b"\x00\x01hk"[..4].as_ref()).unwrap());
     }
 
     /// The lookaside answers from the entry after the last one found (a visit's order) and
