@@ -25,7 +25,7 @@
 //! the bracketed part is there) and whether its value lives out of line (then the first 8 bytes
 //! of the value room hold its reference; the room is never smaller than that).
 
-use super::groups::GroupIndex;
+use super::groups::{Group, GroupIndex};
 use super::iter::key_cmp;
 use super::table::{hash_key, key_eq, prefetch, word, HashIndex};
 
@@ -395,10 +395,16 @@ impl Memtable {
         self.groups.link(hash_key(prefix), prefix, r, live, |h| heads_group(chunks, h, prefix)).unwrap_or(NO_REF)
     }
 
+    /// What the group index holds of group `prefix`.
+    #[inline]
+    fn group_entry(&self, prefix: &[u8]) -> Option<Group> {
+        self.groups.find(hash_key(prefix), prefix, |h| heads_group(&self.chunks, h, prefix))
+    }
+
     /// The newest record of group `prefix`.
     #[inline]
     fn group_head(&self, prefix: &[u8]) -> Option<RecRef> {
-        self.groups.find(hash_key(prefix), prefix, |h| heads_group(&self.chunks, h, prefix)).map(|g| g.head)
+        self.group_entry(prefix).map(|g| g.head)
     }
 
     /// The records of group `prefix` (keys written with that group), in key order.
@@ -479,7 +485,7 @@ impl Memtable {
     /// index, which counts them.
     #[inline]
     pub(crate) fn group_has_live(&self, prefix: &[u8]) -> bool {
-        self.groups.find(hash_key(prefix), prefix, |h| heads_group(&self.chunks, h, prefix)).is_some_and(|g| g.live > 0)
+        self.group_entry(prefix).is_some_and(|g| g.live > 0)
     }
 
     /// Sets the value of `key`, replacing what the memtable had. A new key joins the group of
