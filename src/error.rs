@@ -183,6 +183,13 @@ pub enum Misuse {
         /// The limit.
         limit: usize,
     },
+    /// A store was opened on a directory that holds no store but files of another's: it
+    /// opens only an empty directory or its own, and wrote and removed nothing there.
+    #[error("the directory holds {name:?}, which no store wrote; open a store on an empty directory")]
+    ForeignFile {
+        /// The first such file.
+        name: String,
+    },
     /// A keyed backend was opened on a directory that already holds a store; keyed state is
     /// restored from checkpoints, not from a store directory.
     #[error("the directory already holds a store")]

@@ -1,5 +1,6 @@
 //! Misuse of the state API gets a clear, typed error and changes nothing.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use eddy::codec::{Str, U32, U64};
@@ -114,4 +115,41 @@ fn a_key_group_range_beyond_the_max_parallelism_is_refused() {
     let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
     let r = KeyedBackend::builder(U64).max_parallelism(0).store_options(opts).open("/y");
     assert!(matches!(r, Err(Error::KeyGroup(_))));
+}
+
+/// Regression: opening a backend on a directory that is not its own deleted the temporary,
+/// segment and changelog files there before it found out. Now it checks first and touches
+/// nothing: a directory of someone else's files is refused as foreign, one that holds a store
+/// with state as not empty, and every file is still there afterwards.
+#[test]
+fn a_directory_that_is_not_the_backends_own_loses_no_file() {
+    let fs = FaultFs::new();
+    let opts = StoreOptions::new().file_system(Arc::new(fs.clone()));
+    let theirs = ["/theirs/notes.tmp", "/theirs/0000000001.seg", "/theirs/changelog-0000000001.log"];
+    for name in theirs {
+        fs.write_file(Path::new(name), name.as_bytes()).unwrap();
+    }
+    let r = KeyedBackend::builder(U64).store_options(opts.clone()).open("/theirs");
+    assert!(matches!(r, Err(Error::Misuse(Misuse::ForeignFile { .. }))), "{r:?}");
+    let r = StoreOptions::new().file_system(Arc::new(fs.clone())).open("/theirs");
+    assert!(matches!(r, Err(Error::Misuse(Misuse::ForeignFile { .. }))), "{r:?}");
+    for name in theirs {
+        assert_eq!(fs.read(Path::new(name)).unwrap(), name.as_bytes(), "{name}");
+    }
+    assert!(!fs.file_names().iter().any(|p| p.starts_with("/theirs/LOCK") || p.ends_with("MANIFEST")));
+
+    // A store with state, and what a crash of it left: refused before anything is collected.
+    let mut b = KeyedBackend::builder(U64).store_options(opts.clone()).open("/d").unwrap();
+    let v = b.state(ValueStateDescriptor::of::<u64>("v")).unwrap();
+    b.set_current_key(&1).unwrap();
+    v.update(&mut b, &1).unwrap();
+    b.close().unwrap();
+    let left = ["/d/0000000099.seg", "/d/MANIFEST.tmp", "/d/changelog-0000000003.log"];
+    for name in left {
+        fs.write_file(Path::new(name), b"left by a crash").unwrap();
+    }
+    let before = fs.file_names();
+    let r = KeyedBackend::builder(U64).store_options(opts).open("/d");
+    assert!(matches!(r, Err(Error::Misuse(Misuse::NotEmpty))), "{r:?}");
+    assert_eq!(fs.file_names(), before);
 }

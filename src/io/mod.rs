@@ -153,6 +153,20 @@ pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Resul
     fs.sync_dir(&dir)
 }
 
+/// Creates `dir` and its missing parents, syncing each new directory's parent so that the
+/// new entries survive a crash (a directory entry is durable only once its parent is synced).
+pub fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !fs.exists(d)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        fs.sync_dir(&parent_dir(d))?;
+    }
+    Ok(())
+}
+
 /// The directory that holds `path` (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

@@ -118,10 +118,17 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         self.key_hash(|k| k.java_hash_code())
     }
 
-    /// Opens the backend on a new store in `dir`. A directory that already holds a store is
-    /// refused ([`Misuse::NotEmpty`]): keyed state comes back from checkpoints.
+    /// Opens the backend on a new store in `dir`. A directory that already holds a store with
+    /// state is refused ([`Misuse::NotEmpty`]): keyed state comes back from checkpoints. One
+    /// that holds files of another's is refused too ([`Misuse::ForeignFile`]). Either check
+    /// comes before anything in the directory is written or removed.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<KeyedBackend<K>> {
-        self.build(dir.as_ref(), None)
+        let dir = dir.as_ref();
+        // Checked before the store opens, which collects what a crash left behind.
+        if !crate::store::holds_no_state(self.store.file_system_ref().as_ref(), dir)? {
+            return Err(Misuse::NotEmpty.into());
+        }
+        self.build(dir, None)
     }
 
     /// Opens the backend on a new store in `dir` (which must hold no store) with the state of
@@ -176,9 +183,6 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         // A changelog to replay gets both processors: compaction waits for it.
         let replays = prepared.as_ref().is_some_and(|p| !p.replay.is_empty());
         let store = self.store.compaction_filter(filter.clone()).hold_compaction(replays).open(dir)?;
-        if prepared.is_none() && !store.segment_paths().is_empty() {
-            return Err(Misuse::NotEmpty.into());
-        }
         let mut core = Core {
             store,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),

@@ -584,6 +584,47 @@ pub struct Store {
     _lock: LockGuard,
 }
 
+/// The names a directory may hold before a store's first manifest is in place: its lock and
+/// the temporary file of that manifest.
+fn is_first_manifest_leftover(name: &str) -> bool {
+    name == LOCK_FILE || name.strip_prefix(MANIFEST_FILE) == Some(".tmp")
+}
+
+/// Refuses a directory without a store manifest that holds anything but what the store's
+/// first open leaves before its manifest is in place.
+fn refuse_foreign(names: &[String]) -> Result<()> {
+    if names.iter().any(|n| n == MANIFEST_FILE) {
+        return Ok(());
+    }
+    match names.iter().find(|n| !is_first_manifest_leftover(n)) {
+        Some(name) => Err(Misuse::ForeignFile { name: name.clone() }.into()),
+        None => Ok(()),
+    }
+}
+
+/// Whether `dir` holds no state: it is missing or empty, or holds a store whose manifest
+/// names no segment and nothing else of a store's ([`Misuse::ForeignFile`] for a directory
+/// of another's files). Reads only; removes nothing.
+pub(crate) fn holds_no_state(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+    if !fs.exists(dir) {
+        return Ok(true);
+    }
+    let names = fs.list(dir).map_err(|e| Error::io(dir, e))?;
+    refuse_foreign(&names)?;
+    for name in &names {
+        if name == MANIFEST_FILE {
+            let path = dir.join(MANIFEST_FILE);
+            let bytes = fs.open(&path).map_err(|e| Error::io(&path, e))?;
+            if !StoreManifest::decode_file(&bytes, &path)?.segments.is_empty() {
+                return Ok(false);
+            }
+        } else if !is_first_manifest_leftover(name) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).field("stats", &self.stats()).finish()
@@ -594,7 +635,13 @@ impl Store {
     fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
         opts.validate()?;
         let fs = opts.fs.clone();
-        fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // A store writes its manifest before any other file of its own, so a directory
+        // without one holds no store: anything in it but an unfinished first manifest is
+        // someone else's, and is refused before the store writes or removes a thing.
+        if fs.exists(dir) {
+            refuse_foreign(&fs.list(dir).map_err(|e| Error::io(dir, e))?)?;
+        }
+        crate::io::create_dir_durable(fs.as_ref(), dir).map_err(|e| Error::io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::from(Misuse::AlreadyOpen),
@@ -606,6 +653,10 @@ impl Store {
             let bytes = fs.open(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
             Some(StoreManifest::decode_file(&bytes, &manifest_path)?)
         } else {
+            refuse_foreign(&names)?;
+            // A new store: its manifest marks the directory as its own before anything else.
+            let empty = StoreManifest { next_segment_id: 1, segments: Vec::new() };
+            write_atomic(fs.as_ref(), &manifest_path, &empty.encode()).map_err(|e| Error::io(&manifest_path, e))?;
             None
         };
         let mut segments = Vec::new();
