@@ -893,8 +893,11 @@ fn the_live_backend_reads_right_through_many_checkpoints_in_flight() {
             apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k * 100 + round));
             apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Append(k % 7, round as u32));
         }
-        if t.cp.checkpoint(id, &mut t.b, &t.op, false).is_ok() {
-            id += 1;
+        // Only a full pipeline may refuse a checkpoint; any other failure fails the test.
+        match t.cp.checkpoint(id, &mut t.b, &t.op, false) {
+            Ok(()) => id += 1,
+            Err(Error::Misuse(Misuse::TooManyInFlight { .. })) => {}
+            Err(e) => panic!("checkpoint {id}: {e}"),
         }
         // Reads while regions frozen by checkpoints are still being written.
         for k in 0..50 {
@@ -928,4 +931,39 @@ fn a_confirmed_checkpoint_subsumes_older_checkpoints_but_not_savepoints() {
     }
     t.cp.wait(3).unwrap();
     assert_eq!(t.cp.retained(), vec![3]);
+}
+
+/// Regression: a notification of an id that was never triggered aborted the checkpoints in
+/// flight below it and recorded the id as confirmed. As in Flink, unknown and subsumed ids
+/// are ignored: the checkpoints in flight complete, and retention goes on as before.
+#[test]
+fn a_notification_of_an_unknown_or_subsumed_id_is_ignored() {
+    let mut t = Harness::new(CheckpointOptions::new().max_in_flight(4).retain(2));
+    for k in 0..3000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    t.cp.checkpoint(1, &mut t.b, &t.op, false).unwrap();
+    t.cp.checkpoint(2, &mut t.b, &t.op, false).unwrap();
+    t.cp.notify_checkpoint_complete(99);
+    t.cp.wait(1).unwrap();
+    t.cp.wait(2).unwrap();
+    assert_eq!(t.cp.retained(), vec![1, 2]);
+    // Confirmed 2, then a late notification of 1: 1 is subsumed and stays unconfirmed.
+    t.cp.notify_checkpoint_complete(2);
+    t.cp.notify_checkpoint_complete(1);
+    t.cp.checkpoint(3, &mut t.b, &t.op, false).unwrap();
+    t.cp.wait(3).unwrap();
+    t.cp.checkpoint(4, &mut t.b, &t.op, false).unwrap();
+    t.cp.wait(4).unwrap();
+    // The latest confirmed checkpoint is kept beside the newest two.
+    assert_eq!(t.cp.retained(), vec![2, 3, 4]);
+    // A savepoint's id confirms nothing.
+    let fs: Arc<dyn FileSystem> = Arc::new(t.fs.clone());
+    t.cp.savepoint(5, fs, "/sp-5", &mut t.b, &t.op).unwrap();
+    t.cp.wait(5).unwrap();
+    t.cp.notify_checkpoint_complete(5);
+    t.cp.checkpoint(6, &mut t.b, &t.op, false).unwrap();
+    t.cp.notify_checkpoint_complete(7);
+    t.cp.wait(6).unwrap();
+    assert_eq!(t.cp.retained(), vec![2, 4, 6]);
 }

@@ -461,6 +461,8 @@ pub struct Checkpointer {
     finished: BTreeMap<u64, Result<CheckpointInfo>>,
     last_id: Option<u64>,
     retained: Arc<Mutex<Vec<u64>>>,
+    /// The latest checkpoint confirmed by [`notify_checkpoint_complete`](Self::notify_checkpoint_complete).
+    confirmed: Option<u64>,
     /// The backend whose changelog the checkpoints follow, and the log bytes sealed since its
     /// state was last stored.
     chain: Option<(u64, u64)>,
@@ -550,6 +552,10 @@ impl Checkpointer {
                         }
                         Job::Savepoint(job) => (job.id, savepoint(*job)),
                         Job::Confirm(id) => {
+                            // One that failed after all names nothing to keep.
+                            if !worker.completed.contains_key(&id) {
+                                continue;
+                            }
                             worker.confirmed = worker.confirmed.max(Some(id));
                             worker.collect();
                             continue;
@@ -585,6 +591,7 @@ impl Checkpointer {
             finished: BTreeMap::new(),
             last_id,
             retained,
+            confirmed: None,
             chain: None,
             rematerialize,
             _lock: lock,
@@ -784,7 +791,25 @@ impl Checkpointer {
     /// Says that checkpoint `id` completed everywhere (Flink's `notifyCheckpointComplete`):
     /// checkpoints (not savepoints) still in flight with smaller ids are aborted, and `id` is
     /// never removed by retention in favour of an unconfirmed one.
+    ///
+    /// As in Flink, an id that was never triggered here, a savepoint's, one that failed, and
+    /// one subsumed by a later confirmation are ignored.
     pub fn notify_checkpoint_complete(&mut self, id: u64) {
+        self.collect_outcomes(false);
+        if self.confirmed.is_some_and(|c| id <= c) {
+            return;
+        }
+        let known = match self.in_flight.get(&id) {
+            Some((_, savepoint)) => !savepoint,
+            None => {
+                matches!(self.finished.get(&id), Some(Ok(info)) if info.kind != SnapshotKind::Savepoint)
+                    || self.retained().contains(&id)
+            }
+        };
+        if !known {
+            return;
+        }
+        self.confirmed = Some(id);
         for (flag, _) in self.in_flight.range(..id).map(|(_, f)| f).filter(|(_, savepoint)| !savepoint) {
             flag.store(true, Ordering::Release);
         }
