@@ -190,9 +190,10 @@ pub enum Misuse {
         /// The first such file.
         name: String,
     },
-    /// A keyed backend was opened on a directory that already holds a store; keyed state is
-    /// restored from checkpoints, not from a store directory.
-    #[error("the directory already holds a store")]
+    /// A keyed backend was opened on a directory that already holds a store (keyed state is
+    /// restored from checkpoints, not from a store directory), or a savepoint was asked for
+    /// into a directory that holds one or is claimed by one being written.
+    #[error("the directory already holds a store or a savepoint")]
     NotEmpty,
     /// A checkpoint or savepoint was asked for while the configured number are in flight.
     #[error("{limit} checkpoints are already in flight")]

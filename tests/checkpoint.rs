@@ -967,3 +967,34 @@ fn a_notification_of_an_unknown_or_subsumed_id_is_ignored() {
     t.cp.wait(6).unwrap();
     assert_eq!(t.cp.retained(), vec![2, 4, 6]);
 }
+
+/// Regression: two savepoints into one directory overwrote each other, since only the
+/// synchronous part checked that the directory held none. The directory is now claimed when
+/// the savepoint is triggered: a second one, while the first is written (from this
+/// checkpointer or another) or after it completed, is refused and changes nothing.
+#[test]
+fn two_savepoints_into_one_directory_do_not_overwrite_each_other() {
+    let mut t = Harness::new(CheckpointOptions::new().max_in_flight(4));
+    for k in 0..3000 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    let first = t.model.clone();
+    let fs: Arc<dyn FileSystem> = Arc::new(t.fs.clone());
+    t.cp.savepoint(1, fs.clone(), "/sp", &mut t.b, &t.op).unwrap();
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 7));
+    let again = t.cp.savepoint(2, fs.clone(), "/sp", &mut t.b, &t.op);
+    assert!(matches!(again, Err(Error::Misuse(Misuse::NotEmpty))), "{again:?}");
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(fs.clone(), "/other").unwrap());
+    let mut other = Checkpointer::new(storage, CheckpointOptions::new()).unwrap();
+    let theirs = other.savepoint(1, fs.clone(), "/sp", &mut t.b, &t.op);
+    assert!(matches!(theirs, Err(Error::Misuse(Misuse::NotEmpty))), "{theirs:?}");
+    t.cp.wait(1).unwrap();
+    let after = t.cp.savepoint(3, fs.clone(), "/sp", &mut t.b, &t.op);
+    assert!(matches!(after, Err(Error::Misuse(Misuse::NotEmpty))), "{after:?}");
+    assert!(verify_savepoint(fs.as_ref(), Path::new("/sp")).is_empty());
+    let source = RestoreSource::Savepoint { fs, dir: "/sp".into() };
+    let (mut b, restored) = builder(&t.fs, None).restore("/store-sp", &[source]).unwrap();
+    let h = register(&mut b);
+    let mut op = OperatorStateBackend::restore(restored.operator_states[0].clone());
+    assert_eq!(dump(&mut b, &h, &mut op), first);
+}

@@ -116,6 +116,27 @@ use crate::store::{scan_segments, LogSeal, StoreSnapshot};
 /// The name of the savepoint file in a savepoint directory.
 pub const SAVEPOINT_FILE: &str = "SAVEPOINT";
 
+/// The file that claims a savepoint directory while its savepoint is written.
+pub const SAVEPOINT_CLAIM: &str = "SAVEPOINT.claim";
+
+/// Claims `dir` for a savepoint: creates it if needed and the claim file in it, refusing a
+/// directory that holds a savepoint or is claimed already.
+fn claim_savepoint_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    crate::io::create_dir_durable(fs, dir).map_err(|e| Error::io(dir, e))?;
+    let claim = dir.join(SAVEPOINT_CLAIM);
+    match fs.create_new(&claim) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Misuse::NotEmpty.into()),
+        Err(e) => return Err(Error::io(&claim, e)),
+    }
+    // Checked once claimed: a savepoint completes before its claim goes.
+    if fs.exists(&dir.join(SAVEPOINT_FILE)) {
+        let _ = fs.remove(&claim);
+        return Err(Misuse::NotEmpty.into());
+    }
+    Ok(())
+}
+
 /// How a [`Checkpointer`] works.
 #[derive(Debug, Clone)]
 pub struct CheckpointOptions {
@@ -685,9 +706,13 @@ impl Checkpointer {
         self.submit(id, abort, Job::Checkpoint(Box::new(job)))
     }
 
-    /// The synchronous part of savepoint `id`, written to the directory `dir` of `fs` (which
-    /// must not hold a savepoint yet); the file is written in the background. Its outcome
-    /// comes like a checkpoint's.
+    /// The synchronous part of savepoint `id`, written to the directory `dir` of `fs`; the file
+    /// is written in the background. Its outcome comes like a checkpoint's.
+    ///
+    /// The directory is claimed here, atomically, by creating its [`SAVEPOINT_CLAIM`] file:
+    /// a directory that holds a savepoint, or one being written by this or another
+    /// checkpointer, is refused with [`Misuse::NotEmpty`]. The claim is removed when the
+    /// savepoint is complete or has failed; one left by a crash must be removed by hand.
     pub fn savepoint<K: Serializer>(
         &mut self,
         id: u64,
@@ -697,12 +722,16 @@ impl Checkpointer {
         operator: &OperatorStateBackend,
     ) -> Result<()> {
         let dir = dir.into();
-        let file = dir.join(SAVEPOINT_FILE);
-        if fs.exists(&file) {
-            return Err(Misuse::NotEmpty.into());
-        }
         let abort = self.admit(id)?;
-        let (snapshot, parts) = backend.snapshot_parts(operator)?;
+        claim_savepoint_dir(fs.as_ref(), &dir)?;
+        let parts = backend.snapshot_parts(operator);
+        let (snapshot, parts) = match parts {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs.remove(&dir.join(SAVEPOINT_CLAIM));
+                return Err(e);
+            }
+        };
         let job = SavepointJob {
             id,
             fs,
@@ -714,7 +743,12 @@ impl Checkpointer {
             level: self.opts.savepoint_compression,
             abort: abort.clone(),
         };
-        self.submit(id, abort, Job::Savepoint(Box::new(job)))
+        let (fs, claim) = (job.fs.clone(), job.dir.join(SAVEPOINT_CLAIM));
+        let submitted = self.submit(id, abort, Job::Savepoint(Box::new(job)));
+        if submitted.is_err() {
+            let _ = fs.remove(&claim);
+        }
+        submitted
     }
 
     fn collect_outcomes(&mut self, wait: bool) {
@@ -1183,7 +1217,6 @@ fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
     let fs = job.fs.clone();
     let tmp = job.dir.join(format!("{SAVEPOINT_FILE}.tmp"));
     let result = (|| {
-        fs.create_dir_all(&job.dir).map_err(|e| Error::io(&job.dir, e))?;
         let segments = job.snapshot.segments()?;
         let file = PipedFile::new(fs.create(&tmp).map_err(|e| Error::io(&tmp, e))?).map_err(|e| Error::io(&tmp, e))?;
         let mut writer = SavepointWriter::new(Box::new(file), &tmp, job.id, &job.meta, job.level)?;
@@ -1221,6 +1254,7 @@ fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
     if result.is_err() {
         let _ = fs.remove(&tmp);
     }
+    let _ = fs.remove(&job.dir.join(SAVEPOINT_CLAIM));
     result
 }
 

@@ -396,6 +396,19 @@ impl FileSystem for FaultFs {
         Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
     }
 
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let mut state = self.lock();
+        state.begin_mut()?;
+        state.check_new_name(path)?;
+        if state.live.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("file exists: {}", path.display())));
+        }
+        let ino = state.new_inode(Inode::default());
+        state.live.insert(path.to_path_buf(), ino);
+        *state.writers.entry(ino).or_insert(0) += 1;
+        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
+    }
+
     fn open(&self, path: &Path) -> io::Result<FileBytes> {
         let mut state = self.lock();
         state.check_alive()?;

@@ -27,6 +27,10 @@ use std::sync::Arc;
 pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Creates a new file for appending, truncating an existing one of the same name.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Creates a new, empty file at `path` for appending; fails with
+    /// [`io::ErrorKind::AlreadyExists`] if a file of that name exists, atomically (the name is
+    /// claimed by exactly one caller).
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for reading, whole.
     fn open(&self, path: &Path) -> io::Result<FileBytes>;
     /// Atomically renames `from` to `to`, replacing `to` if it exists. Durable once the parent

@@ -28,6 +28,11 @@ impl FileSystem for StdFs {
         Ok(Box::new(StdFile::new(file)))
     }
 
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = File::options().append(true).create_new(true).open(path)?;
+        Ok(Box::new(StdFile::new(file)))
+    }
+
     fn open(&self, path: &Path) -> io::Result<FileBytes> {
         let file = File::open(path)?;
         if file.metadata()?.len() == 0 {
