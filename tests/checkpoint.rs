@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eddy::checkpoint::{
-    verify_checkpoint, verify_savepoint, CheckpointOptions, CheckpointStorage, Checkpointer, LocalDirStorage,
-    RestoreSource, SnapshotKind,
+    latest_checkpoint, verify_checkpoint, verify_savepoint, CheckpointOptions, CheckpointStorage, Checkpointer,
+    LocalDirStorage, RestoreSource, SnapshotKind,
 };
 use eddy::codec::{Str, U32, U64};
 use eddy::io::{FaultFs, FileSystem};
@@ -997,4 +997,23 @@ fn two_savepoints_into_one_directory_do_not_overwrite_each_other() {
     let h = register(&mut b);
     let mut op = OperatorStateBackend::restore(restored.operator_states[0].clone());
     assert_eq!(dump(&mut b, &h, &mut op), first);
+}
+
+/// Regression: the manifest's version was checked before its checksum, so a flipped version
+/// byte read as "unsupported version" and the restore did not fall back to the previous
+/// checkpoint. Damage anywhere in the newest manifest, its version included, now makes
+/// `latest_checkpoint` pick the one before.
+#[test]
+fn a_flipped_version_byte_reads_as_damage_and_the_restore_falls_back() {
+    let mut t = Harness::new(CheckpointOptions::new().retain(2));
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1));
+    let older = t.checkpoint(false);
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 2));
+    let newer = t.checkpoint(false);
+    let path = t.storage.describe_manifest(newer);
+    t.fs.corrupt(&path, 4, 0x01).unwrap();
+    assert_eq!(latest_checkpoint(t.storage.as_ref()).unwrap(), Some(older));
+    let source = RestoreSource::Checkpoint { storage: t.storage.clone(), id: newer };
+    let err = builder(&t.fs, None).restore("/store-v", &[source]).err().unwrap();
+    assert!(matches!(&err, Error::Corrupted { file, .. } if *file == path), "{err:?}");
 }

@@ -261,9 +261,12 @@ fn corrupted_and_missing_checkpoint_files_give_typed_errors_and_verify_names_the
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].file, manifest);
 
-    // A future version.
+    // A future version, as a newer writer signs it.
     let mut future = good.clone();
     future[4] = 9;
+    let crc = crc32fast::hash(&future[..future.len() - 4]);
+    let at = future.len() - 4;
+    future[at..].copy_from_slice(&crc.to_le_bytes());
     write_file(&job.fs, &manifest, &future);
     assert!(matches!(restore(&mut job), Err(Error::UnsupportedVersion { found: 9, .. })));
     // The newest checkpoint is unreadable by this build: no silent fallback to an older one.

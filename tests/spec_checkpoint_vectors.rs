@@ -384,15 +384,14 @@ fn manifest_vector_decodes_to_the_listed_content() {
 }
 
 /// What a decoder must report for a manifest or savepoint of version `version` with one
-/// changed byte: the version field gives `Version` with the changed number (the version is
-/// checked before the CRC), anything else `Corrupt`.
+/// changed byte: `Corrupt`, the version field included (the CRC is checked before the
+/// version, so a damaged version reads as damage, never as another version).
 fn expect_flip_error(name: &str, version: u32, i: usize, x: u8, got: Result<(), SnapshotDecodeError>) {
     match got {
         Err(SnapshotDecodeError::Version(v)) => {
-            assert!((4..8).contains(&i), "{name}: change at {i} reported as version {v}");
-            assert_eq!(v, version ^ (u32::from(x) << (8 * (i - 4))), "{name} at {i}");
+            panic!("{name} (version {version}): change {x:#04x} at {i} reported as version {v}")
         }
-        Err(SnapshotDecodeError::Corrupt(_)) => assert!(!(4..8).contains(&i), "{name}: change at {i}"),
+        Err(SnapshotDecodeError::Corrupt(_)) => {}
         Ok(()) => panic!("{name}: change at {i} went unnoticed"),
     }
 }

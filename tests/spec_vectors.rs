@@ -854,11 +854,10 @@ fn every_changed_byte_of_the_manifest_vector_is_a_typed_error() {
         for x in [0x01u8, 0x80] {
             let mut bad = good.clone();
             bad[i] ^= x;
+            // The CRC is checked first: a damaged version reads as damage too.
             match StoreManifest::decode(&bad) {
-                Err(ManifestError::Version(v)) => {
-                    assert!((4..8).contains(&i) && v == 1 ^ (u32::from(x) << (8 * (i - 4))))
-                }
-                Err(ManifestError::Corrupt(_)) => assert!(!(4..8).contains(&i)),
+                Err(ManifestError::Version(v)) => panic!("change at {i} reported as version {v}"),
+                Err(ManifestError::Corrupt(_)) => {}
                 Ok(m) => panic!("change at {i} went unnoticed: {m:?}"),
             }
         }

@@ -464,10 +464,13 @@ impl CheckpointManifest {
             return Err(DecodeError::new(0, Corruption::BadMagic).into());
         }
         let version = r.u32()?;
+        // The checksum comes first, so that a damaged version byte reads as damage (and a
+        // restore falls back to an older checkpoint); every version ends with the CRC32 of
+        // the bytes before it.
+        let body = checked_body(bytes, 8)?;
         if !(FIRST_CHECKPOINT_VERSION..=CHECKPOINT_VERSION).contains(&version) {
             return Err(SnapshotDecodeError::Version(version));
         }
-        let body = checked_body(bytes, 8)?;
         let mut r = Reader::new(body, 0);
         r.take(8)?;
         let checkpoint_id = r.u64()?;

@@ -274,9 +274,6 @@ impl<'a> SavepointReader<'a> {
             return Err(DecodeError::new(0, Corruption::BadMagic).into());
         }
         let version = r.u32()?;
-        if version != SAVEPOINT_VERSION {
-            return Err(SnapshotDecodeError::Version(version));
-        }
         let savepoint_id = r.u64()?;
         let meta_len = r.u32()? as usize;
         let header_len = 4 + 4 + 8 + 4 + meta_len;
@@ -284,7 +281,12 @@ impl<'a> SavepointReader<'a> {
             0,
             Corruption::Truncated { needed: (header_len + 4) as u64, available: bytes.len() as u64 },
         ))?;
+        // The header's checksum comes first, so that a damaged version byte reads as damage;
+        // every version keeps the header's first fields and its trailing CRC32.
         let body = checked_body(header, header_len)?;
+        if version != SAVEPOINT_VERSION {
+            return Err(SnapshotDecodeError::Version(version));
+        }
         let mut r = Reader::new(&body[20..], 20);
         let meta = SnapshotMeta::decode(&mut r)?;
         if r.remaining() != 0 {

@@ -99,13 +99,15 @@ impl StoreManifest {
             return Err(DecodeError::new(0, Corruption::BadMagic).into());
         }
         let version = r.u32()?;
-        if version != MANIFEST_VERSION {
-            return Err(ManifestError::Version(version));
-        }
+        // The checksum comes first, so that a damaged version byte reads as damage; every
+        // version ends with the CRC32 of the bytes before it.
         let body_len = bytes.len() - CRC_LEN;
         let stored =
             u32::from_le_bytes([bytes[body_len], bytes[body_len + 1], bytes[body_len + 2], bytes[body_len + 3]]);
         check_crc(&bytes[..body_len], stored, body_len as u64)?;
+        if version != MANIFEST_VERSION {
+            return Err(ManifestError::Version(version));
+        }
         let mut r = Reader::new(&bytes[..body_len], 0);
         r.take(MANIFEST_MAGIC.len() + 4)?;
         let next_segment_id = r.u64()?;
