@@ -94,7 +94,7 @@ impl LocalDirStorage {
     pub fn new(fs: Arc<dyn FileSystem>, root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let shared = root.join(SHARED_DIR);
-        fs.create_dir_all(&shared).map_err(|e| Error::io(&shared, e))?;
+        crate::io::create_dir_durable(fs.as_ref(), &shared).map_err(|e| Error::io(&shared, e))?;
         Ok(LocalDirStorage { fs, root, transfer: Transfer::Link })
     }
 

@@ -34,15 +34,19 @@ pub enum FaultKind {
 /// one, which survives a crash. [`FileSystem::sync_dir`] copies the live entries directly inside
 /// a directory to the durable namespace (additions, renames and removals alike).
 ///
-/// [`FaultFs::crash`] simulates power loss: the live namespace becomes the durable one again,
-/// every file loses the bytes that were not synced, and writers opened before the crash fail
-/// from then on.
+/// Directories are named in their parent the same way: a directory made by
+/// [`FileSystem::create_dir_all`] is durable once its parent directory is synced, and a crash
+/// before that loses it with everything in it, as a file created or renamed into a directory
+/// that was not synced is lost. [`FileSystem::create`] over an existing name truncates that
+/// file in place, as `open(O_TRUNC)` does: its other names (hard links) lose the bytes too.
 ///
-/// Some simplifications: directories are a plain set of paths that are always durable;
-/// [`FileSystem::create`] over an existing name makes a new inode rather than truncating the old
-/// one (so other hard links to the old file keep its bytes, and until the directory is synced
-/// a crash brings the old file back whole); paths are compared as given, without
-/// canonicalization.
+/// [`FaultFs::crash`] simulates power loss: the live namespace becomes the durable one again,
+/// every file loses the bytes that were not synced (or, unless [`FaultFs::exact_crashes`],
+/// keeps a prefix of them of a length that varies from crash to crash: unsynced data may be
+/// partly written), and writers opened before the crash fail from then on.
+///
+/// Some simplifications: paths are compared as given, without canonicalization; a truncation
+/// is durable at once.
 ///
 /// # Faults
 ///
@@ -75,6 +79,8 @@ struct State {
     live: BTreeMap<PathBuf, Ino>,
     durable: BTreeMap<PathBuf, Ino>,
     dirs: BTreeSet<PathBuf>,
+    /// The directories whose entry in their parent is durable.
+    durable_dirs: BTreeSet<PathBuf>,
     /// Open writers per inode, in the current generation.
     writers: HashMap<Ino, usize>,
     /// Advanced by every crash; writers of an older generation are stale.
@@ -84,6 +90,9 @@ struct State {
     armed: Option<(u64, FaultKind)>,
     failing_forever: bool,
     crashed: bool,
+    /// A crash drops exactly the bytes written since the last sync (else a part of them may
+    /// survive).
+    exact_crashes: bool,
     /// Paths locked through [`FileSystem::lock`].
     locks: BTreeSet<PathBuf>,
 }
@@ -216,11 +225,30 @@ impl State {
     fn crash(&mut self) {
         self.generation += 1;
         self.writers.clear();
+        // A directory whose entry never reached its parent is gone, with everything in it.
+        let dirs = &self.durable_dirs;
+        let reachable = |path: &Path| {
+            path.ancestors().skip(1).all(|d| d.as_os_str().is_empty() || d.parent().is_none() || dirs.contains(d))
+        };
+        self.dirs = dirs.iter().filter(|d| reachable(d)).cloned().collect();
+        self.durable.retain(|path, _| reachable(path));
+        self.durable_dirs = self.dirs.clone();
         self.live = self.durable.clone();
         let named: HashSet<Ino> = self.durable.values().copied().collect();
         self.inodes.retain(|ino, _| named.contains(ino));
-        for inode in self.inodes.values_mut() {
-            inode.data.truncate(inode.durable_len);
+        // Bytes appended since the last sync may have reached the disk in part: each file
+        // keeps a prefix of them, of a length that varies from crash to crash and file to file.
+        let generation = self.generation;
+        for (&ino, inode) in self.inodes.iter_mut() {
+            let unsynced = inode.data.len() - inode.durable_len;
+            let kept = if !self.exact_crashes && unsynced > 0 {
+                let mix = (ino ^ generation.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
+                (mix % (unsynced as u64 + 1)) as usize
+            } else {
+                0
+            };
+            inode.data.truncate(inode.durable_len + kept);
+            inode.durable_len = inode.data.len();
         }
     }
 
@@ -241,6 +269,17 @@ impl State {
                 continue;
             }
             self.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Like [`mkdirs`](Self::mkdirs), with every directory durable at once.
+    fn mkdirs_durable(&mut self, dir: &Path) -> io::Result<()> {
+        self.mkdirs(dir)?;
+        for ancestor in normalize_dir(dir).ancestors() {
+            if !ancestor.as_os_str().is_empty() && ancestor.parent().is_some() {
+                self.durable_dirs.insert(ancestor.to_path_buf());
+            }
         }
         Ok(())
     }
@@ -273,6 +312,13 @@ impl FaultFs {
         let mut state = self.lock();
         state.armed = None;
         state.failing_forever = false;
+    }
+
+    /// Whether a crash drops exactly the bytes written since each file's last sync (`true`),
+    /// or may keep a prefix of them, as a disk that wrote some of the pages does (`false`, the
+    /// default).
+    pub fn exact_crashes(&self, exact: bool) {
+        self.lock().exact_crashes = exact;
     }
 
     /// Simulates power loss: only durable names and durable bytes remain, and writers opened
@@ -343,7 +389,7 @@ impl FaultFs {
         if state.dirs.contains(path) {
             return Err(is_dir(path));
         }
-        state.mkdirs(&parent_dir(path))?;
+        state.mkdirs_durable(&parent_dir(path))?;
         let ino = state.new_inode(Inode { data: bytes.to_vec(), durable_len: bytes.len() });
         let old_live = state.live.insert(path.to_path_buf(), ino);
         let old_durable = state.durable.insert(path.to_path_buf(), ino);
@@ -388,10 +434,19 @@ impl FileSystem for FaultFs {
         let mut state = self.lock();
         state.begin_mut()?;
         state.check_new_name(path)?;
-        let ino = state.new_inode(Inode::default());
-        if let Some(old) = state.live.insert(path.to_path_buf(), ino) {
-            state.collect(old);
-        }
+        // As `open(O_TRUNC)`: an existing file is truncated in place, so every other name of
+        // it (a hard link) loses its bytes too, durably.
+        let ino = match state.live.get(path).copied() {
+            Some(ino) => {
+                if let Some(inode) = state.inodes.get_mut(&ino) {
+                    inode.data.clear();
+                    inode.durable_len = 0;
+                }
+                ino
+            }
+            None => state.new_inode(Inode::default()),
+        };
+        state.live.insert(path.to_path_buf(), ino);
         *state.writers.entry(ino).or_insert(0) += 1;
         Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
     }
@@ -502,6 +557,8 @@ impl FileSystem for FaultFs {
         for (path, &ino) in live.iter().filter(|(path, _)| in_dir(path)) {
             durable.insert(path.clone(), ino);
         }
+        let children: Vec<PathBuf> = state.dirs.iter().filter(|d| in_dir(d)).cloned().collect();
+        state.durable_dirs.extend(children);
         for ino in displaced {
             state.collect(ino);
         }
@@ -583,9 +640,13 @@ mod tests {
         Path::new(path)
     }
 
+    /// A file system with the durable directory `/db`, whose crashes drop exactly the
+    /// unsynced bytes.
     fn db() -> FaultFs {
         let fs = FaultFs::new();
+        fs.exact_crashes(true);
         fs.create_dir_all(p("/db")).unwrap();
+        fs.sync_dir(p("/")).unwrap();
         fs
     }
 
@@ -732,6 +793,7 @@ mod tests {
     fn hard_links_share_the_file() {
         let fs = db();
         fs.create_dir_all(p("/db/chk")).unwrap();
+        fs.sync_dir(p("/db")).unwrap();
         let mut file = fs.create(p("/db/seg")).unwrap();
         file.append(b"one").unwrap();
         fs.hard_link(p("/db/seg"), p("/db/chk/seg")).unwrap();
@@ -742,6 +804,58 @@ mod tests {
         fs.crash();
         assert_eq!(fs.file_names(), [PathBuf::from("/db/chk/seg")]);
         assert_eq!(fs.read(p("/db/chk/seg")).unwrap(), b"one two");
+    }
+
+    #[test]
+    fn a_directory_not_synced_in_its_parent_is_lost_with_its_files() {
+        let fs = db();
+        fs.create_dir_all(p("/db/a/b")).unwrap();
+        write(&fs, "/db/a/b/f", b"data", true);
+        fs.sync_dir(p("/db/a/b")).unwrap();
+        fs.sync_dir(p("/db/a")).unwrap();
+        fs.crash();
+        assert!(!fs.exists(p("/db/a")));
+        assert!(fs.file_names().is_empty());
+        fs.create_dir_all(p("/db/a/b")).unwrap();
+        write(&fs, "/db/a/b/f", b"data", true);
+        for d in ["/db/a/b", "/db/a", "/db"] {
+            fs.sync_dir(p(d)).unwrap();
+        }
+        fs.crash();
+        assert_eq!(fs.read(p("/db/a/b/f")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn create_over_an_existing_file_truncates_it_for_every_name() {
+        let fs = db();
+        write(&fs, "/db/seg", b"segment", true);
+        fs.hard_link(p("/db/seg"), p("/db/link")).unwrap();
+        fs.sync_dir(p("/db")).unwrap();
+        let file = fs.create(p("/db/seg")).unwrap();
+        drop(file);
+        assert_eq!(fs.read(p("/db/link")).unwrap(), b"");
+        fs.crash();
+        assert_eq!(fs.read(p("/db/link")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_crash_may_keep_part_of_the_unsynced_bytes() {
+        let fs = db();
+        fs.exact_crashes(false);
+        let mut lengths = std::collections::BTreeSet::new();
+        for round in 0..32 {
+            let name = format!("/db/f{round}");
+            let mut file = fs.create(p(&name)).unwrap();
+            file.append(b"synced").unwrap();
+            file.sync().unwrap();
+            file.append(b"0123456789").unwrap();
+            fs.sync_dir(p("/db")).unwrap();
+            fs.crash();
+            let got = fs.read(p(&name)).unwrap();
+            assert!(got.len() >= 6 && b"synced0123456789".starts_with(&got), "{got:?}");
+            lengths.insert(got.len());
+        }
+        assert!(lengths.len() > 3, "{lengths:?}");
     }
 
     #[test]
@@ -816,9 +930,10 @@ mod tests {
     #[test]
     fn error_fails_exactly_one_operation() {
         let fs = db();
+        let start = fs.ops();
         let mut file = fs.create(p("/db/f")).unwrap();
-        assert_eq!(fs.ops(), 1);
-        fs.fail_at(2, FaultKind::Error);
+        assert_eq!(fs.ops(), start + 1);
+        fs.fail_at(start + 2, FaultKind::Error);
         file.append(b"a").unwrap(); // op 1
         let err = file.append(b"b").unwrap_err(); // op 2
         assert!(is_injected(&err));
@@ -828,7 +943,7 @@ mod tests {
         file.sync().unwrap();
         fs.rename(p("/db/f"), p("/db/g")).unwrap();
         assert_eq!(fs.read(p("/db/g")).unwrap(), b"ac");
-        assert_eq!(fs.ops(), 6);
+        assert_eq!(fs.ops(), start + 6);
     }
 
     #[test]

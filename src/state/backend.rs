@@ -142,7 +142,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
         let range = self.checked_range(max_parallelism)?;
         let fs = self.store.file_system_ref().clone();
-        fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::io::create_dir_durable(fs.as_ref(), dir).map_err(|e| Error::io(dir, e))?;
         if !fs.list(dir).map_err(|e| Error::io(dir, e))?.is_empty() {
             return Err(Misuse::NotEmpty.into());
         }
