@@ -214,3 +214,56 @@ fn a_compaction_output_is_durable_once_the_store_has_installed_it() {
         bytes.len()
     );
 }
+
+/// Regression: a keyed backend replaced the compaction filter set in its store options with
+/// its TTL filter, silently. The two now run in turn: the TTL filter first, the caller's on
+/// what it keeps, and a record either removes is gone.
+#[test]
+fn a_keyed_backend_runs_the_callers_compaction_filter_beside_its_ttl_filter() {
+    use eddy::codec::U64;
+    use eddy::state::{KeyedBackend, ManualClock, TtlConfig, TtlVisibility, ValueStateDescriptor};
+
+    /// Removes every record whose value is a `u64` of a million or more.
+    struct DropLarge(AtomicUsize);
+    impl CompactionFilter for DropLarge {
+        fn filter(&self, _: &[u8], value: &[u8], _: bool, _: &mut Vec<u8>) -> FilterDecision {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            if <[u8; 8]>::try_from(value).is_ok_and(|v| u64::from_be_bytes(v) >= 1_000_000) {
+                FilterDecision::Remove
+            } else {
+                FilterDecision::Keep
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let user = Arc::new(DropLarge(AtomicUsize::new(0)));
+    let opts = StoreOptions::new().memory_budget(1 << 20).compaction_filter(user.clone());
+    let mut b = KeyedBackend::builder(U64)
+        .clock(Arc::new(clock.clone()))
+        .store_options(opts)
+        .open(dir.path().join("b"))
+        .unwrap();
+    let ttl = TtlConfig::new(Duration::from_millis(10))
+        .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp)
+        .cleanup_in_compaction(true);
+    let expiring = b.state(ValueStateDescriptor::new("expiring", U64).ttl(ttl)).unwrap();
+    let doomed = b.state(ValueStateDescriptor::new("doomed", U64)).unwrap();
+    let kept = b.state(ValueStateDescriptor::new("kept", U64)).unwrap();
+    for k in 0..100u64 {
+        b.set_current_key(&k).unwrap();
+        expiring.update(&mut b, &k).unwrap();
+        doomed.update(&mut b, &(k + 1_000_000)).unwrap();
+        kept.update(&mut b, &k).unwrap();
+    }
+    clock.advance(20);
+    b.store().flush().unwrap();
+    b.store().compact().unwrap();
+    assert!(user.0.load(Ordering::Relaxed) > 0, "the caller's filter ran");
+    for k in 0..100u64 {
+        b.set_current_key(&k).unwrap();
+        assert_eq!(expiring.get(&mut b).unwrap(), None, "the TTL filter removed it in compaction");
+        assert_eq!(doomed.get(&mut b).unwrap(), None, "the caller's filter removed it");
+        assert_eq!(kept.get(&mut b).unwrap(), Some(k));
+    }
+}

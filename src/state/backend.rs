@@ -86,7 +86,9 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         self
     }
 
-    /// Options of the store underneath (memory budget, file system, ...).
+    /// Options of the store underneath (memory budget, file system, ...). A compaction filter
+    /// set there runs after the backend's TTL filter, on the records that one keeps, with keys
+    /// and values as `format-spec/state-records.md` lays them out.
     #[must_use]
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store = options;
@@ -182,7 +184,12 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         let filter = Arc::new(TtlFilter { table: ttl.clone(), clock: self.clock.clone() });
         // A changelog to replay gets both processors: compaction waits for it.
         let replays = prepared.as_ref().is_some_and(|p| !p.replay.is_empty());
-        let store = self.store.compaction_filter(filter.clone()).hold_compaction(replays).open(dir)?;
+        // A filter the caller set runs after the TTL filter, on what that one keeps.
+        let compaction: Arc<dyn crate::store::CompactionFilter> = match self.store.compaction_filter_set() {
+            Some(then) => Arc::new(crate::store::compaction::Chained { first: filter.clone(), then }),
+            None => filter.clone(),
+        };
+        let store = self.store.compaction_filter(compaction).hold_compaction(replays).open(dir)?;
         let mut core = Core {
             store,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),

@@ -15,6 +15,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::iter::{MergeIter, Source};
 use super::segment::LiveSegment;
@@ -109,6 +110,32 @@ pub trait CompactionFilter: Send + Sync + 'static {
     /// an older value outside the merge) rather than a whole value. For
     /// [`FilterDecision::Replace`] the new value goes into `out`, which arrives empty.
     fn filter(&self, key: &[u8], value: &[u8], operand: bool, out: &mut Vec<u8>) -> FilterDecision;
+}
+
+/// Two filters in turn: `first` decides, and what it keeps (or the value it replaces a record
+/// with) goes to `then`. A record either removes is removed.
+pub(crate) struct Chained {
+    pub(crate) first: Arc<dyn CompactionFilter>,
+    pub(crate) then: Arc<dyn CompactionFilter>,
+}
+
+impl CompactionFilter for Chained {
+    fn filter(&self, key: &[u8], value: &[u8], operand: bool, out: &mut Vec<u8>) -> FilterDecision {
+        match self.first.filter(key, value, operand, out) {
+            FilterDecision::Remove => FilterDecision::Remove,
+            FilterDecision::Keep => self.then.filter(key, value, operand, out),
+            FilterDecision::Replace => {
+                let replaced = std::mem::take(out);
+                match self.then.filter(key, &replaced, operand, out) {
+                    FilterDecision::Keep => {
+                        *out = replaced;
+                        FilterDecision::Replace
+                    }
+                    decision => decision,
+                }
+            }
+        }
+    }
 }
 
 /// What steers a running merge: the filter, if any, and the flag that stops it.

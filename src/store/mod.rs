@@ -157,6 +157,11 @@ impl StoreOptions {
         self
     }
 
+    /// The compaction filter set with [`compaction_filter`](Self::compaction_filter), if any.
+    pub(crate) fn compaction_filter_set(&self) -> Option<Arc<dyn CompactionFilter>> {
+        self.filter.clone()
+    }
+
     /// The compaction policy.
     #[must_use]
     pub fn compaction(mut self, compaction: CompactionOptions) -> Self {
