@@ -1017,3 +1017,58 @@ fn a_flipped_version_byte_reads_as_damage_and_the_restore_falls_back() {
     let err = builder(&t.fs, None).restore("/store-v", &[source]).err().unwrap();
     assert!(matches!(&err, Error::Corrupted { file, .. } if *file == path), "{err:?}");
 }
+
+/// Regression: two backends checkpointed through one checkpointer, A with a changelog and B
+/// without. B's checkpoint subsumed A's (retention counts them together) and removed A's
+/// stored state, and A's next checkpoint, from its changelog chain, wrote a completed
+/// manifest naming the removed files. The chain now holds its files, and a manifest is
+/// written only once every file it names is there.
+#[test]
+fn a_completed_checkpoint_never_names_a_removed_file_when_backends_share_a_checkpointer() {
+    let mut t = Harness::with_changelog(CheckpointOptions::new().retain(1), true);
+    for round in 0..4u64 {
+        for k in 0..300 {
+            apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k + round));
+        }
+        let a = t.checkpoint(false);
+        let mut other = builder(&t.fs, None).open(format!("/store-b-{round}")).unwrap();
+        let h = register(&mut other);
+        other.set_current_key(&1).unwrap();
+        h.value.update(&mut other, &round).unwrap();
+        let b = t.next_id;
+        t.next_id += 1;
+        t.cp.checkpoint(b, &mut other, &t.op, false).unwrap();
+        t.cp.wait(b).unwrap();
+        t.cp.settle().unwrap();
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 100 + round));
+        let next = t.checkpoint(false);
+        t.cp.settle().unwrap();
+        assert!(verify_checkpoint(t.storage.as_ref(), next).is_empty(), "round {round} after {a}");
+        t.restore();
+    }
+}
+
+/// A file the next checkpoint would name again, removed behind the checkpointer's back:
+/// that checkpoint fails with a typed error naming the file instead of completing without
+/// it, and the one after stores the state anew.
+#[test]
+fn a_checkpoint_whose_named_file_is_gone_fails_and_the_next_stores_the_state() {
+    let mut t = Harness::with_changelog(CheckpointOptions::new().retain(2), true);
+    for k in 0..300 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    let first = t.checkpoint(false);
+    let gone = manifest(&t, first).segments[0].file.clone();
+    t.storage.remove(&gone).unwrap();
+    apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 2));
+    let id = t.next_id;
+    t.next_id += 1;
+    t.cp.checkpoint(id, &mut t.b, &t.op, false).unwrap();
+    let err = t.cp.wait(id).unwrap_err();
+    assert!(matches!(&err, Error::Io { path, .. } if *path == t.storage.describe(&gone)), "{err:?}");
+    assert!(!t.storage.manifests().unwrap().contains(&id));
+    let next = t.checkpoint(false);
+    assert!(manifest(&t, next).logs.is_empty(), "the state is stored anew");
+    assert!(verify_checkpoint(t.storage.as_ref(), next).is_empty());
+    t.restore();
+}

@@ -387,6 +387,8 @@ struct Worker {
     retained: Arc<Mutex<Vec<u64>>>,
     /// The changelog chain of the backend checkpointed last, if it has one.
     chain: Option<Chain>,
+    /// Files that no retained checkpoint names but the chain does: removed once it does not.
+    held_by_chain: Vec<String>,
     /// A checkpoint that completed from the chain and whose state is still to be stored.
     deferred: Option<Box<CheckpointJob>>,
     materializing: Option<Materializing>,
@@ -421,6 +423,11 @@ impl Pending {
         while names.contains(name) {
             names = self.removed.wait(names).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Whether `name` is about to be removed.
+    fn contains(&self, name: &str) -> bool {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
     }
 
     /// Waits until every removal asked for so far is done.
@@ -553,6 +560,7 @@ impl Checkpointer {
             keep_shared,
             retained: retained.clone(),
             chain: None,
+            held_by_chain: Vec::new(),
             deferred: None,
             materializing: None,
             generations: 0,
@@ -1001,6 +1009,24 @@ impl Worker {
         };
         self.storage.sync_shared()?;
         check_abort(job.id, &job.abort)?;
+        // A completed checkpoint never names a file that is gone: what this one did not put
+        // itself must still be there, and not about to be removed.
+        let put: HashSet<&str> =
+            new.iter().map(|(_, n)| n.as_str()).chain(stored.logs.iter().map(String::as_str)).collect();
+        for file in segments.iter().map(|s| &s.file).chain(logs.iter().map(|l| &l.file)) {
+            if put.contains(file.as_str()) {
+                continue;
+            }
+            if self.janitor.pending.contains(file) || !self.storage.contains(file)? {
+                // The next checkpoint stores the state, putting the file again.
+                self.uploaded.retain(|_, (name, _)| name != file);
+                self.break_chain();
+                return Err(Error::io(
+                    self.storage.describe(file),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "a file the checkpoint would name is gone"),
+                ));
+            }
+        }
         let manifest = CheckpointManifest {
             checkpoint_id: job.id,
             flags: if job.full { FLAG_FULL } else { 0 },
@@ -1182,8 +1208,26 @@ impl Worker {
         if self.keep_shared {
             return;
         }
-        let live: HashSet<&String> = self.completed.values().flatten().collect();
-        let gone: HashSet<String> = dropped.into_iter().filter(|name| !live.contains(name)).collect();
+        // Files of the changelog chain stay while it lives: the next checkpoint of its
+        // backend names them again, whichever checkpoints (of other backends, say) came
+        // between.
+        let chain =
+            self.chain.iter().flat_map(|c| c.base.iter().map(|s| &s.file).chain(c.logs.iter().map(|l| &l.file)));
+        let chain: HashSet<&String> = chain.collect();
+        let named: HashSet<&String> = self.completed.values().flatten().collect();
+        let mut held = Vec::new();
+        let mut gone = HashSet::new();
+        for name in dropped.into_iter().chain(std::mem::take(&mut self.held_by_chain)) {
+            if named.contains(&name) {
+                continue;
+            }
+            if chain.contains(&name) {
+                held.push(name);
+            } else {
+                gone.insert(name);
+            }
+        }
+        self.held_by_chain = held;
         if gone.is_empty() {
             return;
         }

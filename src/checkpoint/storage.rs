@@ -44,6 +44,11 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     fn remove_manifest(&self, id: u64) -> Result<()>;
     /// The names of the shared files.
     fn shared_files(&self) -> Result<Vec<String>>;
+    /// Whether the stored file `name` exists. By default looked up in
+    /// [`shared_files`](Self::shared_files).
+    fn contains(&self, name: &str) -> Result<bool> {
+        Ok(self.shared_files()?.iter().any(|n| n == name))
+    }
     /// Removes the stored file `name`.
     fn remove(&self, name: &str) -> Result<()>;
     /// Removes what an interrupted write left behind (temporary files).
@@ -216,6 +221,10 @@ impl CheckpointStorage for LocalDirStorage {
         let dir = self.root.join(SHARED_DIR);
         let names = self.fs.list(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(names.into_iter().map(|n| format!("{SHARED_DIR}/{n}")).collect())
+    }
+
+    fn contains(&self, name: &str) -> Result<bool> {
+        Ok(self.fs.exists(&self.path(name)))
     }
 
     fn remove(&self, name: &str) -> Result<()> {
