@@ -67,7 +67,8 @@
 //! Writes before the first checkpoint are not logged: it stores the state. The cost:
 //! every write is copied into the log, the log's bytes go to the disk besides the state's, and
 //! a restore replays up to `materialize_after` bytes of log. A checkpoint that is aborted or
-//! fails still stores its log file, which the next one names.
+//! fails still stores its log file, which the next one names; one aborted while it stored the
+//! state leaves that state to the next checkpoint, which stores it with its own log.
 //!
 //! # Savepoints
 //!
@@ -389,6 +390,8 @@ struct Worker {
     chain: Option<Chain>,
     /// Files that no retained checkpoint names but the chain does: removed once it does not.
     held_by_chain: Vec<String>,
+    /// The state of an aborted checkpoint that was to start a chain, and its backend.
+    unstored_base: Option<(u64, StoreSnapshot)>,
     /// A checkpoint that completed from the chain and whose state is still to be stored.
     deferred: Option<Box<CheckpointJob>>,
     materializing: Option<Materializing>,
@@ -561,6 +564,7 @@ impl Checkpointer {
             retained: retained.clone(),
             chain: None,
             held_by_chain: Vec::new(),
+            unstored_base: None,
             deferred: None,
             materializing: None,
             generations: 0,
@@ -923,6 +927,11 @@ impl Worker {
                 self.publish_retained();
             }
             Err(_) => {
+                // A chain that starts from files this checkpoint put cannot go on without them.
+                let put = |f: &String| new.iter().any(|(_, n)| n == f);
+                if self.chain.as_ref().is_some_and(|c| c.base.iter().any(|s| put(&s.file))) {
+                    self.break_chain();
+                }
                 // Nothing names what this checkpoint stored: remove it (best effort; a crash
                 // leaves it to the next open).
                 let _ = self.storage.remove_manifest(id);
@@ -943,6 +952,12 @@ impl Worker {
         let mut stored = Stored::default();
         let changelog = job.log.is_some();
         self.install_materialization(false);
+        if let Some((backend, snapshot)) = self.unstored_base.take() {
+            let continues = job.log.as_ref().is_some_and(|l| l.continuous);
+            if backend == job.backend && continues && self.chain.is_none() && !job.full && job.snapshot.is_none() {
+                self.restart_chain(&job, &snapshot, new, &mut stored);
+            }
+        }
         // The changelog sealed at this barrier joins the chain whatever becomes of this
         // checkpoint: the next one needs it. A full checkpoint starts a new chain instead.
         if let Some(seal) = job.log.take() {
@@ -956,6 +971,12 @@ impl Worker {
         let result = self.write_manifest(&mut job, from_chain, changelog, new, &mut stored, start);
         if result.is_err() && changelog && !from_chain {
             self.break_chain();
+            // An aborted checkpoint's state is what the log sealed at the next barrier starts
+            // from: kept, so that the next checkpoint, if it has no state of its own, stores
+            // it instead of failing.
+            if matches!(result, Err(Error::Aborted { .. })) {
+                self.unstored_base = job.snapshot.take().map(|s| (job.backend, s));
+            }
         }
         // Completed from the chain, with a snapshot to store: that happens once the outcome
         // is out.
@@ -1076,6 +1097,21 @@ impl Worker {
             removing: &self.janitor.pending,
         };
         shelf.store_segments(job, snapshot, new, stored)
+    }
+
+    /// Starts the chain of `job`'s backend from `snapshot`, the state of the aborted
+    /// checkpoint just before `job`, storing its segments now.
+    fn restart_chain(
+        &mut self,
+        job: &CheckpointJob,
+        snapshot: &StoreSnapshot,
+        new: &mut Vec<(u64, String)>,
+        stored: &mut Stored,
+    ) {
+        if let Ok(base) = self.store_segments(job, snapshot, new, stored) {
+            self.generations += 1;
+            self.chain = Some(Chain { backend: job.backend, base, logs: Vec::new(), generation: self.generations });
+        }
     }
 
     /// Adds the changelog sealed at `job`'s barrier to the chain of `job`'s backend, storing
