@@ -47,6 +47,17 @@ pub enum Error {
     /// continues on a possibly torn file.
     #[error("the store refuses writes after an earlier I/O error; reopen it")]
     Poisoned,
+    /// A background thread (`worker`: flush, compaction or checkpoint) panicked while it
+    /// worked. The store refuses writes until it is reopened (a checkpointer refuses new
+    /// checkpoints until it is made again); nothing already durable is lost, and the last
+    /// completed checkpoint restores as before.
+    #[error("the {worker} thread died: {why}; reopen to go on (nothing durable was lost)")]
+    WorkerDied {
+        /// Which thread.
+        worker: &'static str,
+        /// What its panic said.
+        why: String,
+    },
     /// The checkpoint or savepoint was aborted; what it wrote is removed.
     #[error("checkpoint {id} was aborted")]
     Aborted {
@@ -217,6 +228,16 @@ pub enum Misuse {
 }
 
 impl Error {
+    /// The error of a `worker` thread whose work panicked with `payload`.
+    pub(crate) fn worker_died(worker: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let why = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(s), _) => (*s).to_owned(),
+            (_, Some(s)) => s.clone(),
+            _ => "a panic without a message".to_owned(),
+        };
+        Error::WorkerDied { worker, why }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }

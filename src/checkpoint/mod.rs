@@ -577,13 +577,60 @@ impl Checkpointer {
             .name("eddy-checkpoint".into())
             .spawn(move || {
                 crate::sys::background_thread();
+                // Set once a job panicked: the worker's bookkeeping may be half done, so it
+                // takes no more work, and every later job fails with the same error.
+                let mut died: Option<String> = None;
+                let guard = |work: &mut dyn FnMut() -> Result<CheckpointInfo>, died: &mut Option<String>| {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                        Ok(result) => result,
+                        Err(p) => {
+                            let e = Error::worker_died("checkpoint", &*p);
+                            if let Error::WorkerDied { why, .. } = &e {
+                                *died = Some(why.clone());
+                            }
+                            Err(e)
+                        }
+                    }
+                };
                 while let Ok(job) = jobs.recv() {
+                    if let Some(why) = &died {
+                        let id = match job {
+                            Job::Checkpoint(job) => job.id,
+                            Job::Savepoint(job) => {
+                                let _ = job.fs.remove(&job.dir.join(SAVEPOINT_CLAIM));
+                                job.id
+                            }
+                            Job::Confirm(_) | Job::Settle(_) => continue,
+                        };
+                        let e = Error::WorkerDied { worker: "checkpoint", why: why.clone() };
+                        if done.send((id, Err(e))).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let outcome = match job {
                         Job::Checkpoint(job) => {
                             let id = job.id;
-                            (id, worker.checkpoint(job))
+                            let mut job = Some(job);
+                            let mut work = || match job.take() {
+                                Some(job) => worker.checkpoint(job),
+                                None => Err(Error::Aborted { id }),
+                            };
+                            (id, guard(&mut work, &mut died))
                         }
-                        Job::Savepoint(job) => (job.id, savepoint(*job)),
+                        Job::Savepoint(job) => {
+                            let (id, fs, claim) = (job.id, job.fs.clone(), job.dir.join(SAVEPOINT_CLAIM));
+                            let mut job = Some(job);
+                            let mut work = || match job.take() {
+                                Some(job) => savepoint(*job),
+                                None => Err(Error::Aborted { id }),
+                            };
+                            let result = guard(&mut work, &mut died);
+                            if died.is_some() {
+                                let _ = fs.remove(&claim);
+                            }
+                            (id, result)
+                        }
                         Job::Confirm(id) => {
                             // One that failed after all names nothing to keep.
                             if !worker.completed.contains_key(&id) {

@@ -265,6 +265,23 @@ impl StoreStats {
     }
 }
 
+/// Why a frozen region was not written, as those who wait for it learn it.
+enum FlushFailure {
+    /// The flush failed with this error.
+    Failed(String),
+    /// The thread that flushed it died.
+    Died(&'static str, String),
+}
+
+/// How a flush ended: the segment (none for an empty region) or why it failed.
+type FlushOutcome = std::result::Result<Option<Arc<Segment>>, FlushFailure>;
+
+/// Runs `work` for the `worker` thread: a panic in it becomes [`Error::WorkerDied`].
+fn guarded<T>(worker: &'static str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|p| Err(Error::worker_died(worker, &*p)))
+}
+
 /// A frozen mutable region: read-only, shared with the flush thread and with the checkpoints
 /// that wait for its segment.
 pub(crate) struct Frozen {
@@ -275,7 +292,7 @@ pub(crate) struct Frozen {
     /// Whether its blocks are compressed (see [`RAW_FLUSH_BELOW`]).
     compress: bool,
     /// How the flush ended: the segment (none for an empty region) or why it failed.
-    outcome: Mutex<Option<std::result::Result<Option<Arc<Segment>>, String>>>,
+    outcome: Mutex<Option<FlushOutcome>>,
     flushed: Condvar,
 }
 
@@ -284,11 +301,15 @@ impl Frozen {
         self.sorted.get_or_init(|| self.mem.sorted_copy())
     }
 
-    fn set_outcome(&self, result: &Result<Option<Arc<Segment>>>) {
-        let outcome = match result {
+    fn outcome_of(result: &Result<Option<Arc<Segment>>>) -> FlushOutcome {
+        match result {
             Ok(seg) => Ok(seg.clone()),
-            Err(e) => Err(e.to_string()),
-        };
+            Err(Error::WorkerDied { worker, why }) => Err(FlushFailure::Died(worker, why.clone())),
+            Err(e) => Err(FlushFailure::Failed(e.to_string())),
+        }
+    }
+
+    fn set_outcome(&self, outcome: FlushOutcome) {
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.flushed.notify_all();
     }
@@ -299,7 +320,10 @@ impl Frozen {
         loop {
             match &*outcome {
                 Some(Ok(seg)) => return Ok(seg.clone()),
-                Some(Err(why)) => return Err(Error::io(dir, std::io::Error::other(why.clone()))),
+                Some(Err(FlushFailure::Failed(why))) => return Err(Error::io(dir, std::io::Error::other(why.clone()))),
+                Some(Err(FlushFailure::Died(worker, why))) => {
+                    return Err(Error::WorkerDied { worker, why: why.clone() })
+                }
                 None => outcome = self.flushed.wait(outcome).unwrap_or_else(|e| e.into_inner()),
             }
         }
@@ -436,12 +460,17 @@ impl Background {
             threads.push(std::thread::Builder::new().name("eddy-flush".into()).spawn(move || {
                 crate::sys::background_thread();
                 while let Ok(frozen) = flush_rx.recv() {
-                    let result = flush(&fs, &dir, frozen.id, &frozen, writer);
-                    frozen.set_outcome(&result);
-                    if done_tx.send(Done::Flushed(result)).is_err() {
+                    let result = guarded("flush", || flush(&fs, &dir, frozen.id, &frozen, writer));
+                    let outcome = Frozen::outcome_of(&result);
+                    // The store hears of the outcome before those who wait for the segment
+                    // do: once a checkpoint has failed on a failed flush, the store's next
+                    // write is refused.
+                    let sent = done_tx.send(Done::Flushed(result)).is_ok();
+                    ready.store(true, Ordering::Release);
+                    frozen.set_outcome(outcome);
+                    if !sent {
                         return;
                     }
-                    ready.store(true, Ordering::Release);
                 }
             })?);
         }
@@ -451,7 +480,7 @@ impl Background {
                 crate::sys::background_thread();
                 while let Ok((id, inputs, bottom)) = compact_rx.recv() {
                     let ctl = compaction::MergeControl { filter: filter.as_deref(), stop: &stop };
-                    let result = compact(&fs, &dir, id, &inputs, bottom, writer, ctl);
+                    let result = guarded("compaction", || compact(&fs, &dir, id, &inputs, bottom, writer, ctl));
                     drop(inputs);
                     if done_tx.send(Done::Compacted(result)).is_err() {
                         return;
@@ -927,6 +956,9 @@ impl Store {
     /// Installs finished background work; freezes the mutable region when it is full.
     fn maintain(&mut self) -> Result<()> {
         self.poll_done(false);
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
         if self.active.memory() >= self.write_buffer {
             // A write stall: the previous region must be written before another is frozen.
             self.wait_for_flush()?;
@@ -1040,10 +1072,9 @@ impl Store {
         self.frozen.push_back(frozen.clone());
         let sent = self.bg.flush_tx.as_ref().map(|tx| tx.send(frozen.clone()).is_ok()).unwrap_or(false);
         if !sent {
-            let e = Error::io(&self.dir, std::io::Error::other("flush thread is gone"));
             // Whoever waits for this region (a checkpoint) learns that it will not be written.
-            frozen.set_outcome(&Err(Error::io(&self.dir, std::io::Error::other("flush thread is gone"))));
-            self.poison(e);
+            frozen.set_outcome(Err(FlushFailure::Died("flush", "the thread is gone".into())));
+            self.poison(Error::WorkerDied { worker: "flush", why: "the thread is gone".into() });
         }
     }
 
