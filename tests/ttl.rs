@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy::codec::{I64, U64};
+use eddy::codec::{Str, I64, U64};
 use eddy::io::FaultFs;
 use eddy::state::{
-    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, ReducingStateDescriptor, TtlConfig, TtlUpdate,
-    TtlVisibility, ValueStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor,
+    ReducingStateDescriptor, TtlConfig, TtlUpdate, TtlVisibility, ValueStateDescriptor,
 };
 use eddy::store::StoreOptions;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -88,33 +88,35 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
                 mv.insert(key, (v, now));
             }
             Op::ValueGet => {
-                let want = match mv.get(&key).copied() {
-                    None => None,
-                    Some((_, ts)) if expired(ts, now) && hide => {
-                        mv.remove(&key);
-                        None
-                    }
-                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
-                    Some((v, _)) if refresh => Some((v, now)),
-                    Some(e) => Some(e),
+                // An expired value is removed by the read that finds it, and returned by it
+                // when expired values are visible.
+                let (want, stays) = match mv.get(&key).copied() {
+                    None => (None, None),
+                    Some((_, ts)) if expired(ts, now) && hide => (None, None),
+                    Some((v, ts)) if expired(ts, now) => (Some(v), None),
+                    Some((v, _)) if refresh => (Some(v), Some((v, now))),
+                    Some(e) => (Some(e.0), Some(e)),
                 };
-                if let Some(e) = want {
-                    mv.insert(key, e);
-                }
-                assert_eq!(value.get(&mut b).unwrap(), want.map(|e| e.0));
+                match stays {
+                    Some(e) => mv.insert(key, e),
+                    None => mv.remove(&key),
+                };
+                assert_eq!(value.get(&mut b).unwrap(), want);
             }
             Op::ListAdd(v) => {
                 list.add(&mut b, &v).unwrap();
                 ml.entry(key).or_default().push((v, now));
             }
             Op::ListGet => {
+                // The read removes expired elements, returning them when they are visible.
                 let elems = ml.remove(&key).unwrap_or_default();
+                let want: Vec<i64> = elems.iter().filter(|(_, ts)| !(hide && expired(*ts, now))).map(|e| e.0).collect();
                 let kept: Vec<(i64, i64)> = elems
                     .into_iter()
-                    .filter(|(_, ts)| !(hide && expired(*ts, now)))
-                    .map(|(v, ts)| if refresh && !expired(ts, now) { (v, now) } else { (v, ts) })
+                    .filter(|(_, ts)| !expired(*ts, now))
+                    .map(|(v, ts)| if refresh { (v, now) } else { (v, ts) })
                     .collect();
-                assert_eq!(list.get_vec(&mut b).unwrap(), kept.iter().map(|e| e.0).collect::<Vec<_>>());
+                assert_eq!(list.get_vec(&mut b).unwrap(), want);
                 if !kept.is_empty() {
                     ml.insert(key, kept);
                 }
@@ -125,20 +127,18 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
             }
             Op::MapGet(uk) => {
                 let entries = mm.entry(key).or_default();
-                let want = match entries.get(&uk).copied() {
-                    None => None,
-                    Some((_, ts)) if expired(ts, now) && hide => {
-                        entries.remove(&uk);
-                        None
-                    }
-                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
-                    Some((v, _)) if refresh => Some((v, now)),
-                    Some(e) => Some(e),
+                let (want, stays) = match entries.get(&uk).copied() {
+                    None => (None, None),
+                    Some((_, ts)) if expired(ts, now) && hide => (None, None),
+                    Some((v, ts)) if expired(ts, now) => (Some(v), None),
+                    Some((v, _)) if refresh => (Some(v), Some((v, now))),
+                    Some(e) => (Some(e.0), Some(e)),
                 };
-                if let Some(e) = want {
-                    entries.insert(uk, e);
-                }
-                assert_eq!(map.get(&mut b, &uk).unwrap(), want.map(|e| e.0));
+                match stays {
+                    Some(e) => entries.insert(uk, e),
+                    None => entries.remove(&uk),
+                };
+                assert_eq!(map.get(&mut b, &uk).unwrap(), want);
             }
             Op::MapIter => {
                 // Iteration hides expired entries but neither removes nor refreshes them.
@@ -292,4 +292,77 @@ fn incrementally_cleaned_map_entries_stay_gone_when_expired_ones_are_visible() {
     assert_eq!(map.iter(&mut b).unwrap().count(), 0, "the access cleaned them up first");
     assert!(map.is_empty(&mut b).unwrap());
     assert_eq!(raw_records(&mut b), 0);
+}
+
+/// Sums `i64`s; the accumulator is the sum.
+struct Sum;
+
+impl AggregateFunction for Sum {
+    type In = i64;
+    type Acc = i64;
+    type Out = i64;
+    fn create_accumulator(&self) -> i64 {
+        0
+    }
+    fn add(&self, v: i64, acc: i64) -> i64 {
+        acc + v
+    }
+    fn get_result(&self, acc: &i64) -> i64 {
+        *acc
+    }
+    fn merge(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+/// Flink's rule (`AbstractTtlDecorator.getWithTtlCheckAndUpdate`): a read that finds an expired
+/// value cleans it up, and returns it only when the visibility is
+/// `ReturnExpiredIfNotCleanedUp`. The read itself is the cleanup, so the next read finds
+/// nothing: for value, list (its expired elements), map entry, reducing and aggregating state,
+/// under both update types, and also through `get_with`.
+#[test]
+fn an_expired_value_returned_by_a_read_is_removed_by_it() {
+    for update in [TtlUpdate::OnCreateAndWrite, TtlUpdate::OnReadAndWrite] {
+        let clock = ManualClock::new(0);
+        let mut b = backend(&clock);
+        let ttl = TtlConfig::new(Duration::from_millis(100))
+            .update(update)
+            .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp)
+            .cleanup_in_compaction(false);
+        let value = b.state(ValueStateDescriptor::new("v", I64).ttl(ttl)).unwrap();
+        let viewed = b.state(ValueStateDescriptor::new("viewed", Str).ttl(ttl)).unwrap();
+        let list = b.state(ListStateDescriptor::of::<i64>("l").ttl(ttl)).unwrap();
+        let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
+        let reducing = b.state(ReducingStateDescriptor::new("r", I64, |a: i64, b: i64| a + b).ttl(ttl)).unwrap();
+        let aggregating = b.state(AggregatingStateDescriptor::new("a", I64, Sum).ttl(ttl)).unwrap();
+        b.set_current_key(&7).unwrap();
+        value.update(&mut b, &1).unwrap();
+        viewed.update(&mut b, &"six".to_string()).unwrap();
+        list.add(&mut b, &2).unwrap();
+        map.put(&mut b, &1, &3).unwrap();
+        map.put(&mut b, &2, &3).unwrap();
+        reducing.add(&mut b, 4).unwrap();
+        aggregating.add(&mut b, 5).unwrap();
+        clock.advance(50);
+        // A younger element stays when its older sibling goes.
+        list.add(&mut b, &20).unwrap();
+        clock.advance(60);
+
+        assert_eq!(value.get(&mut b).unwrap(), Some(1));
+        assert_eq!(value.get(&mut b).unwrap(), None);
+        assert_eq!(viewed.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), Some("six".to_string()));
+        assert_eq!(viewed.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), None);
+        assert_eq!(list.get_vec(&mut b).unwrap(), vec![2, 20]);
+        assert_eq!(list.get_vec(&mut b).unwrap(), vec![20]);
+        assert_eq!(map.get(&mut b, &1).unwrap(), Some(3));
+        assert_eq!(map.get(&mut b, &1).unwrap(), None);
+        assert!(map.contains(&mut b, &2).unwrap());
+        assert!(!map.contains(&mut b, &2).unwrap());
+        assert_eq!(reducing.get(&mut b).unwrap(), Some(4));
+        assert_eq!(reducing.get(&mut b).unwrap(), None);
+        assert_eq!(aggregating.get(&mut b).unwrap(), Some(5));
+        assert_eq!(aggregating.get(&mut b).unwrap(), None);
+        // The younger list element is all that is stored.
+        assert_eq!(raw_records(&mut b), 1, "{update:?}");
+    }
 }

@@ -166,9 +166,9 @@ macro_rules! handle_common {
     };
 }
 
-/// Reads the single value stored at `core.key`, honoring TTL: an expired value is hidden and
-/// removed when the visibility says so; a read refreshes the timestamp when the update type
-/// says so.
+/// Reads the single value stored at `core.key`, honoring TTL: a read that finds an expired
+/// value removes it, and returns it only when the visibility allows (Flink's
+/// `getWithTtlCheckAndUpdate`); a read refreshes the timestamp when the update type says so.
 #[inline]
 fn read_single<T, N: Serializer>(
     core: &mut Core,
@@ -194,11 +194,8 @@ fn read_single<T, N: Serializer>(
             let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
             let (ts, rest) = split_ts(bytes).ok_or_else(truncated)?;
             if ttl.expired(ts, now) {
-                if ttl.hides_expired() {
-                    (None, After::Delete)
-                } else {
-                    (Some(slot.decode(decode(rest))?), After::Nothing)
-                }
+                let value = if ttl.hides_expired() { None } else { Some(slot.decode(decode(rest))?) };
+                (value, After::Delete)
             } else if ttl.update == TtlUpdate::OnReadAndWrite {
                 let v = slot.decode(decode(rest))?;
                 core.val.clear();
@@ -221,9 +218,9 @@ fn read_single<T, N: Serializer>(
 }
 
 /// Hands the single value stored at `core.key` to `f` as a borrowed view, without building an
-/// owned value. Expired values are hidden as [`read_single`] hides them; reading refreshes
-/// nothing (a view cannot outlive the read), so a state whose TTL is refreshed on read is read
-/// through [`read_single`] first.
+/// owned value. TTL is honored as [`read_single`] honors it: an expired value is removed, and
+/// `f` sees it first only when the visibility allows; a live value is refreshed before `f`
+/// sees it when the update type says so.
 fn view_single<S: BorrowSerializer, N: Serializer, R>(
     core: &mut Core,
     slot: &Slot<N>,
@@ -231,19 +228,60 @@ fn view_single<S: BorrowSerializer, N: Serializer, R>(
     serializer: &S,
     f: impl FnOnce(Option<S::View<'_>>) -> R,
 ) -> Result<R> {
+    let mut expired = false;
     if let Some(ttl) = slot.ttl {
-        if ttl.update == TtlUpdate::OnReadAndWrite || ttl.hides_expired() {
-            // Refresh or remove first; what is left is then read as it lies.
-            if read_single(core, slot, group, |_| Ok(()))?.is_none() {
-                return Ok(f(None));
+        let now = core.clock.now_millis();
+        let refresh = {
+            let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
+            let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
+            let (ts, rest) = split_ts(bytes).ok_or_else(truncated)?;
+            expired = ttl.expired(ts, now);
+            let refresh = !expired && ttl.update == TtlUpdate::OnReadAndWrite;
+            if refresh {
+                core.val.clear();
+                put_ts(now, &mut core.val);
+                core.val.extend_from_slice(rest);
             }
+            refresh
+        };
+        if expired && ttl.hides_expired() {
+            delete_at(core, group)?;
+            return Ok(f(None));
+        }
+        if refresh {
+            put_at(core, group)?;
         }
     }
     let skip = if slot.ttl.is_some() { super::ttl::TS_LEN } else { 0 };
-    let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
-    let bytes = bytes.get(skip..).ok_or_else(|| codec_error(&slot.name, CodecError::Truncated { needed: skip }))?;
-    let view = serializer.view(bytes).map_err(|e| codec_error(&slot.name, e))?;
-    Ok(f(Some(view)))
+    let r = {
+        let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
+        let bytes = bytes.get(skip..).ok_or_else(|| codec_error(&slot.name, CodecError::Truncated { needed: skip }))?;
+        let view = serializer.view(bytes).map_err(|e| codec_error(&slot.name, e))?;
+        f(Some(view))
+    };
+    if expired {
+        // Returned once, as the visibility allows; the read is its cleanup.
+        delete_at(core, group)?;
+    }
+    Ok(r)
+}
+
+/// Removes the record at `core.key` (of the group of its first `group` bytes, if not 0).
+fn delete_at(core: &mut Core, group: usize) -> Result<()> {
+    if group == 0 {
+        core.store.delete(&core.key)
+    } else {
+        core.store.delete_grouped(&core.key, group)
+    }
+}
+
+/// Writes `core.val` at `core.key` (of the group of its first `group` bytes, if not 0).
+fn put_at(core: &mut Core, group: usize) -> Result<()> {
+    if group == 0 {
+        core.store.put(&core.key, &core.val)
+    } else {
+        core.store.put_grouped(&core.key, group, &core.val)
+    }
 }
 
 /// Writes a single value at `core.key` (of the group of its first `group` bytes, if not 0), with
@@ -505,33 +543,46 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
                 name: &self.slot.name,
             });
         };
-        // With TTL: drop what expired, refresh what is read, then read from the rewritten copy.
+        // With TTL: the read removes what expired (returning it only when the visibility
+        // allows) and refreshes what is live when the update type says so. What is returned
+        // goes to `core.val`, what stays stored to `core.scratch`.
         let now = core.clock.now_millis();
         let mut changed = false;
         core.val.clear();
+        let mut kept = std::mem::take(&mut core.scratch);
+        kept.clear();
         if let Some(bytes) = core.store.get(&core.key)? {
             for e in Elements::new(bytes, true) {
-                let e = self.slot.decode(e)?;
-                let expired = e.ts.is_some_and(|ts| ttl.expired(ts, now));
-                if expired && ttl.hides_expired() {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        core.scratch = kept;
+                        return Err(codec_error(&self.slot.name, e));
+                    }
+                };
+                if e.ts.is_some_and(|ts| ttl.expired(ts, now)) {
                     changed = true;
-                    continue;
-                }
-                if ttl.update == TtlUpdate::OnReadAndWrite && !expired {
+                    if !ttl.hides_expired() {
+                        core.val.extend_from_slice(e.frame);
+                    }
+                } else if ttl.update == TtlUpdate::OnReadAndWrite {
                     changed = true;
-                    put_element(Some(now), &mut core.val, |out| out.extend_from_slice(e.bytes));
+                    let start = kept.len();
+                    put_element(Some(now), &mut kept, |out| out.extend_from_slice(e.bytes));
+                    core.val.extend_from_slice(&kept[start..]);
                 } else {
+                    kept.extend_from_slice(e.frame);
                     core.val.extend_from_slice(e.frame);
                 }
             }
         }
-        if changed {
-            if core.val.is_empty() {
-                core.store.delete(&core.key)?;
-            } else {
-                core.store.put(&core.key, &core.val)?;
-            }
-        }
+        let written = match (changed, kept.is_empty()) {
+            (false, _) => Ok(()),
+            (true, true) => core.store.delete(&core.key),
+            (true, false) => core.store.put(&core.key, &kept),
+        };
+        core.scratch = kept;
+        written?;
         Ok(ListIter { elements: Elements::new(&core.val, true), serializer: &self.serializer, name: &self.slot.name })
     }
 
