@@ -141,16 +141,18 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
                 assert_eq!(map.get(&mut b, &uk).unwrap(), want);
             }
             Op::MapIter => {
-                // Iteration hides expired entries but neither removes nor refreshes them.
-                let want: Vec<(u64, i64)> = mm
-                    .get(&key)
-                    .map(|e| {
-                        e.iter()
-                            .filter(|(_, (_, ts))| !(hide && expired(*ts, now)))
-                            .map(|(k, (v, _))| (*k, *v))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // Iteration treats each entry as a read does: expired entries are removed (and
+                // returned when visible), returned ones refreshed when reads refresh.
+                let entries = mm.entry(key).or_default();
+                let want: Vec<(u64, i64)> = entries
+                    .iter()
+                    .filter(|(_, (_, ts))| !(hide && expired(*ts, now)))
+                    .map(|(k, (v, _))| (*k, *v))
+                    .collect();
+                entries.retain(|_, (_, ts)| !expired(*ts, now));
+                if refresh {
+                    entries.values_mut().for_each(|e| e.1 = now);
+                }
                 let got: Vec<(u64, i64)> = map.iter(&mut b).unwrap().map(Result::unwrap).collect();
                 assert_eq!(got, want);
             }
@@ -365,4 +367,79 @@ fn an_expired_value_returned_by_a_read_is_removed_by_it() {
         // The younger list element is all that is stored.
         assert_eq!(raw_records(&mut b), 1, "{update:?}");
     }
+}
+
+/// Flink's rule (`TtlMapState`'s iterator runs every entry it passes through
+/// `getWithTtlCheckAndUpdate`): iterating a map with TTL removes the expired entries it passes
+/// from the store (returning them only when the visibility is `ReturnExpiredIfNotCleanedUp`),
+/// and under `OnReadAndWrite` refreshes the timestamps of the entries it returns, as `get`
+/// does. Checked for `iter`, `keys`, `values` and `is_empty`, over maps larger than one scan's
+/// worth of entries, with entries in segments and in the mutable region.
+#[test]
+fn map_iteration_removes_the_expired_entries_it_passes_and_refreshes_what_it_returns() {
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_in_compaction(false);
+    // Even user keys written at 0 and flushed to a segment, odd ones at 50 in memory.
+    let fill = |b: &mut KeyedBackend<U64>, clock: &ManualClock, map: &eddy::state::MapState<U64, I64>| {
+        b.set_current_key(&1).unwrap();
+        for uk in (0..600u64).step_by(2) {
+            map.put(b, &uk, &(uk as i64)).unwrap();
+        }
+        b.store().flush().unwrap();
+        clock.advance(50);
+        for uk in (1..600u64).step_by(2) {
+            map.put(b, &uk, &(uk as i64)).unwrap();
+        }
+        clock.advance(60);
+    };
+    let odd: Vec<u64> = (1..600u64).step_by(2).collect();
+
+    // Hidden: each walk removes the expired entries, leaving the live ones only.
+    for walk in 0..3 {
+        let clock = ManualClock::new(0);
+        let mut b = backend(&clock);
+        let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(ttl)).unwrap();
+        fill(&mut b, &clock, &map);
+        match walk {
+            0 => assert_eq!(map.iter(&mut b).unwrap().map(|e| e.unwrap().0).collect::<Vec<_>>(), odd),
+            1 => assert_eq!(map.keys(&mut b).unwrap(), odd),
+            _ => assert_eq!(map.values(&mut b).unwrap(), odd.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+        }
+        assert_eq!(raw_records(&mut b), 300, "walk {walk}");
+    }
+
+    // is_empty passes every expired entry on its way to none.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(ttl)).unwrap();
+    fill(&mut b, &clock, &map);
+    clock.advance(50);
+    assert!(map.is_empty(&mut b).unwrap());
+    assert_eq!(raw_records(&mut b), 0);
+
+    // Visible: the first walk returns the expired entries too and removes them.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let visible = ttl.visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(visible)).unwrap();
+    fill(&mut b, &clock, &map);
+    assert_eq!(map.keys(&mut b).unwrap(), (0..600u64).collect::<Vec<_>>());
+    assert_eq!(map.keys(&mut b).unwrap(), odd);
+    assert_eq!(raw_records(&mut b), 300);
+
+    // Refreshed on read: what a walk returns lives another TTL from then; what it did not
+    // reach does not.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let refreshed = ttl.update(TtlUpdate::OnReadAndWrite);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(refreshed)).unwrap();
+    b.set_current_key(&1).unwrap();
+    for uk in 0..300u64 {
+        map.put(&mut b, &uk, &1).unwrap();
+    }
+    b.store().flush().unwrap();
+    clock.advance(60);
+    let taken: Vec<u64> = map.iter(&mut b).unwrap().take(200).map(|e| e.unwrap().0).collect();
+    assert_eq!(taken, (0..200u64).collect::<Vec<_>>());
+    clock.advance(60);
+    assert_eq!(map.keys(&mut b).unwrap(), (0..200u64).collect::<Vec<_>>());
 }

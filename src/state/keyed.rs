@@ -7,7 +7,7 @@ use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
 use super::StateKind;
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
 use crate::error::{Misuse, Result};
-use crate::store::StoreIter;
+use crate::store::{prefix_successor, Store, StoreIter};
 
 /// What every keyed state handle tells the backend about itself.
 pub trait StateHandle {
@@ -721,42 +721,199 @@ pub struct MapState<UK: Serializer, UV: Serializer, N: Serializer = Unit> {
 handle_common!([UK: Serializer, UV: Serializer, N: Serializer] MapState<UK, UV, N>);
 
 /// The entries of a map, in user-key byte order, read one by one.
+///
+/// With TTL, the iteration treats every entry it passes as `get` does (Flink's `TtlMapState`
+/// iterator): an expired entry is removed from the store (and returned only when the
+/// visibility allows), and an entry returned under [`TtlUpdate::OnReadAndWrite`] gets its
+/// timestamp refreshed. Entries the iteration does not reach are left as they are.
 pub struct MapIter<'a, UK: Serializer, UV: Serializer> {
-    it: StoreIter<'a>,
+    walk: Walk<'a>,
     prefix_len: usize,
     keys: &'a UK,
     values: &'a UV,
     name: &'a str,
+}
+
+/// How a map's entries are read.
+enum Walk<'a> {
+    /// Straight from the store's scan: nothing is written while it goes.
+    Stream(StoreIter<'a>),
+    /// A chunk of entries at a time, copied out of the scan, so that the store may be written
+    /// between them (TTL cleanup and refresh, removal through a cursor).
+    Chunked(Chunks<'a>),
+}
+
+/// What happens to an entry of a chunk when the iteration reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Returned as it is.
+    Live,
+    /// Returned with its timestamp refreshed.
+    Refresh,
+    /// Removed; returned first only when expired entries are visible.
+    Expired,
+}
+
+/// The entries a chunked walk copies out of one scan.
+const CHUNK: usize = 128;
+
+/// A walk over one map (a group of the store) that reads [`CHUNK`] entries per scan and may
+/// write the store between them. Each later scan starts just after the last key of the one
+/// before, so writes to the entries already passed never disturb it.
+struct Chunks<'a> {
+    store: &'a mut Store,
+    /// The map's prefix, which groups its entries.
+    group: Vec<u8>,
     ttl: Option<TtlConfig>,
     now: i64,
+    name: &'a str,
+    /// The record keys and values of the chunk, back to back.
+    bytes: Vec<u8>,
+    /// Per entry of the chunk: where its key ends and its value ends in `bytes`, and its fate.
+    entries: Vec<(usize, usize, Fate)>,
+    /// The next entry of the chunk to hand out.
+    pos: usize,
+    /// Where the next scan starts (`None`: at the group's start); the scan is over when `done`.
+    resume: Option<Vec<u8>>,
+    done: bool,
+    /// The entry handed out last, while it can still be removed.
+    current: Option<usize>,
+    /// The refreshed value being written.
+    val: Vec<u8>,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(store: &'a mut Store, group: &[u8], ttl: Option<TtlConfig>, now: i64, name: &'a str) -> Self {
+        Chunks {
+            store,
+            group: group.to_vec(),
+            ttl,
+            now,
+            name,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            pos: 0,
+            resume: None,
+            done: false,
+            current: None,
+            val: Vec::new(),
+        }
+    }
+
+    fn span(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let start = if i == 0 { 0 } else { self.entries[i - 1].1 };
+        let (key_end, value_end, _) = self.entries[i];
+        (start..key_end, key_end..value_end)
+    }
+
+    /// Reads the next chunk of entries.
+    fn fill(&mut self) -> Result<()> {
+        let Chunks { store, group, ttl, now, name, bytes, entries, pos, resume, done, current, .. } = self;
+        bytes.clear();
+        entries.clear();
+        *pos = 0;
+        *current = None;
+        let mut it = match resume.as_deref() {
+            None => store.scan_group(group)?,
+            Some(lower) => store.scan_range(lower, prefix_successor(group).as_deref())?,
+        };
+        while entries.len() < CHUNK {
+            let Some((k, v)) = it.next_entry()? else {
+                *done = true;
+                break;
+            };
+            let fate = match ttl {
+                None => Fate::Live,
+                Some(ttl) => {
+                    let truncated = || codec_error(name, CodecError::Truncated { needed: super::ttl::TS_LEN });
+                    let (ts, _) = split_ts(v).ok_or_else(truncated)?;
+                    if ttl.expired(ts, *now) {
+                        Fate::Expired
+                    } else if ttl.update == TtlUpdate::OnReadAndWrite {
+                        Fate::Refresh
+                    } else {
+                        Fate::Live
+                    }
+                }
+            };
+            bytes.extend_from_slice(k);
+            let key_end = bytes.len();
+            bytes.extend_from_slice(v);
+            entries.push((key_end, bytes.len(), fate));
+        }
+        if let Some(i) = entries.len().checked_sub(1) {
+            // The least key after the last one read.
+            let start = if i == 0 { 0 } else { entries[i - 1].1 };
+            let mut next = bytes[start..entries[i].0].to_vec();
+            next.push(0);
+            *resume = Some(next);
+        }
+        Ok(())
+    }
+
+    /// The next entry handed out: record key and stored value. Expired entries it passes are
+    /// removed, returned ones refreshed, as their fate says.
+    fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        loop {
+            if self.pos == self.entries.len() {
+                if self.done {
+                    self.current = None;
+                    return Ok(None);
+                }
+                self.fill()?;
+                continue;
+            }
+            let i = self.pos;
+            self.pos += 1;
+            let (key, value) = self.span(i);
+            let group_len = self.group.len();
+            match self.entries[i].2 {
+                Fate::Live => {}
+                Fate::Refresh => {
+                    self.val.clear();
+                    put_ts(self.now, &mut self.val);
+                    self.val.extend_from_slice(
+                        self.bytes.get(value.start + super::ttl::TS_LEN..value.end).unwrap_or_default(),
+                    );
+                    self.store.put_grouped(&self.bytes[key.clone()], group_len, &self.val)?;
+                }
+                Fate::Expired => {
+                    self.store.delete_grouped(&self.bytes[key.clone()], group_len)?;
+                    if self.ttl.is_some_and(|t| t.hides_expired()) {
+                        self.current = None;
+                        continue;
+                    }
+                }
+            }
+            self.current = Some(i);
+            return Ok(Some((&self.bytes[key], &self.bytes[value])));
+        }
+    }
 }
 
 impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
-    /// The next live entry: user-key bytes and value bytes.
+    /// The next entry: user-key bytes and value bytes.
     #[inline]
     fn next_raw(&mut self) -> Result<Option<(&[u8], &[u8])>> {
-        let skip = self.ttl.map_or(0, |_| super::ttl::TS_LEN);
-        loop {
-            let live = match self.it.next_entry()? {
-                None => return Ok(None),
-                Some((_, v)) => match self.ttl {
-                    None => true,
-                    Some(ttl) => match split_ts(v) {
-                        None => {
-                            return Err(crate::Error::Codec {
-                                state: self.name.to_owned(),
-                                source: CodecError::Truncated { needed: super::ttl::TS_LEN },
-                            })
-                        }
-                        Some((ts, _)) => !(ttl.expired(ts, self.now) && ttl.hides_expired()),
-                    },
-                },
-            };
-            if live {
-                let (k, v) = self.it.current();
-                return Ok(Some((&k[self.prefix_len.min(k.len())..], &v[skip..])));
+        let prefix_len = self.prefix_len;
+        let (k, v, skip) = match &mut self.walk {
+            Walk::Stream(it) => {
+                if it.next_entry()?.is_none() {
+                    return Ok(None);
+                }
+                let (k, v) = it.current();
+                (k, v, 0)
             }
-        }
+            Walk::Chunked(c) => {
+                let skip = c.ttl.map_or(0, |_| super::ttl::TS_LEN);
+                match c.next_record()? {
+                    None => return Ok(None),
+                    Some((k, v)) => (k, v, skip),
+                }
+            }
+        };
+        let v = v.get(skip..).unwrap_or_default();
+        Ok(Some((&k[prefix_len.min(k.len())..], v)))
     }
 
     fn err(&self, source: CodecError) -> crate::Error {
@@ -920,18 +1077,15 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         let core = &mut b.core;
         self.slot.key(core)?;
         self.slot.group_ahead(core);
-        let now = if self.slot.ttl.is_some() { core.clock.now_millis() } else { 0 };
         let prefix_len = core.key.len();
-        let it = core.store.scan_group(&core.key)?;
-        Ok(MapIter {
-            it,
-            prefix_len,
-            keys: &self.keys,
-            values: &self.values,
-            name: &self.slot.name,
-            ttl: self.slot.ttl,
-            now,
-        })
+        let walk = match self.slot.ttl {
+            None => Walk::Stream(core.store.scan_group(&core.key)?),
+            Some(ttl) => {
+                let now = core.clock.now_millis();
+                Walk::Chunked(Chunks::new(&mut core.store, &core.key, Some(ttl), now, &self.slot.name))
+            }
+        };
+        Ok(MapIter { walk, prefix_len, keys: &self.keys, values: &self.values, name: &self.slot.name })
     }
 
     /// The user keys of the current key's map, collected.
