@@ -581,3 +581,78 @@ fn reads_inside_apply_to_all_keys_see_every_write() {
     }
     assert_eq!(after, model);
 }
+
+/// Flink's rule (`MapState.iterator().remove()`): an entry can be removed while the map is
+/// iterated, and is gone at once for every later read. `MapState::cursor` does it over
+/// entries in segments and in the mutable region, beyond one scan's worth of entries, and
+/// `retain` on top of it; with TTL, expired entries are neither returned nor left behind.
+#[test]
+fn map_entries_are_removed_while_iterating() {
+    use eddy::state::{ManualClock, TtlConfig};
+    use eddy::{Error, Misuse};
+    use std::time::Duration;
+
+    let clock = ManualClock::new(0);
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new())).memory_budget(256 << 10);
+    let mut b = KeyedBackend::builder(U64).clock(Arc::new(clock.clone())).store_options(opts).open("/rm").unwrap();
+    let plain = b.state(MapStateDescriptor::new("plain", U64, I64)).unwrap();
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_in_compaction(false);
+    let timed = b.state(MapStateDescriptor::new("timed", U64, I64).ttl(ttl)).unwrap();
+    b.set_current_key(&3).unwrap();
+    // Even user keys in a segment, odd ones in memory; the timed map's even ones expire.
+    for uk in (0..1000u64).step_by(2) {
+        plain.put(&mut b, &uk, &(uk as i64)).unwrap();
+        timed.put(&mut b, &uk, &(uk as i64)).unwrap();
+    }
+    b.store().flush().unwrap();
+    clock.advance(60);
+    for uk in (1..1000u64).step_by(2) {
+        plain.put(&mut b, &uk, &(uk as i64)).unwrap();
+        timed.put(&mut b, &uk, &(uk as i64)).unwrap();
+    }
+    clock.advance(60);
+
+    // Remove every multiple of 3, checking the walk sees each entry once, in order.
+    let mut cursor = plain.cursor(&mut b).unwrap();
+    assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+    let mut seen = Vec::new();
+    while let Some((k, v)) = cursor.next_entry().unwrap() {
+        assert_eq!(v, k as i64);
+        seen.push(k);
+        if k % 3 == 0 {
+            cursor.remove_current().unwrap();
+            assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+        }
+    }
+    assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+    assert_eq!(seen, (0..1000u64).collect::<Vec<_>>());
+    let left: Vec<u64> = (0..1000u64).filter(|k| k % 3 != 0).collect();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+    assert!(!plain.contains(&mut b, &999).unwrap());
+    b.store().flush().unwrap();
+    b.store().compact().unwrap();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+
+    // retain, by key and by value; then by nothing.
+    plain.retain(&mut b, |k, _| k % 2 == 1).unwrap();
+    plain.retain(&mut b, |_, v| v % 5 != 0).unwrap();
+    let left: Vec<u64> = left.into_iter().filter(|k| k % 2 == 1 && k % 5 != 0).collect();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+    plain.retain(&mut b, |_, _| false).unwrap();
+    assert!(plain.is_empty(&mut b).unwrap());
+
+    // With TTL: the expired half is not offered; removing from the live half leaves the rest.
+    let mut cursor = timed.cursor(&mut b).unwrap();
+    let mut offered = 0;
+    while let Some(k) = cursor.next_key().unwrap() {
+        assert_eq!(k % 2, 1);
+        offered += 1;
+        if k < 500 {
+            cursor.remove_current().unwrap();
+        }
+    }
+    assert_eq!(offered, 500);
+    assert_eq!(timed.keys(&mut b).unwrap(), (501..1000u64).step_by(2).collect::<Vec<_>>());
+    let range = b.key_groups();
+    assert_eq!(b.store().scan_key_groups(range).unwrap().collect_vec().unwrap().len(), 250);
+}

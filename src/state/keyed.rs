@@ -889,6 +889,15 @@ impl<'a> Chunks<'a> {
             return Ok(Some((&self.bytes[key], &self.bytes[value])));
         }
     }
+
+    /// Removes the entry handed out last; `false` if there is none (nothing handed out yet,
+    /// or it was removed already).
+    fn remove_current(&mut self) -> Result<bool> {
+        let Some(i) = self.current.take() else { return Ok(false) };
+        let (key, _) = self.span(i);
+        self.store.delete_grouped(&self.bytes[key], self.group.len())?;
+        Ok(true)
+    }
 }
 
 impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
@@ -949,6 +958,55 @@ impl<UK: Serializer, UV: Serializer> Iterator for MapIter<'_, UK, UV> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_entry().transpose()
+    }
+}
+
+/// A walk over the entries of a map, in user-key byte order, that can remove the entry it
+/// returned last (Flink's `iterator().remove()` on a map state's iterator). Made by
+/// [`MapState::cursor`]; read with `while let Some(..) = cursor.next_entry()?`.
+///
+/// It reads the entries a chunk at a time, wherever they are stored (the mutable region or
+/// segments), and honors TTL as [`MapIter`] does. Removing an entry takes effect at once: a
+/// later read of the map, in this walk or after it, does not find it.
+pub struct MapCursor<'a, UK: Serializer, UV: Serializer> {
+    iter: MapIter<'a, UK, UV>,
+}
+
+impl<UK: Serializer, UV: Serializer> std::fmt::Debug for MapCursor<'_, UK, UV> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapCursor").field("state", &self.iter.name).finish()
+    }
+}
+
+impl<UK: Serializer, UV: Serializer> MapCursor<'_, UK, UV> {
+    /// The next entry, decoded; it becomes the current entry.
+    pub fn next_entry(&mut self) -> Result<Option<(UK::Value, UV::Value)>> {
+        self.iter.next_entry()
+    }
+
+    /// The next user key, decoded (the value is not); its entry becomes the current entry.
+    pub fn next_key(&mut self) -> Result<Option<UK::Value>> {
+        self.iter.next_key()
+    }
+
+    /// The next value, decoded (the user key is not); its entry becomes the current entry.
+    pub fn next_value(&mut self) -> Result<Option<UV::Value>> {
+        self.iter.next_value()
+    }
+
+    /// Removes the current entry (the one the last `next_*` returned) from the map. Fails with
+    /// [`Misuse::NoCurrentEntry`] when there is none: before the first entry, after the end,
+    /// or when it was removed already.
+    pub fn remove_current(&mut self) -> Result<()> {
+        let removed = match &mut self.iter.walk {
+            Walk::Chunked(c) => c.remove_current()?,
+            Walk::Stream(_) => false,
+        };
+        if removed {
+            Ok(())
+        } else {
+            Err(Misuse::NoCurrentEntry.into())
+        }
     }
 }
 
@@ -1073,17 +1131,66 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
 
     /// The entries of the current key's map, in user-key byte order.
     pub fn iter<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapIter<'b, UK, UV>> {
+        self.walk(b, false)
+    }
+
+    /// A walk over the entries of the current key's map that can remove the entry it returned
+    /// last (see [`MapCursor`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use eddy::codec::{I64, U64};
+    /// # use eddy::state::{KeyedBackend, MapStateDescriptor};
+    /// # use eddy::store::StoreOptions;
+    /// # fn main() -> eddy::Result<()> {
+    /// # let store = StoreOptions::new().file_system(Arc::new(eddy::io::FaultFs::new()));
+    /// # let mut backend = KeyedBackend::builder(U64).store_options(store).open("/state")?;
+    /// let counts = backend.state(MapStateDescriptor::new("counts", U64, I64))?;
+    /// backend.set_current_key(&1)?;
+    /// counts.put_all(&mut backend, [(&1, &5), (&2, &0), (&3, &7)])?;
+    /// let mut cursor = counts.cursor(&mut backend)?;
+    /// while let Some((_, count)) = cursor.next_entry()? {
+    ///     if count == 0 {
+    ///         cursor.remove_current()?;
+    ///     }
+    /// }
+    /// assert_eq!(counts.keys(&mut backend)?, vec![1, 3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cursor<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapCursor<'b, UK, UV>> {
+        Ok(MapCursor { iter: self.walk(b, true)? })
+    }
+
+    /// Keeps only the entries of the current key's map for which `keep` returns `true`,
+    /// removing the others as it walks the map once (see [`cursor`](Self::cursor)).
+    pub fn retain<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        mut keep: impl FnMut(&UK::Value, &UV::Value) -> bool,
+    ) -> Result<()> {
+        let mut cursor = self.cursor(b)?;
+        while let Some((k, v)) = cursor.next_entry()? {
+            if !keep(&k, &v) {
+                cursor.remove_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A walk over the current key's map: chunked when it has TTL or `removable` asks for it,
+    /// straight from the store's scan otherwise.
+    fn walk<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>, removable: bool) -> Result<MapIter<'b, UK, UV>> {
         self.after_access(b)?;
         let core = &mut b.core;
         self.slot.key(core)?;
         self.slot.group_ahead(core);
         let prefix_len = core.key.len();
-        let walk = match self.slot.ttl {
-            None => Walk::Stream(core.store.scan_group(&core.key)?),
-            Some(ttl) => {
-                let now = core.clock.now_millis();
-                Walk::Chunked(Chunks::new(&mut core.store, &core.key, Some(ttl), now, &self.slot.name))
-            }
+        let walk = if self.slot.ttl.is_none() && !removable {
+            Walk::Stream(core.store.scan_group(&core.key)?)
+        } else {
+            let now = core.clock.now_millis();
+            Walk::Chunked(Chunks::new(&mut core.store, &core.key, self.slot.ttl, now, &self.slot.name))
         };
         Ok(MapIter { walk, prefix_len, keys: &self.keys, values: &self.values, name: &self.slot.name })
     }
