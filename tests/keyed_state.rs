@@ -656,3 +656,57 @@ fn map_entries_are_removed_while_iterating() {
     let range = b.key_groups();
     assert_eq!(b.store().scan_key_groups(range).unwrap().collect_vec().unwrap().len(), 250);
 }
+
+/// Flink's rules (`KeyedStateBackend.getKeysAndNamespaces(state)` and
+/// `getKeys(state, namespace)`): the first lists every (key, namespace) pair that has state,
+/// each once however many entries it has (a map's user keys, a list's elements); the second
+/// lists the keys that have state under one namespace. Checked over every key group, with
+/// entries in segments and in the mutable region, some removed.
+#[test]
+fn keys_and_namespaces_of_a_state_are_listed() {
+    use eddy::{Error, Misuse};
+
+    let fs = FaultFs::new();
+    let mut b = open(&fs);
+    let mut s = register(&mut b);
+    let mut pairs: BTreeSet<(u64, u32)> = BTreeSet::new();
+    for key in 0..200u64 {
+        b.set_current_key(&key).unwrap();
+        for ns in 0..(key % 4) as u32 {
+            s.map.set_namespace(&ns);
+            for uk in 0..3u64 {
+                s.map.put(&mut b, &uk, &1.0).unwrap();
+            }
+            s.list.set_namespace(&ns);
+            s.list.add_all(&mut b, &[1, 2]).unwrap();
+            pairs.insert((key, ns));
+        }
+        if key == 100 {
+            b.store().flush().unwrap();
+        }
+    }
+    // Emptied pairs are gone.
+    for key in (0..200u64).step_by(7) {
+        b.set_current_key(&key).unwrap();
+        s.map.set_namespace(&1);
+        s.map.clear(&mut b).unwrap();
+        s.list.set_namespace(&1);
+        s.list.clear(&mut b).unwrap();
+        pairs.remove(&(key, 1));
+    }
+    for listed in [b.keys_and_namespaces(&s.map).unwrap(), b.keys_and_namespaces(&s.list).unwrap()] {
+        assert_eq!(listed.len(), pairs.len(), "each pair once");
+        assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), pairs);
+    }
+    for ns in 0..NAMESPACES {
+        let want: BTreeSet<u64> = pairs.iter().filter(|p| p.1 == ns).map(|p| p.0).collect();
+        let got = b.keys_in(&s.map, &ns).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+    }
+    assert!(b.keys_and_namespaces(&s.value).unwrap().is_empty());
+    let other = FaultFs::new();
+    let mut other = open(&other);
+    assert!(matches!(other.keys_and_namespaces(&s.map), Err(Error::Misuse(Misuse::ForeignHandle))));
+    assert!(matches!(other.keys_in(&s.map, &0), Err(Error::Misuse(Misuse::ForeignHandle))));
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::backend::{codec_error, Ahead, Core, KeyedBackend};
+use super::backend::{codec_error, state_prefix, Ahead, Core, KeyedBackend};
 use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
 use super::StateKind;
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
@@ -17,6 +17,15 @@ pub trait StateHandle {
     fn state_id(&self) -> u16;
     /// The serialized current namespace of the handle.
     fn namespace_bytes(&self) -> &[u8];
+}
+
+/// A keyed state handle that knows how its namespaces are written, so that the namespaces it
+/// holds can be read back (see [`KeyedBackend::keys_and_namespaces`]).
+pub trait NamespacedState: StateHandle {
+    /// The serializer of the state's namespaces.
+    type Namespace: Serializer;
+    /// The serializer of the state's namespaces.
+    fn namespace_serializer(&self) -> &Self::Namespace;
 }
 
 /// A descriptor that a [`KeyedBackend`] registers, returning a typed handle.
@@ -43,6 +52,92 @@ impl<K: Serializer> KeyedBackend<K> {
     pub fn state_in<D: StateDescriptor, N: Serializer>(&mut self, descriptor: D, namespace: N) -> Result<D::State<N>> {
         descriptor.register(self, namespace)
     }
+
+    /// Every (key, namespace) pair that has an entry in `state` (Flink's
+    /// `getKeysAndNamespaces`), each once, key group by key group and within one in the order
+    /// of their serialized bytes. They are collected into memory.
+    #[allow(clippy::type_complexity)]
+    pub fn keys_and_namespaces<S: NamespacedState>(
+        &mut self,
+        state: &S,
+    ) -> Result<Vec<(K::Value, <S::Namespace as Serializer>::Value)>> {
+        let mut out = Vec::new();
+        let (ks, ns) = (&self.key_serializer, state.namespace_serializer());
+        walk_keys_and_namespaces(&mut self.core, ks, state, |name, key, namespace| {
+            let key = ks.read_all(key).map_err(|e| codec_error(name, e))?;
+            let namespace = ns.read_all(namespace).map_err(|e| codec_error(name, e))?;
+            out.push((key, namespace));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The keys that have an entry in `state` under `namespace` (Flink's
+    /// `getKeys(state, namespace)`), in the order of
+    /// [`keys_and_namespaces`](Self::keys_and_namespaces). Unlike [`keys`](Self::keys), the
+    /// namespace is given here rather than taken from the handle.
+    pub fn keys_in<S: NamespacedState>(
+        &mut self,
+        state: &S,
+        namespace: &<S::Namespace as Serializer>::Value,
+    ) -> Result<Vec<K::Value>> {
+        let mut wanted = Vec::new();
+        state.namespace_serializer().write(namespace, &mut wanted);
+        let mut out = Vec::new();
+        let ks = &self.key_serializer;
+        walk_keys_and_namespaces(&mut self.core, ks, state, |name, key, namespace| {
+            if namespace == wanted.as_slice() {
+                out.push(ks.read_all(key).map_err(|e| codec_error(name, e))?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Calls `f` with the state's name and the serialized key and namespace of every (key,
+/// namespace) pair that has an entry in `state`, each once, key group by key group and within
+/// one in byte order. (Serializers are self-delimiting, so the records of one pair lie
+/// together.)
+fn walk_keys_and_namespaces<K: Serializer, S: NamespacedState>(
+    core: &mut Core,
+    key_serializer: &K,
+    state: &S,
+    mut f: impl FnMut(&str, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    core.check(state.backend_id())?;
+    let id = state.state_id();
+    let name = core.states.get(&id).map(|m| m.name.clone()).ok_or(Misuse::ForeignHandle)?;
+    let ns_serializer = state.namespace_serializer();
+    let mut last: Option<Vec<u8>> = None;
+    for kg in core.range.iter() {
+        let prefix = state_prefix(kg, id);
+        let mut it = core.store.scan_prefix(&prefix)?;
+        while let Some((k, _)) = it.next_entry()? {
+            // The store returns keys of the prefix only; damaged data that breaks its key
+            // order must not break this.
+            let Some(full) = k.strip_prefix(&prefix[..]) else {
+                return Err(codec_error(&name, CodecError::Invalid("a record outside its state's key range")));
+            };
+            let mut rest = full;
+            key_serializer.read(&mut rest).map_err(|e| codec_error(&name, e))?;
+            let key_len = full.len() - rest.len();
+            ns_serializer.read(&mut rest).map_err(|e| codec_error(&name, e))?;
+            let pair = &full[..full.len() - rest.len()];
+            if last.as_deref() == Some(pair) {
+                continue;
+            }
+            f(&name, &pair[..key_len], &pair[key_len..])?;
+            match &mut last {
+                Some(l) => {
+                    l.clear();
+                    l.extend_from_slice(pair);
+                }
+                None => last = Some(pair.to_vec()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The part every handle shares: which state, which namespace.
@@ -161,6 +256,13 @@ macro_rules! handle_common {
             /// The state's name.
             pub fn name(&self) -> &str {
                 &self.slot.name
+            }
+        }
+
+        impl<$($gen)*> NamespacedState for $ty {
+            type Namespace = N;
+            fn namespace_serializer(&self) -> &N {
+                &self.slot.ns_serializer
             }
         }
     };
