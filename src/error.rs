@@ -151,6 +151,11 @@ pub enum Misuse {
         /// The group length the key is held with.
         held: usize,
     },
+    /// [`MapCursor::remove_current`](crate::state::MapCursor::remove_current) was called with
+    /// no entry to remove: before the first entry was read, after the walk ended, or twice for
+    /// one entry. Nothing was removed; read an entry first.
+    #[error("the cursor has no current entry to remove")]
+    NoCurrentEntry,
     /// The directory is already open in another store, or the checkpoint storage in another
     /// checkpointer, of this process or another.
     #[error("the directory is already open")]

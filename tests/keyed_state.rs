@@ -581,3 +581,132 @@ fn reads_inside_apply_to_all_keys_see_every_write() {
     }
     assert_eq!(after, model);
 }
+
+/// Flink's rule (`MapState.iterator().remove()`): an entry can be removed while the map is
+/// iterated, and is gone at once for every later read. `MapState::cursor` does it over
+/// entries in segments and in the mutable region, beyond one scan's worth of entries, and
+/// `retain` on top of it; with TTL, expired entries are neither returned nor left behind.
+#[test]
+fn map_entries_are_removed_while_iterating() {
+    use eddy::state::{ManualClock, TtlConfig};
+    use eddy::{Error, Misuse};
+    use std::time::Duration;
+
+    let clock = ManualClock::new(0);
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new())).memory_budget(256 << 10);
+    let mut b = KeyedBackend::builder(U64).clock(Arc::new(clock.clone())).store_options(opts).open("/rm").unwrap();
+    let plain = b.state(MapStateDescriptor::new("plain", U64, I64)).unwrap();
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_in_compaction(false);
+    let timed = b.state(MapStateDescriptor::new("timed", U64, I64).ttl(ttl)).unwrap();
+    b.set_current_key(&3).unwrap();
+    // Even user keys in a segment, odd ones in memory; the timed map's even ones expire.
+    for uk in (0..1000u64).step_by(2) {
+        plain.put(&mut b, &uk, &(uk as i64)).unwrap();
+        timed.put(&mut b, &uk, &(uk as i64)).unwrap();
+    }
+    b.store().flush().unwrap();
+    clock.advance(60);
+    for uk in (1..1000u64).step_by(2) {
+        plain.put(&mut b, &uk, &(uk as i64)).unwrap();
+        timed.put(&mut b, &uk, &(uk as i64)).unwrap();
+    }
+    clock.advance(60);
+
+    // Remove every multiple of 3, checking the walk sees each entry once, in order.
+    let mut cursor = plain.cursor(&mut b).unwrap();
+    assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+    let mut seen = Vec::new();
+    while let Some((k, v)) = cursor.next_entry().unwrap() {
+        assert_eq!(v, k as i64);
+        seen.push(k);
+        if k % 3 == 0 {
+            cursor.remove_current().unwrap();
+            assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+        }
+    }
+    assert!(matches!(cursor.remove_current(), Err(Error::Misuse(Misuse::NoCurrentEntry))));
+    assert_eq!(seen, (0..1000u64).collect::<Vec<_>>());
+    let left: Vec<u64> = (0..1000u64).filter(|k| k % 3 != 0).collect();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+    assert!(!plain.contains(&mut b, &999).unwrap());
+    b.store().flush().unwrap();
+    b.store().compact().unwrap();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+
+    // retain, by key and by value; then by nothing.
+    plain.retain(&mut b, |k, _| k % 2 == 1).unwrap();
+    plain.retain(&mut b, |_, v| v % 5 != 0).unwrap();
+    let left: Vec<u64> = left.into_iter().filter(|k| k % 2 == 1 && k % 5 != 0).collect();
+    assert_eq!(plain.keys(&mut b).unwrap(), left);
+    plain.retain(&mut b, |_, _| false).unwrap();
+    assert!(plain.is_empty(&mut b).unwrap());
+
+    // With TTL: the expired half is not offered; removing from the live half leaves the rest.
+    let mut cursor = timed.cursor(&mut b).unwrap();
+    let mut offered = 0;
+    while let Some(k) = cursor.next_key().unwrap() {
+        assert_eq!(k % 2, 1);
+        offered += 1;
+        if k < 500 {
+            cursor.remove_current().unwrap();
+        }
+    }
+    assert_eq!(offered, 500);
+    assert_eq!(timed.keys(&mut b).unwrap(), (501..1000u64).step_by(2).collect::<Vec<_>>());
+    let range = b.key_groups();
+    assert_eq!(b.store().scan_key_groups(range).unwrap().collect_vec().unwrap().len(), 250);
+}
+
+/// Flink's rules (`KeyedStateBackend.getKeysAndNamespaces(state)` and
+/// `getKeys(state, namespace)`): the first lists every (key, namespace) pair that has state,
+/// each once however many entries it has (a map's user keys, a list's elements); the second
+/// lists the keys that have state under one namespace. Checked over every key group, with
+/// entries in segments and in the mutable region, some removed.
+#[test]
+fn keys_and_namespaces_of_a_state_are_listed() {
+    use eddy::{Error, Misuse};
+
+    let fs = FaultFs::new();
+    let mut b = open(&fs);
+    let mut s = register(&mut b);
+    let mut pairs: BTreeSet<(u64, u32)> = BTreeSet::new();
+    for key in 0..200u64 {
+        b.set_current_key(&key).unwrap();
+        for ns in 0..(key % 4) as u32 {
+            s.map.set_namespace(&ns);
+            for uk in 0..3u64 {
+                s.map.put(&mut b, &uk, &1.0).unwrap();
+            }
+            s.list.set_namespace(&ns);
+            s.list.add_all(&mut b, &[1, 2]).unwrap();
+            pairs.insert((key, ns));
+        }
+        if key == 100 {
+            b.store().flush().unwrap();
+        }
+    }
+    // Emptied pairs are gone.
+    for key in (0..200u64).step_by(7) {
+        b.set_current_key(&key).unwrap();
+        s.map.set_namespace(&1);
+        s.map.clear(&mut b).unwrap();
+        s.list.set_namespace(&1);
+        s.list.clear(&mut b).unwrap();
+        pairs.remove(&(key, 1));
+    }
+    for listed in [b.keys_and_namespaces(&s.map).unwrap(), b.keys_and_namespaces(&s.list).unwrap()] {
+        assert_eq!(listed.len(), pairs.len(), "each pair once");
+        assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), pairs);
+    }
+    for ns in 0..NAMESPACES {
+        let want: BTreeSet<u64> = pairs.iter().filter(|p| p.1 == ns).map(|p| p.0).collect();
+        let got = b.keys_in(&s.map, &ns).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+    }
+    assert!(b.keys_and_namespaces(&s.value).unwrap().is_empty());
+    let other = FaultFs::new();
+    let mut other = open(&other);
+    assert!(matches!(other.keys_and_namespaces(&s.map), Err(Error::Misuse(Misuse::ForeignHandle))));
+    assert!(matches!(other.keys_in(&s.map, &0), Err(Error::Misuse(Misuse::ForeignHandle))));
+}

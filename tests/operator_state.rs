@@ -5,7 +5,7 @@ use eddy::state::{BroadcastStateDescriptor, OperatorStateBackend, Redistribution
 use eddy::{Error, Misuse};
 
 #[test]
-fn even_split_deals_elements_round_robin_and_union_gives_everyone_everything() {
+fn even_split_spreads_elements_evenly_and_union_gives_everyone_everything() {
     let mut old = Vec::new();
     for i in 0..3u64 {
         let mut b = OperatorStateBackend::new();
@@ -92,4 +92,48 @@ fn broadcast_state_is_written_on_one_side_read_on_the_other_and_goes_to_everyone
         let s = r.read_only_broadcast_state(&rules).unwrap();
         assert_eq!(s.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), vec![("a".to_string(), 3)]);
     }
+}
+
+/// Flink's rule (`RoundRobinOperatorStateRepartitioner`): restored at an unchanged parallelism,
+/// every subtask keeps exactly its own even-split elements, in their order; at another
+/// parallelism the elements of all old subtasks are concatenated in subtask order and cut into
+/// contiguous runs, subtask `i` of `P` taking `N / P` of the `N` elements, plus one more when
+/// `i < N % P`. Union state still goes whole to every subtask, broadcast state once to each.
+#[test]
+fn even_split_keeps_each_subtasks_elements_at_the_same_parallelism_and_cuts_runs_otherwise() {
+    let rules = BroadcastStateDescriptor::new("rules", Str, I64);
+    let mut old = Vec::new();
+    for i in 0..3u64 {
+        let mut b = OperatorStateBackend::new();
+        // Uneven on purpose: 1, 2 and 4 elements.
+        b.list_state("offsets", U64).unwrap().add_all((0..1u64 << i).map(|x| i * 10 + x));
+        b.union_list_state("seen", U64).unwrap().add(i);
+        b.broadcast_state(&rules).unwrap().put("a".into(), 1);
+        old.push(b.snapshot());
+    }
+    let lists = |snaps: Vec<eddy::state::OperatorStateSnapshot>| -> Vec<Vec<u64>> {
+        snaps
+            .into_iter()
+            .map(|snap| {
+                let mut b = OperatorStateBackend::restore(snap);
+                assert_eq!(b.union_list_state("seen", U64).unwrap().get(), &[0, 1, 2]);
+                let r = b.read_only_broadcast_state(&rules).unwrap();
+                assert_eq!(r.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), vec![("a".to_string(), 1)]);
+                drop(r);
+                b.list_state("offsets", U64).unwrap().get().to_vec()
+            })
+            .collect()
+    };
+    let same = lists(OperatorStateBackend::redistribute(&old, 3).unwrap());
+    assert_eq!(same, vec![vec![0], vec![10, 11], vec![20, 21, 22, 23]]);
+    // 7 elements over 2: 4 and 3; over 4: 2, 2, 2, 1; over 8: one each, the last none.
+    let all = [0, 10, 11, 20, 21, 22, 23];
+    let two = lists(OperatorStateBackend::redistribute(&old, 2).unwrap());
+    assert_eq!(two, vec![all[..4].to_vec(), all[4..].to_vec()]);
+    let four = lists(OperatorStateBackend::redistribute(&old, 4).unwrap());
+    assert_eq!(four, vec![vec![0, 10], vec![11, 20], vec![21, 22], vec![23]]);
+    let eight = lists(OperatorStateBackend::redistribute(&old, 8).unwrap());
+    let mut want: Vec<Vec<u64>> = all.iter().map(|&x| vec![x]).collect();
+    want.push(vec![]);
+    assert_eq!(eight, want);
 }

@@ -101,8 +101,22 @@ fn run(ops: Vec<Op>) -> TestResult {
             Op::Compact => b.store().compact().unwrap(),
         }
     }
-    // What is left is what the service says comes next.
+    // What is left is what the service says comes next, and what it lists as pending.
     for processing in [false, true] {
+        let mut pending = BTreeSet::new();
+        let list = |b: &mut KeyedBackend<U64>, t: Timer<u64, u32>| {
+            assert_eq!(b.current_key().unwrap(), t.key);
+            assert!(pending.insert((processing, t.timestamp, t.key, t.namespace)), "listed twice: {t:?}");
+            Ok(())
+        };
+        let n = if processing {
+            timers.for_each_processing_time_timer(&mut b, list).unwrap()
+        } else {
+            timers.for_each_event_time_timer(&mut b, list).unwrap()
+        };
+        let want: BTreeSet<_> = model.iter().filter(|t| t.0 == processing).copied().collect();
+        assert_eq!(n, want.len());
+        assert_eq!(pending, want);
         let want = model.iter().filter(|t| t.0 == processing).map(|t| t.1).min();
         let got = if processing {
             timers.next_processing_time(&mut b).unwrap()
@@ -172,4 +186,79 @@ fn registering_twice_fires_once() {
     let n = timers.advance_processing_time(&mut b, 5, |_, _| Ok(())).unwrap();
     assert_eq!(n, 1);
     assert_eq!(timers.advance_processing_time(&mut b, 50, |_, _| Ok(())).unwrap(), 0);
+}
+
+/// Flink's `InternalTimerService::forEachEventTimeTimer` / `forEachProcessingTimeTimer`: every
+/// pending timer of the domain is visited once with its key current, nothing fires, and the
+/// timers are still there afterwards (also after a restore).
+#[test]
+fn pending_timers_can_be_listed_with_their_key_current_without_firing() {
+    let mut b = backend();
+    let timers = b.timer_service_in("t", U32).unwrap();
+    let seen = b.state(ValueStateDescriptor::of::<u64>("seen")).unwrap();
+    for k in 0..40u64 {
+        b.set_current_key(&k).unwrap();
+        timers.register_event_time(&mut b, &(k as u32 % 3), 100 + k as i64).unwrap();
+        timers.register_processing_time(&mut b, &0, 5_000 + k as i64).unwrap();
+    }
+    b.store().flush().unwrap();
+    let mut listed = BTreeSet::new();
+    let n = timers
+        .for_each_event_time_timer(&mut b, |b, t| {
+            // The callback may use the timer's key's state, as in Flink.
+            seen.update(b, &t.key)?;
+            listed.insert((t.key, t.namespace, t.timestamp));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 40);
+    assert_eq!(listed, (0..40u64).map(|k| (k, k as u32 % 3, 100 + k as i64)).collect());
+    let mut processing = 0;
+    timers
+        .for_each_processing_time_timer(&mut b, |_, t| {
+            assert_eq!(t.timestamp - 5_000, t.key as i64);
+            processing += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(processing, 40);
+    for k in 0..40u64 {
+        b.set_current_key(&k).unwrap();
+        assert_eq!(seen.get(&mut b).unwrap(), Some(k));
+    }
+    // Listing fired nothing.
+    assert_eq!(timers.next_event_time(&mut b).unwrap(), Some(100));
+    assert_eq!(timers.advance_watermark(&mut b, i64::MAX, |_, _| Ok(())).unwrap(), 40);
+}
+
+/// Flink's `currentWatermark()` is `Long.MIN_VALUE` until the first watermark, then the last
+/// watermark advanced to (already while that advance fires its timers); `currentProcessingTime()`
+/// is the processing-time clock, here the backend's clock.
+#[test]
+fn the_timer_service_reports_its_watermark_and_the_clock() {
+    struct Fixed;
+    impl eddy::state::Clock for Fixed {
+        fn now_millis(&self) -> i64 {
+            1_234
+        }
+    }
+    let opts = StoreOptions::new().file_system(Arc::new(FaultFs::new()));
+    let mut b = KeyedBackend::builder(U64).clock(Arc::new(Fixed)).store_options(opts).open("/t").unwrap();
+    let timers = b.timer_service("t").unwrap();
+    assert_eq!(timers.current_watermark(&b).unwrap(), i64::MIN);
+    assert_eq!(timers.current_processing_time(&b).unwrap(), 1_234);
+    b.set_current_key(&1).unwrap();
+    timers.register_event_time(&mut b, &(), 10).unwrap();
+    let mut during = None;
+    timers
+        .advance_watermark(&mut b, 20, |b, _| {
+            during = Some(timers.current_watermark(b)?);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(during, Some(20));
+    assert_eq!(timers.current_watermark(&b).unwrap(), 20);
+    // Another service of the same backend has its own watermark.
+    let other = b.timer_service("other").unwrap();
+    assert_eq!(other.current_watermark(&b).unwrap(), i64::MIN);
 }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy::codec::{I64, U64};
+use eddy::codec::{Str, I64, U64};
 use eddy::io::FaultFs;
 use eddy::state::{
-    KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor, ReducingStateDescriptor, TtlConfig, TtlUpdate,
-    TtlVisibility, ValueStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor,
+    ReducingStateDescriptor, TtlConfig, TtlUpdate, TtlVisibility, ValueStateDescriptor,
 };
 use eddy::store::StoreOptions;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -88,33 +88,35 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
                 mv.insert(key, (v, now));
             }
             Op::ValueGet => {
-                let want = match mv.get(&key).copied() {
-                    None => None,
-                    Some((_, ts)) if expired(ts, now) && hide => {
-                        mv.remove(&key);
-                        None
-                    }
-                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
-                    Some((v, _)) if refresh => Some((v, now)),
-                    Some(e) => Some(e),
+                // An expired value is removed by the read that finds it, and returned by it
+                // when expired values are visible.
+                let (want, stays) = match mv.get(&key).copied() {
+                    None => (None, None),
+                    Some((_, ts)) if expired(ts, now) && hide => (None, None),
+                    Some((v, ts)) if expired(ts, now) => (Some(v), None),
+                    Some((v, _)) if refresh => (Some(v), Some((v, now))),
+                    Some(e) => (Some(e.0), Some(e)),
                 };
-                if let Some(e) = want {
-                    mv.insert(key, e);
-                }
-                assert_eq!(value.get(&mut b).unwrap(), want.map(|e| e.0));
+                match stays {
+                    Some(e) => mv.insert(key, e),
+                    None => mv.remove(&key),
+                };
+                assert_eq!(value.get(&mut b).unwrap(), want);
             }
             Op::ListAdd(v) => {
                 list.add(&mut b, &v).unwrap();
                 ml.entry(key).or_default().push((v, now));
             }
             Op::ListGet => {
+                // The read removes expired elements, returning them when they are visible.
                 let elems = ml.remove(&key).unwrap_or_default();
+                let want: Vec<i64> = elems.iter().filter(|(_, ts)| !(hide && expired(*ts, now))).map(|e| e.0).collect();
                 let kept: Vec<(i64, i64)> = elems
                     .into_iter()
-                    .filter(|(_, ts)| !(hide && expired(*ts, now)))
-                    .map(|(v, ts)| if refresh && !expired(ts, now) { (v, now) } else { (v, ts) })
+                    .filter(|(_, ts)| !expired(*ts, now))
+                    .map(|(v, ts)| if refresh { (v, now) } else { (v, ts) })
                     .collect();
-                assert_eq!(list.get_vec(&mut b).unwrap(), kept.iter().map(|e| e.0).collect::<Vec<_>>());
+                assert_eq!(list.get_vec(&mut b).unwrap(), want);
                 if !kept.is_empty() {
                     ml.insert(key, kept);
                 }
@@ -125,32 +127,32 @@ fn run(ops: Vec<Op>, update: TtlUpdate, visibility: TtlVisibility) -> TestResult
             }
             Op::MapGet(uk) => {
                 let entries = mm.entry(key).or_default();
-                let want = match entries.get(&uk).copied() {
-                    None => None,
-                    Some((_, ts)) if expired(ts, now) && hide => {
-                        entries.remove(&uk);
-                        None
-                    }
-                    Some((v, ts)) if expired(ts, now) => Some((v, ts)),
-                    Some((v, _)) if refresh => Some((v, now)),
-                    Some(e) => Some(e),
+                let (want, stays) = match entries.get(&uk).copied() {
+                    None => (None, None),
+                    Some((_, ts)) if expired(ts, now) && hide => (None, None),
+                    Some((v, ts)) if expired(ts, now) => (Some(v), None),
+                    Some((v, _)) if refresh => (Some(v), Some((v, now))),
+                    Some(e) => (Some(e.0), Some(e)),
                 };
-                if let Some(e) = want {
-                    entries.insert(uk, e);
-                }
-                assert_eq!(map.get(&mut b, &uk).unwrap(), want.map(|e| e.0));
+                match stays {
+                    Some(e) => entries.insert(uk, e),
+                    None => entries.remove(&uk),
+                };
+                assert_eq!(map.get(&mut b, &uk).unwrap(), want);
             }
             Op::MapIter => {
-                // Iteration hides expired entries but neither removes nor refreshes them.
-                let want: Vec<(u64, i64)> = mm
-                    .get(&key)
-                    .map(|e| {
-                        e.iter()
-                            .filter(|(_, (_, ts))| !(hide && expired(*ts, now)))
-                            .map(|(k, (v, _))| (*k, *v))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // Iteration treats each entry as a read does: expired entries are removed (and
+                // returned when visible), returned ones refreshed when reads refresh.
+                let entries = mm.entry(key).or_default();
+                let want: Vec<(u64, i64)> = entries
+                    .iter()
+                    .filter(|(_, (_, ts))| !(hide && expired(*ts, now)))
+                    .map(|(k, (v, _))| (*k, *v))
+                    .collect();
+                entries.retain(|_, (_, ts)| !expired(*ts, now));
+                if refresh {
+                    entries.values_mut().for_each(|e| e.1 = now);
+                }
                 let got: Vec<(u64, i64)> = map.iter(&mut b).unwrap().map(Result::unwrap).collect();
                 assert_eq!(got, want);
             }
@@ -292,4 +294,152 @@ fn incrementally_cleaned_map_entries_stay_gone_when_expired_ones_are_visible() {
     assert_eq!(map.iter(&mut b).unwrap().count(), 0, "the access cleaned them up first");
     assert!(map.is_empty(&mut b).unwrap());
     assert_eq!(raw_records(&mut b), 0);
+}
+
+/// Sums `i64`s; the accumulator is the sum.
+struct Sum;
+
+impl AggregateFunction for Sum {
+    type In = i64;
+    type Acc = i64;
+    type Out = i64;
+    fn create_accumulator(&self) -> i64 {
+        0
+    }
+    fn add(&self, v: i64, acc: i64) -> i64 {
+        acc + v
+    }
+    fn get_result(&self, acc: &i64) -> i64 {
+        *acc
+    }
+    fn merge(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+/// Flink's rule (`AbstractTtlDecorator.getWithTtlCheckAndUpdate`): a read that finds an expired
+/// value cleans it up, and returns it only when the visibility is
+/// `ReturnExpiredIfNotCleanedUp`. The read itself is the cleanup, so the next read finds
+/// nothing: for value, list (its expired elements), map entry, reducing and aggregating state,
+/// under both update types, and also through `get_with`.
+#[test]
+fn an_expired_value_returned_by_a_read_is_removed_by_it() {
+    for update in [TtlUpdate::OnCreateAndWrite, TtlUpdate::OnReadAndWrite] {
+        let clock = ManualClock::new(0);
+        let mut b = backend(&clock);
+        let ttl = TtlConfig::new(Duration::from_millis(100))
+            .update(update)
+            .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp)
+            .cleanup_in_compaction(false);
+        let value = b.state(ValueStateDescriptor::new("v", I64).ttl(ttl)).unwrap();
+        let viewed = b.state(ValueStateDescriptor::new("viewed", Str).ttl(ttl)).unwrap();
+        let list = b.state(ListStateDescriptor::of::<i64>("l").ttl(ttl)).unwrap();
+        let map = b.state(MapStateDescriptor::of::<u64, i64>("m").ttl(ttl)).unwrap();
+        let reducing = b.state(ReducingStateDescriptor::new("r", I64, |a: i64, b: i64| a + b).ttl(ttl)).unwrap();
+        let aggregating = b.state(AggregatingStateDescriptor::new("a", I64, Sum).ttl(ttl)).unwrap();
+        b.set_current_key(&7).unwrap();
+        value.update(&mut b, &1).unwrap();
+        viewed.update(&mut b, &"six".to_string()).unwrap();
+        list.add(&mut b, &2).unwrap();
+        map.put(&mut b, &1, &3).unwrap();
+        map.put(&mut b, &2, &3).unwrap();
+        reducing.add(&mut b, 4).unwrap();
+        aggregating.add(&mut b, 5).unwrap();
+        clock.advance(50);
+        // A younger element stays when its older sibling goes.
+        list.add(&mut b, &20).unwrap();
+        clock.advance(60);
+
+        assert_eq!(value.get(&mut b).unwrap(), Some(1));
+        assert_eq!(value.get(&mut b).unwrap(), None);
+        assert_eq!(viewed.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), Some("six".to_string()));
+        assert_eq!(viewed.get_with(&mut b, |v| v.map(str::to_owned)).unwrap(), None);
+        assert_eq!(list.get_vec(&mut b).unwrap(), vec![2, 20]);
+        assert_eq!(list.get_vec(&mut b).unwrap(), vec![20]);
+        assert_eq!(map.get(&mut b, &1).unwrap(), Some(3));
+        assert_eq!(map.get(&mut b, &1).unwrap(), None);
+        assert!(map.contains(&mut b, &2).unwrap());
+        assert!(!map.contains(&mut b, &2).unwrap());
+        assert_eq!(reducing.get(&mut b).unwrap(), Some(4));
+        assert_eq!(reducing.get(&mut b).unwrap(), None);
+        assert_eq!(aggregating.get(&mut b).unwrap(), Some(5));
+        assert_eq!(aggregating.get(&mut b).unwrap(), None);
+        // The younger list element is all that is stored.
+        assert_eq!(raw_records(&mut b), 1, "{update:?}");
+    }
+}
+
+/// Flink's rule (`TtlMapState`'s iterator runs every entry it passes through
+/// `getWithTtlCheckAndUpdate`): iterating a map with TTL removes the expired entries it passes
+/// from the store (returning them only when the visibility is `ReturnExpiredIfNotCleanedUp`),
+/// and under `OnReadAndWrite` refreshes the timestamps of the entries it returns, as `get`
+/// does. Checked for `iter`, `keys`, `values` and `is_empty`, over maps larger than one scan's
+/// worth of entries, with entries in segments and in the mutable region.
+#[test]
+fn map_iteration_removes_the_expired_entries_it_passes_and_refreshes_what_it_returns() {
+    let ttl = TtlConfig::new(Duration::from_millis(100)).cleanup_in_compaction(false);
+    // Even user keys written at 0 and flushed to a segment, odd ones at 50 in memory.
+    let fill = |b: &mut KeyedBackend<U64>, clock: &ManualClock, map: &eddy::state::MapState<U64, I64>| {
+        b.set_current_key(&1).unwrap();
+        for uk in (0..600u64).step_by(2) {
+            map.put(b, &uk, &(uk as i64)).unwrap();
+        }
+        b.store().flush().unwrap();
+        clock.advance(50);
+        for uk in (1..600u64).step_by(2) {
+            map.put(b, &uk, &(uk as i64)).unwrap();
+        }
+        clock.advance(60);
+    };
+    let odd: Vec<u64> = (1..600u64).step_by(2).collect();
+
+    // Hidden: each walk removes the expired entries, leaving the live ones only.
+    for walk in 0..3 {
+        let clock = ManualClock::new(0);
+        let mut b = backend(&clock);
+        let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(ttl)).unwrap();
+        fill(&mut b, &clock, &map);
+        match walk {
+            0 => assert_eq!(map.iter(&mut b).unwrap().map(|e| e.unwrap().0).collect::<Vec<_>>(), odd),
+            1 => assert_eq!(map.keys(&mut b).unwrap(), odd),
+            _ => assert_eq!(map.values(&mut b).unwrap(), odd.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+        }
+        assert_eq!(raw_records(&mut b), 300, "walk {walk}");
+    }
+
+    // is_empty passes every expired entry on its way to none.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(ttl)).unwrap();
+    fill(&mut b, &clock, &map);
+    clock.advance(50);
+    assert!(map.is_empty(&mut b).unwrap());
+    assert_eq!(raw_records(&mut b), 0);
+
+    // Visible: the first walk returns the expired entries too and removes them.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let visible = ttl.visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(visible)).unwrap();
+    fill(&mut b, &clock, &map);
+    assert_eq!(map.keys(&mut b).unwrap(), (0..600u64).collect::<Vec<_>>());
+    assert_eq!(map.keys(&mut b).unwrap(), odd);
+    assert_eq!(raw_records(&mut b), 300);
+
+    // Refreshed on read: what a walk returns lives another TTL from then; what it did not
+    // reach does not.
+    let clock = ManualClock::new(0);
+    let mut b = backend(&clock);
+    let refreshed = ttl.update(TtlUpdate::OnReadAndWrite);
+    let map = b.state(MapStateDescriptor::new("m", U64, I64).ttl(refreshed)).unwrap();
+    b.set_current_key(&1).unwrap();
+    for uk in 0..300u64 {
+        map.put(&mut b, &uk, &1).unwrap();
+    }
+    b.store().flush().unwrap();
+    clock.advance(60);
+    let taken: Vec<u64> = map.iter(&mut b).unwrap().take(200).map(|e| e.unwrap().0).collect();
+    assert_eq!(taken, (0..200u64).collect::<Vec<_>>());
+    clock.advance(60);
+    assert_eq!(map.keys(&mut b).unwrap(), (0..200u64).collect::<Vec<_>>());
 }

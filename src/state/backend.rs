@@ -209,6 +209,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             timer_heads: HashMap::new(),
             timer_firing: false,
             timer_changes: Vec::new(),
+            watermarks: HashMap::new(),
             origin: Vec::new(),
             job: String::new(),
         };
@@ -312,6 +313,8 @@ pub(crate) struct Core {
     /// Whether timers are firing, and the heads that registrations moved meanwhile.
     pub(crate) timer_firing: bool,
     pub(crate) timer_changes: Vec<(u16, usize)>,
+    /// Per event-time timer state: the watermark its service was last advanced to.
+    pub(crate) watermarks: HashMap<u16, i64>,
     /// The job the backend belongs to (empty when unnamed).
     pub(crate) job: String,
     /// Where a restore took the store's segments from: (checkpoint storage, segment id,

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use super::backend::{codec_error, Ahead, Core, KeyedBackend};
+use super::backend::{codec_error, state_prefix, Ahead, Core, KeyedBackend};
 use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
 use super::StateKind;
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
 use crate::error::{Misuse, Result};
-use crate::store::StoreIter;
+use crate::store::{prefix_successor, Store, StoreIter};
 
 /// What every keyed state handle tells the backend about itself.
 pub trait StateHandle {
@@ -17,6 +17,15 @@ pub trait StateHandle {
     fn state_id(&self) -> u16;
     /// The serialized current namespace of the handle.
     fn namespace_bytes(&self) -> &[u8];
+}
+
+/// A keyed state handle that knows how its namespaces are written, so that the namespaces it
+/// holds can be read back (see [`KeyedBackend::keys_and_namespaces`]).
+pub trait NamespacedState: StateHandle {
+    /// The serializer of the state's namespaces.
+    type Namespace: Serializer;
+    /// The serializer of the state's namespaces.
+    fn namespace_serializer(&self) -> &Self::Namespace;
 }
 
 /// A descriptor that a [`KeyedBackend`] registers, returning a typed handle.
@@ -43,6 +52,92 @@ impl<K: Serializer> KeyedBackend<K> {
     pub fn state_in<D: StateDescriptor, N: Serializer>(&mut self, descriptor: D, namespace: N) -> Result<D::State<N>> {
         descriptor.register(self, namespace)
     }
+
+    /// Every (key, namespace) pair that has an entry in `state` (Flink's
+    /// `getKeysAndNamespaces`), each once, key group by key group and within one in the order
+    /// of their serialized bytes. They are collected into memory.
+    #[allow(clippy::type_complexity)]
+    pub fn keys_and_namespaces<S: NamespacedState>(
+        &mut self,
+        state: &S,
+    ) -> Result<Vec<(K::Value, <S::Namespace as Serializer>::Value)>> {
+        let mut out = Vec::new();
+        let (ks, ns) = (&self.key_serializer, state.namespace_serializer());
+        walk_keys_and_namespaces(&mut self.core, ks, state, |name, key, namespace| {
+            let key = ks.read_all(key).map_err(|e| codec_error(name, e))?;
+            let namespace = ns.read_all(namespace).map_err(|e| codec_error(name, e))?;
+            out.push((key, namespace));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The keys that have an entry in `state` under `namespace` (Flink's
+    /// `getKeys(state, namespace)`), in the order of
+    /// [`keys_and_namespaces`](Self::keys_and_namespaces). Unlike [`keys`](Self::keys), the
+    /// namespace is given here rather than taken from the handle.
+    pub fn keys_in<S: NamespacedState>(
+        &mut self,
+        state: &S,
+        namespace: &<S::Namespace as Serializer>::Value,
+    ) -> Result<Vec<K::Value>> {
+        let mut wanted = Vec::new();
+        state.namespace_serializer().write(namespace, &mut wanted);
+        let mut out = Vec::new();
+        let ks = &self.key_serializer;
+        walk_keys_and_namespaces(&mut self.core, ks, state, |name, key, namespace| {
+            if namespace == wanted.as_slice() {
+                out.push(ks.read_all(key).map_err(|e| codec_error(name, e))?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Calls `f` with the state's name and the serialized key and namespace of every (key,
+/// namespace) pair that has an entry in `state`, each once, key group by key group and within
+/// one in byte order. (Serializers are self-delimiting, so the records of one pair lie
+/// together.)
+fn walk_keys_and_namespaces<K: Serializer, S: NamespacedState>(
+    core: &mut Core,
+    key_serializer: &K,
+    state: &S,
+    mut f: impl FnMut(&str, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    core.check(state.backend_id())?;
+    let id = state.state_id();
+    let name = core.states.get(&id).map(|m| m.name.clone()).ok_or(Misuse::ForeignHandle)?;
+    let ns_serializer = state.namespace_serializer();
+    let mut last: Option<Vec<u8>> = None;
+    for kg in core.range.iter() {
+        let prefix = state_prefix(kg, id);
+        let mut it = core.store.scan_prefix(&prefix)?;
+        while let Some((k, _)) = it.next_entry()? {
+            // The store returns keys of the prefix only; damaged data that breaks its key
+            // order must not break this.
+            let Some(full) = k.strip_prefix(&prefix[..]) else {
+                return Err(codec_error(&name, CodecError::Invalid("a record outside its state's key range")));
+            };
+            let mut rest = full;
+            key_serializer.read(&mut rest).map_err(|e| codec_error(&name, e))?;
+            let key_len = full.len() - rest.len();
+            ns_serializer.read(&mut rest).map_err(|e| codec_error(&name, e))?;
+            let pair = &full[..full.len() - rest.len()];
+            if last.as_deref() == Some(pair) {
+                continue;
+            }
+            f(&name, &pair[..key_len], &pair[key_len..])?;
+            match &mut last {
+                Some(l) => {
+                    l.clear();
+                    l.extend_from_slice(pair);
+                }
+                None => last = Some(pair.to_vec()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The part every handle shares: which state, which namespace.
@@ -163,12 +258,19 @@ macro_rules! handle_common {
                 &self.slot.name
             }
         }
+
+        impl<$($gen)*> NamespacedState for $ty {
+            type Namespace = N;
+            fn namespace_serializer(&self) -> &N {
+                &self.slot.ns_serializer
+            }
+        }
     };
 }
 
-/// Reads the single value stored at `core.key`, honoring TTL: an expired value is hidden and
-/// removed when the visibility says so; a read refreshes the timestamp when the update type
-/// says so.
+/// Reads the single value stored at `core.key`, honoring TTL: a read that finds an expired
+/// value removes it, and returns it only when the visibility allows (Flink's
+/// `getWithTtlCheckAndUpdate`); a read refreshes the timestamp when the update type says so.
 #[inline]
 fn read_single<T, N: Serializer>(
     core: &mut Core,
@@ -194,11 +296,8 @@ fn read_single<T, N: Serializer>(
             let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
             let (ts, rest) = split_ts(bytes).ok_or_else(truncated)?;
             if ttl.expired(ts, now) {
-                if ttl.hides_expired() {
-                    (None, After::Delete)
-                } else {
-                    (Some(slot.decode(decode(rest))?), After::Nothing)
-                }
+                let value = if ttl.hides_expired() { None } else { Some(slot.decode(decode(rest))?) };
+                (value, After::Delete)
             } else if ttl.update == TtlUpdate::OnReadAndWrite {
                 let v = slot.decode(decode(rest))?;
                 core.val.clear();
@@ -221,9 +320,9 @@ fn read_single<T, N: Serializer>(
 }
 
 /// Hands the single value stored at `core.key` to `f` as a borrowed view, without building an
-/// owned value. Expired values are hidden as [`read_single`] hides them; reading refreshes
-/// nothing (a view cannot outlive the read), so a state whose TTL is refreshed on read is read
-/// through [`read_single`] first.
+/// owned value. TTL is honored as [`read_single`] honors it: an expired value is removed, and
+/// `f` sees it first only when the visibility allows; a live value is refreshed before `f`
+/// sees it when the update type says so.
 fn view_single<S: BorrowSerializer, N: Serializer, R>(
     core: &mut Core,
     slot: &Slot<N>,
@@ -231,19 +330,60 @@ fn view_single<S: BorrowSerializer, N: Serializer, R>(
     serializer: &S,
     f: impl FnOnce(Option<S::View<'_>>) -> R,
 ) -> Result<R> {
+    let mut expired = false;
     if let Some(ttl) = slot.ttl {
-        if ttl.update == TtlUpdate::OnReadAndWrite || ttl.hides_expired() {
-            // Refresh or remove first; what is left is then read as it lies.
-            if read_single(core, slot, group, |_| Ok(()))?.is_none() {
-                return Ok(f(None));
+        let now = core.clock.now_millis();
+        let refresh = {
+            let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
+            let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
+            let (ts, rest) = split_ts(bytes).ok_or_else(truncated)?;
+            expired = ttl.expired(ts, now);
+            let refresh = !expired && ttl.update == TtlUpdate::OnReadAndWrite;
+            if refresh {
+                core.val.clear();
+                put_ts(now, &mut core.val);
+                core.val.extend_from_slice(rest);
             }
+            refresh
+        };
+        if expired && ttl.hides_expired() {
+            delete_at(core, group)?;
+            return Ok(f(None));
+        }
+        if refresh {
+            put_at(core, group)?;
         }
     }
     let skip = if slot.ttl.is_some() { super::ttl::TS_LEN } else { 0 };
-    let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
-    let bytes = bytes.get(skip..).ok_or_else(|| codec_error(&slot.name, CodecError::Truncated { needed: skip }))?;
-    let view = serializer.view(bytes).map_err(|e| codec_error(&slot.name, e))?;
-    Ok(f(Some(view)))
+    let r = {
+        let Some(bytes) = core.store.get(&core.key)? else { return Ok(f(None)) };
+        let bytes = bytes.get(skip..).ok_or_else(|| codec_error(&slot.name, CodecError::Truncated { needed: skip }))?;
+        let view = serializer.view(bytes).map_err(|e| codec_error(&slot.name, e))?;
+        f(Some(view))
+    };
+    if expired {
+        // Returned once, as the visibility allows; the read is its cleanup.
+        delete_at(core, group)?;
+    }
+    Ok(r)
+}
+
+/// Removes the record at `core.key` (of the group of its first `group` bytes, if not 0).
+fn delete_at(core: &mut Core, group: usize) -> Result<()> {
+    if group == 0 {
+        core.store.delete(&core.key)
+    } else {
+        core.store.delete_grouped(&core.key, group)
+    }
+}
+
+/// Writes `core.val` at `core.key` (of the group of its first `group` bytes, if not 0).
+fn put_at(core: &mut Core, group: usize) -> Result<()> {
+    if group == 0 {
+        core.store.put(&core.key, &core.val)
+    } else {
+        core.store.put_grouped(&core.key, group, &core.val)
+    }
 }
 
 /// Writes a single value at `core.key` (of the group of its first `group` bytes, if not 0), with
@@ -505,33 +645,46 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
                 name: &self.slot.name,
             });
         };
-        // With TTL: drop what expired, refresh what is read, then read from the rewritten copy.
+        // With TTL: the read removes what expired (returning it only when the visibility
+        // allows) and refreshes what is live when the update type says so. What is returned
+        // goes to `core.val`, what stays stored to `core.scratch`.
         let now = core.clock.now_millis();
         let mut changed = false;
         core.val.clear();
+        let mut kept = std::mem::take(&mut core.scratch);
+        kept.clear();
         if let Some(bytes) = core.store.get(&core.key)? {
             for e in Elements::new(bytes, true) {
-                let e = self.slot.decode(e)?;
-                let expired = e.ts.is_some_and(|ts| ttl.expired(ts, now));
-                if expired && ttl.hides_expired() {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        core.scratch = kept;
+                        return Err(codec_error(&self.slot.name, e));
+                    }
+                };
+                if e.ts.is_some_and(|ts| ttl.expired(ts, now)) {
                     changed = true;
-                    continue;
-                }
-                if ttl.update == TtlUpdate::OnReadAndWrite && !expired {
+                    if !ttl.hides_expired() {
+                        core.val.extend_from_slice(e.frame);
+                    }
+                } else if ttl.update == TtlUpdate::OnReadAndWrite {
                     changed = true;
-                    put_element(Some(now), &mut core.val, |out| out.extend_from_slice(e.bytes));
+                    let start = kept.len();
+                    put_element(Some(now), &mut kept, |out| out.extend_from_slice(e.bytes));
+                    core.val.extend_from_slice(&kept[start..]);
                 } else {
+                    kept.extend_from_slice(e.frame);
                     core.val.extend_from_slice(e.frame);
                 }
             }
         }
-        if changed {
-            if core.val.is_empty() {
-                core.store.delete(&core.key)?;
-            } else {
-                core.store.put(&core.key, &core.val)?;
-            }
-        }
+        let written = match (changed, kept.is_empty()) {
+            (false, _) => Ok(()),
+            (true, true) => core.store.delete(&core.key),
+            (true, false) => core.store.put(&core.key, &kept),
+        };
+        core.scratch = kept;
+        written?;
         Ok(ListIter { elements: Elements::new(&core.val, true), serializer: &self.serializer, name: &self.slot.name })
     }
 
@@ -670,42 +823,208 @@ pub struct MapState<UK: Serializer, UV: Serializer, N: Serializer = Unit> {
 handle_common!([UK: Serializer, UV: Serializer, N: Serializer] MapState<UK, UV, N>);
 
 /// The entries of a map, in user-key byte order, read one by one.
+///
+/// With TTL, the iteration treats every entry it passes as `get` does (Flink's `TtlMapState`
+/// iterator): an expired entry is removed from the store (and returned only when the
+/// visibility allows), and an entry returned under [`TtlUpdate::OnReadAndWrite`] gets its
+/// timestamp refreshed. Entries the iteration does not reach are left as they are.
 pub struct MapIter<'a, UK: Serializer, UV: Serializer> {
-    it: StoreIter<'a>,
+    walk: Walk<'a>,
     prefix_len: usize,
     keys: &'a UK,
     values: &'a UV,
     name: &'a str,
+}
+
+/// How a map's entries are read.
+enum Walk<'a> {
+    /// Straight from the store's scan: nothing is written while it goes.
+    Stream(StoreIter<'a>),
+    /// A chunk of entries at a time, copied out of the scan, so that the store may be written
+    /// between them (TTL cleanup and refresh, removal through a cursor).
+    Chunked(Chunks<'a>),
+}
+
+/// What happens to an entry of a chunk when the iteration reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Returned as it is.
+    Live,
+    /// Returned with its timestamp refreshed.
+    Refresh,
+    /// Removed; returned first only when expired entries are visible.
+    Expired,
+}
+
+/// The entries a chunked walk copies out of one scan.
+const CHUNK: usize = 128;
+
+/// A walk over one map (a group of the store) that reads [`CHUNK`] entries per scan and may
+/// write the store between them. Each later scan starts just after the last key of the one
+/// before, so writes to the entries already passed never disturb it.
+struct Chunks<'a> {
+    store: &'a mut Store,
+    /// The map's prefix, which groups its entries.
+    group: Vec<u8>,
     ttl: Option<TtlConfig>,
     now: i64,
+    name: &'a str,
+    /// The record keys and values of the chunk, back to back.
+    bytes: Vec<u8>,
+    /// Per entry of the chunk: where its key ends and its value ends in `bytes`, and its fate.
+    entries: Vec<(usize, usize, Fate)>,
+    /// The next entry of the chunk to hand out.
+    pos: usize,
+    /// Where the next scan starts (`None`: at the group's start); the scan is over when `done`.
+    resume: Option<Vec<u8>>,
+    done: bool,
+    /// The entry handed out last, while it can still be removed.
+    current: Option<usize>,
+    /// The refreshed value being written.
+    val: Vec<u8>,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(store: &'a mut Store, group: &[u8], ttl: Option<TtlConfig>, now: i64, name: &'a str) -> Self {
+        Chunks {
+            store,
+            group: group.to_vec(),
+            ttl,
+            now,
+            name,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            pos: 0,
+            resume: None,
+            done: false,
+            current: None,
+            val: Vec::new(),
+        }
+    }
+
+    fn span(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let start = if i == 0 { 0 } else { self.entries[i - 1].1 };
+        let (key_end, value_end, _) = self.entries[i];
+        (start..key_end, key_end..value_end)
+    }
+
+    /// Reads the next chunk of entries.
+    fn fill(&mut self) -> Result<()> {
+        let Chunks { store, group, ttl, now, name, bytes, entries, pos, resume, done, current, .. } = self;
+        bytes.clear();
+        entries.clear();
+        *pos = 0;
+        *current = None;
+        let mut it = match resume.as_deref() {
+            None => store.scan_group(group)?,
+            Some(lower) => store.scan_range(lower, prefix_successor(group).as_deref())?,
+        };
+        while entries.len() < CHUNK {
+            let Some((k, v)) = it.next_entry()? else {
+                *done = true;
+                break;
+            };
+            let fate = match ttl {
+                None => Fate::Live,
+                Some(ttl) => {
+                    let truncated = || codec_error(name, CodecError::Truncated { needed: super::ttl::TS_LEN });
+                    let (ts, _) = split_ts(v).ok_or_else(truncated)?;
+                    if ttl.expired(ts, *now) {
+                        Fate::Expired
+                    } else if ttl.update == TtlUpdate::OnReadAndWrite {
+                        Fate::Refresh
+                    } else {
+                        Fate::Live
+                    }
+                }
+            };
+            bytes.extend_from_slice(k);
+            let key_end = bytes.len();
+            bytes.extend_from_slice(v);
+            entries.push((key_end, bytes.len(), fate));
+        }
+        if let Some(i) = entries.len().checked_sub(1) {
+            // The least key after the last one read.
+            let start = if i == 0 { 0 } else { entries[i - 1].1 };
+            let mut next = bytes[start..entries[i].0].to_vec();
+            next.push(0);
+            *resume = Some(next);
+        }
+        Ok(())
+    }
+
+    /// The next entry handed out: record key and stored value. Expired entries it passes are
+    /// removed, returned ones refreshed, as their fate says.
+    fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        loop {
+            if self.pos == self.entries.len() {
+                if self.done {
+                    self.current = None;
+                    return Ok(None);
+                }
+                self.fill()?;
+                continue;
+            }
+            let i = self.pos;
+            self.pos += 1;
+            let (key, value) = self.span(i);
+            let group_len = self.group.len();
+            match self.entries[i].2 {
+                Fate::Live => {}
+                Fate::Refresh => {
+                    self.val.clear();
+                    put_ts(self.now, &mut self.val);
+                    self.val.extend_from_slice(
+                        self.bytes.get(value.start + super::ttl::TS_LEN..value.end).unwrap_or_default(),
+                    );
+                    self.store.put_grouped(&self.bytes[key.clone()], group_len, &self.val)?;
+                }
+                Fate::Expired => {
+                    self.store.delete_grouped(&self.bytes[key.clone()], group_len)?;
+                    if self.ttl.is_some_and(|t| t.hides_expired()) {
+                        self.current = None;
+                        continue;
+                    }
+                }
+            }
+            self.current = Some(i);
+            return Ok(Some((&self.bytes[key], &self.bytes[value])));
+        }
+    }
+
+    /// Removes the entry handed out last; `false` if there is none (nothing handed out yet,
+    /// or it was removed already).
+    fn remove_current(&mut self) -> Result<bool> {
+        let Some(i) = self.current.take() else { return Ok(false) };
+        let (key, _) = self.span(i);
+        self.store.delete_grouped(&self.bytes[key], self.group.len())?;
+        Ok(true)
+    }
 }
 
 impl<UK: Serializer, UV: Serializer> MapIter<'_, UK, UV> {
-    /// The next live entry: user-key bytes and value bytes.
+    /// The next entry: user-key bytes and value bytes.
     #[inline]
     fn next_raw(&mut self) -> Result<Option<(&[u8], &[u8])>> {
-        let skip = self.ttl.map_or(0, |_| super::ttl::TS_LEN);
-        loop {
-            let live = match self.it.next_entry()? {
-                None => return Ok(None),
-                Some((_, v)) => match self.ttl {
-                    None => true,
-                    Some(ttl) => match split_ts(v) {
-                        None => {
-                            return Err(crate::Error::Codec {
-                                state: self.name.to_owned(),
-                                source: CodecError::Truncated { needed: super::ttl::TS_LEN },
-                            })
-                        }
-                        Some((ts, _)) => !(ttl.expired(ts, self.now) && ttl.hides_expired()),
-                    },
-                },
-            };
-            if live {
-                let (k, v) = self.it.current();
-                return Ok(Some((&k[self.prefix_len.min(k.len())..], &v[skip..])));
+        let prefix_len = self.prefix_len;
+        let (k, v, skip) = match &mut self.walk {
+            Walk::Stream(it) => {
+                if it.next_entry()?.is_none() {
+                    return Ok(None);
+                }
+                let (k, v) = it.current();
+                (k, v, 0)
             }
-        }
+            Walk::Chunked(c) => {
+                let skip = c.ttl.map_or(0, |_| super::ttl::TS_LEN);
+                match c.next_record()? {
+                    None => return Ok(None),
+                    Some((k, v)) => (k, v, skip),
+                }
+            }
+        };
+        let v = v.get(skip..).unwrap_or_default();
+        Ok(Some((&k[prefix_len.min(k.len())..], v)))
     }
 
     fn err(&self, source: CodecError) -> crate::Error {
@@ -741,6 +1060,55 @@ impl<UK: Serializer, UV: Serializer> Iterator for MapIter<'_, UK, UV> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_entry().transpose()
+    }
+}
+
+/// A walk over the entries of a map, in user-key byte order, that can remove the entry it
+/// returned last (Flink's `iterator().remove()` on a map state's iterator). Made by
+/// [`MapState::cursor`]; read with `while let Some(..) = cursor.next_entry()?`.
+///
+/// It reads the entries a chunk at a time, wherever they are stored (the mutable region or
+/// segments), and honors TTL as [`MapIter`] does. Removing an entry takes effect at once: a
+/// later read of the map, in this walk or after it, does not find it.
+pub struct MapCursor<'a, UK: Serializer, UV: Serializer> {
+    iter: MapIter<'a, UK, UV>,
+}
+
+impl<UK: Serializer, UV: Serializer> std::fmt::Debug for MapCursor<'_, UK, UV> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapCursor").field("state", &self.iter.name).finish()
+    }
+}
+
+impl<UK: Serializer, UV: Serializer> MapCursor<'_, UK, UV> {
+    /// The next entry, decoded; it becomes the current entry.
+    pub fn next_entry(&mut self) -> Result<Option<(UK::Value, UV::Value)>> {
+        self.iter.next_entry()
+    }
+
+    /// The next user key, decoded (the value is not); its entry becomes the current entry.
+    pub fn next_key(&mut self) -> Result<Option<UK::Value>> {
+        self.iter.next_key()
+    }
+
+    /// The next value, decoded (the user key is not); its entry becomes the current entry.
+    pub fn next_value(&mut self) -> Result<Option<UV::Value>> {
+        self.iter.next_value()
+    }
+
+    /// Removes the current entry (the one the last `next_*` returned) from the map. Fails with
+    /// [`Misuse::NoCurrentEntry`] when there is none: before the first entry, after the end,
+    /// or when it was removed already.
+    pub fn remove_current(&mut self) -> Result<()> {
+        let removed = match &mut self.iter.walk {
+            Walk::Chunked(c) => c.remove_current()?,
+            Walk::Stream(_) => false,
+        };
+        if removed {
+            Ok(())
+        } else {
+            Err(Misuse::NoCurrentEntry.into())
+        }
     }
 }
 
@@ -865,22 +1233,68 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
 
     /// The entries of the current key's map, in user-key byte order.
     pub fn iter<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapIter<'b, UK, UV>> {
+        self.walk(b, false)
+    }
+
+    /// A walk over the entries of the current key's map that can remove the entry it returned
+    /// last (see [`MapCursor`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use eddy::codec::{I64, U64};
+    /// # use eddy::state::{KeyedBackend, MapStateDescriptor};
+    /// # use eddy::store::StoreOptions;
+    /// # fn main() -> eddy::Result<()> {
+    /// # let store = StoreOptions::new().file_system(Arc::new(eddy::io::FaultFs::new()));
+    /// # let mut backend = KeyedBackend::builder(U64).store_options(store).open("/state")?;
+    /// let counts = backend.state(MapStateDescriptor::new("counts", U64, I64))?;
+    /// backend.set_current_key(&1)?;
+    /// counts.put_all(&mut backend, [(&1, &5), (&2, &0), (&3, &7)])?;
+    /// let mut cursor = counts.cursor(&mut backend)?;
+    /// while let Some((_, count)) = cursor.next_entry()? {
+    ///     if count == 0 {
+    ///         cursor.remove_current()?;
+    ///     }
+    /// }
+    /// assert_eq!(counts.keys(&mut backend)?, vec![1, 3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cursor<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<MapCursor<'b, UK, UV>> {
+        Ok(MapCursor { iter: self.walk(b, true)? })
+    }
+
+    /// Keeps only the entries of the current key's map for which `keep` returns `true`,
+    /// removing the others as it walks the map once (see [`cursor`](Self::cursor)).
+    pub fn retain<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        mut keep: impl FnMut(&UK::Value, &UV::Value) -> bool,
+    ) -> Result<()> {
+        let mut cursor = self.cursor(b)?;
+        while let Some((k, v)) = cursor.next_entry()? {
+            if !keep(&k, &v) {
+                cursor.remove_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A walk over the current key's map: chunked when it has TTL or `removable` asks for it,
+    /// straight from the store's scan otherwise.
+    fn walk<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>, removable: bool) -> Result<MapIter<'b, UK, UV>> {
         self.after_access(b)?;
         let core = &mut b.core;
         self.slot.key(core)?;
         self.slot.group_ahead(core);
-        let now = if self.slot.ttl.is_some() { core.clock.now_millis() } else { 0 };
         let prefix_len = core.key.len();
-        let it = core.store.scan_group(&core.key)?;
-        Ok(MapIter {
-            it,
-            prefix_len,
-            keys: &self.keys,
-            values: &self.values,
-            name: &self.slot.name,
-            ttl: self.slot.ttl,
-            now,
-        })
+        let walk = if self.slot.ttl.is_none() && !removable {
+            Walk::Stream(core.store.scan_group(&core.key)?)
+        } else {
+            let now = core.clock.now_millis();
+            Walk::Chunked(Chunks::new(&mut core.store, &core.key, self.slot.ttl, now, &self.slot.name))
+        };
+        Ok(MapIter { walk, prefix_len, keys: &self.keys, values: &self.values, name: &self.slot.name })
     }
 
     /// The user keys of the current key's map, collected.

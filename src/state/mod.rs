@@ -73,9 +73,9 @@ use std::sync::Arc;
 
 pub use backend::{JavaHashCode, KeyedBackend, KeyedBackendBuilder, MAX_STATES};
 pub use keyed::{
-    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor, MapIter,
-    MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateDescriptor, StateHandle, ValueState,
-    ValueStateDescriptor,
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor,
+    MapCursor, MapIter, MapState, MapStateDescriptor, NamespacedState, ReducingState, ReducingStateDescriptor,
+    StateDescriptor, StateHandle, ValueState, ValueStateDescriptor,
 };
 pub use operator::{
     BroadcastState, BroadcastStateDescriptor, BroadcastStateSnapshot, ListStateSnapshot, OperatorListState,

@@ -13,7 +13,9 @@ use super::backend::codec_error;
 /// How an operator list state is spread over the instances of a new parallelism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Redistribution {
-    /// The elements of all instances are pooled and dealt round-robin over the new instances.
+    /// Each instance keeps its elements when the parallelism is unchanged; otherwise the
+    /// elements of all instances, in instance order, are cut into even contiguous runs, one per
+    /// new instance (see [`OperatorStateBackend::redistribute`]).
     EvenSplit,
     /// Every new instance gets all elements of all instances.
     Union,
@@ -456,9 +458,16 @@ impl OperatorStateBackend {
     }
 
     /// Spreads the snapshots of the old instances (in instance order) over `parallelism` new
-    /// instances: even-split lists round-robin, union lists whole to everyone, broadcast state
-    /// (the same everywhere) from the first instance to everyone.
-    pub fn redistribute(old: &[OperatorStateSnapshot], parallelism: usize) -> Result<Vec<OperatorStateSnapshot>> {
+    /// instances, as Flink's `RoundRobinOperatorStateRepartitioner` does. Even-split lists:
+    /// at the same parallelism every instance keeps its own elements; at another, the
+    /// elements of all old instances, in instance order, are cut into contiguous runs, new
+    /// instance `i` taking `n / parallelism` of the `n` elements plus one more while
+    /// `i < n % parallelism`. Union lists go whole to everyone, broadcast state (the same
+    /// everywhere) from the first instance to everyone.
+    pub fn redistribute<'a>(
+        old: &'a [OperatorStateSnapshot],
+        parallelism: usize,
+    ) -> Result<Vec<OperatorStateSnapshot>> {
         if parallelism == 0 {
             return Err(Misuse::InvalidOption { name: "parallelism", why: "must be at least 1" }.into());
         }
@@ -482,12 +491,24 @@ impl OperatorStateBackend {
             }
         }
         for (name, (mode, serializer)) in names {
-            let all = old.iter().flat_map(|s| s.lists.iter().filter(|l| l.name == name)).flat_map(|l| &l.elements);
+            let of = |s: &'a OperatorStateSnapshot| s.lists.iter().filter(|l| l.name == name).flat_map(|l| &l.elements);
+            let all = old.iter().flat_map(of);
             let mut parts: Vec<Vec<Vec<u8>>> = vec![Vec::new(); parallelism];
             match mode {
+                Redistribution::EvenSplit if old.len() == parallelism => {
+                    // Nothing to rescale: every instance keeps its own elements.
+                    for (part, snap) in parts.iter_mut().zip(old) {
+                        part.extend(of(snap).cloned());
+                    }
+                }
                 Redistribution::EvenSplit => {
-                    for (i, e) in all.enumerate() {
-                        parts[i % parallelism].push(e.clone());
+                    // Contiguous runs of the elements in instance order: instance `i` takes
+                    // `n / parallelism`, and one more while `i < n % parallelism`.
+                    let n = all.clone().count();
+                    let mut all = all;
+                    for (i, part) in parts.iter_mut().enumerate() {
+                        let take = n / parallelism + usize::from(i < n % parallelism);
+                        part.extend(all.by_ref().take(take).cloned());
                     }
                 }
                 Redistribution::Union => {

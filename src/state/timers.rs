@@ -167,6 +167,8 @@ impl<N: Serializer> TimerService<N> {
         watermark: i64,
         on_timer: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
     ) -> Result<usize> {
+        b.core.check(self.backend)?;
+        b.core.watermarks.insert(self.event, watermark);
         self.fire(b, self.event, watermark, on_timer)
     }
 
@@ -189,6 +191,76 @@ impl<N: Serializer> TimerService<N> {
     /// The earliest processing-time timer's timestamp, if any.
     pub fn next_processing_time<K: Serializer>(&self, b: &mut KeyedBackend<K>) -> Result<Option<i64>> {
         self.earliest(b, self.processing)
+    }
+
+    /// The watermark this service was last advanced to, as the timers' callbacks see it;
+    /// `i64::MIN` before the first advance. As in Flink, the watermark is not part of a
+    /// snapshot: a restored backend starts at `i64::MIN` until the next watermark arrives.
+    pub fn current_watermark<K: Serializer>(&self, b: &KeyedBackend<K>) -> Result<i64> {
+        b.core.check(self.backend)?;
+        Ok(b.core.watermarks.get(&self.event).copied().unwrap_or(i64::MIN))
+    }
+
+    /// The processing time: the backend's clock (the one TTL uses), in milliseconds.
+    pub fn current_processing_time<K: Serializer>(&self, b: &KeyedBackend<K>) -> Result<i64> {
+        b.core.check(self.backend)?;
+        Ok(b.core.now())
+    }
+
+    /// Calls `f` with every pending event-time timer, key group by key group and in timestamp
+    /// order within one, with the timer's key set as the current key (as Flink's
+    /// `forEachEventTimeTimer` does). Nothing fires and nothing is removed; `f` may read and
+    /// write state, but timers it registers or deletes meanwhile may or may not be visited.
+    /// Returns how many timers it visited.
+    pub fn for_each_event_time_timer<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        f: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        self.for_each(b, self.event, f)
+    }
+
+    /// Calls `f` with every pending processing-time timer, as
+    /// [`for_each_event_time_timer`](Self::for_each_event_time_timer) does for event time.
+    pub fn for_each_processing_time_timer<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        f: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        self.for_each(b, self.processing, f)
+    }
+
+    fn for_each<K: Serializer>(
+        &self,
+        b: &mut KeyedBackend<K>,
+        state: u16,
+        mut f: impl FnMut(&mut KeyedBackend<K>, Timer<K::Value, N::Value>) -> Result<()>,
+    ) -> Result<usize> {
+        b.core.check(self.backend)?;
+        let n = b.core.timer_heads.get(&state).map_or(0, Vec::len);
+        let mut visited = 0;
+        let mut records = Vec::new();
+        for idx in 0..n {
+            if resolve(&mut b.core, state, idx)? == Head::Empty {
+                continue;
+            }
+            // One key group's timers at a time, so `f` may use the store meanwhile.
+            let kg = b.core.range.start() + idx as u16;
+            records.clear();
+            {
+                let mut it = b.core.store.scan_prefix(&state_prefix(kg, state))?;
+                while let Some((k, _)) = it.next_entry()? {
+                    records.push(k.to_vec());
+                }
+            }
+            for record in &records {
+                let (timer, ns_len) = self.parse(&b.key_serializer, record)?;
+                b.core.set_raw_key(kg, &record[PREFIX_LEN + TS_LEN..record.len() - ns_len]);
+                f(b, timer)?;
+                visited += 1;
+            }
+        }
+        Ok(visited)
     }
 
     fn earliest<K: Serializer>(&self, b: &mut KeyedBackend<K>, state: u16) -> Result<Option<i64>> {
