@@ -117,9 +117,9 @@ fn even_split_keeps_each_subtasks_elements_at_the_same_parallelism_and_cuts_runs
             .map(|snap| {
                 let mut b = OperatorStateBackend::restore(snap);
                 assert_eq!(b.union_list_state("seen", U64).unwrap().get(), &[0, 1, 2]);
-                let r = b.read_only_broadcast_state(&rules).unwrap();
-                assert_eq!(r.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), vec![("a".to_string(), 1)]);
-                drop(r);
+                let broadcast: Vec<_> =
+                    b.read_only_broadcast_state(&rules).unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect();
+                assert_eq!(broadcast, vec![("a".to_string(), 1)]);
                 b.list_state("offsets", U64).unwrap().get().to_vec()
             })
             .collect()
