@@ -218,6 +218,15 @@ impl Harness {
         let fs = FaultFs::new();
         let storage: Arc<dyn CheckpointStorage> =
             Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/checkpoints").unwrap());
+        Self::with_storage(fs, storage, opts, changelog)
+    }
+
+    fn with_storage(
+        fs: FaultFs,
+        storage: Arc<dyn CheckpointStorage>,
+        opts: CheckpointOptions,
+        changelog: bool,
+    ) -> Self {
         let cp = Checkpointer::new(storage.clone(), opts).unwrap();
         let mut b = builder_with(&fs, None, changelog).open("/store-0").unwrap();
         let h = register(&mut b);
@@ -1077,6 +1086,111 @@ fn a_checkpoint_whose_named_file_is_gone_fails_and_the_next_stores_the_state() {
 /// or a full one) while the next was in flight made that next one fail ("the changelog since
 /// the state was last stored is incomplete"). An abort costs only the aborted checkpoint: the
 /// next one stores the aborted one's state with its own log, and restores exactly.
+/// A storage that, once armed, stops in `sync_shared` (after a checkpoint stored its files)
+/// until the test has done what it wants there.
+#[derive(Debug)]
+struct Gate {
+    inner: LocalDirStorage,
+    armed: std::sync::atomic::AtomicBool,
+    meet: std::sync::Barrier,
+}
+
+impl Gate {
+    /// Waits for the worker to reach the gate, runs `f`, and lets the worker go on.
+    fn at_sync(&self, f: impl FnOnce()) {
+        self.meet.wait();
+        f();
+        self.meet.wait();
+    }
+}
+
+impl CheckpointStorage for Gate {
+    fn put(&self, name: &str, source: &Path) -> eddy::Result<u64> {
+        self.inner.put(name, source)
+    }
+    fn sync_shared(&self) -> eddy::Result<()> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.meet.wait();
+            self.meet.wait();
+        }
+        self.inner.sync_shared()
+    }
+    fn fetch(&self, name: &str, target: &Path) -> eddy::Result<u64> {
+        self.inner.fetch(name, target)
+    }
+    fn open(&self, name: &str) -> eddy::Result<eddy::io::FileBytes> {
+        self.inner.open(name)
+    }
+    fn write_manifest(&self, id: u64, bytes: &[u8]) -> eddy::Result<()> {
+        self.inner.write_manifest(id, bytes)
+    }
+    fn read_manifest(&self, id: u64) -> eddy::Result<eddy::io::FileBytes> {
+        self.inner.read_manifest(id)
+    }
+    fn manifests(&self) -> eddy::Result<Vec<u64>> {
+        self.inner.manifests()
+    }
+    fn remove_manifest(&self, id: u64) -> eddy::Result<()> {
+        self.inner.remove_manifest(id)
+    }
+    fn shared_files(&self) -> eddy::Result<Vec<String>> {
+        self.inner.shared_files()
+    }
+    fn contains(&self, name: &str) -> eddy::Result<bool> {
+        self.inner.contains(name)
+    }
+    fn remove(&self, name: &str) -> eddy::Result<()> {
+        self.inner.remove(name)
+    }
+    fn remove_temporaries(&self) -> eddy::Result<()> {
+        self.inner.remove_temporaries()
+    }
+    fn describe(&self, name: &str) -> PathBuf {
+        self.inner.describe(name)
+    }
+    fn describe_manifest(&self, id: u64) -> PathBuf {
+        self.inner.describe_manifest(id)
+    }
+    fn lock(&self) -> eddy::Result<eddy::io::LockGuard> {
+        self.inner.lock()
+    }
+}
+
+/// Regression: an abort that came after the first checkpoint of a changelog had stored its
+/// files (seen at its last abort check) dropped the state it stored, and the next checkpoint
+/// failed with "the changelog since the state was last stored is incomplete".
+#[test]
+fn an_abort_after_the_state_was_stored_still_leaves_it_to_the_next_checkpoint() {
+    let fs = FaultFs::new();
+    let gate = Arc::new(Gate {
+        inner: LocalDirStorage::new(Arc::new(fs.clone()), "/checkpoints").unwrap(),
+        armed: false.into(),
+        meet: std::sync::Barrier::new(2),
+    });
+    let mut t = Harness::with_storage(fs, gate.clone(), CheckpointOptions::new().max_in_flight(4), true);
+    for k in 0..300 {
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
+    }
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = t.next_id;
+    t.next_id += 1;
+    t.cp.checkpoint(first, &mut t.b, &t.op, false).unwrap();
+    // The next barrier comes while the first checkpoint is still being written: it takes
+    // only the changelog since the first.
+    let next = first + 1;
+    t.next_id += 1;
+    gate.at_sync(|| {
+        assert!(t.cp.abort(first));
+        apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1000));
+        t.cp.checkpoint(next, &mut t.b, &t.op, false).unwrap();
+    });
+    assert!(matches!(t.cp.wait(first), Err(Error::Aborted { .. })));
+    t.cp.wait(next).unwrap();
+    t.snapshots.push((RestoreSource::Checkpoint { storage: t.storage.clone(), id: next }, t.model.clone()));
+    assert!(verify_checkpoint(t.storage.as_ref(), next).is_empty());
+    t.restore();
+}
+
 #[test]
 fn aborting_a_checkpoint_that_stores_the_state_costs_only_that_checkpoint() {
     let mut aborted = 0;

@@ -1049,20 +1049,49 @@ impl Worker {
             // A materialization still running would put files of the same names.
             self.install_materialization(true);
         }
+        let snapshot = if from_chain && self.chain.is_some() {
+            None
+        } else {
+            let Some(snapshot) = job.snapshot.take() else {
+                self.break_chain();
+                return Err(self.incomplete_chain());
+            };
+            Some(snapshot)
+        };
+        let result = self.write_manifest_of(job, snapshot.as_ref(), changelog, new, stored, start);
+        // A checkpoint that failed (or was aborted) keeps its state, whenever that happened.
+        if result.is_err() {
+            job.snapshot = snapshot;
+        }
+        result
+    }
+
+    fn incomplete_chain(&self) -> Error {
+        Error::io(
+            self.storage.describe(""),
+            std::io::Error::other(
+                "the changelog since the state was last stored is incomplete; the next checkpoint stores the state",
+            ),
+        )
+    }
+
+    /// [`write_manifest`](Self::write_manifest) from the chain (`snapshot` is `None`) or from
+    /// the segments of `snapshot`.
+    fn write_manifest_of(
+        &mut self,
+        job: &mut CheckpointJob,
+        snapshot: Option<&StoreSnapshot>,
+        changelog: bool,
+        new: &mut Vec<(u64, String)>,
+        stored: &mut Stored,
+        start: Instant,
+    ) -> Result<CheckpointInfo> {
         let mut started = None;
-        let (segments, logs) = match (&self.chain, from_chain) {
-            (Some(c), true) => (c.base.clone(), c.logs.clone()),
-            _ => {
-                let Some(snapshot) = job.snapshot.take() else {
-                    self.break_chain();
-                    return Err(Error::io(
-                        self.storage.describe(""),
-                        std::io::Error::other(
-                            "the changelog since the state was last stored is incomplete; the next checkpoint stores the state",
-                        ),
-                    ));
-                };
-                let refs = self.store_segments(job, &snapshot, new, stored)?;
+        let (segments, logs) = match (&self.chain, snapshot) {
+            (Some(c), None) => (c.base.clone(), c.logs.clone()),
+            (None, None) => return Err(self.incomplete_chain()),
+            (_, Some(snapshot)) => {
+                let refs = self.store_segments(job, snapshot, new, stored)?;
                 if changelog {
                     self.generations += 1;
                     started = Some(Chain {
