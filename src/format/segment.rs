@@ -122,6 +122,7 @@ pub struct SegmentWriter {
     last_key: Vec<u8>,
     offset: u64,
     records: u64,
+    max_value_len: u32,
     blocks: u32,
     /// Data blocks in a row that compression did not pay for.
     unpaid: u32,
@@ -144,6 +145,8 @@ pub struct SegmentStats {
     pub file_len: u64,
     /// The number of records.
     pub records: u64,
+    /// The length of the longest value (or merge operand) among them.
+    pub max_value_len: u32,
 }
 
 impl SegmentWriter {
@@ -171,6 +174,7 @@ impl SegmentWriter {
             last_key: Vec::new(),
             offset: HEADER_LEN as u64,
             records: 0,
+            max_value_len: 0,
             blocks: 0,
             unpaid: 0,
             raw_ahead: 0,
@@ -205,6 +209,7 @@ impl SegmentWriter {
         }
         self.hashes.push(key_hash64(key));
         self.records += 1;
+        self.max_value_len = self.max_value_len.max(u32::try_from(value.len()).unwrap_or(u32::MAX));
         Ok(())
     }
 
@@ -332,7 +337,11 @@ impl SegmentWriter {
         if sync {
             self.file.sync().map_err(|e| Error::io(&self.path, e))?;
         }
-        Ok(SegmentStats { file_len: self.offset + FOOTER_LEN as u64, records: self.records })
+        Ok(SegmentStats {
+            file_len: self.offset + FOOTER_LEN as u64,
+            records: self.records,
+            max_value_len: self.max_value_len,
+        })
     }
 }
 

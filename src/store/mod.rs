@@ -531,8 +531,10 @@ fn flush(
         let (kind, key, value) = frozen.mem.record(*r);
         writer.add(kind, key, value)?;
     }
-    writer.finish_without_sync()?;
-    Segment::open(fs.clone(), dir, id, false).map(Some)
+    let stats = writer.finish_without_sync()?;
+    let seg = Segment::open(fs.clone(), dir, id, false)?;
+    seg.set_max_value_len(stats.max_value_len);
+    Ok(Some(seg))
 }
 
 fn compact(
@@ -555,12 +557,25 @@ fn compact(
         None => Ok(None),
     });
     match merged {
-        Ok(Some(_)) => Segment::open(fs.clone(), dir, id, false).map(Some),
+        Ok(Some(stats)) => {
+            let seg = Segment::open(fs.clone(), dir, id, false)?;
+            seg.set_max_value_len(stats.max_value_len);
+            Ok(Some(seg))
+        }
         // Nothing came out, or the output is not whole: it goes.
         Ok(None) | Err(_) => {
             let _ = fs.remove(&path);
             merged.map(|_| None)
         }
+    }
+}
+
+/// Whether a value of `len` bytes may take `add` more.
+#[inline]
+fn merged_within(len: usize, add: usize) -> Result<()> {
+    match len.checked_add(add) {
+        Some(n) if n <= MAX_VALUE_LEN => Ok(()),
+        n => Err(Misuse::TooLarge { what: "merged value", len: n.unwrap_or(usize::MAX), limit: MAX_VALUE_LEN }.into()),
     }
 }
 
@@ -880,15 +895,48 @@ impl Store {
     /// Appends `operand` to the value of `key` (to an empty value if it has none). This is
     /// how list state adds elements without reading the list.
     #[inline]
+    ///
+    /// The value it makes must stay within [`MAX_VALUE_LEN`], else the merge is refused
+    /// ([`Misuse::TooLarge`]) and changes nothing. The check reads the key's value only when
+    /// the lengths the store knows cannot rule that out.
     pub fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
         self.check_write(key, operand.len())?;
         self.before_write()?;
         let h = self.active.hash(key);
+        self.check_merged_len(h, key, operand.len())?;
         self.active.merge(h, key, operand);
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Merge, key, 0, operand);
         }
         Ok(())
+    }
+
+    /// Refuses a merge of `add` bytes whose value would pass [`MAX_VALUE_LEN`].
+    #[inline]
+    fn check_merged_len(&mut self, h: u64, key: &[u8], add: usize) -> Result<()> {
+        let here = match self.active.lookup(h, key) {
+            // A base here: nothing older counts.
+            Some((RecordKind::Put, _, len)) => return merged_within(len, add),
+            Some((RecordKind::Delete, _, _)) => return Ok(()),
+            Some((RecordKind::Merge, _, len)) => len,
+            None => 0,
+        };
+        if self.frozen.is_empty() && self.segments.is_empty() && self.lookaside.is_none() {
+            return merged_within(here, add);
+        }
+        // A bound from what is known: every older layer adds at most its longest value.
+        let mut bound = Some(here + add);
+        for f in self.frozen.iter().rev() {
+            bound = bound.zip(f.mem.lookup(h, key).map_or(Some(0), |(_, _, len)| Some(len))).map(|(a, b)| a + b);
+        }
+        for s in &self.segments {
+            bound = bound.zip(s.seg.max_value_len()).map(|(a, b)| a + b);
+        }
+        if bound.is_some_and(|b| b <= MAX_VALUE_LEN) && self.lookaside.is_none() {
+            return Ok(());
+        }
+        let len = self.get_slow(h, key)?.map_or(0, <[u8]>::len);
+        merged_within(len, add)
     }
 
     #[inline]

@@ -3,7 +3,7 @@
 //! obsolete segment goes away (invariant 2), unless a durable manifest still names it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::format::SegmentReader;
@@ -36,6 +36,9 @@ pub(crate) struct Segment {
     /// The file's contents are durable. Flushes and compactions leave files unsynced (the
     /// write path never waits on the disk); they are synced before a manifest names them.
     synced: AtomicBool,
+    /// The length of its longest value, when known (`u32::MAX` when not): known for the
+    /// segments this store wrote since it opened.
+    max_value_len: AtomicU32,
 }
 
 impl Segment {
@@ -51,7 +54,21 @@ impl Segment {
             obsolete: AtomicBool::new(false),
             pinned: AtomicBool::new(false),
             synced: AtomicBool::new(synced),
+            max_value_len: AtomicU32::new(u32::MAX),
         }))
+    }
+
+    /// Records the length of the segment's longest value, which its writer reported.
+    pub(crate) fn set_max_value_len(&self, len: u32) {
+        self.max_value_len.store(len, Ordering::Relaxed);
+    }
+
+    /// The length of the segment's longest value, if known.
+    pub(crate) fn max_value_len(&self) -> Option<usize> {
+        match self.max_value_len.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            n => Some(n as usize),
+        }
     }
 
     /// Makes the file durable if it is not yet.
