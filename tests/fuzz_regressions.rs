@@ -869,10 +869,7 @@ fn generate_seed_corpus() {
             "two-segments-masks",
             StoreManifest {
                 next_segment_id: 9,
-                segments: vec![
-                    ManifestSegment { id: 8, mask: vec![] },
-                    ManifestSegment { id: 3, mask: vec![(0, 5), (9, 9)] },
-                ],
+                segments: vec![ManifestSegment::new(8, vec![]), ManifestSegment::new(3, vec![(0, 5), (9, 9)])],
             }
             .encode(),
         ),
@@ -881,9 +878,7 @@ fn generate_seed_corpus() {
             "six-segments",
             StoreManifest {
                 next_segment_id: 100,
-                segments: (0..6)
-                    .map(|i| ManifestSegment { id: 90 - i * 7, mask: vec![(i as u16, i as u16 * 3)] })
-                    .collect(),
+                segments: (0..6).map(|i| ManifestSegment::new(90 - i * 7, vec![(i as u16, i as u16 * 3)])).collect(),
             }
             .encode(),
         ),

@@ -23,7 +23,10 @@ use eddy::format::block::{COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_ZSTD, M
 use eddy::format::segment::{
     Compression, KeyGroupEntry, FIRST_SEGMENT_VERSION, FOOTER_LEN, HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
-use eddy::format::store_manifest::{ManifestError, ManifestSegment, StoreManifest, MANIFEST_MAGIC, MANIFEST_VERSION};
+use eddy::format::store_manifest::{
+    ManifestError, ManifestSegment, StoreManifest, FIRST_MANIFEST_VERSION, MANIFEST_MAGIC, MANIFEST_VERSION,
+};
+use eddy::format::SchemaTag;
 use eddy::format::{key_hash64, RecordKind, SegmentReader, SegmentWriter, WriterOptions};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::store::{StoreOptions, MANIFEST_FILE, MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -68,15 +71,30 @@ const LZ4_OPTS: WriterOptions =
     WriterOptions { block_size: 256, compression: Compression::Lz4, bloom_bits_per_key: 10 };
 
 /// `manifest-v1.bin`: segment 2 (the zstd vector) is newer than segment 1 (the small one), and
-/// key groups 0x0100..=0x01ff were dropped after segment 1 was written.
+/// key groups 0x0100..=0x01ff were dropped after segment 1 was written. Version 1 has no tags
+/// and no longest values.
 fn manifest() -> StoreManifest {
     StoreManifest {
         next_segment_id: 3,
-        segments: vec![
-            ManifestSegment { id: 2, mask: vec![] },
-            ManifestSegment { id: 1, mask: vec![(0x0100, 0x01ff)] },
-        ],
+        segments: vec![ManifestSegment::new(2, vec![]), ManifestSegment::new(1, vec![(0x0100, 0x01ff)])],
     }
+}
+
+/// The longest value of a vector's records.
+fn longest(records: &[Rec]) -> u32 {
+    records.iter().map(|(_, _, v)| v.len() as u32).max().unwrap_or(0)
+}
+
+/// `manifest-v2.bin`: the store of `manifest-v1.bin`, with segment 2 tagged with state 1's
+/// serializer versions 1 and 1, and segment 1 with those and state 2's version 3; each with
+/// its longest value.
+fn manifest_v2() -> StoreManifest {
+    let mut m = manifest();
+    m.segments[0].tag = SchemaTag::new([(1, vec![1, 1])]);
+    m.segments[0].max_value_len = Some(longest(ZSTD));
+    m.segments[1].tag = SchemaTag::new([(1, vec![1, 1]), (2, vec![3])]);
+    m.segments[1].max_value_len = Some(longest(SMALL));
+    m
 }
 
 /// What a segment vector holds beyond its records: its layout, as `format-spec/vectors/README.md`
@@ -177,7 +195,8 @@ fn regenerate() {
     std::fs::create_dir_all(&dir).unwrap();
     // Vectors of older segment versions are fixtures: the writer writes the newest only.
     std::fs::write(dir.join(LZ4_EXPECTED.file), write_segment(ZSTD, LZ4_OPTS)).unwrap();
-    std::fs::write(dir.join("manifest-v1.bin"), manifest().encode()).unwrap();
+    // The version 1 manifest is a fixture too.
+    std::fs::write(dir.join("manifest-v2.bin"), manifest_v2().encode()).unwrap();
 }
 
 // ---- the constants the specification states ----
@@ -205,7 +224,7 @@ fn constants_are_those_of_the_spec() {
     assert_eq!(MAX_KEY_LEN, 65535);
     assert_eq!(MAX_VALUE_LEN, 128 << 20);
     assert_eq!(MANIFEST_MAGIC, *b"EDSM");
-    assert_eq!(MANIFEST_VERSION, 1);
+    assert_eq!((FIRST_MANIFEST_VERSION, MANIFEST_VERSION), (1, 2));
     // CRC-32/ISO-HDLC: its standard check value.
     assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
 }
@@ -834,7 +853,6 @@ fn every_changed_byte_of_a_segment_vector_is_a_typed_error() {
 fn manifest_vector_decodes_and_follows_the_byte_layout() {
     let bytes = vector("manifest-v1.bin");
     assert_eq!(StoreManifest::decode(&bytes).unwrap(), manifest());
-    assert_eq!(manifest().encode(), bytes, "manifest-v1.bin no longer matches its writer");
 
     assert_eq!(bytes.len(), 52);
     assert_eq!(&bytes[0..4], b"EDSM");
@@ -848,7 +866,80 @@ fn manifest_vector_decodes_and_follows_the_byte_layout() {
 }
 
 #[test]
+fn manifest_v2_vector_decodes_and_follows_the_byte_layout() {
+    let bytes = vector("manifest-v2.bin");
+    assert_eq!(StoreManifest::decode(&bytes).unwrap(), manifest_v2());
+    assert_eq!(manifest_v2().encode(), bytes, "manifest-v2.bin no longer matches its writer");
+    assert_eq!(le_u32(&bytes, 4), 2);
+    assert_eq!(le_u64(&bytes, 8), 3);
+    // Two tags: [(1, [1, 1])], then [(1, [1, 1]), (2, [3])].
+    assert_eq!(le_u32(&bytes, 16), 2);
+    assert_eq!((le_u32(&bytes, 20), le_u16(&bytes, 24), le_u32(&bytes, 26)), (1, 1, 2));
+    assert_eq!((le_u32(&bytes, 30), le_u32(&bytes, 34)), (1, 1));
+    assert_eq!((le_u32(&bytes, 38), le_u16(&bytes, 42), le_u32(&bytes, 44)), (2, 1, 2));
+    assert_eq!((le_u16(&bytes, 56), le_u32(&bytes, 58), le_u32(&bytes, 62)), (2, 1, 3));
+    let at = 66;
+    assert_eq!(le_u32(&bytes, at), 2, "segment_count");
+    assert_eq!((le_u64(&bytes, at + 4), le_u32(&bytes, at + 12)), (2, 0));
+    assert_eq!((le_u32(&bytes, at + 16), le_u32(&bytes, at + 20)), (longest(ZSTD), 0));
+    assert_eq!((le_u64(&bytes, at + 24), le_u32(&bytes, at + 32)), (1, 1));
+    assert_eq!((le_u32(&bytes, at + 36), le_u32(&bytes, at + 40)), (longest(SMALL), 1));
+    assert_eq!((le_u16(&bytes, at + 44), le_u16(&bytes, at + 46)), (0x0100, 0x01ff));
+    let n = bytes.len();
+    assert_eq!(n, at + 48 + 4);
+    assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
+}
+
+/// The rules of `store-manifest.md` that keep one encoding per version 2 manifest.
+#[test]
+fn a_version_2_manifest_has_one_encoding() {
+    let good = vector("manifest-v2.bin");
+    let resign = |mut b: Vec<u8>| {
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let malformed = |b: Vec<u8>, why: &str| match StoreManifest::decode(&resign(b)) {
+        Err(ManifestError::Corrupt(e)) => assert!(format!("{e:?}").contains(why), "{why}: {e:?}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    // Both segments on tag 1: tag 0 is used by none, and the first use skips it.
+    let mut b = good.clone();
+    b[66 + 12..66 + 16].copy_from_slice(&1u32.to_le_bytes());
+    malformed(b, "tag index");
+    let mut b = good.clone();
+    b[66 + 32..66 + 36].copy_from_slice(&0u32.to_le_bytes());
+    malformed(b, "a tag no segment uses");
+    // The second tag's states swapped.
+    let mut b = good.clone();
+    b[42..44].copy_from_slice(&2u16.to_le_bytes());
+    b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    malformed(b, "tag states out of order");
+}
+
+#[test]
 fn every_changed_byte_of_the_manifest_vector_is_a_typed_error() {
+    for name in ["manifest-v1.bin", "manifest-v2.bin"] {
+        let good = vector(name);
+        for i in 0..good.len() {
+            for x in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= x;
+                match StoreManifest::decode(&bad) {
+                    Err(ManifestError::Version(v)) => panic!("{name}: change at {i} reported as version {v}"),
+                    Err(ManifestError::Corrupt(_)) => {}
+                    Ok(m) => panic!("{name}: change at {i} went unnoticed: {m:?}"),
+                }
+            }
+        }
+        for cut in 0..good.len() {
+            assert!(
+                matches!(StoreManifest::decode(&good[..cut]), Err(ManifestError::Corrupt(_))),
+                "{name}: cut to {cut}"
+            );
+        }
+    }
     let good = vector("manifest-v1.bin");
     for i in 0..good.len() {
         for x in [0x01u8, 0x80] {
@@ -956,7 +1047,17 @@ fn vectors_readme_lists_the_content() {
         }
     }
     let m = manifest();
-    lines.push(format!("`manifest-v1.bin` ({} bytes)", m.encode().len()));
+    lines.push(format!("`manifest-v1.bin` ({} bytes)", vector("manifest-v1.bin").len()));
+    lines.push(format!("`manifest-v2.bin` ({} bytes)", manifest_v2().encode().len()));
+    for (i, s) in manifest_v2().segments.iter().enumerate() {
+        let tag: Vec<String> = s
+            .tag
+            .versions()
+            .iter()
+            .map(|(state, vs)| format!("{state}: {}", vs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")))
+            .collect();
+        lines.push(format!("| {i} | {} | {} | {} |", s.id, tag.join("; "), s.max_value_len.unwrap()));
+    }
     lines.push(format!("`next_segment_id` = {}", m.next_segment_id));
     for (i, s) in m.segments.iter().enumerate() {
         let mask: Vec<String> = s.mask.iter().map(|(a, b)| format!("`{a:04x}..={b:04x}`")).collect();
@@ -1062,10 +1163,13 @@ fn readme_bytes_are_those_of_the_vectors() {
         }
     }
     let small = SMALL_EXPECTED.file.to_string();
-    // Data blocks 0 and 5 with their trailers, and the whole manifest.
+    // Data blocks 0 and 5 with their trailers, and the whole manifests.
     let walked: Vec<(&str, &str, usize)> = walks.iter().map(|(n, at, end)| (n.as_str(), at.as_str(), *end)).collect();
-    assert_eq!(walked, [(&small[..], "8", 50), (&small[..], "219", 275), ("manifest-v1.bin", "0", 52)]);
-    assert_eq!(dumps, [small.clone(), "manifest-v1.bin".to_string()]);
+    assert_eq!(
+        walked,
+        [(&small[..], "8", 50), (&small[..], "219", 275), ("manifest-v1.bin", "0", 52), ("manifest-v2.bin", "0", 118)]
+    );
+    assert_eq!(dumps, [small.clone(), "manifest-v1.bin".to_string(), "manifest-v2.bin".to_string()]);
 
     let spec = spec_file("segment.md");
     let mut lines = spec.lines();

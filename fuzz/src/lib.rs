@@ -28,7 +28,7 @@ use eddy::format::checkpoint::{valid_file_name, CheckpointManifest, SnapshotMeta
 use eddy::format::key_hash64;
 use eddy::format::savepoint::{SavepointReader, SavepointWriter};
 use eddy::format::segment::{FOOTER_LEN, HEADER_LEN};
-use eddy::format::store_manifest::{ManifestSegment, StoreManifest};
+use eddy::format::store_manifest::{ManifestSegment, StoreManifest, MANIFEST_VERSION};
 use eddy::format::{Block, BlockView, RecordKind, SegmentReader};
 use eddy::io::{FaultFs, FileBytes, FileSystem};
 use eddy::keygroup::KeyGroupRange;
@@ -221,7 +221,10 @@ pub fn store_manifest(data: &[u8]) {
 fn store_manifest_once(data: &[u8]) {
     let Ok(m) = StoreManifest::decode(data) else { return };
     let again = m.encode();
-    assert_eq!(again, data, "decode accepted bytes that encode differently");
+    // Older versions are read, but written as the newest.
+    if data.get(4..8) == Some(&MANIFEST_VERSION.to_le_bytes()[..]) {
+        assert_eq!(again, data, "decode accepted bytes that encode differently");
+    }
     assert_eq!(StoreManifest::decode(&again).as_ref(), Ok(&m));
     for (i, s) in m.segments.iter().enumerate() {
         assert!(s.id < m.next_segment_id);
@@ -322,8 +325,8 @@ fn store_open_once(input: &StoreInput<'_>, data: &[u8]) {
         let m = StoreManifest {
             next_segment_id: 3,
             segments: vec![
-                ManifestSegment { id: 2, mask: masks.by_ref().take(4).collect() },
-                ManifestSegment { id: 1, mask: masks.collect() },
+                ManifestSegment::new(2, masks.by_ref().take(4).collect()),
+                ManifestSegment::new(1, masks.collect()),
             ],
         };
         (m.encode(), [2, 1])

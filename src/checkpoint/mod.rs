@@ -107,6 +107,7 @@ use crate::codec::Serializer;
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{CheckpointManifest, LogRef, SegmentRef, SnapshotMeta, FLAG_FULL};
 use crate::format::savepoint::SavepointWriter;
+use crate::format::SchemaTag;
 use crate::io::{FileSystem, StdFs, WritableFile};
 use crate::keygroup::KeyGroupRange;
 use crate::state::{KeyedBackend, OperatorStateBackend, SnapshotTtl};
@@ -255,7 +256,6 @@ struct CheckpointJob {
     /// The changelog sealed at the barrier, when the store keeps one.
     log: Option<LogSeal>,
     meta: SnapshotMeta,
-    versions: Versions,
     next_segment_id: u64,
     /// The backend the snapshot is of (segment ids are unique within one backend only).
     backend: u64,
@@ -303,12 +303,15 @@ struct Materializing {
     /// How many of the chain's changelog files the stored state covers.
     covered: usize,
     backend: u64,
-    versions: Versions,
     thread: JoinHandle<Result<Materialized>>,
 }
 
+/// A segment file a checkpoint put: the segment's id, the file's name, and the serializer
+/// versions of its records.
+type NewFile = (u64, String, Versions);
+
 /// What a materialization stored: the references to its segments, and the files it put.
-type Materialized = (Vec<SegmentRef>, Vec<(u64, String)>);
+type Materialized = (Vec<SegmentRef>, Vec<NewFile>);
 
 /// Where segments are stored, and which are already.
 struct Shelf<'a> {
@@ -325,7 +328,7 @@ impl Shelf<'_> {
         &self,
         job: &CheckpointJob,
         snapshot: &StoreSnapshot,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         stored: &mut Stored,
     ) -> Result<Vec<SegmentRef>> {
         check_abort(job.id, &job.abort)?;
@@ -343,11 +346,12 @@ impl Shelf<'_> {
                     } else {
                         format!("{SHARED_DIR}/{}-{}-{:010}.seg", self.owner, job.backend, seg.id())
                     };
-                    new.push((seg.id(), name.clone()));
+                    let versions = live.schema.versions().to_vec();
+                    new.push((seg.id(), name.clone(), versions.clone()));
                     self.removing.wait_for(&name);
                     stored.copied += self.storage.put(&name, &seg.path())?;
                     stored.new += seg.reader().file_len();
-                    (name, job.versions.clone())
+                    (name, live.schema.versions().to_vec())
                 }
             };
             refs.push(SegmentRef {
@@ -757,7 +761,6 @@ impl Checkpointer {
             snapshot: parts.store,
             log: parts.log,
             meta: parts.meta,
-            versions: parts.versions,
             next_segment_id: parts.next_segment_id,
             seeds,
             abort: abort.clone(),
@@ -961,28 +964,28 @@ impl Worker {
         for o in &job.seeds {
             self.uploaded.entry((job.backend, o.segment)).or_insert_with(|| (o.file.clone(), o.versions.clone()));
         }
-        let mut new: Vec<(u64, String)> = Vec::new();
-        let (backend, versions) = (job.backend, job.versions.clone());
+        let mut new: Vec<NewFile> = Vec::new();
+        let backend = job.backend;
         let id = job.id;
         let result = self.write_checkpoint(job, &mut new, start);
         match &result {
             Ok(_) => {
-                for (seg, name) in new {
-                    self.uploaded.insert((backend, seg), (name, versions.clone()));
+                for (seg, name, versions) in new {
+                    self.uploaded.insert((backend, seg), (name, versions));
                 }
                 // The files it subsumes are removed once its outcome is out.
                 self.publish_retained();
             }
             Err(_) => {
                 // A chain that starts from files this checkpoint put cannot go on without them.
-                let put = |f: &String| new.iter().any(|(_, n)| n == f);
+                let put = |f: &String| new.iter().any(|(_, n, _)| n == f);
                 if self.chain.as_ref().is_some_and(|c| c.base.iter().any(|s| put(&s.file))) {
                     self.break_chain();
                 }
                 // Nothing names what this checkpoint stored: remove it (best effort; a crash
                 // leaves it to the next open).
                 let _ = self.storage.remove_manifest(id);
-                for (_, name) in new {
+                for (_, name, _) in new {
                     let _ = self.storage.remove(&name);
                 }
             }
@@ -993,7 +996,7 @@ impl Worker {
     fn write_checkpoint(
         &mut self,
         mut job: Box<CheckpointJob>,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         start: Instant,
     ) -> Result<CheckpointInfo> {
         let mut stored = Stored::default();
@@ -1040,7 +1043,7 @@ impl Worker {
         job: &mut CheckpointJob,
         from_chain: bool,
         changelog: bool,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         stored: &mut Stored,
         start: Instant,
     ) -> Result<CheckpointInfo> {
@@ -1082,7 +1085,7 @@ impl Worker {
         job: &mut CheckpointJob,
         snapshot: Option<&StoreSnapshot>,
         changelog: bool,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         stored: &mut Stored,
         start: Instant,
     ) -> Result<CheckpointInfo> {
@@ -1109,7 +1112,7 @@ impl Worker {
         // A completed checkpoint never names a file that is gone: what this one did not put
         // itself must still be there, and not about to be removed.
         let put: HashSet<&str> =
-            new.iter().map(|(_, n)| n.as_str()).chain(stored.logs.iter().map(String::as_str)).collect();
+            new.iter().map(|(_, n, _)| n.as_str()).chain(stored.logs.iter().map(String::as_str)).collect();
         for file in segments.iter().map(|s| &s.file).chain(logs.iter().map(|l| &l.file)) {
             if put.contains(file.as_str()) {
                 continue;
@@ -1163,7 +1166,7 @@ impl Worker {
         &mut self,
         job: &CheckpointJob,
         snapshot: &StoreSnapshot,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         stored: &mut Stored,
     ) -> Result<Vec<SegmentRef>> {
         let shelf = Shelf {
@@ -1181,7 +1184,7 @@ impl Worker {
         &mut self,
         job: &CheckpointJob,
         snapshot: &StoreSnapshot,
-        new: &mut Vec<(u64, String)>,
+        new: &mut Vec<NewFile>,
         stored: &mut Stored,
     ) {
         if let Ok(base) = self.store_segments(job, snapshot, new, stored) {
@@ -1200,7 +1203,7 @@ impl Worker {
             return;
         }
         let Some(log) = seal.log else { return };
-        match self.store_log(job, &log, stored) {
+        match self.store_log(job, &log, &seal.schema, stored) {
             Ok(r) => {
                 if let Some(c) = &mut self.chain {
                     c.logs.push(r);
@@ -1210,13 +1213,19 @@ impl Worker {
         }
     }
 
-    fn store_log(&mut self, job: &CheckpointJob, log: &SealedLog, stored: &mut Stored) -> Result<LogRef> {
+    fn store_log(
+        &mut self,
+        job: &CheckpointJob,
+        log: &SealedLog,
+        schema: &SchemaTag,
+        stored: &mut Stored,
+    ) -> Result<LogRef> {
         let len = log.wait()?;
         let name = format!("{SHARED_DIR}/{}-{}-log{:010}.log", self.owner, job.backend, log.seq());
         stored.copied += self.storage.put_durable(&name, log.path())?;
         stored.new += len;
         stored.logs.push(name.clone());
-        Ok(LogRef { file: name, log_seq: log.seq(), file_len: len, versions: job.versions.clone() })
+        Ok(LogRef { file: name, log_seq: log.seq(), file_len: len, versions: schema.versions().to_vec() })
     }
 
     fn break_chain(&mut self) {
@@ -1238,7 +1247,7 @@ impl Worker {
         let (storage, owner, removing) = (self.storage.clone(), self.owner.clone(), self.janitor.pending.clone());
         let uploaded: HashMap<(u64, u64), (String, Versions)> =
             self.uploaded.iter().filter(|((b, _), _)| *b == job.backend).map(|(k, v)| (*k, v.clone())).collect();
-        let (backend, versions) = (job.backend, job.versions.clone());
+        let backend = job.backend;
         let spawned = std::thread::Builder::new().name("eddy-materialize".into()).spawn(move || {
             crate::sys::background_thread();
             let shelf = Shelf { storage: &storage, owner: &owner, uploaded: &uploaded, removing: &removing };
@@ -1253,7 +1262,7 @@ impl Worker {
             match result {
                 Ok(refs) => Ok((refs, new)),
                 Err(e) => {
-                    for (_, name) in new {
+                    for (_, name, _) in new {
                         let _ = storage.remove(&name);
                     }
                     Err(e)
@@ -1261,7 +1270,7 @@ impl Worker {
             }
         });
         if let Ok(thread) = spawned {
-            self.materializing = Some(Materializing { generation, covered, backend, versions, thread });
+            self.materializing = Some(Materializing { generation, covered, backend, thread });
         }
     }
 
@@ -1276,15 +1285,15 @@ impl Worker {
         let current = self.chain.as_mut().filter(|c| c.generation == m.generation && c.backend == m.backend);
         match current {
             Some(chain) => {
-                for (seg, name) in new {
-                    self.uploaded.insert((m.backend, seg), (name, m.versions.clone()));
+                for (seg, name, versions) in new {
+                    self.uploaded.insert((m.backend, seg), (name, versions));
                 }
                 chain.base = refs;
                 chain.logs.drain(..m.covered.min(chain.logs.len()));
             }
             // The chain it belongs to is gone: what it put is named by nothing.
             None => {
-                for (_, name) in new {
+                for (_, name, _) in new {
                     let _ = self.storage.remove(&name);
                 }
             }
@@ -1295,7 +1304,7 @@ impl Worker {
     fn discard_materialization(&mut self) {
         if let Some(m) = self.materializing.take() {
             if let Ok(Ok((_, new))) = m.thread.join() {
-                for (_, name) in new {
+                for (_, name, _) in new {
                     let _ = self.storage.remove(&name);
                 }
             }

@@ -13,12 +13,13 @@ use crate::format::checkpoint::{
 };
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
+use crate::format::SchemaTag;
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
-use crate::io::{write_atomic, FileBytes, FileSystem};
+use crate::io::{FileBytes, FileSystem};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::OperatorStateSnapshot;
 use crate::store::segment::segment_file_name;
-use crate::store::{Replayed, MANIFEST_FILE};
+use crate::store::Replayed;
 
 /// A snapshot to restore from.
 #[derive(Debug, Clone)]
@@ -257,7 +258,12 @@ pub(crate) fn prepare_store(
                     check_len(storage.as_ref(), &s.file, len, s.file_len)?;
                     let mut mask = s.mask.clone();
                     mask.extend(hide.iter().copied());
-                    segments.push(ManifestSegment { id, mask });
+                    segments.push(ManifestSegment {
+                        id,
+                        mask,
+                        tag: SchemaTag::new(s.versions.iter().cloned()),
+                        max_value_len: None,
+                    });
                     origin.push(Origin {
                         storage: key.clone(),
                         segment: id,
@@ -271,6 +277,9 @@ pub(crate) fn prepare_store(
                 }
             }
             Loaded::Savepoint { path, bytes } => {
+                // A savepoint's records were written by the serializers its meta info lists.
+                let tag =
+                    SchemaTag::new(m.states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())));
                 // Two halves of the key groups, written as two segments by two threads: most
                 // of a rebuild is building and compressing blocks.
                 let halves = split_in_two(mine);
@@ -295,16 +304,14 @@ pub(crate) fn prepare_store(
                 });
                 for (id, built) in ids.into_iter().zip(built) {
                     if built? {
-                        segments.push(ManifestSegment { id, mask: Vec::new() });
+                        segments.push(ManifestSegment { id, mask: Vec::new(), tag: tag.clone(), max_value_len: None });
                     }
                 }
             }
         }
     }
     // The segment order only matters within one source's key groups; keep each source's.
-    let manifest = StoreManifest { next_segment_id: next_id, segments };
-    let path = dir.join(MANIFEST_FILE);
-    write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
+    crate::store::install_version(fs.as_ref(), dir, &StoreManifest { next_segment_id: next_id, segments })?;
     Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin, replay })
 }
 
@@ -404,6 +411,12 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
     // Room for the keys up front (a guess from the logs' size): an index that grows as the
     // replay goes rehashes everything it holds each time.
     let bytes: u64 = replay.logs.iter().map(|l| l.file_len).sum();
+    // The logs' writes get the tag of the serializers that wrote them.
+    let tag = replay
+        .logs
+        .iter()
+        .try_fold(SchemaTag::default(), |acc, l| acc.union(&SchemaTag::new(l.versions.iter().cloned())));
+    store.set_schema(tag.unwrap_or_default())?;
     store.reserve_keys(usize::try_from(bytes / REPLAY_BYTES_PER_KEY).unwrap_or(usize::MAX));
     let mut files = Vec::with_capacity(replay.logs.len());
     for l in &replay.logs {

@@ -17,10 +17,12 @@ pub mod bloom;
 pub mod changelog;
 pub mod checkpoint;
 pub mod savepoint;
+mod schema;
 pub mod segment;
 pub mod store_manifest;
 
 pub use block::{Block, BlockView, RecordKind};
+pub use schema::SchemaTag;
 pub use segment::{SegmentReader, SegmentWriter, WriterOptions};
 
 use crate::error::Corruption;

@@ -13,6 +13,7 @@ use crate::checkpoint::{origin_for, prepare_store, replay, Origin, Prepared, Res
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
+use crate::format::SchemaTag;
 use crate::keygroup::{
     hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
 };
@@ -240,6 +241,8 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                 );
             }
             core.origin = p.origin;
+            let tag = SchemaTag::new(core.versions());
+            core.store.set_schema(tag)?;
         }
         Ok(KeyedBackend { core, key_serializer: self.key_serializer, key_hash: self.key_hash })
     }
@@ -253,8 +256,6 @@ pub(crate) struct SnapshotParts {
     pub(crate) log: Option<LogSeal>,
     /// The meta info, with the operator state.
     pub(crate) meta: SnapshotMeta,
-    /// Per state, the versions of its serializers.
-    pub(crate) versions: Vec<(u16, Vec<u32>)>,
     /// The store's next segment id.
     pub(crate) next_segment_id: u64,
 }
@@ -369,6 +370,9 @@ impl Core {
             id = id % MAX_STATES as u16 + 1;
         }
         let name: Arc<str> = name.into();
+        // The store stamps the state's records with its serializers' versions.
+        let versions = serializers.iter().map(|s| s.version).collect();
+        self.store.set_schema(SchemaTag::new(self.versions().chain([(id, versions)])))?;
         if let Some(t) = ttl {
             self.ttl.set(id, t, kind == StateKind::List);
         }
@@ -378,6 +382,11 @@ impl Core {
         );
         self.by_name.insert(name.clone(), id);
         Ok((id, name))
+    }
+
+    /// Per state, the versions of its serializers.
+    fn versions(&self) -> impl Iterator<Item = (u16, Vec<u32>)> + '_ {
+        self.states.iter().map(|(&id, m)| (id, m.serializers.iter().map(|s| s.version).collect()))
     }
 
     /// Checks that a handle was made by this backend.
@@ -764,7 +773,7 @@ impl<K: Serializer> KeyedBackend<K> {
     }
 
     /// The synchronous part of a savepoint: the store's frozen view, and the meta info (with
-    /// the operator state), the serializer versions per state and the store's next segment id.
+    /// the operator state) and the store's next segment id.
     pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<(StoreSnapshot, SnapshotParts)> {
         let snapshot = self.core.store.snapshot()?;
         Ok((snapshot, self.parts(operator, None, None)))
@@ -803,7 +812,6 @@ impl<K: Serializer> KeyedBackend<K> {
                 ttl: m.ttl,
             })
             .collect();
-        let versions = states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect();
         let range = core.range;
         let meta = SnapshotMeta {
             job: core.job.clone(),
@@ -813,7 +821,7 @@ impl<K: Serializer> KeyedBackend<K> {
             states,
             operator: operator.snapshot(),
         };
-        SnapshotParts { store: snapshot, log, meta, versions, next_segment_id: core.store.next_segment_id() }
+        SnapshotParts { store: snapshot, log, meta, next_segment_id: core.store.next_segment_id() }
     }
 
     /// The shared files of `storage` that the store's segments were restored from; given once.

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::format::changelog::{encode_header, frame_header, put_record};
-use crate::format::RecordKind;
+use crate::format::{RecordKind, SchemaTag};
 use crate::io::{FileSystem, WritableFile};
 
 /// The frame size at which the writing thread takes over the buffered records.
@@ -138,6 +138,8 @@ pub(crate) struct LogSeal {
     pub(crate) bytes: u64,
     /// Whether the log describes every change since the previous seal.
     pub(crate) continuous: bool,
+    /// The serializer versions of its records (set by the store).
+    pub(crate) schema: Arc<SchemaTag>,
 }
 
 impl Changelog {
@@ -208,7 +210,7 @@ impl Changelog {
         }
         let continuous = std::mem::replace(&mut self.continuous, true);
         if self.bytes == 0 {
-            return LogSeal { log: None, bytes: 0, continuous };
+            return LogSeal { log: None, bytes: 0, continuous, schema: Arc::default() };
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -225,7 +227,7 @@ impl Changelog {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Cmd::Seal(pending));
         }
-        LogSeal { log: Some(sealed), bytes, continuous }
+        LogSeal { log: Some(sealed), bytes, continuous, schema: Arc::default() }
     }
 }
 

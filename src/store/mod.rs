@@ -54,7 +54,7 @@ use self::table::hash_key;
 use crate::error::{Error, Misuse, Result};
 use crate::format::segment::{key_group_of, Compression};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
-use crate::format::{key_hash64, RecordKind, SegmentWriter, WriterOptions};
+use crate::format::{key_hash64, RecordKind, SchemaTag, SegmentWriter, WriterOptions};
 use crate::io::{write_atomic, FileSystem, LockGuard, StdFs};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 
@@ -291,6 +291,8 @@ pub(crate) struct Frozen {
     id: u64,
     /// Whether its blocks are compressed (see [`RAW_FLUSH_BELOW`]).
     compress: bool,
+    /// The serializer versions that wrote its records.
+    schema: Arc<SchemaTag>,
     /// How the flush ended: the segment (none for an empty region) or why it failed.
     outcome: Mutex<Option<FlushOutcome>>,
     flushed: Condvar,
@@ -415,7 +417,7 @@ impl StoreSnapshot {
         let mut out = Vec::with_capacity(self.pending.len() + self.segments.len());
         for f in &self.pending {
             if let Some(seg) = f.wait(&self.dir)? {
-                out.push(LiveSegment { seg, mask: Vec::new() });
+                out.push(LiveSegment { seg, mask: Vec::new(), schema: f.schema.clone() });
             }
         }
         out.extend(self.segments.iter().cloned());
@@ -431,6 +433,8 @@ enum Done {
 struct CompactionTicket {
     inputs: Vec<u64>,
     mask_lens: Vec<usize>,
+    /// The tag of the output: the union of the inputs'.
+    schema: Arc<SchemaTag>,
 }
 
 struct Background {
@@ -579,6 +583,23 @@ fn merged_within(len: usize, add: usize) -> Result<()> {
     }
 }
 
+/// Makes the empty store directory `dir`, which holds the segment files `version` names
+/// (linked or copied there), a store with that version: writes its manifest durably. The next
+/// [`StoreOptions::open`] of `dir` opens it.
+pub(crate) fn install_version(fs: &dyn FileSystem, dir: &Path, version: &StoreManifest) -> Result<()> {
+    for s in &version.segments {
+        let path = dir.join(segment_file_name(s.id));
+        if !fs.exists(&path) {
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "a segment of the version"),
+            ));
+        }
+    }
+    let path = dir.join(MANIFEST_FILE);
+    write_atomic(fs, &path, &version.encode()).map_err(|e| Error::io(&path, e))
+}
+
 /// The error of a write with group length `group_len` of a key held with `held`.
 #[cold]
 fn group_mismatch(group_len: usize, held: usize) -> Error {
@@ -608,6 +629,10 @@ pub struct Store {
     /// for the previous one (a write stall), but a checkpoint freezes without waiting.
     frozen: VecDeque<Arc<Frozen>>,
     segments: Vec<LiveSegment>,
+    /// The serializer versions of the records written now (see [`set_schema`](Self::set_schema)).
+    schema: Arc<SchemaTag>,
+    /// Those of the records logged since the changelog was last sealed.
+    log_schema: Arc<SchemaTag>,
     /// Obsolete segments that the durable manifest still names; removed after the next one.
     pinned_obsolete: Vec<Arc<Segment>>,
     next_id: u64,
@@ -715,7 +740,10 @@ impl Store {
                 let seg = Segment::open(fs.clone(), dir, s.id, true)?;
                 seg.set_pinned(true);
                 live.insert(s.id);
-                segments.push(LiveSegment { seg, mask: s.mask.clone() });
+                if let Some(len) = s.max_value_len {
+                    seg.set_max_value_len(len);
+                }
+                segments.push(LiveSegment { seg, mask: s.mask.clone(), schema: Arc::new(s.tag.clone()) });
             }
         }
         // Collect what a crash or an unfinished write left behind.
@@ -744,6 +772,8 @@ impl Store {
             active: Memtable::new(chunk_size(write_buffer)),
             frozen: VecDeque::new(),
             segments,
+            schema: Arc::default(),
+            log_schema: Arc::default(),
             pinned_obsolete: Vec::new(),
             next_id,
             cache: BlockCache::new(0),
@@ -1089,7 +1119,10 @@ impl Store {
 
     /// Seals the changelog (see [`StoreOptions::changelog`]); `None` without one.
     pub(crate) fn seal_changelog(&mut self) -> Option<LogSeal> {
-        self.log.as_mut().map(Changelog::seal)
+        let mut seal = self.log.as_mut().map(Changelog::seal)?;
+        // The records since the previous seal were written under the tags set since then.
+        seal.schema = std::mem::replace(&mut self.log_schema, self.schema.clone());
+        Some(seal)
     }
 
     /// The id the next segment file will get.
@@ -1113,6 +1146,7 @@ impl Store {
             sorted: OnceLock::new(),
             id: self.next_id,
             compress,
+            schema: self.schema.clone(),
             outcome: Mutex::new(None),
             flushed: Condvar::new(),
         });
@@ -1156,10 +1190,11 @@ impl Store {
     fn install_flush(&mut self, result: Result<Option<Arc<Segment>>>) {
         match result {
             Ok(seg) => {
-                self.frozen.pop_front();
+                let frozen = self.frozen.pop_front();
                 self.flushes += 1;
                 if let Some(seg) = seg {
-                    self.segments.insert(0, LiveSegment { seg, mask: Vec::new() });
+                    let schema = frozen.map_or_else(|| self.schema.clone(), |f| f.schema.clone());
+                    self.segments.insert(0, LiveSegment { seg, mask: Vec::new(), schema });
                 }
                 self.resize_cache();
                 self.maybe_compact();
@@ -1195,7 +1230,7 @@ impl Store {
             }
         }
         let removed: Vec<LiveSegment> = match out {
-            Some(seg) => self.segments.splice(pos..end, [LiveSegment { seg, mask }]).collect(),
+            Some(seg) => self.segments.splice(pos..end, [LiveSegment { seg, mask, schema: ticket.schema }]).collect(),
             None => self.segments.drain(pos..end).collect(),
         };
         for s in removed {
@@ -1243,12 +1278,19 @@ impl Store {
 
     fn start_compaction(&mut self, run: std::ops::Range<usize>) {
         let inputs: Vec<LiveSegment> = self.segments[run.clone()].to_vec();
+        // Records written by different versions of one state's serializers cannot share a
+        // segment: such segments are not merged.
+        let Some(schema) = inputs.iter().try_fold(SchemaTag::default(), |acc, s| acc.union(&s.schema)).map(Arc::new)
+        else {
+            return;
+        };
         let bottom = run.end == self.segments.len();
         let id = self.next_id;
         self.next_id += 1;
         self.compacting = Some(CompactionTicket {
             inputs: inputs.iter().map(|s| s.seg.id()).collect(),
             mask_lens: inputs.iter().map(|s| s.mask.len()).collect(),
+            schema,
         });
         let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom)).is_ok()).unwrap_or(false);
         if !sent {
@@ -1538,10 +1580,7 @@ impl Store {
         for s in &self.segments {
             s.seg.sync()?;
         }
-        let manifest = StoreManifest {
-            next_segment_id: self.next_id,
-            segments: self.segments.iter().map(|s| ManifestSegment { id: s.seg.id(), mask: s.mask.clone() }).collect(),
-        };
+        let manifest = self.version();
         let path = self.dir.join(MANIFEST_FILE);
         let fs = self.opts.fs.clone();
         write_atomic(fs.as_ref(), &path, &manifest.encode()).map_err(|e| Error::io(&path, e))?;
@@ -1553,6 +1592,88 @@ impl Store {
             s.set_pinned(false);
         }
         Ok(())
+    }
+
+    /// Stamps the records written from now on with `tag`: the serializer versions that write
+    /// them. Records keep their tag through flush and compaction. A tag that lists a state
+    /// with other versions than the current one starts a new region, so that no region,
+    /// segment or compaction mixes two versions of one state.
+    pub fn set_schema(&mut self, tag: SchemaTag) -> Result<()> {
+        if tag == *self.schema {
+            return Ok(());
+        }
+        if self.poisoned.is_some() {
+            return Err(self.take_poison());
+        }
+        if !self.schema.is_covered_by(&tag) {
+            self.freeze();
+        }
+        // A log spanning a change of a state's versions records the newer ones: its records
+        // are replayed as written by those (such a change comes with a restore, before the
+        // first write).
+        let spanned = self.log_schema.union(&tag).unwrap_or_else(|| tag.clone());
+        self.log_schema = Arc::new(spanned);
+        self.schema = Arc::new(tag);
+        Ok(())
+    }
+
+    /// The tag the records written now get.
+    pub fn schema(&self) -> &SchemaTag {
+        &self.schema
+    }
+
+    /// The value of `key`, if it has one, and the tag of the serializer versions that wrote
+    /// it (those of its newest record).
+    pub fn get_with_schema(&mut self, key: &[u8]) -> Result<Option<(&[u8], Arc<SchemaTag>)>> {
+        let Some(tag) = self.schema_of(key)? else { return Ok(None) };
+        Ok(self.get(key)?.map(|v| (v, tag)))
+    }
+
+    /// The tag of the newest layer that holds a record of `key`.
+    fn schema_of(&mut self, key: &[u8]) -> Result<Option<Arc<SchemaTag>>> {
+        self.before_read();
+        let h = self.active.hash(key);
+        if self.active.lookup(h, key).is_some() {
+            return Ok(Some(self.schema.clone()));
+        }
+        if let Some(f) = self.frozen.iter().rev().find(|f| f.mem.lookup(h, key).is_some()) {
+            return Ok(Some(f.schema.clone()));
+        }
+        let kg = key_group_of(key);
+        let fh = key_hash64(key);
+        for s in &self.segments {
+            if kg.is_some_and(|kg| s.masked(kg)) || !s.seg.reader().may_contain_hash(fh) {
+                continue;
+            }
+            let reader = s.seg.reader();
+            let Some(idx) = reader.find_block(key) else { continue };
+            let found = match reader.mapped_block(idx)? {
+                Some(view) => view.get(key).is_some(),
+                None => self.cache.get_or_load(&s.seg, idx)?.get(key).is_some(),
+            };
+            if found {
+                return Ok(Some(s.schema.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The store's version: its segments (newest first) with their masks and tags, as its
+    /// manifest records them.
+    pub fn version(&self) -> StoreManifest {
+        StoreManifest {
+            next_segment_id: self.next_id,
+            segments: self
+                .segments
+                .iter()
+                .map(|s| ManifestSegment {
+                    id: s.seg.id(),
+                    mask: s.mask.clone(),
+                    tag: (*s.schema).clone(),
+                    max_value_len: s.seg.max_value_len().map(|n| n as u32),
+                })
+                .collect(),
+        }
     }
 
     /// Counters that describe the store.

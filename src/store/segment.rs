@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::format::SchemaTag;
 use std::sync::Arc;
 
 use crate::format::SegmentReader;
@@ -120,12 +122,13 @@ impl Drop for Segment {
     }
 }
 
-/// A segment as a store version holds it: the segment and the key-group ranges dropped since
-/// it was written.
+/// A segment as a store version holds it: the segment, the key-group ranges dropped since
+/// it was written, and the serializer versions that wrote its records.
 #[derive(Clone)]
 pub(crate) struct LiveSegment {
     pub(crate) seg: Arc<Segment>,
     pub(crate) mask: Vec<(KeyGroup, KeyGroup)>,
+    pub(crate) schema: Arc<SchemaTag>,
 }
 
 impl LiveSegment {
