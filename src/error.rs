@@ -3,7 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::codec::CodecError;
+use std::sync::Arc;
+
+use crate::codec::{CodecError, SerializerSnapshot};
 use crate::keygroup::{KeyGroup, KeyGroupError};
 
 /// The result type of every fallible eddy operation.
@@ -58,6 +60,24 @@ pub enum Error {
         /// What its panic said.
         why: String,
     },
+    /// A background thread (`worker`: flush or compaction) failed with `source`. The store
+    /// refuses writes until it is reopened; nothing already durable is lost.
+    #[error("the {worker} failed: {source}")]
+    Background {
+        /// Which thread.
+        worker: &'static str,
+        /// The error it met.
+        #[source]
+        source: Arc<Error>,
+    },
+    /// A checkpoint could not name a complete state, and failed without writing a manifest;
+    /// the next checkpoint stores the state anew.
+    #[error("checkpoint incomplete: {0}; the next checkpoint stores the state")]
+    Incomplete(Incomplete),
+    /// A serializer given for a state (or the backend's keys) cannot read what a snapshot's
+    /// serializer wrote. Nothing was changed: retry with a compatible serializer.
+    #[error(transparent)]
+    IncompatibleSerializer(Box<Incompatibility>),
     /// The checkpoint or savepoint was aborted; what it wrote is removed.
     #[error("checkpoint {id} was aborted")]
     Aborted {
@@ -80,6 +100,68 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
+}
+
+/// Why a checkpoint could not name a complete state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Incomplete {
+    /// The changelog since the state was last stored has a gap (an aborted or failed
+    /// checkpoint, or a log that could not describe a change).
+    #[error("the changelog since the state was last stored in {} is incomplete", storage.display())]
+    ChangelogGap {
+        /// The checkpoint storage.
+        storage: PathBuf,
+    },
+    /// A file the checkpoint would name is no longer in the storage (or is being removed).
+    #[error("{} is gone", file.display())]
+    FileGone {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// What [`Error::IncompatibleSerializer`] found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} of {}: the snapshot's {} (version {}) cannot be read by {} (version {}): {why}",
+    part, state.as_deref().map_or("the keys".to_owned(), |s| format!("state {s:?}")),
+    stored.identity, stored.version, requested.identity, requested.version
+)]
+pub struct Incompatibility {
+    /// The state, or `None` for the backend's key serializer.
+    pub state: Option<String>,
+    /// Which of its serializers.
+    pub part: SerializerPart,
+    /// The snapshot of the serializer that wrote the data.
+    pub stored: SerializerSnapshot,
+    /// The snapshot of the serializer given now.
+    pub requested: SerializerSnapshot,
+    /// Why they do not fit.
+    pub why: String,
+}
+
+impl From<Incompatibility> for Error {
+    fn from(i: Incompatibility) -> Self {
+        Error::IncompatibleSerializer(Box::new(i))
+    }
+}
+
+/// One of a state's serializers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SerializerPart {
+    /// The key serializer.
+    #[error("the key serializer")]
+    Key,
+    /// The namespace serializer.
+    #[error("the namespace serializer")]
+    Namespace,
+    /// The value serializer (the accumulator's, for aggregating state).
+    #[error("the value serializer")]
+    Value,
+    /// The user-key serializer of map state.
+    #[error("the user-key serializer")]
+    UserKey,
 }
 
 /// How bytes read from disk failed verification.

@@ -56,4 +56,4 @@ pub mod state;
 pub mod store;
 mod sys;
 
-pub use error::{Corruption, Error, Misuse, Result};
+pub use error::{Corruption, Error, Incompatibility, Incomplete, Misuse, Result, SerializerPart};

@@ -125,7 +125,11 @@ fn a_failed_write_latches_the_store_and_loses_nothing_durable() {
         }
     }
     let e = first_error.expect("the store kept accepting writes while it could not flush");
-    assert!(matches!(e, Error::Io { .. }), "first error should be the I/O error: {e}");
+    // The flush thread met it; the error keeps it as its source.
+    assert!(
+        matches!(&e, Error::Background { worker: "flush", source } if matches!(**source, Error::Io { .. })),
+        "first error should be the flush's I/O error: {e}"
+    );
     // Latched: later writes are refused even though the disk might work again.
     fs.disarm();
     assert!(matches!(s.put(&key(0), b"x"), Err(Error::Poisoned)));

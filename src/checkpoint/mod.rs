@@ -714,7 +714,7 @@ impl Checkpointer {
         let savepoint = matches!(job, Job::Savepoint(_));
         let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
         if !sent {
-            return Err(Error::io(self.storage.describe(""), std::io::Error::other("checkpoint thread is gone")));
+            return Err(Error::WorkerDied { worker: "checkpoint", why: "the thread is gone".into() });
         }
         self.last_id = Some(id);
         self.in_flight.insert(id, (abort, savepoint));
@@ -831,8 +831,8 @@ impl Checkpointer {
                 Err(mpsc::TryRecvError::Disconnected) => {
                     // The checkpoint thread is gone: nothing in flight will finish.
                     for id in std::mem::take(&mut self.in_flight).into_keys() {
-                        let gone = std::io::Error::other("the checkpoint thread stopped");
-                        self.finished.insert(id, Err(Error::io(self.storage.describe(""), gone)));
+                        let gone = Error::WorkerDied { worker: "checkpoint", why: "the thread stopped".into() };
+                        self.finished.insert(id, Err(gone));
                     }
                     return;
                 }
@@ -929,7 +929,7 @@ impl Checkpointer {
         let (reply, done) = mpsc::channel();
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Job::Settle(reply)).is_ok());
         if !sent || done.recv().is_err() {
-            return Err(Error::io(self.storage.describe(""), std::io::Error::other("checkpoint thread is gone")));
+            return Err(Error::WorkerDied { worker: "checkpoint", why: "the thread is gone".into() });
         }
         Ok(())
     }
@@ -1070,12 +1070,7 @@ impl Worker {
     }
 
     fn incomplete_chain(&self) -> Error {
-        Error::io(
-            self.storage.describe(""),
-            std::io::Error::other(
-                "the changelog since the state was last stored is incomplete; the next checkpoint stores the state",
-            ),
-        )
+        Error::Incomplete(crate::Incomplete::ChangelogGap { storage: self.storage.describe("") })
     }
 
     /// [`write_manifest`](Self::write_manifest) from the chain (`snapshot` is `None`) or from
@@ -1121,10 +1116,7 @@ impl Worker {
                 // The next checkpoint stores the state, putting the file again.
                 self.uploaded.retain(|_, (name, _)| name != file);
                 self.break_chain();
-                return Err(Error::io(
-                    self.storage.describe(file),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "a file the checkpoint would name is gone"),
-                ));
+                return Err(Error::Incomplete(crate::Incomplete::FileGone { file: self.storage.describe(file) }));
             }
         }
         let manifest = CheckpointManifest {

@@ -206,10 +206,14 @@ pub(crate) fn prepare_store(
             )));
         }
         if m.key_serializer != *key_serializer {
-            return Err(incompatible(format!(
-                "the snapshot's keys were written by {}, the backend's key serializer is {}",
-                m.key_serializer.identity, key_serializer.identity
-            )));
+            return Err(crate::error::Incompatibility {
+                state: None,
+                part: crate::SerializerPart::Key,
+                stored: m.key_serializer.clone(),
+                requested: key_serializer.clone(),
+                why: "the snapshot's keys were written by another serializer".into(),
+            }
+            .into());
         }
         for s in &m.states {
             match states.iter().find(|t| t.name == s.name || t.id == s.id) {

@@ -349,6 +349,18 @@ impl Core {
                 }
                 return Ok((id, meta.name.clone()));
             }
+            // A restored state whose data another serializer wrote.
+            let differs = meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b);
+            if let Some(i) = differs.filter(|_| meta.restored && meta.kind == kind) {
+                return Err(crate::error::Incompatibility {
+                    state: Some(name.to_owned()),
+                    part: serializer_part(kind, i),
+                    stored: meta.serializers[i].clone(),
+                    requested: serializers[i].clone(),
+                    why: "the restored state was written by another serializer".into(),
+                }
+                .into());
+            }
             if meta.kind != kind || meta.serializers != serializers || meta.ttl != ttl {
                 return Err(Misuse::StateMismatch {
                     name: name.to_owned(),
@@ -584,6 +596,18 @@ impl KeyList {
 
 /// The group length of a record of a grouped (map) state, if it parses.
 pub(crate) type GroupOf<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
+
+/// Which serializer of a state of `kind` is the `i`-th (`StateMetaInfo::serializers`).
+fn serializer_part(kind: StateKind, i: usize) -> crate::SerializerPart {
+    use crate::SerializerPart::{Key, Namespace, UserKey, Value};
+    match (kind, i) {
+        (StateKind::Timers, 0) => Key,
+        (StateKind::Timers, _) => Namespace,
+        (StateKind::Map, 1) => UserKey,
+        (_, 0) => Namespace,
+        _ => Value,
+    }
+}
 
 /// The id a state named `name` gets unless it is taken: a stable hash of the name
 /// ([`key_hash64`](crate::format::key_hash64), part of the format) in `1 ..= MAX_STATES`.

@@ -268,7 +268,7 @@ impl StoreStats {
 /// Why a frozen region was not written, as those who wait for it learn it.
 enum FlushFailure {
     /// The flush failed with this error.
-    Failed(String),
+    Failed(Arc<Error>),
     /// The thread that flushed it died.
     Died(&'static str, String),
 }
@@ -303,11 +303,17 @@ impl Frozen {
         self.sorted.get_or_init(|| self.mem.sorted_copy())
     }
 
-    fn outcome_of(result: &Result<Option<Arc<Segment>>>) -> FlushOutcome {
+    /// The result for the store and the outcome for those who wait, from how a flush ended.
+    fn outcome_of(result: Result<Option<Arc<Segment>>>) -> (Result<Option<Arc<Segment>>>, FlushOutcome) {
         match result {
-            Ok(seg) => Ok(seg.clone()),
-            Err(Error::WorkerDied { worker, why }) => Err(FlushFailure::Died(worker, why.clone())),
-            Err(e) => Err(FlushFailure::Failed(e.to_string())),
+            Ok(seg) => (Ok(seg.clone()), Ok(seg)),
+            Err(Error::WorkerDied { worker, why }) => {
+                (Err(Error::WorkerDied { worker, why: why.clone() }), Err(FlushFailure::Died(worker, why)))
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                (Err(Error::Background { worker: "flush", source: e.clone() }), Err(FlushFailure::Failed(e)))
+            }
         }
     }
 
@@ -317,12 +323,14 @@ impl Frozen {
     }
 
     /// Waits until the region is written; its segment, if it held anything.
-    fn wait(&self, dir: &Path) -> Result<Option<Arc<Segment>>> {
+    fn wait(&self) -> Result<Option<Arc<Segment>>> {
         let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match &*outcome {
                 Some(Ok(seg)) => return Ok(seg.clone()),
-                Some(Err(FlushFailure::Failed(why))) => return Err(Error::io(dir, std::io::Error::other(why.clone()))),
+                Some(Err(FlushFailure::Failed(e))) => {
+                    return Err(Error::Background { worker: "flush", source: e.clone() })
+                }
                 Some(Err(FlushFailure::Died(worker, why))) => {
                     return Err(Error::WorkerDied { worker, why: why.clone() })
                 }
@@ -405,7 +413,6 @@ impl Lookaside {
 /// What a store held at one instant, kept alive for a checkpoint: the live segments and the
 /// frozen regions still being written, newest first.
 pub(crate) struct StoreSnapshot {
-    dir: PathBuf,
     segments: Vec<LiveSegment>,
     pending: Vec<Arc<Frozen>>,
 }
@@ -416,7 +423,7 @@ impl StoreSnapshot {
     pub(crate) fn segments(&self) -> Result<Vec<LiveSegment>> {
         let mut out = Vec::with_capacity(self.pending.len() + self.segments.len());
         for f in &self.pending {
-            if let Some(seg) = f.wait(&self.dir)? {
+            if let Some(seg) = f.wait()? {
                 out.push(LiveSegment { seg, mask: Vec::new(), schema: f.schema.clone() });
             }
         }
@@ -465,7 +472,7 @@ impl Background {
                 crate::sys::background_thread();
                 while let Ok(frozen) = flush_rx.recv() {
                     let result = guarded("flush", || flush(&fs, &dir, frozen.id, &frozen, writer));
-                    let outcome = Frozen::outcome_of(&result);
+                    let (result, outcome) = Frozen::outcome_of(result);
                     // The store hears of the outcome before those who wait for the segment
                     // do: once a checkpoint has failed on a failed flush, the store's next
                     // write is refused.
@@ -1063,11 +1070,7 @@ impl Store {
         }
         self.poll_done(false);
         self.freeze();
-        Ok(StoreSnapshot {
-            dir: self.dir.clone(),
-            segments: self.segments.clone(),
-            pending: self.frozen.iter().rev().cloned().collect(),
-        })
+        Ok(StoreSnapshot { segments: self.segments.clone(), pending: self.frozen.iter().rev().cloned().collect() })
     }
 
     /// Applies a write read back from a changelog (a restore), as the store first applied it,
@@ -1170,7 +1173,10 @@ impl Store {
                 match self.bg.done_rx.recv() {
                     Ok(d) => d,
                     Err(_) => {
-                        self.poison(Error::io(&self.dir, std::io::Error::other("background threads are gone")));
+                        self.poison(Error::WorkerDied {
+                            worker: "flush",
+                            why: "the background threads are gone".into(),
+                        });
                         return;
                     }
                 }
@@ -1295,7 +1301,7 @@ impl Store {
         let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom)).is_ok()).unwrap_or(false);
         if !sent {
             self.compacting = None;
-            self.poison(Error::io(&self.dir, std::io::Error::other("compaction thread is gone")));
+            self.poison(Error::WorkerDied { worker: "compaction", why: "the thread is gone".into() });
         }
     }
 
