@@ -1,0 +1,668 @@
+//! A crash at every file-system operation of a backend's life around its checkpoints, with
+//! flushes, compactions, materializations and removals running alongside: five checkpoints in a
+//! row (full, incremental, with a changelog), a restore and the checkpoints after it, aborted
+//! and confirmed checkpoints with the retention they drive, savepoints and restores from them,
+//! and restores at another parallelism (two backends into one, one into two).
+//!
+//! After each crash the file system restarts and the storage is opened again. Then:
+//! - what the interrupted work left behind is collected: the shared files are exactly those
+//!   the manifests name;
+//! - the newest checkpoint is one that completed, or one in flight at the crash (never one
+//!   whose failure was reported, nor one older than the last reported completed);
+//! - every retained checkpoint verifies and restores exactly the state at its barrier, for the
+//!   key groups of its backend, operator state included;
+//! - a savepoint directory holds a whole savepoint that restores exactly, or none;
+//! - and a checkpoint taken after restoring the newest one completes and restores.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use eddy::checkpoint::{
+    latest_checkpoint, verify_checkpoint, verify_savepoint, CheckpointInfo, CheckpointOptions, CheckpointStorage,
+    Checkpointer, LocalDirStorage, RestoreSource,
+};
+use eddy::codec::{U32, U64};
+use eddy::format::checkpoint::CheckpointManifest;
+use eddy::io::{FaultFs, FaultKind, FileSystem};
+use eddy::keygroup::KeyGroupRange;
+use eddy::state::{
+    KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor,
+};
+use eddy::store::{CompactionOptions, StoreOptions};
+use eddy::{Error, Misuse};
+
+const MAX_PARALLELISM: u32 = 8;
+const KEYS: u64 = 200;
+
+/// All key groups, and the two halves a parallelism of 2 gives.
+fn all() -> KeyGroupRange {
+    KeyGroupRange::new(0, 7).unwrap()
+}
+fn low() -> KeyGroupRange {
+    KeyGroupRange::new(0, 3).unwrap()
+}
+fn high() -> KeyGroupRange {
+    KeyGroupRange::new(4, 7).unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Every checkpoint stores every segment anew.
+    Full,
+    /// Checkpoints store only the segments the previous ones did not.
+    Incremental,
+    /// The stores keep a changelog: checkpoints name the state last stored and the log since,
+    /// and the state is stored again every few checkpoints.
+    Changelog,
+}
+
+/// A backend's keyed state (a value and a list per key) and operator state (a list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct State {
+    values: BTreeMap<u64, u64>,
+    lists: BTreeMap<u64, Vec<u32>>,
+    rounds: Vec<u64>,
+}
+
+impl State {
+    fn union(&self, other: &State) -> State {
+        let mut s = self.clone();
+        s.values.extend(other.values.iter().map(|(k, v)| (*k, *v)));
+        s.lists.extend(other.lists.iter().map(|(k, v)| (*k, v.clone())));
+        s
+    }
+}
+
+/// A backend, its operator state, and the model of both.
+struct Task {
+    b: KeyedBackend<U64>,
+    op: OperatorStateBackend,
+    value: ValueState<U64>,
+    list: ListState<U32>,
+    state: State,
+}
+
+impl Task {
+    fn new(mut b: KeyedBackend<U64>, op: OperatorStateBackend, state: State) -> eddy::Result<Task> {
+        let value = b.state(ValueStateDescriptor::new("v", U64))?;
+        let list = b.state(ListStateDescriptor::new("l", U32))?;
+        Ok(Task { b, op, value, list, state })
+    }
+
+    /// Round `round` of writes to the keys this backend owns: every value changes, a seventh
+    /// of them is cleared, a third of the lists grows.
+    fn write(&mut self, round: u64) -> eddy::Result<()> {
+        for k in 0..KEYS {
+            match self.b.set_current_key(&k) {
+                Err(Error::Misuse(Misuse::KeyGroupOutOfRange { .. })) => continue,
+                r => r?,
+            }
+            if k % 7 == round % 7 {
+                self.value.clear(&mut self.b)?;
+                self.state.values.remove(&k);
+            } else {
+                self.value.update(&mut self.b, &(k + round * 1000))?;
+                self.state.values.insert(k, k + round * 1000);
+            }
+            if k % 3 == round % 3 {
+                self.list.add(&mut self.b, &(round as u32))?;
+                self.state.lists.entry(k).or_default().push(round as u32);
+            }
+        }
+        self.op.list_state("rounds", U64)?.add(round);
+        self.state.rounds.push(round);
+        Ok(())
+    }
+
+    fn read(&mut self) -> State {
+        let mut s = State::default();
+        for k in self.b.keys(&self.value).unwrap() {
+            self.b.set_current_key(&k).unwrap();
+            s.values.insert(k, self.value.get(&mut self.b).unwrap().unwrap());
+        }
+        for k in self.b.keys(&self.list).unwrap() {
+            self.b.set_current_key(&k).unwrap();
+            s.lists.insert(k, self.list.get_vec(&mut self.b).unwrap());
+        }
+        s.rounds = self.op.list_state("rounds", U64).unwrap().get().to_vec();
+        s
+    }
+}
+
+/// One run of a scenario: the file system, the checkpoint storage, and what the scenario did.
+struct World {
+    fs: FaultFs,
+    storage: Arc<dyn CheckpointStorage>,
+    mode: Mode,
+    /// The operation the fault is armed at, counted from [`World::arm`], and the fault.
+    fault: Option<(u64, FaultKind)>,
+    base: Option<u64>,
+    next_dir: u32,
+    /// The checkpoints triggered: the key groups of their backend and its state at the barrier.
+    taken: BTreeMap<u64, (KeyGroupRange, State)>,
+    /// What their outcome was, where one came: completed or failed.
+    outcomes: BTreeMap<u64, bool>,
+    /// The savepoints triggered: directory, state, whether one completed (if known).
+    savepoints: Vec<(PathBuf, State, Option<bool>)>,
+}
+
+impl World {
+    fn new(mode: Mode, fault: Option<(u64, FaultKind)>) -> World {
+        let fs = FaultFs::new();
+        let storage = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/cp").unwrap());
+        World {
+            fs,
+            storage,
+            mode,
+            fault,
+            base: None,
+            next_dir: 0,
+            taken: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            savepoints: Vec::new(),
+        }
+    }
+
+    /// From here on the operations are counted, and the crash comes at the chosen one.
+    fn arm(&mut self) {
+        let base = self.fs.ops();
+        self.base = Some(base);
+        if let Some((n, kind)) = self.fault {
+            self.fs.fail_at(base + n, kind);
+        }
+    }
+
+    fn options(&self) -> CheckpointOptions {
+        let o = CheckpointOptions::new().retain(2).max_in_flight(3);
+        match self.mode {
+            Mode::Full => o.incremental(false),
+            Mode::Incremental => o,
+            Mode::Changelog => o.materialize_after(8 << 10),
+        }
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions::new()
+            .changelog(self.mode == Mode::Changelog)
+            .file_system(Arc::new(self.fs.clone()))
+            .memory_budget(256 << 10)
+            .compaction(CompactionOptions { trigger: 2, ..CompactionOptions::default() })
+    }
+
+    fn dir(&mut self, what: &str) -> PathBuf {
+        self.next_dir += 1;
+        PathBuf::from(format!("/{what}-{}", self.next_dir))
+    }
+
+    fn checkpointer(&self) -> eddy::Result<Checkpointer> {
+        Checkpointer::new(self.storage.clone(), self.options())
+    }
+
+    fn open(&mut self, range: KeyGroupRange) -> eddy::Result<Task> {
+        let dir = self.dir("store");
+        let b = KeyedBackend::builder(U64)
+            .max_parallelism(MAX_PARALLELISM)
+            .key_groups(range)
+            .store_options(self.store_options())
+            .open(dir)?;
+        Task::new(b, OperatorStateBackend::new(), State::default())
+    }
+
+    /// A backend for `range` restored from `sources`, whose states are `state`; its operator
+    /// state is that of the first source.
+    fn restore(&mut self, range: KeyGroupRange, sources: &[RestoreSource], state: State) -> eddy::Result<Task> {
+        let dir = self.dir("restored");
+        let (b, restored) = KeyedBackend::builder(U64)
+            .max_parallelism(MAX_PARALLELISM)
+            .key_groups(range)
+            .store_options(self.store_options())
+            .restore(dir, sources)?;
+        let op = OperatorStateBackend::restore(restored.operator_states[0].clone());
+        Task::new(b, op, state)
+    }
+
+    fn source(&self, id: u64) -> RestoreSource {
+        RestoreSource::Checkpoint { storage: self.storage.clone(), id }
+    }
+
+    /// A backend restored from checkpoint `id` (of a backend whose key groups cover `range`).
+    fn restore_checkpoint(&mut self, id: u64, range: KeyGroupRange) -> eddy::Result<Task> {
+        let state = self.state_of(id, range);
+        let source = self.source(id);
+        self.restore(range, &[source], state)
+    }
+
+    /// The state of checkpoint `id` for the keys of `range`.
+    fn state_of(&self, id: u64, range: KeyGroupRange) -> State {
+        let (taken, state) = &self.taken[&id];
+        assert!(range == *taken || taken.intersection(&range) == range, "{range:?} of checkpoint {id}");
+        let mut s = state.clone();
+        if range != *taken {
+            let keep = keys_of(range);
+            s.values.retain(|k, _| keep.contains(k));
+            s.lists.retain(|k, _| keep.contains(k));
+        }
+        s
+    }
+
+    fn checkpoint(&mut self, cp: &mut Checkpointer, t: &mut Task, id: u64, full: bool) -> eddy::Result<()> {
+        self.taken.insert(id, (t.b.key_groups(), t.state.clone()));
+        let r = cp.checkpoint(id, &mut t.b, &t.op, full);
+        if r.is_err() {
+            self.outcomes.insert(id, false);
+        }
+        r
+    }
+
+    fn wait(&mut self, cp: &mut Checkpointer, id: u64) -> eddy::Result<CheckpointInfo> {
+        let r = cp.wait(id);
+        self.outcomes.insert(id, r.is_ok());
+        r
+    }
+
+    /// Waits for `id`, which may have been aborted.
+    fn wait_or_aborted(&mut self, cp: &mut Checkpointer, id: u64) -> eddy::Result<()> {
+        match self.wait(cp, id) {
+            Ok(_) | Err(Error::Aborted { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn savepoint(&mut self, cp: &mut Checkpointer, t: &mut Task, id: u64, dir: &str) -> eddy::Result<()> {
+        self.savepoints.push((dir.into(), t.state.clone(), None));
+        let fs: Arc<dyn FileSystem> = Arc::new(self.fs.clone());
+        let r = cp.savepoint(id, fs, dir, &mut t.b, &t.op);
+        if r.is_err() {
+            self.savepoints.last_mut().unwrap().2 = Some(false);
+        }
+        r
+    }
+
+    fn wait_savepoint(&mut self, cp: &mut Checkpointer, id: u64, dir: &str) -> eddy::Result<()> {
+        let r = cp.wait(id).map(|_| ());
+        if let Some(s) = self.savepoints.iter_mut().find(|s| s.0 == PathBuf::from(dir)) {
+            s.2 = Some(r.is_ok());
+        }
+        r
+    }
+
+    fn savepoint_source(&self, dir: &str) -> RestoreSource {
+        RestoreSource::Savepoint { fs: Arc::new(self.fs.clone()), dir: dir.into() }
+    }
+
+    /// Everything that must hold once the file system restarted after the crash (or, without
+    /// one, after the scenario ended).
+    fn check(&mut self) {
+        let ctx = format!("{:?}, fault {:?}", self.mode, self.fault);
+        let mut cp = self.checkpointer().unwrap_or_else(|e| panic!("{ctx}: storage does not open: {e}"));
+        // The shared files are exactly those the manifests name.
+        let mut named = std::collections::BTreeSet::new();
+        let ids = self.storage.manifests().unwrap();
+        for &id in &ids {
+            let m = CheckpointManifest::decode(&self.storage.read_manifest(id).unwrap())
+                .unwrap_or_else(|e| panic!("{ctx}: manifest {id} does not decode: {e:?}"));
+            named.extend(m.segments.into_iter().map(|s| s.file));
+            named.extend(m.logs.into_iter().map(|l| l.file));
+        }
+        let stored: std::collections::BTreeSet<String> = self.storage.shared_files().unwrap().into_iter().collect();
+        assert_eq!(stored, named, "{ctx}: shared files that no manifest names, or named files missing");
+
+        // The newest checkpoint: at least the last reported completed.
+        let latest = latest_checkpoint(self.storage.as_ref()).unwrap();
+        let done = self.outcomes.iter().filter(|(_, ok)| **ok).map(|(id, _)| *id).max();
+        assert!(latest >= done, "{ctx}: newest checkpoint {latest:?}, but {done:?} completed");
+        for &id in &ids {
+            assert!(self.taken.contains_key(&id), "{ctx}: checkpoint {id} was never taken");
+            assert_ne!(self.outcomes.get(&id), Some(&false), "{ctx}: checkpoint {id} failed, yet is there");
+            let problems = verify_checkpoint(self.storage.as_ref(), id);
+            assert!(problems.is_empty(), "{ctx}: checkpoint {id} of {ids:?}: {problems:?}");
+            let range = self.taken[&id].0;
+            let mut t = self
+                .restore_checkpoint(id, range)
+                .unwrap_or_else(|e| panic!("{ctx}: checkpoint {id} of {ids:?} does not restore: {e}"));
+            assert!(t.read() == t.state, "{ctx}: checkpoint {id} of {ids:?} restores other state");
+        }
+
+        // A savepoint is whole or absent, and a completed one is there.
+        for (dir, state, outcome) in self.savepoints.clone() {
+            let file = dir.join(eddy::checkpoint::SAVEPOINT_FILE);
+            if !self.fs.exists(&file) {
+                assert_ne!(outcome, Some(true), "{ctx}: savepoint {dir:?} completed, yet is gone");
+                continue;
+            }
+            assert!(verify_savepoint(&self.fs, &dir).is_empty(), "{ctx}: savepoint {dir:?}");
+            let source = self.savepoint_source(dir.to_str().unwrap());
+            let mut t = self
+                .restore(all(), &[source], state)
+                .unwrap_or_else(|e| panic!("{ctx}: savepoint {dir:?} does not restore: {e}"));
+            assert!(t.read() == t.state, "{ctx}: savepoint {dir:?} restores other state");
+        }
+
+        // And work goes on from the newest checkpoint.
+        let Some(latest) = latest else { return };
+        let range = self.taken[&latest].0;
+        let mut t = self.restore_checkpoint(latest, range).unwrap();
+        t.write(90).unwrap();
+        self.checkpoint(&mut cp, &mut t, 100, false).unwrap();
+        self.wait(&mut cp, 100).unwrap_or_else(|e| panic!("{ctx}: the checkpoint after the restore: {e}"));
+        cp.settle().unwrap();
+        drop(cp);
+        let mut r = self.restore_checkpoint(100, range).unwrap();
+        assert!(r.read() == t.state, "{ctx}: the checkpoint after the restore restores other state");
+    }
+}
+
+/// The keys (of `0..KEYS`) in `range`.
+fn keys_of(range: KeyGroupRange) -> std::collections::BTreeSet<u64> {
+    let mp = eddy::keygroup::MaxParallelism::new(MAX_PARALLELISM).unwrap();
+    let fs = FaultFs::new();
+    let mut b = KeyedBackend::builder(U64)
+        .max_parallelism(mp.get())
+        .key_groups(range)
+        .store_options(StoreOptions::new().file_system(Arc::new(fs)))
+        .open("/keys")
+        .unwrap();
+    (0..KEYS).filter(|k| b.set_current_key(k).is_ok()).collect()
+}
+
+type Scenario = fn(&mut World) -> eddy::Result<()>;
+
+/// Runs `scenario` without a fault, then with a crash at each of its operations (and a few
+/// past its end, which background work may reach). Returns the operations of the clean run.
+fn sweep(name: &str, mode: Mode, scenario: Scenario) -> u64 {
+    sweep_with(name, mode, scenario, FaultKind::Crash)
+}
+
+/// [`sweep`] with another fault: an I/O error at each operation, after which the scenario goes
+/// on as far as it can and the power fails when it ends.
+fn sweep_with(name: &str, mode: Mode, scenario: Scenario, kind: FaultKind) -> u64 {
+    let (clean, _) = run(mode, scenario, None);
+    assert!(clean > 5, "{name}: {clean} operations");
+    let mut fired = 0;
+    for n in 0..clean + 4 {
+        if run(mode, scenario, Some((n, kind))).1 {
+            fired += 1;
+        }
+    }
+    assert!(fired > clean / 2, "{name}: the fault fired in {fired} of {clean} runs");
+    eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at each, it fired in {fired} runs");
+    clean
+}
+
+/// One run; returns its operations and whether the fault fired.
+fn run(mode: Mode, scenario: Scenario, fault: Option<(u64, FaultKind)>) -> (u64, bool) {
+    let mut w = World::new(mode, fault);
+    // Every handle the scenario made is dropped when it returns: background work has stopped.
+    let result = scenario(&mut w);
+    let base = w.base.expect("the scenario arms the fault");
+    let used = w.fs.ops() - base;
+    let crashed = w.fs.is_crashed();
+    let fired = crashed || fault.is_some_and(|(n, _)| n < used);
+    w.fs.disarm();
+    match fault {
+        Some((_, FaultKind::Crash)) if crashed => w.fs.recover(),
+        // An error, then power loss once the scenario is over.
+        Some((_, FaultKind::Error)) if fired => w.fs.crash(),
+        _ => {
+            if let Err(e) = &result {
+                panic!("{mode:?}, fault {fault:?}: failed without the fault firing: {e}");
+            }
+        }
+    }
+    w.check();
+    (used, fired)
+}
+
+/// Checkpoints 1 to 5, with writes after each barrier and a flush now and then.
+fn five_checkpoints(w: &mut World) -> eddy::Result<()> {
+    w.arm();
+    let mut t = w.open(all())?;
+    let mut cp = w.checkpointer()?;
+    t.write(1)?;
+    for id in 1..=5 {
+        w.checkpoint(&mut cp, &mut t, id, false)?;
+        t.write(id + 1)?;
+        if id % 2 == 0 {
+            t.b.store().flush()?;
+        }
+        w.wait(&mut cp, id)?;
+    }
+    cp.settle()?;
+    Ok(())
+}
+
+/// Checkpoints 1 and 2, then (swept) a restore of 2 by a new checkpointer and the
+/// checkpoints 3 and 4 after it, which name the restored files and subsume 1 and 2.
+fn restore_and_go_on(w: &mut World) -> eddy::Result<()> {
+    {
+        let mut t = w.open(all())?;
+        let mut cp = w.checkpointer()?;
+        for id in 1..=2 {
+            t.write(id)?;
+            t.b.store().flush()?;
+            w.checkpoint(&mut cp, &mut t, id, false)?;
+            w.wait(&mut cp, id)?;
+        }
+        cp.settle()?;
+    }
+    w.arm();
+    let mut t = w.restore_checkpoint(2, all())?;
+    let mut cp = w.checkpointer()?;
+    for id in 3..=4 {
+        t.write(id)?;
+        if id == 3 {
+            t.b.store().flush()?;
+        }
+        w.checkpoint(&mut cp, &mut t, id, false)?;
+        w.wait(&mut cp, id)?;
+    }
+    cp.settle()?;
+    Ok(())
+}
+
+/// Checkpoint 1, then (swept) checkpoint 2 aborted at once, 3 and 4 in flight together
+/// with 4 confirmed (which aborts 3 if it is still in flight), and 5 confirmed after it
+/// completed, which lets retention remove 4.
+fn abort_and_confirm(w: &mut World) -> eddy::Result<()> {
+    let mut t = w.open(all())?;
+    let mut cp = w.checkpointer()?;
+    t.write(1)?;
+    w.checkpoint(&mut cp, &mut t, 1, false)?;
+    w.wait(&mut cp, 1)?;
+    w.arm();
+    t.write(2)?;
+    t.b.store().flush()?;
+    w.checkpoint(&mut cp, &mut t, 2, false)?;
+    cp.abort(2);
+    t.write(3)?;
+    w.checkpoint(&mut cp, &mut t, 3, false)?;
+    t.write(4)?;
+    w.checkpoint(&mut cp, &mut t, 4, false)?;
+    cp.notify_checkpoint_complete(4);
+    for id in 2..=4 {
+        w.wait_or_aborted(&mut cp, id)?;
+    }
+    t.write(5)?;
+    w.checkpoint(&mut cp, &mut t, 5, false)?;
+    w.wait(&mut cp, 5)?;
+    cp.notify_checkpoint_complete(5);
+    cp.settle()?;
+    Ok(())
+}
+
+/// Checkpoint 1, then (swept) savepoint 2 with checkpoint 3 in flight beside it, and a
+/// restore from the savepoint whose next checkpoint 4 goes to the storage.
+fn savepoint_and_restore_from_it(w: &mut World) -> eddy::Result<()> {
+    let mut t = w.open(all())?;
+    let mut cp = w.checkpointer()?;
+    t.write(1)?;
+    t.b.store().flush()?;
+    w.checkpoint(&mut cp, &mut t, 1, false)?;
+    w.wait(&mut cp, 1)?;
+    w.arm();
+    t.write(2)?;
+    w.savepoint(&mut cp, &mut t, 2, "/sp")?;
+    t.write(3)?;
+    w.checkpoint(&mut cp, &mut t, 3, false)?;
+    w.wait_savepoint(&mut cp, 2, "/sp")?;
+    w.wait(&mut cp, 3)?;
+    drop(cp);
+    let state = w.savepoints[0].1.clone();
+    drop(t);
+    let source = w.savepoint_source("/sp");
+    let mut t = w.restore(all(), &[source], state)?;
+    let mut cp = w.checkpointer()?;
+    t.write(4)?;
+    w.checkpoint(&mut cp, &mut t, 4, false)?;
+    w.wait(&mut cp, 4)?;
+    cp.settle()?;
+    Ok(())
+}
+
+/// Two backends (key groups 0-3 and 4-7) checkpoint 1 and 2 into one storage; then (swept)
+/// one backend restores both and takes checkpoints 3 and 4, which subsume them.
+fn two_into_one(w: &mut World) -> eddy::Result<()> {
+    let both;
+    {
+        let mut a = w.open(low())?;
+        let mut b = w.open(high())?;
+        let mut cp = w.checkpointer()?;
+        a.write(1)?;
+        b.write(1)?;
+        a.b.store().flush()?;
+        w.checkpoint(&mut cp, &mut a, 1, false)?;
+        w.checkpoint(&mut cp, &mut b, 2, false)?;
+        w.wait(&mut cp, 1)?;
+        w.wait(&mut cp, 2)?;
+        cp.settle()?;
+        both = a.state.union(&b.state);
+    }
+    w.arm();
+    let sources = [w.source(1), w.source(2)];
+    let mut t = w.restore(all(), &sources, both)?;
+    let mut cp = w.checkpointer()?;
+    for id in 3..=4 {
+        t.write(id)?;
+        w.checkpoint(&mut cp, &mut t, id, false)?;
+        w.wait(&mut cp, id)?;
+    }
+    cp.settle()?;
+    Ok(())
+}
+
+/// One backend takes checkpoints 1 and 2; then (swept) two backends restore its halves and
+/// checkpoint into the same storage (3 and 5 of the low half, 4 of the high one).
+fn one_into_two(w: &mut World) -> eddy::Result<()> {
+    {
+        let mut t = w.open(all())?;
+        let mut cp = w.checkpointer()?;
+        for id in 1..=2 {
+            t.write(id)?;
+            t.b.store().flush()?;
+            w.checkpoint(&mut cp, &mut t, id, false)?;
+            w.wait(&mut cp, id)?;
+        }
+        cp.settle()?;
+    }
+    w.arm();
+    let mut a = w.restore_checkpoint(2, low())?;
+    let mut b = w.restore_checkpoint(2, high())?;
+    let mut cp = w.checkpointer()?;
+    a.write(3)?;
+    b.write(3)?;
+    w.checkpoint(&mut cp, &mut a, 3, false)?;
+    w.checkpoint(&mut cp, &mut b, 4, false)?;
+    w.wait(&mut cp, 3)?;
+    w.wait(&mut cp, 4)?;
+    a.write(5)?;
+    w.checkpoint(&mut cp, &mut a, 5, false)?;
+    w.wait(&mut cp, 5)?;
+    cp.settle()?;
+    Ok(())
+}
+
+#[test]
+fn a_crash_at_every_operation_of_five_full_checkpoints_keeps_a_completed_one() {
+    sweep("five checkpoints", Mode::Full, five_checkpoints);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_five_incremental_checkpoints_keeps_a_completed_one() {
+    sweep("five checkpoints", Mode::Incremental, five_checkpoints);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_five_changelog_checkpoints_keeps_a_completed_one() {
+    sweep("five checkpoints", Mode::Changelog, five_checkpoints);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_a_restore_and_the_checkpoints_after_it() {
+    sweep("restore and go on", Mode::Incremental, restore_and_go_on);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_a_restore_and_the_checkpoints_after_it() {
+    sweep("restore and go on", Mode::Changelog, restore_and_go_on);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_aborted_and_confirmed_checkpoints() {
+    sweep("abort and confirm", Mode::Incremental, abort_and_confirm);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_aborted_and_confirmed_checkpoints() {
+    sweep("abort and confirm", Mode::Changelog, abort_and_confirm);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_a_savepoint_and_a_restore_from_it() {
+    sweep("savepoint and restore from it", Mode::Incremental, savepoint_and_restore_from_it);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_a_savepoint_and_a_restore_from_it() {
+    sweep("savepoint and restore from it", Mode::Changelog, savepoint_and_restore_from_it);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_restoring_two_backends_into_one() {
+    sweep("two into one", Mode::Incremental, two_into_one);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_restoring_two_backends_into_one() {
+    sweep("two into one", Mode::Changelog, two_into_one);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_restoring_one_backend_into_two() {
+    sweep("one into two", Mode::Incremental, one_into_two);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_restoring_one_backend_into_two() {
+    sweep("one into two", Mode::Changelog, one_into_two);
+}
+
+#[test]
+fn an_io_error_at_every_operation_of_five_incremental_checkpoints_then_power_loss() {
+    sweep_with("five checkpoints", Mode::Incremental, five_checkpoints, FaultKind::Error);
+}
+
+#[test]
+fn with_a_changelog_an_io_error_at_every_operation_of_five_checkpoints_then_power_loss() {
+    sweep_with("five checkpoints", Mode::Changelog, five_checkpoints, FaultKind::Error);
+}
+
+#[test]
+fn an_io_error_at_every_operation_of_aborted_and_confirmed_checkpoints_then_power_loss() {
+    sweep_with("abort and confirm", Mode::Changelog, abort_and_confirm, FaultKind::Error);
+}
+
+#[test]
+fn an_io_error_at_every_operation_of_restoring_one_backend_into_two_then_power_loss() {
+    sweep_with("one into two", Mode::Incremental, one_into_two, FaultKind::Error);
+}
