@@ -27,13 +27,14 @@ use eddy::format::checkpoint::CheckpointManifest;
 use eddy::io::{FaultFs, FaultKind, FileSystem};
 use eddy::keygroup::KeyGroupRange;
 use eddy::state::{
-    KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor,
+    KeyedBackend, ListState, ListStateDescriptor, MapState, MapStateDescriptor, OperatorStateBackend, ValueState,
+    ValueStateDescriptor,
 };
 use eddy::store::{CompactionOptions, StoreOptions};
 use eddy::{Error, Misuse};
 
 const MAX_PARALLELISM: u32 = 8;
-const KEYS: u64 = 200;
+const KEYS: u64 = 120;
 
 /// All key groups, and the two halves a parallelism of 2 gives.
 fn all() -> KeyGroupRange {
@@ -57,11 +58,12 @@ enum Mode {
     Changelog,
 }
 
-/// A backend's keyed state (a value and a list per key) and operator state (a list).
+/// A backend's keyed state (a value, a list and a map per key) and operator state (a list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct State {
     values: BTreeMap<u64, u64>,
     lists: BTreeMap<u64, Vec<u32>>,
+    maps: BTreeMap<u64, BTreeMap<u32, u64>>,
     rounds: Vec<u64>,
 }
 
@@ -70,6 +72,7 @@ impl State {
         let mut s = self.clone();
         s.values.extend(other.values.iter().map(|(k, v)| (*k, *v)));
         s.lists.extend(other.lists.iter().map(|(k, v)| (*k, v.clone())));
+        s.maps.extend(other.maps.iter().map(|(k, v)| (*k, v.clone())));
         s
     }
 }
@@ -80,6 +83,7 @@ struct Task {
     op: OperatorStateBackend,
     value: ValueState<U64>,
     list: ListState<U32>,
+    map: MapState<U32, U64>,
     state: State,
 }
 
@@ -87,11 +91,13 @@ impl Task {
     fn new(mut b: KeyedBackend<U64>, op: OperatorStateBackend, state: State) -> eddy::Result<Task> {
         let value = b.state(ValueStateDescriptor::new("v", U64))?;
         let list = b.state(ListStateDescriptor::new("l", U32))?;
-        Ok(Task { b, op, value, list, state })
+        let map = b.state(MapStateDescriptor::new("m", U32, U64))?;
+        Ok(Task { b, op, value, list, map, state })
     }
 
     /// Round `round` of writes to the keys this backend owns: every value changes, a seventh
-    /// of them is cleared, a third of the lists grows.
+    /// of them is cleared, a third of the lists grows, a fifth of the maps gains an entry and
+    /// loses another, and a seventeenth of them is cleared.
     fn write(&mut self, round: u64) -> eddy::Result<()> {
         for k in 0..KEYS {
             match self.b.set_current_key(&k) {
@@ -109,6 +115,17 @@ impl Task {
                 self.list.add(&mut self.b, &(round as u32))?;
                 self.state.lists.entry(k).or_default().push(round as u32);
             }
+            if k % 5 == round % 5 {
+                self.map.put(&mut self.b, &(round as u32), &(k * round))?;
+                self.map.remove(&mut self.b, &(round as u32 - 1))?;
+                let m = self.state.maps.entry(k).or_default();
+                m.insert(round as u32, k * round);
+                m.remove(&(round as u32 - 1));
+            }
+            if k % 17 == round % 17 {
+                self.map.clear(&mut self.b)?;
+                self.state.maps.remove(&k);
+            }
         }
         self.op.list_state("rounds", U64)?.add(round);
         self.state.rounds.push(round);
@@ -124,6 +141,17 @@ impl Task {
         for k in self.b.keys(&self.list).unwrap() {
             self.b.set_current_key(&k).unwrap();
             s.lists.insert(k, self.list.get_vec(&mut self.b).unwrap());
+        }
+        for k in self.b.keys(&self.map).unwrap() {
+            self.b.set_current_key(&k).unwrap();
+            let mut it = self.map.iter(&mut self.b).unwrap();
+            let mut m = BTreeMap::new();
+            while let Some((uk, v)) = it.next_entry().unwrap() {
+                m.insert(uk, v);
+            }
+            if !m.is_empty() {
+                s.maps.insert(k, m);
+            }
         }
         s.rounds = self.op.list_state("rounds", U64).unwrap().get().to_vec();
         s
@@ -145,6 +173,8 @@ struct World {
     outcomes: BTreeMap<u64, bool>,
     /// The savepoints triggered: directory, state, whether one completed (if known).
     savepoints: Vec<(PathBuf, State, Option<bool>)>,
+    /// What else happened, for messages.
+    note: String,
 }
 
 impl World {
@@ -161,6 +191,7 @@ impl World {
             taken: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             savepoints: Vec::new(),
+            note: String::new(),
         }
     }
 
@@ -242,6 +273,7 @@ impl World {
             let keep = keys_of(range);
             s.values.retain(|k, _| keep.contains(k));
             s.lists.retain(|k, _| keep.contains(k));
+            s.maps.retain(|k, _| keep.contains(k));
         }
         s
     }
@@ -294,8 +326,22 @@ impl World {
     /// Everything that must hold once the file system restarted after the crash (or, without
     /// one, after the scenario ended).
     fn check(&mut self) {
-        let ctx = format!("{:?}, fault {:?}", self.mode, self.fault);
-        let mut cp = self.checkpointer().unwrap_or_else(|e| panic!("{ctx}: storage does not open: {e}"));
+        let ctx = format!("{:?}, fault {:?}{}", self.mode, self.fault, self.note);
+        self.check_consistent(&ctx);
+        // And work goes on from the newest checkpoint.
+        let next = self.go_on().unwrap_or_else(|e| panic!("{ctx}: going on from the newest checkpoint: {e}"));
+        if let Some(id) = next {
+            let range = self.taken[&id].0;
+            let mut r = self.restore_checkpoint(id, range).unwrap();
+            assert!(r.read() == r.state, "{ctx}: the checkpoint after the restore restores other state");
+        }
+    }
+
+    /// What the restarted storage holds: no leftovers, and every retained checkpoint and
+    /// savepoint restores exactly.
+    fn check_consistent(&mut self, ctx: &str) {
+        let cp = self.checkpointer().unwrap_or_else(|e| panic!("{ctx}: storage does not open: {e}"));
+        drop(cp);
         // The shared files are exactly those the manifests name.
         let mut named = std::collections::BTreeSet::new();
         let ids = self.storage.manifests().unwrap();
@@ -338,18 +384,22 @@ impl World {
                 .unwrap_or_else(|e| panic!("{ctx}: savepoint {dir:?} does not restore: {e}"));
             assert!(t.read() == t.state, "{ctx}: savepoint {dir:?} restores other state");
         }
+    }
 
-        // And work goes on from the newest checkpoint.
-        let Some(latest) = latest else { return };
+    /// What a job does after the restart: opens the storage (which collects what the crash
+    /// left), restores the newest checkpoint, writes and takes the next checkpoint. Returns
+    /// its id, if there was a checkpoint to go on from.
+    fn go_on(&mut self) -> eddy::Result<Option<u64>> {
+        let mut cp = self.checkpointer()?;
+        let Some(latest) = latest_checkpoint(self.storage.as_ref())? else { return Ok(None) };
         let range = self.taken[&latest].0;
-        let mut t = self.restore_checkpoint(latest, range).unwrap();
-        t.write(90).unwrap();
-        self.checkpoint(&mut cp, &mut t, 100, false).unwrap();
-        self.wait(&mut cp, 100).unwrap_or_else(|e| panic!("{ctx}: the checkpoint after the restore: {e}"));
-        cp.settle().unwrap();
-        drop(cp);
-        let mut r = self.restore_checkpoint(100, range).unwrap();
-        assert!(r.read() == t.state, "{ctx}: the checkpoint after the restore restores other state");
+        let mut t = self.restore_checkpoint(latest, range)?;
+        t.write(90)?;
+        let id = self.taken.keys().max().map_or(1, |m| m + 1);
+        self.checkpoint(&mut cp, &mut t, id, false)?;
+        self.wait(&mut cp, id)?;
+        cp.settle()?;
+        Ok(Some(id))
     }
 }
 
@@ -371,22 +421,23 @@ type Scenario = fn(&mut World) -> eddy::Result<()>;
 /// Runs `scenario` without a fault, then with a crash at each of its operations (and a few
 /// past its end, which background work may reach). Returns the operations of the clean run.
 fn sweep(name: &str, mode: Mode, scenario: Scenario) -> u64 {
-    sweep_with(name, mode, scenario, FaultKind::Crash)
+    sweep_with(name, mode, scenario, FaultKind::Crash, 1)
 }
 
-/// [`sweep`] with another fault: an I/O error at each operation, after which the scenario goes
-/// on as far as it can and the power fails when it ends.
-fn sweep_with(name: &str, mode: Mode, scenario: Scenario, kind: FaultKind) -> u64 {
+/// [`sweep`] with another fault, at every `stride`-th operation: after an I/O error the
+/// scenario goes on as far as it can, and the power fails when it ends.
+fn sweep_with(name: &str, mode: Mode, scenario: Scenario, kind: FaultKind, stride: usize) -> u64 {
     let (clean, _) = run(mode, scenario, None);
     assert!(clean > 5, "{name}: {clean} operations");
-    let mut fired = 0;
-    for n in 0..clean + 4 {
+    let (mut runs, mut fired) = (0, 0);
+    for n in (0..clean + 4).step_by(stride) {
+        runs += 1;
         if run(mode, scenario, Some((n, kind))).1 {
             fired += 1;
         }
     }
-    assert!(fired > clean / 2, "{name}: the fault fired in {fired} of {clean} runs");
-    eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at each, it fired in {fired} runs");
+    assert!(fired > runs / 2, "{name}: the fault fired in {fired} of {runs} runs");
+    eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at every {stride}th, it fired in {fired} runs");
     clean
 }
 
@@ -403,7 +454,7 @@ fn run(mode: Mode, scenario: Scenario, fault: Option<(u64, FaultKind)>) -> (u64,
     match fault {
         Some((_, FaultKind::Crash)) if crashed => w.fs.recover(),
         // An error, then power loss once the scenario is over.
-        Some((_, FaultKind::Error)) if fired => w.fs.crash(),
+        Some((_, FaultKind::Error | FaultKind::ErrorForever)) if fired => w.fs.crash(),
         _ => {
             if let Err(e) = &result {
                 panic!("{mode:?}, fault {fault:?}: failed without the fault firing: {e}");
@@ -414,14 +465,52 @@ fn run(mode: Mode, scenario: Scenario, fault: Option<(u64, FaultKind)>) -> (u64,
     (used, fired)
 }
 
-/// Checkpoints 1 to 5, with writes after each barrier and a flush now and then.
+/// A crash at `first` operations into `scenario`, then another at each operation of the
+/// restart after it (opening the storage, restoring the newest checkpoint, the next
+/// checkpoint), every `stride`-th first crash point. Returns the runs.
+fn sweep_restarts(name: &str, mode: Mode, scenario: Scenario, stride: usize) -> u64 {
+    let (clean, _) = run(mode, scenario, None);
+    let mut runs = 0;
+    for first in (0..clean).step_by(stride) {
+        let mut second = 0;
+        loop {
+            let mut w = World::new(mode, Some((first, FaultKind::Crash)));
+            let _ = scenario(&mut w);
+            w.fs.disarm();
+            w.fs.recover();
+            let base = w.fs.ops();
+            w.fs.fail_at(base + second, FaultKind::Crash);
+            let went_on = w.go_on();
+            // The first run that the crash does not reach ends the sweep of this point.
+            let crashed = w.fs.is_crashed();
+            w.fs.disarm();
+            if crashed {
+                w.fs.recover();
+            } else if let Err(e) = went_on {
+                panic!("{mode:?}, crash at {first}, then none at {second}: failed: {e}");
+            }
+            w.note = format!(", then a crash at {second} of the restart");
+            w.check();
+            runs += 1;
+            if !crashed {
+                break;
+            }
+            second += 1;
+        }
+    }
+    eprintln!("{name} ({mode:?}): a crash at every {stride}th of {clean} operations, then at each of the restart: {runs} runs");
+    runs
+}
+
+/// Checkpoints 1 to 5 (the fourth a full one), with writes after each barrier and a flush now
+/// and then.
 fn five_checkpoints(w: &mut World) -> eddy::Result<()> {
     w.arm();
     let mut t = w.open(all())?;
     let mut cp = w.checkpointer()?;
     t.write(1)?;
     for id in 1..=5 {
-        w.checkpoint(&mut cp, &mut t, id, false)?;
+        w.checkpoint(&mut cp, &mut t, id, id == 4)?;
         t.write(id + 1)?;
         if id % 2 == 0 {
             t.b.store().flush()?;
@@ -648,21 +737,57 @@ fn with_a_changelog_a_crash_at_every_operation_of_restoring_one_backend_into_two
 }
 
 #[test]
-fn an_io_error_at_every_operation_of_five_incremental_checkpoints_then_power_loss() {
-    sweep_with("five checkpoints", Mode::Incremental, five_checkpoints, FaultKind::Error);
+fn an_io_error_at_operations_of_five_incremental_checkpoints_then_power_loss() {
+    sweep_with("five checkpoints", Mode::Incremental, five_checkpoints, FaultKind::Error, 4);
 }
 
 #[test]
-fn with_a_changelog_an_io_error_at_every_operation_of_five_checkpoints_then_power_loss() {
-    sweep_with("five checkpoints", Mode::Changelog, five_checkpoints, FaultKind::Error);
+fn with_a_changelog_an_io_error_at_operations_of_five_checkpoints_then_power_loss() {
+    sweep_with("five checkpoints", Mode::Changelog, five_checkpoints, FaultKind::Error, 4);
 }
 
 #[test]
-fn an_io_error_at_every_operation_of_aborted_and_confirmed_checkpoints_then_power_loss() {
-    sweep_with("abort and confirm", Mode::Changelog, abort_and_confirm, FaultKind::Error);
+fn an_io_error_at_operations_of_aborted_and_confirmed_checkpoints_then_power_loss() {
+    sweep_with("abort and confirm", Mode::Changelog, abort_and_confirm, FaultKind::Error, 4);
 }
 
 #[test]
-fn an_io_error_at_every_operation_of_restoring_one_backend_into_two_then_power_loss() {
-    sweep_with("one into two", Mode::Incremental, one_into_two, FaultKind::Error);
+fn a_failing_disk_from_operations_of_restoring_one_backend_into_two_then_power_loss() {
+    sweep_with("one into two", Mode::Incremental, one_into_two, FaultKind::ErrorForever, 4);
+}
+
+#[test]
+fn a_crash_while_restarting_after_a_crash_in_incremental_checkpoints_keeps_a_completed_one() {
+    sweep_restarts("five checkpoints", Mode::Incremental, five_checkpoints, 40);
+}
+
+#[test]
+fn with_a_changelog_a_crash_while_restarting_after_a_crash_keeps_a_completed_checkpoint() {
+    sweep_restarts("five checkpoints", Mode::Changelog, five_checkpoints, 40);
+}
+
+/// Every scenario in every mode: a crash, an I/O error and a failing disk at each operation,
+/// and a crash at each operation of the restart after a crash at every fifth. Minutes:
+/// `cargo test --release --test crash_sweep -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes: every fault at every operation of every scenario"]
+fn every_fault_at_every_operation_of_every_scenario() {
+    let scenarios: [(&str, Scenario); 6] = [
+        ("five checkpoints", five_checkpoints),
+        ("restore and go on", restore_and_go_on),
+        ("abort and confirm", abort_and_confirm),
+        ("savepoint and restore from it", savepoint_and_restore_from_it),
+        ("two into one", two_into_one),
+        ("one into two", one_into_two),
+    ];
+    let mut runs = 0;
+    for (name, scenario) in scenarios {
+        for mode in [Mode::Full, Mode::Incremental, Mode::Changelog] {
+            for kind in [FaultKind::Crash, FaultKind::Error, FaultKind::ErrorForever] {
+                runs += sweep_with(name, mode, scenario, kind, 1) + 4;
+            }
+            runs += sweep_restarts(name, mode, scenario, 5);
+        }
+    }
+    eprintln!("{runs} runs");
 }
