@@ -4,7 +4,9 @@
 //! and confirmed checkpoints with the retention they drive, savepoints and restores from them,
 //! and restores at another parallelism (two backends into one, one into two).
 //!
-//! After each crash the file system restarts and the storage is opened again. Then:
+//! A crash keeps a varying prefix of the bytes not yet synced; in every other run, appends reach
+//! a file only when their writer syncs or closes it. After each crash the file system restarts
+//! and the storage is opened again. Then:
 //! - what the interrupted work left behind is collected: the shared files are exactly those
 //!   the manifests name;
 //! - the newest checkpoint is one that completed, or one in flight at the crash (never one
@@ -15,12 +17,12 @@
 //! - and a checkpoint taken after restoring the newest one completes and restores.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eddy::checkpoint::{
     latest_checkpoint, verify_checkpoint, verify_savepoint, CheckpointInfo, CheckpointOptions, CheckpointStorage,
-    Checkpointer, LocalDirStorage, RestoreSource,
+    Checkpointer, LocalDirStorage, RestoreSource, Transfer,
 };
 use eddy::codec::{U32, U64};
 use eddy::format::checkpoint::CheckpointManifest;
@@ -56,6 +58,9 @@ enum Mode {
     /// The stores keep a changelog: checkpoints name the state last stored and the log since,
     /// and the state is stored again every few checkpoints.
     Changelog,
+    /// Incremental checkpoints whose files are copied into the storage and back (no hard
+    /// links), and compressed savepoints.
+    Copied,
 }
 
 /// A backend's keyed state (a value, a list and a map per key) and operator state (a list).
@@ -171,8 +176,9 @@ struct World {
     taken: BTreeMap<u64, (KeyGroupRange, State)>,
     /// What their outcome was, where one came: completed or failed.
     outcomes: BTreeMap<u64, bool>,
-    /// The savepoints triggered: directory, state, whether one completed (if known).
-    savepoints: Vec<(PathBuf, State, Option<bool>)>,
+    /// The savepoints triggered: directory, key groups and state of the backend, whether one
+    /// completed (if known).
+    savepoints: Vec<(PathBuf, KeyGroupRange, State, Option<bool>)>,
     /// What else happened, for messages.
     note: String,
 }
@@ -180,7 +186,12 @@ struct World {
 impl World {
     fn new(mode: Mode, fault: Option<(u64, FaultKind)>) -> World {
         let fs = FaultFs::new();
-        let storage = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), "/cp").unwrap());
+        // Every other run, appends reach the files only when synced or closed, as with a
+        // writer that buffers them.
+        fs.buffered_writes(fault.is_some_and(|(n, _)| n % 2 == 1));
+        let storage = LocalDirStorage::new(Arc::new(fs.clone()), "/cp").unwrap();
+        let transfer = if mode == Mode::Copied { Transfer::Copy } else { Transfer::Link };
+        let storage = Arc::new(storage.transfer(transfer));
         World {
             fs,
             storage,
@@ -210,6 +221,7 @@ impl World {
             Mode::Full => o.incremental(false),
             Mode::Incremental => o,
             Mode::Changelog => o.materialize_after(8 << 10),
+            Mode::Copied => o.savepoint_compression(Some(1)),
         }
     }
 
@@ -302,19 +314,19 @@ impl World {
     }
 
     fn savepoint(&mut self, cp: &mut Checkpointer, t: &mut Task, id: u64, dir: &str) -> eddy::Result<()> {
-        self.savepoints.push((dir.into(), t.state.clone(), None));
+        self.savepoints.push((dir.into(), t.b.key_groups(), t.state.clone(), None));
         let fs: Arc<dyn FileSystem> = Arc::new(self.fs.clone());
         let r = cp.savepoint(id, fs, dir, &mut t.b, &t.op);
         if r.is_err() {
-            self.savepoints.last_mut().unwrap().2 = Some(false);
+            self.savepoints.last_mut().unwrap().3 = Some(false);
         }
         r
     }
 
     fn wait_savepoint(&mut self, cp: &mut Checkpointer, id: u64, dir: &str) -> eddy::Result<()> {
         let r = cp.wait(id).map(|_| ());
-        if let Some(s) = self.savepoints.iter_mut().find(|s| s.0 == PathBuf::from(dir)) {
-            s.2 = Some(r.is_ok());
+        if let Some(s) = self.savepoints.iter_mut().find(|s| s.0 == Path::new(dir)) {
+            s.3 = Some(r.is_ok());
         }
         r
     }
@@ -331,21 +343,20 @@ impl World {
         // And work goes on from the newest checkpoint.
         let next = self.go_on().unwrap_or_else(|e| panic!("{ctx}: going on from the newest checkpoint: {e}"));
         if let Some(id) = next {
+            // Retention went on: two checkpoints are kept, and only their files.
+            let ids = self.storage.manifests().unwrap();
+            assert!(ids.len() <= 2 && ids.contains(&id), "{ctx}: retained {ids:?} after checkpoint {id}");
+            self.check_no_leftovers(&ctx);
             let range = self.taken[&id].0;
             let mut r = self.restore_checkpoint(id, range).unwrap();
             assert!(r.read() == r.state, "{ctx}: the checkpoint after the restore restores other state");
         }
     }
 
-    /// What the restarted storage holds: no leftovers, and every retained checkpoint and
-    /// savepoint restores exactly.
-    fn check_consistent(&mut self, ctx: &str) {
-        let cp = self.checkpointer().unwrap_or_else(|e| panic!("{ctx}: storage does not open: {e}"));
-        drop(cp);
-        // The shared files are exactly those the manifests name.
+    /// The shared files are exactly those the manifests name.
+    fn check_no_leftovers(&self, ctx: &str) {
         let mut named = std::collections::BTreeSet::new();
-        let ids = self.storage.manifests().unwrap();
-        for &id in &ids {
+        for id in self.storage.manifests().unwrap() {
             let m = CheckpointManifest::decode(&self.storage.read_manifest(id).unwrap())
                 .unwrap_or_else(|e| panic!("{ctx}: manifest {id} does not decode: {e:?}"));
             named.extend(m.segments.into_iter().map(|s| s.file));
@@ -353,6 +364,15 @@ impl World {
         }
         let stored: std::collections::BTreeSet<String> = self.storage.shared_files().unwrap().into_iter().collect();
         assert_eq!(stored, named, "{ctx}: shared files that no manifest names, or named files missing");
+    }
+
+    /// What the restarted storage holds: no leftovers, and every retained checkpoint and
+    /// savepoint restores exactly.
+    fn check_consistent(&mut self, ctx: &str) {
+        let cp = self.checkpointer().unwrap_or_else(|e| panic!("{ctx}: storage does not open: {e}"));
+        drop(cp);
+        self.check_no_leftovers(ctx);
+        let ids = self.storage.manifests().unwrap();
 
         // The newest checkpoint: at least the last reported completed.
         let latest = latest_checkpoint(self.storage.as_ref()).unwrap();
@@ -371,7 +391,7 @@ impl World {
         }
 
         // A savepoint is whole or absent, and a completed one is there.
-        for (dir, state, outcome) in self.savepoints.clone() {
+        for (dir, range, state, outcome) in self.savepoints.clone() {
             let file = dir.join(eddy::checkpoint::SAVEPOINT_FILE);
             if !self.fs.exists(&file) {
                 assert_ne!(outcome, Some(true), "{ctx}: savepoint {dir:?} completed, yet is gone");
@@ -380,7 +400,7 @@ impl World {
             assert!(verify_savepoint(&self.fs, &dir).is_empty(), "{ctx}: savepoint {dir:?}");
             let source = self.savepoint_source(dir.to_str().unwrap());
             let mut t = self
-                .restore(all(), &[source], state)
+                .restore(range, &[source], state)
                 .unwrap_or_else(|e| panic!("{ctx}: savepoint {dir:?} does not restore: {e}"));
             assert!(t.read() == t.state, "{ctx}: savepoint {dir:?} restores other state");
         }
@@ -437,7 +457,8 @@ fn sweep_with(name: &str, mode: Mode, scenario: Scenario, kind: FaultKind, strid
         }
     }
     assert!(fired > runs / 2, "{name}: the fault fired in {fired} of {runs} runs");
-    eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at every {stride}th, it fired in {fired} runs");
+    let at = if stride == 1 { "each".to_string() } else { format!("every {stride}th") };
+    eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at {at}, it fired in {fired} of {runs} runs");
     clean
 }
 
@@ -597,7 +618,7 @@ fn savepoint_and_restore_from_it(w: &mut World) -> eddy::Result<()> {
     w.wait_savepoint(&mut cp, 2, "/sp")?;
     w.wait(&mut cp, 3)?;
     drop(cp);
-    let state = w.savepoints[0].1.clone();
+    let state = w.savepoints[0].2.clone();
     drop(t);
     let source = w.savepoint_source("/sp");
     let mut t = w.restore(all(), &[source], state)?;
@@ -629,6 +650,37 @@ fn two_into_one(w: &mut World) -> eddy::Result<()> {
     }
     w.arm();
     let sources = [w.source(1), w.source(2)];
+    let mut t = w.restore(all(), &sources, both)?;
+    let mut cp = w.checkpointer()?;
+    for id in 3..=4 {
+        t.write(id)?;
+        w.checkpoint(&mut cp, &mut t, id, false)?;
+        w.wait(&mut cp, id)?;
+    }
+    cp.settle()?;
+    Ok(())
+}
+
+/// Two backends (key groups 0-3 and 4-7), one taking checkpoint 1, the other savepoint 2;
+/// then (swept) one backend restores from both and takes checkpoints 3 and 4.
+fn a_checkpoint_and_a_savepoint_into_one(w: &mut World) -> eddy::Result<()> {
+    let both;
+    {
+        let mut a = w.open(low())?;
+        let mut b = w.open(high())?;
+        let mut cp = w.checkpointer()?;
+        a.write(1)?;
+        b.write(1)?;
+        b.b.store().flush()?;
+        b.write(2)?;
+        w.checkpoint(&mut cp, &mut a, 1, false)?;
+        w.savepoint(&mut cp, &mut b, 2, "/sp")?;
+        w.wait(&mut cp, 1)?;
+        w.wait_savepoint(&mut cp, 2, "/sp")?;
+        both = a.state.union(&b.state);
+    }
+    w.arm();
+    let sources = [w.source(1), w.savepoint_source("/sp")];
     let mut t = w.restore(all(), &sources, both)?;
     let mut cp = w.checkpointer()?;
     for id in 3..=4 {
@@ -687,6 +739,11 @@ fn a_crash_at_every_operation_of_five_changelog_checkpoints_keeps_a_completed_on
 }
 
 #[test]
+fn a_crash_at_every_operation_of_five_checkpoints_copied_into_the_storage_keeps_a_completed_one() {
+    sweep("five checkpoints", Mode::Copied, five_checkpoints);
+}
+
+#[test]
 fn a_crash_at_every_operation_of_a_restore_and_the_checkpoints_after_it() {
     sweep("restore and go on", Mode::Incremental, restore_and_go_on);
 }
@@ -712,6 +769,11 @@ fn a_crash_at_every_operation_of_a_savepoint_and_a_restore_from_it() {
 }
 
 #[test]
+fn a_crash_at_every_operation_of_a_compressed_savepoint_and_a_copying_restore() {
+    sweep("savepoint and restore from it", Mode::Copied, savepoint_and_restore_from_it);
+}
+
+#[test]
 fn with_a_changelog_a_crash_at_every_operation_of_a_savepoint_and_a_restore_from_it() {
     sweep("savepoint and restore from it", Mode::Changelog, savepoint_and_restore_from_it);
 }
@@ -724,6 +786,21 @@ fn a_crash_at_every_operation_of_restoring_two_backends_into_one() {
 #[test]
 fn with_a_changelog_a_crash_at_every_operation_of_restoring_two_backends_into_one() {
     sweep("two into one", Mode::Changelog, two_into_one);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_restoring_a_checkpoint_and_a_savepoint_into_one_backend() {
+    sweep("a checkpoint and a savepoint into one", Mode::Incremental, a_checkpoint_and_a_savepoint_into_one);
+}
+
+#[test]
+fn with_a_changelog_a_crash_at_every_operation_of_restoring_a_checkpoint_and_a_savepoint_into_one_backend() {
+    sweep("a checkpoint and a savepoint into one", Mode::Changelog, a_checkpoint_and_a_savepoint_into_one);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_copying_restores_of_one_backend_into_two() {
+    sweep("one into two", Mode::Copied, one_into_two);
 }
 
 #[test]
@@ -772,17 +849,18 @@ fn with_a_changelog_a_crash_while_restarting_after_a_crash_keeps_a_completed_che
 #[test]
 #[ignore = "minutes: every fault at every operation of every scenario"]
 fn every_fault_at_every_operation_of_every_scenario() {
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("five checkpoints", five_checkpoints),
         ("restore and go on", restore_and_go_on),
         ("abort and confirm", abort_and_confirm),
         ("savepoint and restore from it", savepoint_and_restore_from_it),
         ("two into one", two_into_one),
+        ("a checkpoint and a savepoint into one", a_checkpoint_and_a_savepoint_into_one),
         ("one into two", one_into_two),
     ];
     let mut runs = 0;
     for (name, scenario) in scenarios {
-        for mode in [Mode::Full, Mode::Incremental, Mode::Changelog] {
+        for mode in [Mode::Full, Mode::Incremental, Mode::Changelog, Mode::Copied] {
             for kind in [FaultKind::Crash, FaultKind::Error, FaultKind::ErrorForever] {
                 runs += sweep_with(name, mode, scenario, kind, 1) + 4;
             }

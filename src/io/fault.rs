@@ -45,6 +45,9 @@ pub enum FaultKind {
 /// keeps a prefix of them of a length that varies from crash to crash: unsynced data may be
 /// partly written), and writers opened before the crash fail from then on.
 ///
+/// With [`FaultFs::buffered_writes`], appended bytes reach the file (and its readers) only when
+/// their writer syncs it or is dropped, as with a writer that buffers in user space.
+///
 /// Some simplifications: paths are compared as given, without canonicalization; a truncation
 /// is durable at once.
 ///
@@ -93,6 +96,8 @@ struct State {
     /// A crash drops exactly the bytes written since the last sync (else a part of them may
     /// survive).
     exact_crashes: bool,
+    /// Appended bytes stay with their writer until it syncs or is dropped.
+    buffered_writes: bool,
     /// Paths locked through [`FileSystem::lock`].
     locks: BTreeSet<PathBuf>,
 }
@@ -321,6 +326,16 @@ impl FaultFs {
         self.lock().exact_crashes = exact;
     }
 
+    /// Whether appended bytes stay with their writer, unseen by readers, until it syncs the
+    /// file or is dropped (`true`), as with a writer that buffers in user space ([`StdFs`]
+    /// does, up to a buffer's worth), or reach the file at once (`false`, the default). A
+    /// crash loses the buffered bytes.
+    ///
+    /// [`StdFs`]: super::StdFs
+    pub fn buffered_writes(&self, buffered: bool) {
+        self.lock().buffered_writes = buffered;
+    }
+
     /// Simulates power loss: only durable names and durable bytes remain, and writers opened
     /// before fail from now on.
     pub fn crash(&self) {
@@ -448,7 +463,7 @@ impl FileSystem for FaultFs {
         };
         state.live.insert(path.to_path_buf(), ino);
         *state.writers.entry(ino).or_insert(0) += 1;
-        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
+        Ok(Box::new(FaultFile::new(&self.state, ino, &state)))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
@@ -461,7 +476,7 @@ impl FileSystem for FaultFs {
         let ino = state.new_inode(Inode::default());
         state.live.insert(path.to_path_buf(), ino);
         *state.writers.entry(ino).or_insert(0) += 1;
-        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
+        Ok(Box::new(FaultFile::new(&self.state, ino, &state)))
     }
 
     fn open(&self, path: &Path) -> io::Result<FileBytes> {
@@ -578,9 +593,23 @@ struct FaultFile {
     ino: Ino,
     generation: u64,
     len: u64,
+    /// With [`FaultFs::buffered_writes`]: the bytes appended since the last sync.
+    buffered: Option<Vec<u8>>,
 }
 
 impl FaultFile {
+    fn new(shared: &Arc<Mutex<State>>, ino: Ino, state: &State) -> FaultFile {
+        let buffered = state.buffered_writes.then(Vec::new);
+        FaultFile { state: Arc::clone(shared), ino, generation: state.generation, len: 0, buffered }
+    }
+
+    /// Hands the buffered bytes to the file.
+    fn release(buffered: &mut Option<Vec<u8>>, inode: &mut Inode) {
+        if let Some(b) = buffered {
+            inode.data.append(b);
+        }
+    }
+
     /// Locks the file system and starts a mutating operation on this file.
     fn begin(&self) -> io::Result<MutexGuard<'_, State>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -595,19 +624,31 @@ impl FaultFile {
 
 impl WritableFile for FaultFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let buffered = self.buffered.is_some();
         let mut state = self.begin()?;
         let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
-        inode.data.extend_from_slice(data);
+        if !buffered {
+            inode.data.extend_from_slice(data);
+        }
         drop(state);
+        if let Some(b) = &mut self.buffered {
+            b.extend_from_slice(data);
+        }
         self.len += data.len() as u64;
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut state = self.begin()?;
-        let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
-        inode.durable_len = inode.data.len();
-        Ok(())
+        let mut buffered = self.buffered.take();
+        let result = (|| {
+            let mut state = self.begin()?;
+            let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
+            Self::release(&mut buffered, inode);
+            inode.durable_len = inode.data.len();
+            Ok(())
+        })();
+        self.buffered = buffered;
+        result
     }
 
     fn len(&self) -> u64 {
@@ -620,6 +661,9 @@ impl Drop for FaultFile {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.generation != self.generation {
             return;
+        }
+        if let Some(inode) = state.inodes.get_mut(&self.ino) {
+            Self::release(&mut self.buffered, inode);
         }
         if let Some(count) = state.writers.get_mut(&self.ino) {
             *count -= 1;
@@ -856,6 +900,30 @@ mod tests {
             lengths.insert(got.len());
         }
         assert!(lengths.len() > 3, "{lengths:?}");
+    }
+
+    #[test]
+    fn buffered_writes_reach_readers_at_sync_or_drop_and_a_crash_loses_them() {
+        let fs = db();
+        fs.buffered_writes(true);
+        let mut file = fs.create(p("/db/f")).unwrap();
+        file.append(b"one").unwrap();
+        assert_eq!(file.len(), 3);
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"");
+        file.sync().unwrap();
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one");
+        file.append(b" two").unwrap();
+        drop(file);
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one two");
+        fs.sync_dir(p("/db")).unwrap();
+
+        let mut file = fs.create(p("/db/g")).unwrap();
+        file.append(b"lost").unwrap();
+        fs.sync_dir(p("/db")).unwrap();
+        fs.crash();
+        drop(file);
+        assert_eq!(fs.read(p("/db/g")).unwrap(), b"");
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one");
     }
 
     #[test]
