@@ -467,3 +467,35 @@ fn a_directory_whose_sync_failed_is_synced_when_it_is_made_again() {
         assert_eq!(read(&mut r), model, "{ctx}");
     }
 }
+
+/// Regression: a restore that failed (an I/O error while it linked the segments or wrote the
+/// store's manifest) left its files in the directory, and every later restore into it was
+/// refused with `Misuse::NotEmpty`. A failed restore removes what it put there: tried again,
+/// it succeeds.
+#[test]
+fn a_failed_restore_can_be_tried_again_in_its_directory() {
+    let mut job = Job::new();
+    let (mut cp, mut b, model) = job.started(true);
+    cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    drop(cp);
+    let restore = |job: &Job, dir: &str| {
+        KeyedBackend::builder(U64)
+            .max_parallelism(8)
+            .store_options(store_options(&job.fs))
+            .restore(dir, &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }])
+    };
+    let mut failed = 0;
+    for n in 0..16 {
+        let dir = format!("/again-{n}");
+        job.fs.fail_at(job.fs.ops() + n, FaultKind::Error);
+        let first = restore(&job, &dir).map(|_| ());
+        job.fs.disarm();
+        if first.is_err() {
+            failed += 1;
+            let (mut r, _) = restore(&job, &dir).unwrap_or_else(|e| panic!("error at {n}, then: {e}"));
+            assert_eq!(read(&mut r), model, "error at {n}");
+        }
+    }
+    assert!(failed > 3, "{failed}");
+}
