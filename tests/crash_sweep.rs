@@ -4,7 +4,7 @@
 //! instead of linked), a restore and the checkpoints after it, aborted and confirmed
 //! checkpoints with the retention they drive, savepoints and restores from them, and restores
 //! at another parallelism (two backends into one, one into two, a checkpoint and a savepoint
-//! into one). Other runs inject an I/O error or a failing disk instead: the job then goes on
+//! into one). Other runs inject an I/O error, a failing disk or a full one instead: the job then goes on
 //! in place (storage opened again, newest checkpoint restored, next checkpoint, savepoints
 //! taken again), and then the power fails. Others crash again while the job restarts.
 //!
@@ -508,7 +508,7 @@ fn sweep_with(name: &str, mode: Mode, scenario: Scenario, kind: FaultKind, strid
         }
     }
     assert!(fired > runs / 2, "{name}: the fault fired in {fired} of {runs} runs");
-    let at = if stride == 1 { "each".to_string() } else { format!("every {stride}th") };
+    let at = if stride == 1 { "each".to_string() } else { format!("one in {stride}") };
     eprintln!("{name} ({mode:?}): {clean} operations, {kind:?} at {at}, it fired in {fired} of {runs} runs");
     clean
 }
@@ -528,7 +528,7 @@ fn run(mode: Mode, scenario: Scenario, fault: Option<(u64, FaultKind)>) -> (u64,
         // An error, then power loss once the scenario is over.
         // An error; the job goes on in place from its newest checkpoint, with the storage
         // opened again; then the power fails.
-        Some((_, FaultKind::Error | FaultKind::ErrorForever)) if fired => {
+        Some((_, FaultKind::Error | FaultKind::ErrorForever | FaultKind::NoSpace)) if fired => {
             w.fs.disarm();
             w.go_on().unwrap_or_else(|e| panic!("{mode:?}, fault {fault:?}: going on after the error: {e}"));
             w.fs.crash();
@@ -576,7 +576,9 @@ fn sweep_restarts(name: &str, mode: Mode, scenario: Scenario, stride: usize) -> 
             second += 1;
         }
     }
-    eprintln!("{name} ({mode:?}): a crash at every {stride}th of {clean} operations, then at each of the restart: {runs} runs");
+    eprintln!(
+        "{name} ({mode:?}): a crash at one in {stride} of {clean} operations, then at each of the restart: {runs} runs"
+    );
     runs
 }
 
@@ -929,6 +931,22 @@ fn with_a_changelog_an_io_error_at_operations_of_checkpoints_that_go_on_past_fai
 }
 
 #[test]
+fn a_full_disk_from_operations_of_checkpoints_that_go_on_past_failures_then_power_loss() {
+    sweep_with(
+        "five checkpoints past failures",
+        Mode::Incremental,
+        five_checkpoints_past_failures,
+        FaultKind::NoSpace,
+        3,
+    );
+}
+
+#[test]
+fn with_a_changelog_a_full_disk_from_operations_of_aborted_and_confirmed_checkpoints_then_power_loss() {
+    sweep_with("abort and confirm", Mode::Changelog, abort_and_confirm, FaultKind::NoSpace, 3);
+}
+
+#[test]
 fn an_io_error_at_operations_of_aborted_and_confirmed_checkpoints_then_power_loss() {
     sweep_with("abort and confirm", Mode::Changelog, abort_and_confirm, FaultKind::Error, 4);
 }
@@ -948,8 +966,9 @@ fn with_a_changelog_a_crash_while_restarting_after_a_crash_keeps_a_completed_che
     sweep_restarts("five checkpoints", Mode::Changelog, five_checkpoints, 40);
 }
 
-/// Every scenario in every mode: a crash, an I/O error and a failing disk at each operation,
-/// and a crash at each operation of the restart after a crash at every fifth. Minutes:
+/// Every scenario in every mode: a crash, an I/O error, a failing disk and a full one at each
+/// operation, and a crash at each operation of the restart after a crash at every fifth.
+/// Minutes:
 /// `cargo test --release --test crash_sweep -- --ignored --nocapture`.
 #[test]
 #[ignore = "minutes: every fault at every operation of every scenario"]
@@ -967,7 +986,7 @@ fn every_fault_at_every_operation_of_every_scenario() {
     let mut runs = 0;
     for (name, scenario) in scenarios {
         for mode in [Mode::Full, Mode::Incremental, Mode::Changelog, Mode::Copied] {
-            for kind in [FaultKind::Crash, FaultKind::Error, FaultKind::ErrorForever] {
+            for kind in [FaultKind::Crash, FaultKind::Error, FaultKind::ErrorForever, FaultKind::NoSpace] {
                 runs += sweep_with(name, mode, scenario, kind, 1) + 4;
             }
             runs += sweep_restarts(name, mode, scenario, 5);

@@ -19,6 +19,11 @@ pub enum FaultKind {
     /// operation of any kind fails until [`FaultFs::recover`], which drops whatever was not
     /// durable.
     Crash,
+    /// The disk is full from the operation on: it, if it creates a file or appends to one,
+    /// and every later create and append fail without effect
+    /// ([`io::ErrorKind::StorageFull`]), while syncs, renames, links and removals go on
+    /// working, until [`FaultFs::disarm`] or [`FaultFs::recover`].
+    NoSpace,
 }
 
 /// An in-memory file system for tests: keeps written and durable bytes apart, simulates
@@ -92,6 +97,8 @@ struct State {
     ops: u64,
     armed: Option<(u64, FaultKind)>,
     failing_forever: bool,
+    /// Creates and appends fail ([`FaultKind::NoSpace`]).
+    no_space: bool,
     crashed: bool,
     /// A crash drops exactly the bytes written since the last sync (else a part of them may
     /// survive).
@@ -116,6 +123,10 @@ impl Drop for FaultLock {
 
 fn injected() -> io::Error {
     io::Error::other("injected fault")
+}
+
+fn no_space() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "injected fault: no space left on the device")
 }
 
 fn crashed() -> io::Error {
@@ -157,18 +168,30 @@ impl State {
         }
     }
 
-    /// Starts a mutating operation: counts it and fires an armed fault.
-    fn begin_mut(&mut self) -> io::Result<()> {
+    /// Starts a mutating operation, one that needs space on the disk if `grows` (a create or
+    /// an append): counts it and fires an armed fault.
+    fn begin_mut(&mut self, grows: bool) -> io::Result<()> {
         self.check_alive()?;
         let index = self.ops;
         self.ops += 1;
         if self.failing_forever {
             return Err(injected());
         }
+        if self.no_space && grows {
+            return Err(no_space());
+        }
         match self.armed {
             Some((at, kind)) if at <= index => {
                 self.armed = None;
                 match kind {
+                    FaultKind::NoSpace => {
+                        self.no_space = true;
+                        if grows {
+                            Err(no_space())
+                        } else {
+                            Ok(())
+                        }
+                    }
                     FaultKind::Error => Err(injected()),
                     FaultKind::ErrorForever => {
                         self.failing_forever = true;
@@ -311,12 +334,13 @@ impl FaultFs {
         self.lock().armed = Some((n, kind));
     }
 
-    /// Clears an armed fault and ends [`FaultKind::ErrorForever`]; a crash needs
+    /// Clears an armed fault and ends [`FaultKind::ErrorForever`] and [`FaultKind::NoSpace`]; a crash needs
     /// [`FaultFs::recover`].
     pub fn disarm(&self) {
         let mut state = self.lock();
         state.armed = None;
         state.failing_forever = false;
+        state.no_space = false;
     }
 
     /// Whether a crash drops exactly the bytes written since each file's last sync (`true`),
@@ -349,6 +373,7 @@ impl FaultFs {
         state.crash();
         state.armed = None;
         state.failing_forever = false;
+        state.no_space = false;
         state.crashed = false;
     }
 
@@ -447,7 +472,7 @@ impl FileSystem for FaultFs {
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(true)?;
         state.check_new_name(path)?;
         // As `open(O_TRUNC)`: an existing file is truncated in place, so every other name of
         // it (a hard link) loses its bytes too, durably.
@@ -468,7 +493,7 @@ impl FileSystem for FaultFs {
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(true)?;
         state.check_new_name(path)?;
         if state.live.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("file exists: {}", path.display())));
@@ -487,7 +512,7 @@ impl FileSystem for FaultFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live_ino(from)?;
         state.check_new_name(to)?;
         if state.live.get(to) == Some(&ino) {
@@ -503,7 +528,7 @@ impl FileSystem for FaultFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live.remove(path).ok_or_else(|| not_found(path))?;
         state.collect(ino);
         Ok(())
@@ -511,7 +536,7 @@ impl FileSystem for FaultFs {
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live_ino(from)?;
         state.check_new_name(to)?;
         if state.live.contains_key(to) {
@@ -546,7 +571,7 @@ impl FileSystem for FaultFs {
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let inode = state.live_inode_mut(path)?;
         inode.durable_len = inode.data.len();
         Ok(())
@@ -554,7 +579,7 @@ impl FileSystem for FaultFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let dir = normalize_dir(dir);
         if !state.dir_exists(dir) {
             return Err(no_dir(dir));
@@ -610,14 +635,15 @@ impl FaultFile {
         }
     }
 
-    /// Locks the file system and starts a mutating operation on this file.
-    fn begin(&self) -> io::Result<MutexGuard<'_, State>> {
+    /// Locks the file system and starts a mutating operation on this file (an append if
+    /// `grows`).
+    fn begin(&self, grows: bool) -> io::Result<MutexGuard<'_, State>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.check_alive()?;
         if state.generation != self.generation {
             return Err(stale());
         }
-        state.begin_mut()?;
+        state.begin_mut(grows)?;
         Ok(state)
     }
 }
@@ -625,7 +651,7 @@ impl FaultFile {
 impl WritableFile for FaultFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let buffered = self.buffered.is_some();
-        let mut state = self.begin()?;
+        let mut state = self.begin(true)?;
         let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
         if !buffered {
             inode.data.extend_from_slice(data);
@@ -641,7 +667,7 @@ impl WritableFile for FaultFile {
     fn sync(&mut self) -> io::Result<()> {
         let mut buffered = self.buffered.take();
         let result = (|| {
-            let mut state = self.begin()?;
+            let mut state = self.begin(false)?;
             let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
             Self::release(&mut buffered, inode);
             inode.durable_len = inode.data.len();
@@ -1050,6 +1076,30 @@ mod tests {
         // Reads still work.
         assert_eq!(&*fs.open(p("/db/b")).unwrap(), b"1");
         assert_eq!(fs.list(p("/db")).unwrap(), ["a", "b"]);
+        fs.disarm();
+        file.append(b"3").unwrap();
+        assert_eq!(fs.read(p("/db/b")).unwrap(), b"13");
+    }
+
+    #[test]
+    fn no_space_fails_creates_and_appends_until_disarmed() {
+        let fs = db();
+        write(&fs, "/db/a", b"a", true);
+        let mut file = fs.create(p("/db/b")).unwrap();
+        file.append(b"1").unwrap();
+        // Armed at a sync: it succeeds, the disk is full from there on.
+        fs.fail_at(fs.ops(), FaultKind::NoSpace);
+        file.sync().unwrap();
+        let full = |r: io::Result<()>| r.unwrap_err().kind() == io::ErrorKind::StorageFull;
+        assert!(full(file.append(b"2")));
+        assert!(fs.create(p("/db/c")).is_err());
+        assert!(full(fs.create_new(p("/db/c")).map(|_| ())));
+        // What frees or moves space still works.
+        fs.rename(p("/db/a"), p("/db/a2")).unwrap();
+        fs.hard_link(p("/db/b"), p("/db/b2")).unwrap();
+        fs.remove(p("/db/b2")).unwrap();
+        fs.sync_dir(p("/db")).unwrap();
+        assert_eq!(fs.read(p("/db/b")).unwrap(), b"1");
         fs.disarm();
         file.append(b"3").unwrap();
         assert_eq!(fs.read(p("/db/b")).unwrap(), b"13");
