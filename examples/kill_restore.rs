@@ -4,10 +4,11 @@
 //! state of the process's deterministic writes at its barrier.
 //!
 //! Run with `cargo run --release --example kill_restore -- --trials 100` (`--seed N` to start
-//! elsewhere, `--max-delay-ms N` for the longest a child lives, `--generations N` for how many
-//! children in turn go on in one directory, each from the newest checkpoint the one before
-//! left; 4 by default). Each trial is one child killed and checked. The example re-executes
-//! itself as the child.
+//! elsewhere, `--max-delay-ms N` for the longest wait before a kill, `--generations N` for how
+//! many children in turn go on in one directory, each from the newest checkpoint the one before
+//! left; 4 by default). Each trial is one child killed and checked: every other one at any
+//! moment from its start, the others once they completed a checkpoint. The example
+//! re-executes itself as the child.
 
 #[cfg(unix)]
 #[path = "../tests/support/kill_restore.rs"]
@@ -46,10 +47,16 @@ fn main() {
             dir = Some(tempfile::tempdir().expect("a temporary directory"));
         }
         let dir = dir.as_ref().expect("made at generation 0");
-        let delay = Duration::from_millis(5) + kill_restore::delay(s, generation, Duration::from_millis(max_delay_ms));
         // The seed of the directory's first trial drives all its generations.
         let first = s - generation;
-        let t = kill_restore::trial(std::process::Command::new(&exe), dir.path(), first, generation, delay);
+        // Every other child dies at any moment, the others once they checkpointed.
+        let delay = kill_restore::delay(first, generation, Duration::from_millis(max_delay_ms));
+        let kill = if generation % 2 == 0 {
+            kill_restore::Kill::After(Duration::from_millis(5) + delay)
+        } else {
+            kill_restore::Kill::AfterFirstCheckpoint(delay)
+        };
+        let t = kill_restore::trial(std::process::Command::new(&exe), dir.path(), first, generation, kill);
         summary.add(&t);
     }
     println!("{summary}");

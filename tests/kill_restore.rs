@@ -10,6 +10,8 @@
 mod kill_restore;
 
 use std::process::Command;
+
+use kill_restore::Kill;
 use std::time::Duration;
 
 /// The child's entry: a no-op unless the parent set the environment for it.
@@ -27,8 +29,13 @@ fn a_process_killed_while_it_checkpoints_restores_a_checkpoint_at_least_as_new_a
         for generation in 0..2 {
             let mut command = Command::new(&exe);
             command.args(["--exact", "kill_restore_child", "--nocapture", "--test-threads=1"]);
-            let delay = Duration::from_millis(20) + kill_restore::delay(seed, generation, Duration::from_millis(400));
-            let t = kill_restore::trial(command, dir.path(), seed, generation, delay);
+            // The first generation dies at any moment, the second once it checkpointed.
+            let delay = kill_restore::delay(seed, generation, Duration::from_millis(300));
+            let kill = match generation {
+                0 => Kill::After(Duration::from_millis(20) + delay),
+                _ => Kill::AfterFirstCheckpoint(delay),
+            };
+            let t = kill_restore::trial(command, dir.path(), seed, generation, kill);
             summary.add(&t);
         }
     }

@@ -203,11 +203,20 @@ pub struct Trial {
     pub restores: u64,
 }
 
+/// When a trial's child is killed.
+#[derive(Debug, Clone, Copy)]
+pub enum Kill {
+    /// This long after it was started.
+    After(Duration),
+    /// This long after it reported its first completed checkpoint.
+    AfterFirstCheckpoint(Duration),
+}
+
 /// Spawns `command` as the child of generation `generation` of trial `seed`, going on from
-/// what the earlier ones left in `dir`; kills it with SIGKILL after `delay`, then checks what
+/// what the earlier ones left in `dir`; kills it with SIGKILL as `kill` says, then checks what
 /// it left. Panics, saying why, on anything wrong.
-pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, delay: Duration) -> Trial {
-    let ctx = format!("seed {seed} ({:?}), generation {generation}, killed after {delay:?}", Mode::of(seed));
+pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, kill: Kill) -> Trial {
+    let ctx = format!("seed {seed} ({:?}), generation {generation}, killed {kill:?}", Mode::of(seed));
     // What the earlier generations completed stays.
     let before = {
         let cp = Checkpointer::local(dir.join("cp"), Mode::of(seed).options()).unwrap();
@@ -231,6 +240,19 @@ pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, delay
             }
         }
     });
+    let delay = match kill {
+        Kill::After(delay) => delay,
+        Kill::AfterFirstCheckpoint(delay) => {
+            let start = std::time::Instant::now();
+            while reported.lock().unwrap().is_none() && start.elapsed() < Duration::from_secs(120) {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            delay
+        }
+    };
     std::thread::sleep(delay);
     let _ = child.kill();
     let status = child.wait().expect("wait for the child");
