@@ -51,7 +51,7 @@ fn main() {
         let first = s - generation;
         // Every other child dies at any moment, the others once they checkpointed.
         let delay = kill_restore::delay(first, generation, Duration::from_millis(max_delay_ms));
-        let kill = if generation % 2 == 0 {
+        let kill = if generation.is_multiple_of(2) {
             kill_restore::Kill::After(Duration::from_millis(5) + delay)
         } else {
             kill_restore::Kill::AfterFirstCheckpoint(delay)

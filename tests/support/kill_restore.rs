@@ -4,8 +4,11 @@
 //! checkpoint restores exactly the state the child's deterministic writes had at its barrier.
 //!
 //! The child's writes are a function of a seed and the round: round `r` is written, checkpoint
-//! `r` is triggered, round `r + 1` is written while it is in flight, then the child waits for
-//! `r` and prints `completed r`. The parent computes the state at any checkpoint from the seed.
+//! `2 r` is triggered (and every third round savepoint `2 r + 1`, into `sp-r`), round `r + 1`
+//! is written while they are in flight, then the child waits for them and prints
+//! `completed r` (and `savepoint completed r`). The parent computes the state at any round
+//! from the seed, and checks every savepoint directory too: a whole savepoint that restores
+//! the model, or none, and a reported one is there.
 //! A trial runs several generations of children in one directory: each restores the newest
 //! checkpoint the one before left and goes on from its round, into the same storage.
 //!
@@ -14,14 +17,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eddy::checkpoint::{latest_checkpoint, CheckpointOptions, Checkpointer, RestoreSource};
+use eddy::checkpoint::{
+    latest_checkpoint, verify_savepoint, CheckpointOptions, Checkpointer, RestoreSource, SAVEPOINT_FILE,
+};
 use eddy::codec::{U32, U64};
 use eddy::format::checkpoint::CheckpointManifest;
+use eddy::io::StdFs;
 use eddy::state::{
     KeyedBackend, ListState, ListStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor,
 };
@@ -33,6 +39,12 @@ pub const CHILD_ENV: &str = "EDDY_KILL_RESTORE_CHILD";
 
 /// The marker the child prints once a checkpoint completed.
 const COMPLETED: &str = "completed ";
+
+/// The marker the child prints once a savepoint completed.
+const SAVEPOINT_COMPLETED: &str = "savepoint completed ";
+
+/// Savepoint directories are named by this and the round.
+const SAVEPOINT_PREFIX: &str = "sp-";
 
 /// The rounds a child writes at most (it is killed long before).
 const MAX_ROUNDS: u64 = 100_000;
@@ -135,7 +147,7 @@ pub fn child(dir: &Path, seed: u64, generation: u64) -> eddy::Result<()> {
     let (mut b, first) = match latest_checkpoint(cp.storage().as_ref())? {
         Some(id) => {
             let source = RestoreSource::Checkpoint { storage: cp.storage().clone(), id };
-            (builder.restore(store, &[source])?.0, id + 1)
+            (builder.restore(store, &[source])?.0, id / 2 + 1)
         }
         None => (builder.open(store)?, 1),
     };
@@ -166,12 +178,22 @@ pub fn child(dir: &Path, seed: u64, generation: u64) -> eddy::Result<()> {
     };
     write(&mut b, first)?;
     for round in first..first + MAX_ROUNDS {
-        cp.checkpoint(round, &mut b, &op, false)?;
+        cp.checkpoint(2 * round, &mut b, &op, false)?;
+        let savepoint = round.is_multiple_of(3);
+        if savepoint {
+            let fs = Arc::new(StdFs::new());
+            cp.savepoint(2 * round + 1, fs, dir.join(format!("{SAVEPOINT_PREFIX}{round}")), &mut b, &op)?;
+        }
         write(&mut b, round + 1)?;
-        cp.wait(round)?;
+        cp.wait(2 * round)?;
         // A pipe's write reaches the parent even if this process dies right after it.
         let _ = writeln!(out, "{COMPLETED}{round}");
         let _ = out.flush();
+        if savepoint {
+            cp.wait(2 * round + 1)?;
+            let _ = writeln!(out, "{SAVEPOINT_COMPLETED}{round}");
+            let _ = out.flush();
+        }
     }
     Ok(())
 }
@@ -195,12 +217,14 @@ pub fn child_if_asked() {
 #[derive(Debug, Clone, Copy)]
 pub struct Trial {
     pub mode: Mode,
-    /// The last checkpoint the child reported completed.
+    /// The round of the last checkpoint the child reported completed.
     pub reported: Option<u64>,
-    /// The newest checkpoint after the kill.
+    /// The round of the newest checkpoint after the kill.
     pub latest: Option<u64>,
     /// The retained checkpoints restored and compared with the model.
     pub restores: u64,
+    /// The savepoints restored and compared with the model.
+    pub savepoints: u64,
 }
 
 /// When a trial's child is killed.
@@ -220,7 +244,7 @@ pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, kill:
     // What the earlier generations completed stays.
     let before = {
         let cp = Checkpointer::local(dir.join("cp"), Mode::of(seed).options()).unwrap();
-        latest_checkpoint(cp.storage().as_ref()).unwrap()
+        latest_checkpoint(cp.storage().as_ref()).unwrap().map(round_of)
     };
     let mut child = command
         .env(CHILD_ENV, format!("{};{seed};{generation}", dir.display()))
@@ -230,13 +254,17 @@ pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, kill:
         .spawn()
         .expect("spawn the child");
     let reported = Arc::new(Mutex::new(None::<u64>));
+    let savepoints = Arc::new(Mutex::new(BTreeSet::<u64>::new()));
     let stdout = child.stdout.take().unwrap();
-    let seen = reported.clone();
+    let (seen, seen_savepoints) = (reported.clone(), savepoints.clone());
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(n) = line.strip_prefix(COMPLETED).and_then(|n| n.trim().parse::<u64>().ok()) {
                 *seen.lock().unwrap() = Some(n);
+            }
+            if let Some(n) = line.strip_prefix(SAVEPOINT_COMPLETED).and_then(|n| n.trim().parse::<u64>().ok()) {
+                seen_savepoints.lock().unwrap().insert(n);
             }
         }
     });
@@ -263,16 +291,17 @@ pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, kill:
         panic!("{ctx}: the child ended before the kill ({status}): {err}");
     }
     let reported = (*reported.lock().unwrap()).or(before);
+    let reported_savepoints = std::mem::take(&mut *savepoints.lock().unwrap());
 
     // The storage opens (the dead child's lock is gone) and collects what it left.
     let cp = Checkpointer::local(dir.join("cp"), Mode::of(seed).options())
         .unwrap_or_else(|e| panic!("{ctx}: the storage does not open: {e}"));
     let storage = cp.storage().clone();
-    let latest = latest_checkpoint(storage.as_ref()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-    assert!(latest >= reported, "{ctx}: newest checkpoint {latest:?}, but {reported:?} was reported completed");
+    let latest = latest_checkpoint(storage.as_ref()).unwrap_or_else(|e| panic!("{ctx}: {e}")).map(round_of);
+    assert!(latest >= reported, "{ctx}: newest checkpoint of round {latest:?}, but {reported:?} was reported");
     assert!(
         latest <= Some(reported.map_or(1, |r| r + 1)),
-        "{ctx}: newest checkpoint {latest:?}, with only the one after {reported:?} in flight"
+        "{ctx}: newest checkpoint of round {latest:?}, with only the one after {reported:?} in flight"
     );
     let mut named = BTreeSet::new();
     let ids = storage.manifests().unwrap();
@@ -283,34 +312,70 @@ pub fn trial(mut command: Command, dir: &Path, seed: u64, generation: u64, kill:
         named.extend(m.segments.into_iter().map(|s| s.file));
         named.extend(m.logs.into_iter().map(|l| l.file));
         let source = RestoreSource::Checkpoint { storage: storage.clone(), id };
-        let (mut b, _) = KeyedBackend::builder(U64)
-            .store_options(Mode::of(seed).store_options())
-            .restore(dir.join(format!("restored-{generation}-{id}")), &[source])
+        let got = restored(dir.join(format!("restored-{generation}-{id}")), source, seed)
             .unwrap_or_else(|e| panic!("{ctx}: checkpoint {id} of {ids:?} does not restore: {e}"));
-        let (v, l) = handles(&mut b).unwrap();
-        let mut got = State::default();
-        for k in b.keys(&v).unwrap() {
-            b.set_current_key(&k).unwrap();
-            got.0.insert(k, v.get(&mut b).unwrap().unwrap());
-        }
-        for k in b.keys(&l).unwrap() {
-            b.set_current_key(&k).unwrap();
-            got.1.insert(k, l.get_vec(&mut b).unwrap());
-        }
-        assert!(got == model(seed, id), "{ctx}: checkpoint {id} of {ids:?} restores other state than its model");
+        assert!(got == model(seed, round_of(id)), "{ctx}: checkpoint {id} of {ids:?} restores other state");
         restores += 1;
     }
     let stored: BTreeSet<String> = storage.shared_files().unwrap().into_iter().collect();
     assert_eq!(stored, named, "{ctx}: the shared files are not those the manifests name");
     drop(cp);
-    Trial { mode: Mode::of(seed), reported, latest, restores }
+
+    // Each savepoint directory holds a whole savepoint or none, and a reported one is there.
+    let mut savepoints_checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(round) = name.strip_prefix(SAVEPOINT_PREFIX).and_then(|r| r.parse::<u64>().ok()) else { continue };
+        let sp = dir.join(&name);
+        if !sp.join(SAVEPOINT_FILE).exists() {
+            assert!(!reported_savepoints.contains(&round), "{ctx}: savepoint {round} was reported, yet is gone");
+            continue;
+        }
+        let fs = StdFs::new();
+        let problems = verify_savepoint(&fs, &sp);
+        assert!(problems.is_empty(), "{ctx}: savepoint {round}: {problems:?}");
+        let source = RestoreSource::Savepoint { fs: Arc::new(fs), dir: sp };
+        let got = restored(dir.join(format!("restored-{generation}-sp-{round}")), source, seed)
+            .unwrap_or_else(|e| panic!("{ctx}: savepoint {round} does not restore: {e}"));
+        assert!(got == model(seed, round), "{ctx}: savepoint {round} restores other state");
+        savepoints_checked += 1;
+    }
+    Trial { mode: Mode::of(seed), reported, latest, restores, savepoints: savepoints_checked }
+}
+
+/// The round of checkpoint `id`: the child takes checkpoint `2 r` and savepoint `2 r + 1` in
+/// round `r`.
+fn round_of(id: u64) -> u64 {
+    id / 2
+}
+
+/// The state a backend restored from `source` into `dir` holds.
+fn restored(dir: PathBuf, source: RestoreSource, seed: u64) -> eddy::Result<State> {
+    let (mut b, _) =
+        KeyedBackend::builder(U64).store_options(Mode::of(seed).store_options()).restore(dir, &[source])?;
+    let (v, l) = handles(&mut b)?;
+    let mut got = State::default();
+    for k in b.keys(&v)? {
+        b.set_current_key(&k)?;
+        if let Some(x) = v.get(&mut b)? {
+            got.0.insert(k, x);
+        }
+    }
+    for k in b.keys(&l)? {
+        b.set_current_key(&k)?;
+        got.1.insert(k, l.get_vec(&mut b)?);
+    }
+    Ok(got)
 }
 
 /// The totals of many trials.
 #[derive(Debug, Default)]
 pub struct Summary {
     pub trials: u64,
+    /// Checkpoints restored and checked.
     pub restores: u64,
+    /// Savepoints restored and checked.
+    pub savepoints: u64,
     /// Trials by mode and by which checkpoint was the newest: none yet, the last reported one,
     /// or the one in flight.
     pub by: BTreeMap<(Mode, &'static str), u64>,
@@ -321,6 +386,7 @@ impl Summary {
     pub fn add(&mut self, t: &Trial) {
         self.trials += 1;
         self.restores += t.restores;
+        self.savepoints += t.savepoints;
         let which = match (t.reported, t.latest) {
             (_, None) => "no checkpoint yet",
             (r, l) if r == l => "the last reported",
@@ -333,12 +399,19 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} trials, {} restores checked against the model", self.trials, self.restores)?;
+        writeln!(
+            f,
+            "{} trials, {} restores checked against the model ({} of checkpoints, {} of savepoints)",
+            self.trials,
+            self.restores + self.savepoints,
+            self.restores,
+            self.savepoints
+        )?;
         writeln!(f, "newest checkpoint after the kill, by mode:")?;
         for ((mode, which), n) in &self.by {
             writeln!(f, "  {mode:?}: {which}: {n}")?;
         }
-        write!(f, "the most checkpoints a child completed: {}", self.max_reported)
+        write!(f, "the latest round a child reported its checkpoint completed: {}", self.max_reported)
     }
 }
 
