@@ -421,3 +421,81 @@ fn directories_made_for_checkpoints_and_savepoints_survive_a_crash() {
     let (mut b, _) = builder().restore("/r/2", &[sp]).unwrap();
     assert_eq!(read(&mut b), model);
 }
+
+/// Regression: a directory whose sync in its parent failed stayed unsynced when it was made
+/// again, since `create_dir_durable` synced only the directories it found missing. A storage
+/// or savepoint directory made again after such an error (a retried checkpointer or
+/// savepoint) then held completed checkpoints and savepoints that a crash took with it. Made
+/// again, each directory on the path is synced in its parent.
+#[test]
+fn a_directory_whose_sync_failed_is_synced_when_it_is_made_again() {
+    let root = "/jobs/one/checkpoints";
+    for n in 0..4 {
+        let fs = FaultFs::new();
+        fs.fail_at(fs.ops() + n, FaultKind::Error);
+        let first = LocalDirStorage::new(Arc::new(fs.clone()), root);
+        fs.disarm();
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(Arc::new(fs.clone()), root).unwrap());
+        let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
+        let mut b = KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options(&fs)).open("/s").unwrap();
+        let mut model = Model::default();
+        write(&mut b, &mut model, 1).unwrap();
+        let op = OperatorStateBackend::new();
+        cp.checkpoint(1, &mut b, &op, false).unwrap();
+        cp.wait(1).unwrap();
+        // The savepoint directory: the first attempt fails as its directory is synced.
+        let sp = "/savepoints/job/sp-2";
+        let ops = fs.ops();
+        fs.fail_at(ops + n, FaultKind::Error);
+        let tried = cp.savepoint(2, Arc::new(fs.clone()), sp, &mut b, &op).and_then(|()| cp.wait(2).map(|_| ()));
+        fs.disarm();
+        let id = if tried.is_ok() { 3 } else { 2 };
+        if tried.is_err() {
+            cp.savepoint(id, Arc::new(fs.clone()), sp, &mut b, &op).unwrap();
+            cp.wait(id).unwrap();
+        }
+        drop(cp);
+        drop(b);
+        fs.crash();
+        let ctx = format!("error at {n}: storage {first:?}, savepoint {tried:?}");
+        assert_eq!(latest_checkpoint(storage.as_ref()).unwrap(), Some(1), "{ctx}");
+        let builder = || KeyedBackend::builder(U64).max_parallelism(8).store_options(store_options(&fs));
+        let (mut r, _) = builder().restore("/r/1", &[RestoreSource::Checkpoint { storage, id: 1 }]).unwrap();
+        assert_eq!(read(&mut r), model, "{ctx}");
+        let source = RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: sp.into() };
+        let (mut r, _) = builder().restore("/r/2", &[source]).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_eq!(read(&mut r), model, "{ctx}");
+    }
+}
+
+/// Regression: a restore that failed (an I/O error while it linked the segments or wrote the
+/// store's manifest) left its files in the directory, and every later restore into it was
+/// refused with `Misuse::NotEmpty`. A failed restore removes what it put there: tried again,
+/// it succeeds.
+#[test]
+fn a_failed_restore_can_be_tried_again_in_its_directory() {
+    let mut job = Job::new();
+    let (mut cp, mut b, model) = job.started(true);
+    cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    drop(cp);
+    let restore = |job: &Job, dir: &str| {
+        KeyedBackend::builder(U64)
+            .max_parallelism(8)
+            .store_options(store_options(&job.fs))
+            .restore(dir, &[RestoreSource::Checkpoint { storage: job.storage.clone(), id: 1 }])
+    };
+    let mut failed = 0;
+    for n in 0..16 {
+        let dir = format!("/again-{n}");
+        job.fs.fail_at(job.fs.ops() + n, FaultKind::Error);
+        let first = restore(&job, &dir).map(|_| ());
+        job.fs.disarm();
+        if first.is_err() {
+            failed += 1;
+            let (mut r, _) = restore(&job, &dir).unwrap_or_else(|e| panic!("error at {n}, then: {e}"));
+            assert_eq!(read(&mut r), model, "error at {n}");
+        }
+    }
+    assert!(failed > 3, "{failed}");
+}

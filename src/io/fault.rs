@@ -19,6 +19,11 @@ pub enum FaultKind {
     /// operation of any kind fails until [`FaultFs::recover`], which drops whatever was not
     /// durable.
     Crash,
+    /// The disk is full from the operation on: it, if it creates a file or appends to one,
+    /// and every later create and append fail without effect
+    /// ([`io::ErrorKind::StorageFull`]), while syncs, renames, links and removals go on
+    /// working, until [`FaultFs::disarm`] or [`FaultFs::recover`].
+    NoSpace,
 }
 
 /// An in-memory file system for tests: keeps written and durable bytes apart, simulates
@@ -44,6 +49,9 @@ pub enum FaultKind {
 /// every file loses the bytes that were not synced (or, unless [`FaultFs::exact_crashes`],
 /// keeps a prefix of them of a length that varies from crash to crash: unsynced data may be
 /// partly written), and writers opened before the crash fail from then on.
+///
+/// With [`FaultFs::buffered_writes`], appended bytes reach the file (and its readers) only when
+/// their writer syncs it or is dropped, as with a writer that buffers in user space.
 ///
 /// Some simplifications: paths are compared as given, without canonicalization; a truncation
 /// is durable at once.
@@ -89,10 +97,14 @@ struct State {
     ops: u64,
     armed: Option<(u64, FaultKind)>,
     failing_forever: bool,
+    /// Creates and appends fail ([`FaultKind::NoSpace`]).
+    no_space: bool,
     crashed: bool,
     /// A crash drops exactly the bytes written since the last sync (else a part of them may
     /// survive).
     exact_crashes: bool,
+    /// Appended bytes stay with their writer until it syncs or is dropped.
+    buffered_writes: bool,
     /// Paths locked through [`FileSystem::lock`].
     locks: BTreeSet<PathBuf>,
 }
@@ -111,6 +123,10 @@ impl Drop for FaultLock {
 
 fn injected() -> io::Error {
     io::Error::other("injected fault")
+}
+
+fn no_space() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "injected fault: no space left on the device")
 }
 
 fn crashed() -> io::Error {
@@ -152,18 +168,30 @@ impl State {
         }
     }
 
-    /// Starts a mutating operation: counts it and fires an armed fault.
-    fn begin_mut(&mut self) -> io::Result<()> {
+    /// Starts a mutating operation, one that needs space on the disk if `grows` (a create or
+    /// an append): counts it and fires an armed fault.
+    fn begin_mut(&mut self, grows: bool) -> io::Result<()> {
         self.check_alive()?;
         let index = self.ops;
         self.ops += 1;
         if self.failing_forever {
             return Err(injected());
         }
+        if self.no_space && grows {
+            return Err(no_space());
+        }
         match self.armed {
             Some((at, kind)) if at <= index => {
                 self.armed = None;
                 match kind {
+                    FaultKind::NoSpace => {
+                        self.no_space = true;
+                        if grows {
+                            Err(no_space())
+                        } else {
+                            Ok(())
+                        }
+                    }
                     FaultKind::Error => Err(injected()),
                     FaultKind::ErrorForever => {
                         self.failing_forever = true;
@@ -306,12 +334,13 @@ impl FaultFs {
         self.lock().armed = Some((n, kind));
     }
 
-    /// Clears an armed fault and ends [`FaultKind::ErrorForever`]; a crash needs
+    /// Clears an armed fault and ends [`FaultKind::ErrorForever`] and [`FaultKind::NoSpace`]; a crash needs
     /// [`FaultFs::recover`].
     pub fn disarm(&self) {
         let mut state = self.lock();
         state.armed = None;
         state.failing_forever = false;
+        state.no_space = false;
     }
 
     /// Whether a crash drops exactly the bytes written since each file's last sync (`true`),
@@ -319,6 +348,16 @@ impl FaultFs {
     /// default).
     pub fn exact_crashes(&self, exact: bool) {
         self.lock().exact_crashes = exact;
+    }
+
+    /// Whether appended bytes stay with their writer, unseen by readers, until it syncs the
+    /// file or is dropped (`true`), as with a writer that buffers in user space ([`StdFs`]
+    /// does, up to a buffer's worth), or reach the file at once (`false`, the default). A
+    /// crash loses the buffered bytes.
+    ///
+    /// [`StdFs`]: super::StdFs
+    pub fn buffered_writes(&self, buffered: bool) {
+        self.lock().buffered_writes = buffered;
     }
 
     /// Simulates power loss: only durable names and durable bytes remain, and writers opened
@@ -334,6 +373,7 @@ impl FaultFs {
         state.crash();
         state.armed = None;
         state.failing_forever = false;
+        state.no_space = false;
         state.crashed = false;
     }
 
@@ -432,7 +472,7 @@ impl FileSystem for FaultFs {
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(true)?;
         state.check_new_name(path)?;
         // As `open(O_TRUNC)`: an existing file is truncated in place, so every other name of
         // it (a hard link) loses its bytes too, durably.
@@ -448,12 +488,12 @@ impl FileSystem for FaultFs {
         };
         state.live.insert(path.to_path_buf(), ino);
         *state.writers.entry(ino).or_insert(0) += 1;
-        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
+        Ok(Box::new(FaultFile::new(&self.state, ino, &state)))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(true)?;
         state.check_new_name(path)?;
         if state.live.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("file exists: {}", path.display())));
@@ -461,7 +501,7 @@ impl FileSystem for FaultFs {
         let ino = state.new_inode(Inode::default());
         state.live.insert(path.to_path_buf(), ino);
         *state.writers.entry(ino).or_insert(0) += 1;
-        Ok(Box::new(FaultFile { state: Arc::clone(&self.state), ino, generation: state.generation, len: 0 }))
+        Ok(Box::new(FaultFile::new(&self.state, ino, &state)))
     }
 
     fn open(&self, path: &Path) -> io::Result<FileBytes> {
@@ -472,7 +512,7 @@ impl FileSystem for FaultFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live_ino(from)?;
         state.check_new_name(to)?;
         if state.live.get(to) == Some(&ino) {
@@ -488,7 +528,7 @@ impl FileSystem for FaultFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live.remove(path).ok_or_else(|| not_found(path))?;
         state.collect(ino);
         Ok(())
@@ -496,7 +536,7 @@ impl FileSystem for FaultFs {
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let ino = state.live_ino(from)?;
         state.check_new_name(to)?;
         if state.live.contains_key(to) {
@@ -531,7 +571,7 @@ impl FileSystem for FaultFs {
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let inode = state.live_inode_mut(path)?;
         inode.durable_len = inode.data.len();
         Ok(())
@@ -539,7 +579,7 @@ impl FileSystem for FaultFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.begin_mut()?;
+        state.begin_mut(false)?;
         let dir = normalize_dir(dir);
         if !state.dir_exists(dir) {
             return Err(no_dir(dir));
@@ -578,36 +618,63 @@ struct FaultFile {
     ino: Ino,
     generation: u64,
     len: u64,
+    /// With [`FaultFs::buffered_writes`]: the bytes appended since the last sync.
+    buffered: Option<Vec<u8>>,
 }
 
 impl FaultFile {
-    /// Locks the file system and starts a mutating operation on this file.
-    fn begin(&self) -> io::Result<MutexGuard<'_, State>> {
+    fn new(shared: &Arc<Mutex<State>>, ino: Ino, state: &State) -> FaultFile {
+        let buffered = state.buffered_writes.then(Vec::new);
+        FaultFile { state: Arc::clone(shared), ino, generation: state.generation, len: 0, buffered }
+    }
+
+    /// Hands the buffered bytes to the file.
+    fn release(buffered: &mut Option<Vec<u8>>, inode: &mut Inode) {
+        if let Some(b) = buffered {
+            inode.data.append(b);
+        }
+    }
+
+    /// Locks the file system and starts a mutating operation on this file (an append if
+    /// `grows`).
+    fn begin(&self, grows: bool) -> io::Result<MutexGuard<'_, State>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.check_alive()?;
         if state.generation != self.generation {
             return Err(stale());
         }
-        state.begin_mut()?;
+        state.begin_mut(grows)?;
         Ok(state)
     }
 }
 
 impl WritableFile for FaultFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut state = self.begin()?;
+        let buffered = self.buffered.is_some();
+        let mut state = self.begin(true)?;
         let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
-        inode.data.extend_from_slice(data);
+        if !buffered {
+            inode.data.extend_from_slice(data);
+        }
         drop(state);
+        if let Some(b) = &mut self.buffered {
+            b.extend_from_slice(data);
+        }
         self.len += data.len() as u64;
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut state = self.begin()?;
-        let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
-        inode.durable_len = inode.data.len();
-        Ok(())
+        let mut buffered = self.buffered.take();
+        let result = (|| {
+            let mut state = self.begin(false)?;
+            let inode = state.inodes.get_mut(&self.ino).ok_or_else(stale)?;
+            Self::release(&mut buffered, inode);
+            inode.durable_len = inode.data.len();
+            Ok(())
+        })();
+        self.buffered = buffered;
+        result
     }
 
     fn len(&self) -> u64 {
@@ -620,6 +687,9 @@ impl Drop for FaultFile {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.generation != self.generation {
             return;
+        }
+        if let Some(inode) = state.inodes.get_mut(&self.ino) {
+            Self::release(&mut self.buffered, inode);
         }
         if let Some(count) = state.writers.get_mut(&self.ino) {
             *count -= 1;
@@ -859,6 +929,30 @@ mod tests {
     }
 
     #[test]
+    fn buffered_writes_reach_readers_at_sync_or_drop_and_a_crash_loses_them() {
+        let fs = db();
+        fs.buffered_writes(true);
+        let mut file = fs.create(p("/db/f")).unwrap();
+        file.append(b"one").unwrap();
+        assert_eq!(file.len(), 3);
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"");
+        file.sync().unwrap();
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one");
+        file.append(b" two").unwrap();
+        drop(file);
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one two");
+        fs.sync_dir(p("/db")).unwrap();
+
+        let mut file = fs.create(p("/db/g")).unwrap();
+        file.append(b"lost").unwrap();
+        fs.sync_dir(p("/db")).unwrap();
+        fs.crash();
+        drop(file);
+        assert_eq!(fs.read(p("/db/g")).unwrap(), b"");
+        assert_eq!(fs.read(p("/db/f")).unwrap(), b"one");
+    }
+
+    #[test]
     fn writing_a_removed_file_still_works() {
         let fs = db();
         let mut file = fs.create(p("/db/f")).unwrap();
@@ -982,6 +1076,30 @@ mod tests {
         // Reads still work.
         assert_eq!(&*fs.open(p("/db/b")).unwrap(), b"1");
         assert_eq!(fs.list(p("/db")).unwrap(), ["a", "b"]);
+        fs.disarm();
+        file.append(b"3").unwrap();
+        assert_eq!(fs.read(p("/db/b")).unwrap(), b"13");
+    }
+
+    #[test]
+    fn no_space_fails_creates_and_appends_until_disarmed() {
+        let fs = db();
+        write(&fs, "/db/a", b"a", true);
+        let mut file = fs.create(p("/db/b")).unwrap();
+        file.append(b"1").unwrap();
+        // Armed at a sync: it succeeds, the disk is full from there on.
+        fs.fail_at(fs.ops(), FaultKind::NoSpace);
+        file.sync().unwrap();
+        let full = |r: io::Result<()>| r.unwrap_err().kind() == io::ErrorKind::StorageFull;
+        assert!(full(file.append(b"2")));
+        assert!(fs.create(p("/db/c")).is_err());
+        assert!(full(fs.create_new(p("/db/c")).map(|_| ())));
+        // What frees or moves space still works.
+        fs.rename(p("/db/a"), p("/db/a2")).unwrap();
+        fs.hard_link(p("/db/b"), p("/db/b2")).unwrap();
+        fs.remove(p("/db/b2")).unwrap();
+        fs.sync_dir(p("/db")).unwrap();
+        assert_eq!(fs.read(p("/db/b")).unwrap(), b"1");
         fs.disarm();
         file.append(b"3").unwrap();
         assert_eq!(fs.read(p("/db/b")).unwrap(), b"13");

@@ -157,16 +157,23 @@ pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Resul
     fs.sync_dir(&dir)
 }
 
-/// Creates `dir` and its missing parents, syncing each new directory's parent so that the
-/// new entries survive a crash (a directory entry is durable only once its parent is synced).
+/// Creates `dir` and its missing parents, syncing each directory's parent so that the
+/// entries survive a crash (a directory entry is durable only once its parent is synced).
+///
+/// Directories that exist are synced in their parent too, since one made by an earlier call
+/// whose sync failed exists yet may not survive a crash. For those a failed sync is passed
+/// over (the parent may be one this process cannot open); for a new one it is an error.
 pub fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !fs.exists(d)).collect();
-    if missing.is_empty() {
-        return Ok(());
+    let path: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && d.parent().is_some()).collect();
+    let missing = path.iter().take_while(|d| !fs.exists(d)).count();
+    if missing > 0 {
+        fs.create_dir_all(dir)?;
     }
-    fs.create_dir_all(dir)?;
-    for d in missing.iter().rev() {
-        fs.sync_dir(&parent_dir(d))?;
+    for (i, d) in path.iter().enumerate().rev() {
+        let synced = fs.sync_dir(&parent_dir(d));
+        if i < missing {
+            synced?;
+        }
     }
     Ok(())
 }

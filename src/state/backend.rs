@@ -139,7 +139,9 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
     /// backend's (rescaling). Checkpoint segments are linked or copied, never rewritten, and
     /// only the backend's key groups are visible; savepoints are read into new segments.
     /// States come back typed when they are registered again with the same kind and
-    /// serializers. The snapshots' operator state comes back in [`Restored`].
+    /// serializers. The snapshots' operator state comes back in [`Restored`]. A restore that
+    /// fails removes what it put in `dir` (best effort), so that it can be tried again there;
+    /// one a crash interrupted leaves files there, and is tried again in another directory.
     pub fn restore(self, dir: impl AsRef<Path>, sources: &[RestoreSource]) -> Result<(KeyedBackend<K>, Restored)> {
         let dir = dir.as_ref();
         let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
@@ -157,9 +159,22 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             max_parallelism,
             &self.key_serializer.snapshot(),
             self.store.writer_options(),
-        )?;
-        let restored = prepared.restored.clone();
-        Ok((self.build(dir, Some(prepared))?, restored))
+        );
+        let built = prepared.and_then(|prepared| {
+            let restored = prepared.restored.clone();
+            Ok((self.build(dir, Some(prepared))?, restored))
+        });
+        if built.is_err() {
+            // The directory was empty: what the failed restore put there goes (best effort),
+            // so that the restore can be tried again in it.
+            if let Ok(names) = fs.list(dir) {
+                for name in names {
+                    let _ = fs.remove(&dir.join(name));
+                }
+                let _ = fs.sync_dir(dir);
+            }
+        }
+        built
     }
 
     fn checked_range(&self, max_parallelism: MaxParallelism) -> Result<KeyGroupRange> {
