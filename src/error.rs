@@ -305,6 +305,19 @@ pub enum Misuse {
         /// The id asked for.
         id: u64,
     },
+    /// A snapshot's keys were routed to key groups by another hash than the backend's: every
+    /// key would be looked for in the wrong key group. Nothing was restored and the snapshot
+    /// is unchanged; restore it into a backend built with the hash it names
+    /// ([`KeyedBackendBuilder::key_hash`](crate::state::KeyedBackendBuilder::key_hash),
+    /// [`java_key_hash`](crate::state::KeyedBackendBuilder::java_key_hash), or neither for
+    /// the default).
+    #[error("the snapshot's keys were routed by the key hash {snapshot:?}, this backend's by {backend:?}")]
+    KeyHashMismatch {
+        /// The name the snapshot records.
+        snapshot: String,
+        /// The name of the backend's hash.
+        backend: String,
+    },
     /// A snapshot cannot be restored into this backend (different max parallelism, key
     /// serializer, states, or key groups that overlap or are missing).
     #[error("the snapshot cannot be restored here: {why}")]

@@ -10,12 +10,17 @@
 //! manifest, with the segment vectors, is a checkpoint that verifies and restores, and the
 //! savepoint restores into typed state.
 //!
-//! The vectors are written by the real writers (`CheckpointManifest::encode`,
-//! `SavepointWriter`). Regenerate them only for a format change:
+//! The vectors of the newest versions (`checkpoint-manifest-v3.bin`, `savepoint-v2.sp`) are
+//! written by the real writers (`CheckpointManifest::encode`, `SavepointWriter`). Regenerate
+//! them only for a format change:
 //!
 //! ```text
 //! cargo test --test spec_checkpoint_vectors -- --ignored regenerate
 //! ```
+//!
+//! The vectors of older versions (`checkpoint-manifest-v1.bin`, `checkpoint-manifest-v2.bin`,
+//! `savepoint-v1.sp`) are fixtures: no build writes them any more and none may regenerate
+//! them, and every build decodes them to the content listed and restores them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,10 +36,11 @@ use eddy::format::checkpoint::{
     CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FIRST_CHECKPOINT_VERSION, FLAG_FULL,
 };
 use eddy::format::savepoint::{
-    decode_all, SavepointReader, SavepointWriter, MAX_CHUNK, SAVEPOINT_MAGIC, SAVEPOINT_VERSION,
+    decode_all, SavepointReader, SavepointWriter, FIRST_SAVEPOINT_VERSION, MAX_CHUNK, SAVEPOINT_MAGIC,
+    SAVEPOINT_VERSION,
 };
 use eddy::io::{FaultFs, FileSystem};
-use eddy::keygroup::{hash_bytes, key_group_for_hash};
+use eddy::keygroup::{hash_bytes, key_group_for_hash, DEFAULT_KEY_HASH, JAVA_KEY_HASH};
 use eddy::state::{
     BroadcastStateDescriptor, BroadcastStateSnapshot, KeyedBackend, ListStateSnapshot, ManualClock, MapStateDescriptor,
     OperatorStateBackend, OperatorStateSnapshot, Redistribution, StateKind, Timer, TtlConfig, TtlUpdate,
@@ -46,9 +52,13 @@ use eddy::{Corruption, Error, Misuse};
 mod spec_common;
 use spec_common::*;
 
-const MANIFEST_VECTOR: &str = "checkpoint-manifest-v1.bin";
-const SAVEPOINT_VECTOR: &str = "savepoint-v1.sp";
+/// The vectors of the newest versions, which the writers write.
+const MANIFEST_VECTOR: &str = "checkpoint-manifest-v3.bin";
+const SAVEPOINT_VECTOR: &str = "savepoint-v2.sp";
+/// The fixtures of older versions.
+const MANIFEST_V1_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const MANIFEST_V2_VECTOR: &str = "checkpoint-manifest-v2.bin";
+const SAVEPOINT_V1_VECTOR: &str = "savepoint-v1.sp";
 /// The changelog file the version 2 manifest names (`changelog-v1.log`, 65 bytes, log 3).
 const LOG_FILE: &str = "shared/0123456789abcdef-1-log0000000003.log";
 const MAX_P: u32 = 4096;
@@ -57,6 +67,12 @@ const JOB: &str = "sessions";
 /// Where the manifest's meta info starts, and its `max_parallelism` after the job name.
 const META_AT: usize = 28;
 const MAX_P_AT: usize = META_AT + 4 + JOB.len();
+/// The key serializer's field after the key-group tag and range, then (from manifest version
+/// 3 and savepoint version 2 on) the key hash's name after the 18 bytes of `eddy.u64` v1.
+const KEY_SERIALIZER_AT: usize = MAX_P_AT + 4 + 1 + 2 + 2;
+const KEY_HASH_AT: usize = KEY_SERIALIZER_AT + 4 + 18;
+/// The length of the key hash field in the newest versions: the name of the default hash.
+const KEY_HASH_LEN: usize = 4 + DEFAULT_KEY_HASH.len();
 const CHECKPOINT_ID: u64 = 42;
 const SAVEPOINT_ID: u64 = 43;
 
@@ -82,9 +98,9 @@ fn enc<S: Serializer>(s: &S, v: &S::Value) -> Vec<u8> {
     out
 }
 
-/// The meta info of both vectors: what a backend of job `sessions` with key serializer `U64`
-/// and max parallelism 4096, owning every key group, writes after registering these states,
-/// with this operator state.
+/// The meta info of the newest vectors: what a backend of job `sessions` with key serializer
+/// `U64`, the default key hash and max parallelism 4096, owning every key group, writes after
+/// registering these states, with this operator state.
 fn meta() -> SnapshotMeta {
     let timers = vec![U64.snapshot(), Unit.snapshot()];
     SnapshotMeta {
@@ -92,6 +108,7 @@ fn meta() -> SnapshotMeta {
         max_parallelism: MAX_P,
         key_groups: Some((0, (MAX_P - 1) as u16)),
         key_serializer: U64.snapshot(),
+        key_hash: Some(DEFAULT_KEY_HASH.into()),
         states: vec![
             StateMetaInfo {
                 id: 1,
@@ -139,13 +156,19 @@ fn meta() -> SnapshotMeta {
     }
 }
 
+/// The meta info of the fixtures of older versions: that of [`meta`], without the key hash
+/// they did not record.
+fn meta_v1() -> SnapshotMeta {
+    SnapshotMeta { key_hash: None, ..meta() }
+}
+
 /// Per state, the versions of its serializers (as the checkpointer writes them for every
 /// segment).
 fn versions(meta: &SnapshotMeta) -> Vec<(u16, Vec<u32>)> {
     meta.states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect()
 }
 
-/// `checkpoint-manifest-v1.bin`: incremental checkpoint 42 naming the two segment vectors.
+/// `checkpoint-manifest-v3.bin`: incremental checkpoint 42 naming the two segment vectors.
 fn manifest() -> CheckpointManifest {
     let meta = meta();
     CheckpointManifest {
@@ -178,7 +201,7 @@ fn state_key(key: u64, state: u16) -> Vec<u8> {
     out
 }
 
-/// The records of `savepoint-v1.sp` in file (key) order: key, value and what they mean, as
+/// The records of the savepoint vectors in file (key) order: key, value and what they mean, as
 /// keyed state writes them (`format-spec/state-records.md`).
 fn records() -> Vec<(Vec<u8>, Vec<u8>, String)> {
     let count = |key: u64, n: u64, ts: i64| {
@@ -226,32 +249,57 @@ fn write_savepoint() -> Vec<u8> {
     bytes
 }
 
-/// Rewrites the vectors with the real writers. Run explicitly:
-/// `cargo test --test spec_checkpoint_vectors -- --ignored regenerate`.
+/// Rewrites the vectors of the newest versions with the real writers. Run explicitly:
+/// `cargo test --test spec_checkpoint_vectors -- --ignored regenerate`. The fixtures of older
+/// versions are never written: no writer writes those versions any more.
 #[test]
 #[ignore = "rewrites the committed vectors; run only for a format change"]
 fn regenerate() {
     let dir = spec_dir().join("vectors");
     std::fs::write(dir.join(MANIFEST_VECTOR), manifest().encode()).unwrap();
     std::fs::write(dir.join(SAVEPOINT_VECTOR), write_savepoint()).unwrap();
-    std::fs::write(dir.join(MANIFEST_V2_VECTOR), manifest_v2().encode()).unwrap();
+}
+
+/// `checkpoint-manifest-v1.bin`: the checkpoint of `checkpoint-manifest-v3.bin` as version 1
+/// wrote it, without the key hash.
+fn manifest_v1() -> CheckpointManifest {
+    CheckpointManifest { meta: meta_v1(), ..manifest() }
 }
 
 /// `checkpoint-manifest-v2.bin`: the checkpoint of `checkpoint-manifest-v1.bin` with one
 /// changelog file after its segments.
 fn manifest_v2() -> CheckpointManifest {
-    let mut m = manifest();
+    let mut m = manifest_v1();
     m.checkpoint_id = CHECKPOINT_ID + 2;
     m.logs = vec![LogRef { file: LOG_FILE.into(), log_seq: 3, file_len: 65, versions: versions(&m.meta) }];
     m
 }
 
+/// `v1` with the fields version 3 added: the version, the key hash after the key serializer,
+/// and the changelog count (`logs`, then the count's entries) before a new CRC.
+fn as_version_3(v1: &[u8], logs: &[u8]) -> Vec<u8> {
+    let mut out = v1[..4].to_vec();
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&v1[8..KEY_HASH_AT]);
+    out.extend_from_slice(&(DEFAULT_KEY_HASH.len() as u32).to_le_bytes());
+    out.extend_from_slice(DEFAULT_KEY_HASH.as_bytes());
+    out.extend_from_slice(&v1[KEY_HASH_AT..v1.len() - 4]);
+    out.extend_from_slice(logs);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
 #[test]
-fn manifest_v2_vector_is_the_v1_content_and_a_changelog_entry() {
+fn manifest_v2_fixture_is_the_v1_content_and_a_changelog_entry() {
     let bytes = vector(MANIFEST_V2_VECTOR);
     assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), manifest_v2());
-    assert_eq!(manifest_v2().encode(), bytes, "{MANIFEST_V2_VECTOR} no longer matches its writer");
-    let v1 = vector(MANIFEST_VECTOR);
+    // Written again, it is version 3 with the same content: the unknown key hash stays
+    // unknown.
+    let again = manifest_v2().encode();
+    assert_eq!(le_u32(&again, 4), CHECKPOINT_VERSION);
+    assert_eq!(CheckpointManifest::decode(&again).unwrap(), manifest_v2());
+    let v1 = vector(MANIFEST_V1_VECTOR);
     assert_eq!(le_u32(&bytes, 4), 2);
     assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID + 2);
     // Between the id and the CRC, version 1's bytes, then the changelog entries.
@@ -280,6 +328,13 @@ fn manifest_v2_vector_is_the_v1_content_and_a_changelog_entry() {
     for cut in 0..n {
         assert!(CheckpointManifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
+    // Its content as version 3 writes it: version 1's bytes with the key hash, then the same
+    // changelog entries.
+    let mut named = manifest_v2();
+    named.meta.key_hash = Some(DEFAULT_KEY_HASH.into());
+    let mut v1_as_44 = v1.clone();
+    v1_as_44[8..16].copy_from_slice(&(CHECKPOINT_ID + 2).to_le_bytes());
+    assert_eq!(named.encode(), as_version_3(&v1_as_44, &bytes[16 + body.len()..n - 4]));
 }
 
 // ---- the constants the specification states ----
@@ -287,11 +342,15 @@ fn manifest_v2_vector_is_the_v1_content_and_a_changelog_entry() {
 #[test]
 fn constants_are_those_of_the_spec() {
     assert_eq!(CHECKPOINT_MAGIC, *b"EDCP");
-    assert_eq!(CHECKPOINT_VERSION, 2);
+    assert_eq!(CHECKPOINT_VERSION, 3);
     assert_eq!(FIRST_CHECKPOINT_VERSION, 1);
     assert_eq!(FLAG_FULL, 1);
     assert_eq!(SAVEPOINT_MAGIC, *b"EDSV");
-    assert_eq!(SAVEPOINT_VERSION, 1);
+    assert_eq!(SAVEPOINT_VERSION, 2);
+    assert_eq!(FIRST_SAVEPOINT_VERSION, 1);
+    // The names of the built-in key hashes (keygroup.md, manifest.md "Snapshot meta info").
+    assert_eq!(DEFAULT_KEY_HASH, "eddy.murmur3");
+    assert_eq!(JAVA_KEY_HASH, "java.hashCode");
     assert_eq!(MAX_CHUNK, 256 << 20);
     assert_eq!(SHARED_DIR, "shared");
     assert_eq!(SAVEPOINT_FILE, "SAVEPOINT");
@@ -367,13 +426,17 @@ fn manifest_vector_decodes_to_the_listed_content() {
 
     // The fixed fields, at the offsets of manifest.md.
     assert_eq!(&bytes[0..4], b"EDCP");
-    assert_eq!(le_u32(&bytes, 4), 1);
+    assert_eq!(le_u32(&bytes, 4), 3);
     assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
     assert_eq!(le_u32(&bytes, 16), 0);
     assert_eq!(le_u64(&bytes, 20), 3);
     assert_eq!(le_u32(&bytes, META_AT) as usize, JOB.len());
     assert_eq!(&bytes[META_AT + 4..MAX_P_AT], JOB.as_bytes());
     assert_eq!(le_u32(&bytes, MAX_P_AT), MAX_P);
+    // The key hash's name right after the key serializer.
+    assert_eq!(le_u32(&bytes, KEY_SERIALIZER_AT), 18);
+    assert_eq!(le_u32(&bytes, KEY_HASH_AT) as usize, DEFAULT_KEY_HASH.len());
+    assert_eq!(&bytes[KEY_HASH_AT + 4..KEY_HASH_AT + KEY_HASH_LEN], DEFAULT_KEY_HASH.as_bytes());
     let n = bytes.len();
     assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
     // The meta info starts at 28 and is byte for byte the savepoint's.
@@ -381,6 +444,31 @@ fn manifest_vector_decodes_to_the_listed_content() {
     let meta_len = le_u32(&sp, 16) as usize;
     assert_eq!(bytes[META_AT..META_AT + meta_len], sp[20..20 + meta_len]);
     assert_eq!(le_u32(&bytes, META_AT + meta_len), 2, "the segment count follows the meta info");
+    // No changelog file: the changelog count is there, 0, just before the CRC.
+    assert_eq!(le_u32(&bytes, n - 8), 0, "log_count");
+    // Version 3 is version 1 with the key hash and the changelog count.
+    assert_eq!(as_version_3(&vector(MANIFEST_V1_VECTOR), &0u32.to_le_bytes()), bytes);
+}
+
+#[test]
+fn manifest_v1_fixture_decodes_to_the_listed_content() {
+    let bytes = vector(MANIFEST_V1_VECTOR);
+    assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), manifest_v1());
+    assert_eq!(&bytes[0..4], b"EDCP");
+    assert_eq!(le_u32(&bytes, 4), 1);
+    assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
+    assert_eq!(le_u32(&bytes, MAX_P_AT), MAX_P);
+    // No key hash: the state count follows the key serializer.
+    assert_eq!(le_u32(&bytes, KEY_HASH_AT), 4, "state count");
+    let n = bytes.len();
+    assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
+    // Its meta info is byte for byte that of the version 1 savepoint, and no changelog count
+    // follows the last segment entry.
+    let sp = vector(SAVEPOINT_V1_VECTOR);
+    let meta_len = le_u32(&sp, 16) as usize;
+    assert_eq!(bytes[META_AT..META_AT + meta_len], sp[20..20 + meta_len]);
+    assert_eq!(le_u32(&bytes, META_AT + meta_len), 2, "the segment count follows the meta info");
+    assert_eq!(meta_len + KEY_HASH_LEN, le_u32(&vector(SAVEPOINT_VECTOR), 16) as usize);
 }
 
 /// What a decoder must report for a manifest or savepoint of version `version` with one
@@ -398,20 +486,23 @@ fn expect_flip_error(name: &str, version: u32, i: usize, x: u8, got: Result<(), 
 
 #[test]
 fn every_changed_byte_and_every_truncation_of_the_manifest_is_an_error() {
-    let good = vector(MANIFEST_VECTOR);
-    for i in 0..good.len() {
-        for x in [0x01u8, 0x80] {
-            let mut bad = good.clone();
-            bad[i] ^= x;
-            expect_flip_error(MANIFEST_VECTOR, 1, i, x, CheckpointManifest::decode(&bad).map(drop));
+    for (name, version) in [(MANIFEST_VECTOR, 3), (MANIFEST_V1_VECTOR, 1)] {
+        let good = vector(name);
+        for i in 0..good.len() {
+            for x in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= x;
+                expect_flip_error(name, version, i, x, CheckpointManifest::decode(&bad).map(drop));
+            }
+        }
+        for cut in 0..good.len() {
+            assert!(
+                matches!(CheckpointManifest::decode(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))),
+                "{name}: cut to {cut}"
+            );
         }
     }
-    for cut in 0..good.len() {
-        assert!(
-            matches!(CheckpointManifest::decode(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))),
-            "cut to {cut}"
-        );
-    }
+    let good = vector(MANIFEST_VECTOR);
     // A damaged byte under the CRC is a checksum mismatch reported at the CRC's offset.
     let mut bad = good.clone();
     bad[100] ^= 0x01;
@@ -475,10 +566,27 @@ fn manifest_validity_rules() {
     let mut bad = good.clone();
     bad[first + 4..first + 11].copy_from_slice(b"shared_");
     malformed(bad, first as u64, "file name");
+    // A key hash name that is not UTF-8, reported at its length field; an empty one reads as
+    // a hash that is not known.
+    let mut bad = good.clone();
+    bad[KEY_HASH_AT + 4] = 0xff;
+    malformed(bad, KEY_HASH_AT as u64, "string");
+    let mut unknown = good[..KEY_HASH_AT].to_vec();
+    unknown.extend_from_slice(&0u32.to_le_bytes());
+    unknown.extend_from_slice(&good[KEY_HASH_AT + KEY_HASH_LEN..]);
+    assert_eq!(CheckpointManifest::decode(&resign(unknown)).unwrap(), manifest_v1());
     // Trailing bytes between the last entry and the CRC.
     let mut bad = good.clone();
     bad.insert(good.len() - 4, 0);
     malformed(bad, (good.len() - 4) as u64, "trailing bytes");
+    // The changelog count: version 3 allows 0 (the vector), version 2 does not, and version 1
+    // has none (a count there is a trailing byte).
+    let v1 = vector(MANIFEST_V1_VECTOR);
+    let mut bad = v1.clone();
+    bad.splice(v1.len() - 4..v1.len() - 4, [0; 4]);
+    malformed(bad.clone(), (v1.len() - 4) as u64, "trailing bytes");
+    bad[4] = 2;
+    malformed(bad, (v1.len() - 4) as u64, "a version 2 manifest without changelog files");
 }
 
 /// A newer version is refused with the version it has, before anything else is looked at,
@@ -486,31 +594,31 @@ fn manifest_validity_rules() {
 #[test]
 fn a_future_version_is_refused_with_its_number() {
     let mut future = vector(MANIFEST_VECTOR);
-    future[4..8].copy_from_slice(&3u32.to_le_bytes());
+    future[4..8].copy_from_slice(&4u32.to_le_bytes());
     let future = resign(future);
-    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(3)));
+    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(4)));
     let path = Path::new("/chk/chk-00000000000000000042.manifest");
     let err = CheckpointManifest::decode(&future).unwrap_err().into_error(path, CHECKPOINT_VERSION);
-    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 3, supported: 2 } if file == path), "{err}");
+    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 4, supported: 3 } if file == path), "{err}");
     // Version 0 was never written: also refused, never read as version 1.
     let mut zero = vector(MANIFEST_VECTOR);
     zero[4..8].copy_from_slice(&0u32.to_le_bytes());
     assert_eq!(CheckpointManifest::decode(&resign(zero)), Err(SnapshotDecodeError::Version(0)));
 
     let mut future = vector(SAVEPOINT_VECTOR);
-    future[4..8].copy_from_slice(&2u32.to_le_bytes());
+    future[4..8].copy_from_slice(&3u32.to_le_bytes());
     let header_end = 20 + le_u32(&future, 16) as usize;
     let crc = crc32fast::hash(&future[..header_end]);
     future[header_end..header_end + 4].copy_from_slice(&crc.to_le_bytes());
-    assert!(matches!(SavepointReader::new(&future), Err(SnapshotDecodeError::Version(2))));
-    assert!(matches!(decode_all(&future), Err(SnapshotDecodeError::Version(2))));
+    assert!(matches!(SavepointReader::new(&future), Err(SnapshotDecodeError::Version(3))));
+    assert!(matches!(decode_all(&future), Err(SnapshotDecodeError::Version(3))));
 
     // Through the public entry points: verification and restore name the file.
     let fs = FaultFs::new();
     fs.write_file(Path::new("/sp/SAVEPOINT"), &future).unwrap();
     let problems = verify_savepoint(&fs, Path::new("/sp"));
     assert_eq!(problems.len(), 1);
-    assert!(problems[0].what.contains("format version 2"), "{}", problems[0]);
+    assert!(problems[0].what.contains("format version 3"), "{}", problems[0]);
     let err = KeyedBackend::builder(U64)
         .max_parallelism(MAX_P)
         .store_options(StoreOptions::new().file_system(Arc::new(fs.clone())))
@@ -518,7 +626,7 @@ fn a_future_version_is_refused_with_its_number() {
         .err()
         .unwrap();
     assert!(
-        matches!(&err, Error::UnsupportedVersion { file, found: 2, supported: 1 } if file == Path::new("/sp/SAVEPOINT")),
+        matches!(&err, Error::UnsupportedVersion { file, found: 3, supported: 2 } if file == Path::new("/sp/SAVEPOINT")),
         "{err}"
     );
 }
@@ -537,10 +645,15 @@ fn savepoint_vector_decodes_to_the_listed_content() {
     let reader = SavepointReader::new(&bytes).unwrap();
     assert_eq!(reader.savepoint_id, SAVEPOINT_ID);
     assert_eq!(&bytes[0..4], b"EDSV");
-    assert_eq!(le_u32(&bytes, 4), 1);
+    assert_eq!(le_u32(&bytes, 4), 2);
     assert_eq!(le_u64(&bytes, 8), SAVEPOINT_ID);
     let header_end = 20 + le_u32(&bytes, 16) as usize;
     assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
+    // The key hash's name right after the key serializer, as in the manifest (whose meta
+    // info starts 8 bytes later).
+    let at = KEY_HASH_AT - 8;
+    assert_eq!(le_u32(&bytes, at) as usize, DEFAULT_KEY_HASH.len());
+    assert_eq!(&bytes[at + 4..at + KEY_HASH_LEN], DEFAULT_KEY_HASH.as_bytes());
 
     // The chunks, as the vectors README lists them, then the end marker.
     let mut r = SavepointReader::new(&bytes).unwrap();
@@ -568,18 +681,40 @@ fn savepoint_vector_decodes_to_the_listed_content() {
 }
 
 #[test]
+fn savepoint_v1_fixture_decodes_to_the_listed_content() {
+    let bytes = vector(SAVEPOINT_V1_VECTOR);
+    let (meta, got) = decode_all(&bytes).unwrap();
+    assert_eq!(meta, meta_v1());
+    let want: Vec<(Vec<u8>, Vec<u8>)> = records().into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(got, want);
+    assert_eq!(SavepointReader::new(&bytes).unwrap().savepoint_id, SAVEPOINT_ID);
+    assert_eq!(&bytes[0..4], b"EDSV");
+    assert_eq!(le_u32(&bytes, 4), 1);
+    let header_end = 20 + le_u32(&bytes, 16) as usize;
+    assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
+    // Version 2 changed the meta info only: the chunks and the end marker are the same bytes.
+    let v2 = vector(SAVEPOINT_VECTOR);
+    let v2_header_end = 20 + le_u32(&v2, 16) as usize;
+    assert_eq!(v2_header_end, header_end + KEY_HASH_LEN);
+    assert_eq!(bytes[header_end + 4..], v2[v2_header_end + 4..]);
+}
+
+#[test]
 fn every_changed_byte_and_every_truncation_of_the_savepoint_is_an_error() {
-    let good = vector(SAVEPOINT_VECTOR);
-    for i in 0..good.len() {
-        for x in [0x01u8, 0x80] {
-            let mut bad = good.clone();
-            bad[i] ^= x;
-            expect_flip_error(SAVEPOINT_VECTOR, 1, i, x, decode_all(&bad).map(drop));
+    for (name, version) in [(SAVEPOINT_VECTOR, 2), (SAVEPOINT_V1_VECTOR, 1)] {
+        let good = vector(name);
+        for i in 0..good.len() {
+            for x in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= x;
+                expect_flip_error(name, version, i, x, decode_all(&bad).map(drop));
+            }
+        }
+        for cut in 0..good.len() {
+            assert!(matches!(decode_all(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))), "{name}: cut to {cut}");
         }
     }
-    for cut in 0..good.len() {
-        assert!(matches!(decode_all(&good[..cut]), Err(SnapshotDecodeError::Corrupt(_))), "cut to {cut}");
-    }
+    let good = vector(SAVEPOINT_VECTOR);
     // Damage to a chunk is reported at the chunk's offset, with the file, by verification.
     let fs = FaultFs::new();
     let mut r = SavepointReader::new(&good).unwrap();
@@ -683,15 +818,41 @@ fn store_options(fs: &FaultFs) -> StoreOptions {
     StoreOptions::new().file_system(Arc::new(fs.clone()))
 }
 
-/// A checkpoint storage on `fs` at `/chk` holding checkpoint 42: the manifest vector and the
-/// segment vectors as the shared files it names.
-fn checkpoint_storage(fs: &FaultFs) -> LocalDirStorage {
+/// A checkpoint storage on `fs` at `/chk` holding checkpoint 42: the manifest vector
+/// `manifest` (of version 3 or 1) and the segment vectors as the shared files it names.
+fn checkpoint_storage(fs: &FaultFs, manifest: &str) -> LocalDirStorage {
     let storage = LocalDirStorage::new(Arc::new(fs.clone()), "/chk").unwrap();
     for (v, name, ..) in SEGMENTS {
         fs.write_file(&Path::new("/chk").join(name), &vector(v)).unwrap();
     }
-    storage.write_manifest(CHECKPOINT_ID, &vector(MANIFEST_VECTOR)).unwrap();
+    storage.write_manifest(CHECKPOINT_ID, &vector(manifest)).unwrap();
     storage
+}
+
+/// Restores `source` (checkpoint 42) with `builder` into `dir` and checks that it is the store
+/// the vectors README lists, with the states and operator state of the meta info.
+fn restores_to_the_listed_store(builder: eddy::state::KeyedBackendBuilder<U64>, dir: &str, source: &[RestoreSource]) {
+    let (mut b, restored) = builder.restore(dir, source).unwrap();
+    assert_eq!(restored.operator_states, [meta().operator]);
+    let names: Vec<(String, StateKind)> = b.states().map(|(n, k)| (n.to_string(), k)).collect();
+    let want: Vec<(String, StateKind)> = meta().states.iter().map(|s| (s.name.clone(), s.kind)).collect();
+    assert_eq!(names, want);
+    // The store is the one the store manifest vector describes (vectors README).
+    let s = b.store();
+    let mut get = |key: &[u8]| s.get(key).unwrap().map(<[u8]>::to_vec);
+    assert_eq!(get(b"\x00\x01apple").as_deref(), Some(&b"red;ripe"[..]));
+    assert_eq!(get(b"\x00\x01banana"), None);
+    assert_eq!(get(b"\x00\x01cherry").as_deref(), Some(&b"dark red"[..]));
+    assert_eq!(get(b"\x00\x07count").as_deref(), Some(&b"+1"[..]));
+    assert_eq!(get(b"\x00\x07name").as_deref(), Some(&b"eddy"[..]));
+    assert_eq!(get(b"\x01\x2ck"), None, "masked by the manifest");
+    assert_eq!(get(b"\x0a\x00sensor-06"), None);
+    b.close().unwrap();
+}
+
+/// The key hash of the restores below that are not of the default one.
+fn other_hash(k: &u64) -> i32 {
+    *k as i32
 }
 
 /// `fs` holds exactly the files of [`checkpoint_storage`]: the manifest and the two segments.
@@ -711,7 +872,7 @@ fn assert_holds_the_vector_checkpoint_only(fs: &FaultFs) {
 #[test]
 fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
     let fs = FaultFs::new();
-    let storage = checkpoint_storage(&fs);
+    let storage = checkpoint_storage(&fs, MANIFEST_VECTOR);
     assert_holds_the_vector_checkpoint_only(&fs);
     assert_eq!(storage.manifests().unwrap(), [CHECKPOINT_ID]);
     assert!(verify_checkpoint(&storage, CHECKPOINT_ID).is_empty());
@@ -719,33 +880,20 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
 
     let storage: Arc<dyn CheckpointStorage> = Arc::new(storage);
     let source = [RestoreSource::Checkpoint { storage: storage.clone(), id: CHECKPOINT_ID }];
-    {
-        let (mut b, restored) = KeyedBackend::builder(U64)
-            .max_parallelism(MAX_P)
-            .store_options(store_options(&fs))
-            .restore("/restored", &source)
-            .unwrap();
-        assert_eq!(restored.operator_states, [meta().operator]);
-        let names: Vec<(String, StateKind)> = b.states().map(|(n, k)| (n.to_string(), k)).collect();
-        let want: Vec<(String, StateKind)> = meta().states.iter().map(|s| (s.name.clone(), s.kind)).collect();
-        assert_eq!(names, want);
-        // The store is the one the store manifest vector describes (vectors README).
-        let s = b.store();
-        let mut get = |key: &[u8]| s.get(key).unwrap().map(<[u8]>::to_vec);
-        assert_eq!(get(b"\x00\x01apple").as_deref(), Some(&b"red;ripe"[..]));
-        assert_eq!(get(b"\x00\x01banana"), None);
-        assert_eq!(get(b"\x00\x01cherry").as_deref(), Some(&b"dark red"[..]));
-        assert_eq!(get(b"\x00\x07count").as_deref(), Some(&b"+1"[..]));
-        assert_eq!(get(b"\x00\x07name").as_deref(), Some(&b"eddy"[..]));
-        assert_eq!(get(b"\x01\x2ck"), None, "masked by the manifest");
-        assert_eq!(get(b"\x0a\x00sensor-06"), None);
-        b.close().unwrap();
-    }
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    restores_to_the_listed_store(builder(), "/restored", &source);
 
     // What a restore checks (manifest.md, "What a restore checks").
     let refuse = |b: eddy::state::KeyedBackendBuilder<U64>, dir: &str| b.restore(dir, &source).err().unwrap();
     let err = refuse(KeyedBackend::builder(U64).max_parallelism(128).store_options(store_options(&fs)), "/r1");
     assert!(matches!(err, Error::Misuse(Misuse::IncompatibleSnapshot { .. })), "{err}");
+    // Another key hash than the one the manifest names.
+    let err = refuse(builder().key_hash("test.low-bits", other_hash), "/r-hash");
+    assert!(
+        matches!(&err, Error::Misuse(Misuse::KeyHashMismatch { snapshot, backend })
+            if snapshot == DEFAULT_KEY_HASH && backend == "test.low-bits"),
+        "{err}"
+    );
     let err = KeyedBackend::builder(Str)
         .max_parallelism(MAX_P)
         .store_options(store_options(&fs))
@@ -803,12 +951,27 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
     assert_eq!(verify_checkpoint(storage.as_ref(), CHECKPOINT_ID).len(), 1);
 }
 
+/// The version 1 fixture is a checkpoint that verifies and restores too; it records no key
+/// hash, so a restore cannot check the backend's (manifest.md, "What a restore checks").
+#[test]
+fn the_manifest_v1_fixture_is_a_checkpoint_that_verifies_and_restores() {
+    let fs = FaultFs::new();
+    let storage = checkpoint_storage(&fs, MANIFEST_V1_VECTOR);
+    assert!(verify_checkpoint(&storage, CHECKPOINT_ID).is_empty());
+    assert_eq!(latest_checkpoint(&storage).unwrap(), Some(CHECKPOINT_ID));
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(storage);
+    let source = [RestoreSource::Checkpoint { storage, id: CHECKPOINT_ID }];
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    restores_to_the_listed_store(builder(), "/restored", &source);
+    restores_to_the_listed_store(builder().key_hash("test.low-bits", other_hash), "/restored-other-hash", &source);
+}
+
 /// Opening a checkpointer on the storage keeps what the manifest names and removes what no
 /// manifest names and the temporary files (manifest.md, "Retention and reference counting").
 #[test]
 fn a_checkpointer_keeps_what_manifests_name() {
     let fs = FaultFs::new();
-    let storage = checkpoint_storage(&fs);
+    let storage = checkpoint_storage(&fs, MANIFEST_VECTOR);
     fs.write_file(Path::new("/chk/shared/3f2a9c0d11e4b5a7-1-0000000003.seg"), b"left by a crash").unwrap();
     fs.write_file(Path::new("/chk/chk-00000000000000000043.manifest.tmp"), b"partial").unwrap();
     let cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
@@ -821,13 +984,63 @@ fn a_checkpointer_keeps_what_manifests_name() {
 fn the_savepoint_vector_restores_into_typed_state() {
     let fs = FaultFs::new();
     fs.write_file(Path::new("/sp/SAVEPOINT"), &vector(SAVEPOINT_VECTOR)).unwrap();
-    assert!(verify_savepoint(&fs, Path::new("/sp")).is_empty());
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    let mut b = restores_into_typed_state(&fs, builder(), "/sp", "/restored");
+
+    // The restored backend, named by no job of its own, takes the savepoint's job name into its
+    // snapshots; one given a name keeps it (manifest.md, "What a restore checks").
+    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-again"), JOB);
+    b.close().unwrap();
+    let (mut b, _) = builder()
+        .job("renamed")
+        .restore("/restored-renamed", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .unwrap();
+    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-renamed"), "renamed");
+    b.close().unwrap();
+
+    // Another key hash than the one the savepoint names is refused.
+    let err = builder()
+        .key_hash("test.low-bits", other_hash)
+        .restore("/restored-other-hash", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Misuse(Misuse::KeyHashMismatch { snapshot, backend })
+            if snapshot == DEFAULT_KEY_HASH && backend == "test.low-bits"),
+        "{err}"
+    );
+}
+
+/// The version 1 fixture restores into typed state too; it records no key hash, so a restore
+/// cannot check the backend's.
+#[test]
+fn the_savepoint_v1_fixture_restores_into_typed_state() {
+    let fs = FaultFs::new();
+    fs.write_file(Path::new("/sp/SAVEPOINT"), &vector(SAVEPOINT_V1_VECTOR)).unwrap();
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    restores_into_typed_state(&fs, builder(), "/sp", "/restored").close().unwrap();
+    // Into a backend with another key hash it restores as well, although that backend looks
+    // for every key in another key group than the one the savepoint put it in.
+    let (b, _) = builder()
+        .key_hash("test.low-bits", other_hash)
+        .restore("/restored-other-hash", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .unwrap();
+    b.close().unwrap();
+}
+
+/// Restores the savepoint vector in `dir` with `builder` into `restore_dir`, and checks that it
+/// holds the state the vectors README lists.
+fn restores_into_typed_state(
+    fs: &FaultFs,
+    builder: eddy::state::KeyedBackendBuilder<U64>,
+    dir: &str,
+    restore_dir: &str,
+) -> KeyedBackend<U64> {
+    assert!(verify_savepoint(fs, Path::new(dir)).is_empty());
     let clock = ManualClock::new(10_000);
-    let (mut b, restored) = KeyedBackend::builder(U64)
-        .max_parallelism(MAX_P)
-        .store_options(store_options(&fs))
+    let (mut b, restored) = builder
         .clock(Arc::new(clock))
-        .restore("/restored", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .restore(restore_dir, &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: dir.into() }])
         .unwrap();
     assert_eq!(restored.operator_states, [meta().operator]);
 
@@ -865,19 +1078,7 @@ fn the_savepoint_vector_restores_into_typed_state() {
     assert_eq!(op.union_list_state("offsets", U64).unwrap().get(), [17, 99]);
     let rules = op.broadcast_state(&BroadcastStateDescriptor::new("rules", Str, Str)).unwrap();
     assert_eq!(rules.get(&"alert".to_string()), Some(&"x > 3".to_string()));
-
-    // The restored backend, named by no job of its own, takes the savepoint's job name into its
-    // snapshots; one given a name keeps it (manifest.md, "What a restore checks").
-    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-again"), JOB);
-    b.close().unwrap();
-    let (mut b, _) = KeyedBackend::builder(U64)
-        .job("renamed")
-        .max_parallelism(MAX_P)
-        .store_options(store_options(&fs))
-        .restore("/restored-renamed", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
-        .unwrap();
-    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-renamed"), "renamed");
-    b.close().unwrap();
+    b
 }
 
 /// The job name in the meta info of a savepoint of `b` taken into `dir`.
@@ -918,27 +1119,36 @@ fn ser_text(s: &SerializerSnapshot) -> String {
 fn vectors_readme_lists_the_content() {
     let readme = spec_file("vectors/README.md");
     let m = manifest();
-    let manifest_len = vector(MANIFEST_VECTOR).len();
-    let sp = vector(SAVEPOINT_VECTOR);
-    let meta_len = le_u32(&sp, 16) as usize;
-    let mut lines = vec![
-        format!("## `{MANIFEST_VECTOR}` ({manifest_len} bytes)"),
-        format!("## `{SAVEPOINT_VECTOR}` ({} bytes)", sp.len()),
+    let mut lines = Vec::new();
+    for name in [MANIFEST_VECTOR, SAVEPOINT_VECTOR, MANIFEST_V1_VECTOR, MANIFEST_V2_VECTOR, SAVEPOINT_V1_VECTOR] {
+        lines.push(format!("## `{name}` ({} bytes)", vector(name).len()));
+    }
+    for (manifest, savepoint) in [(MANIFEST_VECTOR, SAVEPOINT_VECTOR), (MANIFEST_V1_VECTOR, SAVEPOINT_V1_VECTOR)] {
+        let meta_len = le_u32(&vector(savepoint), 16) as usize;
+        lines.push(format!("The meta info is {meta_len} bytes long"));
+        lines.push(format!(
+            "Meta info (bytes {META_AT} to {}; the same bytes as in `{savepoint}`)",
+            META_AT + meta_len - 1
+        ));
+        lines
+            .push(format!("Its meta info (bytes 20 to {}) is that of `{manifest}`, byte for byte.", 20 + meta_len - 1));
+    }
+    lines.extend([
         format!(
             "Checkpoint {}, flags {} (incremental), `next_segment_id` {}.",
             m.checkpoint_id, m.flags, m.next_segment_id
         ),
         format!(
-            "Job `{}`, max parallelism {}, key groups `{}..={}`, key serializer {}.",
+            "Job `{}`, max parallelism {}, key groups `{}..={}`, key serializer {}, key hash `{}`.",
             m.meta.job,
             m.meta.max_parallelism,
             m.meta.key_groups.unwrap().0,
             m.meta.key_groups.unwrap().1,
-            ser_text(&m.meta.key_serializer)
+            ser_text(&m.meta.key_serializer),
+            m.meta.key_hash.as_deref().unwrap()
         ),
-        format!("The meta info is {meta_len} bytes long"),
         format!("Savepoint {SAVEPOINT_ID}, chunks stored uncompressed"),
-    ];
+    ]);
     for s in &m.meta.states {
         let sers: Vec<String> = s.serializers.iter().map(ser_text).collect();
         let ttl = if s.id == 1 { COUNT_TTL_TEXT } else { "none" };
@@ -986,21 +1196,24 @@ fn vectors_readme_lists_the_content() {
         let kg = u16::from_be_bytes([k[0], k[1]]);
         lines.push(format!("| {i} | {kg} | {} | {} | {meaning} |", hex_cell(k), hex_cell(v)));
     }
-    let mut r = SavepointReader::new(&sp).unwrap();
-    let mut i = 0;
-    while let Some(c) = r.next().unwrap() {
-        let at = c.offset as usize;
-        lines.push(format!(
-            "| {i} | {} | {} | {} | {} | {} | 0 |",
-            c.offset,
-            c.key_group,
-            c.records,
-            le_u32(&sp, at + 7),
-            le_u32(&sp, at + 11)
-        ));
-        i += 1;
+    for name in [SAVEPOINT_VECTOR, SAVEPOINT_V1_VECTOR] {
+        let sp = vector(name);
+        let mut r = SavepointReader::new(&sp).unwrap();
+        let mut i = 0;
+        while let Some(c) = r.next().unwrap() {
+            let at = c.offset as usize;
+            lines.push(format!(
+                "| {i} | {} | {} | {} | {} | {} | 0 |",
+                c.offset,
+                c.key_group,
+                c.records,
+                le_u32(&sp, at + 7),
+                le_u32(&sp, at + 11)
+            ));
+            i += 1;
+        }
+        lines.push(format!("End marker at {}: {i} chunks, {} records.", sp.len() - 21, records().len()));
     }
-    lines.push(format!("End marker at {}: {i} chunks, {} records.", sp.len() - 21, records().len()));
     let flat = one_line(&readme);
     for line in lines {
         assert!(
@@ -1008,8 +1221,9 @@ fn vectors_readme_lists_the_content() {
             "format-spec/vectors/README.md does not contain {line:?}"
         );
     }
-    // The section headings of the README name files that exist, and these two vectors' sections
-    // hold no byte walk or hex dump: `tests/spec_vectors.rs` takes those for its own vectors.
+    // The section headings of the README name files that exist, and the checkpoint manifest
+    // and savepoint vectors' sections hold no byte walk or hex dump: `tests/spec_vectors.rs`
+    // takes those for its own vectors.
     let mut section = String::new();
     let mut in_code = false;
     for l in readme.lines() {
@@ -1018,7 +1232,7 @@ fn vectors_readme_lists_the_content() {
             vector(&section);
         } else if l.starts_with("```") {
             in_code = !in_code;
-        } else if in_code && (section == MANIFEST_VECTOR || section == SAVEPOINT_VECTOR) {
+        } else if in_code && (section.starts_with("checkpoint-manifest-") || section.starts_with("savepoint-")) {
             assert!(!l.starts_with("offset  bytes") && !l.starts_with("00000000: "), "{section}: {l}");
         }
     }

@@ -92,7 +92,7 @@ pub use restore::{latest_checkpoint, RestoreSource, Restored};
 pub use storage::{CheckpointStorage, LocalDirStorage, Transfer, SHARED_DIR};
 pub use verify::{verify_checkpoint, verify_savepoint, Problem};
 
-pub(crate) use restore::{origin_for, prepare_store, replay, Origin, Prepared, Versions};
+pub(crate) use restore::{origin_for, prepare_store, replay, Origin, Prepared, RestoreTarget, Versions};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};

@@ -171,17 +171,27 @@ fn outside(keep: KeyGroupRange, max_parallelism: u32) -> Vec<(u16, u16)> {
     out
 }
 
+/// The backend a restore fills, as far as the snapshots must fit it.
+pub(crate) struct RestoreTarget<'a> {
+    /// The key groups it owns.
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: MaxParallelism,
+    /// The snapshot of its key serializer.
+    pub(crate) key_serializer: &'a crate::codec::SerializerSnapshot,
+    /// The name of its key-routing hash.
+    pub(crate) key_hash: &'a str,
+}
+
 /// Checks the sources against each other and the new backend, then fills the empty store
-/// directory `dir` with the segments of the key groups in `range`.
+/// directory `dir` with the segments of the key groups the backend owns.
 pub(crate) fn prepare_store(
     sources: &[RestoreSource],
     fs: &Arc<dyn FileSystem>,
     dir: &Path,
-    range: KeyGroupRange,
-    max_parallelism: MaxParallelism,
-    key_serializer: &crate::codec::SerializerSnapshot,
+    target: &RestoreTarget<'_>,
     writer: WriterOptions,
 ) -> Result<Prepared> {
+    let RestoreTarget { range, max_parallelism, key_serializer, key_hash } = *target;
     if sources.is_empty() {
         return Err(Misuse::InvalidOption { name: "sources", why: "a restore needs at least one snapshot" }.into());
     }
@@ -214,6 +224,11 @@ pub(crate) fn prepare_store(
                 why: "the snapshot's keys were written by another serializer".into(),
             }
             .into());
+        }
+        // A snapshot that does not name its hash (checkpoint manifests before version 3,
+        // savepoints before version 2) cannot be checked.
+        if let Some(found) = m.key_hash.as_deref().filter(|found| *found != key_hash) {
+            return Err(Misuse::KeyHashMismatch { snapshot: found.to_owned(), backend: key_hash.to_owned() }.into());
         }
         for s in &m.states {
             match states.iter().find(|t| t.name == s.name || t.id == s.id) {

@@ -8,17 +8,19 @@
 //!
 //! ```text
 //! magic "EDCP" | version u32 | checkpoint_id u64 | flags u32 | next_segment_id u64
-//! meta     := see SnapshotMeta (format-spec/manifest.md)
+//! meta     := see SnapshotMeta (format-spec/manifest.md); from version 3 on it names the
+//!             key-routing hash after the key serializer
 //! segments := count u32, then per segment:
 //!             file str | segment_id u64 | file_len u64 | masks (count u32, (first u16, last u16)*)
 //!             | versions (count u32, (state u16, count u32, version u32*)*)
-//! logs     := (version 2 only) count u32, then per changelog file, oldest first:
+//! logs     := (version 2 and later) count u32, then per changelog file, oldest first:
 //!             file str | log_seq u64 | file_len u64 | versions (as above)
 //! crc32 u32   (of everything before it)
 //! ```
 //!
-//! A manifest without changelog files is written as version 1, which every reader of version 1
-//! reads; one with changelog files (a checkpoint of a store with a changelog) as version 2.
+//! This build writes version 3 only: version 2 with the name of the key-routing hash in the
+//! meta info and a changelog count that may be 0. It reads versions 1 (no changelog count, no
+//! changelog files) and 2 (at least one changelog file) as they were written.
 //!
 //! Integers are little-endian; `str` and `bytes` are a `u32` length and the bytes.
 
@@ -32,10 +34,9 @@ use crate::state::{
 
 /// The magic bytes of a checkpoint manifest.
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"EDCP";
-/// The newest checkpoint manifest version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 2;
-/// The oldest checkpoint manifest version this build reads (and writes when a checkpoint
-/// names no changelog file).
+/// The checkpoint manifest version this build writes, and the newest it reads.
+pub const CHECKPOINT_VERSION: u32 = 3;
+/// The oldest checkpoint manifest version this build reads.
 pub const FIRST_CHECKPOINT_VERSION: u32 = 1;
 /// Manifest flag: the checkpoint shares no file with an earlier one (a full checkpoint).
 pub const FLAG_FULL: u32 = 1;
@@ -72,6 +73,13 @@ pub struct SnapshotMeta {
     pub key_groups: Option<(u16, u16)>,
     /// The key serializer.
     pub key_serializer: SerializerSnapshot,
+    /// The name of the hash that routed keys to key groups
+    /// ([`DEFAULT_KEY_HASH`](crate::keygroup::DEFAULT_KEY_HASH) unless the backend was given
+    /// another); `None` when it is not known: in snapshots of versions that did not record it
+    /// (checkpoint manifests before version 3, savepoints before version 2), and in meta info
+    /// decoded from those and written again (the field is then empty). A restore checks a
+    /// known name against the backend's and nothing else.
+    pub key_hash: Option<String>,
     /// Every state, by id.
     pub states: Vec<StateMetaInfo>,
     /// The operator and broadcast state.
@@ -218,7 +226,8 @@ fn put_ttl(out: &mut Vec<u8>, ttl: &Option<TtlConfig>) {
 }
 
 impl SnapshotMeta {
-    /// Appends the meta info's encoding.
+    /// Appends the meta info's encoding, that of the newest manifest and savepoint versions.
+    /// An unknown key hash (`None`) is written as the empty name, never as a guess.
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_bytes(out, self.job.as_bytes());
         put_u32(out, self.max_parallelism);
@@ -231,6 +240,7 @@ impl SnapshotMeta {
             None => out.push(0),
         }
         put_serializer(out, &self.key_serializer);
+        put_bytes(out, self.key_hash.as_deref().unwrap_or_default().as_bytes());
         put_count(out, self.states.len());
         for s in &self.states {
             put_u16(out, s.id);
@@ -269,8 +279,9 @@ impl SnapshotMeta {
         }
     }
 
-    /// Reads meta info from `r` (untrusted bytes).
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Reads meta info from `r` (untrusted bytes); `with_key_hash` for the versions that
+    /// have the key hash field (an empty one reads as `None`).
+    pub(crate) fn decode(r: &mut Reader<'_>, with_key_hash: bool) -> Result<Self, DecodeError> {
         let job = string(r)?;
         let max_parallelism = r.u32()?;
         if max_parallelism == 0 || max_parallelism > 32768 {
@@ -289,6 +300,7 @@ impl SnapshotMeta {
             _ => return Err(DecodeError::malformed(r.offset() - 1, "key-group range tag")),
         };
         let key_serializer = serializer(r)?;
+        let key_hash = if with_key_hash { Some(string(r)?).filter(|name| !name.is_empty()) } else { None };
         let n = count(r)?;
         let mut states: Vec<StateMetaInfo> = Vec::with_capacity(n);
         for _ in 0..n {
@@ -335,7 +347,7 @@ impl SnapshotMeta {
             }
             operator.broadcast.push(BroadcastStateSnapshot { name, keys, values, entries });
         }
-        Ok(SnapshotMeta { job, max_parallelism, key_groups, key_serializer, states, operator })
+        Ok(SnapshotMeta { job, max_parallelism, key_groups, key_serializer, key_hash, states, operator })
     }
 }
 
@@ -426,7 +438,7 @@ impl CheckpointManifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + (self.segments.len() + self.logs.len()) * 64);
         out.extend_from_slice(&CHECKPOINT_MAGIC);
-        put_u32(&mut out, if self.logs.is_empty() { FIRST_CHECKPOINT_VERSION } else { CHECKPOINT_VERSION });
+        put_u32(&mut out, CHECKPOINT_VERSION);
         put_u64(&mut out, self.checkpoint_id);
         put_u32(&mut out, self.flags);
         put_u64(&mut out, self.next_segment_id);
@@ -443,14 +455,12 @@ impl CheckpointManifest {
             }
             put_versions(&mut out, &s.versions);
         }
-        if !self.logs.is_empty() {
-            put_count(&mut out, self.logs.len());
-            for l in &self.logs {
-                put_bytes(&mut out, l.file.as_bytes());
-                put_u64(&mut out, l.log_seq);
-                put_u64(&mut out, l.file_len);
-                put_versions(&mut out, &l.versions);
-            }
+        put_count(&mut out, self.logs.len());
+        for l in &self.logs {
+            put_bytes(&mut out, l.file.as_bytes());
+            put_u64(&mut out, l.log_seq);
+            put_u64(&mut out, l.file_len);
+            put_versions(&mut out, &l.versions);
         }
         let crc = crc32fast::hash(&out);
         put_u32(&mut out, crc);
@@ -480,7 +490,7 @@ impl CheckpointManifest {
             return Err(DecodeError::malformed(at, "flags").into());
         }
         let next_segment_id = r.u64()?;
-        let meta = SnapshotMeta::decode(&mut r)?;
+        let meta = SnapshotMeta::decode(&mut r, version >= 3)?;
         let n = count(&mut r)?;
         let mut segments: Vec<SegmentRef> = Vec::with_capacity(n);
         for _ in 0..n {
@@ -509,7 +519,7 @@ impl CheckpointManifest {
         let mut logs: Vec<LogRef> = Vec::new();
         if version >= 2 {
             let n = count(&mut r)?;
-            if n == 0 {
+            if n == 0 && version == 2 {
                 return Err(
                     DecodeError::malformed(r.offset() - 4, "a version 2 manifest without changelog files").into()
                 );
@@ -598,6 +608,7 @@ mod tests {
                 max_parallelism: 128,
                 key_groups: Some((0, 63)),
                 key_serializer: SerializerSnapshot::new("eddy.u64", 1),
+                key_hash: Some("eddy.murmur3".into()),
                 states: vec![
                     StateMetaInfo {
                         id: 1,
@@ -658,12 +669,15 @@ mod tests {
     }
 
     #[test]
-    fn without_changelog_files_a_manifest_is_version_1_and_with_them_version_2() {
-        assert_eq!(sample().encode()[4..8], 1u32.to_le_bytes());
-        let m = with_logs();
-        let bytes = m.encode();
-        assert_eq!(bytes[4..8], 2u32.to_le_bytes());
-        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+    fn every_manifest_is_written_as_the_newest_version_with_or_without_changelog_files() {
+        for m in [sample(), with_logs()] {
+            let bytes = m.encode();
+            assert_eq!(bytes[4..8], CHECKPOINT_VERSION.to_le_bytes());
+            assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+        }
+        // Without changelog files the count is there, and 0, just before the CRC.
+        let bytes = sample().encode();
+        assert_eq!(bytes[bytes.len() - 8..bytes.len() - 4], [0; 4]);
         // Out of order, or named twice: refused.
         for bad in [
             {
@@ -686,6 +700,19 @@ mod tests {
         for m in [sample(), with_logs()] {
             flips_and_cuts(&m);
         }
+    }
+
+    /// Meta info whose key hash is not known (decoded from a version that did not record it)
+    /// is written with an empty name, which reads back as not known: never as a guessed name.
+    #[test]
+    fn an_unknown_key_hash_is_written_as_unknown() {
+        let mut m = sample();
+        m.meta.key_hash = None;
+        let bytes = m.encode();
+        assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), m);
+        let mut named = sample();
+        named.meta.key_hash = Some("x".into());
+        assert_eq!(named.encode().len(), bytes.len() + 1);
     }
 
     fn flips_and_cuts(m: &CheckpointManifest) {

@@ -13,6 +13,9 @@
 //! A chunk holds records of one key group in key order; key groups ascend from chunk to chunk
 //! and a key group may span several chunks. The chunk's CRC covers its header fields before the
 //! CRC and the stored payload; the payload is zstd-compressed when `compression` is 1.
+//!
+//! This build writes version 2 only: version 1 with the name of the key-routing hash in the
+//! meta info. It reads versions 1 and 2.
 
 use super::checkpoint::{checked_body, put_u32, put_u64, SnapshotDecodeError, SnapshotMeta};
 use super::{put_varint32, DecodeError, Reader};
@@ -23,8 +26,10 @@ use std::path::{Path, PathBuf};
 
 /// The magic bytes of a savepoint file.
 pub const SAVEPOINT_MAGIC: [u8; 4] = *b"EDSV";
-/// The savepoint version this build writes and the newest it reads.
-pub const SAVEPOINT_VERSION: u32 = 1;
+/// The savepoint version this build writes, and the newest it reads.
+pub const SAVEPOINT_VERSION: u32 = 2;
+/// The oldest savepoint version this build reads.
+pub const FIRST_SAVEPOINT_VERSION: u32 = 1;
 const CHUNK_TAG: u8 = 1;
 const END_TAG: u8 = 0;
 const CHUNK_HEADER_LEN: usize = 1 + 2 + 4 + 4 + 4 + 1 + 4;
@@ -284,11 +289,11 @@ impl<'a> SavepointReader<'a> {
         // The header's checksum comes first, so that a damaged version byte reads as damage;
         // every version keeps the header's first fields and its trailing CRC32.
         let body = checked_body(header, header_len)?;
-        if version != SAVEPOINT_VERSION {
+        if !(FIRST_SAVEPOINT_VERSION..=SAVEPOINT_VERSION).contains(&version) {
             return Err(SnapshotDecodeError::Version(version));
         }
         let mut r = Reader::new(&body[20..], 20);
-        let meta = SnapshotMeta::decode(&mut r)?;
+        let meta = SnapshotMeta::decode(&mut r, version >= 2)?;
         if r.remaining() != 0 {
             return Err(DecodeError::malformed(r.offset(), "trailing bytes in meta").into());
         }
@@ -411,6 +416,7 @@ mod tests {
             max_parallelism: 128,
             key_groups: Some(range),
             key_serializer: SerializerSnapshot::new("eddy.u64", 1),
+            key_hash: Some("eddy.murmur3".into()),
             states: vec![],
             operator: OperatorStateSnapshot::default(),
         };

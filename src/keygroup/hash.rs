@@ -68,6 +68,13 @@ pub fn java_hash_str(s: &str) -> i32 {
     s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
 }
 
+/// The name snapshots record for the default key-routing hash: [`hash_bytes`] of the key's
+/// serialized bytes. Part of the format (`format-spec/keygroup.md`).
+pub const DEFAULT_KEY_HASH: &str = "eddy.murmur3";
+/// The name snapshots record for Java's `hashCode` of the key ([`java_hash_i32`],
+/// [`java_hash_i64`], [`java_hash_str`]). Part of the format (`format-spec/keygroup.md`).
+pub const JAVA_KEY_HASH: &str = "java.hashCode";
+
 /// The default hash of a key's serialized bytes: MurmurHash3 x86_32 (Austin Appleby's
 /// reference `MurmurHash3_x86_32`) with seed 0, its 32 bits read as an `i32`.
 ///

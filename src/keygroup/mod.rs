@@ -10,7 +10,10 @@
 //!
 //! - Key hash: a 32-bit hash of the key. [`hash_bytes`] (MurmurHash3 x86_32, seed 0) hashes
 //!   serialized key bytes; [`java_hash_i32`], [`java_hash_i64`] and [`java_hash_str`] reproduce
-//!   Java's `hashCode()` for keys that must land where Flink puts them.
+//!   Java's `hashCode()` for keys that must land where Flink puts them. Snapshots record the
+//!   hash by name ([`DEFAULT_KEY_HASH`], [`JAVA_KEY_HASH`], or a backend's own), so that a
+//!   restore with another hash is refused instead of looking for every key in the wrong key
+//!   group.
 //! - Key group: [`murmur_hash`] of the key hash, modulo the max parallelism
 //!   ([`key_group_for_hash`], or [`MaxParallelism::key_group`] once the max parallelism has been
 //!   validated).
@@ -28,7 +31,7 @@ pub use assign::{
     default_max_parallelism, key_group_for_hash, range_for_subtask, subtask_for_key_group, MaxParallelism,
     DEFAULT_LOWER_BOUND_MAX_PARALLELISM, MAX_PARALLELISM_UPPER_BOUND,
 };
-pub use hash::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, murmur_hash};
+pub use hash::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, murmur_hash, DEFAULT_KEY_HASH, JAVA_KEY_HASH};
 pub use range::KeyGroupRange;
 
 /// A key group: `0..max_parallelism`, so always below [`MAX_PARALLELISM_UPPER_BOUND`].

@@ -9,13 +9,14 @@ use super::timers::Head;
 use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
 use super::OperatorStateBackend;
 use super::{Clock, StateKind, SystemClock};
-use crate::checkpoint::{origin_for, prepare_store, replay, Origin, Prepared, RestoreSource, Restored};
+use crate::checkpoint::{origin_for, prepare_store, replay, Origin, Prepared, RestoreSource, RestoreTarget, Restored};
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
 use crate::format::SchemaTag;
 use crate::keygroup::{
-    hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism,
+    hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism, DEFAULT_KEY_HASH,
+    JAVA_KEY_HASH,
 };
 use crate::store::{prefix_successor, LogSeal, Lookaside, Store, StoreOptions, StoreSnapshot};
 
@@ -52,10 +53,18 @@ impl JavaHashCode for String {
     }
 }
 
+/// A key-routing hash other than the default, with the name snapshots record for it.
+struct RoutingHash<V> {
+    name: String,
+    hash: fn(&V) -> i32,
+    /// One of this crate's hashes, whose name is one of the built-in names.
+    built_in: bool,
+}
+
 /// Options of a [`KeyedBackend`]; ends in [`open`](Self::open).
 pub struct KeyedBackendBuilder<K: Serializer> {
     key_serializer: K,
-    key_hash: Option<fn(&K::Value) -> i32>,
+    key_hash: Option<RoutingHash<K::Value>>,
     max_parallelism: u32,
     range: Option<KeyGroupRange>,
     store: StoreOptions,
@@ -103,22 +112,46 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         self
     }
 
-    /// Routes keys by a hash of their own. By default a key's hash is MurmurHash3 of its
-    /// serialized bytes.
+    /// Routes keys by a hash of their own, known by `name`. By default a key's hash is
+    /// MurmurHash3 of its serialized bytes, known by
+    /// [`DEFAULT_KEY_HASH`](crate::keygroup::DEFAULT_KEY_HASH).
+    ///
+    /// Snapshots record the name, and a restore refuses snapshots whose keys were routed by
+    /// a hash of another name ([`Misuse::KeyHashMismatch`]): with another hash every key
+    /// would be looked for in the wrong key group. The name stands for the function: give a
+    /// new one whenever the function changes. It must not be empty nor one of the built-in
+    /// names ([`DEFAULT_KEY_HASH`](crate::keygroup::DEFAULT_KEY_HASH),
+    /// [`JAVA_KEY_HASH`](crate::keygroup::JAVA_KEY_HASH)), else [`open`](Self::open) and
+    /// [`restore`](Self::restore) refuse it ([`Misuse::InvalidOption`]) before anything is
+    /// written. The last of `key_hash` and [`java_key_hash`](Self::java_key_hash) called wins.
     #[must_use]
-    pub fn key_hash(mut self, hash: fn(&K::Value) -> i32) -> Self {
-        self.key_hash = Some(hash);
+    pub fn key_hash(mut self, name: impl Into<String>, hash: fn(&K::Value) -> i32) -> Self {
+        self.key_hash = Some(RoutingHash { name: name.into(), hash, built_in: false });
         self
     }
 
     /// Routes keys by Java's `hashCode`, so that `i32`, `i64` and `String` keys land in the key
-    /// groups Flink would put them in.
+    /// groups Flink would put them in. Snapshots record it as
+    /// [`JAVA_KEY_HASH`](crate::keygroup::JAVA_KEY_HASH).
     #[must_use]
-    pub fn java_key_hash(self) -> Self
+    pub fn java_key_hash(mut self) -> Self
     where
         K::Value: JavaHashCode,
     {
-        self.key_hash(|k| k.java_hash_code())
+        self.key_hash = Some(RoutingHash { name: JAVA_KEY_HASH.into(), hash: |k| k.java_hash_code(), built_in: true });
+        self
+    }
+
+    /// The name of the key-routing hash, checked.
+    fn key_hash_name(&self) -> Result<Arc<str>> {
+        let Some(h) = &self.key_hash else { return Ok(DEFAULT_KEY_HASH.into()) };
+        if h.name.is_empty() {
+            return Err(Misuse::InvalidOption { name: "key_hash", why: "the hash needs a name" }.into());
+        }
+        if !h.built_in && [DEFAULT_KEY_HASH, JAVA_KEY_HASH].contains(&h.name.as_str()) {
+            return Err(Misuse::InvalidOption { name: "key_hash", why: "the name is that of a built-in hash" }.into());
+        }
+        Ok(h.name.as_str().into())
     }
 
     /// Opens the backend on a new store in `dir`. A directory that already holds a store with
@@ -127,11 +160,12 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
     /// comes before anything in the directory is written or removed.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<KeyedBackend<K>> {
         let dir = dir.as_ref();
+        let key_hash = self.key_hash_name()?;
         // Checked before the store opens, which collects what a crash left behind.
         if !crate::store::holds_no_state(self.store.file_system_ref().as_ref(), dir)? {
             return Err(Misuse::NotEmpty.into());
         }
-        self.build(dir, None)
+        self.build(dir, key_hash, None)
     }
 
     /// Opens the backend on a new store in `dir` (which must hold no store) with the state of
@@ -146,23 +180,22 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         let dir = dir.as_ref();
         let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
         let range = self.checked_range(max_parallelism)?;
+        let key_hash = self.key_hash_name()?;
         let fs = self.store.file_system_ref().clone();
         crate::io::create_dir_durable(fs.as_ref(), dir).map_err(|e| Error::io(dir, e))?;
         if !fs.list(dir).map_err(|e| Error::io(dir, e))?.is_empty() {
             return Err(Misuse::NotEmpty.into());
         }
-        let prepared = prepare_store(
-            sources,
-            &fs,
-            dir,
+        let target = RestoreTarget {
             range,
             max_parallelism,
-            &self.key_serializer.snapshot(),
-            self.store.writer_options(),
-        );
+            key_serializer: &self.key_serializer.snapshot(),
+            key_hash: &key_hash,
+        };
+        let prepared = prepare_store(sources, &fs, dir, &target, self.store.writer_options());
         let built = prepared.and_then(|prepared| {
             let restored = prepared.restored.clone();
-            Ok((self.build(dir, Some(prepared))?, restored))
+            Ok((self.build(dir, key_hash, Some(prepared))?, restored))
         });
         if built.is_err() {
             // The directory was empty: what the failed restore put there goes (best effort),
@@ -193,7 +226,8 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         })
     }
 
-    fn build(self, dir: &Path, prepared: Option<Prepared>) -> Result<KeyedBackend<K>> {
+    /// Opens the store; `key_hash` is the checked name of the routing hash.
+    fn build(self, dir: &Path, key_hash: Arc<str>, prepared: Option<Prepared>) -> Result<KeyedBackend<K>> {
         let max_parallelism = MaxParallelism::new(self.max_parallelism)?;
         let range = self.checked_range(max_parallelism)?;
         let ttl = Arc::new(TtlTable::default());
@@ -259,7 +293,12 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             let tag = SchemaTag::new(core.versions());
             core.store.set_schema(tag)?;
         }
-        Ok(KeyedBackend { core, key_serializer: self.key_serializer, key_hash: self.key_hash })
+        Ok(KeyedBackend {
+            core,
+            key_serializer: self.key_serializer,
+            key_hash: self.key_hash.map(|h| h.hash),
+            key_hash_name: key_hash,
+        })
     }
 }
 
@@ -653,6 +692,8 @@ pub struct KeyedBackend<K: Serializer> {
     pub(crate) core: Core,
     pub(crate) key_serializer: K,
     key_hash: Option<fn(&K::Value) -> i32>,
+    /// Its name, recorded in snapshots.
+    key_hash_name: Arc<str>,
 }
 
 impl<K: Serializer> std::fmt::Debug for KeyedBackend<K> {
@@ -660,6 +701,7 @@ impl<K: Serializer> std::fmt::Debug for KeyedBackend<K> {
         f.debug_struct("KeyedBackend")
             .field("key_groups", &self.core.range)
             .field("max_parallelism", &self.core.max_parallelism.get())
+            .field("key_hash", &self.key_hash_name)
             .field("states", &self.core.states.len())
             .finish()
     }
@@ -857,6 +899,7 @@ impl<K: Serializer> KeyedBackend<K> {
             max_parallelism: core.max_parallelism.get(),
             key_groups: (!range.is_empty()).then(|| (range.start(), range.end())),
             key_serializer: self.key_serializer.snapshot(),
+            key_hash: Some(self.key_hash_name.to_string()),
             states,
             operator: operator.snapshot(),
         };
