@@ -179,10 +179,13 @@ pub fn child(dir: &Path, seed: u64, generation: u64) -> eddy::Result<()> {
     write(&mut b, first)?;
     for round in first..first + MAX_ROUNDS {
         cp.checkpoint(2 * round, &mut b, &op, false)?;
-        let savepoint = round.is_multiple_of(3);
+        // A round done again after a restart keeps the savepoint directory the killed run
+        // left (whole, or claimed and unfinished): a savepoint into it is refused.
+        let sp_dir = dir.join(format!("{SAVEPOINT_PREFIX}{round}"));
+        let savepoint = round.is_multiple_of(3) && !sp_dir.exists();
         if savepoint {
             let fs = Arc::new(StdFs::new());
-            cp.savepoint(2 * round + 1, fs, dir.join(format!("{SAVEPOINT_PREFIX}{round}")), &mut b, &op)?;
+            cp.savepoint(2 * round + 1, fs, sp_dir, &mut b, &op)?;
         }
         write(&mut b, round + 1)?;
         cp.wait(2 * round)?;
