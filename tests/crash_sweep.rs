@@ -43,7 +43,7 @@ use eddy::store::{CompactionOptions, StoreOptions};
 use eddy::{Error, Misuse};
 
 const MAX_PARALLELISM: u32 = 8;
-const KEYS: u64 = 120;
+const KEYS: u64 = 64;
 
 /// All key groups, and the two halves a parallelism of 2 gives.
 fn all() -> KeyGroupRange {
@@ -657,15 +657,22 @@ fn five_checkpoints_past_failures(w: &mut World) -> eddy::Result<()> {
         }
     }
     cp.settle()?;
-    // One I/O error fails one checkpoint at most: the next ones complete, and once one more
-    // did, retention has caught up (two kept, those the checkpointer says).
-    if matches!(w.fault, Some((_, FaultKind::Error))) {
+    // One I/O error fails one checkpoint at most: the next ones complete, and once one that
+    // started after the error did, retention has caught up (two kept, those the
+    // checkpointer says).
+    if let (Some((n, FaultKind::Error)), Some(base)) = (w.fault, w.base) {
         assert!(failed.len() <= 1, "{:?}: {failed:?}", w.fault);
-        w.checkpoint(&mut cp, &mut t, 6, false)?;
-        w.wait(&mut cp, 6)?;
-        cp.settle()?;
-        let (retained, manifests) = (cp.retained(), w.storage.manifests()?);
-        assert!(retained == manifests && retained.len() <= 2, "{:?}: {retained:?}, {manifests:?}", w.fault);
+        for id in 6..=8 {
+            let after_the_error = w.fs.ops() > base + n;
+            w.checkpoint(&mut cp, &mut t, id, false)?;
+            w.wait(&mut cp, id)?;
+            cp.settle()?;
+            if after_the_error {
+                let (retained, manifests) = (cp.retained(), w.storage.manifests()?);
+                assert!(retained == manifests && retained.len() <= 2, "{:?}: {retained:?}, {manifests:?}", w.fault);
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -912,23 +919,8 @@ fn a_crash_at_every_operation_of_restoring_two_backends_into_one() {
 }
 
 #[test]
-fn with_a_changelog_a_crash_at_every_operation_of_restoring_two_backends_into_one() {
-    sweep("two into one", Mode::Changelog, two_into_one);
-}
-
-#[test]
 fn a_crash_at_every_operation_of_restoring_a_checkpoint_and_a_savepoint_into_one_backend() {
     sweep("a checkpoint and a savepoint into one", Mode::Incremental, a_checkpoint_and_a_savepoint_into_one);
-}
-
-#[test]
-fn with_a_changelog_a_crash_at_every_operation_of_restoring_a_checkpoint_and_a_savepoint_into_one_backend() {
-    sweep("a checkpoint and a savepoint into one", Mode::Changelog, a_checkpoint_and_a_savepoint_into_one);
-}
-
-#[test]
-fn a_crash_at_every_operation_of_copying_restores_of_one_backend_into_two() {
-    sweep("one into two", Mode::Copied, one_into_two);
 }
 
 #[test]
@@ -958,13 +950,13 @@ fn an_io_error_at_operations_of_incremental_checkpoints_that_go_on_past_failures
         Mode::Incremental,
         five_checkpoints_past_failures,
         FaultKind::Error,
-        2,
+        3,
     );
 }
 
 #[test]
 fn with_a_changelog_an_io_error_at_operations_of_checkpoints_that_go_on_past_failures_then_power_loss() {
-    sweep_with("five checkpoints past failures", Mode::Changelog, five_checkpoints_past_failures, FaultKind::Error, 2);
+    sweep_with("five checkpoints past failures", Mode::Changelog, five_checkpoints_past_failures, FaultKind::Error, 3);
 }
 
 #[test]
@@ -1011,12 +1003,12 @@ fn a_failing_disk_from_operations_of_restoring_one_backend_into_two_then_power_l
 
 #[test]
 fn a_crash_while_restarting_after_a_crash_in_incremental_checkpoints_keeps_a_completed_one() {
-    sweep_restarts("five checkpoints", Mode::Incremental, five_checkpoints, 40);
+    sweep_restarts("five checkpoints", Mode::Incremental, five_checkpoints, 70);
 }
 
 #[test]
 fn with_a_changelog_a_crash_while_restarting_after_a_crash_keeps_a_completed_checkpoint() {
-    sweep_restarts("five checkpoints", Mode::Changelog, five_checkpoints, 40);
+    sweep_restarts("five checkpoints", Mode::Changelog, five_checkpoints, 70);
 }
 
 /// Every scenario in every mode: a crash, an I/O error, a failing disk and a full one at each
