@@ -499,3 +499,45 @@ fn a_failed_restore_can_be_tried_again_in_its_directory() {
     }
     assert!(failed > 3, "{failed}");
 }
+
+/// Regression: when the directory sync after removing a subsumed manifest failed, the
+/// checkpointer kept that checkpoint as retained, and each later removal of it failed (its
+/// manifest was gone): retention stopped for the checkpointer's life, every later checkpoint
+/// and its files were kept, and `retained()` named a checkpoint that no longer existed. The
+/// removal of a manifest that is gone now makes it durable and succeeds, so retention goes
+/// on. An I/O error at each operation from the second of five checkpoints on (retain 1).
+#[test]
+fn retention_goes_on_after_the_removal_of_a_manifest_failed() {
+    let mut stuck = Vec::new();
+    for n in 0..40 {
+        let mut job = Job::new();
+        let mut cp = Checkpointer::new(job.storage.clone(), CheckpointOptions::new().retain(1)).unwrap();
+        let mut b = job.backend(None);
+        let mut model = Model::default();
+        let op = OperatorStateBackend::new();
+        let mut poisoned = false;
+        for id in 1..=5u64 {
+            if id == 2 {
+                job.fs.fail_at(job.fs.ops() + n, FaultKind::Error);
+            }
+            // An error in the store's own files poisons it: nothing more to see then.
+            if write(&mut b, &mut model, id).is_err() || cp.checkpoint(id, &mut b, &op, false).is_err() {
+                poisoned = true;
+                break;
+            }
+            let _ = cp.wait(id);
+            cp.settle().unwrap();
+        }
+        job.fs.disarm();
+        if poisoned {
+            continue;
+        }
+        let manifests = job.storage.manifests().unwrap();
+        if manifests != [5] || cp.retained() != [5] {
+            stuck.push((n, manifests, cp.retained()));
+        }
+        drop(cp);
+        job.check_no_leftovers();
+    }
+    assert!(stuck.is_empty(), "retention stopped after an error at: {stuck:?}");
+}

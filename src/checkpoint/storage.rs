@@ -40,7 +40,9 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     fn read_manifest(&self, id: u64) -> Result<FileBytes>;
     /// The ids of the checkpoints that have a manifest, ascending.
     fn manifests(&self) -> Result<Vec<u64>>;
-    /// Removes the manifest of checkpoint `id`, durably.
+    /// Removes the manifest of checkpoint `id`, durably. A manifest that is gone already is
+    /// no error: its removal is made durable all the same (an earlier removal may have failed
+    /// only to make itself durable).
     fn remove_manifest(&self, id: u64) -> Result<()>;
     /// The names of the shared files.
     fn shared_files(&self) -> Result<Vec<String>>;
@@ -213,7 +215,11 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn remove_manifest(&self, id: u64) -> Result<()> {
         let path = self.manifest_path(id);
-        self.fs.remove(&path).map_err(|e| Error::io(&path, e))?;
+        match self.fs.remove(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
         self.fs.sync_dir(&self.root).map_err(|e| Error::io(&self.root, e))
     }
 
