@@ -1,5 +1,7 @@
-//! Checkpoint, savepoint and restore figures in the shape used to measure Flink's backends:
-//! value state of `u64` keys with 100-byte values, 2,000,000 keys (0.2 GB) by default.
+//! Checkpoint, savepoint and restore figures in the shape of the Flink anchor's snapshot
+//! workload (`anchors/flink`, its workload 2): value state of `u64` keys with 100-byte values of
+//! incompressible pseudo-random bytes (the anchor's), 2,000,000 keys (0.2 GB) by default,
+//! inserted in shuffled order, max parallelism 128.
 //!
 //! ```text
 //! cargo run --release --example checkpoint_bench                  # 2,000,000 keys
@@ -17,8 +19,12 @@
 //!   their duration from the call until the checkpoint is durable, as a ratio to the least
 //!   the disk takes to make as many bytes durable with plain file calls (written, synced,
 //!   then a manifest written atomically);
-//! - restore from the local checkpoint until the first read, then a read of every key;
-//! - a savepoint: time and throughput to write it, and time to restore from it;
+//! - restore from the local checkpoint until the first read, then every key read: by a point
+//!   read each in key order (`0..N`, as the anchor's `restore_read_all`), by a point read each in
+//!   shuffled order, through the state API (`apply_to_all_keys`, answered from the scan that
+//!   lists the keys) and by a scan of the store;
+//! - a savepoint: time and throughput to write it, time to restore from it, then every key by a
+//!   point read in key order (the anchor's `restore_savepoint_read_all`);
 //! - the incremental rounds again on a backend whose store keeps a changelog
 //!   (`StoreOptions::changelog`), which materializes its state every 8 MiB of log: the
 //!   checkpoints' duration and bytes, the time of the rounds' updates against the rounds
@@ -42,18 +48,20 @@ use shuffle::shuffled;
 
 const VALUE_LEN: usize = 100;
 
+/// The Flink anchor's value of key `k` in update round `round` (its `Data.value`): 100 bytes
+/// of incompressible splitmix64 output seeded by (seed, key, version).
 fn value_of(k: u64, round: u64) -> Vec<u8> {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    const SEED: u64 = 42;
     let mut v = vec![0u8; VALUE_LEN];
-    let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round;
+    let mut x = SEED ^ k.wrapping_mul(GOLDEN) ^ (round << 56);
     for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // Half random, half repeated bytes: compresses about 2:1, like typical records.
-        let b = x.to_le_bytes();
-        for (i, c) in chunk.iter_mut().enumerate() {
-            *c = if i < 4 { b[i] } else { b'a' + (k % 7) as u8 };
-        }
+        x = x.wrapping_add(GOLDEN);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
     }
     v
 }
@@ -433,6 +441,21 @@ fn durable_write_floor(dir: &Path, bytes: u64, manifest: u64) -> Duration {
     median(times)
 }
 
+/// Reads every key of `keys` with a point read each, in that order, and checks each is there:
+/// the time it took.
+fn point_read_all(b: &mut KeyedBackend<U64>, state: &ValueState<Bytes>, keys: impl Iterator<Item = u64>) -> Duration {
+    let start = Instant::now();
+    let (mut n, mut found) = (0u64, 0u64);
+    for k in keys {
+        b.set_current_key(&k).expect("key");
+        found += u64::from(state.get_with(b, |v| v.is_some_and(|v| v.len() == VALUE_LEN)).expect("read"));
+        n += 1;
+    }
+    let took = start.elapsed();
+    assert_eq!(found, n, "every key is there");
+    took
+}
+
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
@@ -513,6 +536,7 @@ fn main() {
     .expect("visit");
     let visit_all = start.elapsed();
     assert_eq!(visited, keys);
+    let in_key_order = point_read_all(&mut r, &rstate, 0..keys);
     let order = shuffled(keys, 13);
     let start = Instant::now();
     let mut found = 0u64;
@@ -552,6 +576,7 @@ fn main() {
     s.set_current_key(&0).expect("key");
     sstate.get(&mut s).expect("first read").expect("key 0 is there");
     let sp_restore = start.elapsed();
+    let sp_in_key_order = point_read_all(&mut s, &sstate, 0..keys);
     drop(s);
 
     // ---- incremental checkpoints with a changelog ----
@@ -611,9 +636,16 @@ fn main() {
         ms(usable.1),
         ms(usable.2)
     );
-    println!("| then every key through the state API (apply_to_all_keys + get) | {:.2} s |", visit_all.as_secs_f64());
+    println!(
+        "| then a point read of every key in key order (restore_read_all) | {:.2} s |",
+        in_key_order.as_secs_f64()
+    );
     println!("| or a point read of every key in shuffled order | {:.2} s |", read_all.as_secs_f64());
-    println!("| or a scan of every key ({scanned}) | {:.2} s |", scan_all.as_secs_f64());
+    println!(
+        "| or every key through the state API (apply_to_all_keys + get, a scan) | {:.2} s |",
+        visit_all.as_secs_f64()
+    );
+    println!("| or a scan of every key in the store ({scanned}) | {:.2} s |", scan_all.as_secs_f64());
     println!(
         "| savepoint: write | {:.2} s ({:.0} MB file, {:.0} MB/s) |",
         sp_took.as_secs_f64(),
@@ -621,5 +653,9 @@ fn main() {
         mb(sp.bytes_new) / sp.async_duration.as_secs_f64()
     );
     println!("| savepoint: restore until the first read | {:.2} s |", sp_restore.as_secs_f64());
+    println!(
+        "| then a point read of every key in key order (restore_savepoint_read_all) | {:.2} s |",
+        sp_in_key_order.as_secs_f64()
+    );
     print_changelog(&log_rounds, &rounds, log_restore);
 }
