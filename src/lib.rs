@@ -3,12 +3,18 @@
 //! Layers, bottom to top (each uses only those below it):
 //!
 //! - [`io`]: the file system behind a small trait, with a fault-injecting implementation;
-//! - [`format`](mod@format): the on-disk structures, byte by byte, verified on every read;
-//! - [`keygroup`]: Flink's key-group partitioning of keys over parallel subtasks;
-//! - [`codec`]: serializers, versioned and described by snapshots stored with the data;
+//! - [`keygroup`]: Flink's key-group partitioning of keys over parallel subtasks (a leaf);
+//! - [`codec`]: serializers, versioned and described by snapshots stored with the data (a leaf);
+//! - [`format`](mod@format): the on-disk structures, byte by byte, verified on every read, and
+//!   the snapshot types that checkpoints record of each state;
 //! - [`store`]: the log-structured, key-group-partitioned engine, bytes in and bytes out;
+//! - [`checkpoint`]: checkpoints, savepoints and restore, reaching the state layer only through
+//!   the traits it implements ([`SnapshotSource`](checkpoint::SnapshotSource),
+//!   [`OperatorSource`](checkpoint::OperatorSource));
 //! - [`state`]: what user code touches: keyed state of every kind under a current key and
 //!   namespace, TTL, timers, operator list state and broadcast state.
+//!
+//! `tests/layering.rs` checks that each layer imports only those below it.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -85,14 +85,17 @@
 //! [`StoreOptions::changelog`]: crate::store::StoreOptions::changelog
 
 mod restore;
+mod source;
 mod storage;
 mod verify;
 
 pub use restore::{latest_checkpoint, RestoreSource, Restored};
+pub use source::{OperatorSource, SnapshotSource};
 pub use storage::{CheckpointStorage, LocalDirStorage, Transfer, SHARED_DIR};
 pub use verify::{verify_checkpoint, verify_savepoint, Problem};
 
 pub(crate) use restore::{origin_for, prepare_store, replay, Origin, Prepared, RestoreTarget, Versions};
+pub(crate) use source::{sealed, RecordFilter, SavepointParts, SnapshotParts};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -103,14 +106,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::codec::Serializer;
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{CheckpointManifest, LogRef, SegmentRef, SnapshotMeta, FLAG_FULL};
 use crate::format::savepoint::SavepointWriter;
 use crate::format::SchemaTag;
 use crate::io::{FileSystem, StdFs, WritableFile};
 use crate::keygroup::KeyGroupRange;
-use crate::state::{KeyedBackend, OperatorStateBackend, SnapshotTtl};
 use crate::store::changelog::SealedLog;
 use crate::store::compaction::FilterDecision;
 use crate::store::{scan_segments, LogSeal, StoreSnapshot};
@@ -271,8 +272,9 @@ struct SavepointJob {
     snapshot: StoreSnapshot,
     meta: SnapshotMeta,
     range: KeyGroupRange,
-    /// The TTL settings and time of the synchronous part: what expired by then is left out.
-    ttl: SnapshotTtl,
+    /// What the savepoint keeps of each record: what expired by the synchronous part is left
+    /// out.
+    filter: Box<dyn RecordFilter>,
     level: Option<i32>,
     abort: Arc<AtomicBool>,
 }
@@ -725,11 +727,11 @@ impl Checkpointer {
     /// returns; the rest runs in the background. Its outcome comes from [`poll`](Self::poll)
     /// or [`wait`](Self::wait). A full checkpoint is taken when the options say so or `full`
     /// is set.
-    pub fn checkpoint<K: Serializer>(
+    pub fn checkpoint(
         &mut self,
         id: u64,
-        backend: &mut KeyedBackend<K>,
-        operator: &OperatorStateBackend,
+        backend: &mut impl SnapshotSource,
+        operator: &impl OperatorSource,
         full: bool,
     ) -> Result<()> {
         let abort = self.admit(id)?;
@@ -739,7 +741,7 @@ impl Checkpointer {
         let rematerialize = self.rematerialize.swap(false, Ordering::AcqRel);
         // With a changelog, the state is stored only now and then: when it never was for this
         // backend, when the log is not continuous or broke, or when enough log was written.
-        let parts = backend.checkpoint_parts(operator, |seal| {
+        let parts = backend.checkpoint_parts(operator.operator_snapshot(), &mut |seal| {
             let since = chain.filter(|c| c.0 == backend_id).map_or(u64::MAX, |c| c.1).saturating_add(seal.bytes);
             let materialize = full || rematerialize || !seal.continuous || since >= limit;
             *chain = Some((backend_id, if materialize { 0 } else { since }));
@@ -775,19 +777,19 @@ impl Checkpointer {
     /// a directory that holds a savepoint, or one being written by this or another
     /// checkpointer, is refused with [`Misuse::NotEmpty`]. The claim is removed when the
     /// savepoint is complete or has failed; one left by a crash must be removed by hand.
-    pub fn savepoint<K: Serializer>(
+    pub fn savepoint(
         &mut self,
         id: u64,
         fs: Arc<dyn FileSystem>,
         dir: impl Into<PathBuf>,
-        backend: &mut KeyedBackend<K>,
-        operator: &OperatorStateBackend,
+        backend: &mut impl SnapshotSource,
+        operator: &impl OperatorSource,
     ) -> Result<()> {
         let dir = dir.into();
         let abort = self.admit(id)?;
         claim_savepoint_dir(fs.as_ref(), &dir)?;
-        let parts = backend.snapshot_parts(operator);
-        let (snapshot, parts) = match parts {
+        let parts = backend.savepoint_parts(operator.operator_snapshot());
+        let parts = match parts {
             Ok(p) => p,
             Err(e) => {
                 let _ = fs.remove(&dir.join(SAVEPOINT_CLAIM));
@@ -798,10 +800,10 @@ impl Checkpointer {
             id,
             fs,
             dir,
-            snapshot,
+            snapshot: parts.store,
             meta: parts.meta,
-            range: backend.key_groups(),
-            ttl: backend.ttl_filter().for_snapshot(backend.now_millis()),
+            range: parts.range,
+            filter: parts.filter,
             level: self.opts.savepoint_compression,
             abort: abort.clone(),
         };
@@ -1370,7 +1372,7 @@ impl Worker {
 /// into one file written under a temporary name and renamed when complete.
 fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
     let start = Instant::now();
-    let ttl = &mut job.ttl;
+    let filter = &mut job.filter;
     let fs = job.fs.clone();
     let tmp = job.dir.join(format!("{SAVEPOINT_FILE}.tmp"));
     let result = (|| {
@@ -1385,7 +1387,7 @@ fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
                 check_abort(job.id, &job.abort)?;
             }
             kept.clear();
-            match ttl.filter(k, v, &mut kept) {
+            match filter.filter(k, v, &mut kept) {
                 FilterDecision::Keep => writer.add(k, v),
                 FilterDecision::Replace => writer.add(k, &kept),
                 FilterDecision::Remove => Ok(()),

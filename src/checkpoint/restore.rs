@@ -11,13 +11,13 @@ use crate::format::changelog::ChangelogReader;
 use crate::format::checkpoint::{
     CheckpointManifest, LogRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo, CHECKPOINT_VERSION,
 };
+use crate::format::meta::OperatorStateSnapshot;
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
 use crate::format::SchemaTag;
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{FileBytes, FileSystem};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
-use crate::state::OperatorStateSnapshot;
 use crate::store::segment::segment_file_name;
 use crate::store::Replayed;
 

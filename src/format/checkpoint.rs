@@ -24,13 +24,13 @@
 //!
 //! Integers are little-endian; `str` and `bytes` are a `u32` length and the bytes.
 
-use super::{check_crc, DecodeError, Reader};
-use crate::codec::SerializerSnapshot;
-use crate::error::Corruption;
-use crate::state::{
+use super::meta::{
     BroadcastStateSnapshot, ListStateSnapshot, OperatorStateSnapshot, Redistribution, StateKind, TtlConfig, TtlUpdate,
     TtlVisibility,
 };
+use super::{check_crc, DecodeError, Reader};
+use crate::codec::SerializerSnapshot;
+use crate::error::Corruption;
 
 /// The magic bytes of a checkpoint manifest.
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"EDCP";

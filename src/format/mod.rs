@@ -16,6 +16,7 @@ pub mod block;
 pub mod bloom;
 pub mod changelog;
 pub mod checkpoint;
+pub mod meta;
 pub mod savepoint;
 mod schema;
 pub mod segment;

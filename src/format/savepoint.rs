@@ -401,8 +401,8 @@ pub fn decode_all(bytes: &[u8]) -> Result<(SnapshotMeta, Records), SnapshotDecod
 mod tests {
     use super::*;
     use crate::codec::SerializerSnapshot;
+    use crate::format::meta::OperatorStateSnapshot;
     use crate::io::{FaultFs, FileSystem};
-    use crate::state::OperatorStateSnapshot;
 
     fn write(records: &[(Vec<u8>, Vec<u8>)], level: Option<i32>) -> Vec<u8> {
         write_in((0, 127), records, level)

@@ -3,10 +3,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use super::{murmur_hash, KeyGroup, KeyGroupError, KeyGroupRange};
-
-/// The largest max parallelism: key groups are `0..32768`, so a key group fits in two bytes.
-pub const MAX_PARALLELISM_UPPER_BOUND: u32 = 32_768;
+use super::{murmur_hash, KeyGroup, KeyGroupError, KeyGroupRange, MAX_PARALLELISM_UPPER_BOUND};
 
 /// The smallest max parallelism [`default_max_parallelism`] picks.
 pub const DEFAULT_LOWER_BOUND_MAX_PARALLELISM: u32 = 128;

@@ -29,13 +29,16 @@ mod tests;
 
 pub use assign::{
     default_max_parallelism, key_group_for_hash, range_for_subtask, subtask_for_key_group, MaxParallelism,
-    DEFAULT_LOWER_BOUND_MAX_PARALLELISM, MAX_PARALLELISM_UPPER_BOUND,
+    DEFAULT_LOWER_BOUND_MAX_PARALLELISM,
 };
 pub use hash::{hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, murmur_hash, DEFAULT_KEY_HASH, JAVA_KEY_HASH};
 pub use range::KeyGroupRange;
 
 /// A key group: `0..max_parallelism`, so always below [`MAX_PARALLELISM_UPPER_BOUND`].
 pub type KeyGroup = u16;
+
+/// The largest max parallelism: key groups are `0..32768`, so a key group fits in two bytes.
+pub const MAX_PARALLELISM_UPPER_BOUND: u32 = 32_768;
 
 /// Errors of key-group computations: an argument outside its allowed range. None of them
 /// depends on data read from disk; each is fixed by passing a value within the stated bounds.

@@ -5,26 +5,24 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::timers::Head;
-use super::ttl::{split_ts, TtlConfig, TtlFilter, TtlTable};
-use super::OperatorStateBackend;
-use super::{Clock, StateKind, SystemClock};
-use crate::checkpoint::{origin_for, prepare_store, replay, Origin, Prepared, RestoreSource, RestoreTarget, Restored};
-use crate::codec::{CodecError, Serializer, SerializerSnapshot};
+use super::clock::{Clock, SystemClock};
+use super::core::{codec_error, Ahead, Core, KeyList, KeyedBackend, StateMeta, PREFIX_LEN};
+use super::ttl::{TtlFilter, TtlTable};
+use crate::checkpoint::{
+    origin_for, prepare_store, replay, sealed, Origin, Prepared, RestoreSource, RestoreTarget, Restored,
+    SavepointParts, SnapshotParts, SnapshotSource,
+};
+use crate::codec::Serializer;
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
+use crate::format::meta::OperatorStateSnapshot;
+use crate::format::meta::StateKind;
 use crate::format::SchemaTag;
 use crate::keygroup::{
     hash_bytes, java_hash_i32, java_hash_i64, java_hash_str, KeyGroup, KeyGroupRange, MaxParallelism, DEFAULT_KEY_HASH,
     JAVA_KEY_HASH,
 };
-use crate::store::{prefix_successor, LogSeal, Lookaside, Store, StoreOptions, StoreSnapshot};
-
-/// The most states one backend holds (state ids are 16 bits; 0 is reserved).
-pub const MAX_STATES: usize = u16::MAX as usize - 1;
-
-/// The bytes in front of the key in every record key: key group and state id.
-pub(crate) const PREFIX_LEN: usize = 4;
+use crate::store::{LogSeal, Lookaside, Store, StoreOptions};
 
 static NEXT_BACKEND_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -302,411 +300,6 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
     }
 }
 
-/// The synchronous part of a snapshot of a keyed backend.
-pub(crate) struct SnapshotParts {
-    /// The store's frozen view, unless a checkpoint stores only the changelog.
-    pub(crate) store: Option<StoreSnapshot>,
-    /// The changelog sealed at the barrier, for a checkpoint of a store that keeps one.
-    pub(crate) log: Option<LogSeal>,
-    /// The meta info, with the operator state.
-    pub(crate) meta: SnapshotMeta,
-    /// The store's next segment id.
-    pub(crate) next_segment_id: u64,
-}
-
-/// What the backend knows of a registered state.
-pub(crate) struct StateMeta {
-    pub(crate) name: Arc<str>,
-    pub(crate) kind: StateKind,
-    pub(crate) serializers: Vec<SerializerSnapshot>,
-    pub(crate) ttl: Option<TtlConfig>,
-    /// Where incremental TTL cleanup goes on.
-    pub(crate) cursor: Option<Vec<u8>>,
-    /// It came from a snapshot.
-    pub(crate) restored: bool,
-    /// It was registered since the backend opened (restored states wait for that).
-    pub(crate) registered: bool,
-}
-
-/// See [`Core::ahead`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ahead {
-    Nothing,
-    /// The record of a state with one record per key (all kinds but map state).
-    Record,
-    /// The group of a map state's entries.
-    Group,
-}
-
-/// The part of the backend that does not depend on the key type.
-pub(crate) struct Core {
-    pub(crate) store: Store,
-    pub(crate) id: u64,
-    pub(crate) max_parallelism: MaxParallelism,
-    pub(crate) range: KeyGroupRange,
-    /// `key group | state | serialized current key`, then whatever the last call put behind
-    /// it (namespace, user key): the record key is built here, in place.
-    pub(crate) key: Vec<u8>,
-    /// Where the serialized current key ends in `key`.
-    pub(crate) key_len: usize,
-    pub(crate) key_set: bool,
-    /// What the last access went through, when it was under an empty namespace: then `key`
-    /// still holds its state's id, and `set_current_key` fetches the index slot that the same
-    /// access for the new key will probe first, ahead of time.
-    pub(crate) ahead: Ahead,
-    /// The value being built.
-    pub(crate) val: Vec<u8>,
-    /// Spare room for multi-step operations.
-    pub(crate) scratch: Vec<u8>,
-    pub(crate) states: BTreeMap<u16, StateMeta>,
-    by_name: HashMap<Arc<str>, u16>,
-    pub(crate) clock: Arc<dyn Clock>,
-    ttl: Arc<TtlTable>,
-    ttl_filter: Arc<TtlFilter>,
-    /// Per timer state: the earliest timer of each key group of the range.
-    pub(crate) timer_heads: HashMap<u16, Vec<Head>>,
-    /// Whether timers are firing, and the heads that registrations moved meanwhile.
-    pub(crate) timer_firing: bool,
-    pub(crate) timer_changes: Vec<(u16, usize)>,
-    /// Per event-time timer state: the watermark its service was last advanced to.
-    pub(crate) watermarks: HashMap<u16, i64>,
-    /// The job the backend belongs to (empty when unnamed).
-    pub(crate) job: String,
-    /// Where a restore took the store's segments from: (checkpoint storage, segment id,
-    /// shared file), until the first checkpoint into that storage reuses them.
-    origin: Vec<Origin>,
-}
-
-impl Core {
-    /// Registers a state, or finds it registered with the same kind and serializers.
-    pub(crate) fn register(
-        &mut self,
-        name: &str,
-        kind: StateKind,
-        serializers: Vec<SerializerSnapshot>,
-        ttl: Option<TtlConfig>,
-    ) -> Result<(u16, Arc<str>)> {
-        if let Some(&id) = self.by_name.get(name) {
-            let Some(meta) = self.states.get_mut(&id) else {
-                return Err(Misuse::ForeignHandle.into());
-            };
-            if !meta.registered
-                && meta.kind == kind
-                && meta.serializers == serializers
-                && meta.ttl.is_some() == ttl.is_some()
-            {
-                // A restored state, registered again: its TTL may have changed.
-                meta.registered = true;
-                meta.ttl = ttl;
-                if let Some(t) = ttl {
-                    self.ttl.set(id, t, kind == StateKind::List);
-                }
-                return Ok((id, meta.name.clone()));
-            }
-            // A restored state whose data another serializer wrote.
-            let differs = meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b);
-            if let Some(i) = differs.filter(|_| meta.restored && meta.kind == kind) {
-                return Err(crate::error::Incompatibility {
-                    state: Some(name.to_owned()),
-                    part: serializer_part(kind, i),
-                    stored: meta.serializers[i].clone(),
-                    requested: serializers[i].clone(),
-                    why: "the restored state was written by another serializer".into(),
-                }
-                .into());
-            }
-            if meta.kind != kind || meta.serializers != serializers || meta.ttl != ttl {
-                return Err(Misuse::StateMismatch {
-                    name: name.to_owned(),
-                    existing: describe(meta.kind, &meta.serializers, meta.ttl.is_some()),
-                    requested: describe(kind, &serializers, ttl.is_some()),
-                }
-                .into());
-            }
-            return Ok((id, meta.name.clone()));
-        }
-        if self.states.len() >= MAX_STATES {
-            return Err(Misuse::TooManyStates { limit: MAX_STATES }.into());
-        }
-        // The id follows from the name, so that every parallel instance of a job gives a
-        // state the same id whatever order they register states in (rescaling combines their
-        // snapshots without rewriting keys); a taken id moves on to the next free one.
-        let mut id = preferred_state_id(name);
-        while self.states.contains_key(&id) {
-            id = id % MAX_STATES as u16 + 1;
-        }
-        let name: Arc<str> = name.into();
-        // The store stamps the state's records with its serializers' versions.
-        let versions = serializers.iter().map(|s| s.version).collect();
-        self.store.set_schema(SchemaTag::new(self.versions().chain([(id, versions)])))?;
-        if let Some(t) = ttl {
-            self.ttl.set(id, t, kind == StateKind::List);
-        }
-        self.states.insert(
-            id,
-            StateMeta { name: name.clone(), kind, serializers, ttl, cursor: None, restored: false, registered: true },
-        );
-        self.by_name.insert(name.clone(), id);
-        Ok((id, name))
-    }
-
-    /// Per state, the versions of its serializers.
-    fn versions(&self) -> impl Iterator<Item = (u16, Vec<u32>)> + '_ {
-        self.states.iter().map(|(&id, m)| (id, m.serializers.iter().map(|s| s.version).collect()))
-    }
-
-    /// Checks that a handle was made by this backend.
-    #[inline]
-    pub(crate) fn check(&self, backend: u64) -> Result<()> {
-        if backend == self.id {
-            Ok(())
-        } else {
-            Err(Misuse::ForeignHandle.into())
-        }
-    }
-
-    /// Builds `key group | state | current key | namespace` in `key`.
-    #[inline]
-    pub(crate) fn build_key(&mut self, state: u16, namespace: &[u8]) -> Result<()> {
-        if !self.key_set {
-            return Err(Misuse::NoCurrentKey.into());
-        }
-        self.key.truncate(self.key_len);
-        self.key[2..PREFIX_LEN].copy_from_slice(&state.to_be_bytes());
-        if !namespace.is_empty() {
-            self.key.extend_from_slice(namespace);
-        }
-        Ok(())
-    }
-
-    /// The serialized current key.
-    #[inline]
-    pub(crate) fn key_bytes(&self) -> &[u8] {
-        &self.key[PREFIX_LEN..self.key_len]
-    }
-
-    /// The current key group.
-    #[inline]
-    pub(crate) fn key_group(&self) -> KeyGroup {
-        KeyGroup::from_be_bytes([self.key[0], self.key[1]])
-    }
-
-    /// Sets the current key from its serialized bytes (known to be in range).
-    pub(crate) fn set_raw_key(&mut self, key_group: KeyGroup, key: &[u8]) {
-        self.key.clear();
-        self.key.extend_from_slice(&key_group.to_be_bytes());
-        self.key.extend_from_slice(&[0, 0]);
-        self.key.extend_from_slice(key);
-        self.key_len = self.key.len();
-        self.key_set = true;
-    }
-
-    #[inline]
-    pub(crate) fn now(&self) -> i64 {
-        self.clock.now_millis()
-    }
-
-    /// Checks `entries` more entries of a state with TTL and removes the expired ones.
-    /// `group_of` gives the group length of a record of a grouped (map) state.
-    pub(crate) fn incremental_cleanup(
-        &mut self,
-        state: u16,
-        entries: usize,
-        group_of: Option<GroupOf<'_>>,
-    ) -> Result<()> {
-        let Some(meta) = self.states.get(&state) else { return Ok(()) };
-        let Some(ttl) = meta.ttl else { return Ok(()) };
-        let list = meta.kind == StateKind::List;
-        let now = self.now();
-        let range = self.range;
-        if range.is_empty() {
-            return Ok(());
-        }
-        let mut cursor = meta.cursor.clone().unwrap_or_else(|| state_prefix(range.start(), state).to_vec());
-        let mut expired: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut seen = 0;
-        // At most one pass over the key groups per call.
-        for _ in 0..=range.len() {
-            if seen >= entries {
-                break;
-            }
-            let kg = KeyGroup::from_be_bytes([cursor[0], cursor[1]]);
-            let upper = state_prefix(kg, state.wrapping_add(1));
-            let upper = if state == u16::MAX { prefix_successor(&cursor[..2]) } else { Some(upper.to_vec()) };
-            let mut it = self.store.scan_range(&cursor, upper.as_deref())?;
-            let mut exhausted = true;
-            while let Some((k, v)) = it.next_entry()? {
-                seen += 1;
-                if list {
-                    let mut kept = Vec::new();
-                    if let super::ttl::Decision::Rewrite =
-                        super::ttl::list_expiry(v, &ttl, now, &mut kept).map_err(|e| codec_error(&meta.name, e))?
-                    {
-                        expired.push((k.to_vec(), (!kept.is_empty()).then_some(kept)));
-                    }
-                } else if split_ts(v).is_some_and(|(ts, _)| ttl.expired(ts, now)) {
-                    expired.push((k.to_vec(), None));
-                }
-                if seen >= entries {
-                    cursor = k.to_vec();
-                    cursor.push(0);
-                    exhausted = false;
-                    break;
-                }
-            }
-            drop(it);
-            if exhausted {
-                let next = if kg >= range.end() { range.start() } else { kg + 1 };
-                cursor = state_prefix(next, state).to_vec();
-            }
-        }
-        if let Some(meta) = self.states.get_mut(&state) {
-            meta.cursor = Some(cursor);
-        }
-        for (k, v) in expired {
-            match (v, group_of.and_then(|g| g(&k))) {
-                (Some(v), _) => self.store.put(&k, &v)?,
-                (None, Some(group)) => self.store.delete_grouped(&k, group)?,
-                (None, None) => self.store.delete(&k)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The serialized keys of one key group that have entries in `state` under `namespace`,
-    /// each once, in key order.
-    pub(crate) fn keys_in_group<K: Serializer>(
-        &mut self,
-        key_serializer: &K,
-        kg: KeyGroup,
-        state: u16,
-        namespace: &[u8],
-        out: &mut KeyList,
-        mut lookaside: Option<&mut Lookaside>,
-    ) -> Result<()> {
-        out.clear();
-        let prefix = state_prefix(kg, state);
-        if let Some(l) = lookaside.as_deref_mut() {
-            l.reset(&prefix);
-        }
-        let mut it = self.store.scan_prefix(&prefix)?;
-        while let Some((k, v)) = it.next_entry()? {
-            if let Some(l) = lookaside.as_deref_mut() {
-                l.push(k, v);
-            }
-            // The store returns keys of the prefix only; damaged data that breaks its key
-            // order must not break this.
-            let Some(full) = k.strip_prefix(&prefix[..]) else {
-                return Err(codec_error("<key>", CodecError::Invalid("a record outside its state's key range")));
-            };
-            let mut rest = full;
-            key_serializer.read(&mut rest).map_err(|e| codec_error("<key>", e))?;
-            let key = &full[..full.len() - rest.len()];
-            if !rest.starts_with(namespace) {
-                continue;
-            }
-            if out.last() != Some(key) {
-                out.push(key);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Serialized keys, one after the other in one buffer: listing the keys of a key group
-/// allocates nothing per key.
-#[derive(Default)]
-pub(crate) struct KeyList {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl KeyList {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    fn push(&mut self, key: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len());
-    }
-
-    fn last(&self) -> Option<&[u8]> {
-        let end = *self.ends.last()?;
-        let start = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i]);
-        Some(&self.bytes[start..end])
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
-}
-
-/// The group length of a record of a grouped (map) state, if it parses.
-pub(crate) type GroupOf<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
-
-/// Which serializer of a state of `kind` is the `i`-th (`StateMetaInfo::serializers`).
-fn serializer_part(kind: StateKind, i: usize) -> crate::SerializerPart {
-    use crate::SerializerPart::{Key, Namespace, UserKey, Value};
-    match (kind, i) {
-        (StateKind::Timers, 0) => Key,
-        (StateKind::Timers, _) => Namespace,
-        (StateKind::Map, 1) => UserKey,
-        (_, 0) => Namespace,
-        _ => Value,
-    }
-}
-
-/// The id a state named `name` gets unless it is taken: a stable hash of the name
-/// ([`key_hash64`](crate::format::key_hash64), part of the format) in `1 ..= MAX_STATES`.
-pub(crate) fn preferred_state_id(name: &str) -> u16 {
-    (crate::format::key_hash64(name.as_bytes()) % MAX_STATES as u64) as u16 + 1
-}
-
-/// `key group | state`.
-#[inline]
-pub(crate) fn state_prefix(kg: KeyGroup, state: u16) -> [u8; PREFIX_LEN] {
-    let [a, b] = kg.to_be_bytes();
-    let [c, d] = state.to_be_bytes();
-    [a, b, c, d]
-}
-
-pub(crate) fn codec_error(state: &str, source: CodecError) -> Error {
-    Error::Codec { state: state.to_owned(), source }
-}
-
-fn describe(kind: StateKind, serializers: &[SerializerSnapshot], ttl: bool) -> String {
-    let names: Vec<&str> = serializers.iter().map(|s| s.identity.as_str()).collect();
-    format!("{kind} ({}){}", names.join(", "), if ttl { " with TTL" } else { "" })
-}
-
-/// The keyed state of one parallel instance: a store, the key groups it owns, and the current
-/// key that state calls act on. See the [module documentation](super).
-pub struct KeyedBackend<K: Serializer> {
-    pub(crate) core: Core,
-    pub(crate) key_serializer: K,
-    key_hash: Option<fn(&K::Value) -> i32>,
-    /// Its name, recorded in snapshots.
-    key_hash_name: Arc<str>,
-}
-
-impl<K: Serializer> std::fmt::Debug for KeyedBackend<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedBackend")
-            .field("key_groups", &self.core.range)
-            .field("max_parallelism", &self.core.max_parallelism.get())
-            .field("key_hash", &self.key_hash_name)
-            .field("states", &self.core.states.len())
-            .finish()
-    }
-}
-
 impl<K: Serializer> KeyedBackend<K> {
     /// A builder for a backend whose keys are written by `key_serializer`.
     pub fn builder(key_serializer: K) -> KeyedBackendBuilder<K> {
@@ -853,35 +446,9 @@ impl<K: Serializer> KeyedBackend<K> {
         self.core.states.values().map(|m| (&*m.name, m.kind))
     }
 
-    /// The synchronous part of a savepoint: the store's frozen view, and the meta info (with
-    /// the operator state) and the store's next segment id.
-    pub(crate) fn snapshot_parts(&mut self, operator: &OperatorStateBackend) -> Result<(StoreSnapshot, SnapshotParts)> {
-        let snapshot = self.core.store.snapshot()?;
-        Ok((snapshot, self.parts(operator, None, None)))
-    }
-
-    /// The synchronous part of a checkpoint: seals the store's changelog, if it keeps one, and
-    /// takes the store's frozen view when it does not or when `materialize` says so.
-    pub(crate) fn checkpoint_parts(
-        &mut self,
-        operator: &OperatorStateBackend,
-        materialize: impl FnOnce(&LogSeal) -> bool,
-    ) -> Result<SnapshotParts> {
-        let seal = self.core.store.seal_changelog();
-        let snapshot = match &seal {
-            Some(seal) if !materialize(seal) => None,
-            _ => Some(self.core.store.snapshot()?),
-        };
-        Ok(self.parts(operator, snapshot, seal))
-    }
-
-    fn parts(
-        &mut self,
-        operator: &OperatorStateBackend,
-        snapshot: Option<StoreSnapshot>,
-        log: Option<LogSeal>,
-    ) -> SnapshotParts {
-        let core = &mut self.core;
+    /// The meta info of a snapshot taken now, with the operator state.
+    fn meta(&self, operator: OperatorStateSnapshot) -> SnapshotMeta {
+        let core = &self.core;
         let states: Vec<StateMetaInfo> = core
             .states
             .iter()
@@ -894,38 +461,60 @@ impl<K: Serializer> KeyedBackend<K> {
             })
             .collect();
         let range = core.range;
-        let meta = SnapshotMeta {
+        SnapshotMeta {
             job: core.job.clone(),
             max_parallelism: core.max_parallelism.get(),
             key_groups: (!range.is_empty()).then(|| (range.start(), range.end())),
             key_serializer: self.key_serializer.snapshot(),
             key_hash: Some(self.key_hash_name.to_string()),
             states,
-            operator: operator.snapshot(),
-        };
-        SnapshotParts { store: snapshot, log, meta, next_segment_id: core.store.next_segment_id() }
-    }
-
-    /// The shared files of `storage` that the store's segments were restored from; given once.
-    pub(crate) fn take_origin(&mut self, storage: &Path) -> Vec<Origin> {
-        let found = origin_for(&self.core.origin, storage);
-        if !found.is_empty() {
-            self.core.origin.retain(|o| o.storage != storage);
+            operator,
         }
-        found
-    }
-
-    /// Unique within the process: segment ids are unique within one backend only.
-    pub(crate) fn backend_id(&self) -> u64 {
-        self.core.id
-    }
-
-    pub(crate) fn ttl_filter(&self) -> Arc<TtlFilter> {
-        self.core.ttl_filter.clone()
     }
 
     /// Closes the backend and its store.
     pub fn close(self) -> Result<()> {
         self.core.store.close()
+    }
+}
+
+impl<K: Serializer> SnapshotSource for KeyedBackend<K> {}
+
+#[allow(private_interfaces)] // see `sealed::Parts`
+impl<K: Serializer> sealed::Parts for KeyedBackend<K> {
+    fn backend_id(&self) -> u64 {
+        self.core.id
+    }
+
+    fn checkpoint_parts(
+        &mut self,
+        operator: OperatorStateSnapshot,
+        materialize: &mut dyn FnMut(&LogSeal) -> bool,
+    ) -> Result<SnapshotParts> {
+        let seal = self.core.store.seal_changelog();
+        let snapshot = match &seal {
+            Some(seal) if !materialize(seal) => None,
+            _ => Some(self.core.store.snapshot()?),
+        };
+        Ok(SnapshotParts {
+            store: snapshot,
+            log: seal,
+            meta: self.meta(operator),
+            next_segment_id: self.core.store.next_segment_id(),
+        })
+    }
+
+    fn savepoint_parts(&mut self, operator: OperatorStateSnapshot) -> Result<SavepointParts> {
+        let store = self.core.store.snapshot()?;
+        let filter = Box::new(self.core.ttl_filter.for_snapshot(self.core.now()));
+        Ok(SavepointParts { store, meta: self.meta(operator), range: self.core.range, filter })
+    }
+
+    fn take_origin(&mut self, storage: &Path) -> Vec<Origin> {
+        let found = origin_for(&self.core.origin, storage);
+        if !found.is_empty() {
+            self.core.origin.retain(|o| o.storage != storage);
+        }
+        found
     }
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::backend::{codec_error, state_prefix, Ahead, Core, KeyedBackend};
-use super::ttl::{put_element, put_ts, split_ts, Elements, TtlConfig, TtlUpdate};
-use super::StateKind;
+use super::core::{codec_error, state_prefix, Ahead, Core, KeyedBackend};
+use super::ttl::{put_element, put_ts, split_ts, Elements};
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
 use crate::error::{Misuse, Result};
+use crate::format::meta::{StateKind, TtlConfig, TtlUpdate};
 use crate::store::{prefix_successor, Store, StoreIter};
 
 /// What every keyed state handle tells the backend about itself.
@@ -1129,7 +1129,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         let Some(t) = self.slot.ttl.filter(|t| t.incremental > 0) else { return Ok(()) };
         let (ks, ns) = (&b.key_serializer, &self.slot.ns_serializer);
         let group_of = |record: &[u8]| -> Option<usize> {
-            let mut rest = record.get(super::backend::PREFIX_LEN..)?;
+            let mut rest = record.get(super::core::PREFIX_LEN..)?;
             ks.read(&mut rest).ok()?;
             ns.read(&mut rest).ok()?;
             Some(record.len() - rest.len())

@@ -63,106 +63,26 @@
 //! | bytes`, so an element is appended with the store's merge without reading the list.
 
 mod backend;
+mod clock;
+mod core;
 mod keyed;
 mod operator;
 mod timers;
 mod ttl;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-
-pub use backend::{JavaHashCode, KeyedBackend, KeyedBackendBuilder, MAX_STATES};
+pub use self::core::{KeyedBackend, MAX_STATES};
+pub use crate::format::meta::{
+    BroadcastStateSnapshot, ListStateSnapshot, OperatorStateSnapshot, Redistribution, StateKind, TtlConfig, TtlUpdate,
+    TtlVisibility,
+};
+pub use backend::{JavaHashCode, KeyedBackendBuilder};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use keyed::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListIter, ListState, ListStateDescriptor,
     MapCursor, MapIter, MapState, MapStateDescriptor, NamespacedState, ReducingState, ReducingStateDescriptor,
     StateDescriptor, StateHandle, ValueState, ValueStateDescriptor,
 };
 pub use operator::{
-    BroadcastState, BroadcastStateDescriptor, BroadcastStateSnapshot, ListStateSnapshot, OperatorListState,
-    OperatorStateBackend, OperatorStateSnapshot, ReadOnlyBroadcastState, Redistribution,
+    BroadcastState, BroadcastStateDescriptor, OperatorListState, OperatorStateBackend, ReadOnlyBroadcastState,
 };
 pub use timers::{Timer, TimerService};
-pub(crate) use ttl::SnapshotTtl;
-pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
-
-/// The time source of TTL and processing-time timers, in milliseconds.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time in milliseconds.
-    fn now_millis(&self) -> i64;
-}
-
-/// The system clock: milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_millis(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock that moves only when told to; clones share the time. For tests and simulations.
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    /// A clock showing `millis`.
-    pub fn new(millis: i64) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(millis)))
-    }
-
-    /// The time it shows.
-    pub fn now(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Sets the time.
-    pub fn set(&self, millis: i64) {
-        self.0.store(millis, Ordering::Relaxed);
-    }
-
-    /// Moves the time forward by `millis`.
-    pub fn advance(&self, millis: i64) {
-        self.0.fetch_add(millis, Ordering::Relaxed);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_millis(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The kinds of keyed state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StateKind {
-    /// One value per key and namespace.
-    Value,
-    /// A list of values per key and namespace.
-    List,
-    /// A map of user keys to values per key and namespace.
-    Map,
-    /// One value per key and namespace, folded with a reduce function.
-    Reducing,
-    /// An accumulator per key and namespace, folded with an aggregate function.
-    Aggregating,
-    /// The timers of a timer service (one state per time domain).
-    Timers,
-}
-
-impl std::fmt::Display for StateKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            StateKind::Value => "value state",
-            StateKind::List => "list state",
-            StateKind::Map => "map state",
-            StateKind::Reducing => "reducing state",
-            StateKind::Aggregating => "aggregating state",
-            StateKind::Timers => "timers",
-        };
-        f.write_str(s)
-    }
-}

@@ -5,56 +5,12 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
+use crate::checkpoint::OperatorSource;
 use crate::codec::{Compatibility, Serializer, SerializerSnapshot};
 use crate::error::{Misuse, Result};
+use crate::format::meta::{BroadcastStateSnapshot, ListStateSnapshot, OperatorStateSnapshot, Redistribution};
 
-use super::backend::codec_error;
-
-/// How an operator list state is spread over the instances of a new parallelism.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Redistribution {
-    /// Each instance keeps its elements when the parallelism is unchanged; otherwise the
-    /// elements of all instances, in instance order, are cut into even contiguous runs, one per
-    /// new instance (see [`OperatorStateBackend::redistribute`]).
-    EvenSplit,
-    /// Every new instance gets all elements of all instances.
-    Union,
-}
-
-/// The snapshot of one operator list state: its elements, serialized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListStateSnapshot {
-    /// The state's name.
-    pub name: String,
-    /// How it is redistributed.
-    pub mode: Redistribution,
-    /// The element serializer that wrote `elements`.
-    pub serializer: SerializerSnapshot,
-    /// The elements, each as its serializer wrote it.
-    pub elements: Vec<Vec<u8>>,
-}
-
-/// The snapshot of one broadcast state: its entries, serialized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BroadcastStateSnapshot {
-    /// The state's name.
-    pub name: String,
-    /// The key serializer.
-    pub keys: SerializerSnapshot,
-    /// The value serializer.
-    pub values: SerializerSnapshot,
-    /// The entries in key-byte order.
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// All operator state of one instance, serialized.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OperatorStateSnapshot {
-    /// The list states, by name.
-    pub lists: Vec<ListStateSnapshot>,
-    /// The broadcast states, by name.
-    pub broadcast: Vec<BroadcastStateSnapshot>,
-}
+use super::core::codec_error;
 
 /// An operator list state: a plain list of elements per instance.
 #[derive(Debug)]
@@ -531,5 +487,11 @@ impl OperatorStateBackend {
             }
         }
         Ok(out)
+    }
+}
+
+impl OperatorSource for OperatorStateBackend {
+    fn operator_snapshot(&self) -> OperatorStateSnapshot {
+        self.snapshot()
     }
 }

@@ -12,23 +12,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use super::backend::{codec_error, state_prefix, Core, KeyedBackend, PREFIX_LEN};
-use super::StateKind;
+use super::core::{codec_error, state_prefix, Core, Head, KeyedBackend, PREFIX_LEN};
 use crate::codec::{Serializer, Unit};
 use crate::error::Result;
+use crate::format::meta::StateKind;
 
 const TS_LEN: usize = 8;
-
-/// The earliest timer of one key group, as far as the service knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Head {
-    /// Must be read from the store.
-    Unknown,
-    /// The key group has no timers.
-    Empty,
-    /// The earliest timer's timestamp.
-    At(i64),
-}
 
 /// A timer that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]

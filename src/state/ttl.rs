@@ -2,116 +2,15 @@
 //! filter that drops expired entries while segments are merged.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use super::Clock;
+use super::clock::Clock;
+use crate::checkpoint::RecordFilter;
 use crate::codec::{read_varint, write_varint};
+use crate::format::meta::TtlConfig;
 use crate::store::{CompactionFilter, FilterDecision};
 
 /// The bytes of the last-access timestamp in front of a value with TTL.
 pub(crate) const TS_LEN: usize = 8;
-
-/// When the last-access timestamp of an entry is refreshed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TtlUpdate {
-    /// When the entry is created or written.
-    OnCreateAndWrite,
-    /// When the entry is created, written or read.
-    OnReadAndWrite,
-}
-
-/// Whether an expired entry that is still stored may be returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TtlVisibility {
-    /// Expired entries are never returned (and are removed when met).
-    NeverReturnExpired,
-    /// Expired entries are returned until cleanup has removed them.
-    ReturnExpiredIfNotCleanedUp,
-}
-
-/// A state's time to live, in the manner of Flink's `StateTtlConfig`.
-///
-/// Entries expire `ttl` after their last access (as [`TtlUpdate`] defines access). List and map
-/// entries expire one by one. Expired entries go in three ways besides being met on read:
-/// incrementally ([`cleanup_incrementally`](Self::cleanup_incrementally): every state access
-/// checks a few more entries), in compaction (on by default: merged segments leave them out),
-/// and in full snapshots ([`cleanup_full_snapshot`](Self::cleanup_full_snapshot)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TtlConfig {
-    pub(crate) ttl_ms: i64,
-    pub(crate) update: TtlUpdate,
-    pub(crate) visibility: TtlVisibility,
-    pub(crate) incremental: usize,
-    pub(crate) in_compaction: bool,
-    pub(crate) full_snapshot: bool,
-}
-
-impl TtlConfig {
-    /// Entries live `ttl` after creation or their last write, are never returned once expired,
-    /// and are dropped by compaction.
-    pub fn new(ttl: Duration) -> Self {
-        TtlConfig {
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
-            update: TtlUpdate::OnCreateAndWrite,
-            visibility: TtlVisibility::NeverReturnExpired,
-            incremental: 0,
-            in_compaction: true,
-            full_snapshot: false,
-        }
-    }
-
-    /// When the timestamp is refreshed.
-    #[must_use]
-    pub fn update(mut self, update: TtlUpdate) -> Self {
-        self.update = update;
-        self
-    }
-
-    /// Whether expired entries may be returned before cleanup removes them.
-    #[must_use]
-    pub fn visibility(mut self, visibility: TtlVisibility) -> Self {
-        self.visibility = visibility;
-        self
-    }
-
-    /// Every access to the state checks `entries` more entries of it for expiry (0: off).
-    #[must_use]
-    pub fn cleanup_incrementally(mut self, entries: usize) -> Self {
-        self.incremental = entries;
-        self
-    }
-
-    /// Whether compaction drops expired entries (on by default).
-    #[must_use]
-    pub fn cleanup_in_compaction(mut self, on: bool) -> Self {
-        self.in_compaction = on;
-        self
-    }
-
-    /// Whether full snapshots leave expired entries out.
-    #[must_use]
-    pub fn cleanup_full_snapshot(mut self) -> Self {
-        self.full_snapshot = true;
-        self
-    }
-
-    /// The time to live.
-    pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.unsigned_abs())
-    }
-
-    /// Whether an entry last accessed at `ts` has expired at `now`.
-    #[inline]
-    pub(crate) fn expired(&self, ts: i64, now: i64) -> bool {
-        ts.saturating_add(self.ttl_ms) <= now
-    }
-
-    /// Whether expired entries must be hidden.
-    #[inline]
-    pub(crate) fn hides_expired(&self) -> bool {
-        self.visibility == TtlVisibility::NeverReturnExpired
-    }
-}
 
 /// Splits a stored value with TTL into its timestamp and value bytes.
 #[inline]
@@ -281,9 +180,9 @@ pub(crate) struct SnapshotTtl {
     last: Option<(u16, Option<(TtlConfig, bool)>)>,
 }
 
-impl SnapshotTtl {
+impl RecordFilter for SnapshotTtl {
     /// What the snapshot keeps of a record.
-    pub(crate) fn filter(&mut self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> FilterDecision {
+    fn filter(&mut self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> FilterDecision {
         if self.states.is_empty() {
             return FilterDecision::Keep;
         }
@@ -357,6 +256,8 @@ pub(crate) fn list_expiry(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
