@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::cache::BlockCache;
 use super::memtable::{Memtable, RecRef};
 use super::segment::LiveSegment;
+use super::table::key_cmp;
 use crate::format::segment::key_group_of;
 use crate::format::{Block, RecordKind};
 use crate::{Corruption, Error, Result};
@@ -161,30 +162,9 @@ pub(crate) type Resolved<'a> = (RecordKind, &'a [u8], &'a [u8]);
 /// binary heap.
 const LINEAR_MERGE_MAX: usize = 8;
 
-/// Orders keys as byte strings. Keys of one length from 8 to 16 bytes (those of value and
-/// list state with integer keys) are compared as two big-endian words, the first 8 bytes and
-/// the last 8, in registers: a call to `memcmp` for each of the merge's comparisons cost
-/// more than the rest of the comparison.
-#[inline]
-pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> Ordering {
-    let n = a.len();
-    if n == b.len() && (8..=16).contains(&n) {
-        // When the first 8 bytes agree, the first difference lies in the last 8.
-        return (be_word(&a[..8]), be_word(&a[n - 8..])).cmp(&(be_word(&b[..8]), be_word(&b[n - 8..])));
-    }
-    a.cmp(b)
-}
-
 #[inline]
 fn key_eq(a: &[u8], b: &[u8]) -> bool {
     key_cmp(a, b) == Ordering::Equal
-}
-
-#[inline]
-fn be_word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(w)
 }
 
 /// Whether source `a`'s record goes before source `b`'s: smaller key, or the same key in a

@@ -26,8 +26,7 @@
 //! of the value room hold its reference; the room is never smaller than that).
 
 use super::groups::{Group, GroupIndex};
-use super::iter::key_cmp;
-use super::table::{hash_key, key_eq, prefetch, word, HashIndex};
+use super::table::{hash_key, key_cmp, key_eq, prefetch, word, HashIndex};
 
 use crate::format::RecordKind;
 
