@@ -155,11 +155,11 @@ impl Store {
 
     /// Appends `operand` to the value of `key` (to an empty value if it has none). This is
     /// how list state adds elements without reading the list.
-    #[inline]
     ///
     /// The value it makes must stay within [`MAX_VALUE_LEN`], else the merge is refused
     /// ([`Misuse::TooLarge`]) and changes nothing. The check reads the key's value only when
     /// the lengths the store knows cannot rule that out.
+    #[inline]
     pub fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
         self.check_write(key, operand.len())?;
         self.before_write()?;
