@@ -227,6 +227,23 @@ impl Memtable {
         }
     }
 
+    /// Starts fetching up to `lines` cache lines (at most 16) in front of the record behind
+    /// `r`. A group's records, linked newest first, usually lie one after another in the arena
+    /// (a map's entries written together), older ones before newer ones: fetching them all
+    /// at once overlaps misses that a walk of the links would take one after another.
+    #[inline]
+    fn prefetch_below(&self, r: RecRef, lines: usize) {
+        if let Some(chunk) = self.chunks.get((r >> 32) as usize) {
+            let at = (r & 0xffff_ffff) as usize;
+            for k in 1..=lines.min(16) {
+                match at.checked_sub(k * 64).and_then(|line| chunk.get(line..)) {
+                    Some(bytes) => prefetch(bytes),
+                    None => break,
+                }
+            }
+        }
+    }
+
     /// Like [`prefetch`](Self::prefetch), for a record about to be read whole: also the next
     /// two cache lines, where the rest of a record of up to about 190 bytes lies.
     pub(crate) fn prefetch_whole(&self, r: RecRef) {
@@ -420,7 +437,9 @@ impl Memtable {
         // checking that on the walk is cheaper than a sort. The keys share the prefix; compare
         // what follows.
         let n = prefix.len();
-        let mut next = self.group_head(prefix).unwrap_or(NO_REF);
+        let Some(group) = self.group_entry(prefix) else { return };
+        let mut next = group.head;
+        self.prefetch_below(next, group.live as usize);
         let mut sorted = true;
         let mut newer: &[u8] = &[];
         while next != NO_REF {
