@@ -1227,6 +1227,9 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     pub fn remove<K: Serializer>(&self, b: &mut KeyedBackend<K>, user_key: &UK::Value) -> Result<()> {
         let core = &mut b.core;
         let group = self.entry_key(core, user_key)?;
+        // A removal counts the entry out of its map's group: the next key's group slot is
+        // fetched ahead, as for a walk.
+        self.slot.group_ahead(core);
         core.store.delete_grouped(&core.key, group)?;
         self.after_access(b)
     }
