@@ -133,7 +133,7 @@ impl Store {
         self.before_write()?;
         // A delete of a live entry counts it out of its group: fetch the group's slot while
         // the entry is looked up.
-        self.active.prefetch_group(hash_key(&key[..group_len]));
+        self.prefetch_group(&key[..group_len]);
         let h = self.active.hash(key);
         self.active.delete(h, key, group_len).map_err(|held| group_mismatch(group_len, held))?;
         if let Some(log) = &mut self.log {
