@@ -247,6 +247,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             key_len: PREFIX_LEN,
             key_set: false,
             ahead: Ahead::Nothing,
+            hint: None,
             val: Vec::with_capacity(64),
             scratch: Vec::new(),
             states: BTreeMap::new(),
@@ -325,9 +326,16 @@ impl<K: Serializer> KeyedBackend<K> {
         // The next access is likely to the state accessed last: fetch its slot now, while
         // the key group is computed below. Issued this early, the fetch also overlaps the end
         // of the previous access.
+        core.hint = None;
         match core.ahead {
             Ahead::Nothing => {}
-            Ahead::Record => core.store.prefetch_point(&core.key),
+            Ahead::Record => {
+                // The key group is still unset, which the hash leaves out: the access that
+                // follows reuses it (see `Core::key_hash`).
+                let h = Store::key_hash(&core.key);
+                core.store.prefetch_hashed(h);
+                core.hint = Some((u16::from_be_bytes([core.key[2], core.key[3]]), h));
+            }
             Ahead::Group => core.store.prefetch_group(&core.key),
         }
         let hash = match self.key_hash {

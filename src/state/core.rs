@@ -61,6 +61,9 @@ pub(crate) struct Core {
     /// still holds its state's id, and `set_current_key` fetches the index slot that the same
     /// access for the new key will probe first, ahead of time.
     pub(crate) ahead: Ahead,
+    /// The state id and the store's index hash of `key` as `set_current_key` left it, for the
+    /// access that follows under the same state and no namespace (see [`key_hash`](Self::key_hash)).
+    pub(crate) hint: Option<(u16, u64)>,
     /// The value being built.
     pub(crate) val: Vec<u8>,
     /// Spare room for multi-step operations.
@@ -186,6 +189,16 @@ impl Core {
         Ok(())
     }
 
+    /// The store's index hash of `key`: the one `set_current_key` took when `key` is still the
+    /// current key of the same state with nothing behind it, else computed.
+    #[inline]
+    pub(crate) fn key_hash(&self) -> u64 {
+        match self.hint {
+            Some((state, h)) if self.key.len() == self.key_len && self.key[2..PREFIX_LEN] == state.to_be_bytes() => h,
+            _ => Store::key_hash(&self.key),
+        }
+    }
+
     /// The serialized current key.
     #[inline]
     pub(crate) fn key_bytes(&self) -> &[u8] {
@@ -200,6 +213,7 @@ impl Core {
 
     /// Sets the current key from its serialized bytes (known to be in range).
     pub(crate) fn set_raw_key(&mut self, key_group: KeyGroup, key: &[u8]) {
+        self.hint = None;
         self.key.clear();
         self.key.extend_from_slice(&key_group.to_be_bytes());
         self.key.extend_from_slice(&[0, 0]);

@@ -279,7 +279,7 @@ fn read_single<T, N: Serializer>(
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<Option<T>> {
     let Some(ttl) = slot.ttl else {
-        return match core.store.get(&core.key)? {
+        return match core.store.get_hashed(core.key_hash(), &core.key)? {
             Some(bytes) => Ok(Some(slot.decode(decode(bytes))?)),
             None => Ok(None),
         };
@@ -290,7 +290,7 @@ fn read_single<T, N: Serializer>(
         Delete,
         Refresh,
     }
-    let (value, after) = match core.store.get(&core.key)? {
+    let (value, after) = match core.store.get_hashed(core.key_hash(), &core.key)? {
         None => return Ok(None),
         Some(bytes) => {
             let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });
@@ -380,7 +380,7 @@ fn delete_at(core: &mut Core, group: usize) -> Result<()> {
 /// Writes `core.val` at `core.key` (of the group of its first `group` bytes, if not 0).
 fn put_at(core: &mut Core, group: usize) -> Result<()> {
     if group == 0 {
-        core.store.put(&core.key, &core.val)
+        core.store.put_hashed(core.key_hash(), &core.key, &core.val)
     } else {
         core.store.put_grouped(&core.key, group, &core.val)
     }
@@ -401,7 +401,7 @@ fn write_single<N: Serializer>(
     }
     write(&mut core.val);
     if group == 0 {
-        core.store.put(&core.key, &core.val)
+        core.store.put_hashed(core.key_hash(), &core.key, &core.val)
     } else {
         core.store.put_grouped(&core.key, group, &core.val)
     }
@@ -605,6 +605,7 @@ pub struct ListIter<'a, S: Serializer> {
 impl<S: Serializer> Iterator for ListIter<'_, S> {
     type Item = Result<S::Value>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let e = self.elements.next()?;
         Some(
@@ -638,7 +639,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         self.slot.key(core)?;
         self.slot.after_access(core)?;
         let Some(ttl) = self.slot.ttl else {
-            let bytes = core.store.get(&core.key)?.unwrap_or_default();
+            let bytes = core.store.get_hashed(core.key_hash(), &core.key)?.unwrap_or_default();
             return Ok(ListIter {
                 elements: Elements::new(bytes, false),
                 serializer: &self.serializer,
@@ -700,7 +701,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         self.slot.key(core)?;
         core.val.clear();
         self.frame(core, value);
-        core.store.merge(&core.key, &core.val)?;
+        core.store.merge_hashed(core.key_hash(), &core.key, &core.val)?;
         self.slot.after_access(core)
     }
 
@@ -737,7 +738,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         if core.val.is_empty() {
             core.store.delete(&core.key)?;
         } else {
-            core.store.put(&core.key, &core.val)?;
+            core.store.put_hashed(core.key_hash(), &core.key, &core.val)?;
         }
         self.slot.after_access(core)
     }

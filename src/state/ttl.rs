@@ -50,10 +50,23 @@ impl<'a> Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = Result<Element<'a>, crate::codec::CodecError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
+        let (&first, tail) = self.rest.split_first()?;
+        // The common frame: no timestamp and a length below 128, one byte.
+        if !self.ttl && first < 0x80 && usize::from(first) <= tail.len() {
+            let (bytes, rest) = tail.split_at(usize::from(first));
+            let frame = &self.rest[..=bytes.len()];
+            self.rest = rest;
+            return Some(Ok(Element { ts: None, bytes, frame }));
         }
+        self.next_slow()
+    }
+}
+
+impl<'a> Elements<'a> {
+    #[cold]
+    fn next_slow(&mut self) -> Option<Result<Element<'a>, crate::codec::CodecError>> {
         let start = self.rest;
         let mut cur = self.rest;
         let r = (|| {

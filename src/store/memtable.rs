@@ -315,8 +315,9 @@ impl Memtable {
         self.table.reserve(additional);
     }
 
+    /// The record holding `key`, if the memtable has one.
     #[inline]
-    fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
+    pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
         self.table.find(hash, |rec| key_eq(self.key_of(rec), key))
     }
 
@@ -551,7 +552,19 @@ impl Memtable {
     /// Appends `operand` to the value of `key`. With no record here, the memtable keeps a
     /// merge record that the store resolves against older data.
     pub(crate) fn merge(&mut self, hash: u64, key: &[u8], operand: &[u8]) {
-        let Some(r) = self.find(hash, key) else {
+        self.merge_at(self.find(hash, key), hash, key, operand);
+    }
+
+    /// The kind of record `r` (from [`find`](Self::find)) and the length of its value.
+    #[inline]
+    pub(crate) fn kind_and_len(&self, r: RecRef) -> (RecordKind, usize) {
+        let h = self.bytes(r, BASE_LEN);
+        (kind_of(h[KIND_OFF]), vlen_at(h))
+    }
+
+    /// [`merge`](Self::merge), given what [`find`](Self::find) returned for `key`.
+    pub(crate) fn merge_at(&mut self, found: Option<RecRef>, hash: u64, key: &[u8], operand: &[u8]) {
+        let Some(r) = found else {
             self.insert_new(hash, key, RecordKind::Merge, operand, operand.len(), 0);
             return;
         };

@@ -95,8 +95,13 @@ impl Store {
     /// The value of `key`, if it has one.
     #[inline(always)]
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.get_hashed(self.active.hash(key), key)
+    }
+
+    /// [`get`](Self::get) of a key whose index hash ([`key_hash`](Self::key_hash)) is known.
+    #[inline(always)]
+    pub(crate) fn get_hashed(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
         self.before_read();
-        let h = self.active.hash(key);
         match self.active.lookup(h, key) {
             Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
             Some((RecordKind::Delete, _, _)) => Ok(None),

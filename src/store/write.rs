@@ -40,9 +40,14 @@ impl Store {
     /// Sets `key` to `value`.
     #[inline]
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_hashed(self.active.hash(key), key, value)
+    }
+
+    /// [`put`](Self::put) of a key whose index hash ([`key_hash`](Self::key_hash)) is known.
+    #[inline]
+    pub(crate) fn put_hashed(&mut self, h: u64, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(key, value.len())?;
         self.before_write()?;
-        let h = self.active.hash(key);
         // Without a group, nothing is refused.
         let _ = self.active.put(h, key, value, 0);
         if let Some(log) = &mut self.log {
@@ -164,25 +169,34 @@ impl Store {
     /// the lengths the store knows cannot rule that out.
     #[inline]
     pub fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
+        self.merge_hashed(self.active.hash(key), key, operand)
+    }
+
+    /// [`merge`](Self::merge) of a key whose index hash ([`key_hash`](Self::key_hash)) is known.
+    #[inline]
+    pub(crate) fn merge_hashed(&mut self, h: u64, key: &[u8], operand: &[u8]) -> Result<()> {
         self.check_write(key, operand.len())?;
         self.before_write()?;
-        let h = self.active.hash(key);
-        self.check_merged_len(h, key, operand.len())?;
-        self.active.merge(h, key, operand);
+        // One lookup serves the length check and the append.
+        let found = self.active.find(h, key);
+        let here = found.map(|r| self.active.kind_and_len(r));
+        self.check_merged_len(h, key, here, operand.len())?;
+        self.active.merge_at(found, h, key, operand);
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Merge, key, 0, operand);
         }
         Ok(())
     }
 
-    /// Refuses a merge of `add` bytes whose value would pass [`MAX_VALUE_LEN`].
+    /// Refuses a merge of `add` bytes whose value would pass [`MAX_VALUE_LEN`], given the kind
+    /// and value length of the mutable region's record for `key`, if it has one.
     #[inline]
-    fn check_merged_len(&mut self, h: u64, key: &[u8], add: usize) -> Result<()> {
-        let here = match self.active.lookup(h, key) {
+    fn check_merged_len(&mut self, h: u64, key: &[u8], here: Option<(RecordKind, usize)>, add: usize) -> Result<()> {
+        let here = match here {
             // A base here: nothing older counts.
-            Some((RecordKind::Put, _, len)) => return merged_within(len, add),
-            Some((RecordKind::Delete, _, _)) => return Ok(()),
-            Some((RecordKind::Merge, _, len)) => len,
+            Some((RecordKind::Put, len)) => return merged_within(len, add),
+            Some((RecordKind::Delete, _)) => return Ok(()),
+            Some((RecordKind::Merge, len)) => len,
             None => 0,
         };
         if self.frozen.is_empty() && self.segments.is_empty() && self.lookaside.is_none() {
@@ -297,15 +311,21 @@ impl Store {
         written.map_err(|held| group_mismatch(r.group_len, held))
     }
 
-    /// Starts fetching the index slot a point access of `key` will probe first, without
-    /// waiting for it. The key group (the first two bytes) may still be unset: the index hash
-    /// leaves it out.
+    /// Starts fetching the index slot a point access of the key whose index hash
+    /// ([`key_hash`](Self::key_hash)) is `h` will probe first, without waiting for it.
     #[inline]
-    pub(crate) fn prefetch_point(&self, key: &[u8]) {
-        self.active.prefetch_write(hash_key(key), 0);
+    pub(crate) fn prefetch_hashed(&self, h: u64) {
+        self.active.prefetch_write(h, 0);
     }
 
-    /// Like [`prefetch_point`](Self::prefetch_point), for the group `prefix` (see
+    /// The hash that indexes `key` in every layer of the store. The key group (its first two
+    /// bytes) is left out, so the hash may be taken before it is set.
+    #[inline]
+    pub(crate) fn key_hash(key: &[u8]) -> u64 {
+        hash_key(key)
+    }
+
+    /// Like [`prefetch_hashed`](Self::prefetch_hashed), for the group `prefix` (see
     /// [`scan_group`](Self::scan_group)).
     #[inline]
     pub(crate) fn prefetch_group(&self, prefix: &[u8]) {
