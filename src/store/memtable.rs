@@ -526,12 +526,42 @@ impl Memtable {
     /// Records a delete of `key` (a new record joins the group of its first `group` bytes);
     /// refused as [`put`](Self::put) refuses.
     pub(crate) fn delete(&mut self, hash: u64, key: &[u8], group: usize) -> Result<(), usize> {
-        match self.find(hash, key) {
-            Some(r) => {
-                self.check_grouping(r, group)?;
-                self.overwrite(r, RecordKind::Delete, &[]);
+        let group_hash = if group > 0 { hash_key(&key[..group]) } else { 0 };
+        self.delete_hashed(hash, key, group, group_hash)
+    }
+
+    /// [`delete`](Self::delete), given the index hash of the group prefix (unused without a
+    /// group). A live record becomes a delete in place, from one view of its header, and is
+    /// counted out of its group; a delete stays as it is.
+    pub(crate) fn delete_hashed(&mut self, hash: u64, key: &[u8], group: usize, group_hash: u64) -> Result<(), usize> {
+        let Some(r) = self.find(hash, key) else {
+            self.insert_new(hash, key, RecordKind::Delete, &[], 0, group);
+            return Ok(());
+        };
+        let (chunk, off) = ((r >> 32) as usize, (r & 0xffff_ffff) as usize);
+        let rec = &mut self.chunks[chunk][off..];
+        let flags = rec[KIND_OFF];
+        if group > 0 {
+            let held = if flags & GROUPED == 0 {
+                0
+            } else {
+                usize::from(u16::from_le_bytes([rec[GLEN_OFF], rec[GLEN_OFF + 1]]))
+            };
+            if held != group {
+                return Err(held);
             }
-            None => self.insert_new(hash, key, RecordKind::Delete, &[], 0, group),
+        }
+        if kind_of(flags) == RecordKind::Delete {
+            return Ok(());
+        }
+        rec[KIND_OFF] = (flags & !KIND_MASK) | RecordKind::Delete as u8;
+        rec[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&0u32.to_le_bytes());
+        if flags & GROUPED != 0 {
+            let glen = if group > 0 { group } else { self.group_link(r).0 };
+            let (chunks, groups) = (&self.chunks, &mut self.groups);
+            let prefix = &key[..glen];
+            let gh = if group > 0 { group_hash } else { hash_key(prefix) };
+            groups.count(gh, prefix, false, |h| heads_group(chunks, h, prefix));
         }
         Ok(())
     }

@@ -138,9 +138,10 @@ impl Store {
         self.before_write()?;
         // A delete of a live entry counts it out of its group: fetch the group's slot while
         // the entry is looked up.
-        self.prefetch_group(&key[..group_len]);
+        let gh = hash_key(&key[..group_len]);
+        self.active.prefetch_group(gh);
         let h = self.active.hash(key);
-        self.active.delete(h, key, group_len).map_err(|held| group_mismatch(group_len, held))?;
+        self.active.delete_hashed(h, key, group_len, gh).map_err(|held| group_mismatch(group_len, held))?;
         if let Some(log) = &mut self.log {
             log.record(RecordKind::Delete, key, group_len, &[]);
         }
