@@ -191,7 +191,7 @@ impl Core {
 
     /// The store's index hash of `key`: the one `set_current_key` took when `key` is still the
     /// current key of the same state with nothing behind it, else computed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn key_hash(&self) -> u64 {
         match self.hint {
             Some((state, h)) if self.key.len() == self.key_len && self.key[2..PREFIX_LEN] == state.to_be_bytes() => h,

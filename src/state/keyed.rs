@@ -179,7 +179,7 @@ impl<N: Serializer> Slot<N> {
     }
 
     /// Builds the record key of the current key and namespace in `core.key`.
-    #[inline]
+    #[inline(always)]
     fn key(&self, core: &mut Core) -> Result<()> {
         core.check(self.backend)?;
         if !self.ns_set {

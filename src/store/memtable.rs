@@ -316,25 +316,28 @@ impl Memtable {
     }
 
     /// The record holding `key`, if the memtable has one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<RecRef> {
-        self.table.find(hash, |rec| key_eq(self.key_of(rec), key))
+        self.table.find(
+            hash,
+            #[inline(always)]
+            |rec| key_eq(self.key_of(rec), key),
+        )
     }
 
     /// The kind of the record for `key` and where its value is (see [`slice`](Self::slice)).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, hash: u64, key: &[u8]) -> Option<(RecordKind, RecRef, usize)> {
-        let mut found = None;
-        self.table.find(hash, |r| {
-            found = self.probe(r, key);
-            found.is_some()
-        });
-        found
+        self.table.find_map(
+            hash,
+            #[inline(always)]
+            |r| self.probe(r, key),
+        )
     }
 
     /// What [`lookup`](Self::lookup) returns, if record `r` holds `key`: the record's header
     /// is read once, from one view of its chunk.
-    #[inline]
+    #[inline(always)]
     fn probe(&self, r: RecRef, key: &[u8]) -> Option<(RecordKind, RecRef, usize)> {
         let chunk: &[u8] = self.chunks.get((r >> 32) as usize)?;
         let rec = chunk.get((r & 0xffff_ffff) as usize..)?;

@@ -269,6 +269,25 @@ impl HashIndex {
         }
     }
 
+    /// What `probe` returns for the first record whose hash is `hash` (already
+    /// [`fix`](Self::fix)ed) and for which it returns something.
+    #[inline(always)]
+    pub(crate) fn find_map<T>(&self, hash: u64, mut probe: impl FnMut(u64) -> Option<T>) -> Option<T> {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.slots.get(i);
+            if s.hash == hash {
+                if let Some(t) = probe(s.rec) {
+                    return Some(t);
+                }
+            }
+            if s.hash == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
     /// Adds a record known not to be present.
     pub(crate) fn insert(&mut self, hash: u64, rec: u64) {
         // Keep the load at most 3/4 so probe sequences stay short.
