@@ -606,6 +606,7 @@ impl Memtable {
             RecordKind::Delete => self.overwrite(r, RecordKind::Put, operand),
             kind => {
                 let new_len = h.vlen + operand.len();
+                let cap_before = h.vcap;
                 if new_len > h.vcap {
                     // Grow geometrically so repeated appends stay amortized O(1).
                     let cap = new_len.max(h.vcap * 2).max(16);
@@ -626,8 +627,14 @@ impl Memtable {
                 }
                 let at = Self::value_loc(r, &h) + h.vlen as u64;
                 copy_short(self.bytes_mut(at, operand.len()), operand);
-                h.vlen = new_len;
-                self.write_header(r, &h);
+                if h.vcap == cap_before {
+                    // Appended in the room it had: only the length changes.
+                    let len = u32::try_from(new_len).unwrap_or(u32::MAX);
+                    self.bytes_mut(r, BASE_LEN)[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&len.to_le_bytes());
+                } else {
+                    h.vlen = new_len;
+                    self.write_header(r, &h);
+                }
             }
         }
     }
