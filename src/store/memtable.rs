@@ -26,7 +26,7 @@
 //! of the value room hold its reference; the room is never smaller than that).
 
 use super::groups::{Group, GroupIndex};
-use super::table::{hash_key, key_cmp, key_eq, prefetch, word, HashIndex};
+use super::table::{hash_key, key_eq, prefetch, word, HashIndex};
 
 use crate::format::RecordKind;
 
@@ -70,6 +70,16 @@ fn heads_group(chunks: &[Chunk], h: RecRef, prefix: &[u8]) -> bool {
     let hdr = &c[off..off + GROUPED_LEN];
     let glen = u16::from_le_bytes([hdr[GLEN_OFF], hdr[GLEN_OFF + 1]]) as usize;
     glen == prefix.len() && klen_at(hdr) >= glen && key_eq(&c[off + GROUPED_LEN..off + GROUPED_LEN + glen], prefix)
+}
+
+/// The first 8 bytes of `suffix` as a big-endian number, zero-padded: its order is the
+/// bytes' order wherever the words differ.
+#[inline]
+fn suffix_word(suffix: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let k = suffix.len().min(8);
+    w[..k].copy_from_slice(&suffix[..k]);
+    u64::from_be_bytes(w)
 }
 
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
@@ -437,28 +447,36 @@ impl Memtable {
     /// [`group`](Self::group) into a buffer of the caller's (cleared first).
     pub(crate) fn group_into(&self, prefix: &[u8], out: &mut Vec<RecRef>) {
         out.clear();
-        // Linked newest first: keys written in order come out sorted once reversed, and
-        // checking that on the walk is cheaper than a sort. The keys share the prefix; compare
-        // what follows.
         let n = prefix.len();
         let Some(group) = self.group_entry(prefix) else { return };
         let mut next = group.head;
         self.prefetch_below(next, group.live as usize);
-        let mut sorted = true;
-        let mut newer: &[u8] = &[];
+        // The records are sorted on the first 8 bytes of each key's suffix (what follows the
+        // shared prefix), held in `out` beside each reference, so that most comparisons are
+        // of integers; equal words compare the whole suffixes. Linked newest first, they go
+        // in oldest first: keys written in order are then sorted already.
         while next != NO_REF {
             let (key, older) = self.key_and_next(next);
-            let suffix = key.get(n..).unwrap_or_default();
-            sorted = sorted && (out.is_empty() || key_cmp(suffix, newer).is_lt());
-            newer = suffix;
+            out.push(suffix_word(key.get(n..).unwrap_or_default()));
             out.push(next);
             next = older;
         }
-        out.reverse();
-        if !sorted {
-            let suffix = |r: RecRef| &self.key_of(r)[n..];
-            out.sort_unstable_by(|a, b| suffix(*a).cmp(suffix(*b)));
+        let (pairs, _) = out.as_chunks_mut::<2>();
+        pairs.reverse();
+        if !pairs.is_sorted_by(|a, b| a[0] < b[0]) {
+            // Integers only; equal words (suffixes that share their first 8 bytes) are put in
+            // order of their whole suffixes after.
+            pairs.sort_unstable();
+            if pairs.windows(2).any(|w| w[0][0] == w[1][0]) {
+                let suffix = |r: RecRef| self.key_of(r).get(n..).unwrap_or_default();
+                pairs.sort_by(|a, b| a[0].cmp(&b[0]).then_with(|| suffix(a[1]).cmp(suffix(b[1]))));
+            }
         }
+        let len = pairs.len();
+        for i in 0..len {
+            out[i] = out[2 * i + 1];
+        }
+        out.truncate(len);
     }
 
     /// The records of group `prefix` in `out` (cleared first), unordered, if it has at most
@@ -1063,6 +1081,27 @@ mod tests {
         let s = m.sorted_copy();
         let keys: Vec<Vec<u8>> = s.iter().map(|r| m.record(*r).1.to_vec()).collect();
         assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+    }
+
+    /// A group is listed in key order when its keys' suffixes share their first 8 bytes, are
+    /// shorter than 8 bytes or differ only in zero bytes at the end (the sort compares a word
+    /// of each suffix first), whatever the order they were written in.
+    #[test]
+    fn a_group_lists_keys_whose_first_suffix_words_tie_in_byte_order() {
+        let prefix = [0u8, 3, 0, 1, 9, 9];
+        let suffixes: [&[u8]; 9] =
+            [b"abcdefghZ", b"", b"abc\0", b"abcdefgh", b"abc", b"abcdefgh\0", b"\0", b"abcdefgi", b"abcdefghA"];
+        for rotation in 0..suffixes.len() {
+            let mut m = Memtable::new(1 << 16);
+            for s in suffixes.iter().cycle().skip(rotation).take(suffixes.len()) {
+                let key = [&prefix[..], s].concat();
+                m.put(m.hash(&key), &key, b"v", prefix.len()).unwrap();
+            }
+            let listed: Vec<Vec<u8>> = m.group(&prefix).iter().map(|r| m.key_of(*r)[prefix.len()..].to_vec()).collect();
+            let mut want: Vec<Vec<u8>> = suffixes.iter().map(|s| s.to_vec()).collect();
+            want.sort();
+            assert_eq!(listed, want, "rotation {rotation}");
+        }
     }
 
     /// Groups against a model: which records each group lists, and whether it has a live
