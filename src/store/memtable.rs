@@ -1104,6 +1104,33 @@ mod tests {
         }
     }
 
+    /// Groups of many records written out of order come out in key order, with ties in the
+    /// first 8 bytes of their suffixes among them.
+    #[test]
+    fn a_large_group_written_out_of_order_is_listed_in_key_order() {
+        let prefix = [0u8, 7, 0, 2, 1];
+        for size in [15, 16, 17, 53, 400] {
+            let mut m = Memtable::new(1 << 16);
+            let mut next = xorshift(size as u64 + 1);
+            let mut want = Vec::new();
+            for i in 0..size as u64 {
+                // Every third suffix shares its first 8 bytes with another one.
+                let mut suffix = (next() % 1000 / 3 * 3).to_be_bytes().to_vec();
+                if i % 3 == 1 {
+                    suffix.push(i as u8);
+                }
+                let key = [&prefix[..], &suffix].concat();
+                if !want.contains(&suffix) {
+                    want.push(suffix);
+                }
+                m.put(m.hash(&key), &key, b"v", prefix.len()).unwrap();
+            }
+            want.sort();
+            let listed: Vec<Vec<u8>> = m.group(&prefix).iter().map(|r| m.key_of(*r)[prefix.len()..].to_vec()).collect();
+            assert_eq!(listed, want, "{size} records");
+        }
+    }
+
     /// Groups against a model: which records each group lists, and whether it has a live
     /// one, which the group index counts as records are put, deleted, merged into and
     /// dropped; with group prefixes held in the index's slots (12 bytes) and not (20 bytes).
