@@ -22,6 +22,10 @@ use eddy::store::StoreOptions;
 use eddy::{Error, Incomplete, Misuse, SerializerPart};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
+#[path = "support/hooked_storage.rs"]
+mod hooked_storage;
+use hooked_storage::{Hooked, StorageHooks};
+
 const MAX_P: u32 = 16;
 
 /// Everything a backend holds, as plain data.
@@ -1095,11 +1099,10 @@ fn a_checkpoint_whose_named_file_is_gone_fails_and_the_next_stores_the_state() {
 /// or a full one) while the next was in flight made that next one fail ("the changelog since
 /// the state was last stored is incomplete"). An abort costs only the aborted checkpoint: the
 /// next one stores the aborted one's state with its own log, and restores exactly.
-/// A storage that, once armed, stops in `sync_shared` (after a checkpoint stored its files)
+/// Storage hooks that, once armed, stop in `sync_shared` (after a checkpoint stored its files)
 /// until the test has done what it wants there.
 #[derive(Debug)]
 struct Gate {
-    inner: LocalDirStorage,
     armed: std::sync::atomic::AtomicBool,
     meet: std::sync::Barrier,
 }
@@ -1113,55 +1116,12 @@ impl Gate {
     }
 }
 
-impl CheckpointStorage for Gate {
-    fn put(&self, name: &str, source: &Path) -> eddy::Result<u64> {
-        self.inner.put(name, source)
-    }
-    fn sync_shared(&self) -> eddy::Result<()> {
+impl StorageHooks for Gate {
+    fn before_sync_shared(&self) {
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.meet.wait();
             self.meet.wait();
         }
-        self.inner.sync_shared()
-    }
-    fn fetch(&self, name: &str, target: &Path) -> eddy::Result<u64> {
-        self.inner.fetch(name, target)
-    }
-    fn open(&self, name: &str) -> eddy::Result<eddy::io::FileBytes> {
-        self.inner.open(name)
-    }
-    fn write_manifest(&self, id: u64, bytes: &[u8]) -> eddy::Result<()> {
-        self.inner.write_manifest(id, bytes)
-    }
-    fn read_manifest(&self, id: u64) -> eddy::Result<eddy::io::FileBytes> {
-        self.inner.read_manifest(id)
-    }
-    fn manifests(&self) -> eddy::Result<Vec<u64>> {
-        self.inner.manifests()
-    }
-    fn remove_manifest(&self, id: u64) -> eddy::Result<()> {
-        self.inner.remove_manifest(id)
-    }
-    fn shared_files(&self) -> eddy::Result<Vec<String>> {
-        self.inner.shared_files()
-    }
-    fn contains(&self, name: &str) -> eddy::Result<bool> {
-        self.inner.contains(name)
-    }
-    fn remove(&self, name: &str) -> eddy::Result<()> {
-        self.inner.remove(name)
-    }
-    fn remove_temporaries(&self) -> eddy::Result<()> {
-        self.inner.remove_temporaries()
-    }
-    fn describe(&self, name: &str) -> PathBuf {
-        self.inner.describe(name)
-    }
-    fn describe_manifest(&self, id: u64) -> PathBuf {
-        self.inner.describe_manifest(id)
-    }
-    fn lock(&self) -> eddy::Result<eddy::io::LockGuard> {
-        self.inner.lock()
     }
 }
 
@@ -1171,16 +1131,15 @@ impl CheckpointStorage for Gate {
 #[test]
 fn an_abort_after_the_state_was_stored_still_leaves_it_to_the_next_checkpoint() {
     let fs = FaultFs::new();
-    let gate = Arc::new(Gate {
+    let gate = Arc::new(Hooked {
         inner: LocalDirStorage::new(Arc::new(fs.clone()), "/checkpoints").unwrap(),
-        armed: false.into(),
-        meet: std::sync::Barrier::new(2),
+        hooks: Gate { armed: false.into(), meet: std::sync::Barrier::new(2) },
     });
     let mut t = Harness::with_storage(fs, gate.clone(), CheckpointOptions::new().max_in_flight(4), true);
     for k in 0..300 {
         apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(k, k));
     }
-    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.hooks.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let first = t.next_id;
     t.next_id += 1;
     t.cp.checkpoint(first, &mut t.b, &t.op, false).unwrap();
@@ -1188,7 +1147,7 @@ fn an_abort_after_the_state_was_stored_still_leaves_it_to_the_next_checkpoint() 
     // only the changelog since the first.
     let next = first + 1;
     t.next_id += 1;
-    gate.at_sync(|| {
+    gate.hooks.at_sync(|| {
         assert!(t.cp.abort(first));
         apply(&mut t.b, &t.h, &mut t.op, &mut t.model, &Op::Put(1, 1000));
         t.cp.checkpoint(next, &mut t.b, &t.op, false).unwrap();

@@ -3,7 +3,7 @@
 //! end; the store refuses writes until reopened, and nothing already durable is lost.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,6 +13,10 @@ use eddy::io::{FaultFs, FileBytes, FileSystem, LockGuard, WritableFile};
 use eddy::state::{KeyedBackend, OperatorStateBackend, ValueState, ValueStateDescriptor};
 use eddy::store::{CompactionFilter, FilterDecision, StoreOptions};
 use eddy::Error;
+
+#[path = "support/hooked_storage.rs"]
+mod hooked_storage;
+use hooked_storage::{Hooked, StorageHooks};
 
 /// A file system that panics on creating a segment file while `armed`.
 #[derive(Debug, Clone)]
@@ -75,61 +79,15 @@ impl CompactionFilter for PanicFilter {
     }
 }
 
-/// Checkpoint storage that panics on an upload while `armed`.
+/// Storage hooks that panic on an upload while `armed`.
 #[derive(Debug)]
-struct PanicOnPut {
-    inner: LocalDirStorage,
-    armed: Arc<AtomicBool>,
-}
+struct PanicOnPut(Arc<AtomicBool>);
 
-impl CheckpointStorage for PanicOnPut {
-    fn put(&self, name: &str, source: &Path) -> eddy::Result<u64> {
-        if self.armed.load(Ordering::SeqCst) {
+impl StorageHooks for PanicOnPut {
+    fn before_put(&self, name: &str) {
+        if self.0.load(Ordering::SeqCst) {
             panic!("injected panic uploading {name}");
         }
-        self.inner.put(name, source)
-    }
-    fn sync_shared(&self) -> eddy::Result<()> {
-        self.inner.sync_shared()
-    }
-    fn fetch(&self, name: &str, target: &Path) -> eddy::Result<u64> {
-        self.inner.fetch(name, target)
-    }
-    fn open(&self, name: &str) -> eddy::Result<FileBytes> {
-        self.inner.open(name)
-    }
-    fn write_manifest(&self, id: u64, bytes: &[u8]) -> eddy::Result<()> {
-        self.inner.write_manifest(id, bytes)
-    }
-    fn read_manifest(&self, id: u64) -> eddy::Result<FileBytes> {
-        self.inner.read_manifest(id)
-    }
-    fn manifests(&self) -> eddy::Result<Vec<u64>> {
-        self.inner.manifests()
-    }
-    fn remove_manifest(&self, id: u64) -> eddy::Result<()> {
-        self.inner.remove_manifest(id)
-    }
-    fn shared_files(&self) -> eddy::Result<Vec<String>> {
-        self.inner.shared_files()
-    }
-    fn contains(&self, name: &str) -> eddy::Result<bool> {
-        self.inner.contains(name)
-    }
-    fn remove(&self, name: &str) -> eddy::Result<()> {
-        self.inner.remove(name)
-    }
-    fn remove_temporaries(&self) -> eddy::Result<()> {
-        self.inner.remove_temporaries()
-    }
-    fn describe(&self, name: &str) -> PathBuf {
-        self.inner.describe(name)
-    }
-    fn describe_manifest(&self, id: u64) -> PathBuf {
-        self.inner.describe_manifest(id)
-    }
-    fn lock(&self) -> eddy::Result<LockGuard> {
-        self.inner.lock()
     }
 }
 
@@ -254,7 +212,7 @@ fn a_panic_in_the_checkpoint_thread_fails_that_checkpoint_and_every_later_one() 
     let mut b = KeyedBackend::builder(U64).store_options(opts).open("/db").unwrap();
     let v = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
     let inner = LocalDirStorage::new(Arc::new(fs.clone()), "/c").unwrap();
-    let storage: Arc<dyn CheckpointStorage> = Arc::new(PanicOnPut { inner, armed: armed.clone() });
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(Hooked { inner, hooks: PanicOnPut(armed.clone()) });
     let mut cp = Checkpointer::new(storage.clone(), CheckpointOptions::new()).unwrap();
     let op = OperatorStateBackend::new();
     put_keys(&mut b, &v, 0..100, 1);
