@@ -76,10 +76,10 @@ fn heads_group(chunks: &[Chunk], h: RecRef, prefix: &[u8]) -> bool {
 /// bytes' order wherever the words differ.
 #[inline]
 fn suffix_word(suffix: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let k = suffix.len().min(8);
-    w[..k].copy_from_slice(&suffix[..k]);
-    u64::from_be_bytes(w)
+    match suffix.first_chunk::<8>() {
+        Some(w) => u64::from_be_bytes(*w),
+        None => (key_prefix16(suffix) >> 64) as u64,
+    }
 }
 
 /// A record's place in the arena: chunk index in the high 32 bits, offset in the low 32.
@@ -562,25 +562,19 @@ impl Memtable {
         let (chunk, off) = ((r >> 32) as usize, (r & 0xffff_ffff) as usize);
         let rec = &mut self.chunks[chunk][off..];
         let flags = rec[KIND_OFF];
-        if group > 0 {
-            let held = if flags & GROUPED == 0 {
-                0
-            } else {
-                usize::from(u16::from_le_bytes([rec[GLEN_OFF], rec[GLEN_OFF + 1]]))
-            };
-            if held != group {
-                return Err(held);
-            }
+        let held =
+            if flags & GROUPED == 0 { 0 } else { usize::from(u16::from_le_bytes([rec[GLEN_OFF], rec[GLEN_OFF + 1]])) };
+        if group > 0 && held != group {
+            return Err(held);
         }
         if kind_of(flags) == RecordKind::Delete {
             return Ok(());
         }
         rec[KIND_OFF] = (flags & !KIND_MASK) | RecordKind::Delete as u8;
         rec[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&0u32.to_le_bytes());
-        if flags & GROUPED != 0 {
-            let glen = if group > 0 { group } else { self.group_link(r).0 };
+        if held > 0 {
             let (chunks, groups) = (&self.chunks, &mut self.groups);
-            let prefix = &key[..glen];
+            let prefix = &key[..held];
             let gh = if group > 0 { group_hash } else { hash_key(prefix) };
             groups.count(gh, prefix, false, |h| heads_group(chunks, h, prefix));
         }
@@ -647,8 +641,9 @@ impl Memtable {
                 copy_short(self.bytes_mut(at, operand.len()), operand);
                 if h.vcap == cap_before {
                     // Appended in the room it had: only the length changes.
-                    let len = u32::try_from(new_len).unwrap_or(u32::MAX);
-                    self.bytes_mut(r, BASE_LEN)[VLEN_OFF..VLEN_OFF + 4].copy_from_slice(&len.to_le_bytes());
+                    // Within MAX_VALUE_LEN, which the store checks before a merge, as `write_header`.
+                    self.bytes_mut(r, BASE_LEN)[VLEN_OFF..VLEN_OFF + 4]
+                        .copy_from_slice(&(new_len as u32).to_le_bytes());
                 } else {
                     h.vlen = new_len;
                     self.write_header(r, &h);

@@ -256,17 +256,11 @@ impl HashIndex {
     /// The record whose hash is `hash` (already [`fix`](Self::fix)ed) and for which `eq` holds.
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {
-        let mut i = hash as usize & self.mask;
-        loop {
-            let s = self.slots.get(i);
-            if s.hash == hash && eq(s.rec) {
-                return Some(s.rec);
-            }
-            if s.hash == 0 {
-                return None;
-            }
-            i = (i + 1) & self.mask;
-        }
+        self.find_map(
+            hash,
+            #[inline(always)]
+            |rec| eq(rec).then_some(rec),
+        )
     }
 
     /// What `probe` returns for the first record whose hash is `hash` (already
