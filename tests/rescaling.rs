@@ -125,7 +125,10 @@ impl Cluster {
 
     /// Snapshots every instance and restores `p` new ones from them.
     fn rescale(&mut self, p: u32, savepoint: bool) {
-        let old = std::mem::take(&mut self.instances);
+        let mut old = std::mem::take(&mut self.instances);
+        // Each new instance gets the union of every old instance's list, as in Flink.
+        let union_len: usize =
+            old.iter_mut().map(|inst| inst.op.union_list_state("broadcastish", U64).unwrap().get().len()).sum();
         let mut sources = Vec::new();
         let mut operator_states: Vec<OperatorStateSnapshot> = Vec::new();
         for mut inst in old {
@@ -162,7 +165,15 @@ impl Cluster {
                 .restore(dir, &mine)
                 .unwrap();
             assert_eq!(restored.operator_states.len(), mine.len());
-            self.instances.push(instance(b, OperatorStateBackend::restore(op_state)));
+            let mut op = OperatorStateBackend::restore(op_state);
+            // Then it keeps one copy of the broadcast value, as a user of union state does;
+            // copies kept across a chain of rescalings would grow as the product of its
+            // parallelisms.
+            let union = op.union_list_state("broadcastish", U64).unwrap();
+            assert_eq!(union.get().len(), union_len);
+            let distinct: BTreeSet<u64> = union.get().iter().copied().collect();
+            union.update(distinct.into_iter().collect());
+            self.instances.push(instance(b, op));
         }
     }
 }
