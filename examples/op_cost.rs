@@ -13,8 +13,9 @@
 //! order and prints the time per operation. With few keys everything stays in the caches and
 //! the time is that of the instructions; with 500,000 keys it is bound by memory. The
 //! instructions of one operation are (the run's count - the setup's count) / OPS.
-//! WORKLOAD picks one of `valueGet`, `listGet`, `mapGet`, `mapUpdate`, `listAdd`, `mapRemove`
-//! and `mapIterator`; without it all run, in that order, on the same state.
+//! WORKLOAD picks one of `valueGet`, `listGet`, `mapGet`, `mapUpdate`, `listAdd`, `mapRemove`,
+//! `mapIterator`, `valueAdd` and `mapAdd` (the last two add OPS new keys); without it all run,
+//! in that order, on the same state.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -116,6 +117,15 @@ fn main() -> eddy::Result<()> {
         while let Some(e) = it.next_entry()? {
             black_box(e);
         }
+    });
+    // New keys, after all the above: the state grows by OPS keys (or map entries).
+    run!("valueAdd", |b, i| {
+        b.set_current_key(&(keys + i))?;
+        value.update(b, &i)?;
+    });
+    run!("mapAdd", |b, i| {
+        b.set_current_key(&(keys + ops + i))?;
+        map.put(b, &(i % USER_KEYS), &1.5)?;
     });
     Ok(())
 }
