@@ -36,7 +36,8 @@
 use std::mem::size_of;
 
 use super::{
-    read_len, read_varint, take, write_varint, BorrowSerializer, Codec, CodecError, Serializer, SerializerSnapshot,
+    part_reader, read_len, read_varint, take, write_varint, BorrowSerializer, Codec, CodecError, Compatibility,
+    OldReader, Serializer, SerializerSnapshot,
 };
 
 /// Takes `N` bytes from the front of `input` as an array: one bounds check, no loop.
@@ -56,6 +57,71 @@ fn take_chunk<const N: usize>(input: &mut &[u8]) -> Result<[u8; N], CodecError> 
 const MAX_PREALLOC_BYTES: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
+// Widening conversions
+
+/// Whether an integer is signed, and its width in bytes.
+type IntShape = (bool, usize);
+
+/// The shape of the built-in integer serializer that wrote `old` (version 1, no configuration).
+fn int_shape(old: &SerializerSnapshot) -> Option<IntShape> {
+    if old.version != 1 || !old.config.is_empty() {
+        return None;
+    }
+    Some(match old.identity.as_str() {
+        "eddy.u8" => (false, 1),
+        "eddy.u16" => (false, 2),
+        "eddy.u32" => (false, 4),
+        "eddy.u64" => (false, 8),
+        "eddy.u128" => (false, 16),
+        "eddy.i8" => (true, 1),
+        "eddy.i16" => (true, 2),
+        "eddy.i32" => (true, 4),
+        "eddy.i64" => (true, 8),
+        "eddy.i128" => (true, 16),
+        _ => return None,
+    })
+}
+
+/// The shape of the integer that `old` wrote if every such integer has an exact value of an
+/// integer of shape `to` (an integer of at most 64 bits into a wider one of a sign that holds
+/// it), or as a float of `mantissa` bits when `to` is `None`.
+fn int_widening(old: &SerializerSnapshot, to: Option<IntShape>, mantissa: u32) -> Option<IntShape> {
+    let from = int_shape(old)?;
+    let fits = match to {
+        Some((signed, bytes)) => from.1 < bytes && (signed || !from.0),
+        None => (from.1 * 8) as u32 <= mantissa,
+    };
+    fits.then_some(from)
+}
+
+/// Reads an integer of at most 64 bits, as the built-in of shape `from` wrote it.
+fn read_int(from: IntShape, input: &mut &[u8]) -> Result<i128, CodecError> {
+    let (signed, bytes) = from;
+    let raw = take(input, bytes)?;
+    let bits = bytes as u32 * 8;
+    let v = raw.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+    if !signed {
+        return i128::try_from(v).map_err(|_| CodecError::Invalid("integer too wide to widen"));
+    }
+    // Undo the flipped sign bit, then sign-extend.
+    let v = v ^ (1u128 << (bits - 1));
+    let shift = 128 - bits;
+    Ok(((v << shift).cast_signed()) >> shift)
+}
+
+/// The compatibility of a built-in number serializer with `old`: as is for its own snapshot,
+/// after migration for a number it widens, else incompatible.
+fn number_compatibility(own: &SerializerSnapshot, old: &SerializerSnapshot, widens: bool) -> Compatibility {
+    if old == own {
+        Compatibility::AsIs
+    } else if widens {
+        Compatibility::AfterMigration
+    } else {
+        Compatibility::Incompatible
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Integers
 
 macro_rules! unsigned_serializer {
@@ -63,6 +129,10 @@ macro_rules! unsigned_serializer {
         #[doc = concat!("`", stringify!($t), "` as ", stringify!($t), "::BITS / 8 big-endian bytes; order-preserving. Identity `\"", $id, "\"`, version 1.")]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct $name;
+
+        impl $name {
+            const SHAPE: IntShape = (false, size_of::<$t>());
+        }
 
         impl Serializer for $name {
             type Value = $t;
@@ -79,6 +149,19 @@ macro_rules! unsigned_serializer {
 
             fn snapshot(&self) -> SerializerSnapshot {
                 SerializerSnapshot::new($id, 1)
+            }
+
+            /// As is for its own snapshot; after migration for a narrower integer whose every
+            /// value it holds (`u32` into `u64` or `i64`, `i16` into `i32`; not `i8` into `u16`).
+            fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+                number_compatibility(&self.snapshot(), old, int_widening(old, Some(Self::SHAPE), 0).is_some())
+            }
+
+            fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+                let from = int_widening(old, Some(Self::SHAPE), 0)?;
+                Some(OldReader::new(move |_: &Self, input: &mut &[u8]| {
+                    <$t>::try_from(read_int(from, input)?).map_err(|_| CodecError::Invalid("integer out of range"))
+                }))
             }
 
             #[inline]
@@ -106,6 +189,7 @@ macro_rules! signed_serializer {
 
         impl $name {
             const SIGN: $u = 1 << (<$u>::BITS - 1);
+            const SHAPE: IntShape = (true, size_of::<$t>());
         }
 
         impl Serializer for $name {
@@ -123,6 +207,19 @@ macro_rules! signed_serializer {
 
             fn snapshot(&self) -> SerializerSnapshot {
                 SerializerSnapshot::new($id, 1)
+            }
+
+            /// As is for its own snapshot; after migration for a narrower integer whose every
+            /// value it holds (`u32` into `u64` or `i64`, `i16` into `i32`; not `i8` into `u16`).
+            fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+                number_compatibility(&self.snapshot(), old, int_widening(old, Some(Self::SHAPE), 0).is_some())
+            }
+
+            fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+                let from = int_widening(old, Some(Self::SHAPE), 0)?;
+                Some(OldReader::new(move |_: &Self, input: &mut &[u8]| {
+                    <$t>::try_from(read_int(from, input)?).map_err(|_| CodecError::Invalid("integer out of range"))
+                }))
             }
 
             #[inline]
@@ -157,13 +254,20 @@ signed_serializer!(I128, i128, u128, "eddy.i128");
 // Floats
 
 macro_rules! float_serializer {
-    ($name:ident, $t:ty, $u:ty, $id:literal) => {
+    ($name:ident, $t:ty, $u:ty, $id:literal, $mantissa:literal, $widens_f32:literal) => {
         #[doc = concat!("`", stringify!($t), "` in IEEE 754 total order (`", stringify!($t), "::total_cmp`): the bits, all flipped if the sign bit is set, else with the sign bit flipped, big-endian. Bit-exact: `-0.0` and every NaN payload come back as written. Identity `\"", $id, "\"`, version 1.")]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct $name;
 
         impl $name {
             const SIGN: $u = 1 << (<$u>::BITS - 1);
+            /// The bits of the mantissa, with the implicit one.
+            const MANTISSA: u32 = $mantissa;
+
+            /// Whether `old` is an `f32` that this serializer widens.
+            fn from_float(old: &SerializerSnapshot) -> bool {
+                $widens_f32 && *old == SerializerSnapshot::new("eddy.f32", 1)
+            }
 
             /// Negative (sign bit set): flip every bit; else flip the sign bit. Branch-free.
             #[inline(always)]
@@ -195,6 +299,23 @@ macro_rules! float_serializer {
                 SerializerSnapshot::new($id, 1)
             }
 
+            /// As is for its own snapshot; after migration for a narrower float and for
+            /// integers whose every value it holds exactly (`f32` and 32-bit integers into
+            /// `f64`; 16-bit integers into `f32`).
+            fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+                let widens = Self::from_float(old) || int_widening(old, None, Self::MANTISSA).is_some();
+                number_compatibility(&self.snapshot(), old, widens)
+            }
+
+            fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+                if Self::from_float(old) {
+                    return Some(OldReader::new(|_: &Self, input: &mut &[u8]| F32.read(input).map(<$t>::from)));
+                }
+                let from = int_widening(old, None, Self::MANTISSA)?;
+                // Exact: the integer has no more bits than the mantissa.
+                Some(OldReader::new(move |_: &Self, input: &mut &[u8]| read_int(from, input).map(|v| v as $t)))
+            }
+
             #[inline]
             fn fixed_len(&self) -> Option<usize> {
                 Some(size_of::<$t>())
@@ -212,8 +333,8 @@ macro_rules! float_serializer {
     };
 }
 
-float_serializer!(F32, f32, u32, "eddy.f32");
-float_serializer!(F64, f64, u64, "eddy.f64");
+float_serializer!(F32, f32, u32, "eddy.f32", 24, false);
+float_serializer!(F64, f64, u64, "eddy.f64", 53, true);
 
 // ---------------------------------------------------------------------------------------------
 // bool, char, ()
@@ -429,6 +550,28 @@ impl BorrowSerializer for Bytes {
 // ---------------------------------------------------------------------------------------------
 // Composites
 
+/// The one part of a composite snapshot of `identity`, version 1.
+fn single_part(old: &SerializerSnapshot, identity: &str) -> Option<SerializerSnapshot> {
+    if old.identity != identity || old.version != 1 {
+        return None;
+    }
+    let mut parts = old.parts().ok()?;
+    (parts.len() == 1).then(|| parts.remove(0))
+}
+
+/// The inner snapshot of an option's snapshot.
+fn option_part(old: &SerializerSnapshot) -> Option<SerializerSnapshot> {
+    single_part(old, "eddy.option")
+}
+
+/// The `n` parts of a tuple's snapshot.
+fn tuple_parts(old: &SerializerSnapshot, n: usize) -> Option<Vec<SerializerSnapshot>> {
+    if old.identity != "eddy.tuple" || old.version != 1 {
+        return None;
+    }
+    old.parts().ok().filter(|p| p.len() == n)
+}
+
 /// `Option<T>` through the serializer of `T`: a tag byte `0` for `None`, or `1` followed by
 /// the value; any other tag is [`CodecError::Invalid`].
 ///
@@ -463,6 +606,33 @@ impl<S: Serializer> Serializer for OptionOf<S> {
 
     fn snapshot(&self) -> SerializerSnapshot {
         SerializerSnapshot::compose("eddy.option", 1, &[self.0.snapshot()])
+    }
+
+    /// An option of a compatible inner serializer is compatible as the inner one is (after
+    /// migration when that one needs reconfiguring); the inner serializer's own data (`T`
+    /// becoming `Option<T>`) is compatible after migration, every value read as `Some`.
+    fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+        match option_part(old) {
+            Some(inner) => self.0.compatibility(&inner).and(Compatibility::AsIs),
+            None => Compatibility::AfterMigration.and(self.0.compatibility(old)),
+        }
+    }
+
+    fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+        match option_part(old) {
+            Some(inner) => {
+                let inner = part_reader(&self.0, &inner)?;
+                Some(OldReader::new(move |s: &Self, input: &mut &[u8]| match take_chunk::<1>(input)? {
+                    [0] => Ok(None),
+                    [1] => inner.read(&s.0, input).map(Some),
+                    _ => Err(CodecError::Invalid("option tag is neither 0 nor 1")),
+                }))
+            }
+            None => {
+                let inner = part_reader(&self.0, old)?;
+                Some(OldReader::new(move |s: &Self, input: &mut &[u8]| inner.read(&s.0, input).map(Some)))
+            }
+        }
     }
 
     fn fixed_len(&self) -> Option<usize> {
@@ -562,6 +732,33 @@ impl<S: Serializer> Serializer for VecOf<S> {
         SerializerSnapshot::compose("eddy.vec", 1, &[self.0.snapshot()])
     }
 
+    /// A vector of a compatible element serializer is compatible as the element one is
+    /// (after migration when that one needs reconfiguring).
+    fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+        match single_part(old, "eddy.vec") {
+            Some(elem) => self.0.compatibility(&elem).and(Compatibility::AsIs),
+            None => Compatibility::Incompatible,
+        }
+    }
+
+    fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+        let elem = part_reader(&self.0, &single_part(old, "eddy.vec")?)?;
+        Some(OldReader::new(move |s: &Self, input: &mut &[u8]| {
+            // The old elements' lengths are unknown here: bound the count by the bytes left,
+            // or by the cap of zero-length elements.
+            let n = read_varint(input)?;
+            let count = match usize::try_from(n) {
+                Ok(n) if n <= input.len().max(Self::MAX_ZERO_LEN_COUNT) => n,
+                _ => return Err(CodecError::Invalid("element count exceeds the bytes left")),
+            };
+            let mut values = Vec::with_capacity(count.min(MAX_PREALLOC_BYTES / size_of::<S::Value>().max(1)));
+            for _ in 0..count {
+                values.push(elem.read(&s.0, input)?);
+            }
+            Ok(values)
+        }))
+    }
+
     fn fixed_len(&self) -> Option<usize> {
         None
     }
@@ -605,6 +802,21 @@ macro_rules! tuple_serializer {
 
             fn snapshot(&self) -> SerializerSnapshot {
                 SerializerSnapshot::compose("eddy.tuple", 1, &[$(self.$i.snapshot()),+])
+            }
+
+            /// A tuple of as many parts is as compatible as its least compatible part (after
+            /// migration when a part needs reconfiguring).
+            fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+                let Some(parts) = tuple_parts(old, [$($i),+].len()) else {
+                    return Compatibility::Incompatible;
+                };
+                Compatibility::AsIs$(.and(self.$i.compatibility(&parts[$i])))+
+            }
+
+            fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+                let parts = tuple_parts(old, [$($i),+].len())?;
+                let readers = ($(part_reader(&self.$i, &parts[$i])?,)+);
+                Some(OldReader::new(move |s: &Self, input: &mut &[u8]| Ok(($(readers.$i.read(&s.$i, input)?,)+))))
             }
 
             #[inline]

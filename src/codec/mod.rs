@@ -85,10 +85,15 @@ pub(crate) use tagged_serializer;
 mod builtin;
 mod rkyv_codec;
 mod serde_codec;
+mod versioned;
 
 pub use builtin::*;
 pub use rkyv_codec::{RkyvSerializer, RkyvView};
 pub use serde_codec::SerdeSerializer;
+pub use versioned::VersionedSerde;
+
+use std::fmt;
+use std::sync::Arc;
 
 /// Why bytes could not be read as a value. The bytes were checksummed on disk, so this means
 /// they were written by another serializer (or a bug): it never comes from random damage.
@@ -107,6 +112,10 @@ pub enum CodecError {
     /// Bytes are left over after a value that should fill its slot.
     #[error("{0} bytes left after the value")]
     TrailingBytes(usize),
+    /// A value written by an old serializer was read, but converting it to the new type
+    /// failed (a conversion of a [`VersionedSerde`] chain or a user's [`OldReader`] said so).
+    #[error("migration failed: {0}")]
+    Migration(String),
 }
 
 /// A serializer's description of itself, stored with the data it wrote.
@@ -147,6 +156,17 @@ impl SerializerSnapshot {
         out.extend_from_slice(&self.config);
     }
 
+    /// The parts' snapshots of a composite serializer's snapshot (the inverse of
+    /// [`compose`](Self::compose)).
+    pub fn parts(&self) -> Result<Vec<SerializerSnapshot>, CodecError> {
+        let mut config = &self.config[..];
+        let mut parts = Vec::new();
+        while !config.is_empty() {
+            parts.push(SerializerSnapshot::decode(&mut config)?);
+        }
+        Ok(parts)
+    }
+
     /// Reads one snapshot from the front of `input` (untrusted bytes).
     pub fn decode(input: &mut &[u8]) -> Result<Self, CodecError> {
         let id_len = u16::from_le_bytes(take_array(input)?) as usize;
@@ -171,6 +191,93 @@ pub enum Compatibility {
     WithReconfiguredSerializer,
     /// The old data cannot be read by the new serializer at all.
     Incompatible,
+}
+
+impl Compatibility {
+    /// The compatibility of a composite from that of two of its parts: incompatible if either
+    /// is, as is if both are, else after migration (a part that needs reconfiguring makes the
+    /// composite migrate: it reads the old bytes through the reconfigured part and writes new
+    /// ones).
+    #[must_use]
+    pub fn and(self, other: Compatibility) -> Compatibility {
+        use Compatibility::*;
+        match (self, other) {
+            (Incompatible, _) | (_, Incompatible) => Incompatible,
+            (AsIs, AsIs) => AsIs,
+            _ => AfterMigration,
+        }
+    }
+}
+
+/// Reads a value that an old serializer wrote as a value of the serializer `S` registered now:
+/// the read-old half of a migration (the new serializer writes the value back). Cheap to
+/// clone.
+///
+/// It gets the serializer registered now as its first argument, so that a composite's reader
+/// can hand each part its own part, and a part read as is needs nothing of its own.
+pub struct OldReader<S: Serializer> {
+    read: ReadOld<S>,
+}
+
+/// The function inside an [`OldReader`].
+pub type ReadOld<S> =
+    Arc<dyn Fn(&S, &mut &[u8]) -> Result<<S as Serializer>::Value, CodecError> + Send + Sync + 'static>;
+
+impl<S: Serializer> Clone for OldReader<S> {
+    fn clone(&self) -> Self {
+        OldReader { read: self.read.clone() }
+    }
+}
+
+impl<S: Serializer> fmt::Debug for OldReader<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OldReader").field("type", &std::any::type_name::<S::Value>()).finish()
+    }
+}
+
+impl<S: Serializer> OldReader<S> {
+    /// A reader that reads one old value from the front of its input and converts it. It must
+    /// not panic on any input, as [`Serializer::read`] must not.
+    pub fn new(read: impl Fn(&S, &mut &[u8]) -> Result<S::Value, CodecError> + Send + Sync + 'static) -> Self {
+        OldReader { read: Arc::new(read) }
+    }
+
+    /// The reader of old bytes that the new serializer reads as they are.
+    pub fn as_is() -> Self {
+        OldReader::new(|s: &S, input: &mut &[u8]| s.read(input))
+    }
+
+    /// Reads one old value from the front of `input` with `new` the serializer registered now.
+    #[inline]
+    pub fn read(&self, new: &S, input: &mut &[u8]) -> Result<S::Value, CodecError> {
+        (self.read)(new, input)
+    }
+
+    /// Reads an old value that must fill `bytes` exactly.
+    pub fn read_all(&self, new: &S, mut bytes: &[u8]) -> Result<S::Value, CodecError> {
+        let v = self.read(new, &mut bytes)?;
+        if bytes.is_empty() {
+            Ok(v)
+        } else {
+            Err(CodecError::TrailingBytes(bytes.len()))
+        }
+    }
+}
+
+/// How `new` reads what the serializer described by `old` wrote, when it can: as is, through
+/// its [`old_reader`](Serializer::old_reader), or through the serializer it
+/// [reconfigures](Serializer::reconfigured) from `old`. `None` when they are incompatible (or a
+/// serializer claims a migration it gives no reader for). Composites call this for their parts.
+pub fn part_reader<S: Serializer>(new: &S, old: &SerializerSnapshot) -> Option<OldReader<S>> {
+    match new.compatibility(old) {
+        Compatibility::AsIs => Some(OldReader::as_is()),
+        Compatibility::AfterMigration => new.old_reader(old),
+        Compatibility::WithReconfiguredSerializer => {
+            let r = new.reconfigured(old)?;
+            Some(OldReader::new(move |_: &S, input: &mut &[u8]| r.read(input)))
+        }
+        Compatibility::Incompatible => None,
+    }
 }
 
 /// Turns values of one type into self-delimiting bytes and back.
@@ -208,6 +315,64 @@ pub trait Serializer: Send + Sync + 'static {
         } else {
             Compatibility::Incompatible
         }
+    }
+
+    /// For a serializer that answers [`Compatibility::AfterMigration`] to `old`: how to read
+    /// what the serializer described by `old` wrote (the old serializer rebuilt from its
+    /// snapshot, Flink's `restoreSerializer`, with a conversion behind it). The default: none.
+    ///
+    /// ```
+    /// use eddy::codec::{CodecError, Compatibility, OldReader, Serializer, SerializerSnapshot, F64, U32};
+    ///
+    /// /// Temperatures in tenths of a degree, stored as `f64` since version 2; version 1 stored
+    /// /// them as `u32`.
+    /// struct Tenths;
+    ///
+    /// impl Serializer for Tenths {
+    ///     type Value = f64;
+    ///     fn write(&self, v: &f64, out: &mut Vec<u8>) {
+    ///         F64.write(v, out)
+    ///     }
+    ///     fn read(&self, input: &mut &[u8]) -> Result<f64, CodecError> {
+    ///         F64.read(input)
+    ///     }
+    ///     fn snapshot(&self) -> SerializerSnapshot {
+    ///         SerializerSnapshot::new("my.tenths", 2)
+    ///     }
+    ///     fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
+    ///         match (old.identity.as_str(), old.version) {
+    ///             ("my.tenths", 2) => Compatibility::AsIs,
+    ///             ("my.tenths", 1) => Compatibility::AfterMigration,
+    ///             _ => Compatibility::Incompatible,
+    ///         }
+    ///     }
+    ///     fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>> {
+    ///         (old.version == 1).then(|| OldReader::new(|_: &Tenths, input: &mut &[u8]| Ok(f64::from(U32.read(input)?) / 10.0)))
+    ///     }
+    /// }
+    ///
+    /// let mut old = Vec::new();
+    /// U32.write(&215, &mut old);
+    /// let reader = Tenths.old_reader(&SerializerSnapshot::new("my.tenths", 1)).unwrap();
+    /// assert_eq!(reader.read_all(&Tenths, &old), Ok(21.5));
+    /// ```
+    fn old_reader(&self, old: &SerializerSnapshot) -> Option<OldReader<Self>>
+    where
+        Self: Sized,
+    {
+        let _ = old;
+        None
+    }
+
+    /// For a serializer that answers [`Compatibility::WithReconfiguredSerializer`] to `old`:
+    /// the serializer, configured from `old`, that reads the old bytes as they are and is used
+    /// from then on in place of this one. The default: none.
+    fn reconfigured(&self, old: &SerializerSnapshot) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = old;
+        None
     }
 
     /// Reads a value that must fill `bytes` exactly.
@@ -292,4 +457,74 @@ pub(crate) fn read_len(input: &mut &[u8], min_elem_len: usize) -> Result<usize, 
         return Err(CodecError::Truncated { needed: n.saturating_mul(min_elem_len) - input.len() });
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod evolution_tests {
+    use super::*;
+
+    /// Writes `v` with `old` and reads it back through `new`'s reader of `old`'s data.
+    fn migrate<O: Serializer, N: Serializer>(old: &O, new: &N, v: &O::Value) -> Result<N::Value, CodecError> {
+        let mut bytes = Vec::new();
+        old.write(v, &mut bytes);
+        let reader = part_reader(new, &old.snapshot()).ok_or(CodecError::Invalid("no reader"))?;
+        reader.read_all(new, &bytes)
+    }
+
+    #[test]
+    fn integers_and_floats_widen_exactly() {
+        assert_eq!(U64.compatibility(&U32.snapshot()), Compatibility::AfterMigration);
+        assert_eq!(migrate(&U32, &U64, &u32::MAX), Ok(u64::from(u32::MAX)));
+        assert_eq!(migrate(&I8, &I64, &-128), Ok(-128));
+        assert_eq!(migrate(&I32, &I128, &i32::MIN), Ok(i128::from(i32::MIN)));
+        assert_eq!(migrate(&U64, &I128, &u64::MAX), Ok(i128::from(u64::MAX)));
+        assert_eq!(migrate(&U16, &I32, &65535), Ok(65535));
+        assert_eq!(migrate(&F32, &F64, &-1.5), Ok(-1.5));
+        assert_eq!(migrate(&I32, &F64, &i32::MIN), Ok(f64::from(i32::MIN)));
+        assert_eq!(migrate(&U16, &F32, &65535), Ok(65535.0));
+        // Narrowing, sign loss and inexact floats are refused.
+        for (new, old) in [
+            (U32.compatibility(&U64.snapshot()), "u64 into u32"),
+            (U64.compatibility(&I8.snapshot()), "i8 into u64"),
+            (I64.compatibility(&U64.snapshot()), "u64 into i64"),
+            (F32.compatibility(&U32.snapshot()), "u32 into f32"),
+            (F32.compatibility(&F64.snapshot()), "f64 into f32"),
+            (F64.compatibility(&I64.snapshot()), "i64 into f64"),
+            (U64.compatibility(&Str.snapshot()), "string into u64"),
+        ] {
+            assert_eq!(new, Compatibility::Incompatible, "{old}");
+        }
+        assert_eq!(U64.compatibility(&U64.snapshot()), Compatibility::AsIs);
+    }
+
+    #[test]
+    fn composites_migrate_through_their_parts() {
+        assert_eq!(OptionOf(U64).compatibility(&U32.snapshot()), Compatibility::AfterMigration);
+        assert_eq!(migrate(&U64, &OptionOf(U64), &9), Ok(Some(9)));
+        assert_eq!(migrate(&OptionOf(U8), &OptionOf(U64), &None), Ok(None));
+        assert_eq!(migrate(&OptionOf(U8), &OptionOf(U64), &Some(200)), Ok(Some(200)));
+        assert_eq!(OptionOf(U64).compatibility(&OptionOf(U64).snapshot()), Compatibility::AsIs);
+        assert_eq!(OptionOf(U8).compatibility(&OptionOf(U64).snapshot()), Compatibility::Incompatible);
+        assert_eq!(migrate(&VecOf(I16), &VecOf(I64), &vec![-1, 2, 3]), Ok(vec![-1, 2, 3]));
+        assert_eq!(
+            migrate(&(U32, Str, F32), &(U64, Str, OptionOf(F64)), &(1, "a".into(), 2.5)),
+            Ok((1, "a".into(), Some(2.5)))
+        );
+        assert_eq!((U64, Str).compatibility(&(U64, Str).snapshot()), Compatibility::AsIs);
+        assert_eq!((U64, Str).compatibility(&(U64, Str, Str).snapshot()), Compatibility::Incompatible);
+        assert_eq!((U64, U8).compatibility(&(U64, U16).snapshot()), Compatibility::Incompatible);
+        // Damaged old bytes give errors, never panics.
+        let reader = part_reader(&VecOf(U64), &VecOf(U32).snapshot()).unwrap();
+        assert!(reader.read_all(&VecOf(U64), &[0xff, 0xff, 0xff, 0xff, 0x0f, 1]).is_err());
+        assert!(reader.read_all(&VecOf(U64), &[2, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn snapshot_parts_invert_compose() {
+        let s = (U8, Str).snapshot();
+        assert_eq!(s.parts(), Ok(vec![U8.snapshot(), Str.snapshot()]));
+        let mut damaged = s.clone();
+        damaged.config.pop();
+        assert!(damaged.parts().is_err());
+    }
 }
