@@ -100,6 +100,20 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
+    /// A record written by an older serializer of a state could not be converted to the
+    /// present one (its migration hook returned an error or panicked). Nothing was changed:
+    /// the record stays as it was, readable by the old serializer, and the store goes on.
+    #[error("state {state:?} could not migrate a record of key group {key_group}: {why}")]
+    Migration {
+        /// The state.
+        state: String,
+        /// Its id.
+        state_id: u16,
+        /// The key group of the record.
+        key_group: u16,
+        /// What the hook said.
+        why: String,
+    },
 }
 
 /// Why a checkpoint could not name a complete state.

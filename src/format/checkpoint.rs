@@ -35,7 +35,7 @@ use crate::error::Corruption;
 /// The magic bytes of a checkpoint manifest.
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"EDCP";
 /// The checkpoint manifest version this build writes, and the newest it reads.
-pub const CHECKPOINT_VERSION: u32 = 3;
+pub const CHECKPOINT_VERSION: u32 = 4;
 /// The oldest checkpoint manifest version this build reads.
 pub const FIRST_CHECKPOINT_VERSION: u32 = 1;
 /// Manifest flag: the checkpoint shares no file with an earlier one (a full checkpoint).
@@ -59,6 +59,37 @@ pub struct StateMetaInfo {
     pub serializers: Vec<SerializerSnapshot>,
     /// Its time to live, if it has one.
     pub ttl: Option<TtlConfig>,
+    /// The entry of the [`SchemaTag`](crate::format::SchemaTag) of records that `serializers`
+    /// wrote: their versions ([`StateMetaInfo::versions`]) until the state's serializers change
+    /// across a restore, then those versions and a generation number that tells this writer
+    /// from the older ones.
+    pub tag: Vec<u32>,
+    /// The writers of the state before its present serializers, oldest first, whose records
+    /// may still be stored (segments not yet migrated).
+    pub older: Vec<OlderWriter>,
+}
+
+impl StateMetaInfo {
+    /// The versions of the state's serializers.
+    pub fn versions(&self) -> Vec<u32> {
+        self.serializers.iter().map(|s| s.version).collect()
+    }
+
+    /// Whether the state has a history to record (the writers section of the meta info).
+    fn evolved(&self) -> bool {
+        !self.older.is_empty() || self.tag != self.versions()
+    }
+}
+
+/// A former writer of a state: the serializers that wrote the records tagged `tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OlderWriter {
+    /// The state's entry in the tags of the records it wrote.
+    pub tag: Vec<u32>,
+    /// Its serializers, in the order of [`StateMetaInfo::serializers`].
+    pub serializers: Vec<SerializerSnapshot>,
+    /// Whether its values carry the last-access timestamp of a state with TTL.
+    pub ttl: bool,
 }
 
 /// What a keyed backend's snapshot says about itself, in checkpoints and savepoints alike.
@@ -277,11 +308,27 @@ impl SnapshotMeta {
                 put_bytes(out, v);
             }
         }
+        let evolved: Vec<&StateMetaInfo> = self.states.iter().filter(|s| s.evolved()).collect();
+        put_count(out, evolved.len());
+        for s in evolved {
+            put_u16(out, s.id);
+            put_tag(out, &s.tag);
+            put_count(out, s.older.len());
+            for w in &s.older {
+                put_tag(out, &w.tag);
+                put_count(out, w.serializers.len());
+                for ser in &w.serializers {
+                    put_serializer(out, ser);
+                }
+                out.push(u8::from(w.ttl));
+            }
+        }
     }
 
     /// Reads meta info from `r` (untrusted bytes); `with_key_hash` for the versions that
     /// have the key hash field (an empty one reads as `None`).
-    pub(crate) fn decode(r: &mut Reader<'_>, with_key_hash: bool) -> Result<Self, DecodeError> {
+    /// `with_writers` for those that end with the writers section.
+    pub(crate) fn decode(r: &mut Reader<'_>, with_key_hash: bool, with_writers: bool) -> Result<Self, DecodeError> {
         let job = string(r)?;
         let max_parallelism = r.u32()?;
         if max_parallelism == 0 || max_parallelism > 32768 {
@@ -317,7 +364,8 @@ impl SnapshotMeta {
             if id == 0 || states.iter().any(|s| s.id == id || s.name == name) {
                 return Err(DecodeError::malformed(at, "state id or name repeated"));
             }
-            states.push(StateMetaInfo { id, name, kind, serializers, ttl });
+            let tag = serializers.iter().map(|s| s.version).collect();
+            states.push(StateMetaInfo { id, name, kind, serializers, ttl, tag, older: Vec::new() });
         }
         let mut operator = OperatorStateSnapshot::default();
         for _ in 0..count(r)? {
@@ -347,11 +395,63 @@ impl SnapshotMeta {
             }
             operator.broadcast.push(BroadcastStateSnapshot { name, keys, values, entries });
         }
+        if with_writers {
+            writers(r, &mut states)?;
+        }
         Ok(SnapshotMeta { job, max_parallelism, key_groups, key_serializer, key_hash, states, operator })
     }
 }
 
+fn put_tag(out: &mut Vec<u8>, tag: &[u32]) {
+    put_count(out, tag.len());
+    for v in tag {
+        put_u32(out, *v);
+    }
+}
+
 // ---- reading ----
+
+/// The writers section: per evolved state, the tag entry of its present serializers and its
+/// older writers, each tag entry distinct.
+fn writers(r: &mut Reader<'_>, states: &mut [StateMetaInfo]) -> Result<(), DecodeError> {
+    let mut seen = Vec::new();
+    for _ in 0..count(r)? {
+        let at = r.offset();
+        let id = r.u16()?;
+        let Some(state) = states.iter_mut().find(|s| s.id == id).filter(|_| !seen.contains(&id)) else {
+            return Err(DecodeError::malformed(at, "writers of an unknown or repeated state"));
+        };
+        seen.push(id);
+        state.tag = tag(r)?;
+        let n = count(r)?;
+        let mut older: Vec<OlderWriter> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = r.offset();
+            let tag = tag(r)?;
+            let m = count(r)?;
+            let mut serializers = Vec::with_capacity(m);
+            for _ in 0..m {
+                serializers.push(serializer(r)?);
+            }
+            let ttl = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::malformed(r.offset() - 1, "writer TTL flag")),
+            };
+            if tag == state.tag || older.iter().any(|w| w.tag == tag) || serializers.len() != state.serializers.len() {
+                return Err(DecodeError::malformed(at, "older writer"));
+            }
+            older.push(OlderWriter { tag, serializers, ttl });
+        }
+        state.older = older;
+    }
+    Ok(())
+}
+
+fn tag(r: &mut Reader<'_>) -> Result<Vec<u32>, DecodeError> {
+    let n = count(r)?;
+    (0..n).map(|_| r.u32()).collect()
+}
 
 /// A count of items that each take at least `MIN_ITEM_LEN` bytes: bounded by what is left,
 /// so no input makes a decoder allocate more than the bytes it was given.
@@ -490,7 +590,7 @@ impl CheckpointManifest {
             return Err(DecodeError::malformed(at, "flags").into());
         }
         let next_segment_id = r.u64()?;
-        let meta = SnapshotMeta::decode(&mut r, version >= 3)?;
+        let meta = SnapshotMeta::decode(&mut r, version >= 3, version >= 4)?;
         let n = count(&mut r)?;
         let mut segments: Vec<SegmentRef> = Vec::with_capacity(n);
         for _ in 0..n {

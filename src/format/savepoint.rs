@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// The magic bytes of a savepoint file.
 pub const SAVEPOINT_MAGIC: [u8; 4] = *b"EDSV";
 /// The savepoint version this build writes, and the newest it reads.
-pub const SAVEPOINT_VERSION: u32 = 2;
+pub const SAVEPOINT_VERSION: u32 = 3;
 /// The oldest savepoint version this build reads.
 pub const FIRST_SAVEPOINT_VERSION: u32 = 1;
 const CHUNK_TAG: u8 = 1;
@@ -293,7 +293,7 @@ impl<'a> SavepointReader<'a> {
             return Err(SnapshotDecodeError::Version(version));
         }
         let mut r = Reader::new(&body[20..], 20);
-        let meta = SnapshotMeta::decode(&mut r, version >= 2)?;
+        let meta = SnapshotMeta::decode(&mut r, version >= 2, version >= 3)?;
         if r.remaining() != 0 {
             return Err(DecodeError::malformed(r.offset(), "trailing bytes in meta").into());
         }

@@ -285,6 +285,8 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                         cursor: None,
                         restored: true,
                         registered: false,
+                        tag: s.tag,
+                        older: s.older,
                     },
                 );
             }
@@ -460,12 +462,18 @@ impl<K: Serializer> KeyedBackend<K> {
         let states: Vec<StateMetaInfo> = core
             .states
             .iter()
-            .map(|(&id, m)| StateMetaInfo {
-                id,
-                name: m.name.to_string(),
-                kind: m.kind,
-                serializers: m.serializers.clone(),
-                ttl: m.ttl,
+            .map(|(&id, m)| {
+                // Older writers whose records are all gone (migrated) are forgotten.
+                let in_use = if m.older.is_empty() { Vec::new() } else { core.store.entries_in_use(id) };
+                StateMetaInfo {
+                    id,
+                    name: m.name.to_string(),
+                    kind: m.kind,
+                    serializers: m.serializers.clone(),
+                    ttl: m.ttl,
+                    tag: m.tag.clone(),
+                    older: m.older.iter().filter(|w| in_use.contains(&w.tag)).cloned().collect(),
+                }
             })
             .collect();
         let range = core.range;

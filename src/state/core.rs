@@ -14,7 +14,9 @@ use crate::checkpoint::Origin;
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
 use crate::format::meta::{StateKind, TtlConfig};
+use crate::format::checkpoint::OlderWriter;
 use crate::format::SchemaTag;
+use crate::store::migrate::{Convert, StateMigration};
 use crate::keygroup::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::store::{prefix_successor, Lookaside, Store};
 
@@ -33,6 +35,24 @@ pub(crate) struct StateMeta {
     pub(crate) restored: bool,
     /// It was registered since the backend opened (restored states wait for that).
     pub(crate) registered: bool,
+    /// The state's entry in the tags of the records its present serializers write.
+    pub(crate) tag: Vec<u32>,
+    /// Its writers before the present serializers, oldest first.
+    pub(crate) older: Vec<OlderWriter>,
+}
+
+/// What a handle of a state whose older writers may still have records does on access: the
+/// record's tag entry tells whether it must be converted first.
+pub(crate) struct Lazy {
+    /// The entry of the present writer.
+    pub(crate) tag: Vec<u32>,
+    pub(crate) convert: Convert,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lazy").field("tag", &self.tag).finish_non_exhaustive()
+    }
 }
 
 /// See [`Core::ahead`].
@@ -96,34 +116,63 @@ impl Core {
         serializers: Vec<SerializerSnapshot>,
         ttl: Option<TtlConfig>,
     ) -> Result<(u16, Arc<str>)> {
+        self.register_evolving(name, kind, serializers, ttl, None).map(|(id, name, _)| (id, name))
+    }
+
+    /// The writers of the restored state `name` not registered yet, newest first (its
+    /// present writer, then the older ones), with its kind.
+    pub(crate) fn restored_writers(&self, name: &str) -> Option<(StateKind, Vec<OlderWriter>)> {
+        let meta = self.states.get(self.by_name.get(name)?)?;
+        if !meta.restored || meta.registered {
+            return None;
+        }
+        let present =
+            OlderWriter { tag: meta.tag.clone(), serializers: meta.serializers.clone(), ttl: meta.ttl.is_some() };
+        Some((meta.kind, std::iter::once(present).chain(meta.older.iter().rev().cloned()).collect()))
+    }
+
+    /// Registers a state as [`register`](Self::register) does; a restored state may come with
+    /// other serializers or another TTL setting than its snapshot's when `convert` (checked by
+    /// the caller against every stored writer, see [`evolve`](super::evolve)) converts the
+    /// records of the older ones. Gives what the handle does on access while such records may
+    /// be stored.
+    pub(crate) fn register_evolving(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        serializers: Vec<SerializerSnapshot>,
+        ttl: Option<TtlConfig>,
+        convert: Option<Convert>,
+    ) -> Result<(u16, Arc<str>, Option<Arc<Lazy>>)> {
         if let Some(&id) = self.by_name.get(name) {
             let Some(meta) = self.states.get_mut(&id) else {
                 return Err(Misuse::ForeignHandle.into());
             };
-            if !meta.registered
-                && meta.kind == kind
-                && meta.serializers == serializers
-                && meta.ttl.is_some() == ttl.is_some()
-            {
-                // A restored state, registered again: its TTL may have changed.
-                meta.registered = true;
-                meta.ttl = ttl;
-                if let Some(t) = ttl {
-                    self.ttl.set(id, t, kind == StateKind::List);
+            if meta.restored && !meta.registered && meta.kind == kind {
+                let same = meta.serializers == serializers && meta.ttl.is_some() == ttl.is_some();
+                if !same {
+                    let Some(i) = convert.is_none().then(|| meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b)) else {
+                        // The present writer becomes an older one.
+                        let present = OlderWriter {
+                            tag: std::mem::take(&mut meta.tag),
+                            serializers: std::mem::replace(&mut meta.serializers, serializers),
+                            ttl: meta.ttl.is_some(),
+                        };
+                        meta.older.push(present);
+                        meta.tag = fresh_tag(&meta.serializers, &meta.older);
+                        return self.finish_restored(id, kind, ttl, convert);
+                    };
+                    let i = i.unwrap_or(0);
+                    return Err(crate::error::Incompatibility {
+                        state: Some(name.to_owned()),
+                        part: serializer_part(kind, i),
+                        stored: meta.serializers[i].clone(),
+                        requested: serializers.get(i).cloned().unwrap_or_else(|| SerializerSnapshot::new("", 0)),
+                        why: "the restored state was written by another serializer".into(),
+                    }
+                    .into());
                 }
-                return Ok((id, meta.name.clone()));
-            }
-            // A restored state whose data another serializer wrote.
-            let differs = meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b);
-            if let Some(i) = differs.filter(|_| meta.restored && meta.kind == kind) {
-                return Err(crate::error::Incompatibility {
-                    state: Some(name.to_owned()),
-                    part: serializer_part(kind, i),
-                    stored: meta.serializers[i].clone(),
-                    requested: serializers[i].clone(),
-                    why: "the restored state was written by another serializer".into(),
-                }
-                .into());
+                return self.finish_restored(id, kind, ttl, convert);
             }
             if meta.kind != kind || meta.serializers != serializers || meta.ttl != ttl {
                 return Err(Misuse::StateMismatch {
@@ -133,7 +182,11 @@ impl Core {
                 }
                 .into());
             }
-            return Ok((id, meta.name.clone()));
+            let lazy = match (&convert, meta.older.is_empty()) {
+                (Some(c), false) => Some(Arc::new(Lazy { tag: meta.tag.clone(), convert: c.clone() })),
+                _ => None,
+            };
+            return Ok((id, meta.name.clone(), lazy));
         }
         if self.states.len() >= MAX_STATES {
             return Err(Misuse::TooManyStates { limit: MAX_STATES }.into());
@@ -147,22 +200,94 @@ impl Core {
         }
         let name: Arc<str> = name.into();
         // The store stamps the state's records with its serializers' versions.
-        let versions = serializers.iter().map(|s| s.version).collect();
-        self.store.set_schema(SchemaTag::new(self.versions().chain([(id, versions)])))?;
+        let tag: Vec<u32> = serializers.iter().map(|s| s.version).collect();
+        self.store.set_schema(SchemaTag::new(self.versions().chain([(id, tag.clone())])))?;
         if let Some(t) = ttl {
             self.ttl.set(id, t, kind == StateKind::List);
         }
         self.states.insert(
             id,
-            StateMeta { name: name.clone(), kind, serializers, ttl, cursor: None, restored: false, registered: true },
+            StateMeta {
+                name: name.clone(),
+                kind,
+                serializers,
+                ttl,
+                cursor: None,
+                restored: false,
+                registered: true,
+                tag,
+                older: Vec::new(),
+            },
         );
         self.by_name.insert(name.clone(), id);
-        Ok((id, name))
+        Ok((id, name, None))
+    }
+
+    /// Marks the restored state `id` registered with `ttl`, stamps the records written from
+    /// now on with its present writer, and registers the conversion of the older writers'
+    /// records with the store.
+    fn finish_restored(
+        &mut self,
+        id: u16,
+        kind: StateKind,
+        ttl: Option<TtlConfig>,
+        convert: Option<Convert>,
+    ) -> Result<(u16, Arc<str>, Option<Arc<Lazy>>)> {
+        let Some(meta) = self.states.get_mut(&id) else { return Err(Misuse::ForeignHandle.into()) };
+        meta.registered = true;
+        meta.ttl = ttl;
+        let name = meta.name.clone();
+        let tag = meta.tag.clone();
+        let lazy = match convert {
+            Some(convert) if !meta.older.is_empty() => {
+                self.store.set_migration(
+                    id,
+                    Some(StateMigration { name: name.clone(), tag: tag.clone(), convert: convert.clone() }),
+                );
+                Some(Arc::new(Lazy { tag, convert }))
+            }
+            _ => None,
+        };
+        match ttl {
+            Some(t) => self.ttl.set(id, t, kind == StateKind::List),
+            None => self.ttl.remove(id),
+        }
+        self.store.set_schema(SchemaTag::new(self.versions()))?;
+        Ok((id, name, lazy))
+    }
+
+    /// Converts the record at `key` if an older writer of the state wrote it, writing the
+    /// converted record back (of the group of its first `group` bytes, if not 0).
+    pub(crate) fn migrate_record(&mut self, state: u16, name: &str, lazy: &Lazy, group: usize) -> Result<()> {
+        let mut out = std::mem::take(&mut self.scratch);
+        let converted = {
+            let Some((raw, tag)) = self.store.get_with_schema(&self.key)? else {
+                self.scratch = out;
+                return Ok(());
+            };
+            match tag.of(state) {
+                Some(entry) if entry != lazy.tag => {
+                    out.clear();
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (lazy.convert)(entry, raw, &mut out)))
+                        .unwrap_or_else(|_| Err("the conversion panicked".into()));
+                    Some(r)
+                }
+                _ => None,
+            }
+        };
+        let r = match converted {
+            None => Ok(()),
+            Some(Err(why)) => Err(crate::store::migrate::migration_error(name, state, &self.key, why)),
+            Some(Ok(())) if group == 0 => self.store.put(&self.key, &out),
+            Some(Ok(())) => self.store.put_grouped(&self.key, group, &out),
+        };
+        self.scratch = out;
+        r
     }
 
     /// Per state, the versions of its serializers.
     pub(crate) fn versions(&self) -> impl Iterator<Item = (u16, Vec<u32>)> + '_ {
-        self.states.iter().map(|(&id, m)| (id, m.serializers.iter().map(|s| s.version).collect()))
+        self.states.iter().map(|(&id, m)| (id, m.tag.clone()))
     }
 
     /// Checks that a handle was made by this backend.
@@ -381,6 +506,19 @@ fn serializer_part(kind: StateKind, i: usize) -> crate::SerializerPart {
         (StateKind::Map, 1) => UserKey,
         (_, 0) => Namespace,
         _ => Value,
+    }
+}
+
+/// The tag entry of a new writer with `serializers` after `older`: their versions and a
+/// generation number no older writer has.
+fn fresh_tag(serializers: &[SerializerSnapshot], older: &[OlderWriter]) -> Vec<u32> {
+    let mut generation = u32::try_from(older.len()).unwrap_or(u32::MAX);
+    loop {
+        let tag: Vec<u32> = serializers.iter().map(|s| s.version).chain([generation]).collect();
+        if !older.iter().any(|w| w.tag == tag) {
+            return tag;
+        }
+        generation = generation.wrapping_add(1);
     }
 }
 

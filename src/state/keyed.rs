@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use super::core::{codec_error, state_prefix, Ahead, Core, KeyedBackend};
+use super::core::{codec_error, state_prefix, Ahead, Core, KeyedBackend, Lazy};
+use super::evolve::{self, key_part, value_part, Shape, Writer};
 use super::ttl::{put_element, put_ts, split_ts, Elements};
 use crate::codec::{BorrowSerializer, Codec, CodecError, Serializer, Unit};
 use crate::error::{Misuse, Result};
 use crate::format::meta::{StateKind, TtlConfig, TtlUpdate};
+use crate::store::migrate::Convert;
 use crate::store::{prefix_successor, Store, StoreIter};
+use crate::SerializerPart;
 
 /// What every keyed state handle tells the backend about itself.
 pub trait StateHandle {
@@ -152,6 +155,9 @@ pub(crate) struct Slot<N: Serializer> {
     ns_set: bool,
     /// What an access goes through first: a record, or a map's group.
     ahead: Ahead,
+    /// Set while records of older writers of the state may be stored: each access converts
+    /// the record it reads first.
+    lazy: Option<Arc<Lazy>>,
 }
 
 impl<N: Serializer> Slot<N> {
@@ -162,14 +168,24 @@ impl<N: Serializer> Slot<N> {
         mut serializers: Vec<crate::codec::SerializerSnapshot>,
         ttl: Option<TtlConfig>,
         ns_serializer: N,
+        convert: Option<Convert>,
     ) -> Result<Self> {
         serializers.insert(0, ns_serializer.snapshot());
-        let (id, name) = core.register(name, kind, serializers, ttl)?;
+        let (id, name, lazy) = core.register_evolving(name, kind, serializers, ttl, convert)?;
         let ns_set = ns_serializer.fixed_len() == Some(0);
         // A map's point accesses need a user key, unknown ahead; its walks of the group set
         // their own (see `group_ahead`).
         let ahead = if kind == StateKind::Map { Ahead::Nothing } else { Ahead::Record };
-        Ok(Slot { backend: core.id, id, name, ttl, ns_serializer, ns: Vec::new(), ns_set, ahead })
+        Ok(Slot { backend: core.id, id, name, ttl, ns_serializer, ns: Vec::new(), ns_set, ahead, lazy })
+    }
+
+    /// Converts the record at `core.key` first if an older writer wrote it (see [`Lazy`]).
+    #[inline]
+    fn migrate(&self, core: &mut Core, group: usize) -> Result<()> {
+        match &self.lazy {
+            None => Ok(()),
+            Some(lazy) => core.migrate_record(self.id, &self.name, lazy, group),
+        }
     }
 
     fn set_namespace(&mut self, namespace: &N::Value) {
@@ -278,6 +294,7 @@ fn read_single<T, N: Serializer>(
     group: usize,
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<Option<T>> {
+    slot.migrate(core, group)?;
     let Some(ttl) = slot.ttl else {
         return match core.store.get_hashed(core.key_hash(), &core.key)? {
             Some(bytes) => Ok(Some(slot.decode(decode(bytes))?)),
@@ -330,6 +347,7 @@ fn view_single<S: BorrowSerializer, N: Serializer, R>(
     serializer: &S,
     f: impl FnOnce(Option<S::View<'_>>) -> R,
 ) -> Result<R> {
+    slot.migrate(core, group)?;
     let mut expired = false;
     if let Some(ttl) = slot.ttl {
         let now = core.clock.now_millis();
@@ -435,6 +453,30 @@ fn fold_namespaces<S: Serializer, N: Serializer>(
     Ok(())
 }
 
+/// For a restored state of `kind` registered again: the namespace and value serializers
+/// checked against every stored writer (and reconfigured where they ask for it), with the
+/// conversion of the older writers' records. For any other state: the serializers as given.
+fn evolve_single<S: Serializer, N: Serializer>(
+    core: &Core,
+    name: &str,
+    kind: StateKind,
+    ns: N,
+    value: S,
+    shape: Shape,
+    ttl: bool,
+) -> Result<(N, Arc<S>, Option<Convert>)> {
+    let Some((stored, writers)) = core.restored_writers(name).filter(|(k, _)| *k == kind) else {
+        return Ok((ns, Arc::new(value), None));
+    };
+    debug_assert_eq!(stored, kind);
+    let writers: Vec<&Writer> = writers.iter().collect();
+    let ns = key_part(ns, &writers, 0, name, SerializerPart::Namespace)?;
+    let (value, readers) = value_part(value, &writers, 1, name)?;
+    let value = Arc::new(value);
+    let convert = evolve::convert(value.clone(), readers, shape, ttl, core.clock.clone());
+    Ok((ns, value, Some(convert)))
+}
+
 fn default_serializer<T: Codec>() -> T::Serializer {
     T::Serializer::default()
 }
@@ -485,16 +527,18 @@ impl<S: Serializer> StateDescriptor for ValueStateDescriptor<S> {
     type State<N: Serializer> = ValueState<S, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<ValueState<S, N>> {
-        let sers = vec![self.serializer.snapshot()];
-        let slot = Slot::new(&mut b.core, &self.name, StateKind::Value, sers, self.ttl, ns)?;
-        Ok(ValueState { slot, serializer: self.serializer, default: self.default })
+        let (ns, serializer, convert) =
+            evolve_single(&b.core, &self.name, StateKind::Value, ns, self.serializer, Shape::Single, self.ttl.is_some())?;
+        let sers = vec![serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Value, sers, self.ttl, ns, convert)?;
+        Ok(ValueState { slot, serializer, default: self.default })
     }
 }
 
 /// A value per key and namespace.
 pub struct ValueState<S: Serializer, N: Serializer = Unit> {
     slot: Slot<N>,
-    serializer: S,
+    serializer: Arc<S>,
     default: Option<DefaultFn<S::Value>>,
 }
 
@@ -528,7 +572,7 @@ impl<S: Serializer, N: Serializer> ValueState<S, N> {
     {
         let core = &mut b.core;
         self.slot.key(core)?;
-        let r = view_single(core, &self.slot, 0, &self.serializer, f)?;
+        let r = view_single(core, &self.slot, 0, &*self.serializer, f)?;
         self.slot.after_access(core)?;
         Ok(r)
     }
@@ -581,16 +625,18 @@ impl<S: Serializer> StateDescriptor for ListStateDescriptor<S> {
     type State<N: Serializer> = ListState<S, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<ListState<S, N>> {
-        let sers = vec![self.serializer.snapshot()];
-        let slot = Slot::new(&mut b.core, &self.name, StateKind::List, sers, self.ttl, ns)?;
-        Ok(ListState { slot, serializer: self.serializer })
+        let (ns, serializer, convert) =
+            evolve_single(&b.core, &self.name, StateKind::List, ns, self.serializer, Shape::List, self.ttl.is_some())?;
+        let sers = vec![serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::List, sers, self.ttl, ns, convert)?;
+        Ok(ListState { slot, serializer })
     }
 }
 
 /// A list of values per key and namespace. Adding appends without reading the list.
 pub struct ListState<S: Serializer, N: Serializer = Unit> {
     slot: Slot<N>,
-    serializer: S,
+    serializer: Arc<S>,
 }
 
 handle_common!([S: Serializer, N: Serializer] ListState<S, N>);
@@ -808,9 +854,22 @@ impl<UK: Serializer, UV: Serializer> StateDescriptor for MapStateDescriptor<UK, 
     type State<N: Serializer> = MapState<UK, UV, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<MapState<UK, UV, N>> {
-        let sers = vec![self.keys.snapshot(), self.values.snapshot()];
-        let slot = Slot::new(&mut b.core, &self.name, StateKind::Map, sers, self.ttl, ns)?;
-        Ok(MapState { slot, keys: self.keys, values: self.values })
+        let (ns, keys, values, convert) = match b.core.restored_writers(&self.name) {
+            Some((StateKind::Map, writers)) => {
+                let writers: Vec<&Writer> = writers.iter().collect();
+                let ns = key_part(ns, &writers, 0, &self.name, SerializerPart::Namespace)?;
+                let keys = key_part(self.keys, &writers, 1, &self.name, SerializerPart::UserKey)?;
+                let (values, readers) = value_part(self.values, &writers, 2, &self.name)?;
+                let values = Arc::new(values);
+                let ttl = self.ttl.is_some();
+                let c = evolve::convert(values.clone(), readers, Shape::Single, ttl, b.core.clock.clone());
+                (ns, keys, values, Some(c))
+            }
+            _ => (ns, self.keys, Arc::new(self.values), None),
+        };
+        let sers = vec![keys.snapshot(), values.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Map, sers, self.ttl, ns, convert)?;
+        Ok(MapState { slot, keys, values })
     }
 }
 
@@ -818,7 +877,7 @@ impl<UK: Serializer, UV: Serializer> StateDescriptor for MapStateDescriptor<UK, 
 pub struct MapState<UK: Serializer, UV: Serializer, N: Serializer = Unit> {
     slot: Slot<N>,
     keys: UK,
-    values: UV,
+    values: Arc<UV>,
 }
 
 handle_common!([UK: Serializer, UV: Serializer, N: Serializer] MapState<UK, UV, N>);
@@ -1161,7 +1220,7 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
     {
         let core = &mut b.core;
         let group = self.entry_key(core, user_key)?;
-        let r = view_single(core, &self.slot, group, &self.values, f)?;
+        let r = view_single(core, &self.slot, group, &*self.values, f)?;
         self.after_access(b)?;
         Ok(r)
     }
@@ -1383,16 +1442,18 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value> StateDescriptor for R
     type State<N: Serializer> = ReducingState<S, F, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<Self::State<N>> {
-        let sers = vec![self.serializer.snapshot()];
-        let slot = Slot::new(&mut b.core, &self.name, StateKind::Reducing, sers, self.ttl, ns)?;
-        Ok(ReducingState { slot, serializer: self.serializer, reduce: self.reduce })
+        let (ns, serializer, convert) =
+            evolve_single(&b.core, &self.name, StateKind::Reducing, ns, self.serializer, Shape::Single, self.ttl.is_some())?;
+        let sers = vec![serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Reducing, sers, self.ttl, ns, convert)?;
+        Ok(ReducingState { slot, serializer, reduce: self.reduce })
     }
 }
 
 /// One value per key and namespace, folded with a reduce function.
 pub struct ReducingState<S: Serializer, F, N: Serializer = Unit> {
     slot: Slot<N>,
-    serializer: S,
+    serializer: Arc<S>,
     reduce: F,
 }
 
@@ -1435,7 +1496,7 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value, N: Serializer> Reduci
         target: &N::Value,
         sources: &[N::Value],
     ) -> Result<()> {
-        fold_namespaces(&mut b.core, &self.slot, &self.serializer, target, sources, &self.reduce)
+        fold_namespaces(&mut b.core, &self.slot, &*self.serializer, target, sources, &self.reduce)
     }
 }
 
@@ -1487,16 +1548,25 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>> StateDescriptor for Ag
     type State<N: Serializer> = AggregatingState<S, F, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<Self::State<N>> {
-        let sers = vec![self.serializer.snapshot()];
-        let slot = Slot::new(&mut b.core, &self.name, StateKind::Aggregating, sers, self.ttl, ns)?;
-        Ok(AggregatingState { slot, serializer: self.serializer, function: self.function })
+        let (ns, serializer, convert) = evolve_single(
+            &b.core,
+            &self.name,
+            StateKind::Aggregating,
+            ns,
+            self.serializer,
+            Shape::Single,
+            self.ttl.is_some(),
+        )?;
+        let sers = vec![serializer.snapshot()];
+        let slot = Slot::new(&mut b.core, &self.name, StateKind::Aggregating, sers, self.ttl, ns, convert)?;
+        Ok(AggregatingState { slot, serializer, function: self.function })
     }
 }
 
 /// An accumulator per key and namespace, folded with an [`AggregateFunction`].
 pub struct AggregatingState<S: Serializer, F, N: Serializer = Unit> {
     slot: Slot<N>,
-    serializer: S,
+    serializer: Arc<S>,
     function: F,
 }
 
@@ -1538,6 +1608,6 @@ impl<S: Serializer, F: AggregateFunction<Acc = S::Value>, N: Serializer> Aggrega
         target: &N::Value,
         sources: &[N::Value],
     ) -> Result<()> {
-        fold_namespaces(&mut b.core, &self.slot, &self.serializer, target, sources, |a, v| self.function.merge(a, v))
+        fold_namespaces(&mut b.core, &self.slot, &*self.serializer, target, sources, |a, v| self.function.merge(a, v))
     }
 }

@@ -65,6 +65,7 @@
 mod backend;
 mod clock;
 mod core;
+mod evolve;
 mod keyed;
 mod operator;
 mod timers;

@@ -135,6 +135,11 @@ impl TtlTable {
         }
     }
 
+    pub(crate) fn remove(&self, state: u16) {
+        let mut states = self.states.write().unwrap_or_else(|e| e.into_inner());
+        states.retain(|e| e.0 != state);
+    }
+
     fn get(&self, state: u16) -> Option<(TtlConfig, bool)> {
         let states = self.states.read().unwrap_or_else(|e| e.into_inner());
         let i = states.binary_search_by_key(&state, |e| e.0).ok()?;

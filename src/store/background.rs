@@ -105,6 +105,10 @@ pub(super) enum Done {
     Compacted(Result<Option<Arc<Segment>>>),
 }
 
+/// A compaction for the background thread: output id, inputs, whether they reach the bottom,
+/// and the migrations to apply while merging.
+pub(super) type CompactionJob = (u64, Vec<LiveSegment>, bool, Option<Arc<super::migrate::Migrations>>);
+
 pub(super) struct CompactionTicket {
     pub(super) inputs: Vec<u64>,
     pub(super) mask_lens: Vec<usize>,
@@ -114,7 +118,7 @@ pub(super) struct CompactionTicket {
 
 pub(super) struct Background {
     pub(super) flush_tx: Option<Sender<Arc<Frozen>>>,
-    pub(super) compact_tx: Option<Sender<(u64, Vec<LiveSegment>, bool)>>,
+    pub(super) compact_tx: Option<Sender<CompactionJob>>,
     pub(super) done_rx: Receiver<Done>,
     pub(super) ready: Arc<AtomicBool>,
     pub(super) stop: Arc<AtomicBool>,
@@ -129,7 +133,7 @@ impl Background {
         filter: Option<Arc<dyn CompactionFilter>>,
     ) -> std::io::Result<Self> {
         let (flush_tx, flush_rx) = mpsc::channel::<Arc<Frozen>>();
-        let (compact_tx, compact_rx) = mpsc::channel::<(u64, Vec<LiveSegment>, bool)>();
+        let (compact_tx, compact_rx) = mpsc::channel::<CompactionJob>();
         let (done_tx, done_rx) = mpsc::channel();
         let ready = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -157,8 +161,9 @@ impl Background {
             let (ready, stop) = (ready.clone(), stop.clone());
             threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
                 crate::sys::background_thread();
-                while let Ok((id, inputs, bottom)) = compact_rx.recv() {
-                    let ctl = compaction::MergeControl { filter: filter.as_deref(), stop: &stop };
+                while let Ok((id, inputs, bottom, migrate)) = compact_rx.recv() {
+                    let ctl =
+                        compaction::MergeControl { filter: filter.as_deref(), stop: &stop, migrate: migrate.as_deref() };
                     let result = guarded("compaction", || compact(&fs, &dir, id, &inputs, bottom, writer, ctl));
                     drop(inputs);
                     if done_tx.send(Done::Compacted(result)).is_err() {

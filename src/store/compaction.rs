@@ -142,6 +142,8 @@ impl CompactionFilter for Chained {
 #[derive(Clone, Copy)]
 pub(crate) struct MergeControl<'a> {
     pub(crate) filter: Option<&'a dyn CompactionFilter>,
+    /// The migrations that convert records of older serializers as they are merged.
+    pub(crate) migrate: Option<&'a super::migrate::Migrations>,
     pub(crate) stop: &'a AtomicBool,
 }
 
@@ -159,13 +161,15 @@ pub(crate) fn merge(
     mut writer: SegmentWriter,
     ctl: MergeControl<'_>,
 ) -> Result<Option<SegmentStats>> {
-    let MergeControl { filter, stop } = ctl;
+    let MergeControl { filter, stop, migrate } = ctl;
     let mut replaced = Vec::new();
+    let mut converted = Vec::new();
     let sources = inputs.iter().cloned().map(Source::segment).collect();
     let mut it = MergeIter::new(sources, Vec::new(), None, None);
     let mut written = 0u64;
     let mut n = 0u64;
-    while let Some((kind, key, value)) = it.next_record()? {
+    while it.step()?.is_some() {
+        let (kind, key, value) = it.last();
         n += 1;
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             return Err(cancelled());
@@ -176,6 +180,13 @@ pub(crate) fn merge(
             (kind, _) => kind,
         };
         let mut value = value;
+        if let (Some(m), RecordKind::Put | RecordKind::Merge) = (migrate, kind) {
+            if let Some(tag) = it.newest_schema() {
+                if m.convert(tag, key, value, &mut converted)? {
+                    value = &converted;
+                }
+            }
+        }
         if let (Some(f), RecordKind::Put | RecordKind::Merge) = (filter, kind) {
             let operand = kind == RecordKind::Merge;
             replaced.clear();

@@ -236,6 +236,8 @@ pub(crate) struct MergeIter<'a> {
     lower: Vec<u8>,
     /// Whether `key` holds the last key returned.
     returned: bool,
+    /// The kind of the last record returned.
+    last_kind: RecordKind,
 }
 
 impl<'a> MergeIter<'a> {
@@ -261,6 +263,7 @@ impl<'a> MergeIter<'a> {
             started: false,
             lower,
             returned: false,
+            last_kind: RecordKind::Delete,
         }
     }
 
@@ -319,6 +322,18 @@ impl<'a> MergeIter<'a> {
     /// The next key with its resolved record: `Put` with the full value, `Delete`, or `Merge`
     /// with the concatenated operands when no source holds a base value.
     pub(crate) fn next_record(&mut self) -> Result<Option<Resolved<'_>>> {
+        let Some(kind) = self.step()? else { return Ok(None) };
+        Ok(Some((kind, &self.key, self.value())))
+    }
+
+    /// The record [`step`](Self::step) moved to.
+    pub(crate) fn last(&self) -> Resolved<'_> {
+        (self.last_kind, &self.key, self.value())
+    }
+
+    /// Moves to the next key and resolves its record ([`last`](Self::last)), returning its
+    /// kind.
+    pub(crate) fn step(&mut self) -> Result<Option<RecordKind>> {
         if !self.started {
             self.start()?;
         }
@@ -404,7 +419,17 @@ impl<'a> MergeIter<'a> {
         for &(start, len) in self.operands.iter().rev() {
             self.value.extend_from_slice(&self.operand_bytes[start..start + len]);
         }
-        Ok(Some((kind, &self.key, self.value())))
+        self.last_kind = kind;
+        Ok(Some(kind))
+    }
+
+    /// The tag of the newest segment that held the last record returned (`None` for a
+    /// memtable): the tag of its writers.
+    pub(crate) fn newest_schema(&self) -> Option<&Arc<crate::format::SchemaTag>> {
+        match self.sources.get(*self.pending.first()?)? {
+            Source::Seg(s) => Some(&s.seg.schema),
+            Source::Mem(_) => None,
+        }
     }
 
     /// The value of the last record returned.

@@ -30,6 +30,7 @@ pub(crate) mod changelog;
 pub(crate) mod compaction;
 mod groups;
 mod iter;
+pub(crate) mod migrate;
 mod memtable;
 mod options;
 mod read;
@@ -89,6 +90,10 @@ pub struct Store {
     schema: Arc<SchemaTag>,
     /// Those of the records logged since the changelog was last sealed.
     log_schema: Arc<SchemaTag>,
+    /// How records of older serializers are converted in compactions.
+    migrations: Arc<migrate::Migrations>,
+    /// The error of the last compaction whose conversion failed.
+    migration_error: Option<Error>,
     /// Obsolete segments that the durable manifest still names; removed after the next one.
     pinned_obsolete: Vec<Arc<Segment>>,
     next_id: u64,
@@ -230,6 +235,8 @@ impl Store {
             segments,
             schema: Arc::default(),
             log_schema: Arc::default(),
+            migrations: Arc::default(),
+            migration_error: None,
             pinned_obsolete: Vec::new(),
             next_id,
             cache: BlockCache::new(0),

@@ -179,6 +179,15 @@ impl Store {
         let Some(ticket) = self.compacting.take() else { return };
         let out = match result {
             Ok(out) => out,
+            // A conversion failed: the inputs stay as they are (readable by the old
+            // serializers), background compactions leave that state's records alone, and the
+            // store goes on.
+            Err(e @ Error::Migration { state_id, .. }) => {
+                Arc::make_mut(&mut self.migrations).failed.insert(state_id);
+                self.migration_error = Some(e);
+                self.maybe_compact();
+                return;
+            }
             Err(e) => {
                 if !self.bg.stop.load(Ordering::Acquire) {
                     self.poison(e);
@@ -243,15 +252,21 @@ impl Store {
             .collect();
         let bottom = compaction::disjoint_bottom(&spans);
         if let Some(run) = compaction::pick(&sizes, bottom, &self.opts.compaction) {
-            self.start_compaction(run);
+            self.start_compaction(run, false);
         }
     }
 
-    fn start_compaction(&mut self, run: std::ops::Range<usize>) {
+    fn start_compaction(&mut self, run: std::ops::Range<usize>, retry: bool) {
         let inputs: Vec<LiveSegment> = self.segments[run.clone()].to_vec();
         // Records written by different versions of one state's serializers cannot share a
-        // segment: such segments are not merged.
-        let Some(schema) = inputs.iter().try_fold(SchemaTag::default(), |acc, s| acc.union(&s.schema)).map(Arc::new)
+        // segment: such segments are not merged, unless the state layer registered the
+        // migration of the older records to the present serializers (then they are converted
+        // as they are merged; a state whose conversion failed before is tried again only by
+        // an explicit compaction, `retry`).
+        let migrations = self.migrations.clone();
+        let converts = inputs.iter().any(|s| migrations.converts(&s.schema, retry));
+        let tag_of = |s: &LiveSegment| if converts { migrations.migrated(&s.schema) } else { (*s.schema).clone() };
+        let Some(schema) = inputs.iter().try_fold(SchemaTag::default(), |acc, s| acc.union(&tag_of(s))).map(Arc::new)
         else {
             return;
         };
@@ -263,7 +278,8 @@ impl Store {
             mask_lens: inputs.iter().map(|s| s.mask.len()).collect(),
             schema,
         });
-        let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom)).is_ok()).unwrap_or(false);
+        let migrate = converts.then_some(migrations);
+        let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom, migrate)).is_ok()).unwrap_or(false);
         if !sent {
             self.compacting = None;
             self.poison(Error::WorkerDied { worker: "compaction", why: "the thread is gone".into() });
@@ -352,11 +368,47 @@ impl Store {
         self.flush()?;
         self.wait_for_compaction()?;
         let filtered = self.opts.filter.is_some() && !self.segments.is_empty();
-        if self.segments.len() > 1 || filtered || self.segments.iter().any(|s| !s.mask.is_empty()) {
-            self.start_compaction(0..self.segments.len());
+        let migrates = self.segments.iter().any(|s| self.migrations.converts(&s.schema, true));
+        if self.segments.len() > 1 || filtered || migrates || self.segments.iter().any(|s| !s.mask.is_empty()) {
+            self.migration_error = None;
+            self.start_compaction(0..self.segments.len(), true);
             self.wait_for_compaction()?;
+            if let Some(e) = self.migration_error.take() {
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// Registers (or with `None` removes) how the records of state `state` written by its
+    /// older serializers are converted to its present ones: compactions apply it from now on.
+    pub(crate) fn set_migration(&mut self, state: u16, migration: Option<super::migrate::StateMigration>) {
+        let m = Arc::make_mut(&mut self.migrations);
+        m.failed.remove(&state);
+        match migration {
+            Some(mig) => m.states.insert(state, mig),
+            None => m.states.remove(&state),
+        };
+    }
+
+    /// The migrations registered, for a snapshot that writes records out (a savepoint).
+    pub(crate) fn migrations(&self) -> Arc<super::migrate::Migrations> {
+        self.migrations.clone()
+    }
+
+    /// The tag entries of state `state` that some record of the store may have been written
+    /// under: those of the segments, the frozen regions and the mutable region.
+    pub(crate) fn entries_in_use(&self, state: u16) -> Vec<Vec<u32>> {
+        let mut out: Vec<Vec<u32>> = Vec::new();
+        let tags = self.segments.iter().map(|s| &*s.schema).chain(self.frozen.iter().map(|f| &*f.schema));
+        for tag in tags.chain([&*self.schema, &*self.log_schema]) {
+            if let Some(e) = tag.of(state) {
+                if !out.iter().any(|o| o == e) {
+                    out.push(e.to_vec());
+                }
+            }
+        }
+        out
     }
 
     /// Waits for background flushes and compactions that are running or due.
