@@ -231,14 +231,28 @@ pub(crate) fn prepare_store(
             return Err(Misuse::KeyHashMismatch { snapshot: found.to_owned(), backend: key_hash.to_owned() }.into());
         }
         for s in &m.states {
-            match states.iter().find(|t| t.name == s.name || t.id == s.id) {
+            match states.iter().position(|t| t.name == s.name || t.id == s.id) {
                 None => states.push(s.clone()),
-                Some(t) if t.name == s.name && t.id == s.id && t.kind == s.kind && t.serializers == s.serializers => {}
-                Some(t) => {
-                    return Err(incompatible(format!(
-                        "state {:?} (id {}) differs between the snapshots from state {:?} (id {})",
-                        s.name, s.id, t.name, t.id
-                    )))
+                Some(i) => {
+                    let t = &mut states[i];
+                    if t.name != s.name || t.id != s.id || t.kind != s.kind || t.serializers != s.serializers {
+                        return Err(incompatible(format!(
+                            "state {:?} (id {}) differs between the snapshots from state {:?} (id {})",
+                            s.name, s.id, t.name, t.id
+                        )));
+                    }
+                    if t.tag != s.tag {
+                        return Err(incompatible(format!(
+                            "state {:?} has different present writers in the snapshots ({:?} and {:?})",
+                            s.name, t.tag, s.tag
+                        )));
+                    }
+                    // Each instance lists the older writers it still holds records of.
+                    for w in &s.older {
+                        if !t.older.iter().any(|o| o.tag == w.tag) {
+                            t.older.push(w.clone());
+                        }
+                    }
                 }
             }
         }
@@ -297,8 +311,8 @@ pub(crate) fn prepare_store(
             }
             Loaded::Savepoint { path, bytes } => {
                 // A savepoint's records were written by the serializers its meta info lists.
-                let tag =
-                    SchemaTag::new(m.states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())));
+                // (Records of older writers were converted as the savepoint was written.)
+                let tag = SchemaTag::new(m.states.iter().map(|s| (s.id, s.tag.clone())));
                 // Two halves of the key groups, written as two segments by two threads: most
                 // of a rebuild is building and compressing blocks.
                 let halves = split_in_two(mine);

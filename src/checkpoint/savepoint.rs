@@ -12,7 +12,7 @@ use crate::error::{Error, Misuse, Result};
 use crate::format::savepoint::SavepointWriter;
 use crate::io::{FileSystem, WritableFile};
 use crate::store::compaction::FilterDecision;
-use crate::store::scan_segments;
+use crate::store::scan_segments_migrated;
 
 /// Claims `dir` for a savepoint: creates it if needed and the claim file in it, refusing a
 /// directory that holds a savepoint or is claimed already.
@@ -45,7 +45,7 @@ pub(super) fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
         let mut writer = SavepointWriter::new(Box::new(file), &tmp, job.id, &job.meta, job.level)?;
         let mut kept = Vec::new();
         let mut n = 0u64;
-        scan_segments(&segments, job.range, |k, v| {
+        scan_segments_migrated(&segments, job.range, job.snapshot.migrations(), |k, v| {
             n += 1;
             if n.is_multiple_of(4096) {
                 check_abort(job.id, &job.abort)?;

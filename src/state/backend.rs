@@ -287,6 +287,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
                         registered: false,
                         tag: s.tag,
                         older: s.older,
+                        lazy: None,
                     },
                 );
             }
@@ -315,6 +316,35 @@ impl<K: Serializer> KeyedBackend<K> {
             clock: Arc::new(SystemClock),
             job: None,
         }
+    }
+
+    /// Rewrites now every record that an older serializer of a state wrote (states restored
+    /// with changed serializers, see [`crate::codec`]) into the state's present serializers:
+    /// an eager migration, for when old bytes must be gone. It merges all of the store's
+    /// segments into one, converting as it goes, and returns when it is done; from then on
+    /// accesses no longer check records for their writer, and snapshots no longer list the
+    /// older writers. Without it, records are converted lazily: on access, and by the
+    /// compactions that come anyway.
+    ///
+    /// A conversion that fails (the hook returns an error or panics) gives
+    /// [`Error::Migration`](crate::Error::Migration) naming the state and the key group;
+    /// nothing is lost: the store is left as it was before the call and goes on.
+    pub fn migrate(&mut self) -> Result<()> {
+        let core = &mut self.core;
+        core.store.compact()?;
+        let ids: Vec<u16> = core.states.iter().filter(|(_, m)| !m.older.is_empty()).map(|(&id, _)| id).collect();
+        for id in ids {
+            let in_use = core.store.entries_in_use(id);
+            let Some(meta) = core.states.get_mut(&id) else { continue };
+            meta.older.retain(|w| in_use.contains(&w.tag));
+            if meta.older.is_empty() {
+                core.store.set_migration(id, None);
+                if let Some(lazy) = meta.lazy.take() {
+                    lazy.pending.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sets the key that state calls act on. A key whose key group this backend does not own

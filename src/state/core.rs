@@ -39,6 +39,8 @@ pub(crate) struct StateMeta {
     pub(crate) tag: Vec<u32>,
     /// Its writers before the present serializers, oldest first.
     pub(crate) older: Vec<OlderWriter>,
+    /// What its handles do on access while older writers' records may be stored.
+    pub(crate) lazy: Option<Arc<Lazy>>,
 }
 
 /// What a handle of a state whose older writers may still have records does on access: the
@@ -47,6 +49,20 @@ pub(crate) struct Lazy {
     /// The entry of the present writer.
     pub(crate) tag: Vec<u32>,
     pub(crate) convert: Convert,
+    /// Cleared once no such record is left (after an eager migration).
+    pub(crate) pending: std::sync::atomic::AtomicBool,
+}
+
+impl Lazy {
+    fn new(tag: Vec<u32>, convert: Convert) -> Arc<Self> {
+        Arc::new(Lazy { tag, convert, pending: std::sync::atomic::AtomicBool::new(true) })
+    }
+
+    /// Whether records of older writers may still be stored.
+    #[inline]
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Lazy {
@@ -183,7 +199,7 @@ impl Core {
                 .into());
             }
             let lazy = match (&convert, meta.older.is_empty()) {
-                (Some(c), false) => Some(Arc::new(Lazy { tag: meta.tag.clone(), convert: c.clone() })),
+                (Some(_), false) => meta.lazy.clone(),
                 _ => None,
             };
             return Ok((id, meta.name.clone(), lazy));
@@ -217,6 +233,7 @@ impl Core {
                 registered: true,
                 tag,
                 older: Vec::new(),
+                lazy: None,
             },
         );
         self.by_name.insert(name.clone(), id);
@@ -244,7 +261,9 @@ impl Core {
                     id,
                     Some(StateMigration { name: name.clone(), tag: tag.clone(), convert: convert.clone() }),
                 );
-                Some(Arc::new(Lazy { tag, convert }))
+                let lazy = Lazy::new(tag, convert);
+                meta.lazy = Some(lazy.clone());
+                Some(lazy)
             }
             _ => None,
         };
@@ -259,30 +278,23 @@ impl Core {
     /// Converts the record at `key` if an older writer of the state wrote it, writing the
     /// converted record back (of the group of its first `group` bytes, if not 0).
     pub(crate) fn migrate_record(&mut self, state: u16, name: &str, lazy: &Lazy, group: usize) -> Result<()> {
-        let mut out = std::mem::take(&mut self.scratch);
-        let converted = {
-            let Some((raw, tag)) = self.store.get_with_schema(&self.key)? else {
-                self.scratch = out;
-                return Ok(());
-            };
-            match tag.of(state) {
-                Some(entry) if entry != lazy.tag => {
-                    out.clear();
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (lazy.convert)(entry, raw, &mut out)))
-                        .unwrap_or_else(|_| Err("the conversion panicked".into()));
-                    Some(r)
-                }
-                _ => None,
+        migrate_key(&mut self.store, &mut self.scratch, &self.key, state, name, lazy, group)
+    }
+
+    /// Converts every record of the group `core.key[..group]` (a map's entries) that an
+    /// older writer wrote.
+    pub(crate) fn migrate_group(&mut self, state: u16, name: &str, lazy: &Lazy, group: usize) -> Result<()> {
+        let mut keys = KeyList::default();
+        {
+            let mut it = self.store.scan_group(&self.key[..group])?;
+            while let Some((k, _)) = it.next_entry()? {
+                keys.push(k);
             }
-        };
-        let r = match converted {
-            None => Ok(()),
-            Some(Err(why)) => Err(crate::store::migrate::migration_error(name, state, &self.key, why)),
-            Some(Ok(())) if group == 0 => self.store.put(&self.key, &out),
-            Some(Ok(())) => self.store.put_grouped(&self.key, group, &out),
-        };
-        self.scratch = out;
-        r
+        }
+        for i in 0..keys.len() {
+            migrate_key(&mut self.store, &mut self.scratch, keys.get(i), state, name, lazy, group)?;
+        }
+        Ok(())
     }
 
     /// Per state, the versions of its serializers.
@@ -456,6 +468,37 @@ impl Core {
             }
         }
         Ok(())
+    }
+}
+
+/// Converts the record at `key` if an older writer of state `state` wrote it, writing the
+/// converted record back (of the group of its first `group` bytes, if not 0). A conversion
+/// that fails (or panics) changes nothing.
+fn migrate_key(
+    store: &mut Store,
+    scratch: &mut Vec<u8>,
+    key: &[u8],
+    state: u16,
+    name: &str,
+    lazy: &Lazy,
+    group: usize,
+) -> Result<()> {
+    let converted = {
+        let Some((raw, tag)) = store.get_with_schema(key)? else { return Ok(()) };
+        match tag.of(state) {
+            Some(entry) if entry != lazy.tag => {
+                scratch.clear();
+                let convert = std::panic::AssertUnwindSafe(|| (lazy.convert)(entry, raw, scratch));
+                Some(std::panic::catch_unwind(convert).unwrap_or_else(|_| Err("the conversion panicked".into())))
+            }
+            _ => None,
+        }
+    };
+    match converted {
+        None => Ok(()),
+        Some(Err(why)) => Err(crate::store::migrate::migration_error(name, state, key, why)),
+        Some(Ok(())) if group == 0 => store.put(key, scratch),
+        Some(Ok(())) => store.put_grouped(key, group, scratch),
     }
 }
 

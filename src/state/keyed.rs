@@ -183,8 +183,8 @@ impl<N: Serializer> Slot<N> {
     #[inline]
     fn migrate(&self, core: &mut Core, group: usize) -> Result<()> {
         match &self.lazy {
-            None => Ok(()),
-            Some(lazy) => core.migrate_record(self.id, &self.name, lazy, group),
+            Some(lazy) if lazy.pending() => core.migrate_record(self.id, &self.name, lazy, group),
+            _ => Ok(()),
         }
     }
 
@@ -683,6 +683,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     pub fn get<'b, K: Serializer>(&'b self, b: &'b mut KeyedBackend<K>) -> Result<ListIter<'b, S>> {
         let core = &mut b.core;
         self.slot.key(core)?;
+        self.slot.migrate(core, 0)?;
         self.slot.after_access(core)?;
         let Some(ttl) = self.slot.ttl else {
             let bytes = core.store.get_hashed(core.key_hash(), &core.key)?.unwrap_or_default();
@@ -745,6 +746,8 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     pub fn add<K: Serializer>(&self, b: &mut KeyedBackend<K>, value: &S::Value) -> Result<()> {
         let core = &mut b.core;
         self.slot.key(core)?;
+        // An appended element must not follow elements of an older writer.
+        self.slot.migrate(core, 0)?;
         core.val.clear();
         self.frame(core, value);
         core.store.merge_hashed(core.key_hash(), &core.key, &core.val)?;
@@ -762,6 +765,7 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
     {
         let core = &mut b.core;
         self.slot.key(core)?;
+        self.slot.migrate(core, 0)?;
         self.frame_all(core, values);
         if !core.val.is_empty() {
             core.store.merge(&core.key, &core.val)?;
@@ -806,12 +810,14 @@ impl<S: Serializer, N: Serializer> ListState<S, N> {
         let mut moved = Vec::new();
         for src in sources {
             self.slot.key_in(core, src)?;
+            self.slot.migrate(core, 0)?;
             if let Some(bytes) = core.store.get(&core.key)? {
                 moved.extend_from_slice(bytes);
                 core.store.delete(&core.key)?;
             }
         }
         self.slot.key_in(core, target)?;
+        self.slot.migrate(core, 0)?;
         if !moved.is_empty() {
             core.store.merge(&core.key, &moved)?;
         }
@@ -1351,6 +1357,9 @@ impl<UK: Serializer, UV: Serializer, N: Serializer> MapState<UK, UV, N> {
         self.slot.key(core)?;
         self.slot.group_ahead(core);
         let prefix_len = core.key.len();
+        if let Some(lazy) = self.slot.lazy.as_ref().filter(|l| l.pending()) {
+            core.migrate_group(self.slot.id, &self.slot.name, lazy, prefix_len)?;
+        }
         let walk = if self.slot.ttl.is_none() && !removable {
             Walk::Stream(core.store.scan_group(&core.key)?)
         } else {

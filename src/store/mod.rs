@@ -54,7 +54,7 @@ use self::cache::BlockCache;
 pub(crate) use self::changelog::LogSeal;
 use self::changelog::{is_log_file_name, Changelog};
 use self::memtable::{Memtable, RecRef};
-pub(crate) use self::read::{scan_segments, Lookaside};
+pub(crate) use self::read::{scan_segments_migrated, Lookaside};
 use self::segment::{parse_segment_file_name, LiveSegment, Segment};
 use self::version::chunk_size;
 pub(crate) use self::version::{install_version, StoreSnapshot};

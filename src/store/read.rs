@@ -316,6 +316,38 @@ pub(crate) fn scan_segments(
     Ok(())
 }
 
+/// [`scan_segments`], with the records of older writers converted by `migrations` to the
+/// present ones.
+pub(crate) fn scan_segments_migrated(
+    segments: &[LiveSegment],
+    range: KeyGroupRange,
+    migrations: &super::migrate::Migrations,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    if migrations.states.is_empty() {
+        return scan_segments(segments, range, f);
+    }
+    if range.is_empty() {
+        return Ok(());
+    }
+    let sources = segments.iter().cloned().map(Source::segment).collect();
+    let lower = range.start().to_be_bytes().to_vec();
+    let upper = range.end().checked_add(1).map(|e| e.to_be_bytes().to_vec());
+    let mut it = MergeIter::new(sources, lower, upper, None);
+    let mut converted = Vec::new();
+    while let Some(kind) = it.step()? {
+        if kind == RecordKind::Delete {
+            continue;
+        }
+        let (_, k, v) = it.last();
+        match it.newest_schema() {
+            Some(tag) if migrations.convert(tag, k, v, &mut converted)? => f(k, &converted)?,
+            _ => f(k, v)?,
+        }
+    }
+    Ok(())
+}
+
 /// Notes a record met while resolving a point read: a base value (`Some(true)`), a delete
 /// (`Some(false)`), or a merge operand to collect (`None`: keep looking).
 fn note(

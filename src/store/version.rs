@@ -22,9 +22,17 @@ use crate::keygroup::{KeyGroup, KeyGroupRange};
 pub(crate) struct StoreSnapshot {
     segments: Vec<LiveSegment>,
     pending: Vec<Arc<Frozen>>,
+    /// The migrations registered when it was taken.
+    migrations: Arc<super::migrate::Migrations>,
 }
 
 impl StoreSnapshot {
+    /// The migrations that bring records of older writers to the present ones, for a
+    /// snapshot that writes records out (a savepoint).
+    pub(crate) fn migrations(&self) -> &super::migrate::Migrations {
+        &self.migrations
+    }
+
     /// Waits for the frozen regions to be written; then every segment of the snapshot, newest
     /// first, with the key-group ranges masked in it.
     pub(crate) fn segments(&self) -> Result<Vec<LiveSegment>> {
@@ -72,7 +80,11 @@ impl Store {
         }
         self.poll_done(false);
         self.freeze();
-        Ok(StoreSnapshot { segments: self.segments.clone(), pending: self.frozen.iter().rev().cloned().collect() })
+        Ok(StoreSnapshot {
+            segments: self.segments.clone(),
+            pending: self.frozen.iter().rev().cloned().collect(),
+            migrations: self.migrations.clone(),
+        })
     }
 
     /// The store's version: its segments (newest first) with their masks and tags, as its
@@ -389,11 +401,6 @@ impl Store {
             Some(mig) => m.states.insert(state, mig),
             None => m.states.remove(&state),
         };
-    }
-
-    /// The migrations registered, for a snapshot that writes records out (a savepoint).
-    pub(crate) fn migrations(&self) -> Arc<super::migrate::Migrations> {
-        self.migrations.clone()
     }
 
     /// The tag entries of state `state` that some record of the store may have been written
