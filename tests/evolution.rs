@@ -1,0 +1,385 @@
+//! Schema evolution of keyed state across real checkpoints and savepoints: the outcomes of the
+//! compatibility check on restore (as is, after migration, incompatible), lazy conversion on
+//! access and in compaction, chains of changes across several restores, eager migration, and
+//! hooks that fail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eddy::checkpoint::{CheckpointOptions, Checkpointer, RestoreSource};
+use eddy::codec::{OptionOf, SerdeSerializer, Serializer, VersionedSerde, U32, U64};
+use eddy::io::StdFs;
+use eddy::state::{
+    KeyedBackend, ListStateDescriptor, MapStateDescriptor, OperatorStateBackend, ReducingStateDescriptor, StateDescriptor,
+    ValueStateDescriptor,
+};
+use eddy::{Error, SerializerPart};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct V1 {
+    clicks: u32,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct V2 {
+    clicks: u64,
+    name: String,
+    country: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct V3 {
+    clicks: u64,
+    label: String,
+}
+
+fn v1() -> VersionedSerde<V1> {
+    VersionedSerde::<V1>::new("test.Clicks")
+}
+
+fn v2() -> VersionedSerde<V2> {
+    v1().then(|v: V1| V2 { clicks: u64::from(v.clicks), name: v.name, country: "?".into() })
+}
+
+fn v3() -> VersionedSerde<V3> {
+    v2().try_then(|v: V2| {
+        if v.name == "poison" {
+            Err("a poisoned name".into())
+        } else {
+            Ok(V3 { clicks: v.clicks * 10, label: format!("{}@{}", v.name, v.country) })
+        }
+    })
+}
+
+fn to_v2(v: &V1) -> V2 {
+    V2 { clicks: u64::from(v.clicks), name: v.name.clone(), country: "?".into() }
+}
+
+fn to_v3(v: &V2) -> V3 {
+    V3 { clicks: v.clicks * 10, label: format!("{}@{}", v.name, v.country) }
+}
+
+const KEYS: u64 = 300;
+
+fn open(dir: &Path) -> KeyedBackend<U64> {
+    KeyedBackend::builder(U64).max_parallelism(16).open(dir).unwrap()
+}
+
+fn restore(dir: &Path, source: &RestoreSource) -> eddy::Result<KeyedBackend<U64>> {
+    KeyedBackend::builder(U64).max_parallelism(16).restore(dir, std::slice::from_ref(source)).map(|(b, _)| b)
+}
+
+/// How a test snapshots a backend.
+#[derive(Clone, Copy, Debug)]
+enum Snap {
+    Checkpoint,
+    Savepoint,
+}
+
+/// Takes a snapshot of `b` of kind `snap` and gives the source to restore it from.
+fn snapshot(root: &Path, b: &mut KeyedBackend<U64>, snap: Snap, id: u64) -> RestoreSource {
+    let mut cp = Checkpointer::local(root.join(format!("checkpoints-{id}")), CheckpointOptions::new()).unwrap();
+    let op = OperatorStateBackend::new();
+    match snap {
+        Snap::Checkpoint => {
+            cp.checkpoint(id, b, &op, false).unwrap();
+            cp.wait(id).unwrap();
+            RestoreSource::Checkpoint { storage: cp.storage().clone(), id }
+        }
+        Snap::Savepoint => {
+            let dir: PathBuf = root.join(format!("savepoint-{id}"));
+            cp.savepoint(id, Arc::new(StdFs), &dir, b, &op).unwrap();
+            cp.wait(id).unwrap();
+            RestoreSource::Savepoint { fs: Arc::new(StdFs), dir }
+        }
+    }
+}
+
+fn value_of(k: u64) -> V1 {
+    V1 { clicks: k as u32 * 3, name: format!("user-{k}") }
+}
+
+/// A backend with a value state of `V1` for `KEYS` keys, in several segments.
+fn written_with_v1(dir: &Path) -> KeyedBackend<U64> {
+    let mut b = open(dir);
+    let s = b.state(ValueStateDescriptor::new("clicks", v1())).unwrap();
+    for k in 0..KEYS {
+        b.set_current_key(&k).unwrap();
+        s.update(&mut b, &value_of(k)).unwrap();
+        if k % 100 == 99 {
+            b.store().flush().unwrap();
+        }
+    }
+    b
+}
+
+#[test]
+fn a_value_state_migrates_lazily_after_a_restore_with_a_newer_version() {
+    for snap in [Snap::Checkpoint, Snap::Savepoint] {
+        let root = tempfile::tempdir().unwrap();
+        let mut b = written_with_v1(&root.path().join("a"));
+        let source = snapshot(root.path(), &mut b, snap, 1);
+        b.close().unwrap();
+
+        let mut r = restore(&root.path().join("b"), &source).unwrap();
+        let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+        for k in 0..KEYS {
+            r.set_current_key(&k).unwrap();
+            assert_eq!(s.get(&mut r).unwrap(), Some(to_v2(&value_of(k))), "{snap:?} key {k}");
+        }
+        // Reads again, now of converted records, and writes of the new type.
+        r.set_current_key(&7).unwrap();
+        s.update(&mut r, &V2 { clicks: 1, name: "n".into(), country: "de".into() }).unwrap();
+        r.set_current_key(&8).unwrap();
+        assert_eq!(s.get(&mut r).unwrap(), Some(to_v2(&value_of(8))));
+        r.close().unwrap();
+    }
+}
+
+#[test]
+fn a_chain_of_changes_across_restores_reads_every_generation() {
+    // v1 data; restore with v2 and write half the keys; checkpoint; restore with v3.
+    for snap in [Snap::Checkpoint, Snap::Savepoint] {
+        let root = tempfile::tempdir().unwrap();
+        let mut b = written_with_v1(&root.path().join("a"));
+        let first = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+        b.close().unwrap();
+
+        let mut r = restore(&root.path().join("b"), &first).unwrap();
+        let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+        let mut model: Vec<V2> = (0..KEYS).map(|k| to_v2(&value_of(k))).collect();
+        for k in (0..KEYS).step_by(2) {
+            r.set_current_key(&k).unwrap();
+            let v = V2 { clicks: k * 100, name: format!("new-{k}"), country: "fr".into() };
+            s.update(&mut r, &v).unwrap();
+            model[k as usize] = v;
+        }
+        let second = snapshot(root.path(), &mut r, snap, 2);
+        r.close().unwrap();
+
+        let mut r = restore(&root.path().join("c"), &second).unwrap();
+        let s = r.state(ValueStateDescriptor::new("clicks", v3())).unwrap();
+        for k in 0..KEYS {
+            r.set_current_key(&k).unwrap();
+            assert_eq!(s.get(&mut r).unwrap(), Some(to_v3(&model[k as usize])), "{snap:?} key {k}");
+        }
+        r.close().unwrap();
+    }
+}
+
+#[test]
+fn eager_migration_leaves_no_older_writer_behind() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = written_with_v1(&root.path().join("a"));
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    r.migrate().unwrap();
+    let tags = r.store().version().segments.iter().map(|s| s.tag.clone()).collect::<Vec<_>>();
+    assert_eq!(tags.len(), 1, "one segment after the eager migration");
+    for k in 0..KEYS {
+        r.set_current_key(&k).unwrap();
+        assert_eq!(s.get(&mut r).unwrap(), Some(to_v2(&value_of(k))));
+    }
+    // The next snapshot no longer lists the older writer, and restores with v2 as is.
+    let again = snapshot(root.path(), &mut r, Snap::Checkpoint, 2);
+    r.close().unwrap();
+    let mut r = restore(&root.path().join("c"), &again).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    r.set_current_key(&5).unwrap();
+    assert_eq!(s.get(&mut r).unwrap(), Some(to_v2(&value_of(5))));
+    r.close().unwrap();
+}
+
+#[test]
+fn compaction_converts_what_it_merges() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = written_with_v1(&root.path().join("a"));
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    // New writes next to the old segments; a full compaction merges both generations.
+    r.set_current_key(&1).unwrap();
+    let new = V2 { clicks: 9, name: "x".into(), country: "y".into() };
+    s.update(&mut r, &new).unwrap();
+    r.store().compact().unwrap();
+    assert_eq!(r.store().version().segments.len(), 1);
+    for k in 0..KEYS {
+        r.set_current_key(&k).unwrap();
+        let want = if k == 1 { new.clone() } else { to_v2(&value_of(k)) };
+        assert_eq!(s.get(&mut r).unwrap(), Some(want));
+    }
+    r.close().unwrap();
+}
+
+#[test]
+fn a_failing_hook_is_a_typed_error_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = open(&root.path().join("a"));
+    let s = b.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    for k in 0..10u64 {
+        b.set_current_key(&k).unwrap();
+        let name = if k == 3 { "poison".to_string() } else { format!("u{k}") };
+        s.update(&mut b, &V2 { clicks: k, name, country: "c".into() }).unwrap();
+    }
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v3())).unwrap();
+    r.set_current_key(&3).unwrap();
+    match s.get(&mut r) {
+        Err(Error::Migration { state, why, .. }) => {
+            assert_eq!(state, "clicks");
+            assert!(why.contains("poisoned"), "{why}");
+        }
+        other => panic!("expected a migration error, got {other:?}"),
+    }
+    // The eager migration fails the same way, and the store goes on.
+    assert!(matches!(r.migrate(), Err(Error::Migration { .. })));
+    r.set_current_key(&4).unwrap();
+    assert_eq!(s.get(&mut r).unwrap(), Some(V3 { clicks: 40, label: "u4@c".into() }));
+    s.update(&mut r, &V3 { clicks: 1, label: "l".into() }).unwrap();
+    // Nothing in the snapshot changed: it restores with v2 as it was.
+    r.close().unwrap();
+    let mut r = restore(&root.path().join("c"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    r.set_current_key(&3).unwrap();
+    assert_eq!(s.get(&mut r).unwrap().map(|v| v.name), Some("poison".to_string()));
+    r.close().unwrap();
+}
+
+/// Registers `descriptor` in a backend restored from a snapshot of one whose state `name` was
+/// written by `old`, and returns the error.
+fn incompatible<D: StateDescriptor>(old: impl FnOnce(&mut KeyedBackend<U64>), descriptor: D) -> Error {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = open(&root.path().join("a"));
+    old(&mut b);
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    match r.state(descriptor) {
+        Err(e) => {
+            // The job can retry with a fixed serializer.
+            e
+        }
+        Ok(_) => panic!("registration succeeded"),
+    }
+}
+
+#[test]
+fn incompatible_serializers_name_the_state_the_part_and_why() {
+    let e = incompatible(
+        |b| {
+            let s = b.state(ValueStateDescriptor::new("v", v2())).unwrap();
+            b.set_current_key(&1).unwrap();
+            s.update(b, &V2 { clicks: 1, name: "a".into(), country: "b".into() }).unwrap();
+        },
+        ValueStateDescriptor::new("v", v1()),
+    );
+    match e {
+        Error::IncompatibleSerializer(i) => {
+            assert_eq!(i.state.as_deref(), Some("v"));
+            assert_eq!(i.part, SerializerPart::Value);
+            assert_eq!(i.stored.version, 2);
+            assert_eq!(i.requested.version, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A map's user keys whose bytes would change are refused online, with the way out.
+    let e = incompatible(
+        |b| {
+            let s = b.state(MapStateDescriptor::new("m", U32, U64)).unwrap();
+            b.set_current_key(&1).unwrap();
+            s.put(b, &5, &6).unwrap();
+        },
+        MapStateDescriptor::new("m", U64, U64),
+    );
+    match e {
+        Error::IncompatibleSerializer(i) => {
+            assert_eq!(i.part, SerializerPart::UserKey);
+            assert!(i.why.contains("offline"), "{}", i.why);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn retrying_with_a_fixed_serializer_after_an_incompatible_one_works() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = written_with_v1(&root.path().join("a"));
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let wrong = VersionedSerde::<V1>::new("other.Tag");
+    assert!(matches!(r.state(ValueStateDescriptor::new("clicks", wrong)), Err(Error::IncompatibleSerializer(_))));
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    r.set_current_key(&2).unwrap();
+    assert_eq!(s.get(&mut r).unwrap(), Some(to_v2(&value_of(2))));
+    r.close().unwrap();
+}
+
+#[test]
+fn built_in_widenings_migrate_list_map_and_reducing_state() {
+    for snap in [Snap::Checkpoint, Snap::Savepoint] {
+        let root = tempfile::tempdir().unwrap();
+        let mut b = open(&root.path().join("a"));
+        let list = b.state(ListStateDescriptor::new("list", U32)).unwrap();
+        let map = b.state(MapStateDescriptor::new("map", U32, U32)).unwrap();
+        let sum = b.state(ReducingStateDescriptor::new("sum", U32, |a: u32, b: u32| a + b)).unwrap();
+        for k in 0..50u64 {
+            b.set_current_key(&k).unwrap();
+            list.add(&mut b, &(k as u32)).unwrap();
+            list.add(&mut b, &7).unwrap();
+            map.put(&mut b, &1, &(k as u32)).unwrap();
+            map.put(&mut b, &2, &u32::MAX).unwrap();
+            sum.add(&mut b, 5).unwrap();
+        }
+        let source = snapshot(root.path(), &mut b, snap, 1);
+        b.close().unwrap();
+
+        let mut r = restore(&root.path().join("b"), &source).unwrap();
+        let list = r.state(ListStateDescriptor::new("list", U64)).unwrap();
+        let map = r.state(MapStateDescriptor::new("map", U32, OptionOf(U64))).unwrap();
+        let sum = r.state(ReducingStateDescriptor::new("sum", U64, |a: u64, b: u64| a + b)).unwrap();
+        for k in 0..50u64 {
+            r.set_current_key(&k).unwrap();
+            // Appending to an old list converts it first.
+            list.add(&mut r, &(u64::MAX)).unwrap();
+            assert_eq!(list.get_vec(&mut r).unwrap(), vec![k, 7, u64::MAX], "{snap:?}");
+            let mut entries = Vec::new();
+            let mut it = map.iter(&mut r).unwrap();
+            while let Some(e) = it.next_entry().unwrap() {
+                entries.push(e);
+            }
+            drop(it);
+            assert_eq!(entries, vec![(1, Some(k)), (2, Some(u64::from(u32::MAX)))]);
+            sum.add(&mut r, u64::from(u32::MAX)).unwrap();
+            assert_eq!(sum.get(&mut r).unwrap(), Some(5 + u64::from(u32::MAX)));
+        }
+        r.close().unwrap();
+    }
+}
+
+#[test]
+fn plain_serde_data_moves_to_a_version_chain() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = open(&root.path().join("a"));
+    let s = b.state(ValueStateDescriptor::new("v", SerdeSerializer::<V1>::with_tag("test.Clicks"))).unwrap();
+    b.set_current_key(&1).unwrap();
+    s.update(&mut b, &value_of(1)).unwrap();
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("v", v3())).unwrap();
+    r.set_current_key(&1).unwrap();
+    assert_eq!(s.get(&mut r).unwrap(), Some(to_v3(&to_v2(&value_of(1)))));
+    assert_eq!(v3().snapshot().version, 3);
+    r.close().unwrap();
+}
