@@ -383,3 +383,39 @@ fn plain_serde_data_moves_to_a_version_chain() {
     assert_eq!(v3().snapshot().version, 3);
     r.close().unwrap();
 }
+
+#[test]
+fn operator_list_and_broadcast_state_migrate_on_registration() {
+    use eddy::codec::{Str, U16};
+    use eddy::state::BroadcastStateDescriptor;
+    let mut b = OperatorStateBackend::new();
+    b.list_state("offsets", U32).unwrap().add_all([1, u32::MAX]);
+    b.union_list_state("names", v1()).unwrap().add(value_of(4));
+    let rules = BroadcastStateDescriptor::new("rules", U16, U32);
+    let bs = b.broadcast_state(&rules).unwrap();
+    bs.put(300, 7);
+    bs.put(2, 9);
+    let snap = b.snapshot();
+
+    let mut r = OperatorStateBackend::restore(snap.clone());
+    assert_eq!(r.list_state("offsets", U64).unwrap().get(), &[1, u64::from(u32::MAX)]);
+    assert_eq!(r.union_list_state("names", v2()).unwrap().get(), &[to_v2(&value_of(4))]);
+    // Broadcast keys change their bytes (u16 to u64): in memory, the map is rebuilt.
+    let widened = BroadcastStateDescriptor::new("rules", U64, OptionOf(U64));
+    let bs = r.broadcast_state(&widened).unwrap();
+    assert_eq!(bs.get(&300), Some(&Some(7)));
+    assert_eq!(bs.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![2, 300]);
+    // The next snapshot holds the new serializers' bytes, restored as is.
+    let again = r.snapshot();
+    let mut r2 = OperatorStateBackend::restore(again);
+    assert_eq!(r2.list_state("offsets", U64).unwrap().get(), &[1, u64::from(u32::MAX)]);
+    assert_eq!(r2.broadcast_state(&widened).unwrap().get(&2), Some(&Some(9)));
+
+    // Incompatible: a typed error naming the part; the state can still be registered.
+    let mut r = OperatorStateBackend::restore(snap);
+    match r.broadcast_state(&BroadcastStateDescriptor::new("rules", Str, U32)) {
+        Err(Error::IncompatibleSerializer(i)) => assert_eq!(i.part, SerializerPart::Key),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(r.broadcast_state(&rules).unwrap().get(&300), Some(&7));
+}

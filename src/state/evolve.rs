@@ -157,3 +157,46 @@ pub(crate) fn convert<S: Serializer>(
         Ok(())
     })
 }
+
+/// For state held in memory and read whole on registration (operator list and broadcast
+/// state): the serializer to use for what the serializer described by `old` wrote (this one,
+/// or the one reconfigured from `old`) and, when the values must be converted, the reader
+/// of the old ones.
+pub(crate) fn resolve_eager<S: Serializer>(
+    state: &str,
+    part: SerializerPart,
+    s: S,
+    old: &SerializerSnapshot,
+) -> Result<(S, Option<OldReader<S>>)> {
+    match s.compatibility(old) {
+        Compatibility::AsIs => Ok((s, None)),
+        Compatibility::WithReconfiguredSerializer => match s.reconfigured(old) {
+            Some(r) => Ok((r, None)),
+            None => Err(incompatible(state, part, old, s.snapshot(), "the serializer asks to be reconfigured but gives no reconfigured serializer")),
+        },
+        Compatibility::AfterMigration => match s.old_reader(old) {
+            Some(r) => Ok((s, Some(r))),
+            None => Err(incompatible(state, part, old, s.snapshot(), "the serializer needs a migration but gives no reader of the old data")),
+        },
+        Compatibility::Incompatible => {
+            Err(incompatible(state, part, old, s.snapshot(), "the serializer cannot read what the snapshot holds"))
+        }
+    }
+}
+
+/// Reads one value that fills `bytes` with `s`, or with `old` when it was written by an older
+/// serializer.
+pub(crate) fn read_eager<S: Serializer>(
+    s: &S,
+    old: Option<&OldReader<S>>,
+    bytes: &[u8],
+) -> std::result::Result<S::Value, crate::codec::CodecError> {
+    match old {
+        Some(r) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read_all(s, bytes))).unwrap_or_else(|_| {
+                Err(crate::codec::CodecError::Migration("the conversion panicked".into()))
+            })
+        }
+        None => s.read_all(bytes),
+    }
+}

@@ -6,11 +6,13 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use crate::checkpoint::OperatorSource;
-use crate::codec::{Compatibility, Serializer, SerializerSnapshot};
+use crate::codec::{Serializer, SerializerSnapshot};
 use crate::error::{Misuse, Result};
 use crate::format::meta::{BroadcastStateSnapshot, ListStateSnapshot, OperatorStateSnapshot, Redistribution};
 
 use super::core::codec_error;
+use super::evolve::{read_eager, resolve_eager};
+use crate::SerializerPart;
 
 /// An operator list state: a plain list of elements per instance.
 #[derive(Debug)]
@@ -257,18 +259,6 @@ impl std::fmt::Debug for OperatorStateBackend {
     }
 }
 
-fn check_serializer(name: &str, new: &impl Serializer, old: &SerializerSnapshot) -> Result<()> {
-    match new.compatibility(old) {
-        Compatibility::AsIs => Ok(()),
-        _ => Err(Misuse::StateMismatch {
-            name: name.to_owned(),
-            existing: old.identity.clone(),
-            requested: new.snapshot().identity,
-        }
-        .into()),
-    }
-}
-
 impl OperatorStateBackend {
     /// An empty backend.
     pub fn new() -> Self {
@@ -294,7 +284,6 @@ impl OperatorStateBackend {
             let mut items = Vec::new();
             if let Some(pos) = self.pending.lists.iter().position(|l| l.name == name) {
                 let old = &self.pending.lists[pos];
-                check_serializer(name, &serializer, &old.serializer)?;
                 if old.mode != mode {
                     return Err(Misuse::StateMismatch {
                         name: name.to_owned(),
@@ -303,12 +292,17 @@ impl OperatorStateBackend {
                     }
                     .into());
                 }
+                // Read whole now: values of an older serializer are converted here, and the
+                // next snapshot writes them with the serializer registered now.
+                let (s, reader) = resolve_eager(name, SerializerPart::Value, serializer, &old.serializer)?;
                 for e in &old.elements {
-                    items.push(serializer.read_all(e).map_err(|e| codec_error(name, e))?);
+                    items.push(read_eager(&s, reader.as_ref(), e).map_err(|e| codec_error(name, e))?);
                 }
                 self.pending.lists.remove(pos);
+                self.lists.insert(name.to_owned(), Box::new(OperatorListState { serializer: s, mode, items }));
+            } else {
+                self.lists.insert(name.to_owned(), Box::new(OperatorListState { serializer, mode, items }));
             }
-            self.lists.insert(name.to_owned(), Box::new(OperatorListState { serializer, mode, items }));
         }
         let entry = self.lists.get_mut(name).ok_or(Misuse::ForeignHandle)?;
         let describe = entry.describe();
@@ -358,13 +352,37 @@ impl OperatorStateBackend {
             };
             if let Some(pos) = self.pending.broadcast.iter().position(|b| b.name == name) {
                 let old = &self.pending.broadcast[pos];
-                check_serializer(name, &state.keys, &old.keys)?;
-                check_serializer(name, &state.values, &old.values)?;
+                // Read whole now; keys of an older serializer get the bytes of the new one (the
+                // map is in memory, so its order follows).
+                let (keys, key_reader) = resolve_eager(name, SerializerPart::Key, state.keys, &old.keys)?;
+                let (values, value_reader) = resolve_eager(name, SerializerPart::Value, state.values, &old.values)?;
+                state.keys = keys;
+                state.values = values;
+                let mut map = BTreeMap::new();
                 for (k, v) in &old.entries {
-                    let key = state.keys.read_all(k).map_err(|e| codec_error(name, e))?;
-                    let value = state.values.read_all(v).map_err(|e| codec_error(name, e))?;
-                    state.map.insert(k.clone(), (key, value));
+                    let key = read_eager(&state.keys, key_reader.as_ref(), k).map_err(|e| codec_error(name, e))?;
+                    let value = read_eager(&state.values, value_reader.as_ref(), v).map_err(|e| codec_error(name, e))?;
+                    let bytes = match key_reader {
+                        None => k.clone(),
+                        Some(_) => {
+                            let mut b = Vec::new();
+                            state.keys.write(&key, &mut b);
+                            b
+                        }
+                    };
+                    map.insert(bytes, (key, value));
                 }
+                if map.len() != old.entries.len() {
+                    return Err(crate::error::Incompatibility {
+                        state: Some(name.to_owned()),
+                        part: SerializerPart::Key,
+                        stored: old.keys.clone(),
+                        requested: state.keys.snapshot(),
+                        why: "the migration gives two old keys the same new key".into(),
+                    }
+                    .into());
+                }
+                state.map = map;
                 self.pending.broadcast.remove(pos);
             }
             self.broadcast.insert(name.to_owned(), Box::new(state));
