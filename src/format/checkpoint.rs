@@ -719,6 +719,15 @@ mod tests {
                             SerializerSnapshot::new("eddy.u64", 1),
                         ],
                         ttl: Some(TtlConfig::new(Duration::from_secs(5)).update(TtlUpdate::OnReadAndWrite)),
+                        tag: vec![1, 1, 1],
+                        older: vec![OlderWriter {
+                            tag: vec![1, 1],
+                            serializers: vec![
+                                SerializerSnapshot::new("eddy.unit", 1),
+                                SerializerSnapshot::new("eddy.u32", 1),
+                            ],
+                            ttl: false,
+                        }],
                     },
                     StateMetaInfo {
                         id: 2,
@@ -726,6 +735,8 @@ mod tests {
                         kind: StateKind::Timers,
                         serializers: vec![],
                         ttl: None,
+                        tag: vec![],
+                        older: vec![],
                     },
                 ],
                 operator: OperatorStateSnapshot {
@@ -766,6 +777,40 @@ mod tests {
             },
         ];
         m
+    }
+
+    #[test]
+    fn the_writers_section_round_trips_and_refuses_what_cannot_be() {
+        let m = sample();
+        assert_eq!(CheckpointManifest::decode(&m.encode()).unwrap(), m);
+        // A state without history is not listed: the section is one count of 0.
+        let mut plain = sample();
+        plain.meta.states[0].tag = vec![1, 1];
+        plain.meta.states[0].older.clear();
+        let (a, b) = (m.encode(), plain.encode());
+        assert!(b.len() < a.len());
+        assert_eq!(CheckpointManifest::decode(&b).unwrap(), plain);
+        // An older writer with the present writer's tag, or one of another serializer count.
+        for bad in [
+            {
+                let mut b = sample();
+                b.meta.states[0].older[0].tag = vec![1, 1, 1];
+                b
+            },
+            {
+                let mut b = sample();
+                b.meta.states[0].older[0].serializers.pop();
+                b
+            },
+            {
+                let mut b = sample();
+                let w = b.meta.states[0].older[0].clone();
+                b.meta.states[0].older.push(w);
+                b
+            },
+        ] {
+            assert!(CheckpointManifest::decode(&bad.encode()).is_err());
+        }
     }
 
     #[test]
