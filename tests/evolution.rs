@@ -419,3 +419,63 @@ fn operator_list_and_broadcast_state_migrate_on_registration() {
     }
     assert_eq!(r.broadcast_state(&rules).unwrap().get(&300), Some(&7));
 }
+
+#[test]
+fn turning_ttl_on_or_off_across_a_restore_is_a_lazy_migration() {
+    use eddy::state::{Clock, ManualClock, TtlConfig};
+    use std::time::Duration;
+    let clock = ManualClock::new(1_000);
+    let with_clock = |dir: &Path, source: Option<&RestoreSource>| {
+        let b = KeyedBackend::builder(U64).max_parallelism(16).clock(Arc::new(clock.clone()));
+        match source {
+            None => b.open(dir).unwrap(),
+            Some(s) => b.restore(dir, std::slice::from_ref(s)).unwrap().0,
+        }
+    };
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    for snap in [Snap::Checkpoint, Snap::Savepoint] {
+        let root = tempfile::tempdir().unwrap();
+        // Off, then on: values written without a timestamp count as written at the restore's
+        // first access, and expire from then.
+        let mut b = with_clock(&root.path().join("a"), None);
+        let v = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
+        let l = b.state(ListStateDescriptor::new("l", U64)).unwrap();
+        for k in 0..20u64 {
+            b.set_current_key(&k).unwrap();
+            v.update(&mut b, &k).unwrap();
+            l.add_all(&mut b, [&k, &(k + 1)]).unwrap();
+        }
+        let off = snapshot(root.path(), &mut b, snap, 1);
+        b.close().unwrap();
+        let mut r = with_clock(&root.path().join("b"), Some(&off));
+        let v = r.state(ValueStateDescriptor::new("v", U64).ttl(ttl)).unwrap();
+        let l = r.state(ListStateDescriptor::new("l", U64).ttl(ttl)).unwrap();
+        for k in 0..10u64 {
+            r.set_current_key(&k).unwrap();
+            assert_eq!(v.get(&mut r).unwrap(), Some(k), "{snap:?}");
+            assert_eq!(l.get_vec(&mut r).unwrap(), vec![k, k + 1]);
+        }
+        let on = snapshot(root.path(), &mut r, snap, 2);
+        r.close().unwrap();
+
+        // On, then off: timestamps are dropped, nothing expires any more.
+        let mut r = with_clock(&root.path().join("c"), Some(&on));
+        let v2 = r.state(ValueStateDescriptor::new("v", U64)).unwrap();
+        let l2 = r.state(ListStateDescriptor::new("l", U64)).unwrap();
+        clock.set(clock.now_millis() + 60_000);
+        for k in 0..20u64 {
+            r.set_current_key(&k).unwrap();
+            assert_eq!(v2.get(&mut r).unwrap(), Some(k), "{snap:?} key {k}");
+            assert_eq!(l2.get_vec(&mut r).unwrap(), vec![k, k + 1]);
+        }
+        r.close().unwrap();
+
+        // And on again: the state written with TTL expires when its time comes.
+        let mut r = with_clock(&root.path().join("d"), Some(&on));
+        let v3 = r.state(ValueStateDescriptor::new("v", U64).ttl(ttl)).unwrap();
+        r.set_current_key(&0).unwrap();
+        assert_eq!(v3.get(&mut r).unwrap(), None, "{snap:?}: expired a minute later");
+        r.close().unwrap();
+        clock.set(1_000);
+    }
+}
