@@ -79,7 +79,7 @@ enum Snap {
 }
 
 /// Takes a snapshot of `b` of kind `snap` and gives the source to restore it from.
-fn snapshot(root: &Path, b: &mut KeyedBackend<U64>, snap: Snap, id: u64) -> RestoreSource {
+fn snapshot<K: Serializer>(root: &Path, b: &mut KeyedBackend<K>, snap: Snap, id: u64) -> RestoreSource {
     let mut cp = Checkpointer::local(root.join(format!("checkpoints-{id}")), CheckpointOptions::new()).unwrap();
     let op = OperatorStateBackend::new();
     match snap {
@@ -477,5 +477,84 @@ fn turning_ttl_on_or_off_across_a_restore_is_a_lazy_migration() {
         assert_eq!(v3.get(&mut r).unwrap(), None, "{snap:?}: expired a minute later");
         r.close().unwrap();
         clock.set(1_000);
+    }
+}
+
+/// A key serializer whose width is its configuration: a serializer of another width reads
+/// the old keys once reconfigured to the old width (the bytes of keys do not change).
+#[derive(Debug, Clone, Copy)]
+struct Width(u8);
+
+impl Serializer for Width {
+    type Value = u64;
+    fn write(&self, v: &u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&v.to_be_bytes()[8 - usize::from(self.0)..]);
+    }
+    fn read(&self, input: &mut &[u8]) -> Result<u64, eddy::codec::CodecError> {
+        let n = usize::from(self.0);
+        if input.len() < n {
+            return Err(eddy::codec::CodecError::Truncated { needed: n - input.len() });
+        }
+        let mut b = [0u8; 8];
+        b[8 - n..].copy_from_slice(&input[..n]);
+        *input = &input[n..];
+        Ok(u64::from_be_bytes(b))
+    }
+    fn snapshot(&self) -> eddy::codec::SerializerSnapshot {
+        eddy::codec::SerializerSnapshot { identity: "test.width".into(), version: 1, config: vec![self.0] }
+    }
+    fn compatibility(&self, old: &eddy::codec::SerializerSnapshot) -> eddy::codec::Compatibility {
+        use eddy::codec::Compatibility::*;
+        match (old.identity.as_str(), &old.config[..]) {
+            ("test.width", [w]) if *w == self.0 => AsIs,
+            ("test.width", [1..=8]) => WithReconfiguredSerializer,
+            _ => Incompatible,
+        }
+    }
+    fn reconfigured(&self, old: &eddy::codec::SerializerSnapshot) -> Option<Self> {
+        old.config.first().copied().filter(|w| (1..=8).contains(w)).map(Width)
+    }
+}
+
+#[test]
+fn key_serializers_are_reconfigured_online_and_changes_of_key_bytes_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = KeyedBackend::builder(Width(4)).max_parallelism(16).open(root.path().join("a")).unwrap();
+    let s = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
+    for k in 0..50u64 {
+        b.set_current_key(&k).unwrap();
+        s.update(&mut b, &(k * 2)).unwrap();
+    }
+    let mut cp = Checkpointer::local(root.path().join("cp"), CheckpointOptions::new()).unwrap();
+    cp.checkpoint(1, &mut b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    b.close().unwrap();
+    let source = RestoreSource::Checkpoint { storage: cp.storage().clone(), id: 1 };
+
+    // Another width: reconfigured to the snapshot's, so every key is found where it was.
+    let (mut r, _) =
+        KeyedBackend::builder(Width(8)).max_parallelism(16).restore(root.path().join("b"), &[source.clone()]).unwrap();
+    let s = r.state(ValueStateDescriptor::new("v", U64)).unwrap();
+    for k in 0..50u64 {
+        r.set_current_key(&k).unwrap();
+        assert_eq!(s.get(&mut r).unwrap(), Some(k * 2));
+    }
+    r.close().unwrap();
+
+    // A key type whose bytes differ (u32 keys read as u64 would need other bytes): refused,
+    // saying how to go on.
+    let root2 = tempfile::tempdir().unwrap();
+    let mut b = KeyedBackend::builder(U32).max_parallelism(16).open(root2.path().join("a")).unwrap();
+    let s = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
+    b.set_current_key(&1).unwrap();
+    s.update(&mut b, &1).unwrap();
+    let source = snapshot(root2.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    match KeyedBackend::builder(U64).max_parallelism(16).restore(root2.path().join("b"), &[source]) {
+        Err(Error::IncompatibleSerializer(i)) => {
+            assert_eq!(i.part, SerializerPart::Key);
+            assert!(i.why.contains("offline"), "{}", i.why);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
     }
 }

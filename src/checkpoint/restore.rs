@@ -14,6 +14,7 @@ use crate::format::checkpoint::{
 use crate::format::meta::OperatorStateSnapshot;
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
+use crate::codec::Compatibility;
 use crate::format::SchemaTag;
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{FileBytes, FileSystem};
@@ -89,6 +90,8 @@ pub(crate) struct Origin {
 pub(crate) struct Prepared {
     /// The job the snapshots belong to.
     pub(crate) job: String,
+    /// The snapshots' key serializer.
+    pub(crate) key_serializer: crate::codec::SerializerSnapshot,
     /// The states of the snapshots (the same in all of them).
     pub(crate) states: Vec<StateMetaInfo>,
     pub(crate) restored: Restored,
@@ -178,6 +181,8 @@ pub(crate) struct RestoreTarget<'a> {
     pub(crate) max_parallelism: MaxParallelism,
     /// The snapshot of its key serializer.
     pub(crate) key_serializer: &'a crate::codec::SerializerSnapshot,
+    /// How its key serializer reads keys written by the serializer a snapshot describes.
+    pub(crate) key_compatibility: &'a dyn Fn(&crate::codec::SerializerSnapshot) -> crate::codec::Compatibility,
     /// The name of its key-routing hash.
     pub(crate) key_hash: &'a str,
 }
@@ -191,7 +196,7 @@ pub(crate) fn prepare_store(
     target: &RestoreTarget<'_>,
     writer: WriterOptions,
 ) -> Result<Prepared> {
-    let RestoreTarget { range, max_parallelism, key_serializer, key_hash } = *target;
+    let RestoreTarget { range, max_parallelism, key_serializer, key_compatibility, key_hash } = *target;
     if sources.is_empty() {
         return Err(Misuse::InvalidOption { name: "sources", why: "a restore needs at least one snapshot" }.into());
     }
@@ -215,15 +220,30 @@ pub(crate) fn prepare_store(
                 max_parallelism.get()
             )));
         }
-        if m.key_serializer != *key_serializer {
+        // Keys are read as they are, or by the key serializer reconfigured from the
+        // snapshot's; a change of their bytes would move keys to other key groups and break
+        // lookups, so it is refused here.
+        let why = match key_compatibility(&m.key_serializer) {
+            Compatibility::AsIs | Compatibility::WithReconfiguredSerializer => None,
+            Compatibility::AfterMigration => Some(
+                "the key serializer writes other bytes for the same keys (their key groups and \
+                 lookups would change): keys cannot be migrated online; rewrite the snapshot \
+                 offline with an eager migration of keys",
+            ),
+            _ => Some("the snapshot's keys were written by another serializer"),
+        };
+        if let Some(why) = why {
             return Err(crate::error::Incompatibility {
                 state: None,
                 part: crate::SerializerPart::Key,
                 stored: m.key_serializer.clone(),
                 requested: key_serializer.clone(),
-                why: "the snapshot's keys were written by another serializer".into(),
+                why: why.into(),
             }
             .into());
+        }
+        if m.key_serializer != metas[0].key_serializer {
+            return Err(incompatible("the snapshots' keys were written by different serializers".into()));
         }
         // A snapshot that does not name its hash (checkpoint manifests before version 3,
         // savepoints before version 2) cannot be checked.
@@ -345,7 +365,14 @@ pub(crate) fn prepare_store(
     }
     // The segment order only matters within one source's key groups; keep each source's.
     crate::store::install_version(fs.as_ref(), dir, &StoreManifest { next_segment_id: next_id, segments })?;
-    Ok(Prepared { job: metas[0].job.clone(), states, restored: Restored { operator_states }, origin, replay })
+    Ok(Prepared {
+        job: metas[0].job.clone(),
+        key_serializer: metas[0].key_serializer.clone(),
+        states,
+        restored: Restored { operator_states },
+        origin,
+        replay,
+    })
 }
 
 /// `range` in two halves (one if it holds a single key group, none if it is empty).

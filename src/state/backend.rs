@@ -12,7 +12,7 @@ use crate::checkpoint::{
     origin_for, prepare_store, replay, sealed, Origin, Prepared, RestoreSource, RestoreTarget, Restored,
     SavepointParts, SnapshotParts, SnapshotSource,
 };
-use crate::codec::Serializer;
+use crate::codec::{Compatibility, Serializer};
 use crate::error::{Error, Misuse, Result};
 use crate::format::checkpoint::{SnapshotMeta, StateMetaInfo};
 use crate::format::meta::OperatorStateSnapshot;
@@ -184,16 +184,32 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         if !fs.list(dir).map_err(|e| Error::io(dir, e))?.is_empty() {
             return Err(Misuse::NotEmpty.into());
         }
+        let key_compatibility = |old: &crate::codec::SerializerSnapshot| self.key_serializer.compatibility(old);
         let target = RestoreTarget {
             range,
             max_parallelism,
             key_serializer: &self.key_serializer.snapshot(),
+            key_compatibility: &key_compatibility,
             key_hash: &key_hash,
         };
         let prepared = prepare_store(sources, &fs, dir, &target, self.store.writer_options());
+        let mut this = self;
         let built = prepared.and_then(|prepared| {
+            // A key serializer that asks for it is reconfigured from the snapshot's.
+            let stored = &prepared.key_serializer;
+            if this.key_serializer.compatibility(stored) == Compatibility::WithReconfiguredSerializer {
+                this.key_serializer = this.key_serializer.reconfigured(stored).ok_or_else(|| {
+                    crate::error::Incompatibility {
+                        state: None,
+                        part: crate::SerializerPart::Key,
+                        stored: stored.clone(),
+                        requested: this.key_serializer.snapshot(),
+                        why: "the key serializer asks to be reconfigured but gives no reconfigured serializer".into(),
+                    }
+                })?;
+            }
             let restored = prepared.restored.clone();
-            Ok((self.build(dir, key_hash, Some(prepared))?, restored))
+            Ok((this.build(dir, key_hash, Some(prepared))?, restored))
         });
         if built.is_err() {
             // The directory was empty: what the failed restore put there goes (best effort),
