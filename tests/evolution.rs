@@ -558,3 +558,32 @@ fn key_serializers_are_reconfigured_online_and_changes_of_key_bytes_are_refused(
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn records_converted_and_written_back_while_flushes_and_compactions_run_stay_readable() {
+    use eddy::store::StoreOptions;
+    let root = tempfile::tempdir().unwrap();
+    let opts = || StoreOptions::new().memory_budget(4 << 20);
+    let keys: u64 = std::env::var("EVO_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(60_000);
+    let mut b = KeyedBackend::builder(U64).max_parallelism(16).store_options(opts()).open(root.path().join("a")).unwrap();
+    let l = b.state(ListStateDescriptor::new("l", v1())).unwrap();
+    for k in 0..keys {
+        b.set_current_key(&k).unwrap();
+        l.add(&mut b, &value_of(k)).unwrap();
+    }
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    let (mut r, _) = KeyedBackend::builder(U64)
+        .max_parallelism(16)
+        .store_options(opts())
+        .restore(root.path().join("b"), &[source])
+        .unwrap();
+    let l = r.state(ListStateDescriptor::new("l", v2())).unwrap();
+    for round in 0..2 {
+        for k in 0..keys {
+            r.set_current_key(&k).unwrap();
+            assert_eq!(l.get_vec(&mut r).unwrap(), vec![to_v2(&value_of(k))], "round {round} key {k}");
+        }
+    }
+    r.close().unwrap();
+}

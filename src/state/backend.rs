@@ -266,6 +266,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             hint: None,
             val: Vec::with_capacity(64),
             scratch: Vec::new(),
+            converted: Vec::new(),
             states: BTreeMap::new(),
             by_name: HashMap::new(),
             clock: self.clock,

@@ -104,6 +104,8 @@ pub(crate) struct Core {
     pub(crate) val: Vec<u8>,
     /// Spare room for multi-step operations.
     pub(crate) scratch: Vec<u8>,
+    /// A record converted from an older writer's, as a read sees it.
+    pub(crate) converted: Vec<u8>,
     pub(crate) states: BTreeMap<u16, StateMeta>,
     pub(crate) by_name: HashMap<Arc<str>, u16>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -279,6 +281,12 @@ impl Core {
     /// converted record back (of the group of its first `group` bytes, if not 0).
     pub(crate) fn migrate_record(&mut self, state: u16, name: &str, lazy: &Lazy, group: usize) -> Result<()> {
         migrate_key(&mut self.store, &mut self.scratch, &self.key, state, name, lazy, group)
+    }
+
+    /// Converts the record at `key` into `out` if an older writer of the state wrote it,
+    /// leaving the store as it is (see [`convert_key`]).
+    pub(crate) fn convert_record(&mut self, state: u16, name: &str, lazy: &Lazy, out: &mut Vec<u8>) -> Result<bool> {
+        convert_key(&mut self.store, &self.key, state, name, lazy, out)
     }
 
     /// Converts every record of the group `core.key[..group]` (a map's entries) that an
@@ -483,22 +491,26 @@ fn migrate_key(
     lazy: &Lazy,
     group: usize,
 ) -> Result<()> {
-    let converted = {
-        let Some((raw, tag)) = store.get_with_schema(key)? else { return Ok(()) };
-        match tag.of(state) {
-            Some(entry) if entry != lazy.tag => {
-                scratch.clear();
-                let convert = std::panic::AssertUnwindSafe(|| (lazy.convert)(entry, raw, scratch));
-                Some(std::panic::catch_unwind(convert).unwrap_or_else(|_| Err("the conversion panicked".into())))
-            }
-            _ => None,
-        }
-    };
-    match converted {
-        None => Ok(()),
-        Some(Err(why)) => Err(crate::store::migrate::migration_error(name, state, key, why)),
-        Some(Ok(())) if group == 0 => store.put(key, scratch),
-        Some(Ok(())) => store.put_grouped(key, group, scratch),
+    if !convert_key(store, key, state, name, lazy, scratch)? {
+        return Ok(());
+    }
+    if group == 0 {
+        store.put(key, scratch)
+    } else {
+        store.put_grouped(key, group, scratch)
+    }
+}
+
+/// Converts the record at `key` into `out` if an older writer of state `state` wrote it:
+/// `Ok(true)` then, `Ok(false)` when there is no record or the present writer wrote it.
+fn convert_key(store: &mut Store, key: &[u8], state: u16, name: &str, lazy: &Lazy, out: &mut Vec<u8>) -> Result<bool> {
+    let Some((raw, tag)) = store.get_with_schema(key)? else { return Ok(false) };
+    let Some(entry) = tag.of(state).filter(|e| *e != lazy.tag) else { return Ok(false) };
+    out.clear();
+    let convert = std::panic::AssertUnwindSafe(|| (lazy.convert)(entry, raw, out));
+    match std::panic::catch_unwind(convert).unwrap_or_else(|_| Err("the conversion panicked".into())) {
+        Ok(()) => Ok(true),
+        Err(why) => Err(crate::store::migrate::migration_error(name, state, key, why)),
     }
 }
 

@@ -294,9 +294,47 @@ fn read_single<T, N: Serializer>(
     group: usize,
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<Option<T>> {
-    slot.migrate(core, group)?;
+    if let Some(lazy) = slot.lazy.as_ref().filter(|l| l.pending()) {
+        return read_converted(core, slot, lazy, group, decode);
+    }
+    single_value(core, slot, group, None, decode)
+}
+
+/// [`read_single`] of a state whose older writers' records may be stored: such a record is
+/// converted on the fly (the store keeps it until a write or a compaction replaces it).
+#[cold]
+fn read_converted<T, N: Serializer>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    lazy: &Lazy,
+    group: usize,
+    decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+) -> Result<Option<T>> {
+    let mut converted = std::mem::take(&mut core.converted);
+    let r = match core.convert_record(slot.id, &slot.name, lazy, &mut converted) {
+        Ok(true) => single_value(core, slot, group, Some(&converted), decode),
+        Ok(false) => single_value(core, slot, group, None, decode),
+        Err(e) => Err(e),
+    };
+    core.converted = converted;
+    r
+}
+
+/// The value of [`read_single`]: from `converted` when given, else as stored at `core.key`.
+#[inline(always)]
+fn single_value<T, N: Serializer>(
+    core: &mut Core,
+    slot: &Slot<N>,
+    group: usize,
+    converted: Option<&[u8]>,
+    decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+) -> Result<Option<T>> {
     let Some(ttl) = slot.ttl else {
-        return match core.store.get_hashed(core.key_hash(), &core.key)? {
+        let bytes = match converted {
+            Some(b) => Some(b),
+            None => core.store.get_hashed(core.key_hash(), &core.key)?,
+        };
+        return match bytes {
             Some(bytes) => Ok(Some(slot.decode(decode(bytes))?)),
             None => Ok(None),
         };
@@ -307,7 +345,11 @@ fn read_single<T, N: Serializer>(
         Delete,
         Refresh,
     }
-    let (value, after) = match core.store.get_hashed(core.key_hash(), &core.key)? {
+    let bytes = match converted {
+        Some(b) => Some(b),
+        None => core.store.get_hashed(core.key_hash(), &core.key)?,
+    };
+    let (value, after) = match bytes {
         None => return Ok(None),
         Some(bytes) => {
             let truncated = || codec_error(&slot.name, CodecError::Truncated { needed: super::ttl::TS_LEN });

@@ -102,6 +102,13 @@ impl Store {
     #[inline(always)]
     pub(crate) fn get_hashed(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
         self.before_read();
+        self.get_now(h, key)
+    }
+
+    /// [`get_hashed`](Self::get_hashed) in the store's layers as they are, without installing
+    /// finished background work first.
+    #[inline(always)]
+    fn get_now(&mut self, h: u64, key: &[u8]) -> Result<Option<&[u8]>> {
         match self.active.lookup(h, key) {
             Some((RecordKind::Put, loc, len)) => Ok(Some(self.active.slice(loc, len))),
             Some((RecordKind::Delete, _, _)) => Ok(None),
@@ -262,13 +269,16 @@ impl Store {
     /// The value of `key`, if it has one, and the tag of the serializer versions that wrote
     /// it (those of its newest record).
     pub fn get_with_schema(&mut self, key: &[u8]) -> Result<Option<(&[u8], Arc<SchemaTag>)>> {
+        // Background work is installed once, before both lookups: a compaction installed
+        // between them would give the value of its output with the tag of its input.
+        self.before_read();
         let Some(tag) = self.schema_of(key)? else { return Ok(None) };
-        Ok(self.get(key)?.map(|v| (v, tag)))
+        let h = self.active.hash(key);
+        Ok(self.get_now(h, key)?.map(|v| (v, tag)))
     }
 
-    /// The tag of the newest layer that holds a record of `key`.
+    /// The tag of the newest layer that holds a record of `key`, in the layers as they are.
     fn schema_of(&mut self, key: &[u8]) -> Result<Option<Arc<SchemaTag>>> {
-        self.before_read();
         let h = self.active.hash(key);
         if self.active.lookup(h, key).is_some() {
             return Ok(Some(self.schema.clone()));
