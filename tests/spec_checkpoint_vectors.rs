@@ -10,7 +10,7 @@
 //! manifest, with the segment vectors, is a checkpoint that verifies and restores, and the
 //! savepoint restores into typed state.
 //!
-//! The vectors of the newest versions (`checkpoint-manifest-v3.bin`, `savepoint-v2.sp`) are
+//! The vectors of the newest versions (`checkpoint-manifest-v4.bin`, `savepoint-v3.sp`) are
 //! written by the real writers (`CheckpointManifest::encode`, `SavepointWriter`). Regenerate
 //! them only for a format change:
 //!
@@ -19,8 +19,9 @@
 //! ```
 //!
 //! The vectors of older versions (`checkpoint-manifest-v1.bin`, `checkpoint-manifest-v2.bin`,
-//! `savepoint-v1.sp`) are fixtures: no build writes them any more and none may regenerate
-//! them, and every build decodes them to the content listed and restores them.
+//! `checkpoint-manifest-v3.bin`, `savepoint-v1.sp`, `savepoint-v2.sp`) are fixtures: no build
+//! writes them any more and none may regenerate them, and every build decodes them to the
+//! content listed and restores them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,8 +33,8 @@ use eddy::checkpoint::{
 };
 use eddy::codec::{OptionOf, Serializer, SerializerSnapshot, Str, Unit, U32, U64};
 use eddy::format::checkpoint::{
-    valid_file_name, CheckpointManifest, LogRef, SegmentRef, SnapshotDecodeError, SnapshotMeta, StateMetaInfo,
-    CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FIRST_CHECKPOINT_VERSION, FLAG_FULL,
+    valid_file_name, CheckpointManifest, LogRef, OlderWriter, SegmentRef, SnapshotDecodeError, SnapshotMeta,
+    StateMetaInfo, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, FIRST_CHECKPOINT_VERSION, FLAG_FULL,
 };
 use eddy::format::savepoint::{
     decode_all, SavepointReader, SavepointWriter, FIRST_SAVEPOINT_VERSION, MAX_CHUNK, SAVEPOINT_MAGIC,
@@ -53,12 +54,14 @@ mod spec_common;
 use spec_common::*;
 
 /// The vectors of the newest versions, which the writers write.
-const MANIFEST_VECTOR: &str = "checkpoint-manifest-v3.bin";
-const SAVEPOINT_VECTOR: &str = "savepoint-v2.sp";
+const MANIFEST_VECTOR: &str = "checkpoint-manifest-v4.bin";
+const SAVEPOINT_VECTOR: &str = "savepoint-v3.sp";
 /// The fixtures of older versions.
 const MANIFEST_V1_VECTOR: &str = "checkpoint-manifest-v1.bin";
 const MANIFEST_V2_VECTOR: &str = "checkpoint-manifest-v2.bin";
+const MANIFEST_V3_VECTOR: &str = "checkpoint-manifest-v3.bin";
 const SAVEPOINT_V1_VECTOR: &str = "savepoint-v1.sp";
+const SAVEPOINT_V2_VECTOR: &str = "savepoint-v2.sp";
 /// The changelog file the version 2 manifest names (`changelog-v1.log`, 65 bytes, log 3).
 const LOG_FILE: &str = "shared/0123456789abcdef-1-log0000000003.log";
 const MAX_P: u32 = 4096;
@@ -98,11 +101,16 @@ fn enc<S: Serializer>(s: &S, v: &S::Value) -> Vec<u8> {
     out
 }
 
-/// The meta info of the newest vectors: what a backend of job `sessions` with key serializer
-/// `U64`, the default key hash and max parallelism 4096, owning every key group, writes after
-/// registering these states, with this operator state.
-fn meta() -> SnapshotMeta {
+/// The meta info of the version 3 manifest and version 2 savepoint fixtures: what a backend
+/// of job `sessions` with key serializer `U64`, the default key hash and max parallelism 4096,
+/// owning every key group, writes after registering these states, with this operator state.
+/// No state has evolved: each state's tag entry is its serializers' versions.
+fn meta_v3() -> SnapshotMeta {
     let timers = vec![U64.snapshot(), Unit.snapshot()];
+    let state = |id: u16, name: &str, kind: StateKind, serializers: Vec<SerializerSnapshot>, ttl| {
+        let tag = serializers.iter().map(|s| s.version).collect();
+        StateMetaInfo { id, name: name.into(), kind, serializers, ttl, tag, older: Vec::new() }
+    };
     SnapshotMeta {
         job: JOB.into(),
         max_parallelism: MAX_P,
@@ -110,34 +118,10 @@ fn meta() -> SnapshotMeta {
         key_serializer: U64.snapshot(),
         key_hash: Some(DEFAULT_KEY_HASH.into()),
         states: vec![
-            StateMetaInfo {
-                id: 1,
-                name: "count".into(),
-                kind: StateKind::Value,
-                serializers: vec![Unit.snapshot(), U64.snapshot()],
-                ttl: Some(count_ttl()),
-            },
-            StateMetaInfo {
-                id: 2,
-                name: "by-name".into(),
-                kind: StateKind::Map,
-                serializers: vec![Unit.snapshot(), Str.snapshot(), OptionOf(U32).snapshot()],
-                ttl: None,
-            },
-            StateMetaInfo {
-                id: 3,
-                name: "window/event-time".into(),
-                kind: StateKind::Timers,
-                serializers: timers.clone(),
-                ttl: None,
-            },
-            StateMetaInfo {
-                id: 4,
-                name: "window/processing-time".into(),
-                kind: StateKind::Timers,
-                serializers: timers,
-                ttl: None,
-            },
+            state(1, "count", StateKind::Value, vec![Unit.snapshot(), U64.snapshot()], Some(count_ttl())),
+            state(2, "by-name", StateKind::Map, vec![Unit.snapshot(), Str.snapshot(), OptionOf(U32).snapshot()], None),
+            state(3, "window/event-time", StateKind::Timers, timers.clone(), None),
+            state(4, "window/processing-time", StateKind::Timers, timers, None),
         ],
         operator: OperatorStateSnapshot {
             lists: vec![ListStateSnapshot {
@@ -156,38 +140,129 @@ fn meta() -> SnapshotMeta {
     }
 }
 
-/// The meta info of the fixtures of older versions: that of [`meta`], without the key hash
-/// they did not record.
-fn meta_v1() -> SnapshotMeta {
-    SnapshotMeta { key_hash: None, ..meta() }
+/// The tag entry of `count`'s present writer in the newest vectors: its serializers'
+/// versions and generation 1 (the first writer after the one the state was restored with).
+const COUNT_TAG: [u32; 3] = [1, 1, 1];
+/// The tag entry of `count`'s older writer, which wrote `u32` values with timestamps.
+const COUNT_OLDER_TAG: [u32; 2] = [1, 1];
+
+/// `count`'s older writer: `eddy.unit`, `eddy.u32`, with a TTL.
+fn count_older_writer() -> OlderWriter {
+    OlderWriter { tag: COUNT_OLDER_TAG.to_vec(), serializers: vec![Unit.snapshot(), U32.snapshot()], ttl: true }
 }
 
-/// Per state, the versions of its serializers (as the checkpointer writes them for every
-/// segment).
+/// The meta info of `checkpoint-manifest-v4.bin`: that of [`meta_v3`] after `count` evolved.
+/// The backend was restored from a snapshot in which `count` held `u32` values
+/// (`ValueStateDescriptor::new("count", U32)` with the same TTL) and registered it again as
+/// `ValueStateDescriptor::new("count", U64)`: its present writer has the tag entry
+/// [`COUNT_TAG`], and the `u32` writer, whose records one segment still holds, is its older
+/// writer.
+fn meta() -> SnapshotMeta {
+    let mut meta = meta_v3();
+    meta.states[0].tag = COUNT_TAG.to_vec();
+    meta.states[0].older = vec![count_older_writer()];
+    meta
+}
+
+/// The meta info of `savepoint-v3.sp`: that of [`meta`] once no record of the older writer is
+/// left (after `KeyedBackend::migrate`): `count` keeps its tag entry, and lists no older
+/// writer.
+fn savepoint_meta() -> SnapshotMeta {
+    let mut meta = meta();
+    meta.states[0].older.clear();
+    meta
+}
+
+/// The meta info of the fixtures of versions 1 and 2: that of [`meta_v3`], without the key
+/// hash they did not record.
+fn meta_v1() -> SnapshotMeta {
+    SnapshotMeta { key_hash: None, ..meta_v3() }
+}
+
+/// Per state, the versions of its serializers (as a checkpointer writes them for every
+/// segment when no state has evolved: each state's tag entry).
 fn versions(meta: &SnapshotMeta) -> Vec<(u16, Vec<u32>)> {
     meta.states.iter().map(|s| (s.id, s.serializers.iter().map(|x| x.version).collect())).collect()
 }
 
-/// `checkpoint-manifest-v3.bin`: incremental checkpoint 42 naming the two segment vectors.
+/// The segment entries naming the two segment vectors, with the per-state versions (tag
+/// entries) `versions(i)` of the `i`-th.
+fn segment_refs(versions: impl Fn(usize) -> Vec<(u16, Vec<u32>)>) -> Vec<SegmentRef> {
+    SEGMENTS
+        .iter()
+        .enumerate()
+        .map(|(i, (v, file, id, mask))| SegmentRef {
+            file: file.to_string(),
+            segment_id: *id,
+            file_len: vector(v).len() as u64,
+            mask: mask.to_vec(),
+            versions: versions(i),
+        })
+        .collect()
+}
+
+/// `checkpoint-manifest-v4.bin`: incremental checkpoint 42 naming the two segment vectors.
+/// The newer segment was written after `count` evolved, so its records of `count` carry
+/// [`COUNT_TAG`]; the older one before, by the older writer ([`COUNT_OLDER_TAG`]).
 fn manifest() -> CheckpointManifest {
     let meta = meta();
-    CheckpointManifest {
-        checkpoint_id: CHECKPOINT_ID,
-        flags: 0,
-        next_segment_id: 3,
-        segments: SEGMENTS
-            .iter()
-            .map(|(v, file, id, mask)| SegmentRef {
-                file: file.to_string(),
-                segment_id: *id,
-                file_len: vector(v).len() as u64,
-                mask: mask.to_vec(),
-                versions: versions(&meta),
-            })
-            .collect(),
-        meta,
-        logs: Vec::new(),
+    let tags: Vec<(u16, Vec<u32>)> = meta.states.iter().map(|s| (s.id, s.tag.clone())).collect();
+    let segments = segment_refs(|i| {
+        let mut t = tags.clone();
+        if i == 1 {
+            t[0].1 = COUNT_OLDER_TAG.to_vec();
+        }
+        t
+    });
+    CheckpointManifest { checkpoint_id: CHECKPOINT_ID, flags: 0, next_segment_id: 3, segments, meta, logs: Vec::new() }
+}
+
+/// `checkpoint-manifest-v3.bin`: the fixture of version 3, the same checkpoint 42 before any
+/// state evolved: every segment lists each state's serializer versions.
+fn manifest_v3() -> CheckpointManifest {
+    let meta = meta_v3();
+    let segments = segment_refs(|_| versions(&meta));
+    CheckpointManifest { checkpoint_id: CHECKPOINT_ID, flags: 0, next_segment_id: 3, segments, meta, logs: Vec::new() }
+}
+
+/// The length of `meta`'s encoding in the newest versions.
+fn encoded_len(meta: &SnapshotMeta) -> usize {
+    let mut out = Vec::new();
+    meta.encode(&mut out);
+    out.len()
+}
+
+/// The writers section of the meta info of `checkpoint-manifest-v4.bin` (`with_older`) or of
+/// `savepoint-v3.sp`, encoded here from `manifest.md` ("Writers"), not by the library.
+fn writers_section(with_older: bool) -> Vec<u8> {
+    fn u32s(out: &mut Vec<u8>, vs: &[u32]) {
+        out.extend_from_slice(&(vs.len() as u32).to_le_bytes());
+        for v in vs {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
+    // A `serializer` field: length, identity_len, identity, version 1, config_len 0.
+    fn serializer(out: &mut Vec<u8>, identity: &str) {
+        out.extend_from_slice(&(2 + identity.len() as u32 + 8).to_le_bytes());
+        out.extend_from_slice(&(identity.len() as u16).to_le_bytes());
+        out.extend_from_slice(identity.as_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+    }
+    let mut out = 1u32.to_le_bytes().to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    u32s(&mut out, &COUNT_TAG);
+    if with_older {
+        out.extend_from_slice(&1u32.to_le_bytes());
+        u32s(&mut out, &COUNT_OLDER_TAG);
+        out.extend_from_slice(&2u32.to_le_bytes());
+        serializer(&mut out, "eddy.unit");
+        serializer(&mut out, "eddy.u32");
+        out.push(1);
+    } else {
+        out.extend_from_slice(&0u32.to_le_bytes());
+    }
+    out
 }
 
 fn key_group(key: u64) -> u16 {
@@ -239,7 +314,7 @@ fn write_savepoint() -> Vec<u8> {
     let fs = FaultFs::new();
     fs.create_dir_all(Path::new("/sp")).unwrap();
     let path = Path::new("/sp/SAVEPOINT.tmp");
-    let mut w = SavepointWriter::new(fs.create(path).unwrap(), path, SAVEPOINT_ID, &meta(), None).unwrap();
+    let mut w = SavepointWriter::new(fs.create(path).unwrap(), path, SAVEPOINT_ID, &savepoint_meta(), None).unwrap();
     for (k, v, _) in records() {
         w.add(&k, &v).unwrap();
     }
@@ -263,7 +338,7 @@ fn regenerate() {
 /// `checkpoint-manifest-v1.bin`: the checkpoint of `checkpoint-manifest-v3.bin` as version 1
 /// wrote it, without the key hash.
 fn manifest_v1() -> CheckpointManifest {
-    CheckpointManifest { meta: meta_v1(), ..manifest() }
+    CheckpointManifest { meta: meta_v1(), ..manifest_v3() }
 }
 
 /// `checkpoint-manifest-v2.bin`: the checkpoint of `checkpoint-manifest-v1.bin` with one
@@ -290,12 +365,32 @@ fn as_version_3(v1: &[u8], logs: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The meta info of `checkpoint-manifest-v3.bin` (and `savepoint-v2.sp`) ends here in the
+/// manifest: it is as long as the version 2 savepoint's `meta_len` says.
+fn v3_meta_end() -> usize {
+    META_AT + le_u32(&vector(SAVEPOINT_V2_VECTOR), 16) as usize
+}
+
+/// `v3` (a version 3 manifest whose meta info ends at `meta_end`) with what version 4 added:
+/// the version, and `writers` (the writers section) at the end of the meta info, before a new
+/// CRC.
+fn as_version_4(v3: &[u8], meta_end: usize, writers: &[u8]) -> Vec<u8> {
+    let mut out = v3[..4].to_vec();
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&v3[8..meta_end]);
+    out.extend_from_slice(writers);
+    out.extend_from_slice(&v3[meta_end..v3.len() - 4]);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
 #[test]
 fn manifest_v2_fixture_is_the_v1_content_and_a_changelog_entry() {
     let bytes = vector(MANIFEST_V2_VECTOR);
     assert_eq!(CheckpointManifest::decode(&bytes).unwrap(), manifest_v2());
-    // Written again, it is version 3 with the same content: the unknown key hash stays
-    // unknown.
+    // Written again, it is version 4 with the same content: the unknown key hash stays
+    // unknown, and no state is in the writers section.
     let again = manifest_v2().encode();
     assert_eq!(le_u32(&again, 4), CHECKPOINT_VERSION);
     assert_eq!(CheckpointManifest::decode(&again).unwrap(), manifest_v2());
@@ -328,13 +423,14 @@ fn manifest_v2_fixture_is_the_v1_content_and_a_changelog_entry() {
     for cut in 0..n {
         assert!(CheckpointManifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
-    // Its content as version 3 writes it: version 1's bytes with the key hash, then the same
-    // changelog entries.
+    // Its content as version 3 wrote it: version 1's bytes with the key hash, then the same
+    // changelog entries; and as version 4 writes it: that, with an empty writers section.
     let mut named = manifest_v2();
     named.meta.key_hash = Some(DEFAULT_KEY_HASH.into());
     let mut v1_as_44 = v1.clone();
     v1_as_44[8..16].copy_from_slice(&(CHECKPOINT_ID + 2).to_le_bytes());
-    assert_eq!(named.encode(), as_version_3(&v1_as_44, &bytes[16 + body.len()..n - 4]));
+    let v3 = as_version_3(&v1_as_44, &bytes[16 + body.len()..n - 4]);
+    assert_eq!(named.encode(), as_version_4(&v3, v3_meta_end(), &0u32.to_le_bytes()));
 }
 
 // ---- the constants the specification states ----
@@ -342,11 +438,11 @@ fn manifest_v2_fixture_is_the_v1_content_and_a_changelog_entry() {
 #[test]
 fn constants_are_those_of_the_spec() {
     assert_eq!(CHECKPOINT_MAGIC, *b"EDCP");
-    assert_eq!(CHECKPOINT_VERSION, 3);
+    assert_eq!(CHECKPOINT_VERSION, 4);
     assert_eq!(FIRST_CHECKPOINT_VERSION, 1);
     assert_eq!(FLAG_FULL, 1);
     assert_eq!(SAVEPOINT_MAGIC, *b"EDSV");
-    assert_eq!(SAVEPOINT_VERSION, 2);
+    assert_eq!(SAVEPOINT_VERSION, 3);
     assert_eq!(FIRST_SAVEPOINT_VERSION, 1);
     // The names of the built-in key hashes (keygroup.md, manifest.md "Snapshot meta info").
     assert_eq!(DEFAULT_KEY_HASH, "eddy.murmur3");
@@ -358,6 +454,7 @@ fn constants_are_those_of_the_spec() {
     assert_eq!(U64.snapshot(), SerializerSnapshot::new("eddy.u64", 1));
     assert_eq!(Unit.snapshot(), SerializerSnapshot::new("eddy.unit", 1));
     assert_eq!(Str.snapshot(), SerializerSnapshot::new("eddy.string", 1));
+    assert_eq!(U32.snapshot(), SerializerSnapshot::new("eddy.u32", 1));
     assert_eq!(
         OptionOf(U32).snapshot(),
         SerializerSnapshot::compose("eddy.option", 1, &[SerializerSnapshot::new("eddy.u32", 1)])
@@ -426,7 +523,7 @@ fn manifest_vector_decodes_to_the_listed_content() {
 
     // The fixed fields, at the offsets of manifest.md.
     assert_eq!(&bytes[0..4], b"EDCP");
-    assert_eq!(le_u32(&bytes, 4), 3);
+    assert_eq!(le_u32(&bytes, 4), 4);
     assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
     assert_eq!(le_u32(&bytes, 16), 0);
     assert_eq!(le_u64(&bytes, 20), 3);
@@ -439,8 +536,61 @@ fn manifest_vector_decodes_to_the_listed_content() {
     assert_eq!(&bytes[KEY_HASH_AT + 4..KEY_HASH_AT + KEY_HASH_LEN], DEFAULT_KEY_HASH.as_bytes());
     let n = bytes.len();
     assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
-    // The meta info starts at 28 and is byte for byte the savepoint's.
+    // The meta info starts at 28: up to the writers section, the bytes of the version 3
+    // fixture and of the savepoint (whose meta info starts at 20); then the writers section,
+    // as manifest.md ("Writers") encodes it, then the segment count.
+    let v3 = vector(MANIFEST_V3_VECTOR);
+    let common = v3_meta_end();
+    assert_eq!(bytes[8..common], v3[8..common]);
     let sp = vector(SAVEPOINT_VECTOR);
+    assert_eq!(bytes[META_AT..common], sp[20..20 + common - META_AT]);
+    let writers = writers_section(true);
+    let meta_end = common + writers.len();
+    assert_eq!(bytes[common..meta_end], writers[..]);
+    assert_eq!(meta_end - META_AT, encoded_len(&meta()));
+    assert_eq!(le_u32(&bytes, meta_end), 2, "the segment count follows the meta info");
+    // The writers section lists `count` only: the one state whose tag entry is not its
+    // serializers' versions, with its one older writer.
+    let m = manifest();
+    for s in &m.meta.states {
+        assert_eq!(s.id == 1, s.tag != s.versions() || !s.older.is_empty(), "{}", s.name);
+    }
+    assert_eq!(m.meta.states[0].versions(), COUNT_OLDER_TAG);
+    // Each segment lists, per state, the tag entry of the writer of its records: one known
+    // to the meta info (the present writer's, or an older one's).
+    for seg in &m.segments {
+        for (id, entry) in &seg.versions {
+            let s = m.meta.states.iter().find(|s| s.id == *id).unwrap();
+            assert!(s.tag == *entry || s.older.iter().any(|w| w.tag == *entry), "{}: {entry:?}", seg.file);
+        }
+    }
+    // No changelog file: the changelog count is there, 0, just before the CRC.
+    assert_eq!(le_u32(&bytes, n - 8), 0, "log_count");
+}
+
+#[test]
+fn manifest_v3_fixture_decodes_to_the_listed_content() {
+    let bytes = vector(MANIFEST_V3_VECTOR);
+    let m = CheckpointManifest::decode(&bytes).unwrap();
+    assert_eq!(m, manifest_v3());
+    // Version 3 has no writers section: every state's tag entry is its serializers'
+    // versions, with no older writer, and so is every segment's entry of it.
+    for s in &m.meta.states {
+        assert_eq!((s.tag.clone(), s.older.len()), (s.versions(), 0), "{}", s.name);
+    }
+    for seg in &m.segments {
+        assert_eq!(seg.versions, versions(&m.meta));
+    }
+    assert_eq!(&bytes[0..4], b"EDCP");
+    assert_eq!(le_u32(&bytes, 4), 3);
+    assert_eq!(le_u64(&bytes, 8), CHECKPOINT_ID);
+    assert_eq!(le_u32(&bytes, MAX_P_AT), MAX_P);
+    assert_eq!(le_u32(&bytes, KEY_HASH_AT) as usize, DEFAULT_KEY_HASH.len());
+    let n = bytes.len();
+    assert_eq!(crc32fast::hash(&bytes[..n - 4]), le_u32(&bytes, n - 4));
+    // Its meta info is byte for byte that of the version 2 savepoint, and the segment count
+    // follows it.
+    let sp = vector(SAVEPOINT_V2_VECTOR);
     let meta_len = le_u32(&sp, 16) as usize;
     assert_eq!(bytes[META_AT..META_AT + meta_len], sp[20..20 + meta_len]);
     assert_eq!(le_u32(&bytes, META_AT + meta_len), 2, "the segment count follows the meta info");
@@ -448,6 +598,10 @@ fn manifest_vector_decodes_to_the_listed_content() {
     assert_eq!(le_u32(&bytes, n - 8), 0, "log_count");
     // Version 3 is version 1 with the key hash and the changelog count.
     assert_eq!(as_version_3(&vector(MANIFEST_V1_VECTOR), &0u32.to_le_bytes()), bytes);
+    // Written again, it is version 4: the same bytes with an empty writers section (no state
+    // has evolved).
+    assert_eq!(m.encode(), as_version_4(&bytes, v3_meta_end(), &0u32.to_le_bytes()));
+    assert_eq!(CheckpointManifest::decode(&m.encode()).unwrap(), m);
 }
 
 #[test]
@@ -468,7 +622,7 @@ fn manifest_v1_fixture_decodes_to_the_listed_content() {
     let meta_len = le_u32(&sp, 16) as usize;
     assert_eq!(bytes[META_AT..META_AT + meta_len], sp[20..20 + meta_len]);
     assert_eq!(le_u32(&bytes, META_AT + meta_len), 2, "the segment count follows the meta info");
-    assert_eq!(meta_len + KEY_HASH_LEN, le_u32(&vector(SAVEPOINT_VECTOR), 16) as usize);
+    assert_eq!(meta_len + KEY_HASH_LEN, le_u32(&vector(SAVEPOINT_V2_VECTOR), 16) as usize);
 }
 
 /// What a decoder must report for a manifest or savepoint of version `version` with one
@@ -486,7 +640,7 @@ fn expect_flip_error(name: &str, version: u32, i: usize, x: u8, got: Result<(), 
 
 #[test]
 fn every_changed_byte_and_every_truncation_of_the_manifest_is_an_error() {
-    for (name, version) in [(MANIFEST_VECTOR, 3), (MANIFEST_V1_VECTOR, 1)] {
+    for (name, version) in [(MANIFEST_VECTOR, 4), (MANIFEST_V3_VECTOR, 3), (MANIFEST_V1_VECTOR, 1)] {
         let good = vector(name);
         for i in 0..good.len() {
             for x in [0x01u8, 0x80] {
@@ -557,10 +711,7 @@ fn manifest_validity_rules() {
     bad[tag + 3..tag + 5].copy_from_slice(&4096u16.to_le_bytes());
     malformed(bad, tag as u64 + 1, "key-group range");
     // A segment file name outside `shared/`: the first entry's name starts after the count.
-    let meta_len = {
-        let sp = vector(SAVEPOINT_VECTOR);
-        le_u32(&sp, 16) as usize
-    };
+    let meta_len = encoded_len(&meta());
     let first = META_AT + meta_len + 4;
     assert_eq!(&good[first + 4..first + 11], b"shared/");
     let mut bad = good.clone();
@@ -574,7 +725,8 @@ fn manifest_validity_rules() {
     let mut unknown = good[..KEY_HASH_AT].to_vec();
     unknown.extend_from_slice(&0u32.to_le_bytes());
     unknown.extend_from_slice(&good[KEY_HASH_AT + KEY_HASH_LEN..]);
-    assert_eq!(CheckpointManifest::decode(&resign(unknown)).unwrap(), manifest_v1());
+    let unknown_hash = CheckpointManifest { meta: SnapshotMeta { key_hash: None, ..meta() }, ..manifest() };
+    assert_eq!(CheckpointManifest::decode(&resign(unknown)).unwrap(), unknown_hash);
     // Trailing bytes between the last entry and the CRC.
     let mut bad = good.clone();
     bad.insert(good.len() - 4, 0);
@@ -589,36 +741,132 @@ fn manifest_validity_rules() {
     malformed(bad, (v1.len() - 4) as u64, "a version 2 manifest without changelog files");
 }
 
+/// A validly signed manifest whose writers section (manifest.md, "Writers") breaks a rule
+/// gives the named error, at the offset manifest.md says; and the section is read in version 4
+/// only.
+#[test]
+fn writers_section_validity_rules() {
+    let good = vector(MANIFEST_VECTOR);
+    let at = v3_meta_end();
+    let section = writers_section(true);
+    assert_eq!(good[at..at + section.len()], section[..]);
+    // Offsets in the section: the listed state's id after the count; its tag; the older
+    // writer after the older count; its serializer count after its tag (2 entries); its TTL
+    // byte last.
+    let entry = at + 4;
+    let older_count = entry + 2 + 4 + 4 * COUNT_TAG.len();
+    let writer = older_count + 4;
+    let ser_count = writer + 4 + 4 * COUNT_OLDER_TAG.len();
+    let ttl = at + section.len() - 1;
+    assert_eq!(le_u32(&good, older_count), 1);
+    assert_eq!(le_u32(&good, ser_count), 2);
+    assert_eq!(good[ttl], 1);
+    let with_section = |section: &[u8]| {
+        let mut b = good[..at].to_vec();
+        b.extend_from_slice(section);
+        b.extend_from_slice(&good[at + writers_section(true).len()..]);
+        resign(b)
+    };
+    let malformed = |bytes: Vec<u8>, at: usize, what: &'static str| match CheckpointManifest::decode(&bytes) {
+        Err(SnapshotDecodeError::Corrupt(d)) => {
+            assert_eq!((d.offset, d.kind), (at as u64, Corruption::Malformed(what)), "{what}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let rel = |abs: usize| abs - at;
+    // A listed id that is no state's (5), or 0.
+    for id in [5u16, 0] {
+        let mut s = section.clone();
+        s[rel(entry)..rel(entry) + 2].copy_from_slice(&id.to_le_bytes());
+        malformed(with_section(&s), entry, "writers of an unknown or repeated state");
+    }
+    // A state listed twice: the second entry is refused.
+    let mut s = 2u32.to_le_bytes().to_vec();
+    s.extend_from_slice(&section[4..]);
+    s.extend_from_slice(&section[4..]);
+    malformed(with_section(&s), entry + section.len() - 4, "writers of an unknown or repeated state");
+    // An older writer with the present writer's tag entry.
+    let mut s = section[..rel(writer)].to_vec();
+    s.extend_from_slice(&(COUNT_TAG.len() as u32).to_le_bytes());
+    for v in COUNT_TAG {
+        s.extend_from_slice(&v.to_le_bytes());
+    }
+    s.extend_from_slice(&section[rel(ser_count)..]);
+    malformed(with_section(&s), writer, "older writer");
+    // Two older writers with one tag entry: the second is refused.
+    let mut s = section[..rel(older_count)].to_vec();
+    s.extend_from_slice(&2u32.to_le_bytes());
+    s.extend_from_slice(&section[rel(writer)..]);
+    s.extend_from_slice(&section[rel(writer)..]);
+    malformed(with_section(&s), ttl + 1, "older writer");
+    // An older writer with another number of serializers than the state (one, not two).
+    let unit_len = 4 + le_u32(&good, ser_count + 4) as usize;
+    let mut s = section[..rel(ser_count)].to_vec();
+    s.extend_from_slice(&1u32.to_le_bytes());
+    s.extend_from_slice(&section[rel(ser_count) + 4 + unit_len..]);
+    malformed(with_section(&s), writer, "older writer");
+    // A TTL byte other than 0 or 1; 0 is a valid older writer without TTL.
+    let mut s = section.clone();
+    s[rel(ttl)] = 2;
+    malformed(with_section(&s), ttl, "writer TTL flag");
+    s[rel(ttl)] = 0;
+    let decoded = CheckpointManifest::decode(&with_section(&s)).unwrap();
+    assert!(!decoded.meta.states[0].older[0].ttl);
+    // A state listed with its serializers' versions as its tag entry and no older writer (which
+    // the writer never lists) reads as one not listed.
+    let mut s = section[..rel(entry) + 2].to_vec();
+    s.extend_from_slice(&(COUNT_OLDER_TAG.len() as u32).to_le_bytes());
+    for v in COUNT_OLDER_TAG {
+        s.extend_from_slice(&v.to_le_bytes());
+    }
+    s.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(CheckpointManifest::decode(&with_section(&s)).unwrap().meta, meta_v3());
+    assert_eq!(CheckpointManifest::decode(&with_section(&0u32.to_le_bytes())).unwrap().meta, meta_v3());
+    // A count of listed states beyond what the bytes left can hold.
+    let mut s = section.clone();
+    s[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    malformed(with_section(&s), at, "count");
+    // The section is part of version 4 only: the same bytes as version 3 do not decode (the
+    // section's count is read as the segment count), nor does a version 3 manifest as
+    // version 4 (its segment count is read as the section's).
+    let mut as_3 = good.clone();
+    as_3[4] = 3;
+    assert!(matches!(CheckpointManifest::decode(&resign(as_3)), Err(SnapshotDecodeError::Corrupt(_))));
+    let mut as_4 = vector(MANIFEST_V3_VECTOR);
+    as_4[4] = 4;
+    assert!(matches!(CheckpointManifest::decode(&resign(as_4)), Err(SnapshotDecodeError::Corrupt(_))));
+}
+
 /// A newer version is refused with the version it has, before anything else is looked at,
 /// and the library reports it as `Error::UnsupportedVersion` naming the file.
 #[test]
 fn a_future_version_is_refused_with_its_number() {
     let mut future = vector(MANIFEST_VECTOR);
-    future[4..8].copy_from_slice(&4u32.to_le_bytes());
+    future[4..8].copy_from_slice(&5u32.to_le_bytes());
     let future = resign(future);
-    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(4)));
+    assert_eq!(CheckpointManifest::decode(&future), Err(SnapshotDecodeError::Version(5)));
     let path = Path::new("/chk/chk-00000000000000000042.manifest");
     let err = CheckpointManifest::decode(&future).unwrap_err().into_error(path, CHECKPOINT_VERSION);
-    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 4, supported: 3 } if file == path), "{err}");
+    assert!(matches!(&err, Error::UnsupportedVersion { file, found: 5, supported: 4 } if file == path), "{err}");
     // Version 0 was never written: also refused, never read as version 1.
     let mut zero = vector(MANIFEST_VECTOR);
     zero[4..8].copy_from_slice(&0u32.to_le_bytes());
     assert_eq!(CheckpointManifest::decode(&resign(zero)), Err(SnapshotDecodeError::Version(0)));
 
     let mut future = vector(SAVEPOINT_VECTOR);
-    future[4..8].copy_from_slice(&3u32.to_le_bytes());
+    future[4..8].copy_from_slice(&4u32.to_le_bytes());
     let header_end = 20 + le_u32(&future, 16) as usize;
     let crc = crc32fast::hash(&future[..header_end]);
     future[header_end..header_end + 4].copy_from_slice(&crc.to_le_bytes());
-    assert!(matches!(SavepointReader::new(&future), Err(SnapshotDecodeError::Version(3))));
-    assert!(matches!(decode_all(&future), Err(SnapshotDecodeError::Version(3))));
+    assert!(matches!(SavepointReader::new(&future), Err(SnapshotDecodeError::Version(4))));
+    assert!(matches!(decode_all(&future), Err(SnapshotDecodeError::Version(4))));
 
     // Through the public entry points: verification and restore name the file.
     let fs = FaultFs::new();
     fs.write_file(Path::new("/sp/SAVEPOINT"), &future).unwrap();
     let problems = verify_savepoint(&fs, Path::new("/sp"));
     assert_eq!(problems.len(), 1);
-    assert!(problems[0].what.contains("format version 3"), "{}", problems[0]);
+    assert!(problems[0].what.contains("format version 4"), "{}", problems[0]);
     let err = KeyedBackend::builder(U64)
         .max_parallelism(MAX_P)
         .store_options(StoreOptions::new().file_system(Arc::new(fs.clone())))
@@ -626,7 +874,7 @@ fn a_future_version_is_refused_with_its_number() {
         .err()
         .unwrap();
     assert!(
-        matches!(&err, Error::UnsupportedVersion { file, found: 3, supported: 2 } if file == Path::new("/sp/SAVEPOINT")),
+        matches!(&err, Error::UnsupportedVersion { file, found: 4, supported: 3 } if file == Path::new("/sp/SAVEPOINT")),
         "{err}"
     );
 }
@@ -638,14 +886,14 @@ fn savepoint_vector_decodes_to_the_listed_content() {
     let bytes = vector(SAVEPOINT_VECTOR);
     assert_eq!(write_savepoint(), bytes, "{SAVEPOINT_VECTOR} no longer matches its writer");
     let (meta, got) = decode_all(&bytes).unwrap();
-    assert_eq!(meta, self::meta());
+    assert_eq!(meta, savepoint_meta());
     let want: Vec<(Vec<u8>, Vec<u8>)> = records().into_iter().map(|(k, v, _)| (k, v)).collect();
     assert_eq!(got, want);
 
     let reader = SavepointReader::new(&bytes).unwrap();
     assert_eq!(reader.savepoint_id, SAVEPOINT_ID);
     assert_eq!(&bytes[0..4], b"EDSV");
-    assert_eq!(le_u32(&bytes, 4), 2);
+    assert_eq!(le_u32(&bytes, 4), 3);
     assert_eq!(le_u64(&bytes, 8), SAVEPOINT_ID);
     let header_end = 20 + le_u32(&bytes, 16) as usize;
     assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
@@ -654,6 +902,20 @@ fn savepoint_vector_decodes_to_the_listed_content() {
     let at = KEY_HASH_AT - 8;
     assert_eq!(le_u32(&bytes, at) as usize, DEFAULT_KEY_HASH.len());
     assert_eq!(&bytes[at + 4..at + KEY_HASH_LEN], DEFAULT_KEY_HASH.as_bytes());
+    // The meta info: that of `savepoint-v2.sp`, then the writers section, which lists
+    // `count` with its tag entry and no older writer: every record of a savepoint is one its
+    // states' present writers wrote.
+    let v2 = vector(SAVEPOINT_V2_VECTOR);
+    let v2_meta_end = 20 + le_u32(&v2, 16) as usize;
+    assert_eq!(bytes[8..16], v2[8..16]);
+    assert_eq!(bytes[20..v2_meta_end], v2[20..v2_meta_end]);
+    assert_eq!(bytes[v2_meta_end..header_end], writers_section(false)[..]);
+    assert_eq!(header_end - 20, encoded_len(&savepoint_meta()));
+    assert!(meta.states.iter().all(|s| s.older.is_empty()));
+    assert_eq!(meta.states[0].tag, COUNT_TAG);
+    // Version 3 changed the meta info only: the chunks and the end marker are those of
+    // version 2.
+    assert_eq!(bytes[header_end + 4..], v2[v2_meta_end + 4..]);
 
     // The chunks, as the vectors README lists them, then the end marker.
     let mut r = SavepointReader::new(&bytes).unwrap();
@@ -681,6 +943,43 @@ fn savepoint_vector_decodes_to_the_listed_content() {
 }
 
 #[test]
+fn savepoint_v2_fixture_decodes_to_the_listed_content() {
+    let bytes = vector(SAVEPOINT_V2_VECTOR);
+    let (meta, got) = decode_all(&bytes).unwrap();
+    assert_eq!(meta, meta_v3());
+    let want: Vec<(Vec<u8>, Vec<u8>)> = records().into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(got, want);
+    assert_eq!(SavepointReader::new(&bytes).unwrap().savepoint_id, SAVEPOINT_ID);
+    assert_eq!(&bytes[0..4], b"EDSV");
+    assert_eq!(le_u32(&bytes, 4), 2);
+    let header_end = 20 + le_u32(&bytes, 16) as usize;
+    assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
+    let at = KEY_HASH_AT - 8;
+    assert_eq!(le_u32(&bytes, at) as usize, DEFAULT_KEY_HASH.len());
+    // No writers section: the meta info is that of `checkpoint-manifest-v3.bin`, byte for
+    // byte, and ends where the chunks' header CRC starts.
+    let v3 = vector(MANIFEST_V3_VECTOR);
+    assert_eq!(bytes[20..header_end], v3[META_AT..v3_meta_end()]);
+    // A version 2 header does not end with a writers section, and a version 3 one must:
+    // relabelled, each is refused (re-signed, so that only the version differs).
+    let relabel = |bytes: &[u8], version: u32| {
+        let mut b = bytes.to_vec();
+        b[4..8].copy_from_slice(&version.to_le_bytes());
+        let header_end = 20 + le_u32(&b, 16) as usize;
+        let crc = crc32fast::hash(&b[..header_end]);
+        b[header_end..header_end + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    assert!(matches!(SavepointReader::new(&relabel(&bytes, 3)), Err(SnapshotDecodeError::Corrupt(_))));
+    match SavepointReader::new(&relabel(&vector(SAVEPOINT_VECTOR), 2)) {
+        Err(SnapshotDecodeError::Corrupt(d)) => {
+            assert_eq!((d.offset, d.kind), (header_end as u64, Corruption::Malformed("trailing bytes in meta")))
+        }
+        other => panic!("{:?}", other.map(|r| r.savepoint_id)),
+    }
+}
+
+#[test]
 fn savepoint_v1_fixture_decodes_to_the_listed_content() {
     let bytes = vector(SAVEPOINT_V1_VECTOR);
     let (meta, got) = decode_all(&bytes).unwrap();
@@ -693,7 +992,7 @@ fn savepoint_v1_fixture_decodes_to_the_listed_content() {
     let header_end = 20 + le_u32(&bytes, 16) as usize;
     assert_eq!(crc32fast::hash(&bytes[..header_end]), le_u32(&bytes, header_end));
     // Version 2 changed the meta info only: the chunks and the end marker are the same bytes.
-    let v2 = vector(SAVEPOINT_VECTOR);
+    let v2 = vector(SAVEPOINT_V2_VECTOR);
     let v2_header_end = 20 + le_u32(&v2, 16) as usize;
     assert_eq!(v2_header_end, header_end + KEY_HASH_LEN);
     assert_eq!(bytes[header_end + 4..], v2[v2_header_end + 4..]);
@@ -701,7 +1000,7 @@ fn savepoint_v1_fixture_decodes_to_the_listed_content() {
 
 #[test]
 fn every_changed_byte_and_every_truncation_of_the_savepoint_is_an_error() {
-    for (name, version) in [(SAVEPOINT_VECTOR, 2), (SAVEPOINT_V1_VECTOR, 1)] {
+    for (name, version) in [(SAVEPOINT_VECTOR, 3), (SAVEPOINT_V2_VECTOR, 2), (SAVEPOINT_V1_VECTOR, 1)] {
         let good = vector(name);
         for i in 0..good.len() {
             for x in [0x01u8, 0x80] {
@@ -819,7 +1118,7 @@ fn store_options(fs: &FaultFs) -> StoreOptions {
 }
 
 /// A checkpoint storage on `fs` at `/chk` holding checkpoint 42: the manifest vector
-/// `manifest` (of version 3 or 1) and the segment vectors as the shared files it names.
+/// `manifest` (of version 4, 3 or 1) and the segment vectors as the shared files it names.
 fn checkpoint_storage(fs: &FaultFs, manifest: &str) -> LocalDirStorage {
     let storage = LocalDirStorage::new(Arc::new(fs.clone()), "/chk").unwrap();
     for (v, name, ..) in SEGMENTS {
@@ -883,6 +1182,19 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
     let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
     restores_to_the_listed_store(builder(), "/restored", &source);
 
+    // The restored backend keeps the states' writers: its own checkpoint lists `count` with
+    // the same tag entry and the older writer, since the segment the older writer wrote is
+    // still in its store, with that writer's entry (manifest.md, "Writers").
+    let (mut b, _) = builder().restore("/restored-writers", &source).unwrap();
+    let again = checkpoint_of(&fs, &mut b, "/chk-again");
+    b.close().unwrap();
+    assert_eq!(again.meta.states, meta().states);
+    let mut entries: Vec<Vec<(u16, Vec<u32>)>> = again.segments.iter().map(|s| s.versions.clone()).collect();
+    entries.sort();
+    let mut want: Vec<Vec<(u16, Vec<u32>)>> = manifest().segments.iter().map(|s| s.versions.clone()).collect();
+    want.sort();
+    assert_eq!(entries, want);
+
     // What a restore checks (manifest.md, "What a restore checks").
     let refuse = |b: eddy::state::KeyedBackendBuilder<U64>, dir: &str| b.restore(dir, &source).err().unwrap();
     let err = refuse(KeyedBackend::builder(U64).max_parallelism(128).store_options(store_options(&fs)), "/r1");
@@ -929,6 +1241,22 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
         matches!(&err, Error::Misuse(Misuse::IncompatibleSnapshot { why }) if why.contains("different jobs")),
         "{err}"
     );
+    // A state whose present writer differs between the sources: `count` as the checkpoint
+    // has it (tag entry 1 1 1) and as the version 3 fixture's meta info has it (1 1).
+    let meta = SnapshotMeta { key_groups: None, ..meta_v3() };
+    let path = Path::new("/sp-v3-writer").join(SAVEPOINT_FILE);
+    fs.create_dir_all(Path::new("/sp-v3-writer")).unwrap();
+    SavepointWriter::new(fs.create(&path).unwrap(), &path, SAVEPOINT_ID, &meta, None).unwrap().finish().unwrap();
+    let err = KeyedBackend::builder(U64)
+        .max_parallelism(MAX_P)
+        .store_options(store_options(&fs))
+        .restore("/r-writer", &with("/sp-v3-writer"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Misuse(Misuse::IncompatibleSnapshot { why }) if why.contains("different present writers")),
+        "{err}"
+    );
     // A checkpoint id that is not the one in the manifest.
     fs.write_file(Path::new("/chk/chk-00000000000000000041.manifest"), &vector(MANIFEST_VECTOR)).unwrap();
     let err = KeyedBackend::builder(U64)
@@ -949,6 +1277,41 @@ fn the_manifest_vector_is_a_checkpoint_that_verifies_and_restores() {
         "{err}"
     );
     assert_eq!(verify_checkpoint(storage.as_ref(), CHECKPOINT_ID).len(), 1);
+}
+
+/// The checkpoint manifest of a checkpoint of `b` taken into a new storage at `root`.
+fn checkpoint_of(fs: &FaultFs, b: &mut KeyedBackend<U64>, root: &str) -> CheckpointManifest {
+    let storage = LocalDirStorage::new(Arc::new(fs.clone()), root).unwrap();
+    let path = storage.describe_manifest(1);
+    let mut cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
+    cp.checkpoint(1, b, &OperatorStateBackend::new(), false).unwrap();
+    cp.wait(1).unwrap();
+    assert!(cp.close().is_empty());
+    let bytes = fs.read(&path).unwrap();
+    assert_eq!(le_u32(&bytes, 4), CHECKPOINT_VERSION);
+    CheckpointManifest::decode(&bytes).unwrap()
+}
+
+/// The version 3 fixture is a checkpoint that verifies and restores too; no state of it has
+/// evolved, and the restored backend's own checkpoints (of version 4) list no writers.
+#[test]
+fn the_manifest_v3_fixture_is_a_checkpoint_that_verifies_and_restores() {
+    let fs = FaultFs::new();
+    let storage = checkpoint_storage(&fs, MANIFEST_V3_VECTOR);
+    assert!(verify_checkpoint(&storage, CHECKPOINT_ID).is_empty());
+    assert_eq!(latest_checkpoint(&storage).unwrap(), Some(CHECKPOINT_ID));
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(storage);
+    let source = [RestoreSource::Checkpoint { storage, id: CHECKPOINT_ID }];
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    restores_to_the_listed_store(builder(), "/restored", &source);
+    // Another key hash than the one it names is refused.
+    let err = builder().key_hash("test.low-bits", other_hash).restore("/restored-other-hash", &source).err().unwrap();
+    assert!(matches!(&err, Error::Misuse(Misuse::KeyHashMismatch { .. })), "{err}");
+    let (mut b, _) = builder().restore("/restored-writers", &source).unwrap();
+    let again = checkpoint_of(&fs, &mut b, "/chk-again");
+    b.close().unwrap();
+    assert_eq!(again.meta.states, meta_v3().states);
+    assert!(again.segments.iter().all(|s| s.versions == versions(&meta_v3())));
 }
 
 /// The version 1 fixture is a checkpoint that verifies and restores too; it records no key
@@ -989,13 +1352,16 @@ fn the_savepoint_vector_restores_into_typed_state() {
 
     // The restored backend, named by no job of its own, takes the savepoint's job name into its
     // snapshots; one given a name keeps it (manifest.md, "What a restore checks").
-    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-again"), JOB);
+    // Its states keep their writers: `count` its tag entry 1 1 1 (manifest.md, "Writers").
+    let again = meta_of_a_savepoint(&fs, &mut b, "/sp-again");
+    assert_eq!(again.job, JOB);
+    assert_eq!(again.states, savepoint_meta().states);
     b.close().unwrap();
     let (mut b, _) = builder()
         .job("renamed")
         .restore("/restored-renamed", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
         .unwrap();
-    assert_eq!(job_of_a_savepoint(&fs, &mut b, "/sp-renamed"), "renamed");
+    assert_eq!(meta_of_a_savepoint(&fs, &mut b, "/sp-renamed").job, "renamed");
     b.close().unwrap();
 
     // Another key hash than the one the savepoint names is refused.
@@ -1009,6 +1375,24 @@ fn the_savepoint_vector_restores_into_typed_state() {
             if snapshot == DEFAULT_KEY_HASH && backend == "test.low-bits"),
         "{err}"
     );
+}
+
+/// The version 2 fixture restores into typed state too; none of its states has evolved, so the
+/// restored backend's savepoints list no writers.
+#[test]
+fn the_savepoint_v2_fixture_restores_into_typed_state() {
+    let fs = FaultFs::new();
+    fs.write_file(Path::new("/sp/SAVEPOINT"), &vector(SAVEPOINT_V2_VECTOR)).unwrap();
+    let builder = || KeyedBackend::builder(U64).max_parallelism(MAX_P).store_options(store_options(&fs));
+    let mut b = restores_into_typed_state(&fs, builder(), "/sp", "/restored");
+    assert_eq!(meta_of_a_savepoint(&fs, &mut b, "/sp-again").states, meta_v3().states);
+    b.close().unwrap();
+    let err = builder()
+        .key_hash("test.low-bits", other_hash)
+        .restore("/restored-other-hash", &[RestoreSource::Savepoint { fs: Arc::new(fs.clone()), dir: "/sp".into() }])
+        .err()
+        .unwrap();
+    assert!(matches!(&err, Error::Misuse(Misuse::KeyHashMismatch { .. })), "{err}");
 }
 
 /// The version 1 fixture restores into typed state too; it records no key hash, so a restore
@@ -1081,15 +1465,15 @@ fn restores_into_typed_state(
     b
 }
 
-/// The job name in the meta info of a savepoint of `b` taken into `dir`.
-fn job_of_a_savepoint(fs: &FaultFs, b: &mut KeyedBackend<U64>, dir: &str) -> String {
+/// The meta info of a savepoint of `b` taken into `dir`.
+fn meta_of_a_savepoint(fs: &FaultFs, b: &mut KeyedBackend<U64>, dir: &str) -> SnapshotMeta {
     let storage = LocalDirStorage::new(Arc::new(fs.clone()), format!("/chk{dir}")).unwrap();
     let mut cp = Checkpointer::new(Arc::new(storage), CheckpointOptions::new()).unwrap();
     cp.savepoint(1, Arc::new(fs.clone()), dir, b, &OperatorStateBackend::new()).unwrap();
     cp.wait(1).unwrap();
     assert!(cp.close().is_empty());
     let bytes = fs.read(&Path::new(dir).join(SAVEPOINT_FILE)).unwrap();
-    decode_all(&bytes).unwrap().0.job
+    decode_all(&bytes).unwrap().0
 }
 
 // ---- the documents list what the vectors hold ----
@@ -1120,10 +1504,20 @@ fn vectors_readme_lists_the_content() {
     let readme = spec_file("vectors/README.md");
     let m = manifest();
     let mut lines = Vec::new();
-    for name in [MANIFEST_VECTOR, SAVEPOINT_VECTOR, MANIFEST_V1_VECTOR, MANIFEST_V2_VECTOR, SAVEPOINT_V1_VECTOR] {
+    for name in [
+        MANIFEST_VECTOR,
+        SAVEPOINT_VECTOR,
+        MANIFEST_V1_VECTOR,
+        MANIFEST_V2_VECTOR,
+        MANIFEST_V3_VECTOR,
+        SAVEPOINT_V1_VECTOR,
+        SAVEPOINT_V2_VECTOR,
+    ] {
         lines.push(format!("## `{name}` ({} bytes)", vector(name).len()));
     }
-    for (manifest, savepoint) in [(MANIFEST_VECTOR, SAVEPOINT_VECTOR), (MANIFEST_V1_VECTOR, SAVEPOINT_V1_VECTOR)] {
+    // The fixtures' meta info, shared by each version's manifest and savepoint.
+    for (manifest, savepoint) in [(MANIFEST_V3_VECTOR, SAVEPOINT_V2_VECTOR), (MANIFEST_V1_VECTOR, SAVEPOINT_V1_VECTOR)]
+    {
         let meta_len = le_u32(&vector(savepoint), 16) as usize;
         lines.push(format!("The meta info is {meta_len} bytes long"));
         lines.push(format!(
@@ -1133,6 +1527,24 @@ fn vectors_readme_lists_the_content() {
         lines
             .push(format!("Its meta info (bytes 20 to {}) is that of `{manifest}`, byte for byte.", 20 + meta_len - 1));
     }
+    // The newest vectors' meta info: the same bytes up to the writers section.
+    let common = v3_meta_end() - META_AT;
+    let (manifest_meta, savepoint_meta) = (encoded_len(&meta()), encoded_len(&self::savepoint_meta()));
+    lines.extend([
+        format!("The meta info is {manifest_meta} bytes long"),
+        format!(
+            "Meta info (bytes {META_AT} to {}; its first {common} bytes, up to the writers section, are \
+             those of `{MANIFEST_V3_VECTOR}` and `{SAVEPOINT_VECTOR}`)",
+            META_AT + manifest_meta - 1
+        ),
+        format!(
+            "Its meta info (bytes 20 to {}) is that of `{MANIFEST_VECTOR}` up to the writers section (its \
+             first {common} bytes), then a writers section of {} bytes",
+            20 + savepoint_meta - 1,
+            savepoint_meta - common
+        ),
+        format!("The writers section is {} bytes long", manifest_meta - common),
+    ]);
     lines.extend([
         format!(
             "Checkpoint {}, flags {} (incremental), `next_segment_id` {}.",
@@ -1149,10 +1561,35 @@ fn vectors_readme_lists_the_content() {
         ),
         format!("Savepoint {SAVEPOINT_ID}, chunks stored uncompressed"),
     ]);
+    let nums = |vs: &[u32]| vs.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
     for s in &m.meta.states {
         let sers: Vec<String> = s.serializers.iter().map(ser_text).collect();
         let ttl = if s.id == 1 { COUNT_TTL_TEXT } else { "none" };
         lines.push(format!("| {} | `{}` | {:?} | {} | {ttl} |", s.id, s.name, s.kind, sers.join(", ")));
+        // The writers section: a row per older writer of each state it lists.
+        for w in &s.older {
+            let sers: Vec<String> = w.serializers.iter().map(ser_text).collect();
+            lines.push(format!(
+                "| {} | `{}` | {} | {} | {} | {} |",
+                s.id,
+                s.name,
+                nums(&s.tag),
+                nums(&w.tag),
+                sers.join(", "),
+                if w.ttl { "yes" } else { "no" }
+            ));
+        }
+    }
+    for s in &self::savepoint_meta().states {
+        if s.tag != s.versions() {
+            assert!(s.older.is_empty());
+            lines.push(format!(
+                "Its writers section lists state {} (`{}`) with the tag entry {} and no older writer.",
+                s.id,
+                s.name,
+                nums(&s.tag)
+            ));
+        }
     }
     for l in &m.meta.operator.lists {
         let elements: Vec<String> = l.elements.iter().map(|e| hex_cell(e)).collect();
@@ -1175,28 +1612,27 @@ fn vectors_readme_lists_the_content() {
             entries.join(", ")
         ));
     }
-    for (i, s) in m.segments.iter().enumerate() {
-        let mask: Vec<String> = s.mask.iter().map(|(a, b)| format!("`{a:04x}..={b:04x}`")).collect();
-        let mask = if mask.is_empty() { "(none)".to_string() } else { mask.join(", ") };
-        let versions: Vec<String> = s
-            .versions
-            .iter()
-            .map(|(id, vs)| format!("{id}: {}", vs.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
-            .collect();
-        lines.push(format!(
-            "| {i} | `{}` | {} | {} | {mask} | {} | `{}` |",
-            s.file,
-            s.segment_id,
-            s.file_len,
-            versions.join("; "),
-            SEGMENTS[i].0
-        ));
+    // The segment tables of the newest manifest and of the version 3 fixture.
+    for segments in [m.segments.clone(), manifest_v3().segments] {
+        for (i, s) in segments.iter().enumerate() {
+            let mask: Vec<String> = s.mask.iter().map(|(a, b)| format!("`{a:04x}..={b:04x}`")).collect();
+            let mask = if mask.is_empty() { "(none)".to_string() } else { mask.join(", ") };
+            let versions: Vec<String> = s.versions.iter().map(|(id, vs)| format!("{id}: {}", nums(vs))).collect();
+            lines.push(format!(
+                "| {i} | `{}` | {} | {} | {mask} | {} | `{}` |",
+                s.file,
+                s.segment_id,
+                s.file_len,
+                versions.join("; "),
+                SEGMENTS[i].0
+            ));
+        }
     }
     for (i, (k, v, meaning)) in records().iter().enumerate() {
         let kg = u16::from_be_bytes([k[0], k[1]]);
         lines.push(format!("| {i} | {kg} | {} | {} | {meaning} |", hex_cell(k), hex_cell(v)));
     }
-    for name in [SAVEPOINT_VECTOR, SAVEPOINT_V1_VECTOR] {
+    for name in [SAVEPOINT_VECTOR, SAVEPOINT_V2_VECTOR, SAVEPOINT_V1_VECTOR] {
         let sp = vector(name);
         let mut r = SavepointReader::new(&sp).unwrap();
         let mut i = 0;
