@@ -332,6 +332,15 @@ pub enum Misuse {
         /// The name of the backend's hash.
         backend: String,
     },
+    /// A savepoint was asked of a backend holding a restored state whose records were partly
+    /// written by older serializers, before the state was registered again: the savepoint
+    /// converts those records with the state's present serializers, so register it first (or
+    /// take a checkpoint, which keeps them as they are).
+    #[error("state {name:?} holds records of older serializers and is not registered again; register it before taking a savepoint")]
+    UnmigratedState {
+        /// The state.
+        name: String,
+    },
     /// A snapshot cannot be restored into this backend (different max parallelism, key
     /// serializer, states, or key groups that overlap or are missing).
     #[error("the snapshot cannot be restored here: {why}")]

@@ -435,8 +435,8 @@ fn turning_ttl_on_or_off_across_a_restore_is_a_lazy_migration() {
     let ttl = TtlConfig::new(Duration::from_secs(10));
     for snap in [Snap::Checkpoint, Snap::Savepoint] {
         let root = tempfile::tempdir().unwrap();
-        // Off, then on: values written without a timestamp count as written at the restore's
-        // first access, and expire from then.
+        // Off, then on: values written without a timestamp count as written when the state
+        // was registered with TTL, and expire from then.
         let mut b = with_clock(&root.path().join("a"), None);
         let v = b.state(ValueStateDescriptor::new("v", U64)).unwrap();
         let l = b.state(ListStateDescriptor::new("l", U64)).unwrap();
@@ -455,6 +455,8 @@ fn turning_ttl_on_or_off_across_a_restore_is_a_lazy_migration() {
             assert_eq!(v.get(&mut r).unwrap(), Some(k), "{snap:?}");
             assert_eq!(l.get_vec(&mut r).unwrap(), vec![k, k + 1]);
         }
+        // Written now with the time of the registration (for the savepoint, it converts).
+        r.migrate().unwrap();
         let on = snapshot(root.path(), &mut r, snap, 2);
         r.close().unwrap();
 
@@ -584,6 +586,39 @@ fn records_converted_and_written_back_while_flushes_and_compactions_run_stay_rea
             r.set_current_key(&k).unwrap();
             assert_eq!(l.get_vec(&mut r).unwrap(), vec![to_v2(&value_of(k))], "round {round} key {k}");
         }
+    }
+    r.close().unwrap();
+}
+
+#[test]
+fn a_savepoint_needs_evolved_states_registered_and_lists_no_older_writer() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = written_with_v1(&root.path().join("a"));
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    // Restored with v2, checkpointed (old segments kept), restored again without registering.
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    r.set_current_key(&1).unwrap();
+    s.update(&mut r, &V2 { clicks: 1, name: "one".into(), country: "x".into() }).unwrap();
+    let evolved = snapshot(root.path(), &mut r, Snap::Checkpoint, 2);
+    r.close().unwrap();
+    let mut r = restore(&root.path().join("c"), &evolved).unwrap();
+    let mut cp = Checkpointer::local(root.path().join("cp-x"), CheckpointOptions::new()).unwrap();
+    let op = OperatorStateBackend::new();
+    let err = cp.savepoint(9, Arc::new(StdFs), root.path().join("sp-x"), &mut r, &op).unwrap_err();
+    assert!(matches!(err, Error::Misuse(eddy::Misuse::UnmigratedState { ref name }) if name == "clicks"), "{err:?}");
+    // Registered, the savepoint converts; its restore reads every key as v2.
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    let sp = snapshot(root.path(), &mut r, Snap::Savepoint, 3);
+    drop(s);
+    r.close().unwrap();
+    let mut r = restore(&root.path().join("d"), &sp).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    for k in 0..KEYS {
+        r.set_current_key(&k).unwrap();
+        let want = if k == 1 { V2 { clicks: 1, name: "one".into(), country: "x".into() } } else { to_v2(&value_of(k)) };
+        assert_eq!(s.get(&mut r).unwrap(), Some(want));
     }
     r.close().unwrap();
 }

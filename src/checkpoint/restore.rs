@@ -287,6 +287,22 @@ pub(crate) fn prepare_store(
         return Err(incompatible(format!("the snapshots hold {covered} of the backend's {} key groups", range.len())));
     }
     states.sort_by_key(|s| s.id);
+    // Every file's records must come from a writer the snapshot lists.
+    for (l, m) in loaded.iter().zip(&metas) {
+        let Loaded::Checkpoint { manifest, .. } = l else { continue };
+        let files = manifest.segments.iter().map(|s| (&s.file, &s.versions)).chain(manifest.logs.iter().map(|l| (&l.file, &l.versions)));
+        for (file, versions) in files {
+            for (id, entry) in versions.iter() {
+                let Some(s) = m.states.iter().find(|s| s.id == *id) else { continue };
+                if s.tag != *entry && !s.older.iter().any(|w| w.tag == *entry) {
+                    return Err(incompatible(format!(
+                        "{file} holds records of state {:?} by a writer (tag entry {entry:?}) the snapshot does not list",
+                        s.name
+                    )));
+                }
+            }
+        }
+    }
 
     let mut segments: Vec<ManifestSegment> = Vec::new();
     let mut origin = Vec::new();
@@ -476,7 +492,11 @@ pub(crate) fn replay(store: &mut crate::store::Store, replay: &Replay) -> Result
         .logs
         .iter()
         .try_fold(SchemaTag::default(), |acc, l| acc.union(&SchemaTag::new(l.versions.iter().cloned())));
-    store.set_schema(tag.unwrap_or_default())?;
+    // One chain of changelog files is written by one writer per state.
+    let Some(tag) = tag else {
+        return Err(incompatible("the changelog files of the checkpoint give a state different writers".into()));
+    };
+    store.set_schema(tag)?;
     store.reserve_keys(usize::try_from(bytes / REPLAY_BYTES_PER_KEY).unwrap_or(usize::MAX));
     let mut files = Vec::with_capacity(replay.logs.len());
     for l in &replay.logs {

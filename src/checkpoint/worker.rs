@@ -297,7 +297,7 @@ impl Worker {
                 return Err(Error::Incomplete(crate::Incomplete::FileGone { file: self.storage.describe(file) }));
             }
         }
-        let manifest = CheckpointManifest {
+        let mut manifest = CheckpointManifest {
             checkpoint_id: job.id,
             flags: if job.full { FLAG_FULL } else { 0 },
             next_segment_id: job.next_segment_id,
@@ -305,6 +305,7 @@ impl Worker {
             segments,
             logs,
         };
+        manifest.keep_needed_writers();
         let bytes = manifest.encode();
         self.storage.write_manifest(job.id, &bytes)?;
         let files: Vec<String> = manifest

@@ -26,6 +26,42 @@
 //!
 //! [`Codec`] names the default serializer of a type, so that `ValueStateDescriptor::<u64>::new`
 //! needs no serializer argument.
+//!
+//! # Evolving the types in state
+//!
+//! A restored state is registered again with the serializers the new version of the job
+//! gives, and each is checked against the snapshot that wrote the data
+//! ([`Serializer::compatibility`]), with one of Flink's four outcomes:
+//!
+//! - [`Compatibility::AsIs`]: the new serializer reads the old bytes;
+//! - [`Compatibility::AfterMigration`]: the old bytes are read through the new serializer's
+//!   [`old_reader`](Serializer::old_reader) (the old serializer rebuilt from its snapshot, and a
+//!   conversion) and written again by the new one. Keyed state does this lazily: a record is
+//!   converted when it is read (and written back), when compaction merges it, or when a
+//!   savepoint is written, so a restore costs what it costs without a change, whatever the
+//!   state's size; [`KeyedBackend::migrate`](crate::state::KeyedBackend::migrate) does it now.
+//!   Operator and broadcast state, held in memory, are converted on registration;
+//! - [`Compatibility::WithReconfiguredSerializer`]: the serializer
+//!   [reconfigured](Serializer::reconfigured) from the old snapshot is used from then on;
+//! - [`Compatibility::Incompatible`]: the registration fails with
+//!   [`Error::IncompatibleSerializer`](crate::Error::IncompatibleSerializer), naming the state,
+//!   the part and both serializers; nothing is changed, and the job can try again.
+//!
+//! Serializers whose bytes are part of record keys (the key, a namespace, a map's user key)
+//! must read the old bytes as is or reconfigured: a change of those bytes would move keys to
+//! other key groups and break lookups, and is refused online.
+//!
+//! Ways to evolve a type, none of them needing the old code to stay around but the conversion:
+//!
+//! - [`VersionedSerde`]: a chain of `serde` types, one conversion per step (fields added,
+//!   removed, renamed or changed in type, in user code);
+//! - `AvroSerializer` (feature `avro`): the writer's schema is stored in the snapshot and
+//!   resolved against the reader's by Avro's rules;
+//! - the built-ins widen without user code: an integer into a wider one that holds its every
+//!   value, `f32` into `f64`, integers into floats that hold them exactly, `T` into
+//!   `Option<T>`, and options, vectors and tuples through their parts;
+//! - any serializer, through [`Serializer::compatibility`], [`Serializer::old_reader`] and
+//!   [`Serializer::reconfigured`]; composites call [`part_reader`] for their parts.
 
 /// The constructors and common traits of a serializer of any `T` that carries only a tag: a
 /// stable name of the encoded type that goes into its snapshot.
@@ -82,11 +118,15 @@ macro_rules! tagged_serializer {
 }
 pub(crate) use tagged_serializer;
 
+#[cfg(feature = "avro")]
+mod avro;
 mod builtin;
 mod rkyv_codec;
 mod serde_codec;
 mod versioned;
 
+#[cfg(feature = "avro")]
+pub use avro::AvroSerializer;
 pub use builtin::*;
 pub use rkyv_codec::{RkyvSerializer, RkyvView};
 pub use serde_codec::SerdeSerializer;

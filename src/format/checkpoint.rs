@@ -9,18 +9,20 @@
 //! ```text
 //! magic "EDCP" | version u32 | checkpoint_id u64 | flags u32 | next_segment_id u64
 //! meta     := see SnapshotMeta (format-spec/manifest.md); from version 3 on it names the
-//!             key-routing hash after the key serializer
+//!             key-routing hash after the key serializer, from version 4 on it ends with the
+//!             writers section (the states' present and older writers)
 //! segments := count u32, then per segment:
 //!             file str | segment_id u64 | file_len u64 | masks (count u32, (first u16, last u16)*)
-//!             | versions (count u32, (state u16, count u32, version u32*)*)
+//!             | versions (count u32, (state u16, count u32, version u32*)*): per state, the
+//!               tag entry of the writer of its records
 //! logs     := (version 2 and later) count u32, then per changelog file, oldest first:
 //!             file str | log_seq u64 | file_len u64 | versions (as above)
 //! crc32 u32   (of everything before it)
 //! ```
 //!
-//! This build writes version 3 only: version 2 with the name of the key-routing hash in the
-//! meta info and a changelog count that may be 0. It reads versions 1 (no changelog count, no
-//! changelog files) and 2 (at least one changelog file) as they were written.
+//! This build writes version 4 only: version 3 with the writers section at the end of the meta
+//! info. It reads versions 1 (no changelog count, no changelog files), 2 (at least one
+//! changelog file, no key hash) and 3 (no writers section) as they were written.
 //!
 //! Integers are little-endian; `str` and `bytes` are a `u32` length and the bytes.
 
@@ -128,7 +130,8 @@ pub struct SegmentRef {
     pub file_len: u64,
     /// Key-group ranges (inclusive) whose records are not part of the snapshot.
     pub mask: Vec<(u16, u16)>,
-    /// Per state id, the versions of its serializers that wrote the segment's records.
+    /// Per state id, the tag entry of the writer of the segment's records (see
+    /// [`StateMetaInfo::tag`]).
     pub versions: Vec<(u16, Vec<u32>)>,
 }
 
@@ -142,7 +145,8 @@ pub struct LogRef {
     pub log_seq: u64,
     /// The file's length in bytes.
     pub file_len: u64,
-    /// Per state id, the versions of its serializers that wrote the file's records.
+    /// Per state id, the tag entry of the writer of the file's records (see
+    /// [`StateMetaInfo::tag`]).
     pub versions: Vec<(u16, Vec<u32>)>,
 }
 
@@ -254,6 +258,18 @@ fn put_ttl(out: &mut Vec<u8>, ttl: &Option<TtlConfig>) {
     });
     put_u32(out, u32::try_from(t.incremental).unwrap_or(u32::MAX));
     out.push(u8::from(t.in_compaction) | u8::from(t.full_snapshot) << 1);
+}
+
+impl CheckpointManifest {
+    /// Drops from the meta info the older writers whose records none of the manifest's
+    /// segments and changelog files hold.
+    pub(crate) fn keep_needed_writers(&mut self) {
+        let refs: Vec<&[(u16, Vec<u32>)]> =
+            self.segments.iter().map(|s| &s.versions[..]).chain(self.logs.iter().map(|l| &l.versions[..])).collect();
+        for state in &mut self.meta.states {
+            state.older.retain(|w| refs.iter().any(|r| r.iter().any(|(id, v)| *id == state.id && *v == w.tag)));
+        }
+    }
 }
 
 impl SnapshotMeta {

@@ -14,8 +14,9 @@
 //! and a key group may span several chunks. The chunk's CRC covers its header fields before the
 //! CRC and the stored payload; the payload is zstd-compressed when `compression` is 1.
 //!
-//! This build writes version 2 only: version 1 with the name of the key-routing hash in the
-//! meta info. It reads versions 1 and 2.
+//! This build writes version 3 only: version 2 with the writers section at the end of the meta
+//! info (a savepoint's records are all of the present writers, so it lists no older writer).
+//! It reads versions 1 (no key hash), 2 (no writers section) and 3.
 
 use super::checkpoint::{checked_body, put_u32, put_u64, SnapshotDecodeError, SnapshotMeta};
 use super::{put_varint32, DecodeError, Reader};

@@ -343,6 +343,10 @@ impl<K: Serializer> KeyedBackend<K> {
     /// older writers. Without it, records are converted lazily: on access, and by the
     /// compactions that come anyway.
     ///
+    /// A savepoint converts what it writes, so it needs no migration first; but it needs every
+    /// restored state whose serializers changed registered again
+    /// ([`Misuse::UnmigratedState`]).
+    ///
     /// A conversion that fails (the hook returns an error or panics) gives
     /// [`Error::Migration`](crate::Error::Migration) naming the state and the key group;
     /// nothing is lost: the store is left as it was before the call and goes on.
@@ -353,9 +357,9 @@ impl<K: Serializer> KeyedBackend<K> {
         for id in ids {
             let in_use = core.store.entries_in_use(id);
             let Some(meta) = core.states.get_mut(&id) else { continue };
-            meta.older.retain(|w| in_use.contains(&w.tag));
-            if meta.older.is_empty() {
-                core.store.set_migration(id, None);
+            // The older writers stay known: a checkpoint of a changelog chain may still name
+            // segments of theirs (snapshots list them only while their files do).
+            if meta.older.iter().all(|w| !in_use.contains(&w.tag)) {
                 if let Some(lazy) = meta.lazy.take() {
                     lazy.pending.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -509,18 +513,16 @@ impl<K: Serializer> KeyedBackend<K> {
         let states: Vec<StateMetaInfo> = core
             .states
             .iter()
-            .map(|(&id, m)| {
-                // Older writers whose records are all gone (migrated) are forgotten.
-                let in_use = if m.older.is_empty() { Vec::new() } else { core.store.entries_in_use(id) };
-                StateMetaInfo {
-                    id,
-                    name: m.name.to_string(),
-                    kind: m.kind,
-                    serializers: m.serializers.clone(),
-                    ttl: m.ttl,
-                    tag: m.tag.clone(),
-                    older: m.older.iter().filter(|w| in_use.contains(&w.tag)).cloned().collect(),
-                }
+            .map(|(&id, m)| StateMetaInfo {
+                id,
+                name: m.name.to_string(),
+                kind: m.kind,
+                serializers: m.serializers.clone(),
+                ttl: m.ttl,
+                tag: m.tag.clone(),
+                // Every older writer: a checkpoint keeps those whose records its files hold
+                // (see `CheckpointManifest::keep_needed_writers`), a savepoint none.
+                older: m.older.clone(),
             })
             .collect();
         let range = core.range;
@@ -568,9 +570,18 @@ impl<K: Serializer> sealed::Parts for KeyedBackend<K> {
     }
 
     fn savepoint_parts(&mut self, operator: OperatorStateSnapshot) -> Result<SavepointParts> {
+        // A savepoint holds records of the present writers only: it converts what older ones
+        // wrote, which needs the state registered (its serializers are the conversion).
+        if let Some(m) = self.core.states.values().find(|m| !m.registered && !m.older.is_empty()) {
+            return Err(Misuse::UnmigratedState { name: m.name.to_string() }.into());
+        }
         let store = self.core.store.snapshot()?;
         let filter = Box::new(self.core.ttl_filter.for_snapshot(self.core.now()));
-        Ok(SavepointParts { store, meta: self.meta(operator), range: self.core.range, filter })
+        let mut meta = self.meta(operator);
+        for s in &mut meta.states {
+            s.older.clear();
+        }
+        Ok(SavepointParts { store, meta, range: self.core.range, filter })
     }
 
     fn take_origin(&mut self, storage: &Path) -> Vec<Origin> {

@@ -111,7 +111,7 @@ pub(crate) enum Shape {
 }
 
 /// The conversion of records of the writers `readers` into records of `s`, with timestamps
-/// when `ttl` (a value written without one counts as written now).
+/// when `ttl` (a value written without one counts as written at the time of this call).
 pub(crate) fn convert<S: Serializer>(
     s: Arc<S>,
     readers: Vec<Reader<S>>,
@@ -119,6 +119,10 @@ pub(crate) fn convert<S: Serializer>(
     ttl: bool,
     clock: Arc<dyn Clock>,
 ) -> Convert {
+    // A value written without a timestamp by a writer without TTL counts as written when the
+    // state was registered with TTL: every conversion of it (on the fly, by compaction, by a
+    // savepoint) gives it that time.
+    let since = clock.now_millis();
     Arc::new(move |entry: &[u32], raw: &[u8], out: &mut Vec<u8>| {
         let Some(r) = readers.iter().find(|r| r.tag == entry) else {
             return Err(format!("no writer of the state is known for tag entry {entry:?}"));
@@ -136,7 +140,7 @@ pub(crate) fn convert<S: Serializer>(
                     (None, raw)
                 };
                 if ttl {
-                    put_ts(ts.unwrap_or_else(|| clock.now_millis()), out);
+                    put_ts(ts.unwrap_or(since), out);
                 }
                 if r.read.is_none() {
                     out.extend_from_slice(body);
@@ -149,7 +153,7 @@ pub(crate) fn convert<S: Serializer>(
                 for e in Elements::new(raw, r.ttl) {
                     let e = e.map_err(|e| e.to_string())?;
                     let v = read_one(e.bytes).map_err(|e| e.to_string())?;
-                    let ts = ttl.then(|| e.ts.unwrap_or_else(|| clock.now_millis()));
+                    let ts = ttl.then(|| e.ts.unwrap_or(since));
                     put_element(ts, out, |o| s.write(&v, o));
                 }
             }
