@@ -124,10 +124,7 @@ fn read_all_v2(b: &mut KeyedBackend<U64>, s: &ValueState<VersionedSerde<EventV2>
         b.set_current_key(&k).expect("key");
         let v = s.get(b).expect("get").expect("a value for every key");
         let e = event(k, names);
-        assert!(
-            v.id == e.id && v.ts == e.ts && v.name == e.name && v.amount == e.amount && v.version == 2,
-            "key {k}"
-        );
+        assert!(v.id == e.id && v.ts == e.ts && v.name == e.name && v.amount == e.amount && v.version == 2, "key {k}");
     }
 }
 
@@ -177,7 +174,8 @@ fn main() {
     let root = root.path();
 
     // Load with v1, then one checkpoint and one savepoint.
-    let mut b = KeyedBackend::builder(U64).max_parallelism(128).store_options(options()).open(root.join("load")).unwrap();
+    let mut b =
+        KeyedBackend::builder(U64).max_parallelism(128).store_options(options()).open(root.join("load")).unwrap();
     let s = b.state(ValueStateDescriptor::new("events", v1())).unwrap();
     let start = Instant::now();
     for k in shuffled(keys, 7) {

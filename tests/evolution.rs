@@ -10,8 +10,8 @@ use eddy::checkpoint::{CheckpointOptions, Checkpointer, RestoreSource};
 use eddy::codec::{OptionOf, SerdeSerializer, Serializer, VersionedSerde, U32, U64};
 use eddy::io::StdFs;
 use eddy::state::{
-    KeyedBackend, ListStateDescriptor, MapStateDescriptor, OperatorStateBackend, ReducingStateDescriptor, StateDescriptor,
-    ValueStateDescriptor,
+    KeyedBackend, ListStateDescriptor, MapStateDescriptor, OperatorStateBackend, ReducingStateDescriptor,
+    StateDescriptor, ValueStateDescriptor,
 };
 use eddy::{Error, SerializerPart};
 use serde::{Deserialize, Serialize};
@@ -534,8 +534,10 @@ fn key_serializers_are_reconfigured_online_and_changes_of_key_bytes_are_refused(
     let source = RestoreSource::Checkpoint { storage: cp.storage().clone(), id: 1 };
 
     // Another width: reconfigured to the snapshot's, so every key is found where it was.
-    let (mut r, _) =
-        KeyedBackend::builder(Width(8)).max_parallelism(16).restore(root.path().join("b"), &[source.clone()]).unwrap();
+    let (mut r, _) = KeyedBackend::builder(Width(8))
+        .max_parallelism(16)
+        .restore(root.path().join("b"), std::slice::from_ref(&source))
+        .unwrap();
     let s = r.state(ValueStateDescriptor::new("v", U64)).unwrap();
     for k in 0..50u64 {
         r.set_current_key(&k).unwrap();
@@ -567,7 +569,8 @@ fn records_converted_and_written_back_while_flushes_and_compactions_run_stay_rea
     let root = tempfile::tempdir().unwrap();
     let opts = || StoreOptions::new().memory_budget(4 << 20);
     let keys: u64 = std::env::var("EVO_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(60_000);
-    let mut b = KeyedBackend::builder(U64).max_parallelism(16).store_options(opts()).open(root.path().join("a")).unwrap();
+    let mut b =
+        KeyedBackend::builder(U64).max_parallelism(16).store_options(opts()).open(root.path().join("a")).unwrap();
     let l = b.state(ListStateDescriptor::new("l", v1())).unwrap();
     for k in 0..keys {
         b.set_current_key(&k).unwrap();

@@ -232,5 +232,5 @@ fn run(ops: Vec<Op>) -> TestResult {
 
 #[test]
 fn reads_after_random_chains_of_evolution_are_the_migration_of_what_was_written() {
-    QuickCheck::new().gen(Gen::new(30)).tests(40).quickcheck(run as fn(Vec<Op>) -> TestResult);
+    QuickCheck::new().rng(Gen::new(30)).tests(40).quickcheck(run as fn(Vec<Op>) -> TestResult);
 }

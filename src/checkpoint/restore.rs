@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc};
 
 use super::storage::CheckpointStorage;
 use super::SAVEPOINT_FILE;
+use crate::codec::Compatibility;
 use crate::error::{Error, Misuse, Result};
 use crate::format::changelog::ChangelogReader;
 use crate::format::checkpoint::{
@@ -14,7 +15,6 @@ use crate::format::checkpoint::{
 use crate::format::meta::OperatorStateSnapshot;
 use crate::format::savepoint::{SavepointReader, Step, SAVEPOINT_VERSION};
 use crate::format::store_manifest::{ManifestSegment, StoreManifest};
-use crate::codec::Compatibility;
 use crate::format::SchemaTag;
 use crate::format::{RecordKind, SegmentWriter, WriterOptions};
 use crate::io::{FileBytes, FileSystem};
@@ -290,7 +290,11 @@ pub(crate) fn prepare_store(
     // Every file's records must come from a writer the snapshot lists.
     for (l, m) in loaded.iter().zip(&metas) {
         let Loaded::Checkpoint { manifest, .. } = l else { continue };
-        let files = manifest.segments.iter().map(|s| (&s.file, &s.versions)).chain(manifest.logs.iter().map(|l| (&l.file, &l.versions)));
+        let files = manifest
+            .segments
+            .iter()
+            .map(|s| (&s.file, &s.versions))
+            .chain(manifest.logs.iter().map(|l| (&l.file, &l.versions)));
         for (file, versions) in files {
             for (id, entry) in versions.iter() {
                 let Some(s) = m.states.iter().find(|s| s.id == *id) else { continue };

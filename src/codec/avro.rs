@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{
-    DecimalSchema, InnerDecimalSchema, NamesRef, NamespaceRef, RecordSchema, ResolvedOwnedSchema, ResolvedSchema,
-    UuidSchema,
+    DecimalSchema, InnerDecimalSchema, NamesRef, NamespaceRef, RecordSchema, ResolvedSchema, UuidSchema,
 };
 use apache_avro::schema_compatibility::{Compatibility as AvroCompatibility, SchemaCompatibility};
 use apache_avro::{from_value, write_avro_datum_ref, Schema};
@@ -17,8 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::{read_len, read_varint, take, write_varint, CodecError, Compatibility, OldReader, Serializer};
-use super::{SerializerSnapshot, ShowSchema as _};
+use super::{
+    read_len, read_varint, take, write_varint, CodecError, Compatibility, OldReader, Serializer, SerializerSnapshot,
+};
 
 /// The identity of the serializer's snapshots.
 const IDENTITY: &str = "eddy.avro";
@@ -27,11 +27,11 @@ const VERSION: u32 = 1;
 /// How deep records, arrays, maps and unions may nest in one value: the Avro crate decodes,
 /// resolves and deserializes recursively, so deeper data (only a recursive schema can hold
 /// it) would overflow the stack.
-pub(crate) const MAX_DEPTH: usize = 128;
+const MAX_DEPTH: usize = 128;
 /// How many items all the arrays and maps of one value may hold beyond one per byte of its
 /// slot. Only items that encode to no bytes at all (`null`, an empty record, a `fixed` of size
 /// 0) can go beyond one per byte; they are still decoded one by one into the crate's values.
-pub(crate) const FREE_ITEMS: usize = 1024;
+const FREE_ITEMS: usize = 1024;
 
 /// Any `serde` type, as a varint length and then the Avro binary encoding of the value under
 /// an Avro schema (a *datum*: no header, no schema, no framing of its own). Not
@@ -47,13 +47,15 @@ pub(crate) const FREE_ITEMS: usize = 1024;
 /// - a schema that Avro's rules let read every value of the old one is
 ///   [`Compatibility::AfterMigration`]: added fields with defaults, removed fields, fields
 ///   renamed with an alias naming the old field, `int` to `long`, `float` or `double`, `long`
-///   to `float` or `double`, `float` to `double`, `string` and `bytes` either way, added enum
-///   symbols or union branches, types wrapped in a union. Old values are read under the old
-///   schema, resolved to the new one and converted to `T` (lazily, as the backend meets them);
+///   to `float` or `double`, `float` to `double`, added enum symbols or union branches, types
+///   wrapped in a union. Old values are read under the old schema, resolved to the new one
+///   and converted to `T` (lazily, as the backend meets them);
 /// - anything else is [`Compatibility::Incompatible`]: a field added without a default, a
-///   changed type (`string` to `int`), a renamed record, and also a change that could read
-///   only some of the old values (an enum symbol or a union branch removed): a restore reads
-///   everything or refuses before reading anything.
+///   changed type (`string` to `int`), and also a change that could read only some of the old
+///   values (an enum symbol or a union branch removed): a restore reads everything or refuses
+///   before reading anything. The Avro crate's check is stricter than Avro's rules in two
+///   ways, both refused here too: a record, enum or fixed renamed (even with an alias), and a
+///   named type defined at a place where the other schema only refers to it by name.
 ///
 /// ```
 /// use eddy::codec::{AvroSerializer, Compatibility, Serializer};
@@ -77,7 +79,8 @@ pub(crate) const FREE_ITEMS: usize = 1024;
 ///
 /// let mut old = Vec::new();
 /// v1.write(&V1 { user: 7, clicks: 3 }, &mut old);
-/// assert_eq!(old, [4, 14, 6]); // the length, then the Avro datum: user 7, clicks 3 (zigzag)
+/// // The length (2), then the Avro datum: user 7 and clicks 3, as zigzag varints.
+/// assert_eq!(old, [2, 14, 6]);
 ///
 /// assert_eq!(v2.compatibility(&v1.snapshot()), Compatibility::AfterMigration);
 /// let reader = v2.old_reader(&v1.snapshot()).unwrap();
@@ -123,8 +126,9 @@ pub struct AvroSerializer<T> {
 
 /// The schema of an [`AvroSerializer`], with what is derived from it once.
 struct Inner {
-    /// The schema, with its named types resolved.
-    schema: ResolvedOwnedSchema,
+    /// The schema. Its named types are resolved anew by each read and write: the Avro crate
+    /// keeps the resolution only as a borrow of the schema.
+    schema: Schema,
     /// Its Parsing Canonical Form.
     canonical: String,
     /// Its JSON: the configuration of the snapshot.
@@ -179,7 +183,7 @@ where
     fn try_new(schema: Schema) -> Result<Self, apache_avro::Error> {
         let canonical = schema.canonical_form();
         let json = schema_json(&schema);
-        let schema = ResolvedOwnedSchema::new(schema)?;
+        ResolvedSchema::try_from(&schema)?;
         Ok(AvroSerializer { inner: Arc::new(Inner { schema, canonical, json }), _type: PhantomData })
     }
 }
@@ -187,7 +191,7 @@ where
 impl<T> AvroSerializer<T> {
     /// The schema.
     pub fn schema(&self) -> &Schema {
-        self.inner.schema.get_root_schema()
+        &self.inner.schema
     }
 
     /// How the data the serializer described by `old` wrote is read by this one: as is, under
@@ -208,7 +212,7 @@ impl<T> AvroSerializer<T> {
         if !matches!(SchemaCompatibility::can_read(&writer, self.schema()), Ok(AvroCompatibility::Full)) {
             return Plan::Incompatible;
         }
-        match renamed_writer(&writer, self.schema()).and_then(|w| ResolvedOwnedSchema::new(w).ok()) {
+        match renamed_writer(&writer, self.schema()).filter(|w| ResolvedSchema::try_from(w).is_ok()) {
             Some(writer) => Plan::Migrate(Arc::new(writer)),
             None => Plan::Incompatible,
         }
@@ -219,7 +223,7 @@ impl<T> AvroSerializer<T> {
 enum Plan {
     AsIs,
     /// Read under this writer schema, resolved to the serializer's.
-    Migrate(Arc<ResolvedOwnedSchema>),
+    Migrate(Arc<Schema>),
     Incompatible,
 }
 
@@ -241,12 +245,16 @@ where
     fn write(&self, value: &T, out: &mut Vec<u8>) {
         let prefix_at = out.len();
         out.push(0);
-        let schema = &self.inner.schema;
-        if let Err(e) = write_avro_datum_ref(schema.get_root_schema(), schema.get_names(), value, out) {
+        let schema = self.schema();
+        let resolved = match ResolvedSchema::try_from(schema) {
+            Ok(resolved) => resolved,
+            Err(e) => unreachable!("the schema resolved when the serializer was made: {e}"),
+        };
+        if let Err(e) = write_avro_datum_ref(schema, resolved.get_names(), value, out) {
             out.truncate(prefix_at);
             panic!("AvroSerializer<{}>: the value does not fit the schema: {e}", std::any::type_name::<T>());
         }
-        if let Err(e) = check_datum(schema.get_root_schema(), schema.get_names(), &out[prefix_at + 1..]) {
+        if let Err(e) = check_datum(schema, resolved.get_names(), &out[prefix_at + 1..]) {
             out.truncate(prefix_at);
             panic!("AvroSerializer<{}>: the value could not be read back: {e}", std::any::type_name::<T>());
         }
@@ -266,7 +274,11 @@ where
     }
 
     fn snapshot(&self) -> SerializerSnapshot {
-        SerializerSnapshot { identity: IDENTITY.to_owned(), version: VERSION, config: self.inner.json.as_bytes().to_vec() }
+        SerializerSnapshot {
+            identity: IDENTITY.to_owned(),
+            version: VERSION,
+            config: self.inner.json.as_bytes().to_vec(),
+        }
     }
 
     fn compatibility(&self, old: &SerializerSnapshot) -> Compatibility {
@@ -290,13 +302,11 @@ where
 }
 
 /// Reads the datum that fills `datum`, written under `writer`, resolved to `reader` if given.
-fn decode<T: DeserializeOwned>(
-    writer: &ResolvedOwnedSchema,
-    reader: Option<&Schema>,
-    datum: &[u8],
-) -> Result<T, CodecError> {
-    check_datum(writer.get_root_schema(), writer.get_names(), datum)?;
-    let decoder = GenericDatumReader::builder(writer.get_root_schema())
+fn decode<T: DeserializeOwned>(writer: &Schema, reader: Option<&Schema>, datum: &[u8]) -> Result<T, CodecError> {
+    let resolved = ResolvedSchema::try_from(writer).map_err(|_| CodecError::Invalid("Avro schema does not resolve"))?;
+    check_datum(writer, resolved.get_names(), datum)?;
+    let decoder = GenericDatumReader::builder(writer)
+        .resolved_writer_schemata(resolved)
         .maybe_reader_schema(reader)
         .build()
         .map_err(|_| CodecError::Invalid("Avro schema does not resolve"))?;
@@ -337,8 +347,20 @@ struct Check<'n, 's> {
 }
 
 impl Check<'_, '_> {
-    fn value(&mut self, schema: &Schema, ns: NamespaceRef<'_>, input: &mut &[u8], depth: usize) -> Result<(), CodecError> {
-        let nested = || if depth < MAX_DEPTH { Ok(depth + 1) } else { Err(CodecError::Invalid("Avro value nested deeper than 128 levels")) };
+    fn value(
+        &mut self,
+        schema: &Schema,
+        ns: NamespaceRef<'_>,
+        input: &mut &[u8],
+        depth: usize,
+    ) -> Result<(), CodecError> {
+        let nested = || {
+            if depth < MAX_DEPTH {
+                Ok(depth + 1)
+            } else {
+                Err(CodecError::Invalid("Avro value nested deeper than 128 levels"))
+            }
+        };
         match schema {
             Schema::Null => {}
             Schema::Boolean => {
@@ -490,8 +512,9 @@ struct Renames<'n, 's> {
 
 impl Renames<'_, '_> {
     fn pair(&mut self, writer: &Schema, reader: &Schema) {
-        let writer = named(writer, self.writer_names);
-        let reader = named(reader, self.reader_names);
+        let (writer_names, reader_names) = (self.writer_names, self.reader_names);
+        let writer = named(writer, writer_names);
+        let reader = named(reader, reader_names);
         match (writer, reader) {
             (Schema::Record(w), Schema::Record(r)) => {
                 if !self.seen.insert((w.name.fullname(None), r.name.fullname(None))) {
@@ -503,7 +526,10 @@ impl Renames<'_, '_> {
                     if let Some(old) = by_name {
                         self.pair(&old.schema, &field.schema);
                     } else if let Some(old) = by_alias() {
-                        self.fields.entry(w.name.fullname(None)).or_default().push((old.name.clone(), field.name.clone()));
+                        self.fields
+                            .entry(w.name.fullname(None))
+                            .or_default()
+                            .push((old.name.clone(), field.name.clone()));
                         self.pair(&old.schema, &field.schema);
                     }
                 }
@@ -566,7 +592,8 @@ fn rename_fields(json: &mut Json, renames: &HashMap<String, Vec<(String, String)
                 for field in fields {
                     let Json::Object(field) = field else { continue };
                     if let Some(Json::String(name)) = field.get_mut("name") {
-                        if let Some((_, to)) = renames.get(&full).and_then(|r| r.iter().find(|(from, _)| from == name)) {
+                        if let Some((_, to)) = renames.get(&full).and_then(|r| r.iter().find(|(from, _)| from == name))
+                        {
                             *name = to.clone();
                         }
                     }
@@ -584,5 +611,592 @@ fn rename_fields(json: &mut Json, renames: &HashMap<String, Vec<(String, String)
             }
         },
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use quickcheck::{quickcheck, Arbitrary, Gen};
+    use serde::Deserialize;
+
+    use super::super::builtin::tests::{check_eq, enc, fuzz, snapshot_round_trip, Res};
+    use super::super::part_reader;
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Kind {
+        Click,
+        View,
+        Purchase,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Event {
+        id: i64,
+        user: String,
+        kind: Kind,
+        score: f64,
+        ratio: f32,
+        ok: bool,
+        note: Option<String>,
+        tags: Vec<String>,
+        counts: BTreeMap<String, i32>,
+    }
+
+    const EVENT: &str = r#"{"type": "record", "name": "Event", "namespace": "test", "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "user", "type": "string"},
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["Click", "View", "Purchase"]}},
+        {"name": "score", "type": "double"},
+        {"name": "ratio", "type": "float"},
+        {"name": "ok", "type": "boolean"},
+        {"name": "note", "type": ["null", "string"], "default": null},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "counts", "type": {"type": "map", "values": "int"}}
+    ]}"#;
+
+    impl Arbitrary for Kind {
+        fn arbitrary(g: &mut Gen) -> Self {
+            g.choose(&[Kind::Click, Kind::View, Kind::Purchase]).unwrap().clone()
+        }
+    }
+
+    impl Arbitrary for Event {
+        fn arbitrary(g: &mut Gen) -> Self {
+            Event {
+                id: i64::arbitrary(g),
+                user: String::arbitrary(g),
+                kind: Kind::arbitrary(g),
+                // Finite, so that values compare equal to themselves.
+                score: f64::from(i32::arbitrary(g)) / 8.0,
+                ratio: f32::from(i16::arbitrary(g)) / 4.0,
+                ok: bool::arbitrary(g),
+                note: Option::arbitrary(g),
+                tags: Vec::arbitrary(g),
+                counts: BTreeMap::arbitrary(g),
+            }
+        }
+    }
+
+    fn events() -> AvroSerializer<Event> {
+        AvroSerializer::from_json(EVENT).unwrap()
+    }
+
+    fn event(n: usize) -> Event {
+        Event {
+            id: -7,
+            user: "é".repeat(n),
+            kind: Kind::Purchase,
+            score: 2.5,
+            ratio: -0.25,
+            ok: true,
+            note: Some("n".into()),
+            tags: vec!["a".into(), String::new()],
+            counts: BTreeMap::from([("x".into(), 1), ("y".into(), i32::MIN)]),
+        }
+    }
+
+    /// Writes `v` with `old` and reads it back through `new`'s reader of `old`'s data.
+    fn migrate<O: Serializer, N: Serializer>(old: &O, new: &N, v: &O::Value) -> Result<N::Value, CodecError> {
+        let reader = part_reader(new, &old.snapshot()).ok_or(CodecError::Invalid("no reader"))?;
+        reader.read_all(new, &enc(old, v))
+    }
+
+    fn avro<T: Serialize + DeserializeOwned + 'static>(json: &str) -> AvroSerializer<T> {
+        AvroSerializer::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        fn prop(a: Event, b: Event) -> Res {
+            check_eq(&events(), a, b)
+        }
+        quickcheck(prop as fn(Event, Event) -> Res);
+        // Around every varint length boundary of the prefix.
+        for n in [0, 40, 50, 60, 70, 8_000, 8_200, 1_100_000] {
+            check_eq(&events(), event(n), event(n / 2)).unwrap();
+        }
+        check_eq(&avro::<i64>(r#""long""#), i64::MIN, 0).unwrap();
+        check_eq(&avro::<Option<String>>(r#"["null", "string"]"#), None, Some("s".into())).unwrap();
+        check_eq(&avro::<()>(r#""null""#), (), ()).unwrap();
+    }
+
+    #[test]
+    fn the_encoding_is_a_length_and_an_avro_datum() {
+        let s = events();
+        for n in [0, 1, 63, 64, 8_191, 8_192, 40_000] {
+            // One map entry: the crate's `Value` keeps a map in a `HashMap`.
+            let value = Event { counts: BTreeMap::from([("k".into(), -1)]), ..event(n) };
+            // The crate's other writer: through its `Value`s.
+            let datum = GenericDatumWriter::builder(s.schema())
+                .build()
+                .unwrap()
+                .write_value_to_vec(apache_avro::to_value(&value).unwrap().resolve(s.schema()).unwrap())
+                .unwrap();
+            let mut expected = vec![0xEE];
+            write_varint(datum.len() as u64, &mut expected);
+            expected.extend_from_slice(&datum);
+            let mut out = vec![0xEE];
+            s.write(&value, &mut out);
+            assert_eq!(out, expected, "n = {n}");
+        }
+        // A record of a long and an int: both zigzag varints.
+        #[derive(Serialize, Deserialize)]
+        struct Pair {
+            a: i64,
+            b: i32,
+        }
+        let pair = avro::<Pair>(
+            r#"{"type": "record", "name": "Pair", "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "int"}]}"#,
+        );
+        assert_eq!(enc(&pair, &Pair { a: -1, b: 64 }), [3, 1, 0x80, 0x01]);
+    }
+
+    #[test]
+    fn bad_slots_are_errors() {
+        let s = avro::<String>(r#""string""#);
+        // A value that ends before its slot does, and one that ends after.
+        assert_eq!(s.read_all(&[3, 2, b'a', 0]), Err(CodecError::Invalid("Avro datum leaves bytes in its slot")));
+        assert_eq!(s.read_all(&[2, 4, b'a']), Err(CodecError::Truncated { needed: 1 }));
+        // Bad UTF-8, a negative length, a bad boolean, enum symbol and union branch.
+        assert_eq!(s.read_all(&[3, 4, 0xff, 0xfe]), Err(CodecError::Invalid("Avro datum")));
+        assert_eq!(s.read_all(&[1, 1]), Err(CodecError::Invalid("negative Avro length")));
+        assert_eq!(avro::<bool>(r#""boolean""#).read_all(&[1, 2]), Err(CodecError::Invalid("Avro datum")));
+        let kind = avro::<Kind>(r#"{"type": "enum", "name": "Kind", "symbols": ["Click", "View", "Purchase"]}"#);
+        assert_eq!(kind.read_all(&[1, 6]), Err(CodecError::Invalid("Avro datum")));
+        let option = avro::<Option<String>>(r#"["null", "string"]"#);
+        assert_eq!(option.read_all(&[1, 4]), Err(CodecError::Invalid("Avro union branch out of range")));
+        assert_eq!(option.read_all(&[1, 1]), Err(CodecError::Invalid("Avro union branch out of range")));
+        // An empty slot is not a value, even where the crate would read one at the end of its
+        // input (a union as its first branch, a string as null).
+        assert_eq!(option.read_all(&[0]), Err(CodecError::Truncated { needed: 1 }));
+        assert_eq!(s.read_all(&[0]), Err(CodecError::Truncated { needed: 1 }));
+        // A datum of the wrong type for `T`.
+        assert_eq!(
+            avro::<i64>(r#""string""#).read_all(&[2, 2, b'a']),
+            Err(CodecError::Invalid("Avro value does not fit the type"))
+        );
+        // Huge claimed lengths and counts, inside the slot or of the slot, allocate nothing.
+        assert_eq!(
+            s.read_all(&[5, 0xfe, 0xff, 0xff, 0xff, 0x0f]),
+            Err(CodecError::Truncated { needed: 2_147_483_647 })
+        );
+        let big = avro::<Vec<u8>>(r#"{"type": "fixed", "name": "Big", "size": 1000000000000}"#);
+        assert!(matches!(big.read_all(&[1, 0]), Err(CodecError::Truncated { .. })));
+        let nulls = avro::<Vec<()>>(r#"{"type": "array", "items": "null"}"#);
+        assert_eq!(
+            nulls.read_all(&[6, 0xfe, 0xff, 0xff, 0xff, 0x0f, 0]),
+            Err(CodecError::Invalid("Avro arrays and maps hold more items than their slot allows"))
+        );
+        // 4000 items in 3 bytes.
+        assert_eq!(
+            nulls.read_all(&[3, 0xc0, 0x3e, 0]),
+            Err(CodecError::Invalid("Avro arrays and maps hold more items than their slot allows"))
+        );
+        assert!(matches!(s.read_all(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0]), Err(CodecError::Truncated { .. })));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        fn prop(bytes: Vec<u8>) -> bool {
+            let nulls = avro::<Vec<()>>(r#"{"type": "array", "items": "null"}"#);
+            let decimal = avro::<apache_avro::BigDecimal>(r#"{"type": "bytes", "logicalType": "big-decimal"}"#);
+            fuzz(&events(), &bytes) && fuzz(&list(), &bytes) && fuzz(&nulls, &bytes) && fuzz(&decimal, &bytes)
+        }
+        quickcheck(prop as fn(Vec<u8>) -> bool);
+        // Every single-byte change of a valid encoding.
+        let bytes = enc(&events(), &event(3));
+        for i in 0..bytes.len() {
+            for x in [0x01, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= x;
+                assert!(prop(damaged));
+            }
+        }
+    }
+
+    /// A recursive schema: a linked list.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Node {
+        v: i32,
+        next: Option<Box<Node>>,
+    }
+
+    fn list() -> AvroSerializer<Node> {
+        avro(
+            r#"{"type": "record", "name": "Node", "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}]}"#,
+        )
+    }
+
+    fn nodes(n: usize) -> Node {
+        (1..n).fold(Node { v: 0, next: None }, |next, v| Node { v: v as i32, next: Some(Box::new(next)) })
+    }
+
+    #[test]
+    fn deep_values_and_many_empty_items_are_refused_not_overflowed() {
+        // Each node is a record and a union: two levels.
+        let s = list();
+        check_eq(&s, nodes(MAX_DEPTH / 2), nodes(1)).unwrap();
+        let mut deep = Vec::new();
+        for _ in 0..100_000 {
+            deep.extend_from_slice(&[0, 2]);
+        }
+        deep.extend_from_slice(&[0, 0]);
+        let mut slot = Vec::new();
+        write_varint(deep.len() as u64, &mut slot);
+        slot.extend_from_slice(&deep);
+        assert_eq!(s.read_all(&slot), Err(CodecError::Invalid("Avro value nested deeper than 128 levels")));
+        let too_deep = std::panic::catch_unwind(|| enc(&list(), &nodes(MAX_DEPTH / 2 + 1)));
+        assert!(too_deep.is_err(), "a value too deep to read is refused by write");
+        // Items that take no bytes: up to the slot's length plus FREE_ITEMS.
+        let nulls = avro::<Vec<()>>(r#"{"type": "array", "items": "null"}"#);
+        check_eq(&nulls, vec![(); FREE_ITEMS], vec![]).unwrap();
+        let too_many = std::panic::catch_unwind(|| {
+            enc(&avro::<Vec<()>>(r#"{"type": "array", "items": "null"}"#), &vec![(); 2 * FREE_ITEMS])
+        });
+        assert!(too_many.is_err(), "a value with too many empty items is refused by write");
+    }
+
+    #[test]
+    fn values_that_do_not_fit_the_schema_panic_in_write() {
+        let mut out = vec![1, 2];
+        let s = avro::<i64>(r#""int""#);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.write(&(1 << 40), &mut out)));
+        assert!(result.is_err());
+        assert_eq!(out, [1, 2], "a failed write leaves the buffer as it was");
+        let mut err = std::panic::catch_unwind(|| enc(&avro::<String>(r#""long""#), &"x".to_owned())).unwrap_err();
+        let message = err.downcast_mut::<String>().map(std::mem::take).unwrap_or_default();
+        assert!(message.contains("does not fit the schema"), "{message}");
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct V1 {
+        user: i64,
+        clicks: i32,
+        note: String,
+    }
+
+    const V1_SCHEMA: &str = r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+        {"name": "user", "type": "long"},
+        {"name": "clicks", "type": "int"},
+        {"name": "note", "type": "string"}
+    ]}"#;
+
+    fn v1() -> V1 {
+        V1 { user: 7, clicks: -3, note: "n".into() }
+    }
+
+    #[test]
+    fn an_added_field_with_a_default_reads_old_data() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct V2 {
+            user: i64,
+            clicks: i32,
+            note: String,
+            country: String,
+            tags: Option<Vec<String>>,
+        }
+        let new = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                {"name": "user", "type": "long"},
+                {"name": "clicks", "type": "int"},
+                {"name": "note", "type": "string"},
+                {"name": "country", "type": "string", "default": "zz"},
+                {"name": "tags", "type": ["null", {"type": "array", "items": "string"}], "default": null}
+            ]}"#,
+        );
+        let old = avro::<V1>(V1_SCHEMA);
+        assert_eq!(new.compatibility(&old.snapshot()), Compatibility::AfterMigration);
+        assert_eq!(
+            migrate(&old, &new, &v1()),
+            Ok(V2 { user: 7, clicks: -3, note: "n".into(), country: "zz".into(), tags: None })
+        );
+        // Back: the old schema ignores the fields it does not know.
+        assert_eq!(old.compatibility(&new.snapshot()), Compatibility::AfterMigration);
+    }
+
+    #[test]
+    fn a_removed_field_is_skipped() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct V2 {
+            clicks: i32,
+        }
+        let new = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [{"name": "clicks", "type": "int"}]}"#,
+        );
+        assert_eq!(migrate(&avro::<V1>(V1_SCHEMA), &new, &v1()), Ok(V2 { clicks: -3 }));
+    }
+
+    #[test]
+    fn an_alias_renames_a_field() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct V2 {
+            user_id: i64,
+            clicks: i32,
+            comment: String,
+        }
+        let new = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                {"name": "user_id", "type": "long", "aliases": ["uid", "user"]},
+                {"name": "clicks", "type": "int"},
+                {"name": "comment", "type": "string", "aliases": ["note"]}
+            ]}"#,
+        );
+        assert_eq!(
+            migrate(&avro::<V1>(V1_SCHEMA), &new, &v1()),
+            Ok(V2 { user_id: 7, clicks: -3, comment: "n".into() })
+        );
+        // An alias that names no old field is no rename: the field needs a default.
+        let unnamed = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                {"name": "user_id", "type": "long", "aliases": ["uid"]},
+                {"name": "clicks", "type": "int"},
+                {"name": "comment", "type": "string", "aliases": ["note"]}
+            ]}"#,
+        );
+        assert_eq!(unnamed.compatibility(&avro::<V1>(V1_SCHEMA).snapshot()), Compatibility::Incompatible);
+    }
+
+    #[test]
+    fn renames_reach_records_inside_unions_arrays_and_references() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct OldInner {
+            x: i32,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct OldOuter {
+            maybe: Option<OldInner>,
+            all: Vec<OldInner>,
+            by_key: BTreeMap<String, OldInner>,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Inner {
+            y: i64,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Outer {
+            maybe: Option<Inner>,
+            all: Vec<Inner>,
+            by_key: BTreeMap<String, Inner>,
+        }
+        let old = avro::<OldOuter>(
+            r#"{"type": "record", "name": "Outer", "namespace": "n", "fields": [
+                {"name": "maybe", "type": ["null", {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "int"}]}]},
+                {"name": "all", "type": {"type": "array", "items": "n.Inner"}},
+                {"name": "by_key", "type": {"type": "map", "values": "Inner"}}
+            ]}"#,
+        );
+        let new = avro::<Outer>(
+            r#"{"type": "record", "name": "Outer", "namespace": "n", "fields": [
+                {"name": "maybe", "type": ["null", {"type": "record", "name": "Inner", "fields": [
+                    {"name": "y", "type": "long", "aliases": ["x"]}
+                ]}]},
+                {"name": "all", "type": {"type": "array", "items": "Inner"}},
+                {"name": "by_key", "type": {"type": "map", "values": "Inner"}}
+            ]}"#,
+        );
+        let value = OldOuter {
+            maybe: Some(OldInner { x: 2 }),
+            all: vec![OldInner { x: 3 }, OldInner { x: 4 }],
+            by_key: BTreeMap::from([("k".into(), OldInner { x: 5 })]),
+        };
+        assert_eq!(
+            migrate(&old, &new, &value),
+            Ok(Outer {
+                maybe: Some(Inner { y: 2 }),
+                all: vec![Inner { y: 3 }, Inner { y: 4 }],
+                by_key: BTreeMap::from([("k".into(), Inner { y: 5 })]),
+            })
+        );
+        // The Avro crate's check compares a reference only with a reference: a named type
+        // defined where the other schema refers to it counts as a mismatch, so that change
+        // is refused (no data is read wrong, but the state cannot evolve so).
+        let moved = avro::<Outer>(
+            r#"{"type": "record", "name": "Outer", "namespace": "n", "fields": [
+                {"name": "maybe", "type": ["null", "string"]},
+                {"name": "all", "type": {"type": "array", "items": {"type": "record", "name": "Inner", "fields": [
+                    {"name": "y", "type": "long", "aliases": ["x"]}
+                ]}}},
+                {"name": "by_key", "type": {"type": "map", "values": "Inner"}}
+            ]}"#,
+        );
+        assert_eq!(moved.compatibility(&old.snapshot()), Compatibility::Incompatible);
+    }
+
+    #[test]
+    fn numbers_are_promoted() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct V2 {
+            user: f64,
+            clicks: i64,
+            note: String,
+        }
+        let new = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                {"name": "user", "type": "double"},
+                {"name": "clicks", "type": "long"},
+                {"name": "note", "type": "string"}
+            ]}"#,
+        );
+        assert_eq!(migrate(&avro::<V1>(V1_SCHEMA), &new, &v1()), Ok(V2 { user: 7.0, clicks: -3, note: "n".into() }));
+        assert_eq!(migrate(&avro::<i32>(r#""int""#), &avro::<i64>(r#""long""#), &i32::MIN), Ok(i64::from(i32::MIN)));
+        assert_eq!(migrate(&avro::<f32>(r#""float""#), &avro::<f64>(r#""double""#), &-1.5), Ok(-1.5));
+        let ints = avro::<Vec<i32>>(r#"{"type": "array", "items": "int"}"#);
+        let longs = avro::<Vec<i64>>(r#"{"type": "array", "items": "long"}"#);
+        assert_eq!(migrate(&ints, &longs, &vec![1, -2, i32::MAX]), Ok(vec![1, -2, i64::from(i32::MAX)]));
+        // A value wrapped in a union.
+        assert_eq!(migrate(&avro::<i32>(r#""int""#), &avro::<Option<i64>>(r#"["null", "long"]"#), &5), Ok(Some(5)));
+        // Narrowing is refused.
+        assert_eq!(avro::<i32>(r#""int""#).compatibility(&longs.snapshot()), Compatibility::Incompatible);
+        assert_eq!(
+            avro::<i32>(r#""int""#).compatibility(&avro::<i64>(r#""long""#).snapshot()),
+            Compatibility::Incompatible
+        );
+    }
+
+    #[test]
+    fn incompatible_changes_are_found_before_reading() {
+        let old = avro::<V1>(V1_SCHEMA).snapshot();
+        for (schema, why) in [
+            (
+                r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                    {"name": "user", "type": "long"}, {"name": "clicks", "type": "int"}, {"name": "note", "type": "string"},
+                    {"name": "country", "type": "string"}]}"#,
+                "a field added without a default",
+            ),
+            (
+                r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                    {"name": "user", "type": "long"}, {"name": "clicks", "type": "int"}, {"name": "note", "type": "int"}]}"#,
+                "string to int",
+            ),
+            (
+                r#"{"type": "record", "name": "Taps", "namespace": "app", "fields": [
+                    {"name": "user", "type": "long"}, {"name": "clicks", "type": "int"}, {"name": "note", "type": "string"}]}"#,
+                "a renamed record",
+            ),
+            (r#""string""#, "another type"),
+        ] {
+            let new = avro::<V1>(schema);
+            assert_eq!(new.compatibility(&old), Compatibility::Incompatible, "{why}");
+            assert!(new.old_reader(&old).is_none(), "{why}");
+        }
+        // A change that reads only some old values: an enum symbol removed without a default.
+        let three = avro::<Kind>(r#"{"type": "enum", "name": "Kind", "symbols": ["Click", "View", "Purchase"]}"#);
+        let two = avro::<Kind>(r#"{"type": "enum", "name": "Kind", "symbols": ["Click", "View"]}"#);
+        assert_eq!(two.compatibility(&three.snapshot()), Compatibility::Incompatible);
+        assert_eq!(three.compatibility(&two.snapshot()), Compatibility::AfterMigration);
+        // A decimal's scale: the reason the snapshot keeps logical types.
+        let cents =
+            avro::<apache_avro::Decimal>(r#"{"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}"#);
+        let mills =
+            avro::<apache_avro::Decimal>(r#"{"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 3}"#);
+        assert_eq!(mills.compatibility(&cents.snapshot()), Compatibility::Incompatible);
+        // Another serializer's data.
+        assert_eq!(
+            avro::<String>(r#""string""#).compatibility(&super::super::Str.snapshot()),
+            Compatibility::Incompatible
+        );
+    }
+
+    #[test]
+    fn damaged_old_data_is_an_error_not_a_panic() {
+        let old = avro::<V1>(V1_SCHEMA);
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct V2 {
+            user: i64,
+            clicks: i64,
+        }
+        let new = avro::<V2>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                {"name": "user", "type": "long"}, {"name": "clicks", "type": "long"}]}"#,
+        );
+        let reader = new.old_reader(&old.snapshot()).unwrap();
+        let bytes = enc(&old, &v1());
+        assert!(reader.read_all(&new, &bytes).is_ok());
+        for cut in 0..bytes.len() {
+            assert!(reader.read_all(&new, &bytes[..cut]).is_err());
+        }
+        for i in 0..bytes.len() {
+            for x in [0x01, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= x;
+                let _ = reader.read_all(&new, &damaged);
+            }
+        }
+        fn prop(bytes: Vec<u8>) -> bool {
+            let new = avro::<V2>(
+                r#"{"type": "record", "name": "Clicks", "namespace": "app", "fields": [
+                    {"name": "user", "type": "long"}, {"name": "clicks", "type": "long"}]}"#,
+            );
+            let reader = new.old_reader(&avro::<V1>(V1_SCHEMA).snapshot()).unwrap();
+            let _ = reader.read_all(&new, &bytes);
+            true
+        }
+        quickcheck(prop as fn(Vec<u8>) -> bool);
+    }
+
+    #[test]
+    fn snapshots() {
+        snapshot_round_trip(&events());
+        let s = avro::<V1>(V1_SCHEMA);
+        let snap = s.snapshot();
+        assert_eq!((snap.identity.as_str(), snap.version), ("eddy.avro", 1));
+        assert_eq!(
+            Schema::parse_str(std::str::from_utf8(&snap.config).unwrap()).unwrap().canonical_form(),
+            s.schema().canonical_form()
+        );
+        // Equal schemas give equal bytes, however their JSON was written.
+        let respaced = avro::<V1>(
+            r#"{"namespace": "app", "name": "Clicks", "type": "record", "fields": [{"type": "long", "name": "user"},
+            {"name": "clicks", "type": {"type": "int"}}, {"name": "note", "type": "string"}]}"#,
+        );
+        assert_eq!(respaced.snapshot(), snap);
+        assert_eq!(respaced, s);
+        // Docs, defaults and aliases change the snapshot but not the bytes: as is.
+        let documented = avro::<V1>(
+            r#"{"type": "record", "name": "Clicks", "namespace": "app", "doc": "Clicks per user.", "fields": [
+                {"name": "user", "type": "long", "aliases": ["u"]},
+                {"name": "clicks", "type": "int", "default": 0},
+                {"name": "note", "type": "string"}
+            ]}"#,
+        );
+        assert_ne!(documented.snapshot(), snap);
+        assert_eq!(documented.compatibility(&snap), Compatibility::AsIs);
+        assert_eq!(s.compatibility(&documented.snapshot()), Compatibility::AsIs);
+        assert!(format!("{s:?}").contains("app.Clicks"));
+        // Damaged configurations, identities and versions are incompatible.
+        let config = snap.config.clone();
+        let mut damaged = vec![
+            SerializerSnapshot { config: config[..config.len() - 1].to_vec(), ..snap.clone() },
+            SerializerSnapshot { config: b"{}".to_vec(), ..snap.clone() },
+            SerializerSnapshot { config: vec![0xff, 0xfe], ..snap.clone() },
+            SerializerSnapshot { config: Vec::new(), ..snap.clone() },
+            SerializerSnapshot { identity: "eddy.serde.postcard".into(), ..snap.clone() },
+            SerializerSnapshot { version: 2, ..snap.clone() },
+        ];
+        for i in 0..config.len() {
+            let mut c = config.clone();
+            c[i] ^= 0x20;
+            damaged.push(SerializerSnapshot { config: c, ..snap.clone() });
+        }
+        for old in &damaged[..6] {
+            assert_eq!(s.compatibility(old), Compatibility::Incompatible, "{old:?}");
+            assert!(s.old_reader(old).is_none());
+        }
+        // A flipped letter can still be a valid schema; any answer will do, but no panic.
+        for old in &damaged[6..] {
+            let _ = s.compatibility(old);
+            let _ = s.old_reader(old);
+        }
+    }
+
+    #[test]
+    fn send_sync_clone_whatever_the_type() {
+        fn assert_send_sync<S: Send + Sync + Clone>() {}
+        assert_send_sync::<AvroSerializer<std::rc::Rc<u8>>>();
+        assert_send_sync::<AvroSerializer<std::cell::Cell<u8>>>();
     }
 }

@@ -202,9 +202,13 @@ mod tests {
     }
 
     fn chain() -> VersionedSerde<C> {
-        VersionedSerde::<A>::new("t")
-            .then(|a: A| B { x: u64::from(a.x), note: "from A".into() })
-            .try_then(|b: B| if b.x == 13 { Err("13 is refused".into()) } else { Ok(C { renamed: b.x * 10 }) })
+        VersionedSerde::<A>::new("t").then(|a: A| B { x: u64::from(a.x), note: "from A".into() }).try_then(|b: B| {
+            if b.x == 13 {
+                Err("13 is refused".into())
+            } else {
+                Ok(C { renamed: b.x * 10 })
+            }
+        })
     }
 
     #[test]

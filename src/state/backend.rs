@@ -198,15 +198,14 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             // A key serializer that asks for it is reconfigured from the snapshot's.
             let stored = &prepared.key_serializer;
             if this.key_serializer.compatibility(stored) == Compatibility::WithReconfiguredSerializer {
-                this.key_serializer = this.key_serializer.reconfigured(stored).ok_or_else(|| {
-                    crate::error::Incompatibility {
+                this.key_serializer =
+                    this.key_serializer.reconfigured(stored).ok_or_else(|| crate::error::Incompatibility {
                         state: None,
                         part: crate::SerializerPart::Key,
                         stored: stored.clone(),
                         requested: this.key_serializer.snapshot(),
                         why: "the key serializer asks to be reconfigured but gives no reconfigured serializer".into(),
-                    }
-                })?;
+                    })?;
             }
             let restored = prepared.restored.clone();
             Ok((this.build(dir, key_hash, Some(prepared))?, restored))

@@ -13,11 +13,11 @@ use super::ttl::{split_ts, TtlFilter, TtlTable};
 use crate::checkpoint::Origin;
 use crate::codec::{CodecError, Serializer, SerializerSnapshot};
 use crate::error::{Error, Misuse, Result};
-use crate::format::meta::{StateKind, TtlConfig};
 use crate::format::checkpoint::OlderWriter;
+use crate::format::meta::{StateKind, TtlConfig};
 use crate::format::SchemaTag;
-use crate::store::migrate::{Convert, StateMigration};
 use crate::keygroup::{KeyGroup, KeyGroupRange, MaxParallelism};
+use crate::store::migrate::{Convert, StateMigration};
 use crate::store::{prefix_successor, Lookaside, Store};
 
 /// The most states one backend holds (state ids are 16 bits; 0 is reserved).
@@ -169,7 +169,9 @@ impl Core {
             if meta.restored && !meta.registered && meta.kind == kind {
                 let same = meta.serializers == serializers && meta.ttl.is_some() == ttl.is_some();
                 if !same {
-                    let Some(i) = convert.is_none().then(|| meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b)) else {
+                    let Some(i) =
+                        convert.is_none().then(|| meta.serializers.iter().zip(&serializers).position(|(a, b)| a != b))
+                    else {
                         // The present writer becomes an older one.
                         let present = OlderWriter {
                             tag: std::mem::take(&mut meta.tag),

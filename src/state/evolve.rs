@@ -29,14 +29,27 @@ pub(crate) struct Reader<S: Serializer> {
 }
 
 /// The error of a serializer that cannot read what a stored writer wrote.
-fn incompatible(state: &str, part: SerializerPart, stored: &SerializerSnapshot, requested: SerializerSnapshot, why: &str) -> crate::Error {
-    Incompatibility { state: Some(state.to_owned()), part, stored: stored.clone(), requested, why: why.to_owned() }.into()
+fn incompatible(
+    state: &str,
+    part: SerializerPart,
+    stored: &SerializerSnapshot,
+    requested: SerializerSnapshot,
+    why: &str,
+) -> crate::Error {
+    Incompatibility { state: Some(state.to_owned()), part, stored: stored.clone(), requested, why: why.to_owned() }
+        .into()
 }
 
 /// Checks a serializer whose bytes are part of record keys (a namespace, a map's user key)
 /// against the part `i` of every writer, newest first: it must read them as they are, or
 /// once reconfigured from the newest; a change of the bytes is refused online.
-pub(crate) fn key_part<S: Serializer>(s: S, writers: &[&Writer], i: usize, state: &str, part: SerializerPart) -> Result<S> {
+pub(crate) fn key_part<S: Serializer>(
+    s: S,
+    writers: &[&Writer],
+    i: usize,
+    state: &str,
+    part: SerializerPart,
+) -> Result<S> {
     let mut s = s;
     for (n, w) in writers.iter().enumerate() {
         let Some(old) = w.serializers.get(i) else { continue };
@@ -77,7 +90,15 @@ pub(crate) fn value_part<S: Serializer>(
         if s.compatibility(old) == Compatibility::WithReconfiguredSerializer {
             match s.reconfigured(old) {
                 Some(r) => s = r,
-                None => return Err(incompatible(state, SerializerPart::Value, old, s.snapshot(), "the serializer asks to be reconfigured but gives no reconfigured serializer")),
+                None => {
+                    return Err(incompatible(
+                        state,
+                        SerializerPart::Value,
+                        old,
+                        s.snapshot(),
+                        "the serializer asks to be reconfigured but gives no reconfigured serializer",
+                    ))
+                }
             }
         }
     }
@@ -87,12 +108,24 @@ pub(crate) fn value_part<S: Serializer>(
         let read = match s.compatibility(old) {
             Compatibility::AsIs => None,
             Compatibility::Incompatible => {
-                return Err(incompatible(state, SerializerPart::Value, old, s.snapshot(), "the serializer cannot read what the snapshot holds"))
+                return Err(incompatible(
+                    state,
+                    SerializerPart::Value,
+                    old,
+                    s.snapshot(),
+                    "the serializer cannot read what the snapshot holds",
+                ))
             }
             _ => match part_reader(&s, old) {
                 Some(r) => Some(r),
                 None => {
-                    return Err(incompatible(state, SerializerPart::Value, old, s.snapshot(), "the serializer needs a migration but gives no reader of the old data"))
+                    return Err(incompatible(
+                        state,
+                        SerializerPart::Value,
+                        old,
+                        s.snapshot(),
+                        "the serializer needs a migration but gives no reader of the old data",
+                    ))
                 }
             },
         };
@@ -176,11 +209,23 @@ pub(crate) fn resolve_eager<S: Serializer>(
         Compatibility::AsIs => Ok((s, None)),
         Compatibility::WithReconfiguredSerializer => match s.reconfigured(old) {
             Some(r) => Ok((r, None)),
-            None => Err(incompatible(state, part, old, s.snapshot(), "the serializer asks to be reconfigured but gives no reconfigured serializer")),
+            None => Err(incompatible(
+                state,
+                part,
+                old,
+                s.snapshot(),
+                "the serializer asks to be reconfigured but gives no reconfigured serializer",
+            )),
         },
         Compatibility::AfterMigration => match s.old_reader(old) {
             Some(r) => Ok((s, Some(r))),
-            None => Err(incompatible(state, part, old, s.snapshot(), "the serializer needs a migration but gives no reader of the old data")),
+            None => Err(incompatible(
+                state,
+                part,
+                old,
+                s.snapshot(),
+                "the serializer needs a migration but gives no reader of the old data",
+            )),
         },
         Compatibility::Incompatible => {
             Err(incompatible(state, part, old, s.snapshot(), "the serializer cannot read what the snapshot holds"))
@@ -196,11 +241,8 @@ pub(crate) fn read_eager<S: Serializer>(
     bytes: &[u8],
 ) -> std::result::Result<S::Value, crate::codec::CodecError> {
     match old {
-        Some(r) => {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read_all(s, bytes))).unwrap_or_else(|_| {
-                Err(crate::codec::CodecError::Migration("the conversion panicked".into()))
-            })
-        }
+        Some(r) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read_all(s, bytes)))
+            .unwrap_or_else(|_| Err(crate::codec::CodecError::Migration("the conversion panicked".into()))),
         None => s.read_all(bytes),
     }
 }

@@ -569,8 +569,15 @@ impl<S: Serializer> StateDescriptor for ValueStateDescriptor<S> {
     type State<N: Serializer> = ValueState<S, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<ValueState<S, N>> {
-        let (ns, serializer, convert) =
-            evolve_single(&b.core, &self.name, StateKind::Value, ns, self.serializer, Shape::Single, self.ttl.is_some())?;
+        let (ns, serializer, convert) = evolve_single(
+            &b.core,
+            &self.name,
+            StateKind::Value,
+            ns,
+            self.serializer,
+            Shape::Single,
+            self.ttl.is_some(),
+        )?;
         let sers = vec![serializer.snapshot()];
         let slot = Slot::new(&mut b.core, &self.name, StateKind::Value, sers, self.ttl, ns, convert)?;
         Ok(ValueState { slot, serializer, default: self.default })
@@ -1493,8 +1500,15 @@ impl<S: Serializer, F: Fn(S::Value, S::Value) -> S::Value> StateDescriptor for R
     type State<N: Serializer> = ReducingState<S, F, N>;
 
     fn register<K: Serializer, N: Serializer>(self, b: &mut KeyedBackend<K>, ns: N) -> Result<Self::State<N>> {
-        let (ns, serializer, convert) =
-            evolve_single(&b.core, &self.name, StateKind::Reducing, ns, self.serializer, Shape::Single, self.ttl.is_some())?;
+        let (ns, serializer, convert) = evolve_single(
+            &b.core,
+            &self.name,
+            StateKind::Reducing,
+            ns,
+            self.serializer,
+            Shape::Single,
+            self.ttl.is_some(),
+        )?;
         let sers = vec![serializer.snapshot()];
         let slot = Slot::new(&mut b.core, &self.name, StateKind::Reducing, sers, self.ttl, ns, convert)?;
         Ok(ReducingState { slot, serializer, reduce: self.reduce })

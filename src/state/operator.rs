@@ -361,7 +361,8 @@ impl OperatorStateBackend {
                 let mut map = BTreeMap::new();
                 for (k, v) in &old.entries {
                     let key = read_eager(&state.keys, key_reader.as_ref(), k).map_err(|e| codec_error(name, e))?;
-                    let value = read_eager(&state.values, value_reader.as_ref(), v).map_err(|e| codec_error(name, e))?;
+                    let value =
+                        read_eager(&state.values, value_reader.as_ref(), v).map_err(|e| codec_error(name, e))?;
                     let bytes = match key_reader {
                         None => k.clone(),
                         Some(_) => {

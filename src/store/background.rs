@@ -162,8 +162,11 @@ impl Background {
             threads.push(std::thread::Builder::new().name("eddy-compact".into()).spawn(move || {
                 crate::sys::background_thread();
                 while let Ok((id, inputs, bottom, migrate)) = compact_rx.recv() {
-                    let ctl =
-                        compaction::MergeControl { filter: filter.as_deref(), stop: &stop, migrate: migrate.as_deref() };
+                    let ctl = compaction::MergeControl {
+                        filter: filter.as_deref(),
+                        stop: &stop,
+                        migrate: migrate.as_deref(),
+                    };
                     let result = guarded("compaction", || compact(&fs, &dir, id, &inputs, bottom, writer, ctl));
                     drop(inputs);
                     if done_tx.send(Done::Compacted(result)).is_err() {

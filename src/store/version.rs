@@ -291,7 +291,8 @@ impl Store {
             schema,
         });
         let migrate = converts.then_some(migrations);
-        let sent = self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom, migrate)).is_ok()).unwrap_or(false);
+        let sent =
+            self.bg.compact_tx.as_ref().map(|tx| tx.send((id, inputs, bottom, migrate)).is_ok()).unwrap_or(false);
         if !sent {
             self.compacting = None;
             self.poison(Error::WorkerDied { worker: "compaction", why: "the thread is gone".into() });
