@@ -162,11 +162,12 @@ pub(crate) fn merge(
     ctl: MergeControl<'_>,
 ) -> Result<Option<SegmentStats>> {
     let MergeControl { filter, stop, migrate } = ctl;
-    let mut replaced = Vec::new();
-    let mut converted = Vec::new();
+    if let Some(m) = migrate.filter(|m| inputs.iter().any(|s| m.converts(&s.schema, true))) {
+        return merge_converting(inputs, bottom, writer, filter, stop, m);
+    }
+    let mut out = Output { bottom, filter, replaced: Vec::new(), written: 0 };
     let sources = inputs.iter().cloned().map(Source::segment).collect();
     let mut it = MergeIter::new(sources, Vec::new(), None, None);
-    let mut written = 0u64;
     let mut n = 0u64;
     while it.step()?.is_some() {
         let (kind, key, value) = it.last();
@@ -174,42 +175,163 @@ pub(crate) fn merge(
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             return Err(cancelled());
         }
-        let kind = match (kind, bottom) {
-            (RecordKind::Delete, true) => continue,
+        out.add(&mut writer, kind, key, value)?;
+    }
+    out.finish(writer)
+}
+
+/// The writing end of a merge: drops what the bottom level no longer needs, applies the
+/// filter and counts what it writes.
+struct Output<'a> {
+    bottom: bool,
+    filter: Option<&'a dyn CompactionFilter>,
+    replaced: Vec<u8>,
+    written: u64,
+}
+
+impl Output<'_> {
+    fn add(&mut self, writer: &mut SegmentWriter, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<()> {
+        let kind = match (kind, self.bottom) {
+            (RecordKind::Delete, true) => return Ok(()),
             (RecordKind::Merge, true) => RecordKind::Put,
             (kind, _) => kind,
         };
         let mut value = value;
-        if let (Some(m), RecordKind::Put | RecordKind::Merge) = (migrate, kind) {
-            if let Some(tag) = it.newest_schema() {
-                if m.convert(tag, key, value, &mut converted)? {
-                    value = &converted;
-                }
-            }
-        }
-        if let (Some(f), RecordKind::Put | RecordKind::Merge) = (filter, kind) {
+        if let (Some(f), RecordKind::Put | RecordKind::Merge) = (self.filter, kind) {
             let operand = kind == RecordKind::Merge;
-            replaced.clear();
-            match f.filter(key, value, operand, &mut replaced) {
+            self.replaced.clear();
+            match f.filter(key, value, operand, &mut self.replaced) {
                 FilterDecision::Keep => {}
-                FilterDecision::Replace => value = &replaced,
+                FilterDecision::Replace => value = &self.replaced,
                 // A dropped operand leaves the older value as it was; a dropped value must
                 // hide its older versions unless there are none below.
-                FilterDecision::Remove if operand || bottom => continue,
+                FilterDecision::Remove if operand || self.bottom => return Ok(()),
                 FilterDecision::Remove => {
                     writer.add(RecordKind::Delete, key, &[])?;
-                    written += 1;
-                    continue;
+                    self.written += 1;
+                    return Ok(());
                 }
             }
         }
         writer.add(kind, key, value)?;
-        written += 1;
+        self.written += 1;
+        Ok(())
     }
-    if written == 0 {
-        return Ok(None);
+
+    fn finish(self, writer: SegmentWriter) -> Result<Option<SegmentStats>> {
+        if self.written == 0 {
+            return Ok(None);
+        }
+        writer.finish_without_sync().map(Some)
     }
-    writer.finish_without_sync().map(Some)
+}
+
+/// Records passed from the merging thread to the converting one, copied into one buffer.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// Kind, key length, value length and the index in `tags` of the record's writers
+    /// (`u32::MAX` for none).
+    records: Vec<(RecordKind, u32, u32, u32)>,
+    tags: Vec<Arc<crate::format::SchemaTag>>,
+}
+
+/// Records per [`Batch`].
+const BATCH_RECORDS: usize = 1024;
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+        self.tags.clear();
+    }
+
+    fn push(&mut self, kind: RecordKind, key: &[u8], value: &[u8], tag: Option<&Arc<crate::format::SchemaTag>>) {
+        let tag = match tag {
+            None => u32::MAX,
+            Some(t) => match self.tags.last() {
+                Some(last) if Arc::ptr_eq(last, t) => self.tags.len() as u32 - 1,
+                _ => {
+                    self.tags.push(t.clone());
+                    self.tags.len() as u32 - 1
+                }
+            },
+        };
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.records.push((kind, key.len() as u32, value.len() as u32, tag));
+    }
+}
+
+/// [`merge`] with records of older writers converted by `m`: the conversion (user code,
+/// often as costly as the merge itself) and the writing run on a second thread while this one
+/// merges, so a compaction that migrates takes about as long as one that does not.
+fn merge_converting(
+    inputs: &[LiveSegment],
+    bottom: bool,
+    mut writer: SegmentWriter,
+    filter: Option<&dyn CompactionFilter>,
+    stop: &AtomicBool,
+    m: &super::migrate::Migrations,
+) -> Result<Option<SegmentStats>> {
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+    std::thread::scope(|scope| {
+        let converter = std::thread::Builder::new()
+            .name("eddy-convert".into())
+            .spawn_scoped(scope, move || -> Result<(Output<'_>, SegmentWriter)> {
+                let mut out = Output { bottom, filter, replaced: Vec::new(), written: 0 };
+                let mut converted = Vec::new();
+                for batch in full_rx {
+                    let mut at = 0;
+                    for &(kind, klen, vlen, tag) in &batch.records {
+                        let key = &batch.bytes[at..at + klen as usize];
+                        let mut value = &batch.bytes[at + klen as usize..at + (klen + vlen) as usize];
+                        at += (klen + vlen) as usize;
+                        if let (Some(tag), RecordKind::Put | RecordKind::Merge) = (batch.tags.get(tag as usize), kind) {
+                            if m.convert(tag, key, value, &mut converted)? {
+                                value = &converted;
+                            }
+                        }
+                        out.add(&mut writer, kind, key, value)?;
+                    }
+                    // The merging end may be gone; the batch is then dropped.
+                    let _ = empty_tx.send(batch);
+                }
+                Ok((out, writer))
+            })
+            .map_err(|e| Error::io("compaction", e))?;
+        let merged = (|| -> Result<()> {
+            let sources = inputs.iter().cloned().map(Source::segment).collect();
+            let mut it = MergeIter::new(sources, Vec::new(), None, None);
+            let mut batch = Batch::default();
+            while it.step()?.is_some() {
+                let (kind, key, value) = it.last();
+                batch.push(kind, key, value, it.newest_schema());
+                if batch.records.len() == BATCH_RECORDS {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(cancelled());
+                    }
+                    let next = empty_rx.try_recv().unwrap_or_default();
+                    // A closed channel: the converter stopped on an error, which it returns.
+                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        return Ok(());
+                    }
+                    batch.clear();
+                }
+            }
+            let _ = full_tx.send(batch);
+            Ok(())
+        })();
+        drop(full_tx);
+        let converted = converter
+            .join()
+            .unwrap_or_else(|_| Err(Error::io("compaction", std::io::Error::other("the converting thread panicked"))));
+        // A merge that failed leaves no output, even if everything it passed on was written.
+        merged?;
+        let (out, writer) = converted?;
+        out.finish(writer)
+    })
 }
 
 /// How many of the oldest segments hold pairwise disjoint key groups, given each segment's

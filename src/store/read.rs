@@ -269,22 +269,29 @@ impl Store {
     /// The value of `key`, if it has one, and the tag of the serializer versions that wrote
     /// it (those of its newest record).
     pub fn get_with_schema(&mut self, key: &[u8]) -> Result<Option<(&[u8], Arc<SchemaTag>)>> {
-        // Background work is installed once, before both lookups: a compaction installed
+        // Background work is installed once, before the lookups: a compaction installed
         // between them would give the value of its output with the tag of its input.
         self.before_read();
-        let Some(tag) = self.schema_of(key)? else { return Ok(None) };
-        let h = self.active.hash(key);
-        Ok(self.get_now(h, key)?.map(|v| (v, tag)))
+        match self.schema_of(key)? {
+            None | Some((_, Newest::Deleted)) => Ok(None),
+            Some((tag, Newest::Value)) => Ok(Some((&self.value[..], tag))),
+            Some((tag, Newest::Resolve)) => {
+                let h = self.active.hash(key);
+                Ok(self.get_now(h, key)?.map(|v| (v, tag)))
+            }
+        }
     }
 
     /// The tag of the newest layer that holds a record of `key`, in the layers as they are.
-    fn schema_of(&mut self, key: &[u8]) -> Result<Option<Arc<SchemaTag>>> {
+    /// When that record is a segment's value, it is copied into `self.value` on the way
+    /// ([`Newest::Value`]), so the common read of an old record walks the segments once.
+    fn schema_of(&mut self, key: &[u8]) -> Result<Option<(Arc<SchemaTag>, Newest)>> {
         let h = self.active.hash(key);
         if self.active.lookup(h, key).is_some() {
-            return Ok(Some(self.schema.clone()));
+            return Ok(Some((self.schema.clone(), Newest::Resolve)));
         }
         if let Some(f) = self.frozen.iter().rev().find(|f| f.mem.lookup(h, key).is_some()) {
-            return Ok(Some(f.schema.clone()));
+            return Ok(Some((f.schema.clone(), Newest::Resolve)));
         }
         let kg = key_group_of(key);
         let fh = key_hash64(key);
@@ -294,16 +301,37 @@ impl Store {
             }
             let reader = s.seg.reader();
             let Some(idx) = reader.find_block(key) else { continue };
-            let found = match reader.mapped_block(idx)? {
-                Some(view) => view.get(key).is_some(),
-                None => self.cache.get_or_load(&s.seg, idx)?.get(key).is_some(),
+            let value = &mut self.value;
+            let mut keep = |kind: RecordKind, v: &[u8]| match kind {
+                RecordKind::Put => {
+                    value.clear();
+                    value.extend_from_slice(v);
+                    Some(Newest::Value)
+                }
+                RecordKind::Delete => Some(Newest::Deleted),
+                RecordKind::Merge => Some(Newest::Resolve),
             };
-            if found {
-                return Ok(Some(s.schema.clone()));
+            let found = match reader.mapped_block(idx)? {
+                Some(view) => view.get(key).and_then(|rec| keep(rec.kind, rec.value)),
+                None => self.cache.get_or_load(&s.seg, idx)?.get(key).and_then(|rec| keep(rec.kind, rec.value)),
+            };
+            match found {
+                None => continue,
+                Some(newest) => return Ok(Some((s.schema.clone(), newest))),
             }
         }
         Ok(None)
     }
+}
+
+/// What [`Store::schema_of`] found of the newest record of a key.
+enum Newest {
+    /// A value, copied into the store's value buffer.
+    Value,
+    /// A deletion: the key has no value.
+    Deleted,
+    /// A record whose value needs the full lookup (in a memtable, or merge operands).
+    Resolve,
 }
 
 /// Calls `f` with every live key of `range` in `segments` (newest first, each with its masked
