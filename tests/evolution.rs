@@ -255,6 +255,42 @@ fn a_failing_hook_is_a_typed_error_and_loses_nothing() {
     r.close().unwrap();
 }
 
+/// A conversion that fails far into a large compaction, with batches of records still on
+/// their way between the merging and the converting thread, stops it cleanly: a typed error,
+/// no output, every record still readable.
+#[test]
+fn a_failing_hook_deep_in_a_large_eager_migration_stops_it_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = open(&root.path().join("a"));
+    let s = b.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    let keys = 20_000u64;
+    for k in 0..keys {
+        b.set_current_key(&k).unwrap();
+        let name = if k == 15_000 { "poison".to_string() } else { format!("u{k}") };
+        s.update(&mut b, &V2 { clicks: k, name, country: "c".into() }).unwrap();
+    }
+    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+
+    let mut r = restore(&root.path().join("b"), &source).unwrap();
+    let s = r.state(ValueStateDescriptor::new("clicks", v3())).unwrap();
+    for _ in 0..2 {
+        let m = r.migrate();
+        assert!(matches!(m, Err(Error::Migration { .. })), "{m:?}");
+    }
+    for k in (0..keys).step_by(97).filter(|k| *k != 15_000) {
+        r.set_current_key(&k).unwrap();
+        assert_eq!(s.get(&mut r).unwrap(), Some(V3 { clicks: k * 10, label: format!("u{k}@c") }), "key {k}");
+    }
+    r.set_current_key(&15_000).unwrap();
+    assert!(matches!(s.get(&mut r), Err(Error::Migration { .. })));
+    // Fixed by overwriting the poisoned record: the migration then completes.
+    s.update(&mut r, &V3 { clicks: 1, label: "fixed".into() }).unwrap();
+    r.migrate().unwrap();
+    assert_eq!(s.get(&mut r).unwrap(), Some(V3 { clicks: 1, label: "fixed".into() }));
+    r.close().unwrap();
+}
+
 /// Registers `descriptor` in a backend restored from a snapshot of one whose state `name` was
 /// written by `old`, and returns the error.
 fn incompatible<D: StateDescriptor>(old: impl FnOnce(&mut KeyedBackend<U64>), descriptor: D) -> Error {

@@ -261,11 +261,41 @@ impl Batch {
         self.bytes.extend_from_slice(value);
         self.records.push((kind, key.len() as u32, value.len() as u32, tag));
     }
+
+    /// Calls `f` with every record: kind, key, value and writers.
+    fn each(
+        &self,
+        mut f: impl FnMut(RecordKind, &[u8], &[u8], Option<&Arc<crate::format::SchemaTag>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut at = 0;
+        for &(kind, klen, vlen, tag) in &self.records {
+            let (klen, vlen) = (klen as usize, vlen as usize);
+            f(kind, &self.bytes[at..at + klen], &self.bytes[at + klen..at + klen + vlen], self.tags.get(tag as usize))?;
+            at += klen + vlen;
+        }
+        Ok(())
+    }
+
+    /// Appends to `out` the records of this batch, those of older writers converted by `m`.
+    fn convert_into(&self, m: &super::migrate::Migrations, out: &mut Batch, value: &mut Vec<u8>) -> Result<()> {
+        self.each(|kind, key, v, tag| {
+            let converted = match (tag, kind) {
+                (Some(tag), RecordKind::Put | RecordKind::Merge) => m.convert(tag, key, v, value)?,
+                _ => false,
+            };
+            out.push(kind, key, if converted { value } else { v }, None);
+            Ok(())
+        })
+    }
 }
 
-/// [`merge`] with records of older writers converted by `m`: the conversion (user code,
-/// often as costly as the merge itself) and the writing run on a second thread while this one
-/// merges, so a compaction that migrates takes about as long as one that does not.
+/// Batches on their way to the converting thread or back.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// [`merge`] with records of older writers converted by `m`. The conversion runs user code,
+/// often as costly as the merge itself, so it runs on a second thread: this one merges
+/// records into batches, hands them over and writes the converted batches as they come back,
+/// in order.
 fn merge_converting(
     inputs: &[LiveSegment],
     bottom: bool,
@@ -274,64 +304,73 @@ fn merge_converting(
     stop: &AtomicBool,
     m: &super::migrate::Migrations,
 ) -> Result<Option<SegmentStats>> {
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(4);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
     std::thread::scope(|scope| {
-        let converter = std::thread::Builder::new()
+        // (merged records, a batch to fill with their conversion), and back. Both ends are
+        // local to the scope: an early return closes them, so the converter stops before the
+        // scope waits for it.
+        let (to_convert, convert_rx) = std::sync::mpsc::sync_channel::<(Batch, Batch)>(BATCHES_IN_FLIGHT);
+        let (converted_tx, converted) = std::sync::mpsc::channel::<Result<(Batch, Batch)>>();
+        std::thread::Builder::new()
             .name("eddy-convert".into())
-            .spawn_scoped(scope, move || -> Result<(Output<'_>, SegmentWriter)> {
-                let mut out = Output { bottom, filter, replaced: Vec::new(), written: 0 };
-                let mut converted = Vec::new();
-                for batch in full_rx {
-                    let mut at = 0;
-                    for &(kind, klen, vlen, tag) in &batch.records {
-                        let key = &batch.bytes[at..at + klen as usize];
-                        let mut value = &batch.bytes[at + klen as usize..at + (klen + vlen) as usize];
-                        at += (klen + vlen) as usize;
-                        if let (Some(tag), RecordKind::Put | RecordKind::Merge) = (batch.tags.get(tag as usize), kind) {
-                            if m.convert(tag, key, value, &mut converted)? {
-                                value = &converted;
-                            }
-                        }
-                        out.add(&mut writer, kind, key, value)?;
+            .spawn_scoped(scope, move || {
+                let mut value = Vec::new();
+                for (input, mut out) in convert_rx {
+                    out.clear();
+                    let done = input.convert_into(m, &mut out, &mut value).map(|()| (input, out));
+                    let failed = done.is_err();
+                    if converted_tx.send(done).is_err() || failed {
+                        return;
                     }
-                    // The merging end may be gone; the batch is then dropped.
-                    let _ = empty_tx.send(batch);
                 }
-                Ok((out, writer))
             })
             .map_err(|e| Error::io("compaction", e))?;
-        let merged = (|| -> Result<()> {
-            let sources = inputs.iter().cloned().map(Source::segment).collect();
-            let mut it = MergeIter::new(sources, Vec::new(), None, None);
-            let mut batch = Batch::default();
-            while it.step()?.is_some() {
+        let mut out = Output { bottom, filter, replaced: Vec::new(), written: 0 };
+        let mut pool: Vec<(Batch, Batch)> = Vec::new();
+        let mut in_flight = 0usize;
+        let write_back = |out: &mut Output<'_>, writer: &mut SegmentWriter, pool: &mut Vec<(Batch, Batch)>| {
+            let (input, done) = converted.recv().map_err(|_| converter_gone())??;
+            done.each(|kind, key, value, _| out.add(writer, kind, key, value))?;
+            pool.push((input, done));
+            Ok::<(), Error>(())
+        };
+        let sources = inputs.iter().cloned().map(Source::segment).collect();
+        let mut it = MergeIter::new(sources, Vec::new(), None, None);
+        let mut batch = Batch::default();
+        loop {
+            let more = it.step()?.is_some();
+            if more {
                 let (kind, key, value) = it.last();
                 batch.push(kind, key, value, it.newest_schema());
-                if batch.records.len() == BATCH_RECORDS {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(cancelled());
-                    }
-                    let next = empty_rx.try_recv().unwrap_or_default();
-                    // A closed channel: the converter stopped on an error, which it returns.
-                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                        return Ok(());
-                    }
-                    batch.clear();
+                if batch.records.len() < BATCH_RECORDS {
+                    continue;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Err(cancelled());
                 }
             }
-            let _ = full_tx.send(batch);
-            Ok(())
-        })();
-        drop(full_tx);
-        let converted = converter
-            .join()
-            .unwrap_or_else(|_| Err(Error::io("compaction", std::io::Error::other("the converting thread panicked"))));
-        // A merge that failed leaves no output, even if everything it passed on was written.
-        merged?;
-        let (out, writer) = converted?;
+            let (mut next, spare) = pool.pop().unwrap_or_default();
+            next.clear();
+            if to_convert.send((std::mem::replace(&mut batch, next), spare)).is_err() {
+                // The converter stopped on an error, sent before it stopped.
+                return Err(converted.iter().find_map(Result::err).unwrap_or_else(converter_gone));
+            }
+            in_flight += 1;
+            while in_flight >= BATCHES_IN_FLIGHT || (!more && in_flight > 0) {
+                write_back(&mut out, &mut writer, &mut pool)?;
+                in_flight -= 1;
+            }
+            if !more {
+                break;
+            }
+        }
+        drop(to_convert);
         out.finish(writer)
     })
+}
+
+/// The error of a converting thread that stopped without an answer (it panicked).
+fn converter_gone() -> Error {
+    Error::io("compaction", std::io::Error::other("the converting thread stopped"))
 }
 
 /// How many of the oldest segments hold pairwise disjoint key groups, given each segment's
