@@ -126,17 +126,6 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Registers a state, or finds it registered with the same kind and serializers.
-    pub(crate) fn register(
-        &mut self,
-        name: &str,
-        kind: StateKind,
-        serializers: Vec<SerializerSnapshot>,
-        ttl: Option<TtlConfig>,
-    ) -> Result<(u16, Arc<str>)> {
-        self.register_evolving(name, kind, serializers, ttl, None).map(|(id, name, _)| (id, name))
-    }
-
     /// The writers of the restored state `name` not registered yet, newest first (its
     /// present writer, then the older ones), with its kind.
     pub(crate) fn restored_writers(&self, name: &str) -> Option<(StateKind, Vec<OlderWriter>)> {
@@ -149,8 +138,8 @@ impl Core {
         Some((meta.kind, std::iter::once(present).chain(meta.older.iter().rev().cloned()).collect()))
     }
 
-    /// Registers a state as [`register`](Self::register) does; a restored state may come with
-    /// other serializers or another TTL setting than its snapshot's when `convert` (checked by
+    /// Registers a state, or finds it registered with the same kind and serializers; a
+    /// restored state may come with other serializers or another TTL setting than its snapshot's when `convert` (checked by
     /// the caller against every stored writer, see [`evolve`](super::evolve)) converts the
     /// records of the older ones. Gives what the handle does on access while such records may
     /// be stored.

@@ -13,9 +13,12 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::core::{codec_error, state_prefix, Core, Head, KeyedBackend, PREFIX_LEN};
+use super::evolve::{key_part, Writer};
 use crate::codec::{Serializer, Unit};
 use crate::error::Result;
 use crate::format::meta::StateKind;
+use crate::store::migrate::Convert;
+use crate::SerializerPart;
 
 const TS_LEN: usize = 8;
 
@@ -49,11 +52,37 @@ impl<K: Serializer> KeyedBackend<K> {
     }
 
     /// The timer service `name`, with namespaces written by `namespace`.
+    ///
+    /// Restored timers may have been written by another namespace serializer, if it reads
+    /// their bytes as they are or once reconfigured from the stored one; one that would change
+    /// the bytes (and so the timers' order and identity) is refused with
+    /// [`Error::IncompatibleSerializer`](crate::Error::IncompatibleSerializer), as for the
+    /// namespaces of keyed state.
     pub fn timer_service_in<N: Serializer>(&mut self, name: &str, namespace: N) -> Result<TimerService<N>> {
         let core = &mut self.core;
+        let names = [format!("{name}/event-time"), format!("{name}/processing-time")];
+        let mut namespace = namespace;
+        let mut restored = false;
+        for full in &names {
+            if let Some((StateKind::Timers, writers)) = core.restored_writers(full) {
+                let writers: Vec<&Writer> = writers.iter().collect();
+                namespace = key_part(namespace, &writers, 1, full, SerializerPart::Namespace)?;
+                restored = true;
+            }
+        }
+        // A timer is all key and no value: what the checked namespace serializer reads as it
+        // is needs no conversion, and compaction copies the older writers' records.
+        let copy: Option<Convert> = restored.then(|| {
+            Arc::new(|_: &[u32], raw: &[u8], out: &mut Vec<u8>| {
+                out.extend_from_slice(raw);
+                Ok(())
+            }) as Convert
+        });
         let sers = vec![self.key_serializer.snapshot(), namespace.snapshot()];
-        let (event, name_arc) = core.register(&format!("{name}/event-time"), StateKind::Timers, sers.clone(), None)?;
-        let (processing, _) = core.register(&format!("{name}/processing-time"), StateKind::Timers, sers, None)?;
+        let [event_name, processing_name] = &names;
+        let (event, name_arc, _) =
+            core.register_evolving(event_name, StateKind::Timers, sers.clone(), None, copy.clone())?;
+        let (processing, _, _) = core.register_evolving(processing_name, StateKind::Timers, sers, None, copy)?;
         let groups = core.range.len() as usize;
         for id in [event, processing] {
             // Restored timers are found by a scan the first time they are needed.
