@@ -28,6 +28,11 @@ pub(crate) struct Reader<S: Serializer> {
     read: Option<OldReader<S>>,
 }
 
+/// Why a serializer cannot be used for what a stored writer wrote.
+const NO_RECONFIGURED: &str = "the serializer asks to be reconfigured but gives no reconfigured serializer";
+const NO_READER: &str = "the serializer needs a migration but gives no reader of the old data";
+const CANNOT_READ: &str = "the serializer cannot read what the snapshot holds";
+
 /// The error of a serializer that cannot read what a stored writer wrote.
 fn incompatible(
     state: &str,
@@ -55,10 +60,9 @@ pub(crate) fn key_part<S: Serializer>(
         let Some(old) = w.serializers.get(i) else { continue };
         match s.compatibility(old) {
             Compatibility::AsIs => {}
-            Compatibility::WithReconfiguredSerializer if n == 0 => match s.reconfigured(old) {
-                Some(r) => s = r,
-                None => return Err(incompatible(state, part, old, s.snapshot(), "the serializer asks to be reconfigured but gives no reconfigured serializer")),
-            },
+            Compatibility::WithReconfiguredSerializer if n == 0 => {
+                s = s.reconfigured(old).ok_or_else(|| incompatible(state, part, old, s.snapshot(), NO_RECONFIGURED))?
+            }
             Compatibility::AfterMigration | Compatibility::WithReconfiguredSerializer => {
                 return Err(incompatible(
                     state,
@@ -68,9 +72,7 @@ pub(crate) fn key_part<S: Serializer>(
                     "the change alters the bytes of keys (and so their order and lookups); it cannot be applied online: rewrite the snapshot offline with an eager migration of keys",
                 ))
             }
-            Compatibility::Incompatible => {
-                return Err(incompatible(state, part, old, s.snapshot(), "the serializer cannot read what the snapshot holds"))
-            }
+            Compatibility::Incompatible => return Err(incompatible(state, part, old, s.snapshot(), CANNOT_READ)),
         }
     }
     Ok(s)
@@ -88,18 +90,9 @@ pub(crate) fn value_part<S: Serializer>(
     let mut s = s;
     if let Some(old) = writers.first().and_then(|w| w.serializers.get(i)) {
         if s.compatibility(old) == Compatibility::WithReconfiguredSerializer {
-            match s.reconfigured(old) {
-                Some(r) => s = r,
-                None => {
-                    return Err(incompatible(
-                        state,
-                        SerializerPart::Value,
-                        old,
-                        s.snapshot(),
-                        "the serializer asks to be reconfigured but gives no reconfigured serializer",
-                    ))
-                }
-            }
+            s = s
+                .reconfigured(old)
+                .ok_or_else(|| incompatible(state, SerializerPart::Value, old, s.snapshot(), NO_RECONFIGURED))?;
         }
     }
     let mut readers = Vec::with_capacity(writers.len());
@@ -108,26 +101,12 @@ pub(crate) fn value_part<S: Serializer>(
         let read = match s.compatibility(old) {
             Compatibility::AsIs => None,
             Compatibility::Incompatible => {
-                return Err(incompatible(
-                    state,
-                    SerializerPart::Value,
-                    old,
-                    s.snapshot(),
-                    "the serializer cannot read what the snapshot holds",
-                ))
+                return Err(incompatible(state, SerializerPart::Value, old, s.snapshot(), CANNOT_READ))
             }
-            _ => match part_reader(&s, old) {
-                Some(r) => Some(r),
-                None => {
-                    return Err(incompatible(
-                        state,
-                        SerializerPart::Value,
-                        old,
-                        s.snapshot(),
-                        "the serializer needs a migration but gives no reader of the old data",
-                    ))
-                }
-            },
+            _ => Some(
+                part_reader(&s, old)
+                    .ok_or_else(|| incompatible(state, SerializerPart::Value, old, s.snapshot(), NO_READER))?,
+            ),
         };
         readers.push(Reader { tag: w.tag.clone(), ttl: w.ttl, read });
     }
@@ -209,27 +188,13 @@ pub(crate) fn resolve_eager<S: Serializer>(
         Compatibility::AsIs => Ok((s, None)),
         Compatibility::WithReconfiguredSerializer => match s.reconfigured(old) {
             Some(r) => Ok((r, None)),
-            None => Err(incompatible(
-                state,
-                part,
-                old,
-                s.snapshot(),
-                "the serializer asks to be reconfigured but gives no reconfigured serializer",
-            )),
+            None => Err(incompatible(state, part, old, s.snapshot(), NO_RECONFIGURED)),
         },
         Compatibility::AfterMigration => match s.old_reader(old) {
             Some(r) => Ok((s, Some(r))),
-            None => Err(incompatible(
-                state,
-                part,
-                old,
-                s.snapshot(),
-                "the serializer needs a migration but gives no reader of the old data",
-            )),
+            None => Err(incompatible(state, part, old, s.snapshot(), NO_READER)),
         },
-        Compatibility::Incompatible => {
-            Err(incompatible(state, part, old, s.snapshot(), "the serializer cannot read what the snapshot holds"))
-        }
+        Compatibility::Incompatible => Err(incompatible(state, part, old, s.snapshot(), CANNOT_READ)),
     }
 }
 
