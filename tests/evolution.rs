@@ -218,18 +218,25 @@ fn compaction_converts_what_it_merges() {
     r.close().unwrap();
 }
 
+/// A checkpoint of `keys` v2 values of state `clicks`, the one of key `poison` named
+/// "poison" (which the conversion to v3 refuses).
+fn checkpoint_with_poison(root: &Path, keys: u64, poison: u64) -> RestoreSource {
+    let mut b = open(&root.join("a"));
+    let s = b.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
+    for k in 0..keys {
+        b.set_current_key(&k).unwrap();
+        let name = if k == poison { "poison".to_string() } else { format!("u{k}") };
+        s.update(&mut b, &V2 { clicks: k, name, country: "c".into() }).unwrap();
+    }
+    let source = snapshot(root, &mut b, Snap::Checkpoint, 1);
+    b.close().unwrap();
+    source
+}
+
 #[test]
 fn a_failing_hook_is_a_typed_error_and_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let mut b = open(&root.path().join("a"));
-    let s = b.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
-    for k in 0..10u64 {
-        b.set_current_key(&k).unwrap();
-        let name = if k == 3 { "poison".to_string() } else { format!("u{k}") };
-        s.update(&mut b, &V2 { clicks: k, name, country: "c".into() }).unwrap();
-    }
-    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
-    b.close().unwrap();
+    let source = checkpoint_with_poison(root.path(), 10, 3);
 
     let mut r = restore(&root.path().join("b"), &source).unwrap();
     let s = r.state(ValueStateDescriptor::new("clicks", v3())).unwrap();
@@ -261,16 +268,8 @@ fn a_failing_hook_is_a_typed_error_and_loses_nothing() {
 #[test]
 fn a_failing_hook_deep_in_a_large_eager_migration_stops_it_cleanly() {
     let root = tempfile::tempdir().unwrap();
-    let mut b = open(&root.path().join("a"));
-    let s = b.state(ValueStateDescriptor::new("clicks", v2())).unwrap();
     let keys = 20_000u64;
-    for k in 0..keys {
-        b.set_current_key(&k).unwrap();
-        let name = if k == 15_000 { "poison".to_string() } else { format!("u{k}") };
-        s.update(&mut b, &V2 { clicks: k, name, country: "c".into() }).unwrap();
-    }
-    let source = snapshot(root.path(), &mut b, Snap::Checkpoint, 1);
-    b.close().unwrap();
+    let source = checkpoint_with_poison(root.path(), keys, 15_000);
 
     let mut r = restore(&root.path().join("b"), &source).unwrap();
     let s = r.state(ValueStateDescriptor::new("clicks", v3())).unwrap();

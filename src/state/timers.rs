@@ -62,17 +62,17 @@ impl<K: Serializer> KeyedBackend<K> {
         let core = &mut self.core;
         let names = [format!("{name}/event-time"), format!("{name}/processing-time")];
         let mut namespace = namespace;
-        let mut restored = false;
+        let mut evolving = false;
         for full in &names {
             if let Some((StateKind::Timers, writers)) = core.restored_writers(full) {
                 let writers: Vec<&Writer> = writers.iter().collect();
                 namespace = key_part(namespace, &writers, 1, full, SerializerPart::Namespace)?;
-                restored = true;
+                evolving = true;
             }
         }
         // A timer is all key and no value: what the checked namespace serializer reads as it
         // is needs no conversion, and compaction copies the older writers' records.
-        let copy: Option<Convert> = restored.then(|| {
+        let copy: Option<Convert> = evolving.then(|| {
             Arc::new(|_: &[u32], raw: &[u8], out: &mut Vec<u8>| {
                 out.extend_from_slice(raw);
                 Ok(())
