@@ -265,7 +265,7 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
             hint: None,
             val: Vec::with_capacity(64),
             scratch: Vec::new(),
-            converted: Vec::new(),
+            converted: Vec::with_capacity(1024),
             states: BTreeMap::new(),
             by_name: HashMap::new(),
             clock: self.clock,

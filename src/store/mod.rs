@@ -240,7 +240,7 @@ impl Store {
             pinned_obsolete: Vec::new(),
             next_id,
             cache: BlockCache::new(0),
-            value: Vec::new(),
+            value: Vec::with_capacity(1024),
             operands: Vec::new(),
             operand_spans: Vec::new(),
             group_refs: Vec::new(),
