@@ -13,9 +13,11 @@
 //! It prints, measured in the same run: for a checkpoint and for a savepoint, the restore
 //! with the type unchanged (`same`) and with version 2 registered (`evolved`), each as the
 //! anchor measures it: the time until the backend is usable (`restore`), the first access (the
-//! state registered, which checks the serializers, and one read; both the median of five restores), and every key read once in
-//! key order with its value checked (`read_all`; for `evolved`, while the state is still
-//! unmigrated: each read converts the value and writes it back). Then the eager migration
+//! state registered, which checks the serializers, and one read), both over `--rounds` rounds
+//! (21 unless told) of one unchanged and one evolved restore in alternating order, as medians and
+//! as the median of the per-round ratios; and every key read once in key order with its value
+//! checked (`read_all`; for `evolved`, while the state is still unmigrated: each read converts the
+//! value and writes it back). Then the eager migration
 //! (`KeyedBackend::migrate`) of another evolved restore, before any read, against a plain full
 //! compaction of the unchanged one, in MB/s of the segments they read, and every key read after
 //! the eager migration.
@@ -94,11 +96,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The three figures of one restore.
+/// The restore and first-access figures of one kind of restore: medians over the rounds.
 struct Restore {
     restore: Duration,
     first_access: Duration,
-    read_all: Duration,
 }
 
 /// Restores `source` into `dir`: the backend and the time it took.
@@ -112,32 +113,57 @@ fn restore(dir: &Path, source: &RestoreSource) -> (KeyedBackend<U64>, Duration) 
     (b, start.elapsed())
 }
 
-/// Five restores of `source` (each into a directory of its own under `dir`), each followed by
-/// `first_access`: the median time of each, and the last backend with what its first access
-/// gave. A restore and a first access take micro- to milliseconds, so one alone is mostly
-/// noise.
-fn restores<T>(
-    dir: &Path,
-    source: &RestoreSource,
-    mut first_access: impl FnMut(&mut KeyedBackend<U64>) -> T,
-) -> (KeyedBackend<U64>, T, Duration, Duration) {
-    let (mut restore_times, mut access_times) = (Vec::new(), Vec::new());
-    let mut last = None;
-    for i in 0..5 {
-        if let Some((b, _)) = last.take() {
-            KeyedBackend::close(b).expect("close");
-        }
-        let (mut b, took) = restore(&dir.join(i.to_string()), source);
-        restore_times.push(took);
-        let start = Instant::now();
-        let t = first_access(&mut b);
-        access_times.push(start.elapsed());
-        last = Some((b, t));
+/// One restore of `source` into `dir` followed by the first access (the state registered with
+/// `v1()` or, `evolved`, with `v2()`, and the value of key 0 read): the time of each.
+fn one_restore(dir: &Path, source: &RestoreSource, evolved: bool) -> (Duration, Duration) {
+    let (mut b, took) = restore(dir, source);
+    let start = Instant::now();
+    if evolved {
+        let s = b.state(ValueStateDescriptor::new("events", v2())).expect("state");
+        b.set_current_key(&0).expect("key");
+        s.get(&mut b).expect("get");
+    } else {
+        let s = b.state(ValueStateDescriptor::new("events", v1())).expect("state");
+        b.set_current_key(&0).expect("key");
+        s.get(&mut b).expect("get");
     }
-    restore_times.sort();
-    access_times.sort();
-    let (b, t) = last.expect("five restores");
-    (b, t, restore_times[2], access_times[2])
+    let access = start.elapsed();
+    b.close().expect("close");
+    std::fs::remove_dir_all(dir).expect("remove the restore's directory");
+    (took, access)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `rounds` rounds of one unchanged and one evolved restore of `source`, in alternating order
+/// (so that neither always runs on the caches the other warmed): the medians of each and the
+/// medians of the per-round ratios evolved / same of the restore and of the first access. A
+/// restore and a first access take micro- to milliseconds on a shared machine, so one pair alone
+/// is mostly noise; a ratio taken within a round sees the same machine on both sides.
+fn paired(dir: &Path, source: &RestoreSource, rounds: usize) -> (Restore, Restore, f64, f64) {
+    let (mut same, mut evolved, mut restore_ratio, mut access_ratio) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let run = |evolved: bool| one_restore(&dir.join(format!("{round}-{evolved}")), source, evolved);
+        let (s, e) = if round % 2 == 0 {
+            let s = run(false);
+            (s, run(true))
+        } else {
+            let e = run(true);
+            (run(false), e)
+        };
+        restore_ratio.push(e.0.as_secs_f64() / s.0.as_secs_f64());
+        access_ratio.push(e.1.as_secs_f64() / s.1.as_secs_f64());
+        same.push(s);
+        evolved.push(e);
+    }
+    let medians = |v: &[(Duration, Duration)]| Restore {
+        restore: Duration::from_secs_f64(median(v.iter().map(|x| x.0.as_secs_f64()).collect())),
+        first_access: Duration::from_secs_f64(median(v.iter().map(|x| x.1.as_secs_f64()).collect())),
+    };
+    (medians(&same), medians(&evolved), median(restore_ratio), median(access_ratio))
 }
 
 fn read_all_v1(b: &mut KeyedBackend<U64>, s: &ValueState<VersionedSerde<EventV1>>, keys: u64, names: &[String]) {
@@ -155,35 +181,6 @@ fn read_all_v2(b: &mut KeyedBackend<U64>, s: &ValueState<VersionedSerde<EventV2>
         let e = event(k, names);
         assert!(v.id == e.id && v.ts == e.ts && v.name == e.name && v.amount == e.amount && v.version == 2, "key {k}");
     }
-}
-
-fn same(dir: &Path, source: &RestoreSource, keys: u64, names: &[String]) -> (Restore, KeyedBackend<U64>) {
-    let (mut b, s, restore, first_access) = restores(dir, source, |b| {
-        let s = b.state(ValueStateDescriptor::new("events", v1())).expect("state");
-        b.set_current_key(&0).expect("key");
-        s.get(b).expect("get");
-        s
-    });
-    let start = Instant::now();
-    read_all_v1(&mut b, &s, keys, names);
-    (Restore { restore, first_access, read_all: start.elapsed() }, b)
-}
-
-fn evolved(
-    dir: &Path,
-    source: &RestoreSource,
-    keys: u64,
-    names: &[String],
-) -> (Restore, KeyedBackend<U64>, ValueState<VersionedSerde<EventV2>>) {
-    let (mut b, s, restore, first_access) = restores(dir, source, |b| {
-        let s = b.state(ValueStateDescriptor::new("events", v2())).expect("state");
-        b.set_current_key(&0).expect("key");
-        s.get(b).expect("get");
-        s
-    });
-    let start = Instant::now();
-    read_all_v2(&mut b, &s, keys, names);
-    (Restore { restore, first_access, read_all: start.elapsed() }, b, s)
 }
 
 fn segment_bytes(b: &mut KeyedBackend<U64>) -> u64 {
@@ -226,9 +223,30 @@ fn main() {
     b.close().unwrap();
     println!("{keys} keys of Event (v1), loaded in {:.2} s", load.as_secs_f64());
 
-    // The anchor's order: checkpoint same, checkpoint evolved, savepoint same, savepoint evolved.
-    let (ckpt_same, mut plain) = same(&root.join("r1"), &checkpoint, keys, &names);
-    let (ckpt_evolved, b, s) = evolved(&root.join("r2"), &checkpoint, keys, &names);
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+
+    // Restore and first access, the anchor's order: checkpoint, then savepoint.
+    let (ckpt_same, ckpt_evolved, ckpt_restore_ratio, ckpt_access_ratio) =
+        paired(&root.join("rc"), &checkpoint, rounds);
+    let (sp_same, sp_evolved, sp_restore_ratio, sp_access_ratio) = paired(&root.join("rs"), &savepoint, rounds);
+
+    // Every key read once: from an unchanged restore, and from an evolved one while unmigrated.
+    let (mut plain, _) = restore(&root.join("r1"), &checkpoint);
+    let s1 = plain.state(ValueStateDescriptor::new("events", v1())).unwrap();
+    let start = Instant::now();
+    read_all_v1(&mut plain, &s1, keys, &names);
+    let read_same = start.elapsed();
+    drop(s1);
+    let (mut b, _) = restore(&root.join("r2"), &checkpoint);
+    let s = b.state(ValueStateDescriptor::new("events", v2())).unwrap();
+    let start = Instant::now();
+    read_all_v2(&mut b, &s, keys, &names);
+    let read_unmigrated = start.elapsed();
     drop(s);
     b.close().unwrap();
 
@@ -251,30 +269,40 @@ fn main() {
     plain.close().unwrap();
     migrating.close().unwrap();
 
-    let (sp_same, b) = same(&root.join("r3"), &savepoint, keys, &names);
-    b.close().unwrap();
-    let (sp_evolved, b, s) = evolved(&root.join("r4"), &savepoint, keys, &names);
-    drop(s);
-    b.close().unwrap();
-
     println!();
-    println!("| metric (ms) | same | evolved | evolved / same |");
+    println!("restore and first access: medians of {rounds} rounds, each one unchanged and one evolved restore");
+    println!();
+    println!("| metric (ms) | same | evolved | median of per-round evolved / same |");
     println!("|---|---:|---:|---:|");
-    for (name, a, b) in [("ckpt", &ckpt_same, &ckpt_evolved), ("savepoint", &sp_same, &sp_evolved)] {
-        for (what, x, y) in [
-            ("restore", a.restore, b.restore),
-            ("first_access", a.first_access, b.first_access),
-            ("read_all", a.read_all, b.read_all),
-        ] {
-            println!("| {name}_{what} | {:.3} | {:.3} | {:.2}x |", ms(x), ms(y), ms(y) / ms(x));
-        }
+    for (name, a, b, restore_ratio, access_ratio) in [
+        ("ckpt", &ckpt_same, &ckpt_evolved, ckpt_restore_ratio, ckpt_access_ratio),
+        ("savepoint", &sp_same, &sp_evolved, sp_restore_ratio, sp_access_ratio),
+    ] {
+        println!("| {name}_restore | {:.3} | {:.3} | {restore_ratio:.2}x |", ms(a.restore), ms(b.restore));
+        println!(
+            "| {name}_first_access | {:.3} | {:.3} | {access_ratio:.2}x |",
+            ms(a.first_access),
+            ms(b.first_access)
+        );
+        println!(
+            "| {name}_usable_and_first_access | {:.3} | {:.3} | {:.2}x |",
+            ms(a.restore + a.first_access),
+            ms(b.restore + b.first_access),
+            ms(b.restore + b.first_access) / ms(a.restore + a.first_access)
+        );
     }
+    println!(
+        "| ckpt_read_all | {:.3} | {:.3} | {:.2}x |",
+        ms(read_same),
+        ms(read_unmigrated),
+        ms(read_unmigrated) / ms(read_same)
+    );
     println!();
     println!(
         "reading every key of the checkpoint's restore while unmigrated: {:.0} ms, after the eager migration: {:.0} ms ({:.2}x as fast unmigrated)",
-        ms(ckpt_evolved.read_all),
+        ms(read_unmigrated),
         ms(read_migrated),
-        ms(read_migrated) / ms(ckpt_evolved.read_all)
+        ms(read_migrated) / ms(read_unmigrated)
     );
     let mbs = |bytes: u64, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
     println!(
