@@ -100,6 +100,25 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
+    /// A subtask of a job failed: its user code returned an error or panicked, or a fault was
+    /// injected. The job restarts by its restart strategy; beyond it, the job ends with this.
+    #[error("subtask {subtask} of {operator:?} failed: {why}")]
+    TaskFailed {
+        /// The operator (the uid of its chain's first operator).
+        operator: String,
+        /// The subtask's index.
+        subtask: usize,
+        /// What happened.
+        why: String,
+    },
+    /// A job's checkpoint could not be completed or read back.
+    #[error("job checkpoint {id}: {why}")]
+    JobCheckpoint {
+        /// The checkpoint's id.
+        id: u64,
+        /// What went wrong.
+        why: String,
+    },
     /// A record written by an older serializer of a state could not be converted to the
     /// present one (its migration hook returned an error or panicked). Nothing was changed:
     /// the record stays as it was, readable by the old serializer, and the store goes on.
@@ -346,6 +365,12 @@ pub enum Misuse {
     #[error("the snapshot cannot be restored here: {why}")]
     IncompatibleSnapshot {
         /// What does not fit.
+        why: String,
+    },
+    /// A job graph that cannot run, refused before it starts.
+    #[error("the job cannot run: {why}")]
+    InvalidJob {
+        /// What is wrong with it.
         why: String,
     },
 }

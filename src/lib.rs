@@ -12,7 +12,9 @@
 //!   the traits it implements ([`SnapshotSource`](checkpoint::SnapshotSource),
 //!   [`OperatorSource`](checkpoint::OperatorSource));
 //! - [`state`]: what user code touches: keyed state of every kind under a current key and
-//!   namespace, TTL, timers, operator list state and broadcast state.
+//!   namespace, TTL, timers, operator list state and broadcast state;
+//! - [`runtime`]: the operator runtime: stateful jobs on threads, checkpoint barriers, a
+//!   coordinator, exactly-once sinks and restarts from the latest checkpoint.
 //!
 //! `tests/layering.rs` checks that each layer imports only those below it.
 //!
@@ -58,6 +60,7 @@ mod error;
 pub mod format;
 pub mod io;
 pub mod keygroup;
+pub mod runtime;
 pub mod state;
 pub mod store;
 mod sys;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Bottom to top. `sys` is the platform glue under `io`.
-const LAYERS: &[&str] = &["sys", "io", "keygroup", "codec", "format", "store", "checkpoint", "state"];
+const LAYERS: &[&str] = &["sys", "io", "keygroup", "codec", "format", "store", "checkpoint", "state", "runtime"];
 /// Layers that import no other layer.
 const LEAVES: &[&str] = &["keygroup", "codec"];
 /// What `error` may name.

@@ -1,0 +1,499 @@
+//! The job-graph builder: sources, stateless operators chained to what is before them,
+//! `key_by` into keyed process functions, and sinks. Every operator that starts a chain of
+//! its own (a source, a keyed operator) is a stage, run by `parallelism` subtasks; its uid
+//! names its state in checkpoints, so it must stay the same across versions of a job.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::checkpoint::{CheckpointOptions, Checkpointer, RestoreSource};
+use crate::codec::{Serializer, Unit};
+use crate::error::Misuse;
+use crate::format::meta::OperatorStateSnapshot;
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::state::{KeyedBackend, OperatorStateBackend};
+use crate::store::StoreOptions;
+use crate::{Error, Result};
+
+use super::emit::{Batch, Cancel, EdgeChannels, Emit, FilterEmit, FlatMapEmit, KeyRouter, MapEmit};
+use super::function::KeyedProcessFunction;
+use super::sink::{Sink, SinkContext, SinkEmit};
+use super::source::Source;
+use super::task::{run_keyed, run_source, KeyedOperator, Snapshots, TaskCtx, WatermarkStrategy};
+
+/// What a subtask is given to start: its channels, where its state lives and where it comes
+/// back from.
+pub(crate) struct Setup {
+    /// Per input edge: this subtask's receivers.
+    pub(crate) inputs: Vec<Box<dyn Any + Send>>,
+    /// The output edge's senders of this subtask, if the chain ends in a router.
+    pub(crate) output: Option<Box<dyn Any + Send>>,
+    pub(crate) max_parallelism: MaxParallelism,
+    pub(crate) key_groups: KeyGroupRange,
+    /// The directory of the subtask's keyed backend.
+    pub(crate) store_dir: PathBuf,
+    pub(crate) store_options: StoreOptions,
+    /// The checkpoints its keyed state comes back from (none on a fresh start).
+    pub(crate) restore: Vec<RestoreSource>,
+    /// Its operator state, redistributed from the restored checkpoint.
+    pub(crate) operator_state: OperatorStateSnapshot,
+    /// Where it checkpoints to, and the checkpoint restored (confirmed in the new
+    /// checkpointer, so that retention keeps it until a newer one completes).
+    pub(crate) checkpoints: Option<(PathBuf, CheckpointOptions, Option<u64>)>,
+    pub(crate) job: String,
+    pub(crate) attempt: String,
+}
+
+/// A stage, with its types erased: how to run one of its subtasks.
+pub(crate) trait StageSpec: Send + Sync {
+    fn run(&self, ctx: &TaskCtx, setup: Setup) -> Result<()>;
+}
+
+/// What building a subtask's chain needs.
+pub(crate) struct ChainCtx<'a> {
+    pub(crate) output: Option<Box<dyn Any + Send>>,
+    pub(crate) ops: &'a mut OperatorStateBackend,
+    pub(crate) max_parallelism: MaxParallelism,
+    pub(crate) cancel: Cancel,
+    pub(crate) subtask: usize,
+    pub(crate) parallelism: usize,
+    pub(crate) attempt: String,
+    pub(crate) checkpointing: bool,
+}
+
+/// Builds the part of a subtask's chain from an operator on.
+type Tail<T> = Arc<dyn Fn(&mut ChainCtx<'_>) -> Result<Box<dyn Emit<T>>> + Send + Sync>;
+
+/// Given the tail of a chain, the stage it ends.
+type Finish<T> = Box<dyn FnOnce(Tail<T>) -> Arc<dyn StageSpec>>;
+
+/// A stage as the builder knows it.
+pub(crate) struct StageDef {
+    pub(crate) uid: String,
+    pub(crate) parallelism: Option<usize>,
+    pub(crate) spec: Option<Arc<dyn StageSpec>>,
+    /// The edges into it.
+    pub(crate) inputs: Vec<usize>,
+    /// The edge out of it, if its chain ends in a router.
+    pub(crate) output: Option<usize>,
+}
+
+/// An edge between two stages: how to make its channels.
+pub(crate) struct EdgeDef {
+    pub(crate) from: usize,
+    pub(crate) to: Option<usize>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) make:
+        Box<dyn Fn(usize, usize, usize) -> (Vec<Box<dyn Any + Send>>, Vec<Box<dyn Any + Send>>) + Send + Sync>,
+}
+
+pub(crate) struct Graph {
+    pub(crate) name: String,
+    pub(crate) max_parallelism: u32,
+    pub(crate) parallelism: usize,
+    pub(crate) stages: Vec<StageDef>,
+    pub(crate) edges: Vec<EdgeDef>,
+    /// Streams that went nowhere, and other mistakes found while building.
+    pub(crate) problems: Vec<String>,
+}
+
+/// Builds a job: see the [module documentation](super).
+pub struct JobBuilder {
+    g: Rc<RefCell<Graph>>,
+}
+
+impl std::fmt::Debug for JobBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobBuilder").field("name", &self.g.borrow().name).finish_non_exhaustive()
+    }
+}
+
+/// A stream of records of type `T`: what an operator gives.
+#[must_use = "a stream goes nowhere until it ends in a sink"]
+pub struct Stream<T> {
+    g: Rc<RefCell<Graph>>,
+    stage: usize,
+    finish: Option<Finish<T>>,
+}
+
+impl<T> Drop for Stream<T> {
+    fn drop(&mut self) {
+        if self.finish.is_some() {
+            if let Ok(mut g) = self.g.try_borrow_mut() {
+                let uid = g.stages[self.stage].uid.clone();
+                g.problems.push(format!("a stream of operator {uid:?} ends in no sink"));
+            }
+        }
+    }
+}
+
+/// A stream partitioned by key: what [`Stream::key_by`] gives, for a keyed operator.
+#[must_use = "a keyed stream goes nowhere until a keyed operator processes it"]
+pub struct KeyedStream<T, K, Sel> {
+    stream: Stream<T>,
+    selector: Sel,
+    key_serializer: K,
+}
+
+fn valid_uid(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// Adds a stage to the graph: its index.
+fn add_stage(g: &Rc<RefCell<Graph>>, uid: &str, inputs: Vec<usize>) -> usize {
+    let mut g = g.borrow_mut();
+    if !valid_uid(uid) {
+        g.problems.push(format!("operator uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.'"));
+    }
+    if g.stages.iter().any(|s| s.uid == uid) {
+        g.problems.push(format!("two operators have the uid {uid:?}"));
+    }
+    g.stages.push(StageDef { uid: uid.to_owned(), parallelism: None, spec: None, inputs, output: None });
+    g.stages.len() - 1
+}
+
+impl JobBuilder {
+    /// A job named `name`, with a max parallelism of 128 and a default parallelism of 1.
+    pub fn new(name: impl Into<String>) -> Self {
+        JobBuilder {
+            g: Rc::new(RefCell::new(Graph {
+                name: name.into(),
+                max_parallelism: 128,
+                parallelism: 1,
+                stages: Vec::new(),
+                edges: Vec::new(),
+                problems: Vec::new(),
+            })),
+        }
+    }
+
+    /// The job's max parallelism: its number of key groups, fixed for its state's life.
+    #[must_use]
+    pub fn max_parallelism(self, n: u32) -> Self {
+        self.g.borrow_mut().max_parallelism = n;
+        self
+    }
+
+    /// The parallelism of operators that are not given one.
+    #[must_use]
+    pub fn parallelism(self, n: usize) -> Self {
+        self.g.borrow_mut().parallelism = n;
+        self
+    }
+
+    fn add_stage(&self, uid: &str, inputs: Vec<usize>) -> usize {
+        add_stage(&self.g, uid, inputs)
+    }
+
+    /// A source: the records of `source`'s partitions, without event time.
+    pub fn source<S: Source>(&self, uid: &str, source: S) -> Stream<S::Out> {
+        self.source_inner(uid, source, None)
+    }
+
+    /// A source with event time: watermarks by `strategy` per partition, the minimum of
+    /// the partitions a subtask reads that are not idle.
+    pub fn source_with_watermarks<S: Source>(
+        &self,
+        uid: &str,
+        source: S,
+        strategy: WatermarkStrategy,
+    ) -> Stream<S::Out> {
+        self.source_inner(uid, source, Some(strategy))
+    }
+
+    fn source_inner<S: Source>(&self, uid: &str, source: S, wm: Option<WatermarkStrategy>) -> Stream<S::Out> {
+        let stage = self.add_stage(uid, Vec::new());
+        let source = Arc::new(source);
+        let finish: Finish<S::Out> =
+            Box::new(move |tail| Arc::new(SourceStage { source, watermarks: wm, tail }) as Arc<dyn StageSpec>);
+        Stream { g: self.g.clone(), stage, finish: Some(finish) }
+    }
+
+    /// The job, checked: a graph that cannot run is refused with [`Misuse::InvalidJob`].
+    pub fn build(self) -> Result<super::job::Job> {
+        let g = Rc::try_unwrap(self.g)
+            .map_err(|_| Misuse::InvalidJob { why: "a stream of the job is still being built".into() })?
+            .into_inner();
+        let invalid = |why: String| -> Error { Misuse::InvalidJob { why }.into() };
+        if let Some(p) = g.problems.first() {
+            return Err(invalid(p.clone()));
+        }
+        if g.stages.is_empty() {
+            return Err(invalid("the job has no source".into()));
+        }
+        let max = MaxParallelism::new(g.max_parallelism).map_err(Error::from)?;
+        for s in &g.stages {
+            let p = s.parallelism.unwrap_or(g.parallelism);
+            if p == 0 || p as u64 > u64::from(max.get()) {
+                return Err(invalid(format!(
+                    "operator {:?} has parallelism {p}; it must be 1 to the max parallelism {}",
+                    s.uid,
+                    max.get()
+                )));
+            }
+            if s.spec.is_none() {
+                return Err(invalid(format!("operator {:?} ends in no sink", s.uid)));
+            }
+        }
+        for e in &g.edges {
+            if e.to.is_none() {
+                return Err(invalid(format!(
+                    "the key_by after operator {:?} has no keyed operator after it",
+                    g.stages[e.from].uid
+                )));
+            }
+        }
+        Ok(super::job::Job::new(g))
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    fn then<U: Send + 'static>(
+        mut self,
+        wrap: impl Fn(Box<dyn Emit<U>>) -> Box<dyn Emit<T>> + Send + Sync + 'static,
+    ) -> Stream<U> {
+        let finish = self.finish.take().expect("a stream is consumed once");
+        let wrap = Arc::new(wrap);
+        let next: Finish<U> = Box::new(move |tail: Tail<U>| {
+            let wrap = wrap.clone();
+            finish(Arc::new(move |cx: &mut ChainCtx<'_>| Ok(wrap(tail(cx)?))))
+        });
+        Stream { g: self.g.clone(), stage: self.stage, finish: Some(next) }
+    }
+
+    /// Sets the parallelism of the operator this stream comes from (and of every operator
+    /// chained to it).
+    pub fn parallelism(self, n: usize) -> Self {
+        self.g.borrow_mut().stages[self.stage].parallelism = Some(n);
+        self
+    }
+
+    /// One record out for every record in.
+    pub fn map<U: Send + 'static, F: Fn(T) -> U + Clone + Send + Sync + 'static>(self, f: F) -> Stream<U> {
+        self.then(move |next| Box::new(MapEmit { f: f.clone(), next }))
+    }
+
+    /// The records for which `f` is true.
+    pub fn filter<F: Fn(&T) -> bool + Clone + Send + Sync + 'static>(self, f: F) -> Stream<T> {
+        self.then(move |next| Box::new(FilterEmit { f: f.clone(), next }))
+    }
+
+    /// Any number of records out for every record in.
+    pub fn flat_map<U, I, F>(self, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U> + 'static,
+        F: Fn(T) -> I + Clone + Send + Sync + 'static,
+    {
+        self.then(move |next| Box::new(FlatMapEmit { f: f.clone(), next }))
+    }
+
+    /// Partitions the stream by the key `selector` gives, written by `key_serializer`: each
+    /// record goes to the subtask of the next operator that owns its key group.
+    pub fn key_by<K, Sel>(self, selector: Sel, key_serializer: K) -> KeyedStream<T, K, Sel>
+    where
+        K: Serializer + Clone + Send + Sync,
+        Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+    {
+        KeyedStream { stream: self, selector, key_serializer }
+    }
+
+    /// Ends the stream in `sink` (chained to the operator before it), under the uid `uid`.
+    pub fn sink<S: Sink<T>>(mut self, uid: &str, sink: S) {
+        let finish = self.finish.take().expect("a stream is consumed once");
+        let sink = Arc::new(sink);
+        let uid = uid.to_owned();
+        {
+            let mut g = self.g.borrow_mut();
+            if !valid_uid(&uid) {
+                g.problems.push(format!("sink uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.'"));
+            }
+        }
+        let tail: Tail<T> = Arc::new(move |cx: &mut ChainCtx<'_>| {
+            let sctx = SinkContext {
+                uid: uid.clone(),
+                subtask: cx.subtask,
+                parallelism: cx.parallelism,
+                attempt: cx.attempt.clone(),
+                checkpointing: cx.checkpointing,
+            };
+            Ok(Box::new(SinkEmit { writer: sink.open(&sctx, cx.ops)? }) as Box<dyn Emit<T>>)
+        });
+        let spec = finish(tail);
+        self.g.borrow_mut().stages[self.stage].spec = Some(spec);
+    }
+}
+
+impl<T, K, Sel> KeyedStream<T, K, Sel>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+{
+    /// Runs a keyed process function over the stream, one instance per subtask made by
+    /// `factory`, under the uid `uid` (which names its state in checkpoints).
+    pub fn process<O, F, Fac>(self, uid: &str, factory: Fac) -> Stream<O>
+    where
+        O: Send + 'static,
+        F: KeyedProcessFunction<K, T, O>,
+        Fac: Fn() -> F + Send + Sync + 'static,
+    {
+        let KeyedStream { mut stream, selector, key_serializer } = self;
+        let g = stream.g.clone();
+        let from = stream.stage;
+        // The edge, its channels typed here, where the record type is known.
+        let edge = {
+            let mut gm = g.borrow_mut();
+            gm.edges.push(EdgeDef {
+                from,
+                to: None,
+                make: Box::new(|up, down, capacity| {
+                    let ch = EdgeChannels::<T>::new(up, down, capacity);
+                    let s = ch.senders.into_iter().map(|s| Box::new(s) as Box<dyn Any + Send>).collect();
+                    let r = ch.receivers.into_iter().map(|r| Box::new(r) as Box<dyn Any + Send>).collect();
+                    (s, r)
+                }),
+            });
+            gm.stages[from].output = Some(gm.edges.len() - 1);
+            gm.edges.len() - 1
+        };
+        // The upstream chain ends in a router by key group.
+        let finish = stream.finish.take().expect("a stream is consumed once");
+        let (sel, ks) = (selector.clone(), key_serializer.clone());
+        let router: Tail<T> = Arc::new(move |cx: &mut ChainCtx<'_>| {
+            let outputs = cx
+                .output
+                .take()
+                .and_then(|o| o.downcast::<Vec<Sender<Batch<T>>>>().ok())
+                .ok_or_else(|| Error::from(Misuse::InvalidJob { why: "a router without its channels".into() }))?;
+            Ok(Box::new(KeyRouter::new(sel.clone(), ks.clone(), cx.max_parallelism, *outputs, cx.cancel.clone())?)
+                as Box<dyn Emit<T>>)
+        });
+        let upstream = finish(router);
+        g.borrow_mut().stages[from].spec = Some(upstream);
+        drop(stream);
+        let stage = add_stage(&g, uid, vec![edge]);
+        g.borrow_mut().edges[edge].to = Some(stage);
+        let factory = Arc::new(factory);
+        let uid = uid.to_owned();
+        let finish: Finish<O> = Box::new(move |tail: Tail<O>| {
+            Arc::new(KeyedStage::<T, K, Sel, O, F, Fac> {
+                uid,
+                factory,
+                selector,
+                key_serializer,
+                tail,
+                _types: std::marker::PhantomData,
+            }) as Arc<dyn StageSpec>
+        });
+        Stream { g, stage, finish: Some(finish) }
+    }
+}
+
+/// Opens a subtask's keyed backend: restored from `setup.restore`, or new.
+fn open_backend<K: Serializer>(key_serializer: K, setup: &Setup) -> Result<KeyedBackend<K>> {
+    let b = KeyedBackend::builder(key_serializer)
+        .job(setup.job.clone())
+        .max_parallelism(setup.max_parallelism.get())
+        .key_groups(setup.key_groups)
+        .store_options(setup.store_options.clone());
+    if setup.restore.is_empty() {
+        b.open(&setup.store_dir)
+    } else {
+        Ok(b.restore(&setup.store_dir, &setup.restore)?.0)
+    }
+}
+
+/// The checkpointer of a subtask, created once its state is restored.
+fn checkpointer(setup: &Setup) -> Result<Option<Checkpointer>> {
+    let Some((dir, opts, restored)) = &setup.checkpoints else { return Ok(None) };
+    let mut cp = Checkpointer::local(dir.clone(), opts.clone())?;
+    if let Some(id) = restored {
+        cp.notify_checkpoint_complete(*id);
+    }
+    Ok(Some(cp))
+}
+
+struct SourceStage<S: Source> {
+    source: Arc<S>,
+    watermarks: Option<WatermarkStrategy>,
+    tail: Tail<S::Out>,
+}
+
+impl<S: Source> StageSpec for SourceStage<S> {
+    fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
+        let backend = open_backend(Unit, &setup)?;
+        let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
+        let mut cx = ChainCtx {
+            output: setup.output.take(),
+            ops: &mut ops,
+            max_parallelism: setup.max_parallelism,
+            cancel: ctx.cancel.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            attempt: setup.attempt.clone(),
+            checkpointing: ctx.checkpointing,
+        };
+        let chain = (self.tail)(&mut cx)?;
+        let checkpointer = checkpointer(&setup)?;
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        run_source(ctx, &*self.source, self.watermarks, chain, snaps)
+    }
+}
+
+struct KeyedStage<T, K, Sel, O, F, Fac> {
+    uid: String,
+    factory: Arc<Fac>,
+    selector: Sel,
+    key_serializer: K,
+    tail: Tail<O>,
+    _types: std::marker::PhantomData<fn(T) -> F>,
+}
+
+impl<T, K, Sel, O, F, Fac> StageSpec for KeyedStage<T, K, Sel, O, F, Fac>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+    O: Send + 'static,
+    F: KeyedProcessFunction<K, T, O>,
+    Fac: Fn() -> F + Send + Sync + 'static,
+{
+    fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
+        let inputs = setup
+            .inputs
+            .pop()
+            .and_then(|i| i.downcast::<Vec<Receiver<Batch<T>>>>().ok())
+            .ok_or_else(|| Error::from(Misuse::InvalidJob { why: "a keyed operator without its input".into() }))?;
+        let mut backend = open_backend(self.key_serializer.clone(), &setup)?;
+        let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
+        let timers = backend.timer_service(&format!("{}.timers", self.uid))?;
+        let mut cx = ChainCtx {
+            output: setup.output.take(),
+            ops: &mut ops,
+            max_parallelism: setup.max_parallelism,
+            cancel: ctx.cancel.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            attempt: setup.attempt.clone(),
+            checkpointing: ctx.checkpointing,
+        };
+        let chain = (self.tail)(&mut cx)?;
+        let op = KeyedOperator {
+            function: (self.factory)(),
+            selector: self.selector.clone(),
+            timers,
+            chain,
+            watermark: i64::MIN,
+            _types: std::marker::PhantomData,
+        };
+        let checkpointer = checkpointer(&setup)?;
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        run_keyed(ctx, *inputs, op, snaps)
+    }
+}

@@ -1,0 +1,621 @@
+//! The subtasks: each runs on a thread of its own and handles, one at a time, its input
+//! (records, watermarks, barriers), the coordinator's messages and its timers, so its state
+//! needs no locks.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::checkpoint::Checkpointer;
+use crate::codec::{Serializer, Unit};
+use crate::state::{KeyedBackend, OperatorStateBackend, TimerService};
+use crate::Result;
+
+use super::emit::{cancelled, Batch, Cancel, Emit, Msg};
+use super::function::{Context, KeyedProcessFunction, OpenContext, TimeDomain};
+use super::source::{Poll, Source, SourceReader};
+
+/// What the coordinator tells a subtask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Sources only: inject checkpoint `id`'s barrier now.
+    Trigger(u64),
+    /// Checkpoint `id` completed everywhere.
+    Complete(u64),
+    /// Checkpoint `id` is given up.
+    Abort(u64),
+    /// The job's input is done and its final checkpoint complete (if it takes checkpoints):
+    /// end the input and stop.
+    Finish,
+}
+
+/// One subtask's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubtaskCheckpoint {
+    /// The operator (the uid of its chain's head).
+    pub operator: String,
+    /// The subtask.
+    pub subtask: usize,
+    /// The synchronous part: the backend's snapshot taken and the barrier passed on.
+    pub sync: Duration,
+    /// The asynchronous part: files written and synced.
+    pub asynchronous: Duration,
+    /// From the first barrier to the last one of its inputs (0 for a source).
+    pub alignment: Duration,
+    /// Bytes the checkpoint stored anew for this subtask.
+    pub bytes: u64,
+    /// Files it names that earlier checkpoints stored (shared with them).
+    pub shared_files: usize,
+    /// Files it names in all.
+    pub files: usize,
+}
+
+/// What a subtask tells the coordinator.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Its part of checkpoint `id` is durable.
+    Ack(u64, SubtaskCheckpoint),
+    /// Its part of checkpoint `id` failed.
+    Decline(u64, crate::Error),
+    /// A source subtask read all its partitions.
+    SourceDone,
+}
+
+/// A report with the subtask it came from: (stage, subtask).
+pub(crate) type Reported = ((usize, usize), Report);
+
+/// What every subtask has besides its input and output.
+pub(crate) struct TaskCtx {
+    pub(crate) uid: String,
+    pub(crate) stage: usize,
+    pub(crate) subtask: usize,
+    pub(crate) parallelism: usize,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) reports: Sender<Reported>,
+    pub(crate) cancel: Cancel,
+    pub(crate) checkpointing: bool,
+}
+
+impl TaskCtx {
+    pub(crate) fn report(&self, r: Report) {
+        let _ = self.reports.send(((self.stage, self.subtask), r));
+    }
+}
+
+/// A subtask's state and what checkpoints it: its keyed backend (empty for an operator
+/// without keyed state), its operator state and its checkpointer.
+pub(crate) struct Snapshots<K: Serializer> {
+    pub(crate) backend: KeyedBackend<K>,
+    pub(crate) ops: OperatorStateBackend,
+    pub(crate) checkpointer: Option<Checkpointer>,
+    /// Per checkpoint in flight: its sync part and alignment.
+    pub(crate) in_flight: HashMap<u64, (Duration, Duration)>,
+}
+
+impl<K: Serializer> Snapshots<K> {
+    /// The synchronous part of checkpoint `id`; a failure declines it.
+    pub(crate) fn snapshot(&mut self, ctx: &TaskCtx, id: u64, started: Instant, alignment: Duration) {
+        let Some(cp) = self.checkpointer.as_mut() else { return };
+        match cp.checkpoint(id, &mut self.backend, &self.ops, false) {
+            Ok(()) => {
+                self.in_flight.insert(id, (started.elapsed(), alignment));
+            }
+            Err(e) => ctx.report(Report::Decline(id, e)),
+        }
+    }
+
+    /// Reports the checkpoints whose asynchronous part finished.
+    pub(crate) fn poll(&mut self, ctx: &TaskCtx) {
+        let Some(cp) = self.checkpointer.as_mut() else { return };
+        if self.in_flight.is_empty() {
+            return;
+        }
+        for (id, outcome) in cp.poll() {
+            let (sync, alignment) = self.in_flight.remove(&id).unwrap_or_default();
+            match outcome {
+                Ok(info) => ctx.report(Report::Ack(
+                    id,
+                    SubtaskCheckpoint {
+                        operator: ctx.uid.clone(),
+                        subtask: ctx.subtask,
+                        sync,
+                        asynchronous: info.async_duration,
+                        alignment,
+                        bytes: info.bytes_new,
+                        shared_files: info.files - info.new_files,
+                        files: info.files,
+                    },
+                )),
+                Err(e) => ctx.report(Report::Decline(id, e)),
+            }
+        }
+    }
+
+    pub(crate) fn complete(&mut self, id: u64) {
+        if let Some(cp) = self.checkpointer.as_mut() {
+            cp.notify_checkpoint_complete(id);
+        }
+    }
+
+    pub(crate) fn abort(&mut self, id: u64) {
+        if let Some(cp) = self.checkpointer.as_mut() {
+            cp.abort(id);
+        }
+    }
+
+    /// Waits for the checkpoints in flight and closes the backend.
+    pub(crate) fn close(mut self, ctx: &TaskCtx) -> Result<()> {
+        if let Some(cp) = self.checkpointer.take() {
+            for (id, outcome) in cp.close() {
+                if let Err(e) = outcome {
+                    if self.in_flight.remove(&id).is_some() {
+                        ctx.report(Report::Decline(id, e));
+                    }
+                }
+            }
+        }
+        self.backend.close()
+    }
+}
+
+/// The operator state a source keeps its partitions' offsets in: (partition, offset), as
+/// union state, so that a restore at any parallelism finds every partition's offset.
+pub(crate) fn offsets_state_name(uid: &str) -> String {
+    format!("eddy.source.{uid}.offsets")
+}
+
+/// Event time at a source: how far behind the largest timestamp seen the watermark trails,
+/// and after how long without records a partition stops holding the watermark back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatermarkStrategy {
+    /// The watermark is the largest timestamp seen less this, less 1 ms.
+    pub out_of_orderness: Duration,
+    /// A partition with nothing to read for this long is idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl WatermarkStrategy {
+    /// Watermarks trailing the largest timestamp by `out_of_orderness`.
+    pub fn bounded_out_of_orderness(out_of_orderness: Duration) -> Self {
+        WatermarkStrategy { out_of_orderness, idle_timeout: None }
+    }
+
+    /// Partitions idle after `timeout` without records.
+    #[must_use]
+    pub fn idle_after(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+}
+
+struct Partition<T> {
+    index: usize,
+    reader: Box<dyn SourceReader<T>>,
+    ended: bool,
+    /// The largest timestamp seen.
+    max_ts: i64,
+    /// When the partition last had a record.
+    last_record: Instant,
+}
+
+/// How many records a source reads before it looks at its mailbox again.
+const SOURCE_BURST: usize = 2048;
+
+/// Runs a source subtask: reads its partitions round-robin into `chain`, injects barriers when
+/// the coordinator triggers a checkpoint, and emits watermarks.
+pub(crate) fn run_source<S: Source>(
+    ctx: &TaskCtx,
+    source: &S,
+    watermarks: Option<WatermarkStrategy>,
+    mut chain: Box<dyn Emit<S::Out>>,
+    mut snaps: Snapshots<Unit>,
+) -> Result<()> {
+    let state_name = offsets_state_name(&ctx.uid);
+    let offset_serializer = crate::codec::SerdeSerializer::<(u32, Vec<u8>)>::new();
+    let restored: HashMap<u32, Vec<u8>> =
+        snaps.ops.union_list_state(&state_name, offset_serializer.clone())?.get().iter().cloned().collect();
+    let mut parts = Vec::new();
+    for p in (ctx.subtask..source.partitions()).step_by(ctx.parallelism.max(1)) {
+        let offset = restored.get(&(p as u32)).map(Vec::as_slice);
+        parts.push(Partition {
+            index: p,
+            reader: source.open(p, offset)?,
+            ended: false,
+            max_ts: i64::MIN,
+            last_record: Instant::now(),
+        });
+    }
+    let mut watermark = i64::MIN;
+    let mut idle = false;
+    let mut done = false;
+    loop {
+        // The mailbox first: barriers go in between records.
+        loop {
+            let msg = if done {
+                match ctx.control.recv_timeout(Duration::from_millis(5)) {
+                    Ok(m) => m,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(cancelled()),
+                }
+            } else {
+                match ctx.control.try_recv() {
+                    Ok(m) => m,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(cancelled()),
+                }
+            };
+            match msg {
+                Control::Trigger(id) => {
+                    let started = Instant::now();
+                    let offsets: Vec<(u32, Vec<u8>)> =
+                        parts.iter().map(|p| (p.index as u32, p.reader.offset())).collect();
+                    snaps.ops.union_list_state(&state_name, offset_serializer.clone())?.update(offsets);
+                    chain.barrier(id, &mut snaps.ops)?;
+                    snaps.snapshot(ctx, id, started, Duration::ZERO);
+                }
+                Control::Complete(id) => {
+                    snaps.complete(id);
+                    chain.notify_complete(id)?;
+                }
+                Control::Abort(id) => snaps.abort(id),
+                Control::Finish => {
+                    chain.end()?;
+                    return snaps.close(ctx);
+                }
+            }
+        }
+        if ctx.cancel.is_set() {
+            return Err(cancelled());
+        }
+        snaps.poll(ctx);
+        if done {
+            continue;
+        }
+        let mut read = 0;
+        let mut all_ended = true;
+        for p in parts.iter_mut().filter(|p| !p.ended) {
+            let mut n = 0;
+            while n < SOURCE_BURST / 4 {
+                match p.reader.poll()? {
+                    Poll::Record(value, ts) => {
+                        if ts > p.max_ts {
+                            p.max_ts = ts;
+                        }
+                        chain.record(value, ts)?;
+                        n += 1;
+                    }
+                    Poll::Idle => break,
+                    Poll::End => {
+                        p.ended = true;
+                        break;
+                    }
+                }
+            }
+            if n > 0 {
+                p.last_record = Instant::now();
+            }
+            all_ended &= p.ended;
+            read += n;
+        }
+        if let Some(w) = watermarks {
+            let now = Instant::now();
+            let active = |p: &&Partition<S::Out>| {
+                !p.ended && w.idle_timeout.is_none_or(|t| now.duration_since(p.last_record) < t)
+            };
+            let bound = |p: &Partition<S::Out>| {
+                p.max_ts
+                    .saturating_sub(i64::try_from(w.out_of_orderness.as_millis()).unwrap_or(i64::MAX))
+                    .saturating_sub(1)
+            };
+            match parts.iter().filter(active).map(bound).min() {
+                Some(wm) if wm > watermark => {
+                    watermark = wm;
+                    idle = false;
+                    chain.watermark(wm)?;
+                }
+                Some(_) => {}
+                None if !all_ended && !idle && !parts.is_empty() => {
+                    idle = true;
+                    chain.idle()?;
+                }
+                None => {}
+            }
+        }
+        chain.flush()?;
+        if all_ended {
+            // The end of input: every event-time timer downstream is due.
+            chain.watermark(i64::MAX)?;
+            chain.flush()?;
+            done = true;
+            if !ctx.checkpointing {
+                chain.end()?;
+                return snaps.close(ctx);
+            }
+            ctx.report(Report::SourceDone);
+        } else if read == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A channel of a keyed subtask's input, as alignment sees it.
+struct Input<T> {
+    rx: Receiver<Batch<T>>,
+    /// Messages received after a barrier, held back until the checkpoint is aligned.
+    held: VecDeque<Msg<T>>,
+    blocked: bool,
+    ended: bool,
+    idle: bool,
+    watermark: i64,
+}
+
+/// The keyed operator of a subtask: a process function with its timers.
+pub(crate) struct KeyedOperator<K: Serializer, I, O, F, Sel> {
+    pub(crate) function: F,
+    pub(crate) selector: Sel,
+    pub(crate) timers: TimerService<Unit>,
+    pub(crate) chain: Box<dyn Emit<O>>,
+    pub(crate) watermark: i64,
+    pub(crate) _types: std::marker::PhantomData<fn(K, I)>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl<K, I, O, F, Sel> KeyedOperator<K, I, O, F, Sel>
+where
+    K: Serializer,
+    I: Send + 'static,
+    O: Send + 'static,
+    F: KeyedProcessFunction<K, I, O>,
+    Sel: FnMut(&I) -> K::Value + Send,
+{
+    pub(crate) fn open(&mut self, backend: &mut KeyedBackend<K>, ctx: &TaskCtx) -> Result<()> {
+        self.function.open(&mut OpenContext { backend, subtask: ctx.subtask, parallelism: ctx.parallelism })
+    }
+
+    #[inline]
+    fn process(&mut self, backend: &mut KeyedBackend<K>, record: I, ts: i64, processing_time: i64) -> Result<()> {
+        let key = (self.selector)(&record);
+        backend.set_current_key(&key)?;
+        let mut c = Context {
+            backend,
+            timers: &self.timers,
+            out: &mut *self.chain,
+            timestamp: ts,
+            watermark: self.watermark,
+            processing_time,
+        };
+        self.function.process(record, &mut c)
+    }
+
+    fn advance_watermark(&mut self, backend: &mut KeyedBackend<K>, watermark: i64) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let (function, chain, timers) = (&mut self.function, &mut self.chain, &self.timers);
+        let processing_time = now_millis();
+        timers.advance_watermark(backend, watermark, |b, t| {
+            let mut c =
+                Context { backend: b, timers, out: &mut **chain, timestamp: t.timestamp, watermark, processing_time };
+            function.on_timer(t.timestamp, TimeDomain::EventTime, &mut c)
+        })?;
+        self.chain.watermark(watermark)
+    }
+
+    fn fire_processing_timers(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
+        let now = now_millis();
+        let (function, chain, timers, watermark) = (&mut self.function, &mut self.chain, &self.timers, self.watermark);
+        timers.advance_processing_time(backend, now, |b, t| {
+            let mut c = Context {
+                backend: b,
+                timers,
+                out: &mut **chain,
+                timestamp: t.timestamp,
+                watermark,
+                processing_time: now,
+            };
+            function.on_timer(t.timestamp, TimeDomain::ProcessingTime, &mut c)
+        })?;
+        self.timers.next_processing_time(backend)
+    }
+}
+
+/// Runs a keyed subtask: its inputs' batches through the operator, barriers aligned across
+/// the inputs (exactly once), watermarks as the minimum over the inputs that are not idle.
+pub(crate) fn run_keyed<K, I, O, F, Sel>(
+    ctx: &TaskCtx,
+    inputs: Vec<Receiver<Batch<I>>>,
+    mut op: KeyedOperator<K, I, O, F, Sel>,
+    mut snaps: Snapshots<K>,
+) -> Result<()>
+where
+    K: Serializer,
+    I: Send + 'static,
+    O: Send + 'static,
+    F: KeyedProcessFunction<K, I, O>,
+    Sel: FnMut(&I) -> K::Value + Send,
+{
+    op.open(&mut snaps.backend, ctx)?;
+    let mut inputs: Vec<Input<I>> = inputs
+        .into_iter()
+        .map(|rx| Input { rx, held: VecDeque::new(), blocked: false, ended: false, idle: false, watermark: i64::MIN })
+        .collect();
+    // The checkpoint being aligned: its id, when its first barrier came.
+    let mut aligning: Option<(u64, Instant)> = None;
+    let mut finished = false;
+    let mut ended = false;
+    let mut next_timer = op.timers.next_processing_time(&mut snaps.backend)?;
+    let mut batch_buf: Vec<Msg<I>> = Vec::new();
+    loop {
+        if ended && (finished || !ctx.checkpointing) {
+            return snaps.close(ctx);
+        }
+        if ctx.cancel.is_set() {
+            return Err(cancelled());
+        }
+        // Held messages of inputs no longer blocked go first.
+        let mut from_held = None;
+        for (i, input) in inputs.iter_mut().enumerate() {
+            if !input.blocked && !input.held.is_empty() {
+                batch_buf.clear();
+                batch_buf.extend(input.held.drain(..));
+                from_held = Some(i);
+                break;
+            }
+        }
+        let received = match from_held {
+            Some(i) => Some(i),
+            None => {
+                let mut sel = Select::new();
+                let mut which = Vec::with_capacity(inputs.len());
+                for (i, input) in inputs.iter().enumerate() {
+                    if !input.blocked && !input.ended {
+                        sel.recv(&input.rx);
+                        which.push(i);
+                    }
+                }
+                let control = sel.recv(&ctx.control);
+                let timeout = match next_timer {
+                    Some(t) => Duration::from_millis(u64::try_from(t - now_millis()).unwrap_or(0).min(100)),
+                    None if !snaps.in_flight.is_empty() => Duration::from_millis(5),
+                    None => Duration::from_millis(100),
+                };
+                enum Got<I> {
+                    Nothing,
+                    Control(Option<Control>),
+                    Batch(usize, Option<Batch<I>>),
+                }
+                let got = match sel.select_timeout(timeout) {
+                    Err(_) => Got::Nothing,
+                    Ok(oper) if oper.index() == control => Got::Control(oper.recv(&ctx.control).ok()),
+                    Ok(oper) => {
+                        let i = which[oper.index()];
+                        Got::Batch(i, oper.recv(&inputs[i].rx).ok())
+                    }
+                };
+                drop(sel);
+                match got {
+                    Got::Nothing => None,
+                    Got::Control(None) => return Err(cancelled()),
+                    Got::Control(Some(msg)) => {
+                        match msg {
+                            Control::Trigger(_) => {}
+                            Control::Complete(id) => {
+                                snaps.complete(id);
+                                op.chain.notify_complete(id)?;
+                            }
+                            Control::Abort(id) => {
+                                snaps.abort(id);
+                                if aligning.is_some_and(|(a, _)| a == id) {
+                                    aligning = None;
+                                    inputs.iter_mut().for_each(|i| i.blocked = false);
+                                }
+                            }
+                            Control::Finish => finished = true,
+                        }
+                        None
+                    }
+                    Got::Batch(i, Some(batch)) => {
+                        batch_buf = batch;
+                        Some(i)
+                    }
+                    // The sender is gone without its end: it failed or was cancelled.
+                    Got::Batch(_, None) => return Err(cancelled()),
+                }
+            }
+        };
+        if let Some(i) = received {
+            let processing_time = now_millis();
+            let mut msgs = std::mem::take(&mut batch_buf).into_iter();
+            while let Some(msg) = msgs.next() {
+                match msg {
+                    Msg::Record(value, ts) => op.process(&mut snaps.backend, value, ts, processing_time)?,
+                    Msg::Watermark(w) => {
+                        inputs[i].watermark = inputs[i].watermark.max(w);
+                        inputs[i].idle = false;
+                        advance(&mut op, &mut snaps.backend, &inputs)?;
+                    }
+                    Msg::Idle => {
+                        inputs[i].idle = true;
+                        advance(&mut op, &mut snaps.backend, &inputs)?;
+                    }
+                    Msg::End => {
+                        inputs[i].ended = true;
+                        advance(&mut op, &mut snaps.backend, &inputs)?;
+                    }
+                    Msg::Barrier(id) => {
+                        match aligning {
+                            Some((a, _)) if id < a => continue,
+                            Some((a, _)) if id > a => {
+                                // A newer checkpoint: the one aligned so far is given up.
+                                inputs.iter_mut().for_each(|i| i.blocked = false);
+                                aligning = Some((id, Instant::now()));
+                            }
+                            Some(_) => {}
+                            None => aligning = Some((id, Instant::now())),
+                        }
+                        inputs[i].blocked = true;
+                        // What follows the barrier waits for the alignment.
+                        inputs[i].held.extend(msgs.by_ref());
+                    }
+                }
+            }
+        }
+        if let Some((id, started)) = aligning {
+            if inputs.iter().all(|i| i.blocked || i.ended) {
+                let alignment = started.elapsed();
+                let sync_start = Instant::now();
+                op.chain.barrier(id, &mut snaps.ops)?;
+                snaps.snapshot(ctx, id, sync_start, alignment);
+                inputs.iter_mut().for_each(|i| i.blocked = false);
+                aligning = None;
+            }
+        }
+        if !ended && inputs.iter().all(|i| i.ended && i.held.is_empty()) {
+            op.chain.flush()?;
+            op.chain.end()?;
+            ended = true;
+        }
+        if next_timer.is_some_and(|t| t <= now_millis()) {
+            next_timer = op.fire_processing_timers(&mut snaps.backend)?;
+        }
+        op.chain.flush()?;
+        snaps.poll(ctx);
+    }
+}
+
+/// Advances the operator's watermark to the minimum over the inputs that still hold it back.
+fn advance<K, I, O, F, Sel>(
+    op: &mut KeyedOperator<K, I, O, F, Sel>,
+    backend: &mut KeyedBackend<K>,
+    inputs: &[Input<I>],
+) -> Result<()>
+where
+    K: Serializer,
+    I: Send + 'static,
+    O: Send + 'static,
+    F: KeyedProcessFunction<K, I, O>,
+    Sel: FnMut(&I) -> K::Value + Send,
+{
+    let active = inputs.iter().filter(|i| !i.idle && !i.ended);
+    let min = active.map(|i| i.watermark).min();
+    match min {
+        Some(w) => op.advance_watermark(backend, w),
+        // Every input idle or ended: the largest watermark among those that ended or went
+        // idle is what holds; when all ended, the end of input already advanced it.
+        None => {
+            let max = inputs.iter().map(|i| i.watermark).max().unwrap_or(i64::MIN);
+            if inputs.iter().all(|i| i.ended) {
+                op.advance_watermark(backend, max)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
