@@ -1,0 +1,476 @@
+//! The operator runtime: jobs with failures injected produce exactly the output of a run
+//! without failures; restarts at another parallelism keep every key's state; event-time
+//! timers fire as the watermark passes; a graph that cannot run is refused before it starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::codec::{I64, U64};
+use eddy::runtime::{
+    CheckpointConfig, CollectSink, Context, DirectorySource, ExactlyOnceFileSink, FileSource, GeneratorSource,
+    JobBuilder, KeyedProcessFunction, OpenContext, RestartStrategy, RunOptions, Sink, SinkContext, SinkWriter,
+    TimeDomain, WatermarkStrategy,
+};
+use eddy::state::{MapState, MapStateDescriptor, OperatorStateBackend, ValueState, ValueStateDescriptor};
+use eddy::{Error, Misuse};
+use quickcheck::{QuickCheck, TestResult};
+
+/// Where a failure is injected, and after how many records (or at which checkpoint).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    /// The source panics before giving record `n`.
+    Source(u64),
+    /// The keyed function returns an error at its `n`-th record.
+    Operator(usize),
+    /// The sink's writer fails at its `n`-th record.
+    SinkWrite(usize),
+    /// The sink fails to commit the `n`-th checkpoint it is told of.
+    SinkCommit(usize),
+}
+
+/// A shared countdown, counting only once armed: true once, when it reaches zero.
+#[derive(Clone)]
+struct Trip(Arc<AtomicUsize>, Armed);
+
+/// Set when the first checkpoint has been committed, so that a failure comes after it and
+/// the restart restores it.
+#[derive(Clone, Default)]
+struct Armed(Arc<std::sync::atomic::AtomicBool>);
+
+impl Armed {
+    fn always() -> Self {
+        let a = Armed::default();
+        a.arm();
+        a
+    }
+    fn arm(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn armed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Trip {
+    fn new(at: usize, armed: &Armed) -> Self {
+        Trip(Arc::new(AtomicUsize::new(at)), armed.clone())
+    }
+    fn hit(&self) -> bool {
+        self.1.armed()
+            && self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok_and(|n| n == 1)
+    }
+}
+
+/// A running count per key; emits `key,count` per record.
+struct Count {
+    state: Option<ValueState<U64>>,
+    fail: Option<Trip>,
+}
+
+impl KeyedProcessFunction<U64, u64, String> for Count {
+    fn open(&mut self, ctx: &mut OpenContext<'_, U64>) -> eddy::Result<()> {
+        self.state = Some(ctx.backend().state(ValueStateDescriptor::new("count", U64))?);
+        Ok(())
+    }
+
+    fn process(&mut self, key: u64, ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        if self.fail.as_ref().is_some_and(Trip::hit) {
+            return Err(Error::TaskFailed { operator: "count".into(), subtask: 0, why: "injected".into() });
+        }
+        let s = self.state.as_ref().expect("opened");
+        let n = s.get(ctx.backend())?.unwrap_or(0) + 1;
+        s.update(ctx.backend(), &n)?;
+        ctx.collect(format!("{key},{n}"))
+    }
+}
+
+/// The file sink, with a failure injected into its writer.
+struct FailingSink {
+    inner: ExactlyOnceFileSink,
+    write: Option<Trip>,
+    commit: Option<Trip>,
+    armed: Armed,
+}
+
+struct FailingWriter {
+    inner: Box<dyn SinkWriter<String>>,
+    write: Option<Trip>,
+    commit: Option<Trip>,
+    armed: Armed,
+}
+
+impl Sink<String> for FailingSink {
+    fn open(&self, ctx: &SinkContext, state: &mut OperatorStateBackend) -> eddy::Result<Box<dyn SinkWriter<String>>> {
+        Ok(Box::new(FailingWriter {
+            inner: self.inner.open(ctx, state)?,
+            write: self.write.clone(),
+            commit: self.commit.clone(),
+            armed: self.armed.clone(),
+        }))
+    }
+}
+
+fn injected() -> Error {
+    Error::TaskFailed { operator: "sink".into(), subtask: 0, why: "injected".into() }
+}
+
+impl SinkWriter<String> for FailingWriter {
+    fn write(&mut self, value: String, ts: i64) -> eddy::Result<()> {
+        if self.write.as_ref().is_some_and(Trip::hit) {
+            return Err(injected());
+        }
+        self.inner.write(value, ts)
+    }
+    fn prepare(&mut self, id: u64, state: &mut OperatorStateBackend) -> eddy::Result<()> {
+        self.inner.prepare(id, state)
+    }
+    fn commit(&mut self, id: u64) -> eddy::Result<()> {
+        if self.commit.as_ref().is_some_and(Trip::hit) {
+            return Err(injected());
+        }
+        self.inner.commit(id)?;
+        self.armed.arm();
+        Ok(())
+    }
+    fn finish(&mut self) -> eddy::Result<()> {
+        self.inner.finish()
+    }
+}
+
+fn key_of(i: u64, keys: u64) -> u64 {
+    let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % keys
+}
+
+/// The counting job over `records` records of `keys` keys, into a file sink in `out`.
+fn counting_job(
+    records: u64,
+    keys: u64,
+    partitions: usize,
+    parallelism: (usize, usize),
+    fault: Fault,
+    out: &Path,
+) -> eddy::runtime::Job {
+    let job = JobBuilder::new("counting").max_parallelism(32);
+    // Failures come after the first committed checkpoint, except a failure to commit.
+    let armed = Armed::default();
+    let source_trip = match fault {
+        Fault::Source(n) => Some((n, Trip::new(1, &armed))),
+        _ => None,
+    };
+    let op_trip = match fault {
+        Fault::Operator(n) => Some(Trip::new(n, &armed)),
+        _ => None,
+    };
+    let (write, commit) = match fault {
+        Fault::SinkWrite(n) => (Some(Trip::new(n, &armed)), None),
+        Fault::SinkCommit(n) => (None, Some(Trip::new(n, &Armed::always()))),
+        _ => (None, None),
+    };
+    let source = GeneratorSource::new(records, partitions, move |i| {
+        if let Some((n, trip)) = &source_trip {
+            if i >= *n && trip.hit() {
+                panic!("injected into the source at record {i}");
+            }
+        }
+        // Slow enough for several checkpoints to happen along the way.
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        key_of(i, keys)
+    });
+    job.source("numbers", source)
+        .parallelism(parallelism.0)
+        .key_by(|k: &u64| *k, U64)
+        .process("count", move || Count { state: None, fail: op_trip.clone() })
+        .parallelism(parallelism.1)
+        .sink("files", FailingSink { inner: ExactlyOnceFileSink::new(out), write, commit, armed });
+    job.build().expect("a valid job")
+}
+
+fn options(dir: &Path) -> RunOptions {
+    RunOptions::new(dir.join("checkpoints"))
+        .checkpoints(CheckpointConfig::every(Duration::from_millis(5)).retained(2).timeout(Duration::from_secs(20)))
+        .restart(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(1) })
+        .channel_capacity(4)
+        .memory_budget(16 << 20)
+}
+
+/// The output a run without failures gives: `key,n` for every key and every `n` up to its
+/// count, sorted.
+fn expected(records: u64, keys: u64) -> Vec<String> {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in 0..records {
+        *counts.entry(key_of(i, keys)).or_default() += 1;
+    }
+    let mut out: Vec<String> = counts.iter().flat_map(|(k, n)| (1..=*n).map(move |i| format!("{k},{i}"))).collect();
+    out.sort();
+    out
+}
+
+fn published(out: &Path) -> Vec<String> {
+    let mut lines = ExactlyOnceFileSink::read_published(out).expect("published files");
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_failure_free_run_publishes_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = counting_job(20_000, 300, 4, (2, 2), Fault::None, &out);
+    let r = job.run(&options(dir.path())).expect("the job runs");
+    assert_eq!(r.restarts, 0);
+    assert!(!r.checkpoints.is_empty(), "at least the final checkpoint completes");
+    assert_eq!(published(&out), expected(20_000, 300));
+}
+
+fn exactly_once_with(fault: Fault, parallelism: (usize, usize), restored: &AtomicUsize) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = counting_job(12_000, 200, 3, parallelism, fault, &out);
+    let r = job.run(&options(dir.path())).map_err(|e| format!("{fault:?}: the job failed: {e}"))?;
+    if r.restarts > 1 {
+        return Err(format!("{fault:?}: {} restarts, {:?}", r.restarts, r.failures));
+    }
+    restored.store(r.restored.len(), Ordering::Relaxed);
+    let got = published(&out);
+    let want = expected(12_000, 200);
+    if got != want {
+        return Err(format!("{fault:?} {parallelism:?}: {} lines published, {} expected", got.len(), want.len()));
+    }
+    // No hidden file is left behind.
+    let hidden = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .count();
+    if hidden != 0 {
+        return Err(format!("{fault:?}: {hidden} hidden files left"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failure_in_the_source_restarts_and_publishes_exactly_once() {
+    let restored = AtomicUsize::new(0);
+    exactly_once_with(Fault::Source(5_000), (2, 2), &restored).unwrap();
+    assert_eq!(restored.load(Ordering::Relaxed), 1, "the restart restored a checkpoint");
+}
+
+#[test]
+fn a_failure_in_the_operator_restarts_and_publishes_exactly_once() {
+    let restored = AtomicUsize::new(0);
+    exactly_once_with(Fault::Operator(3_000), (1, 2), &restored).unwrap();
+    assert_eq!(restored.load(Ordering::Relaxed), 1, "the restart restored a checkpoint");
+}
+
+#[test]
+fn a_failure_in_the_sink_restarts_and_publishes_exactly_once() {
+    let restored = AtomicUsize::new(0);
+    exactly_once_with(Fault::SinkWrite(3_000), (2, 1), &restored).unwrap();
+    assert_eq!(restored.load(Ordering::Relaxed), 1, "the restart restored a checkpoint");
+}
+
+#[test]
+fn a_failure_to_commit_restarts_and_publishes_exactly_once() {
+    let restored = AtomicUsize::new(0);
+    exactly_once_with(Fault::SinkCommit(2), (2, 2), &restored).unwrap();
+    assert_eq!(restored.load(Ordering::Relaxed), 1, "the restart restored a checkpoint");
+}
+
+#[test]
+fn failures_anywhere_give_exactly_the_output_of_a_run_without_them() {
+    fn prop(place: u8, at: u16, p1: u8, p2: u8) -> TestResult {
+        let at = usize::from(at) % 11_000 + 1;
+        let fault = match place % 4 {
+            0 => Fault::Source(at as u64),
+            1 => Fault::Operator(at),
+            2 => Fault::SinkWrite(at),
+            _ => Fault::SinkCommit(at % 4 + 1),
+        };
+        match exactly_once_with(fault, (usize::from(p1 % 3) + 1, usize::from(p2 % 3) + 1), &AtomicUsize::new(0)) {
+            Ok(()) => TestResult::passed(),
+            Err(e) => TestResult::error(e),
+        }
+    }
+    QuickCheck::new().tests(12).quickcheck(prop as fn(u8, u16, u8, u8) -> TestResult);
+}
+
+#[test]
+fn a_failure_beyond_the_restart_strategy_ends_the_job_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = counting_job(5_000, 50, 1, (1, 1), Fault::Operator(100), &out);
+    let opts = options(dir.path()).restart(RestartStrategy::None);
+    match job.run(&opts) {
+        Err(Error::TaskFailed { why, .. }) => assert!(why.contains("injected"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_job_restarted_at_another_parallelism_keeps_every_keys_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Fails once late with no restart: the job ends, its checkpoints stay.
+    let job = counting_job(12_000, 200, 3, (2, 2), Fault::Operator(2_000), &out);
+    let opts = options(dir.path()).restart(RestartStrategy::None);
+    assert!(job.run(&opts).is_err());
+    let restored = eddy::runtime::latest_job_checkpoint(dir.path().join("checkpoints")).unwrap();
+    assert!(restored.is_some(), "a checkpoint completed before the failure");
+    // Started again with 3 counting subtasks and 1 source subtask, it resumes there.
+    let job = counting_job(12_000, 200, 3, (1, 3), Fault::None, &out);
+    let r = job.run(&opts).expect("the job runs");
+    assert_eq!(r.restored.first().copied(), restored);
+    assert_eq!(published(&out), expected(12_000, 200));
+}
+
+/// Counts per key over event-time windows of 100 ms: a count per window (a map from the
+/// window's end), and a timer at each window's end.
+struct WindowCount {
+    counts: Option<MapState<I64, U64>>,
+}
+
+impl KeyedProcessFunction<U64, (u64, i64), String> for WindowCount {
+    fn open(&mut self, ctx: &mut OpenContext<'_, U64>) -> eddy::Result<()> {
+        self.counts = Some(ctx.backend().state(MapStateDescriptor::new("counts", I64, U64))?);
+        Ok(())
+    }
+    fn process(&mut self, (_, ts): (u64, i64), ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        assert!(ts > ctx.watermark(), "a record behind the watermark");
+        let end = ts - ts % 100 + 99;
+        let s = self.counts.as_ref().expect("opened");
+        let v = s.get(ctx.backend(), &end)?.unwrap_or(0) + 1;
+        s.put(ctx.backend(), &end, &v)?;
+        ctx.register_event_time_timer(end)
+    }
+    fn on_timer(&mut self, ts: i64, domain: TimeDomain, ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        assert_eq!(domain, TimeDomain::EventTime);
+        assert!(ctx.watermark() >= ts);
+        let s = self.counts.as_ref().expect("opened");
+        let v = s.get(ctx.backend(), &ts)?.unwrap_or(0);
+        s.remove(ctx.backend(), &ts)?;
+        let key = ctx.current_key()?;
+        ctx.collect(format!("{key}@{ts}={v}"))
+    }
+}
+
+#[test]
+fn event_time_timers_fire_as_the_watermark_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let job = JobBuilder::new("windows").max_parallelism(16);
+    // Timestamps ascend per partition: record i at i ms.
+    let source = GeneratorSource::new(2_000, 2, |i| (i % 5, i as i64)).timestamps(|i| i as i64);
+    job.source_with_watermarks("events", source, WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+        .parallelism(2)
+        .key_by(|r: &(u64, i64)| r.0, U64)
+        .process("window", || WindowCount { counts: None })
+        .parallelism(2)
+        .sink("out", sink.clone());
+    job.build().unwrap().run(&RunOptions::new(dir.path())).unwrap();
+    let mut got = sink.values();
+    got.sort();
+    let mut want = Vec::new();
+    for key in 0..5u64 {
+        for w in 0..20i64 {
+            let n = (w * 100..w * 100 + 100).filter(|i| (*i as u64) % 5 == key).count();
+            want.push(format!("{key}@{}={n}", w * 100 + 99));
+        }
+    }
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn file_and_directory_sources_resume_where_the_checkpoint_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut all = Vec::new();
+    for f in 0..3 {
+        let lines: Vec<String> = (0..2_000).map(|i| format!("{}", f * 10_000 + i)).collect();
+        std::fs::write(input.join(format!("f{f}.txt")), lines.join("\n") + "\n").unwrap();
+        all.extend(lines);
+    }
+    for (name, directory) in [("dir", true), ("files", false)] {
+        let out = dir.path().join(format!("out-{name}"));
+        let trip = Trip::new(4_500, &Armed::always());
+        let job = JobBuilder::new("lines").max_parallelism(8);
+        let stream = if directory {
+            job.source("lines", DirectorySource::new(&input))
+        } else {
+            job.source("lines", FileSource::files((0..3).map(|f| input.join(format!("f{f}.txt")))))
+        };
+        stream
+            .map(move |l: String| {
+                if trip.hit() {
+                    panic!("injected");
+                }
+                if l.ends_with("00") {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                l.parse::<u64>().unwrap()
+            })
+            .key_by(|k: &u64| *k, U64)
+            .process("count", || Count { state: None, fail: None })
+            .sink("out", ExactlyOnceFileSink::new(&out));
+        let r = job.build().unwrap().run(&options(&dir.path().join(name))).unwrap();
+        assert_eq!(r.restarts, 1, "{name}");
+        let mut want: Vec<String> = all.iter().map(|l| format!("{l},1")).collect();
+        want.sort();
+        assert_eq!(published(&out), want, "{name}");
+    }
+}
+
+fn invalid(r: eddy::Result<eddy::runtime::Job>) -> String {
+    match r {
+        Err(Error::Misuse(Misuse::InvalidJob { why })) => why,
+        other => panic!("expected an invalid job, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_graph_that_cannot_run_is_refused_before_it_starts() {
+    // No source.
+    assert!(invalid(JobBuilder::new("empty").build()).contains("no source"));
+    // A key_by with no keyed operator after it.
+    let job = JobBuilder::new("dangling");
+    let keyed = job.source("s", GeneratorSource::new(10, 1, |i| i)).key_by(|k: &u64| *k, U64);
+    drop(keyed);
+    assert!(invalid(job.build()).contains("no sink"));
+    // A parallelism above the max parallelism.
+    let job = JobBuilder::new("wide").max_parallelism(4);
+    job.source("s", GeneratorSource::new(10, 1, |i| i)).parallelism(5).sink("out", CollectSink::new());
+    assert!(invalid(job.build()).contains("parallelism 5"));
+    // Two operators with one uid.
+    let job = JobBuilder::new("twins");
+    job.source("s", GeneratorSource::new(10, 1, |i| i))
+        .key_by(|k: &u64| *k, U64)
+        .process("s", || Count { state: None, fail: None })
+        .sink("out", CollectSink::new());
+    assert!(invalid(job.build()).contains("two operators"));
+    // A uid that cannot name files.
+    let job = JobBuilder::new("names");
+    job.source("a/b", GeneratorSource::new(10, 1, |i| i)).sink("out", CollectSink::new());
+    assert!(invalid(job.build()).contains("uid"));
+}
+
+#[test]
+fn checkpoint_statistics_are_reported_per_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = counting_job(20_000, 300, 2, (2, 2), Fault::None, &out);
+    let r = job.run(&options(dir.path())).unwrap();
+    let last = r.checkpoints.last().expect("checkpoints");
+    assert_eq!(last.subtasks.len(), 4, "every subtask's part");
+    assert!(r.checkpoints.windows(2).all(|w| w[0].id < w[1].id));
+    let line = last.to_string();
+    assert!(line.starts_with(&format!("checkpoint {}:", last.id)), "{line}");
+}
