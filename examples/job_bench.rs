@@ -80,6 +80,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let records: u64 = arg("--records").and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let memory_mb: usize = arg("--memory-mb").and_then(|s| s.parse().ok()).unwrap_or(256);
     let mut variants = Vec::new();
     for p in [1, 2] {
         variants.push(Variant { name: format!("p{p}-cpoff"), parallelism: p, checkpoints: false, changelog: false });
@@ -90,7 +91,7 @@ fn main() {
         let only: Vec<&str> = only.split(',').collect();
         variants.retain(|v| only.contains(&v.name.as_str()));
     }
-    println!("{records} records over {KEYS} keys, max parallelism 128");
+    println!("{records} records over {KEYS} keys, max parallelism 128, a memory budget of {memory_mb} MiB per subtask");
     println!();
     println!("| variant | wall time (s) | records/s | checkpoints | mean checkpoint (ms) | max sync (ms) |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -105,7 +106,7 @@ fn main() {
             .process("count", move || CountFunction { state: None, seen: s.clone(), local: 0 })
             .sink("discard", DiscardingSink);
         let job = job.build().expect("a valid job");
-        let mut opts = RunOptions::new(root.path().join("checkpoints")).memory_budget(256 << 20);
+        let mut opts = RunOptions::new(root.path().join("checkpoints")).memory_budget(memory_mb << 20);
         if v.checkpoints {
             opts = opts.checkpoints(CheckpointConfig::every(Duration::from_secs(1)).changelog(v.changelog));
         }

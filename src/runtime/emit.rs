@@ -294,3 +294,71 @@ impl<T: Send, K: Serializer, F: FnMut(&T) -> K::Value + Send> Emit<T> for KeyRou
         self.broadcast(|| Msg::End)
     }
 }
+
+/// The end of a chain into a broadcast connection: every record to every subtask of the next
+/// operator.
+pub(crate) struct BroadcastRouter<T> {
+    pub(crate) outputs: Vec<Sender<Batch<T>>>,
+    pub(crate) buffers: Vec<Batch<T>>,
+    pub(crate) cancel: Cancel,
+}
+
+impl<T: Clone + Send> BroadcastRouter<T> {
+    pub(crate) fn new(outputs: Vec<Sender<Batch<T>>>, cancel: Cancel) -> Self {
+        let buffers = outputs.iter().map(|_| Vec::with_capacity(BATCH)).collect();
+        BroadcastRouter { outputs, buffers, cancel }
+    }
+
+    fn send_all(&mut self) -> Result<()> {
+        for (buffer, tx) in self.buffers.iter_mut().zip(&self.outputs) {
+            if !buffer.is_empty() {
+                send(tx, std::mem::replace(buffer, Vec::with_capacity(BATCH)), &self.cancel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, make: impl Fn() -> Msg<T>) -> Result<()> {
+        self.buffers.iter_mut().for_each(|b| b.push(make()));
+        self.send_all()
+    }
+}
+
+impl<T: Clone + Send> Emit<T> for BroadcastRouter<T> {
+    fn record(&mut self, value: T, timestamp: i64) -> Result<()> {
+        if let Some((last, rest)) = self.buffers.split_last_mut() {
+            for b in rest {
+                b.push(Msg::Record(value.clone(), timestamp));
+            }
+            last.push(Msg::Record(value, timestamp));
+            if last.len() >= BATCH {
+                self.send_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<()> {
+        self.event(|| Msg::Watermark(watermark))
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        self.event(|| Msg::Idle)
+    }
+
+    fn barrier(&mut self, id: u64, _ops: &mut OperatorStateBackend) -> Result<()> {
+        self.event(|| Msg::Barrier(id))
+    }
+
+    fn notify_complete(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.send_all()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.event(|| Msg::End)
+    }
+}

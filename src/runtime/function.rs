@@ -2,7 +2,10 @@
 //! record's key as the current key of the subtask's keyed backend, and per timer.
 
 use crate::codec::{Serializer, Unit};
-use crate::state::{KeyedBackend, TimerService};
+use crate::error::Misuse;
+use crate::state::{
+    BroadcastStateDescriptor, KeyedBackend, OperatorStateBackend, ReadOnlyBroadcastState, TimerService,
+};
 use crate::Result;
 
 use super::emit::{Emit, NO_TIMESTAMP};
@@ -20,6 +23,7 @@ pub enum TimeDomain {
 /// its states (restored ones come back with their data).
 pub struct OpenContext<'a, K: Serializer> {
     pub(crate) backend: &'a mut KeyedBackend<K>,
+    pub(crate) ops: Option<&'a mut OperatorStateBackend>,
     pub(crate) subtask: usize,
     pub(crate) parallelism: usize,
 }
@@ -39,6 +43,24 @@ impl<K: Serializer> OpenContext<'_, K> {
     pub fn parallelism(&self) -> usize {
         self.parallelism
     }
+
+    /// The broadcast state of `descriptor`, read-only, as restored: for a function whose
+    /// stream is connected to a broadcast stream.
+    pub fn broadcast_state<KS, VS>(
+        &mut self,
+        descriptor: &BroadcastStateDescriptor<KS, VS>,
+    ) -> Result<ReadOnlyBroadcastState<'_, KS, VS>>
+    where
+        KS: Serializer + Clone,
+        VS: Serializer + Clone,
+        KS::Value: Send,
+        VS::Value: Send,
+    {
+        match self.ops.as_deref_mut() {
+            Some(ops) => ops.read_only_broadcast_state(descriptor),
+            None => Err(Misuse::InvalidJob { why: "broadcast state outside a broadcast connection".into() }.into()),
+        }
+    }
 }
 
 /// What a keyed process function is given with a record or a timer.
@@ -46,6 +68,8 @@ pub struct Context<'a, K: Serializer, O> {
     pub(crate) backend: &'a mut KeyedBackend<K>,
     pub(crate) timers: &'a TimerService<Unit>,
     pub(crate) out: &'a mut dyn Emit<O>,
+    /// The operator state, on the keyed side of a broadcast connection.
+    pub(crate) ops: Option<&'a mut OperatorStateBackend>,
     pub(crate) timestamp: i64,
     pub(crate) watermark: i64,
     pub(crate) processing_time: i64,
@@ -61,6 +85,24 @@ impl<K: Serializer, O> Context<'_, K, O> {
     /// The current key.
     pub fn current_key(&self) -> Result<K::Value> {
         self.backend.current_key()
+    }
+
+    /// The broadcast state of `descriptor`, read-only: on the keyed side of a stream
+    /// connected to a broadcast stream (see [`KeyedBroadcastProcessFunction`](super::KeyedBroadcastProcessFunction)).
+    pub fn broadcast_state<KS, VS>(
+        &mut self,
+        descriptor: &BroadcastStateDescriptor<KS, VS>,
+    ) -> Result<ReadOnlyBroadcastState<'_, KS, VS>>
+    where
+        KS: Serializer + Clone,
+        VS: Serializer + Clone,
+        KS::Value: Send,
+        VS::Value: Send,
+    {
+        match self.ops.as_deref_mut() {
+            Some(ops) => ops.read_only_broadcast_state(descriptor),
+            None => Err(Misuse::InvalidJob { why: "broadcast state outside a broadcast connection".into() }.into()),
+        }
     }
 
     /// The record's timestamp (or the timer's), if it has one.

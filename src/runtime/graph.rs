@@ -16,15 +16,17 @@ use crate::codec::{Serializer, Unit};
 use crate::error::Misuse;
 use crate::format::meta::OperatorStateSnapshot;
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
-use crate::state::{KeyedBackend, OperatorStateBackend};
+use crate::state::{AggregateFunction, KeyedBackend, OperatorStateBackend};
 use crate::store::StoreOptions;
 use crate::{Error, Result};
 
-use super::emit::{Batch, Cancel, EdgeChannels, Emit, FilterEmit, FlatMapEmit, KeyRouter, MapEmit};
+use super::broadcast::{BroadcastOperator, KeyedBroadcastProcessFunction};
+use super::emit::{Batch, BroadcastRouter, Cancel, EdgeChannels, Emit, FilterEmit, FlatMapEmit, KeyRouter, MapEmit};
 use super::function::KeyedProcessFunction;
 use super::sink::{Sink, SinkContext, SinkEmit};
 use super::source::Source;
-use super::task::{run_keyed, run_source, KeyedOperator, Snapshots, TaskCtx, WatermarkStrategy};
+use super::task::{run_keyed, run_source, KeyedOperator, NoBroadcast, Snapshots, TaskCtx, WatermarkStrategy};
+use super::window::{WindowAssigner, WindowOperator, WindowResult};
 
 /// What a subtask is given to start: its channels, where its state lives and where it comes
 /// back from.
@@ -155,6 +157,83 @@ fn add_stage(g: &Rc<RefCell<Graph>>, uid: &str, inputs: Vec<usize>) -> usize {
     }
     g.stages.push(StageDef { uid: uid.to_owned(), parallelism: None, spec: None, inputs, output: None });
     g.stages.len() - 1
+}
+
+/// Adds an edge from `from` whose channels carry `T`: its index.
+fn add_edge<T: Send + 'static>(g: &Rc<RefCell<Graph>>, from: usize) -> usize {
+    let mut gm = g.borrow_mut();
+    gm.edges.push(EdgeDef {
+        from,
+        to: None,
+        make: Box::new(|up, down, capacity| {
+            let ch = EdgeChannels::<T>::new(up, down, capacity);
+            let s = ch.senders.into_iter().map(|s| Box::new(s) as Box<dyn Any + Send>).collect();
+            let r = ch.receivers.into_iter().map(|r| Box::new(r) as Box<dyn Any + Send>).collect();
+            (s, r)
+        }),
+    });
+    let edge = gm.edges.len() - 1;
+    gm.stages[from].output = Some(edge);
+    edge
+}
+
+/// Takes the senders of a subtask's output edge out of its chain context.
+fn take_outputs<T: Send + 'static>(cx: &mut ChainCtx<'_>) -> Result<Vec<Sender<Batch<T>>>> {
+    cx.output
+        .take()
+        .and_then(|o| o.downcast::<Vec<Sender<Batch<T>>>>().ok())
+        .map(|o| *o)
+        .ok_or_else(|| Error::from(Misuse::InvalidJob { why: "a router without its channels".into() }))
+}
+
+/// Takes the receivers of a subtask's input edge `i` out of its setup.
+fn take_inputs<T: Send + 'static>(setup: &mut Setup, i: usize) -> Result<Vec<Receiver<Batch<T>>>> {
+    let missing = || Error::from(Misuse::InvalidJob { why: "a keyed operator without its input".into() });
+    let slot = setup.inputs.get_mut(i).ok_or_else(missing)?;
+    let taken = std::mem::replace(slot, Box::new(()));
+    taken.downcast::<Vec<Receiver<Batch<T>>>>().map(|r| *r).map_err(|_| missing())
+}
+
+/// Ends `stream`'s chain in a router by key group: the edge it feeds.
+fn route_by_key<T, K, Sel>(mut stream: Stream<T>, selector: Sel, key_serializer: K) -> usize
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+{
+    let g = stream.g.clone();
+    let from = stream.stage;
+    // The edge, its channels typed here, where the record type is known.
+    let edge = add_edge::<T>(&g, from);
+    let finish = stream.finish.take().expect("a stream is consumed once");
+    let router: Tail<T> = Arc::new(move |cx: &mut ChainCtx<'_>| {
+        let outputs = take_outputs::<T>(cx)?;
+        Ok(Box::new(KeyRouter::new(
+            selector.clone(),
+            key_serializer.clone(),
+            cx.max_parallelism,
+            outputs,
+            cx.cancel.clone(),
+        )?) as Box<dyn Emit<T>>)
+    });
+    let upstream = finish(router);
+    g.borrow_mut().stages[from].spec = Some(upstream);
+    edge
+}
+
+/// Ends `stream`'s chain in a router to every subtask: the edge it feeds.
+fn route_to_all<B: Clone + Send + 'static>(mut stream: Stream<B>) -> usize {
+    let g = stream.g.clone();
+    let from = stream.stage;
+    let edge = add_edge::<B>(&g, from);
+    let finish = stream.finish.take().expect("a stream is consumed once");
+    let router: Tail<B> = Arc::new(move |cx: &mut ChainCtx<'_>| {
+        let outputs = take_outputs::<B>(cx)?;
+        Ok(Box::new(BroadcastRouter::new(outputs, cx.cancel.clone())) as Box<dyn Emit<B>>)
+    });
+    let upstream = finish(router);
+    g.borrow_mut().stages[from].spec = Some(upstream);
+    edge
 }
 
 impl JobBuilder {
@@ -343,40 +422,9 @@ where
         F: KeyedProcessFunction<K, T, O>,
         Fac: Fn() -> F + Send + Sync + 'static,
     {
-        let KeyedStream { mut stream, selector, key_serializer } = self;
+        let KeyedStream { stream, selector, key_serializer } = self;
         let g = stream.g.clone();
-        let from = stream.stage;
-        // The edge, its channels typed here, where the record type is known.
-        let edge = {
-            let mut gm = g.borrow_mut();
-            gm.edges.push(EdgeDef {
-                from,
-                to: None,
-                make: Box::new(|up, down, capacity| {
-                    let ch = EdgeChannels::<T>::new(up, down, capacity);
-                    let s = ch.senders.into_iter().map(|s| Box::new(s) as Box<dyn Any + Send>).collect();
-                    let r = ch.receivers.into_iter().map(|r| Box::new(r) as Box<dyn Any + Send>).collect();
-                    (s, r)
-                }),
-            });
-            gm.stages[from].output = Some(gm.edges.len() - 1);
-            gm.edges.len() - 1
-        };
-        // The upstream chain ends in a router by key group.
-        let finish = stream.finish.take().expect("a stream is consumed once");
-        let (sel, ks) = (selector.clone(), key_serializer.clone());
-        let router: Tail<T> = Arc::new(move |cx: &mut ChainCtx<'_>| {
-            let outputs = cx
-                .output
-                .take()
-                .and_then(|o| o.downcast::<Vec<Sender<Batch<T>>>>().ok())
-                .ok_or_else(|| Error::from(Misuse::InvalidJob { why: "a router without its channels".into() }))?;
-            Ok(Box::new(KeyRouter::new(sel.clone(), ks.clone(), cx.max_parallelism, *outputs, cx.cancel.clone())?)
-                as Box<dyn Emit<T>>)
-        });
-        let upstream = finish(router);
-        g.borrow_mut().stages[from].spec = Some(upstream);
-        drop(stream);
+        let edge = route_by_key(stream, selector.clone(), key_serializer.clone());
         let stage = add_stage(&g, uid, vec![edge]);
         g.borrow_mut().edges[edge].to = Some(stage);
         let factory = Arc::new(factory);
@@ -393,6 +441,171 @@ where
         });
         Stream { g, stage, finish: Some(finish) }
     }
+}
+
+impl<T, K, Sel> KeyedStream<T, K, Sel>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    K::Value: Send,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+{
+    /// Event-time windows by `assigner` over the stream, each window's records aggregated by
+    /// `function` into accumulators `accumulators` writes; a result per key and window when
+    /// the watermark passes the window's end (see [`WindowOperator`]).
+    pub fn window<A, AS>(
+        self,
+        uid: &str,
+        assigner: WindowAssigner,
+        function: A,
+        accumulators: AS,
+    ) -> Stream<WindowResult<K::Value, A::Out>>
+    where
+        A: AggregateFunction<In = T> + Clone + Send + Sync + 'static,
+        A::Out: Send,
+        AS: Serializer<Value = A::Acc> + Clone + Send + Sync + 'static,
+    {
+        self.process(uid, move || WindowOperator::new(assigner, function.clone(), accumulators.clone()))
+    }
+}
+
+/// A stream whose every record goes to every subtask of the operator it is connected to:
+/// what [`Stream::broadcast`] gives, for [`KeyedStream::connect`].
+#[must_use = "a broadcast stream goes nowhere until it is connected to a keyed stream"]
+pub struct BroadcastStream<B> {
+    stream: Stream<B>,
+}
+
+/// A keyed stream connected to a broadcast stream: what [`KeyedStream::connect`] gives.
+#[must_use = "a connected stream goes nowhere until a function processes it"]
+pub struct BroadcastConnectedStream<T, K, Sel, B> {
+    keyed: KeyedStream<T, K, Sel>,
+    broadcast: BroadcastStream<B>,
+}
+
+impl<B: Clone + Send + 'static> Stream<B> {
+    /// Sends every record of this stream to every subtask of the keyed operator it is
+    /// connected to.
+    pub fn broadcast(self) -> BroadcastStream<B> {
+        BroadcastStream { stream: self }
+    }
+}
+
+impl<T, K, Sel> KeyedStream<T, K, Sel>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+{
+    /// Connects a broadcast stream: a [`KeyedBroadcastProcessFunction`] then sees both.
+    pub fn connect<B: Clone + Send + 'static>(
+        self,
+        broadcast: BroadcastStream<B>,
+    ) -> BroadcastConnectedStream<T, K, Sel, B> {
+        BroadcastConnectedStream { keyed: self, broadcast }
+    }
+}
+
+impl<T, K, Sel, B> BroadcastConnectedStream<T, K, Sel, B>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+    B: Clone + Send + 'static,
+{
+    /// Runs a keyed broadcast process function over both streams, one instance per subtask
+    /// made by `factory`, under the uid `uid`.
+    pub fn process<O, F, Fac>(self, uid: &str, factory: Fac) -> Stream<O>
+    where
+        O: Send + 'static,
+        F: KeyedBroadcastProcessFunction<K, T, B, O>,
+        Fac: Fn() -> F + Send + Sync + 'static,
+    {
+        let BroadcastConnectedStream { keyed: KeyedStream { stream, selector, key_serializer }, broadcast } = self;
+        let g = stream.g.clone();
+        let main = route_by_key(stream, selector.clone(), key_serializer.clone());
+        let side = route_to_all(broadcast.stream);
+        let stage = add_stage(&g, uid, vec![main, side]);
+        g.borrow_mut().edges[main].to = Some(stage);
+        g.borrow_mut().edges[side].to = Some(stage);
+        let factory = Arc::new(factory);
+        let uid = uid.to_owned();
+        let finish: Finish<O> = Box::new(move |tail: Tail<O>| {
+            Arc::new(BroadcastStage::<T, K, Sel, B, O, F, Fac> {
+                uid,
+                factory,
+                selector,
+                key_serializer,
+                tail,
+                _types: std::marker::PhantomData,
+            }) as Arc<dyn StageSpec>
+        });
+        Stream { g, stage, finish: Some(finish) }
+    }
+}
+
+struct BroadcastStage<T, K, Sel, B, O, F, Fac> {
+    uid: String,
+    factory: Arc<Fac>,
+    selector: Sel,
+    key_serializer: K,
+    tail: Tail<O>,
+    _types: std::marker::PhantomData<fn(T, B) -> F>,
+}
+
+impl<T, K, Sel, B, O, F, Fac> StageSpec for BroadcastStage<T, K, Sel, B, O, F, Fac>
+where
+    T: Send + 'static,
+    K: Serializer + Clone + Send + Sync,
+    Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
+    B: Clone + Send + 'static,
+    O: Send + 'static,
+    F: KeyedBroadcastProcessFunction<K, T, B, O>,
+    Fac: Fn() -> F + Send + Sync + 'static,
+{
+    fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
+        let main = take_inputs::<T>(&mut setup, 0)?;
+        let side = take_inputs::<B>(&mut setup, 1)?;
+        let (backend, ops, timers, chain) =
+            open_keyed(&self.uid, self.key_serializer.clone(), &self.tail, ctx, &mut setup)?;
+        let op = BroadcastOperator {
+            function: (self.factory)(),
+            selector: self.selector.clone(),
+            timers,
+            chain,
+            watermark: i64::MIN,
+            _types: std::marker::PhantomData,
+        };
+        let checkpointer = checkpointer(&setup)?;
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        run_keyed(ctx, main, side, op, snaps)
+    }
+}
+
+/// A keyed subtask's backend (restored), operator state, timers and chain.
+#[allow(clippy::type_complexity)]
+fn open_keyed<K: Serializer, O>(
+    uid: &str,
+    key_serializer: K,
+    tail: &Tail<O>,
+    ctx: &TaskCtx,
+    setup: &mut Setup,
+) -> Result<(KeyedBackend<K>, OperatorStateBackend, crate::state::TimerService<Unit>, Box<dyn Emit<O>>)> {
+    let mut backend = open_backend(key_serializer, setup)?;
+    let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
+    let timers = backend.timer_service(&format!("{uid}.timers"))?;
+    let mut cx = ChainCtx {
+        output: setup.output.take(),
+        ops: &mut ops,
+        max_parallelism: setup.max_parallelism,
+        cancel: ctx.cancel.clone(),
+        subtask: ctx.subtask,
+        parallelism: ctx.parallelism,
+        attempt: setup.attempt.clone(),
+        checkpointing: ctx.checkpointing,
+    };
+    let chain = tail(&mut cx)?;
+    Ok((backend, ops, timers, chain))
 }
 
 /// Opens a subtask's keyed backend: restored from `setup.restore`, or new.
@@ -465,25 +678,9 @@ where
     Fac: Fn() -> F + Send + Sync + 'static,
 {
     fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
-        let inputs = setup
-            .inputs
-            .pop()
-            .and_then(|i| i.downcast::<Vec<Receiver<Batch<T>>>>().ok())
-            .ok_or_else(|| Error::from(Misuse::InvalidJob { why: "a keyed operator without its input".into() }))?;
-        let mut backend = open_backend(self.key_serializer.clone(), &setup)?;
-        let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
-        let timers = backend.timer_service(&format!("{}.timers", self.uid))?;
-        let mut cx = ChainCtx {
-            output: setup.output.take(),
-            ops: &mut ops,
-            max_parallelism: setup.max_parallelism,
-            cancel: ctx.cancel.clone(),
-            subtask: ctx.subtask,
-            parallelism: ctx.parallelism,
-            attempt: setup.attempt.clone(),
-            checkpointing: ctx.checkpointing,
-        };
-        let chain = (self.tail)(&mut cx)?;
+        let inputs = take_inputs::<T>(&mut setup, 0)?;
+        let (backend, ops, timers, chain) =
+            open_keyed(&self.uid, self.key_serializer.clone(), &self.tail, ctx, &mut setup)?;
         let op = KeyedOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
@@ -494,6 +691,6 @@ where
         };
         let checkpointer = checkpointer(&setup)?;
         let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
-        run_keyed(ctx, *inputs, op, snaps)
+        run_keyed::<K, T, NoBroadcast, _>(ctx, inputs, Vec::new(), op, snaps)
     }
 }

@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+mod broadcast;
 mod emit;
 mod function;
 mod graph;
@@ -63,12 +64,15 @@ mod options;
 mod sink;
 mod source;
 mod task;
+mod window;
 
+pub use broadcast::{BroadcastContext, KeyedBroadcastProcessFunction};
 pub use emit::NO_TIMESTAMP;
 pub use function::{Context, KeyedProcessFunction, OpenContext, TimeDomain};
-pub use graph::{JobBuilder, KeyedStream, Stream};
+pub use graph::{BroadcastConnectedStream, BroadcastStream, JobBuilder, KeyedStream, Stream};
 pub use job::{latest_job_checkpoint, CheckpointStats, Job, JobResult};
 pub use options::{CheckpointConfig, RestartStrategy, RunOptions};
 pub use sink::{CollectSink, DiscardingSink, ExactlyOnceFileSink, FnSink, Sink, SinkContext, SinkWriter};
 pub use source::{DirectorySource, FileSource, GeneratorSource, Poll, Source, SourceReader};
 pub use task::{SubtaskCheckpoint, WatermarkStrategy};
+pub use window::{Window, WindowAssigner, WindowOperator, WindowResult};

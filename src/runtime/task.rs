@@ -341,15 +341,62 @@ pub(crate) fn run_source<S: Source>(
     }
 }
 
-/// A channel of a keyed subtask's input, as alignment sees it.
-struct Input<T> {
-    rx: Receiver<Batch<T>>,
-    /// Messages received after a barrier, held back until the checkpoint is aligned.
-    held: VecDeque<Msg<T>>,
+/// A channel of a keyed subtask's input, as alignment and watermarks see it.
+#[derive(Debug, Clone, Copy)]
+struct ChannelState {
     blocked: bool,
     ended: bool,
     idle: bool,
     watermark: i64,
+}
+
+/// The receiving end of one input channel, with what it holds back during an alignment.
+struct Input<T> {
+    rx: Receiver<Batch<T>>,
+    /// Messages received after a barrier, held back until the checkpoint is aligned.
+    held: VecDeque<Msg<T>>,
+}
+
+/// The input of a keyed operator without a broadcast side.
+#[derive(Debug)]
+pub(crate) enum NoBroadcast {}
+
+/// What a keyed subtask runs: its operator, seen from the loop that feeds it.
+pub(crate) trait Head<K: Serializer, I, B>: Send {
+    fn open(&mut self, backend: &mut KeyedBackend<K>, ops: &mut OperatorStateBackend, ctx: &TaskCtx) -> Result<()>;
+    fn record(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        ops: &mut OperatorStateBackend,
+        record: I,
+        ts: i64,
+        pt: i64,
+    ) -> Result<()>;
+    fn broadcast(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        ops: &mut OperatorStateBackend,
+        record: B,
+        ts: i64,
+        pt: i64,
+    ) -> Result<()>;
+    fn advance_watermark(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        ops: &mut OperatorStateBackend,
+        watermark: i64,
+    ) -> Result<()>;
+    /// Fires the processing-time timers that are due: the next one's time.
+    fn fire_processing_timers(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        ops: &mut OperatorStateBackend,
+    ) -> Result<Option<i64>>;
+    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>>;
+    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()>;
+    fn notify_complete(&mut self, id: u64) -> Result<()>;
+    fn flush(&mut self) -> Result<()>;
+    fn end(&mut self) -> Result<()>;
 }
 
 /// The keyed operator of a subtask: a process function with its timers.
@@ -362,11 +409,61 @@ pub(crate) struct KeyedOperator<K: Serializer, I, O, F, Sel> {
     pub(crate) _types: std::marker::PhantomData<fn(K, I)>,
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-impl<K, I, O, F, Sel> KeyedOperator<K, I, O, F, Sel>
+/// Fires the event-time timers up to `watermark` through `on_timer`.
+pub(crate) fn fire_event_timers<K: Serializer, O>(
+    timers: &TimerService<Unit>,
+    backend: &mut KeyedBackend<K>,
+    chain: &mut dyn Emit<O>,
+    mut ops: Option<&mut OperatorStateBackend>,
+    watermark: i64,
+    mut on_timer: impl FnMut(i64, &mut Context<'_, K, O>) -> Result<()>,
+) -> Result<()> {
+    let processing_time = now_millis();
+    timers.advance_watermark(backend, watermark, |b, t| {
+        let mut c = Context {
+            backend: b,
+            timers,
+            out: &mut *chain,
+            ops: ops.as_deref_mut(),
+            timestamp: t.timestamp,
+            watermark,
+            processing_time,
+        };
+        on_timer(t.timestamp, &mut c)
+    })?;
+    Ok(())
+}
+
+/// Fires the processing-time timers that are due through `on_timer`: the next one's time.
+pub(crate) fn fire_processing_timers<K: Serializer, O>(
+    timers: &TimerService<Unit>,
+    backend: &mut KeyedBackend<K>,
+    chain: &mut dyn Emit<O>,
+    mut ops: Option<&mut OperatorStateBackend>,
+    watermark: i64,
+    mut on_timer: impl FnMut(i64, &mut Context<'_, K, O>) -> Result<()>,
+) -> Result<Option<i64>> {
+    let now = now_millis();
+    timers.advance_processing_time(backend, now, |b, t| {
+        let mut c = Context {
+            backend: b,
+            timers,
+            out: &mut *chain,
+            ops: ops.as_deref_mut(),
+            timestamp: t.timestamp,
+            watermark,
+            processing_time: now,
+        };
+        on_timer(t.timestamp, &mut c)
+    })?;
+    timers.next_processing_time(backend)
+}
+
+impl<K, I, O, F, Sel> Head<K, I, NoBroadcast> for KeyedOperator<K, I, O, F, Sel>
 where
     K: Serializer,
     I: Send + 'static,
@@ -374,18 +471,26 @@ where
     F: KeyedProcessFunction<K, I, O>,
     Sel: FnMut(&I) -> K::Value + Send,
 {
-    pub(crate) fn open(&mut self, backend: &mut KeyedBackend<K>, ctx: &TaskCtx) -> Result<()> {
-        self.function.open(&mut OpenContext { backend, subtask: ctx.subtask, parallelism: ctx.parallelism })
+    fn open(&mut self, backend: &mut KeyedBackend<K>, _ops: &mut OperatorStateBackend, ctx: &TaskCtx) -> Result<()> {
+        self.function.open(&mut OpenContext { backend, ops: None, subtask: ctx.subtask, parallelism: ctx.parallelism })
     }
 
     #[inline]
-    fn process(&mut self, backend: &mut KeyedBackend<K>, record: I, ts: i64, processing_time: i64) -> Result<()> {
+    fn record(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        _ops: &mut OperatorStateBackend,
+        record: I,
+        ts: i64,
+        processing_time: i64,
+    ) -> Result<()> {
         let key = (self.selector)(&record);
         backend.set_current_key(&key)?;
         let mut c = Context {
             backend,
             timers: &self.timers,
             out: &mut *self.chain,
+            ops: None,
             timestamp: ts,
             watermark: self.watermark,
             processing_time,
@@ -393,229 +498,290 @@ where
         self.function.process(record, &mut c)
     }
 
-    fn advance_watermark(&mut self, backend: &mut KeyedBackend<K>, watermark: i64) -> Result<()> {
+    fn broadcast(
+        &mut self,
+        _: &mut KeyedBackend<K>,
+        _: &mut OperatorStateBackend,
+        record: NoBroadcast,
+        _: i64,
+        _: i64,
+    ) -> Result<()> {
+        match record {}
+    }
+
+    fn advance_watermark(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        _ops: &mut OperatorStateBackend,
+        watermark: i64,
+    ) -> Result<()> {
         if watermark <= self.watermark {
             return Ok(());
         }
         self.watermark = watermark;
-        let (function, chain, timers) = (&mut self.function, &mut self.chain, &self.timers);
-        let processing_time = now_millis();
-        timers.advance_watermark(backend, watermark, |b, t| {
-            let mut c =
-                Context { backend: b, timers, out: &mut **chain, timestamp: t.timestamp, watermark, processing_time };
-            function.on_timer(t.timestamp, TimeDomain::EventTime, &mut c)
+        let function = &mut self.function;
+        fire_event_timers(&self.timers, backend, &mut *self.chain, None, watermark, |ts, c| {
+            function.on_timer(ts, TimeDomain::EventTime, c)
         })?;
         self.chain.watermark(watermark)
     }
 
-    fn fire_processing_timers(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
-        let now = now_millis();
-        let (function, chain, timers, watermark) = (&mut self.function, &mut self.chain, &self.timers, self.watermark);
-        timers.advance_processing_time(backend, now, |b, t| {
-            let mut c = Context {
-                backend: b,
-                timers,
-                out: &mut **chain,
-                timestamp: t.timestamp,
-                watermark,
-                processing_time: now,
-            };
-            function.on_timer(t.timestamp, TimeDomain::ProcessingTime, &mut c)
-        })?;
+    fn fire_processing_timers(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        _ops: &mut OperatorStateBackend,
+    ) -> Result<Option<i64>> {
+        let function = &mut self.function;
+        fire_processing_timers(&self.timers, backend, &mut *self.chain, None, self.watermark, |ts, c| {
+            function.on_timer(ts, TimeDomain::ProcessingTime, c)
+        })
+    }
+
+    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
         self.timers.next_processing_time(backend)
+    }
+
+    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()> {
+        self.chain.barrier(id, ops)
+    }
+
+    fn notify_complete(&mut self, id: u64) -> Result<()> {
+        self.chain.notify_complete(id)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.chain.flush()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.chain.end()
+    }
+}
+
+/// A keyed subtask: its operator, its state, and its inputs (the keyed input's channels,
+/// then the broadcast input's).
+struct KeyedTask<K: Serializer, I, B, H> {
+    head: H,
+    snaps: Snapshots<K>,
+    main: Vec<Input<I>>,
+    side: Vec<Input<B>>,
+    /// Per channel, `main` first, then `side`.
+    channels: Vec<ChannelState>,
+    /// The checkpoint being aligned: its id, when its first barrier came.
+    aligning: Option<(u64, Instant)>,
+}
+
+impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> KeyedTask<K, I, B, H> {
+    /// Handles the messages of channel `c`; what follows a barrier is held in `held`.
+    fn messages<X>(
+        &mut self,
+        c: usize,
+        msgs: Vec<Msg<X>>,
+        held: fn(&mut Self) -> &mut Vec<Input<X>>,
+        offset: usize,
+        on_record: fn(&mut Self, X, i64, i64) -> Result<()>,
+    ) -> Result<()> {
+        let processing_time = now_millis();
+        let mut msgs = msgs.into_iter();
+        while let Some(msg) = msgs.next() {
+            match msg {
+                Msg::Record(value, ts) => on_record(self, value, ts, processing_time)?,
+                Msg::Watermark(w) => {
+                    let ch = &mut self.channels[c];
+                    ch.watermark = ch.watermark.max(w);
+                    ch.idle = false;
+                    self.advance()?;
+                }
+                Msg::Idle => {
+                    self.channels[c].idle = true;
+                    self.advance()?;
+                }
+                Msg::End => {
+                    self.channels[c].ended = true;
+                    self.advance()?;
+                }
+                Msg::Barrier(id) => {
+                    match self.aligning {
+                        Some((a, _)) if id < a => continue,
+                        Some((a, _)) if id > a => {
+                            // A newer checkpoint: the one aligned so far is given up.
+                            self.channels.iter_mut().for_each(|ch| ch.blocked = false);
+                            self.aligning = Some((id, Instant::now()));
+                        }
+                        Some(_) => {}
+                        None => self.aligning = Some((id, Instant::now())),
+                    }
+                    self.channels[c].blocked = true;
+                    // What follows the barrier waits for the alignment.
+                    held(self)[c - offset].held.extend(msgs.by_ref());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn main_record(&mut self, value: I, ts: i64, pt: i64) -> Result<()> {
+        self.head.record(&mut self.snaps.backend, &mut self.snaps.ops, value, ts, pt)
+    }
+
+    fn side_record(&mut self, value: B, ts: i64, pt: i64) -> Result<()> {
+        self.head.broadcast(&mut self.snaps.backend, &mut self.snaps.ops, value, ts, pt)
+    }
+
+    /// Advances the operator's watermark to the minimum over the channels that still hold it
+    /// back.
+    fn advance(&mut self) -> Result<()> {
+        let min = self.channels.iter().filter(|c| !c.idle && !c.ended).map(|c| c.watermark).min();
+        let w = match min {
+            Some(w) => w,
+            // When every channel ended, the end of input advanced them all.
+            None if self.channels.iter().all(|c| c.ended) => {
+                self.channels.iter().map(|c| c.watermark).max().unwrap_or(i64::MIN)
+            }
+            None => return Ok(()),
+        };
+        self.head.advance_watermark(&mut self.snaps.backend, &mut self.snaps.ops, w)
+    }
+
+    /// Takes the checkpoint being aligned once every channel has its barrier (or ended).
+    fn check_aligned(&mut self, ctx: &TaskCtx) -> Result<()> {
+        let Some((id, started)) = self.aligning else { return Ok(()) };
+        if !self.channels.iter().all(|c| c.blocked || c.ended) {
+            return Ok(());
+        }
+        let alignment = started.elapsed();
+        let sync_start = Instant::now();
+        self.head.barrier(id, &mut self.snaps.ops)?;
+        self.snaps.snapshot(ctx, id, sync_start, alignment);
+        self.channels.iter_mut().for_each(|c| c.blocked = false);
+        self.aligning = None;
+        Ok(())
+    }
+
+    fn abort(&mut self, id: u64) {
+        self.snaps.abort(id);
+        if self.aligning.is_some_and(|(a, _)| a == id) {
+            self.aligning = None;
+            self.channels.iter_mut().for_each(|c| c.blocked = false);
+        }
     }
 }
 
 /// Runs a keyed subtask: its inputs' batches through the operator, barriers aligned across
-/// the inputs (exactly once), watermarks as the minimum over the inputs that are not idle.
-pub(crate) fn run_keyed<K, I, O, F, Sel>(
+/// every input channel (exactly once), watermarks as the minimum over the channels that are
+/// not idle.
+pub(crate) fn run_keyed<K, I, B, H>(
     ctx: &TaskCtx,
-    inputs: Vec<Receiver<Batch<I>>>,
-    mut op: KeyedOperator<K, I, O, F, Sel>,
-    mut snaps: Snapshots<K>,
+    main: Vec<Receiver<Batch<I>>>,
+    side: Vec<Receiver<Batch<B>>>,
+    head: H,
+    snaps: Snapshots<K>,
 ) -> Result<()>
 where
     K: Serializer,
     I: Send + 'static,
-    O: Send + 'static,
-    F: KeyedProcessFunction<K, I, O>,
-    Sel: FnMut(&I) -> K::Value + Send,
+    B: Send + 'static,
+    H: Head<K, I, B>,
 {
-    op.open(&mut snaps.backend, ctx)?;
-    let mut inputs: Vec<Input<I>> = inputs
-        .into_iter()
-        .map(|rx| Input { rx, held: VecDeque::new(), blocked: false, ended: false, idle: false, watermark: i64::MIN })
-        .collect();
-    // The checkpoint being aligned: its id, when its first barrier came.
-    let mut aligning: Option<(u64, Instant)> = None;
+    let fresh = ChannelState { blocked: false, ended: false, idle: false, watermark: i64::MIN };
+    let channels = vec![fresh; main.len() + side.len()];
+    let mut t = KeyedTask {
+        head,
+        snaps,
+        main: main.into_iter().map(|rx| Input { rx, held: VecDeque::new() }).collect(),
+        side: side.into_iter().map(|rx| Input { rx, held: VecDeque::new() }).collect(),
+        channels,
+        aligning: None,
+    };
+    t.head.open(&mut t.snaps.backend, &mut t.snaps.ops, ctx)?;
+    let n_main = t.main.len();
     let mut finished = false;
     let mut ended = false;
-    let mut next_timer = op.timers.next_processing_time(&mut snaps.backend)?;
-    let mut batch_buf: Vec<Msg<I>> = Vec::new();
+    let mut next_timer = t.head.next_processing_time(&mut t.snaps.backend)?;
+    enum Got<I, B> {
+        Nothing,
+        Control(Option<Control>),
+        Main(usize, Vec<Msg<I>>),
+        Side(usize, Vec<Msg<B>>),
+        Gone,
+    }
     loop {
         if ended && (finished || !ctx.checkpointing) {
-            return snaps.close(ctx);
+            return t.snaps.close(ctx);
         }
         if ctx.cancel.is_set() {
             return Err(cancelled());
         }
-        // Held messages of inputs no longer blocked go first.
-        let mut from_held = None;
-        for (i, input) in inputs.iter_mut().enumerate() {
-            if !input.blocked && !input.held.is_empty() {
-                batch_buf.clear();
-                batch_buf.extend(input.held.drain(..));
-                from_held = Some(i);
-                break;
-            }
-        }
-        let received = match from_held {
-            Some(i) => Some(i),
-            None => {
-                let mut sel = Select::new();
-                let mut which = Vec::with_capacity(inputs.len());
-                for (i, input) in inputs.iter().enumerate() {
-                    if !input.blocked && !input.ended {
-                        sel.recv(&input.rx);
-                        which.push(i);
-                    }
-                }
-                let control = sel.recv(&ctx.control);
-                let timeout = match next_timer {
-                    Some(t) => Duration::from_millis(u64::try_from(t - now_millis()).unwrap_or(0).min(100)),
-                    None if !snaps.in_flight.is_empty() => Duration::from_millis(5),
-                    None => Duration::from_millis(100),
-                };
-                enum Got<I> {
-                    Nothing,
-                    Control(Option<Control>),
-                    Batch(usize, Option<Batch<I>>),
-                }
-                let got = match sel.select_timeout(timeout) {
-                    Err(_) => Got::Nothing,
-                    Ok(oper) if oper.index() == control => Got::Control(oper.recv(&ctx.control).ok()),
-                    Ok(oper) => {
-                        let i = which[oper.index()];
-                        Got::Batch(i, oper.recv(&inputs[i].rx).ok())
-                    }
-                };
-                drop(sel);
-                match got {
-                    Got::Nothing => None,
-                    Got::Control(None) => return Err(cancelled()),
-                    Got::Control(Some(msg)) => {
-                        match msg {
-                            Control::Trigger(_) => {}
-                            Control::Complete(id) => {
-                                snaps.complete(id);
-                                op.chain.notify_complete(id)?;
-                            }
-                            Control::Abort(id) => {
-                                snaps.abort(id);
-                                if aligning.is_some_and(|(a, _)| a == id) {
-                                    aligning = None;
-                                    inputs.iter_mut().for_each(|i| i.blocked = false);
-                                }
-                            }
-                            Control::Finish => finished = true,
-                        }
-                        None
-                    }
-                    Got::Batch(i, Some(batch)) => {
-                        batch_buf = batch;
-                        Some(i)
-                    }
-                    // The sender is gone without its end: it failed or was cancelled.
-                    Got::Batch(_, None) => return Err(cancelled()),
+        // Held messages of channels no longer blocked go first.
+        let held_main = (0..n_main).find(|&i| !t.channels[i].blocked && !t.main[i].held.is_empty());
+        let held_side = (0..t.side.len()).find(|&i| !t.channels[n_main + i].blocked && !t.side[i].held.is_empty());
+        let got = if let Some(i) = held_main {
+            Got::Main(i, t.main[i].held.drain(..).collect())
+        } else if let Some(i) = held_side {
+            Got::Side(i, t.side[i].held.drain(..).collect())
+        } else {
+            let mut sel = Select::new();
+            let mut which = Vec::with_capacity(t.channels.len());
+            for (i, input) in t.main.iter().enumerate() {
+                if !t.channels[i].blocked && !t.channels[i].ended {
+                    sel.recv(&input.rx);
+                    which.push(i);
                 }
             }
+            for (i, input) in t.side.iter().enumerate() {
+                if !t.channels[n_main + i].blocked && !t.channels[n_main + i].ended {
+                    sel.recv(&input.rx);
+                    which.push(n_main + i);
+                }
+            }
+            let control = sel.recv(&ctx.control);
+            let timeout = match next_timer {
+                Some(at) => Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0).min(100)),
+                None if !t.snaps.in_flight.is_empty() => Duration::from_millis(5),
+                None => Duration::from_millis(100),
+            };
+            let got = match sel.select_timeout(timeout) {
+                Err(_) => Got::Nothing,
+                Ok(oper) if oper.index() == control => Got::Control(oper.recv(&ctx.control).ok()),
+                Ok(oper) => match which[oper.index()] {
+                    c if c < n_main => oper.recv(&t.main[c].rx).map_or(Got::Gone, |b| Got::Main(c, b)),
+                    c => oper.recv(&t.side[c - n_main].rx).map_or(Got::Gone, |b| Got::Side(c - n_main, b)),
+                },
+            };
+            drop(sel);
+            got
         };
-        if let Some(i) = received {
-            let processing_time = now_millis();
-            let mut msgs = std::mem::take(&mut batch_buf).into_iter();
-            while let Some(msg) = msgs.next() {
-                match msg {
-                    Msg::Record(value, ts) => op.process(&mut snaps.backend, value, ts, processing_time)?,
-                    Msg::Watermark(w) => {
-                        inputs[i].watermark = inputs[i].watermark.max(w);
-                        inputs[i].idle = false;
-                        advance(&mut op, &mut snaps.backend, &inputs)?;
-                    }
-                    Msg::Idle => {
-                        inputs[i].idle = true;
-                        advance(&mut op, &mut snaps.backend, &inputs)?;
-                    }
-                    Msg::End => {
-                        inputs[i].ended = true;
-                        advance(&mut op, &mut snaps.backend, &inputs)?;
-                    }
-                    Msg::Barrier(id) => {
-                        match aligning {
-                            Some((a, _)) if id < a => continue,
-                            Some((a, _)) if id > a => {
-                                // A newer checkpoint: the one aligned so far is given up.
-                                inputs.iter_mut().for_each(|i| i.blocked = false);
-                                aligning = Some((id, Instant::now()));
-                            }
-                            Some(_) => {}
-                            None => aligning = Some((id, Instant::now())),
-                        }
-                        inputs[i].blocked = true;
-                        // What follows the barrier waits for the alignment.
-                        inputs[i].held.extend(msgs.by_ref());
-                    }
+        match got {
+            Got::Nothing => {}
+            Got::Control(None) | Got::Gone => return Err(cancelled()),
+            Got::Control(Some(msg)) => match msg {
+                Control::Trigger(_) => {}
+                Control::Complete(id) => {
+                    t.snaps.complete(id);
+                    t.head.notify_complete(id)?;
                 }
-            }
+                Control::Abort(id) => t.abort(id),
+                Control::Finish => finished = true,
+            },
+            Got::Main(i, msgs) => t.messages(i, msgs, |t| &mut t.main, 0, KeyedTask::main_record)?,
+            Got::Side(i, msgs) => t.messages(n_main + i, msgs, |t| &mut t.side, n_main, KeyedTask::side_record)?,
         }
-        if let Some((id, started)) = aligning {
-            if inputs.iter().all(|i| i.blocked || i.ended) {
-                let alignment = started.elapsed();
-                let sync_start = Instant::now();
-                op.chain.barrier(id, &mut snaps.ops)?;
-                snaps.snapshot(ctx, id, sync_start, alignment);
-                inputs.iter_mut().for_each(|i| i.blocked = false);
-                aligning = None;
-            }
-        }
-        if !ended && inputs.iter().all(|i| i.ended && i.held.is_empty()) {
-            op.chain.flush()?;
-            op.chain.end()?;
+        t.check_aligned(ctx)?;
+        if !ended
+            && t.channels.iter().all(|c| c.ended)
+            && t.main.iter().all(|i| i.held.is_empty())
+            && t.side.iter().all(|i| i.held.is_empty())
+        {
+            t.head.flush()?;
+            t.head.end()?;
             ended = true;
         }
-        if next_timer.is_some_and(|t| t <= now_millis()) {
-            next_timer = op.fire_processing_timers(&mut snaps.backend)?;
+        // A record may have registered an earlier timer.
+        next_timer = t.head.next_processing_time(&mut t.snaps.backend)?;
+        if next_timer.is_some_and(|at| at <= now_millis()) {
+            next_timer = t.head.fire_processing_timers(&mut t.snaps.backend, &mut t.snaps.ops)?;
         }
-        op.chain.flush()?;
-        snaps.poll(ctx);
-    }
-}
-
-/// Advances the operator's watermark to the minimum over the inputs that still hold it back.
-fn advance<K, I, O, F, Sel>(
-    op: &mut KeyedOperator<K, I, O, F, Sel>,
-    backend: &mut KeyedBackend<K>,
-    inputs: &[Input<I>],
-) -> Result<()>
-where
-    K: Serializer,
-    I: Send + 'static,
-    O: Send + 'static,
-    F: KeyedProcessFunction<K, I, O>,
-    Sel: FnMut(&I) -> K::Value + Send,
-{
-    let active = inputs.iter().filter(|i| !i.idle && !i.ended);
-    let min = active.map(|i| i.watermark).min();
-    match min {
-        Some(w) => op.advance_watermark(backend, w),
-        // Every input idle or ended: the largest watermark among those that ended or went
-        // idle is what holds; when all ended, the end of input already advanced it.
-        None => {
-            let max = inputs.iter().map(|i| i.watermark).max().unwrap_or(i64::MIN);
-            if inputs.iter().all(|i| i.ended) {
-                op.advance_watermark(backend, max)
-            } else {
-                Ok(())
-            }
-        }
+        t.head.flush()?;
+        t.snaps.poll(ctx);
     }
 }
