@@ -474,3 +474,156 @@ fn checkpoint_statistics_are_reported_per_checkpoint() {
     let line = last.to_string();
     assert!(line.starts_with(&format!("checkpoint {}:", last.id)), "{line}");
 }
+
+/// A sum and a count, merged for session windows.
+#[derive(Clone)]
+struct SumCount;
+
+impl eddy::state::AggregateFunction for SumCount {
+    type In = (u64, i64);
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, value: (u64, i64), acc: (u64, u64)) -> (u64, u64) {
+        (acc.0 + value.1 as u64, acc.1 + 1)
+    }
+    fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+/// Runs `records` (key, timestamp) through `assigner`'s windows: the results, sorted.
+fn windows(records: Vec<(u64, i64)>, assigner: eddy::runtime::WindowAssigner) -> Vec<(u64, i64, i64, u64, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let job = JobBuilder::new("windows").max_parallelism(16);
+    let n = records.len() as u64;
+    let rec = Arc::new(records);
+    let (r1, r2) = (rec.clone(), rec);
+    let source = GeneratorSource::new(n, 1, move |i| r1[i as usize]).timestamps(move |i| r2[i as usize].1);
+    job.source_with_watermarks(
+        "events",
+        source,
+        WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(50)),
+    )
+    .key_by(|r: &(u64, i64)| r.0, U64)
+    .window("windows", assigner, SumCount, (U64, U64))
+    .parallelism(2)
+    .map(|w: eddy::runtime::WindowResult<u64, (u64, u64)>| (w.key, w.window.start, w.window.end, w.value.0, w.value.1))
+    .sink("out", sink.clone());
+    job.build().unwrap().run(&RunOptions::new(dir.path())).unwrap();
+    let mut got = sink.values();
+    got.sort();
+    got
+}
+
+#[test]
+fn tumbling_windows_aggregate_each_window_once() {
+    // Timestamps a little out of order (within the 50 ms bound).
+    let records: Vec<(u64, i64)> =
+        (0..3_000i64).map(|i| ((i % 3) as u64, i + if i % 7 == 0 { -20 } else { 0 })).collect();
+    let got = windows(records.clone(), eddy::runtime::WindowAssigner::tumbling(Duration::from_millis(100)));
+    let mut want: BTreeMap<(u64, i64), (u64, u64)> = BTreeMap::new();
+    for (k, ts) in records.iter().copied().filter(|(_, ts)| *ts >= 0) {
+        let e = want.entry((k, ts - ts % 100)).or_default();
+        e.0 += ts as u64;
+        e.1 += 1;
+    }
+    let want: Vec<(u64, i64, i64, u64, u64)> =
+        want.into_iter().map(|((k, s), (sum, n))| (k, s, s + 100, sum, n)).collect();
+    let got_nonneg: Vec<_> = got.into_iter().filter(|w| w.1 >= 0).collect();
+    assert_eq!(got_nonneg, want);
+}
+
+#[test]
+fn session_windows_merge_what_falls_within_the_gap() {
+    // Key 1: bursts at 0..50 (every 10 ms) and 500..540, then one at 1000; key 2: one long
+    // session of records 30 ms apart.
+    let mut records = Vec::new();
+    for ts in (0..50).step_by(10).chain((500..540).step_by(10)).chain([1000]) {
+        records.push((1u64, ts as i64));
+    }
+    for ts in (0..1200).step_by(30) {
+        records.push((2u64, ts as i64));
+    }
+    records.sort_by_key(|r| r.1);
+    let got = windows(records, eddy::runtime::WindowAssigner::session(Duration::from_millis(100)));
+    let sum = |r: std::ops::Range<i64>, step: usize| r.step_by(step).sum::<i64>() as u64;
+    assert_eq!(
+        got,
+        vec![
+            (1, 0, 140, sum(0..50, 10), 5),
+            (1, 500, 630, sum(500..540, 10), 4),
+            (1, 1000, 1100, 1000, 1),
+            (2, 0, 1270, sum(0..1200, 30), 40),
+        ]
+    );
+}
+
+/// Rules by name on the broadcast side; on the keyed side, each record is matched against
+/// them. A broadcast record also resets every key's count.
+struct Rules {
+    count: Option<ValueState<U64>>,
+}
+
+fn rules() -> eddy::state::BroadcastStateDescriptor<eddy::codec::Str, U64> {
+    eddy::state::BroadcastStateDescriptor::new("rules", eddy::codec::Str, U64)
+}
+
+impl eddy::runtime::KeyedBroadcastProcessFunction<U64, u64, (String, u64), String> for Rules {
+    fn open(&mut self, ctx: &mut OpenContext<'_, U64>) -> eddy::Result<()> {
+        self.count = Some(ctx.backend().state(ValueStateDescriptor::new("count", U64))?);
+        Ok(())
+    }
+    fn process(&mut self, key: u64, ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        let s = self.count.as_ref().expect("opened");
+        let n = s.get(ctx.backend())?.unwrap_or(0) + 1;
+        s.update(ctx.backend(), &n)?;
+        let threshold = ctx.broadcast_state(&rules())?.get(&"limit".to_owned()).copied();
+        if threshold.is_some_and(|t| n == t) {
+            ctx.collect(format!("{key} reached {n}"))?;
+        }
+        Ok(())
+    }
+    fn process_broadcast(
+        &mut self,
+        (name, value): (String, u64),
+        ctx: &mut eddy::runtime::BroadcastContext<'_, U64, String>,
+    ) -> eddy::Result<()> {
+        ctx.broadcast_state(&rules())?.put(name, value);
+        let s = self.count.as_ref().expect("opened");
+        ctx.backend().apply_to_all_keys(s, |b, _key| s.clear(b))?;
+        Ok(())
+    }
+}
+
+#[test]
+fn broadcast_state_reaches_every_subtask_and_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let job = JobBuilder::new("rules").max_parallelism(16);
+    let rule = job.source("rules", GeneratorSource::new(1, 1, |_| ("limit".to_owned(), 3u64))).broadcast();
+    // The keyed records wait for the rule: the broadcast source's record comes first.
+    let keyed = GeneratorSource::new(60, 1, |i| {
+        if i == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        i % 6
+    });
+    job.source("events", keyed)
+        .key_by(|k: &u64| *k, U64)
+        .connect(rule)
+        .process("match", || Rules { count: None })
+        .parallelism(3)
+        .sink("out", sink.clone());
+    job.build().unwrap().run(&RunOptions::new(dir.path())).unwrap();
+    let mut got = sink.values();
+    got.sort();
+    let want: Vec<String> = (0..6).map(|k| format!("{k} reached 3")).collect();
+    assert_eq!(got, want);
+}
