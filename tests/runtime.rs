@@ -627,3 +627,28 @@ fn broadcast_state_reaches_every_subtask_and_every_key() {
     let want: Vec<String> = (0..6).map(|k| format!("{k} reached 3")).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_job_stopped_with_a_savepoint_resumes_from_it_at_another_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let sp = dir.path().join("savepoint");
+    let job = counting_job(30_000, 200, 3, (2, 2), Fault::None, &out);
+    let handle = job.spawn(options(&dir.path().join("a"))).unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    let taken = handle.stop_with_savepoint(&sp).expect("the savepoint");
+    let r = handle.join().expect("the job stops");
+    assert_eq!(r.savepoint.as_deref(), Some(taken.as_path()));
+    let before = published(&out).len();
+    assert!(before > 0 && before < 30_000, "stopped part-way: {before} lines");
+    // Another checkpoint directory, 3 counting subtasks: it starts from the savepoint.
+    let job = counting_job(30_000, 200, 3, (1, 3), Fault::None, &out);
+    let r = job.run(&options(&dir.path().join("b")).from_savepoint(&sp)).expect("the job runs");
+    assert_eq!(r.restored.len(), 1);
+    assert_eq!(published(&out), expected(30_000, 200));
+    // A second savepoint into the same directory is refused.
+    let job = counting_job(30_000, 200, 1, (1, 1), Fault::None, &dir.path().join("out2"));
+    let handle = job.spawn(options(&dir.path().join("c"))).unwrap();
+    assert!(handle.stop_with_savepoint(&sp).is_err());
+    handle.join().unwrap();
+}

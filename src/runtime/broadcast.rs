@@ -7,7 +7,7 @@ use crate::codec::{Serializer, Unit};
 use crate::state::{BroadcastState, BroadcastStateDescriptor, KeyedBackend, OperatorStateBackend, TimerService};
 use crate::Result;
 
-use super::emit::{Emit, NO_TIMESTAMP};
+use super::emit::{Barrier, Emit, NO_TIMESTAMP};
 use super::function::{Context, OpenContext, TimeDomain};
 use super::task::{fire_event_timers, fire_processing_timers, Head, TaskCtx};
 
@@ -172,8 +172,8 @@ where
         self.timers.next_processing_time(backend)
     }
 
-    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()> {
-        self.chain.barrier(id, ops)
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
+        self.chain.barrier(barrier, ops)
     }
 
     fn notify_complete(&mut self, id: u64) -> Result<()> {

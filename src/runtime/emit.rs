@@ -25,10 +25,18 @@ pub(crate) enum Msg<T> {
     Watermark(i64),
     /// The sender is idle: it holds no watermark back until its next record or watermark.
     Idle,
-    /// Checkpoint `id`'s barrier: everything before it belongs to the checkpoint.
-    Barrier(u64),
+    /// A checkpoint's (or savepoint's) barrier: everything before it belongs to it.
+    Barrier(Barrier),
     /// The sender ends: nothing follows.
     End,
+}
+
+/// A checkpoint barrier: the checkpoint's id and, for a savepoint, where it goes and whether
+/// the job stops after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Barrier {
+    pub(crate) id: u64,
+    pub(crate) savepoint: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Records and events are sent in batches: one channel operation per batch, not per record.
@@ -114,8 +122,8 @@ pub(crate) trait Emit<T>: Send {
     fn watermark(&mut self, watermark: i64) -> Result<()>;
     /// The input went idle.
     fn idle(&mut self) -> Result<()>;
-    /// Checkpoint `id`'s barrier: whatever the chain holds for it goes into `ops`.
-    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()>;
+    /// A checkpoint's barrier: whatever the chain holds for it goes into `ops`.
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()>;
     /// Checkpoint `id` completed everywhere.
     fn notify_complete(&mut self, id: u64) -> Result<()>;
     /// Send what is buffered.
@@ -150,8 +158,8 @@ macro_rules! forward_events {
         fn idle(&mut self) -> Result<()> {
             self.next.idle()
         }
-        fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()> {
-            self.next.barrier(id, ops)
+        fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
+            self.next.barrier(barrier, ops)
         }
         fn notify_complete(&mut self, id: u64) -> Result<()> {
             self.next.notify_complete(id)
@@ -275,8 +283,8 @@ impl<T: Send, K: Serializer, F: FnMut(&T) -> K::Value + Send> Emit<T> for KeyRou
         self.broadcast(|| Msg::Idle)
     }
 
-    fn barrier(&mut self, id: u64, _ops: &mut OperatorStateBackend) -> Result<()> {
-        self.broadcast(|| Msg::Barrier(id))
+    fn barrier(&mut self, barrier: &Barrier, _ops: &mut OperatorStateBackend) -> Result<()> {
+        self.broadcast(|| Msg::Barrier(barrier.clone()))
     }
 
     fn notify_complete(&mut self, _id: u64) -> Result<()> {
@@ -346,8 +354,8 @@ impl<T: Clone + Send> Emit<T> for BroadcastRouter<T> {
         self.event(|| Msg::Idle)
     }
 
-    fn barrier(&mut self, id: u64, _ops: &mut OperatorStateBackend) -> Result<()> {
-        self.event(|| Msg::Barrier(id))
+    fn barrier(&mut self, barrier: &Barrier, _ops: &mut OperatorStateBackend) -> Result<()> {
+        self.event(|| Msg::Barrier(barrier.clone()))
     }
 
     fn notify_complete(&mut self, _id: u64) -> Result<()> {

@@ -12,13 +12,14 @@ use crate::checkpoint::{CheckpointOptions, CheckpointStorage, LocalDirStorage, R
 use crate::error::Misuse;
 use crate::format::checkpoint::{CheckpointManifest, CHECKPOINT_VERSION};
 use crate::format::meta::OperatorStateSnapshot;
+use crate::format::savepoint::{SavepointReader, SAVEPOINT_VERSION};
 use crate::io::StdFs;
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::OperatorStateBackend;
 use crate::store::StoreOptions;
 use crate::{Error, Result};
 
-use super::emit::{is_cancelled, Cancel};
+use super::emit::{is_cancelled, Barrier, Cancel};
 use super::graph::{Graph, Setup};
 use super::options::{Restarts, RunOptions};
 use super::task::{Control, Report, Reported, SubtaskCheckpoint, TaskCtx};
@@ -104,6 +105,8 @@ pub struct JobResult {
     pub restored: Vec<u64>,
     /// Its completed checkpoints, in order.
     pub checkpoints: Vec<CheckpointStats>,
+    /// The savepoint it stopped with, if it was stopped with one.
+    pub savepoint: Option<PathBuf>,
     /// From the start to the end.
     pub duration: Duration,
 }
@@ -263,13 +266,62 @@ struct InFlight {
     triggered: SystemTime,
     started: Instant,
     acks: Vec<SubtaskCheckpoint>,
+    /// A savepoint's directory, and who waits for it.
+    savepoint: Option<(PathBuf, Sender<Result<PathBuf>>)>,
 }
 
 /// How one start of the job ended.
 enum Outcome {
     Finished,
+    /// Stopped with the savepoint in this directory.
+    Stopped(PathBuf),
     Failed(Error),
 }
+
+/// What a [`JobHandle`] asks of a running job.
+enum Command {
+    /// Take a savepoint into the directory and stop; the reply says how it went.
+    StopWithSavepoint(PathBuf, Sender<Result<PathBuf>>),
+}
+
+/// A job running on a thread of its own: see [`Job::spawn`].
+pub struct JobHandle {
+    commands: Sender<Command>,
+    thread: Option<std::thread::JoinHandle<Result<JobResult>>>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").finish_non_exhaustive()
+    }
+}
+
+impl JobHandle {
+    /// Takes a savepoint of the whole job into `dir` (which must not hold one) and stops the
+    /// job once it is complete: sinks commit what the savepoint covers; nothing after it is
+    /// published. Returns the savepoint's directory, to start the job from with
+    /// [`RunOptions::from_savepoint`] (at any parallelism). A savepoint that fails leaves the
+    /// job running.
+    pub fn stop_with_savepoint(&self, dir: impl Into<PathBuf>) -> Result<PathBuf> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let gone = || Error::JobCheckpoint { id: 0, why: "the job is not running".into() };
+        self.commands.send(Command::StopWithSavepoint(dir.into(), tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+
+    /// Waits for the job to end: how it went.
+    pub fn join(mut self) -> Result<JobResult> {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => {
+                Err(Error::TaskFailed { operator: String::new(), subtask: 0, why: "the job's thread panicked".into() })
+            }
+        }
+    }
+}
+
+/// The file of a job savepoint's metadata, in the savepoint's directory.
+const SAVEPOINT_METADATA: &str = "_job";
 
 impl Job {
     pub(crate) fn new(g: Graph) -> Self {
@@ -280,6 +332,21 @@ impl Job {
     /// the latest completed checkpoint. A job started again on the same checkpoint directory
     /// resumes from its latest checkpoint, at the parallelism the job now has.
     pub fn run(&self, opts: &RunOptions) -> Result<JobResult> {
+        self.run_with(opts, None)
+    }
+
+    /// Runs the job on a thread of its own: the handle stops it with a savepoint or waits
+    /// for its end.
+    pub fn spawn(self, opts: RunOptions) -> Result<JobHandle> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name(format!("eddy-job-{}", self.g.name))
+            .spawn(move || self.run_with(&opts, Some(&rx)))
+            .map_err(|e| io(&PathBuf::from("."), e))?;
+        Ok(JobHandle { commands: tx, thread: Some(thread) })
+    }
+
+    fn run_with(&self, opts: &RunOptions, commands: Option<&Receiver<Command>>) -> Result<JobResult> {
         if let Some(c) = &opts.checkpoints {
             c.check()?;
         }
@@ -291,15 +358,22 @@ impl Job {
             failures: Vec::new(),
             restored: Vec::new(),
             checkpoints: Vec::new(),
+            savepoint: None,
             duration: Duration::ZERO,
         };
         let start = Instant::now();
         loop {
             let began = Instant::now();
-            match self.attempt(opts, &mut result)? {
+            match self.attempt(opts, &mut result, commands)? {
                 Outcome::Finished => {
                     result.restarts = restarts.restarts();
                     result.duration = start.elapsed();
+                    return Ok(result);
+                }
+                Outcome::Stopped(dir) => {
+                    result.restarts = restarts.restarts();
+                    result.duration = start.elapsed();
+                    result.savepoint = Some(dir);
                     return Ok(result);
                 }
                 Outcome::Failed(e) => match restarts.on_failure(began.elapsed()) {
@@ -314,11 +388,25 @@ impl Job {
     }
 
     /// One start of the job: restore, run, coordinate checkpoints, until it finishes or fails.
-    fn attempt(&self, opts: &RunOptions, result: &mut JobResult) -> Result<Outcome> {
+    fn attempt(
+        &self,
+        opts: &RunOptions,
+        result: &mut JobResult,
+        commands: Option<&Receiver<Command>>,
+    ) -> Result<Outcome> {
         let g = &self.g;
         let root = &opts.checkpoint_dir;
         let max = MaxParallelism::new(g.max_parallelism).map_err(Error::from)?;
-        let restored = latest(root)?;
+        // The latest checkpoint of this run, else the savepoint it starts from.
+        let (restored, from_savepoint) = match (latest(root)?, &opts.from_savepoint) {
+            (Some(c), _) => (Some(c), None),
+            (None, Some(dir)) => {
+                let path = dir.join(SAVEPOINT_METADATA);
+                let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                (Some(JobCheckpoint::decode(&path, &bytes)?), Some(dir.clone()))
+            }
+            (None, None) => (None, None),
+        };
         if let Some(r) = &restored {
             if r.max_parallelism != g.max_parallelism {
                 return Err(Misuse::IncompatibleSnapshot {
@@ -375,7 +463,15 @@ impl Job {
             }
             let prior =
                 restored.as_ref().and_then(|r| r.operators.iter().find(|(u, _)| *u == stage.uid).map(|(_, p)| *p));
-            let plan = match self.plan_restore(root, &stage.uid, p, max, restored.as_ref().map(|r| r.id), prior) {
+            let plan = match self.plan_restore(
+                root,
+                &stage.uid,
+                p,
+                max,
+                restored.as_ref().map(|r| r.id),
+                prior,
+                from_savepoint.as_deref(),
+            ) {
                 Ok(plan) => plan,
                 Err(e) => {
                     setup_error = Some(e);
@@ -409,9 +505,10 @@ impl Job {
                     store_options,
                     restore,
                     operator_state,
-                    checkpoints: cp_opts
-                        .clone()
-                        .map(|o| (storage_dir(root, &stage.uid, p, i), o, restored.as_ref().map(|r| r.id))),
+                    checkpoints: cp_opts.clone().map(|o| {
+                        let confirmed = if from_savepoint.is_some() { None } else { restored.as_ref().map(|r| r.id) };
+                        (storage_dir(root, &stage.uid, p, i), o, confirmed)
+                    }),
                     job: g.name.clone(),
                     attempt: attempt.clone(),
                 };
@@ -455,7 +552,7 @@ impl Job {
                 cancel.set();
                 Outcome::Failed(e)
             }
-            None => self.coordinate(opts, &running, &reports, &exits, next_id, sources, result),
+            None => self.coordinate(opts, &running, &reports, &exits, commands, next_id, sources, result),
         };
         if matches!(outcome, Outcome::Failed(_)) {
             cancel.set();
@@ -480,6 +577,7 @@ impl Job {
         max: MaxParallelism,
         id: Option<u64>,
         prior: Option<usize>,
+        savepoint: Option<&Path>,
     ) -> Result<Vec<(Vec<RestoreSource>, OperatorStateSnapshot)>> {
         let fs = Arc::new(StdFs::new());
         let storage = |parallelism: usize, i: usize| -> Result<Arc<dyn CheckpointStorage>> {
@@ -490,7 +588,7 @@ impl Job {
             if dir.exists() {
                 let s = storage(p, i)?;
                 for m in s.manifests()? {
-                    if id.is_none_or(|id| m > id) {
+                    if savepoint.is_some() || id.is_none_or(|id| m > id) {
                         s.remove_manifest(m)?;
                     }
                 }
@@ -502,22 +600,32 @@ impl Job {
         let mut old_ops = Vec::with_capacity(prior);
         let mut old = Vec::with_capacity(prior);
         for j in 0..prior {
-            let s = storage(prior, j)?;
-            let bytes = s.read_manifest(id)?;
-            let manifest = CheckpointManifest::decode(&bytes)
-                .map_err(|e| e.into_error(&s.describe_manifest(id), CHECKPOINT_VERSION))?;
-            old_ops.push(manifest.meta.operator);
-            old.push((max.subtask_range(prior as u32, j as u32).map_err(Error::from)?, s));
+            let range = max.subtask_range(prior as u32, j as u32).map_err(Error::from)?;
+            match savepoint {
+                None => {
+                    let s = storage(prior, j)?;
+                    let bytes = s.read_manifest(id)?;
+                    let manifest = CheckpointManifest::decode(&bytes)
+                        .map_err(|e| e.into_error(&s.describe_manifest(id), CHECKPOINT_VERSION))?;
+                    old_ops.push(manifest.meta.operator);
+                    old.push((range, RestoreSource::Checkpoint { storage: s, id }));
+                }
+                Some(sp) => {
+                    let dir = sp.join(format!("{uid}-{j}"));
+                    let path = crate::checkpoint::savepoint_file(&dir);
+                    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                    let reader = SavepointReader::new(&bytes).map_err(|e| e.into_error(&path, SAVEPOINT_VERSION))?;
+                    old_ops.push(reader.meta.operator);
+                    old.push((range, RestoreSource::Savepoint { fs: fs.clone(), dir }));
+                }
+            }
         }
         let ops = OperatorStateBackend::redistribute(&old_ops, p)?;
         let mut out = Vec::with_capacity(p);
         for (i, op) in ops.into_iter().enumerate() {
             let range: KeyGroupRange = max.subtask_range(p as u32, i as u32).map_err(Error::from)?;
-            let sources = old
-                .iter()
-                .filter(|(r, _)| !r.intersection(&range).is_empty())
-                .map(|(_, s)| RestoreSource::Checkpoint { storage: s.clone(), id })
-                .collect();
+            let sources =
+                old.iter().filter(|(r, _)| !r.intersection(&range).is_empty()).map(|(_, s)| s.clone()).collect();
             out.push((sources, op));
         }
         Ok(out)
@@ -532,6 +640,7 @@ impl Job {
         running: &[Vec<Running>],
         reports: &Receiver<Reported>,
         exits: &Receiver<((usize, usize), Result<()>)>,
+        commands: Option<&Receiver<Command>>,
         mut next_id: u64,
         sources: usize,
         result: &mut JobResult,
@@ -562,6 +671,9 @@ impl Job {
         let mut last_completion = Instant::now();
         let mut next_trigger = opts.checkpoints.as_ref().map(|c| Instant::now() + c.interval);
         let mut cancelled_exits = 0;
+        let mut stopping: Option<PathBuf> = None;
+        let never = crossbeam_channel::never();
+        let commands = commands.unwrap_or(&never);
         loop {
             let timeout = next_trigger.map_or(Duration::from_millis(100), |t| {
                 t.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
@@ -582,6 +694,9 @@ impl Job {
                         }
                     }
                     if exited == total {
+                        if let Some(dir) = stopping.take() {
+                            return Outcome::Stopped(dir);
+                        }
                         if cancelled_exits > 0 {
                             return Outcome::Failed(Error::TaskFailed { operator: running[si][i].uid.clone(), subtask: i, why: "cancelled".into() });
                         }
@@ -599,8 +714,8 @@ impl Job {
                                 let id = next_id;
                                 next_id += 1;
                                 final_id = Some(id);
-                                in_flight.insert(id, InFlight { triggered: SystemTime::now(), started: Instant::now(), acks: Vec::new() });
-                                send_sources(Control::Trigger(id));
+                                in_flight.insert(id, InFlight { triggered: SystemTime::now(), started: Instant::now(), acks: Vec::new(), savepoint: None });
+                                send_sources(Control::Trigger(Barrier { id, savepoint: None }));
                             }
                         }
                         Report::Ack(id, part) => {
@@ -613,6 +728,20 @@ impl Job {
                                     max_parallelism: g.max_parallelism,
                                     operators: g.stages.iter().zip(running).map(|(s, r)| (s.uid.clone(), r.len())).collect(),
                                 };
+                                if let Some((dir, reply)) = f.savepoint {
+                                    let written = write_atomic(&dir.join(SAVEPOINT_METADATA), meta.encode().as_bytes());
+                                    let ok = written.is_ok();
+                                    let _ = reply.send(written.map(|()| dir.clone()));
+                                    if ok {
+                                        // Sinks commit what the savepoint covers, then all stop.
+                                        send_all(Control::Complete(id));
+                                        send_all(Control::Stop);
+                                        stopping = Some(dir);
+                                    } else {
+                                        send_all(Control::Abort(id));
+                                    }
+                                    continue;
+                                }
                                 if let Err(e) = write_atomic(&metadata_path(root, id), meta.encode().as_bytes()) {
                                     return Outcome::Failed(e);
                                 }
@@ -640,6 +769,12 @@ impl Job {
                             }
                         }
                         Report::Decline(id, e) => {
+                            if let Some(InFlight { savepoint: Some((_, reply)), .. }) = in_flight.get(&id) {
+                                let _ = reply.send(Err(Error::JobCheckpoint { id, why: e.to_string() }));
+                                in_flight.remove(&id);
+                                send_all(Control::Abort(id));
+                                continue;
+                            }
                             if in_flight.remove(&id).is_some() {
                                 send_all(Control::Abort(id));
                                 failures_in_row += 1;
@@ -650,6 +785,25 @@ impl Job {
                             }
                         }
                     }
+                }
+                recv(commands) -> msg => {
+                    let Ok(Command::StopWithSavepoint(dir, reply)) = msg else { continue };
+                    if stopping.is_some() || final_id.is_some() {
+                        let _ = reply.send(Err(Error::JobCheckpoint { id: 0, why: "the job is already ending".into() }));
+                        continue;
+                    }
+                    if dir.join(SAVEPOINT_METADATA).exists() {
+                        let _ = reply.send(Err(Misuse::NotEmpty.into()));
+                        continue;
+                    }
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        let _ = reply.send(Err(io(&dir, e)));
+                        continue;
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    in_flight.insert(id, InFlight { triggered: SystemTime::now(), started: Instant::now(), acks: Vec::new(), savepoint: Some((dir.clone(), reply)) });
+                    send_sources(Control::Trigger(Barrier { id, savepoint: Some(Arc::new(dir)) }));
                 }
                 default(timeout) => {}
             }
@@ -667,14 +821,19 @@ impl Job {
                 }
             }
             if final_id.is_none()
+                && stopping.is_none()
+                && !in_flight.values().any(|f| f.savepoint.is_some())
                 && next_trigger.is_some_and(|t| now >= t)
                 && in_flight.len() < c.max_concurrent
                 && now.duration_since(last_completion) >= c.min_pause
             {
                 let id = next_id;
                 next_id += 1;
-                in_flight.insert(id, InFlight { triggered: SystemTime::now(), started: now, acks: Vec::new() });
-                send_sources(Control::Trigger(id));
+                in_flight.insert(
+                    id,
+                    InFlight { triggered: SystemTime::now(), started: now, acks: Vec::new(), savepoint: None },
+                );
+                send_sources(Control::Trigger(Barrier { id, savepoint: None }));
                 next_trigger = Some(now + c.interval);
             }
         }

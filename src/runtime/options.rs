@@ -221,6 +221,8 @@ pub struct RunOptions {
     pub log_checkpoints: bool,
     /// The keyed backends' memory budget, per subtask.
     pub memory_budget: usize,
+    /// The savepoint a job starts from when its checkpoint directory has no checkpoint yet.
+    pub from_savepoint: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -234,6 +236,7 @@ impl RunOptions {
             channel_capacity: 16,
             log_checkpoints: false,
             memory_budget: 256 << 20,
+            from_savepoint: None,
         }
     }
 
@@ -269,6 +272,15 @@ impl RunOptions {
     #[must_use]
     pub fn log_checkpoints(mut self, on: bool) -> Self {
         self.log_checkpoints = on;
+        self
+    }
+
+    /// Starts from the savepoint in `dir` (one [`JobHandle::stop_with_savepoint`](super::JobHandle::stop_with_savepoint)
+    /// took), at whatever parallelism the job has now, unless the checkpoint directory has a
+    /// checkpoint of its own (a restart after a failure resumes from that).
+    #[must_use]
+    pub fn from_savepoint(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.from_savepoint = Some(dir.into());
         self
     }
 

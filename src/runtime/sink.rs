@@ -14,7 +14,7 @@ use crate::error::Misuse;
 use crate::state::OperatorStateBackend;
 use crate::{Error, Result};
 
-use super::emit::Emit;
+use super::emit::{Barrier, Emit};
 
 /// What a sink's writer is told about where it runs.
 #[derive(Debug, Clone)]
@@ -74,8 +74,8 @@ impl<T: Send> Emit<T> for SinkEmit<T> {
     fn idle(&mut self) -> Result<()> {
         Ok(())
     }
-    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()> {
-        self.writer.prepare(id, ops)
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
+        self.writer.prepare(barrier.id, ops)
     }
     fn notify_complete(&mut self, id: u64) -> Result<()> {
         self.writer.commit(id)

@@ -12,15 +12,15 @@ use crate::codec::{Serializer, Unit};
 use crate::state::{KeyedBackend, OperatorStateBackend, TimerService};
 use crate::Result;
 
-use super::emit::{cancelled, Batch, Cancel, Emit, Msg};
+use super::emit::{cancelled, Barrier, Batch, Cancel, Emit, Msg};
 use super::function::{Context, KeyedProcessFunction, OpenContext, TimeDomain};
 use super::source::{Poll, Source, SourceReader};
 
 /// What the coordinator tells a subtask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
-    /// Sources only: inject checkpoint `id`'s barrier now.
-    Trigger(u64),
+    /// Sources only: inject this barrier now.
+    Trigger(Barrier),
     /// Checkpoint `id` completed everywhere.
     Complete(u64),
     /// Checkpoint `id` is given up.
@@ -28,6 +28,8 @@ pub(crate) enum Control {
     /// The job's input is done and its final checkpoint complete (if it takes checkpoints):
     /// end the input and stop.
     Finish,
+    /// The job stops after a savepoint: stop without ending the input.
+    Stop,
 }
 
 /// One subtask's part of a checkpoint.
@@ -95,10 +97,22 @@ pub(crate) struct Snapshots<K: Serializer> {
 }
 
 impl<K: Serializer> Snapshots<K> {
-    /// The synchronous part of checkpoint `id`; a failure declines it.
-    pub(crate) fn snapshot(&mut self, ctx: &TaskCtx, id: u64, started: Instant, alignment: Duration) {
+    /// The synchronous part of the checkpoint or savepoint of `barrier`; a failure declines
+    /// it. A savepoint goes to `<dir>/<uid>-<subtask>`.
+    pub(crate) fn snapshot(&mut self, ctx: &TaskCtx, barrier: &Barrier, started: Instant, alignment: Duration) {
+        let id = barrier.id;
         let Some(cp) = self.checkpointer.as_mut() else { return };
-        match cp.checkpoint(id, &mut self.backend, &self.ops, false) {
+        let taken = match &barrier.savepoint {
+            None => cp.checkpoint(id, &mut self.backend, &self.ops, false),
+            Some(dir) => cp.savepoint(
+                id,
+                std::sync::Arc::new(crate::io::StdFs::new()),
+                dir.join(format!("{}-{}", ctx.uid, ctx.subtask)),
+                &mut self.backend,
+                &self.ops,
+            ),
+        };
+        match taken {
             Ok(()) => {
                 self.in_flight.insert(id, (started.elapsed(), alignment));
             }
@@ -248,13 +262,18 @@ pub(crate) fn run_source<S: Source>(
                 }
             };
             match msg {
-                Control::Trigger(id) => {
+                Control::Trigger(barrier) => {
                     let started = Instant::now();
                     let offsets: Vec<(u32, Vec<u8>)> =
                         parts.iter().map(|p| (p.index as u32, p.reader.offset())).collect();
                     snaps.ops.union_list_state(&state_name, offset_serializer.clone())?.update(offsets);
-                    chain.barrier(id, &mut snaps.ops)?;
-                    snaps.snapshot(ctx, id, started, Duration::ZERO);
+                    chain.barrier(&barrier, &mut snaps.ops)?;
+                    chain.flush()?;
+                    snaps.snapshot(ctx, &barrier, started, Duration::ZERO);
+                    if barrier.savepoint.is_some() {
+                        // The job stops after a savepoint: nothing more is read.
+                        done = true;
+                    }
                 }
                 Control::Complete(id) => {
                     snaps.complete(id);
@@ -265,6 +284,7 @@ pub(crate) fn run_source<S: Source>(
                     chain.end()?;
                     return snaps.close(ctx);
                 }
+                Control::Stop => return snaps.close(ctx),
             }
         }
         if ctx.cancel.is_set() {
@@ -393,7 +413,7 @@ pub(crate) trait Head<K: Serializer, I, B>: Send {
         ops: &mut OperatorStateBackend,
     ) -> Result<Option<i64>>;
     fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>>;
-    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()>;
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()>;
     fn notify_complete(&mut self, id: u64) -> Result<()>;
     fn flush(&mut self) -> Result<()>;
     fn end(&mut self) -> Result<()>;
@@ -541,8 +561,8 @@ where
         self.timers.next_processing_time(backend)
     }
 
-    fn barrier(&mut self, id: u64, ops: &mut OperatorStateBackend) -> Result<()> {
-        self.chain.barrier(id, ops)
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
+        self.chain.barrier(barrier, ops)
     }
 
     fn notify_complete(&mut self, id: u64) -> Result<()> {
@@ -567,8 +587,8 @@ struct KeyedTask<K: Serializer, I, B, H> {
     side: Vec<Input<B>>,
     /// Per channel, `main` first, then `side`.
     channels: Vec<ChannelState>,
-    /// The checkpoint being aligned: its id, when its first barrier came.
-    aligning: Option<(u64, Instant)>,
+    /// The checkpoint being aligned: its barrier, when its first barrier came.
+    aligning: Option<(Barrier, Instant)>,
 }
 
 impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> KeyedTask<K, I, B, H> {
@@ -600,16 +620,17 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
                     self.channels[c].ended = true;
                     self.advance()?;
                 }
-                Msg::Barrier(id) => {
-                    match self.aligning {
-                        Some((a, _)) if id < a => continue,
-                        Some((a, _)) if id > a => {
+                Msg::Barrier(barrier) => {
+                    let id = barrier.id;
+                    match self.aligning.as_ref().map(|(b, _)| b.id) {
+                        Some(a) if id < a => continue,
+                        Some(a) if id > a => {
                             // A newer checkpoint: the one aligned so far is given up.
                             self.channels.iter_mut().for_each(|ch| ch.blocked = false);
-                            self.aligning = Some((id, Instant::now()));
+                            self.aligning = Some((barrier, Instant::now()));
                         }
                         Some(_) => {}
-                        None => self.aligning = Some((id, Instant::now())),
+                        None => self.aligning = Some((barrier, Instant::now())),
                     }
                     self.channels[c].blocked = true;
                     // What follows the barrier waits for the alignment.
@@ -645,14 +666,15 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
 
     /// Takes the checkpoint being aligned once every channel has its barrier (or ended).
     fn check_aligned(&mut self, ctx: &TaskCtx) -> Result<()> {
-        let Some((id, started)) = self.aligning else { return Ok(()) };
+        let Some((barrier, started)) = &self.aligning else { return Ok(()) };
         if !self.channels.iter().all(|c| c.blocked || c.ended) {
             return Ok(());
         }
-        let alignment = started.elapsed();
+        let (barrier, alignment) = (barrier.clone(), started.elapsed());
         let sync_start = Instant::now();
-        self.head.barrier(id, &mut self.snaps.ops)?;
-        self.snaps.snapshot(ctx, id, sync_start, alignment);
+        self.head.barrier(&barrier, &mut self.snaps.ops)?;
+        self.head.flush()?;
+        self.snaps.snapshot(ctx, &barrier, sync_start, alignment);
         self.channels.iter_mut().for_each(|c| c.blocked = false);
         self.aligning = None;
         Ok(())
@@ -660,7 +682,7 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
 
     fn abort(&mut self, id: u64) {
         self.snaps.abort(id);
-        if self.aligning.is_some_and(|(a, _)| a == id) {
+        if self.aligning.as_ref().is_some_and(|(a, _)| a.id == id) {
             self.aligning = None;
             self.channels.iter_mut().for_each(|c| c.blocked = false);
         }
@@ -762,6 +784,7 @@ where
                 }
                 Control::Abort(id) => t.abort(id),
                 Control::Finish => finished = true,
+                Control::Stop => return t.snaps.close(ctx),
             },
             Got::Main(i, msgs) => t.messages(i, msgs, |t| &mut t.main, 0, KeyedTask::main_record)?,
             Got::Side(i, msgs) => t.messages(n_main + i, msgs, |t| &mut t.side, n_main, KeyedTask::side_record)?,
