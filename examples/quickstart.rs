@@ -1,136 +1,238 @@
-//! A first look at eddy: a keyed process function's state over a small stream of page views.
-//! Per user it keeps a view count (value state), the recent pages (list state with a time to
-//! live), the views per page (map state), the longest session (reducing state) and an average
-//! dwell time (aggregating state), and it sets an event-time timer per user that reports when
-//! the watermark passes. Keys are routed to key groups exactly as Flink routes `String` keys.
-//! At the end it takes a checkpoint and restores a new backend from it.
+//! A stateful streaming job on eddy, end to end: per-account running totals over a generated
+//! stream of transactions, a fraud rule delivered on a broadcast stream, event-time session
+//! windows per account, and exactly-once file sinks. During the run a failure is injected
+//! and the job recovers from its latest checkpoint; then it is stopped with a savepoint and
+//! started again from it with 3 subtasks instead of 2. At the end the published output is
+//! checked against a run without failures.
 //!
-//! Run with `cargo run --release --example quickstart`.
+//! Run with `cargo run --release --example quickstart` (`examples/state_tour.rs` walks through
+//! the state API on its own).
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use eddy::checkpoint::{CheckpointOptions, Checkpointer, RestoreSource};
 use eddy::codec::{Str, I64, U64};
-use eddy::state::{
-    AggregateFunction, AggregatingStateDescriptor, KeyedBackend, ListStateDescriptor, ManualClock, MapStateDescriptor,
-    OperatorStateBackend, ReducingStateDescriptor, TtlConfig, ValueStateDescriptor,
+use eddy::runtime::{
+    BroadcastContext, CheckpointConfig, Context, ExactlyOnceFileSink, GeneratorSource, JobBuilder, JobResult,
+    KeyedBroadcastProcessFunction, OpenContext, RestartStrategy, RunOptions, WatermarkStrategy, WindowAssigner,
+    WindowResult,
 };
-use eddy::store::StoreOptions;
+use eddy::state::{
+    AggregateFunction, BroadcastStateDescriptor, ListState, ListStateDescriptor, ValueState, ValueStateDescriptor,
+};
 
-/// The mean of the added values; the accumulator (sum, count) differs from input and output.
-struct Mean;
+const TRANSACTIONS: u64 = 400_000;
+const PARTITIONS: usize = 4;
+const ACCOUNTS_PER_PARTITION: u64 = 500;
 
-impl AggregateFunction for Mean {
-    type In = i64;
-    type Acc = (i64, u64);
-    type Out = f64;
-    fn create_accumulator(&self) -> (i64, u64) {
+/// Transaction `i`: (account, amount in cents). Each account's transactions come from one
+/// partition, so their order, and every running total, is the same in every run.
+fn transaction(i: u64) -> (u64, i64) {
+    let per = TRANSACTIONS / PARTITIONS as u64;
+    let partition = i / per;
+    let mut z = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let account = partition * ACCOUNTS_PER_PARTITION + z % ACCOUNTS_PER_PARTITION;
+    (account, (z >> 20) as i64 % 50_000 + 100)
+}
+
+/// Its event time: transactions of a partition 2 ms apart, with pauses that end sessions.
+fn timestamp(i: u64) -> i64 {
+    let per = TRANSACTIONS / PARTITIONS as u64;
+    let j = (i % per) as i64;
+    j * 2 + (j / 20_000) * 5_000
+}
+
+fn rule() -> BroadcastStateDescriptor<Str, I64> {
+    BroadcastStateDescriptor::new("fraud-rule", Str, I64)
+}
+
+/// Keeps each account's running total; flags transactions above the broadcast rule's limit.
+/// Transactions that come before the rule wait in list state, and the rule's arrival replays
+/// them for every account.
+struct Totals {
+    total: Option<ValueState<I64>>,
+    waiting: Option<ListState<I64>>,
+}
+
+impl Totals {
+    fn apply(&self, b: &mut eddy::state::KeyedBackend<U64>, amount: i64, limit: i64) -> eddy::Result<String> {
+        let total = self.total.as_ref().expect("opened");
+        let t = total.get(b)?.unwrap_or(0) + amount;
+        total.update(b, &t)?;
+        let account = b.current_key()?;
+        Ok(format!("{account},{amount},{t}{}", if amount > limit { ",FLAGGED" } else { "" }))
+    }
+}
+
+impl KeyedBroadcastProcessFunction<U64, (u64, i64), (String, i64), String> for Totals {
+    fn open(&mut self, ctx: &mut OpenContext<'_, U64>) -> eddy::Result<()> {
+        self.total = Some(ctx.backend().state(ValueStateDescriptor::new("total", I64))?);
+        self.waiting = Some(ctx.backend().state(ListStateDescriptor::new("waiting", I64))?);
+        Ok(())
+    }
+
+    fn process(&mut self, (_, amount): (u64, i64), ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        let limit = ctx.broadcast_state(&rule())?.get(&"limit".to_owned()).copied();
+        match limit {
+            Some(limit) => {
+                let line = self.apply(ctx.backend(), amount, limit)?;
+                ctx.collect(line)
+            }
+            None => self.waiting.as_ref().expect("opened").add(ctx.backend(), &amount),
+        }
+    }
+
+    fn process_broadcast(
+        &mut self,
+        (name, limit): (String, i64),
+        ctx: &mut BroadcastContext<'_, U64, String>,
+    ) -> eddy::Result<()> {
+        ctx.broadcast_state(&rule())?.put(name, limit);
+        let waiting = self.waiting.as_ref().expect("opened");
+        let mut lines = Vec::new();
+        ctx.backend().apply_to_all_keys(waiting, |b, _| {
+            for amount in waiting.get_vec(b)? {
+                lines.push(self.apply(b, amount, limit)?);
+            }
+            waiting.clear(b)
+        })?;
+        lines.into_iter().try_for_each(|l| ctx.collect(l))
+    }
+}
+
+/// Count and sum of a session's amounts.
+#[derive(Clone)]
+struct CountSum;
+
+impl AggregateFunction for CountSum {
+    type In = (u64, i64);
+    type Acc = (u64, i64);
+    type Out = (u64, i64);
+    fn create_accumulator(&self) -> (u64, i64) {
         (0, 0)
     }
-    fn add(&self, v: i64, (sum, n): (i64, u64)) -> (i64, u64) {
-        (sum + v, n + 1)
+    fn add(&self, (_, amount): (u64, i64), (n, sum): (u64, i64)) -> (u64, i64) {
+        (n + 1, sum + amount)
     }
-    fn get_result(&self, &(sum, n): &(i64, u64)) -> f64 {
-        sum as f64 / n.max(1) as f64
+    fn get_result(&self, acc: &(u64, i64)) -> (u64, i64) {
+        *acc
     }
-    fn merge(&self, a: (i64, u64), b: (i64, u64)) -> (i64, u64) {
+    fn merge(&self, a: (u64, i64), b: (u64, i64)) -> (u64, i64) {
         (a.0 + b.0, a.1 + b.1)
     }
 }
 
-fn main() -> eddy::Result<()> {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let clock = ManualClock::new(0);
-    // The backend of subtask 0 of 1: it owns all 128 key groups.
-    let mut backend = KeyedBackend::builder(Str)
-        .java_key_hash()
-        .max_parallelism(128)
-        .clock(Arc::new(clock.clone()))
-        .store_options(StoreOptions::new().memory_budget(64 << 20))
-        .open(dir.path())?;
-
-    let views = backend.state(ValueStateDescriptor::of::<u64>("views").default_value(0))?;
-    let recent =
-        backend.state(ListStateDescriptor::of::<String>("recent").ttl(TtlConfig::new(Duration::from_secs(60))))?;
-    let per_page = backend.state(MapStateDescriptor::of::<String, u64>("per-page"))?;
-    let longest = backend.state(ReducingStateDescriptor::new("longest", I64, |a: i64, b: i64| a.max(b)))?;
-    let dwell = backend.state(AggregatingStateDescriptor::new("dwell", (I64, U64), Mean))?;
-    let timers = backend.timer_service("report")?;
-
-    // (event time in ms, user, page, dwell time in ms)
-    let events = [
-        (1_000, "alice", "/home", 300),
-        (2_000, "bob", "/home", 120),
-        (3_000, "alice", "/cart", 900),
-        (4_000, "alice", "/home", 450),
-        (65_000, "bob", "/checkout", 2_000),
-    ];
-    for (ts, user, page, ms) in events {
-        clock.set(ts);
-        backend.set_current_key(&user.to_string())?;
-        let n = views.get(&mut backend)?.unwrap_or(0);
-        views.update(&mut backend, &(n + 1))?;
-        recent.add(&mut backend, &page.to_string())?;
-        let page_views = per_page.get(&mut backend, &page.to_string())?.unwrap_or(0);
-        per_page.put(&mut backend, &page.to_string(), &(page_views + 1))?;
-        longest.add(&mut backend, ms)?;
-        dwell.add(&mut backend, ms)?;
-        // Report a minute after the user's first view (registering again changes nothing).
-        if n == 0 {
-            timers.register_event_time(&mut backend, &(), ts + 60_000)?;
+/// The job, writing into `out`; `fail` (when set) makes the source fail once, part-way.
+fn job(parallelism: usize, out: &Path, fail: Option<Arc<AtomicBool>>) -> eddy::runtime::Job {
+    let job = JobBuilder::new("quickstart").max_parallelism(128).parallelism(parallelism);
+    let generate = move |i: u64| {
+        if i % 250 == 0 {
+            // A stream, not a file: transactions arrive over time.
+            std::thread::sleep(Duration::from_millis(1));
         }
+        if i == TRANSACTIONS / PARTITIONS as u64 * 3 / 2 {
+            if let Some(f) = &fail {
+                if f.swap(false, Ordering::SeqCst) {
+                    panic!("injected failure at transaction {i}");
+                }
+            }
+        }
+        transaction(i)
+    };
+    let transactions = || GeneratorSource::new(TRANSACTIONS, PARTITIONS, generate.clone()).timestamps(timestamp);
+    let rules = job.source("rules", GeneratorSource::new(1, 1, |_| ("limit".to_owned(), 45_000i64))).broadcast();
+    job.source("transactions", transactions())
+        .key_by(|t: &(u64, i64)| t.0, U64)
+        .connect(rules)
+        .process("totals", || Totals { total: None, waiting: None })
+        .sink("totals_out", ExactlyOnceFileSink::new(out.join("totals")));
+    job.source_with_watermarks("events", transactions(), WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+        .key_by(|t: &(u64, i64)| t.0, U64)
+        .window("sessions", WindowAssigner::session(Duration::from_millis(1_000)), CountSum, (U64, I64))
+        .map(|w: WindowResult<u64, (u64, i64)>| {
+            format!("{},{},{},{},{}", w.key, w.window.start, w.window.end, w.value.0, w.value.1)
+        })
+        .sink("sessions_out", ExactlyOnceFileSink::new(out.join("sessions")));
+    job.build().expect("a valid job")
+}
+
+fn options(dir: &Path) -> RunOptions {
+    RunOptions::new(dir)
+        .checkpoints(CheckpointConfig::every(Duration::from_millis(200)).retained(2))
+        .restart(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(100) })
+        .memory_budget(64 << 20)
+}
+
+fn output(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for part in ["totals", "sessions"] {
+        let mut l = ExactlyOnceFileSink::read_published(out.join(part)).expect("published output");
+        l.iter_mut().for_each(|line| line.insert_str(0, &format!("{part}:")));
+        lines.extend(l);
     }
-    let kg = backend.current_key_group()?;
-    println!("bob is in key group {kg}, as in Flink for the String key \"bob\"");
+    lines.sort();
+    lines
+}
 
-    // The watermark passes: every due timer fires with its key as the current key.
-    clock.set(70_000);
-    timers.advance_watermark(&mut backend, 70_000, |b, timer| {
-        let user = timer.key;
-        let count = views.get(b)?.unwrap_or(0);
-        // Pages seen more than a minute ago have expired from `recent`.
-        let recent_pages = recent.get_vec(b)?;
-        let mut pages = Vec::new();
-        let mut it = per_page.iter(b)?;
-        while let Some((page, n)) = it.next_entry()? {
-            pages.push(format!("{page} x{n}"));
-        }
-        drop(it);
-        let (max, mean) = (longest.get(b)?.unwrap_or(0), dwell.get(b)?.unwrap_or(0.0));
-        println!(
-            "at {}: {user}: {count} views [{}], recent {recent_pages:?}, longest {max} ms, mean {mean:.0} ms",
-            timer.timestamp,
-            pages.join(", ")
-        );
-        Ok(())
-    })?;
+fn checkpoints(r: &JobResult) -> String {
+    let n = r.checkpoints.len();
+    if n == 0 {
+        return "no checkpoints".into();
+    }
+    let mean = r.checkpoints.iter().map(|c| c.duration.as_secs_f64()).sum::<f64>() / n as f64 * 1e3;
+    let bytes: u64 = r.checkpoints.iter().map(|c| c.bytes()).sum();
+    format!("{n} checkpoints, {mean:.0} ms on average, {:.1} MB written", bytes as f64 / 1e6)
+}
 
-    let mut users = backend.keys(&views)?;
-    users.sort();
-    let stats = backend.store().stats();
-    println!("users with state: {users:?}; {} bytes in the mutable region", stats.memtable_bytes);
+fn main() -> eddy::Result<()> {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let root = root.path();
+    let started = Instant::now();
+    // The injected failure is a panic in user code: one line for it, not a backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("[injected] {}", info.payload_as_str().unwrap_or("a panic"))));
 
-    // A checkpoint: the call returns once the mutable region is frozen; the files are written
-    // in the background while processing goes on.
-    let mut checkpoints = Checkpointer::local(dir.path().join("checkpoints"), CheckpointOptions::new())?;
-    let operator_state = OperatorStateBackend::new();
-    checkpoints.checkpoint(1, &mut backend, &operator_state, false)?;
-    backend.set_current_key(&"alice".to_string())?;
-    views.update(&mut backend, &100)?; // after the checkpoint's barrier
-    let info = checkpoints.wait(1)?;
-    println!("checkpoint 1: {} segment files, {} new", info.files, info.new_files);
-    backend.close()?;
+    // The reference: the same job without failures, at parallelism 2.
+    let reference = job(2, &root.join("reference-out"), None).run(&options(&root.join("reference")))?;
+    println!("reference run: {TRANSACTIONS} transactions twice (totals and sessions), {}", checkpoints(&reference));
 
-    // After a failure: a new backend from the checkpoint, its segments linked, not copied.
-    let source = RestoreSource::Checkpoint { storage: checkpoints.storage().clone(), id: 1 };
-    let (mut restored, _) = KeyedBackend::builder(Str)
-        .java_key_hash()
-        .max_parallelism(128)
-        .clock(Arc::new(clock.clone()))
-        .restore(dir.path().join("restored"), &[source])?;
-    let views = restored.state(ValueStateDescriptor::of::<u64>("views").default_value(0))?;
-    restored.set_current_key(&"alice".to_string())?;
-    println!("restored from checkpoint 1: alice has {} views", views.get(&mut restored)?.unwrap_or(0));
-    restored.close()
+    // The run: a failure part-way, then a stop with a savepoint, then 3 subtasks.
+    let out = root.join("out");
+    let fail = Arc::new(AtomicBool::new(true));
+    let handle = job(2, &out, Some(fail)).spawn(options(&root.join("run")))?;
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = handle.stop_with_savepoint(root.join("savepoint"))?;
+    let first = handle.join()?;
+    println!(
+        "first part at parallelism 2: {}, {} restart(s) after [{}], restored checkpoint(s) {:?}",
+        checkpoints(&first),
+        first.restarts,
+        first.failures.join("; "),
+        first.restored
+    );
+    let published = output(&out).len();
+    println!("stopped with a savepoint in {} after {published} published lines", savepoint.display());
+    let second = job(3, &out, None).run(&options(&root.join("run-rescaled")).from_savepoint(&savepoint))?;
+    println!("second part at parallelism 3, from the savepoint: {}", checkpoints(&second));
+
+    let (got, want) = (output(&out), output(&root.join("reference-out")));
+    let flagged = got.iter().filter(|l| l.ends_with("FLAGGED")).count();
+    let sessions = got.iter().filter(|l| l.starts_with("sessions:")).count();
+    println!(
+        "output: {} lines ({} running totals, {flagged} flagged by the broadcast rule; {sessions} sessions)",
+        got.len(),
+        got.len() - sessions
+    );
+    let exact = got == want;
+    println!(
+        "verdict: {} ({:.1} s in all)",
+        if exact { "the output equals the run without failures, every line exactly once" } else { "MISMATCH" },
+        started.elapsed().as_secs_f64()
+    );
+    if !exact {
+        std::process::exit(1);
+    }
+    Ok(())
 }
