@@ -227,6 +227,11 @@ fn corpus_block() {
 }
 
 #[test]
+fn corpus_job_checkpoint() {
+    corpus_with_mutations("job_checkpoint");
+}
+
+#[test]
 fn corpus_store_manifest() {
     corpus_with_mutations("store_manifest");
 }
@@ -864,6 +869,22 @@ fn generate_seed_corpus() {
             v
         }),
         ("store_manifest", "no-segments", StoreManifest { next_segment_id: 1, segments: vec![] }.encode()),
+        (
+            "job_checkpoint",
+            "two-operators",
+            eddy::runtime::JobCheckpoint {
+                id: 7,
+                max_parallelism: 128,
+                operators: vec![("numbers".into(), 2), ("count".into(), 3)],
+            }
+            .encode()
+            .into_bytes(),
+        ),
+        (
+            "job_checkpoint",
+            "no-operators",
+            eddy::runtime::JobCheckpoint { id: 1, max_parallelism: 4, operators: vec![] }.encode().into_bytes(),
+        ),
         (
             "store_manifest",
             "two-segments-masks",

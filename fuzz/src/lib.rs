@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("savepoint", savepoint),
     ("restore", restore),
     ("changelog", changelog),
+    ("job_checkpoint", job_checkpoint),
 ];
 
 /// The targets whose inputs open stores (and so start background threads).
@@ -231,6 +232,20 @@ fn store_manifest_once(data: &[u8]) {
         assert!(m.segments[..i].iter().all(|t| t.id != s.id));
         assert!(s.mask.iter().all(|(a, b)| a <= b));
     }
+}
+
+/// A job checkpoint's metadata (`format-spec/job-checkpoint.md`): decoded, and what decodes
+/// encodes to text that decodes the same.
+pub fn job_checkpoint(data: &[u8]) {
+    as_is_and_resealed(data, reseal::job_checkpoint, job_checkpoint_once);
+}
+
+fn job_checkpoint_once(data: &[u8]) {
+    let path = Path::new("fuzz");
+    let Ok(m) = eddy::runtime::JobCheckpoint::decode(path, data) else { return };
+    let again = m.encode();
+    assert_eq!(eddy::runtime::JobCheckpoint::decode(path, again.as_bytes()).as_ref().ok(), Some(&m));
+    assert!(m.operators.iter().all(|(u, p)| !u.is_empty() && !u.contains('/') && *p > 0));
 }
 
 /// Flags of the first byte of a `store_open` input.
@@ -1442,6 +1457,16 @@ fn check_lookup(view: BlockView<'_>, valid: bool, key: &[u8]) {
 /// far enough to find a checksum is left as it is. Never panics.
 pub mod reseal {
     use super::{CheckpointManifest, FOOTER_LEN, HEADER_LEN, MAX_BLOCKS};
+
+    /// A job checkpoint's metadata: its last line made the CRC-32 of the text before it (when
+    /// the bytes have such a line; the length stays the same).
+    pub fn job_checkpoint(data: &mut [u8]) {
+        let Some(at) = data.windows(6).rposition(|w| w == b"crc32 ") else { return };
+        let hex = format!("{:08x}", crc32(&data[..at]));
+        let end = (at + 6 + 8).min(data.len());
+        let n = end - (at + 6);
+        data[at + 6..end].copy_from_slice(&hex.as_bytes()[..n]);
+    }
 
     /// The CRC-32 (IEEE) that every eddy checksum uses.
     pub fn crc32(bytes: &[u8]) -> u32 {

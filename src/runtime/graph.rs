@@ -143,7 +143,11 @@ pub struct KeyedStream<T, K, Sel> {
 }
 
 fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    !uid.is_empty()
+        && uid.len() <= 64
+        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        && uid != "."
+        && uid != ".."
 }
 
 /// Adds a stage to the graph: its index.

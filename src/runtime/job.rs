@@ -111,22 +111,26 @@ pub struct JobResult {
     pub duration: Duration,
 }
 
-/// The job checkpoint metadata: which checkpoint, and every operator's parallelism, whose
-/// subtasks' checkpoints in `<uid>/p<parallelism>-s<subtask>` make it up
+/// A job checkpoint's (or job savepoint's) metadata: which checkpoint, the job's max
+/// parallelism, and every operator's parallelism, whose subtasks' checkpoints in
+/// `<uid>/p<parallelism>-s<subtask>` (savepoints in `<uid>-<subtask>`) make it up
 /// (`format-spec/job-checkpoint.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JobCheckpoint {
-    pub(crate) id: u64,
-    pub(crate) max_parallelism: u32,
+pub struct JobCheckpoint {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
     /// (uid, parallelism) per operator.
-    pub(crate) operators: Vec<(String, usize)>,
+    pub operators: Vec<(String, usize)>,
 }
 
 const JOB_MAGIC: &str = "eddy job checkpoint";
 const JOB_VERSION: u32 = 1;
 
 impl JobCheckpoint {
-    pub(crate) fn encode(&self) -> String {
+    /// The metadata's text.
+    pub fn encode(&self) -> String {
         let mut s = format!("{JOB_MAGIC} {JOB_VERSION}\nid {}\nmax_parallelism {}\n", self.id, self.max_parallelism);
         for (uid, p) in &self.operators {
             s.push_str(&format!("operator {uid} {p}\n"));
@@ -136,9 +140,9 @@ impl JobCheckpoint {
         s
     }
 
-    /// Decodes untrusted bytes: a typed error for anything damaged, truncated or of another
-    /// version.
-    pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
+    /// Decodes untrusted bytes read from `path` (named in errors): a typed error for anything
+    /// damaged, truncated or of another version.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
         let bad = |what: &'static str| Error::corrupted(path.to_owned(), 0, crate::Corruption::Malformed(what));
         let text = std::str::from_utf8(bytes).map_err(|_| bad("job checkpoint text"))?;
         let body_end = text.rfind("crc32 ").ok_or_else(|| bad("job checkpoint checksum line"))?;
@@ -177,8 +181,16 @@ impl JobCheckpoint {
                 return Err(bad("job checkpoint operator"));
             };
             let p: usize = p.parse().map_err(|_| bad("job checkpoint parallelism"))?;
-            if p == 0 || p > crate::keygroup::MAX_PARALLELISM_UPPER_BOUND as usize || uid.is_empty() {
+            if p == 0 || p > crate::keygroup::MAX_PARALLELISM_UPPER_BOUND as usize {
                 return Err(bad("job checkpoint parallelism"));
+            }
+            let valid = !uid.is_empty()
+                && uid.len() <= 64
+                && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && uid != "."
+                && uid != "..";
+            if !valid || operators.iter().any(|(u, _)| u == uid) {
+                return Err(bad("job checkpoint operator uid"));
             }
             operators.push((uid.to_owned(), p));
         }

@@ -70,7 +70,7 @@ pub use broadcast::{BroadcastContext, KeyedBroadcastProcessFunction};
 pub use emit::NO_TIMESTAMP;
 pub use function::{Context, KeyedProcessFunction, OpenContext, TimeDomain};
 pub use graph::{BroadcastConnectedStream, BroadcastStream, JobBuilder, KeyedStream, Stream};
-pub use job::{latest_job_checkpoint, CheckpointStats, Job, JobHandle, JobResult};
+pub use job::{latest_job_checkpoint, CheckpointStats, Job, JobCheckpoint, JobHandle, JobResult};
 pub use options::{CheckpointConfig, RestartStrategy, RunOptions};
 pub use sink::{CollectSink, DiscardingSink, ExactlyOnceFileSink, FnSink, Sink, SinkContext, SinkWriter};
 pub use source::{DirectorySource, FileSource, GeneratorSource, Poll, Source, SourceReader};
