@@ -652,3 +652,60 @@ fn a_job_stopped_with_a_savepoint_resumes_from_it_at_another_parallelism() {
     assert!(handle.stop_with_savepoint(&sp).is_err());
     handle.join().unwrap();
 }
+
+#[test]
+fn at_least_once_mode_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = counting_job(12_000, 200, 3, (3, 2), Fault::Operator(3_000), &out);
+    let opts = RunOptions::new(dir.path().join("checkpoints"))
+        .checkpoints(
+            CheckpointConfig::every(Duration::from_millis(5)).exactly_once(false).timeout(Duration::from_secs(20)),
+        )
+        .restart(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(1) })
+        .channel_capacity(4)
+        .memory_budget(16 << 20);
+    let r = job.run(&opts).expect("the job runs");
+    assert_eq!(r.restarts, 1);
+    let got: std::collections::BTreeSet<String> = published(&out).into_iter().collect();
+    for line in expected(12_000, 200) {
+        assert!(got.contains(&line), "{line} is missing");
+    }
+}
+
+#[test]
+fn restart_strategies_allow_what_flink_allows() {
+    use eddy::runtime::RestartStrategy as R;
+    // The strategies themselves, through jobs that fail every time.
+    let fails_always = |strategy: R| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = JobBuilder::new("fails");
+        job.source("s", GeneratorSource::new(10, 1, |i| i))
+            .key_by(|k: &u64| *k, U64)
+            .process("count", || Count { state: None, fail: Some(Trip::new(1, &Armed::always())) })
+            .sink("out", CollectSink::new());
+        // Each run makes a new function, whose trip fires at its first record.
+        let job = job.build().unwrap();
+        let start = std::time::Instant::now();
+        let r = job.run(&RunOptions::new(dir.path()).restart(strategy));
+        (r.is_err(), start.elapsed())
+    };
+    let (failed, _) = fails_always(R::None);
+    assert!(failed);
+    let (failed, took) = fails_always(R::FixedDelay { attempts: 2, delay: Duration::from_millis(30) });
+    assert!(failed && took >= Duration::from_millis(60), "two restarts 30 ms apart: {took:?}");
+    let (failed, took) = fails_always(R::ExponentialDelay {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        multiplier: 2.0,
+        reset_after: Duration::from_secs(60),
+        attempts: 3,
+    });
+    assert!(failed && took >= Duration::from_millis(10 + 20 + 40), "{took:?}");
+    let (failed, _) = fails_always(R::FailureRate {
+        max_failures: 2,
+        interval: Duration::from_secs(60),
+        delay: Duration::from_millis(1),
+    });
+    assert!(failed);
+}

@@ -502,6 +502,7 @@ impl Job {
                     reports: report_tx.clone(),
                     cancel: cancel.clone(),
                     checkpointing,
+                    aligned: opts.checkpoints.as_ref().is_none_or(|c| c.exactly_once),
                 };
                 let key_groups = max.subtask_range(p as u32, i as u32).map_err(Error::from)?;
                 let store_options = StoreOptions::new()

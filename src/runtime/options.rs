@@ -27,6 +27,10 @@ pub struct CheckpointConfig {
     pub changelog: bool,
     /// Whether checkpoints reuse the files of earlier ones.
     pub incremental: bool,
+    /// Exactly once (barriers aligned: an input that delivered a checkpoint's barrier waits
+    /// for the others), or at least once (no waiting: records after a barrier may be in the
+    /// checkpoint's state, and are processed again after a restore).
+    pub exactly_once: bool,
 }
 
 impl CheckpointConfig {
@@ -42,6 +46,7 @@ impl CheckpointConfig {
             retained: 1,
             changelog: false,
             incremental: true,
+            exactly_once: true,
         }
     }
 
@@ -84,6 +89,13 @@ impl CheckpointConfig {
     #[must_use]
     pub fn changelog(mut self, on: bool) -> Self {
         self.changelog = on;
+        self
+    }
+
+    /// Exactly once (aligned barriers, the default) or at least once.
+    #[must_use]
+    pub fn exactly_once(mut self, on: bool) -> Self {
+        self.exactly_once = on;
         self
     }
 

@@ -78,6 +78,8 @@ pub(crate) struct TaskCtx {
     pub(crate) reports: Sender<Reported>,
     pub(crate) cancel: Cancel,
     pub(crate) checkpointing: bool,
+    /// Whether barriers are aligned (exactly once) or not (at least once).
+    pub(crate) aligned: bool,
 }
 
 impl TaskCtx {
@@ -589,6 +591,9 @@ struct KeyedTask<K: Serializer, I, B, H> {
     channels: Vec<ChannelState>,
     /// The checkpoint being aligned: its barrier, when its first barrier came.
     aligning: Option<(Barrier, Instant)>,
+    /// Whether a channel that delivered the barrier waits for the others (exactly once); if
+    /// not, `blocked` only marks that it delivered it (at least once).
+    aligned: bool,
 }
 
 impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> KeyedTask<K, I, B, H> {
@@ -633,8 +638,10 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
                         None => self.aligning = Some((barrier, Instant::now())),
                     }
                     self.channels[c].blocked = true;
-                    // What follows the barrier waits for the alignment.
-                    held(self)[c - offset].held.extend(msgs.by_ref());
+                    if self.aligned {
+                        // What follows the barrier waits for the alignment.
+                        held(self)[c - offset].held.extend(msgs.by_ref());
+                    }
                 }
             }
         }
@@ -714,6 +721,7 @@ where
         side: side.into_iter().map(|rx| Input { rx, held: VecDeque::new() }).collect(),
         channels,
         aligning: None,
+        aligned: ctx.aligned,
     };
     t.head.open(&mut t.snaps.backend, &mut t.snaps.ops, ctx)?;
     let n_main = t.main.len();
@@ -744,14 +752,15 @@ where
         } else {
             let mut sel = Select::new();
             let mut which = Vec::with_capacity(t.channels.len());
+            let waits = |c: &ChannelState| c.ended || (c.blocked && t.aligned);
             for (i, input) in t.main.iter().enumerate() {
-                if !t.channels[i].blocked && !t.channels[i].ended {
+                if !waits(&t.channels[i]) {
                     sel.recv(&input.rx);
                     which.push(i);
                 }
             }
             for (i, input) in t.side.iter().enumerate() {
-                if !t.channels[n_main + i].blocked && !t.channels[n_main + i].ended {
+                if !waits(&t.channels[n_main + i]) {
                     sel.recv(&input.rx);
                     which.push(n_main + i);
                 }
