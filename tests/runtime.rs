@@ -709,3 +709,43 @@ fn restart_strategies_allow_what_flink_allows() {
     });
     assert!(failed);
 }
+
+#[test]
+fn a_slow_sink_backpressures_the_source_and_checkpoints_still_complete() {
+    use std::sync::atomic::AtomicU64;
+    let dir = tempfile::tempdir().unwrap();
+    let produced = Arc::new(AtomicU64::new(0));
+    let (consumed, lag) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let job = JobBuilder::new("backpressure").max_parallelism(8);
+    let p = produced.clone();
+    let (c, l, p2) = (consumed.clone(), lag.clone(), produced.clone());
+    job.source(
+        "fast",
+        GeneratorSource::new(30_000, 1, move |i| {
+            p.fetch_add(1, Ordering::Relaxed);
+            i % 100
+        }),
+    )
+    .key_by(|k: &u64| *k, U64)
+    .process("count", || Count { state: None, fail: None })
+    .sink(
+        "slow",
+        eddy::runtime::FnSink::new(move |_line: String| {
+            let done = c.fetch_add(1, Ordering::Relaxed) + 1;
+            l.fetch_max(p2.load(Ordering::Relaxed).saturating_sub(done), Ordering::Relaxed);
+            if done % 16 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(())
+        }),
+    );
+    let opts = RunOptions::new(dir.path())
+        .checkpoints(CheckpointConfig::every(Duration::from_millis(20)).timeout(Duration::from_secs(20)))
+        .channel_capacity(2);
+    let r = job.build().unwrap().run(&opts).unwrap();
+    assert_eq!(consumed.load(Ordering::Relaxed), 30_000);
+    // The source is never more than the channels, a batch being built and one burst ahead.
+    let max_lag = lag.load(Ordering::Relaxed);
+    assert!(max_lag < 6_000, "the source ran {max_lag} records ahead of the sink");
+    assert!(r.checkpoints.len() >= 3, "{} checkpoints under backpressure", r.checkpoints.len());
+}
