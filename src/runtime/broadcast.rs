@@ -140,6 +140,12 @@ where
         self.function.process_broadcast(record, &mut c)
     }
 
+    #[inline]
+    fn prefetch(&mut self, backend: &mut KeyedBackend<K>, record: &I, deep: bool) {
+        let key = (self.selector)(record);
+        backend.prefetch_key(&key, deep);
+    }
+
     fn advance_watermark(
         &mut self,
         backend: &mut KeyedBackend<K>,

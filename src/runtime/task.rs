@@ -363,6 +363,11 @@ pub(crate) fn run_source<S: Source>(
     }
 }
 
+/// How far ahead of the record being processed a keyed subtask fetches the index slot of a
+/// record's key, and the record the slot names.
+const PREFETCH_SLOT: usize = 8;
+const PREFETCH_RECORD: usize = 4;
+
 /// A channel of a keyed subtask's input, as alignment and watermarks see it.
 #[derive(Debug, Clone, Copy)]
 struct ChannelState {
@@ -402,6 +407,8 @@ pub(crate) trait Head<K: Serializer, I, B>: Send {
         ts: i64,
         pt: i64,
     ) -> Result<()>;
+    /// Fetches ahead what processing `record` will read (see [`KeyedBackend::prefetch_key`]).
+    fn prefetch(&mut self, backend: &mut KeyedBackend<K>, record: &I, deep: bool);
     fn advance_watermark(
         &mut self,
         backend: &mut KeyedBackend<K>,
@@ -531,6 +538,12 @@ where
         match record {}
     }
 
+    #[inline]
+    fn prefetch(&mut self, backend: &mut KeyedBackend<K>, record: &I, deep: bool) {
+        let key = (self.selector)(record);
+        backend.prefetch_key(&key, deep);
+    }
+
     fn advance_watermark(
         &mut self,
         backend: &mut KeyedBackend<K>,
@@ -605,10 +618,32 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
         held: fn(&mut Self) -> &mut Vec<Input<X>>,
         offset: usize,
         on_record: fn(&mut Self, X, i64, i64) -> Result<()>,
+        on_prefetch: Option<fn(&mut Self, &X, bool)>,
     ) -> Result<()> {
         let processing_time = now_millis();
         let mut msgs = msgs.into_iter();
+        if let Some(prefetch) = on_prefetch {
+            for (i, m) in msgs.as_slice().iter().take(PREFETCH_SLOT).enumerate() {
+                if let Msg::Record(v, _) = m {
+                    prefetch(self, v, false);
+                    if i < PREFETCH_RECORD {
+                        prefetch(self, v, true);
+                    }
+                }
+            }
+        }
         while let Some(msg) = msgs.next() {
+            if let Some(prefetch) = on_prefetch {
+                // The slot of a record some way ahead, and the record of one nearer: both are
+                // in the cache when their turn comes.
+                let ahead = msgs.as_slice();
+                if let Some(Msg::Record(v, _)) = ahead.get(PREFETCH_SLOT - 1) {
+                    prefetch(self, v, false);
+                }
+                if let Some(Msg::Record(v, _)) = ahead.get(PREFETCH_RECORD - 1) {
+                    prefetch(self, v, true);
+                }
+            }
             match msg {
                 Msg::Record(value, ts) => on_record(self, value, ts, processing_time)?,
                 Msg::Watermark(w) => {
@@ -646,6 +681,10 @@ impl<K: Serializer, I: Send + 'static, B: Send + 'static, H: Head<K, I, B>> Keye
             }
         }
         Ok(())
+    }
+
+    fn main_prefetch(&mut self, value: &I, deep: bool) {
+        self.head.prefetch(&mut self.snaps.backend, value, deep);
     }
 
     fn main_record(&mut self, value: I, ts: i64, pt: i64) -> Result<()> {
@@ -795,8 +834,12 @@ where
                 Control::Finish => finished = true,
                 Control::Stop => return t.snaps.close(ctx),
             },
-            Got::Main(i, msgs) => t.messages(i, msgs, |t| &mut t.main, 0, KeyedTask::main_record)?,
-            Got::Side(i, msgs) => t.messages(n_main + i, msgs, |t| &mut t.side, n_main, KeyedTask::side_record)?,
+            Got::Main(i, msgs) => {
+                t.messages(i, msgs, |t| &mut t.main, 0, KeyedTask::main_record, Some(KeyedTask::main_prefetch))?
+            }
+            Got::Side(i, msgs) => {
+                t.messages(n_main + i, msgs, |t| &mut t.side, n_main, KeyedTask::side_record, None)?
+            }
         }
         t.check_aligned(ctx)?;
         if !ended

@@ -314,6 +314,15 @@ impl Memtable {
         }
     }
 
+    /// Fetches the record the slot of `hash` names (which an earlier
+    /// [`prefetch_write`](Self::prefetch_write) brought into the cache).
+    #[inline]
+    pub(crate) fn prefetch_record(&self, hash: u64) {
+        if let Some(r) = self.table.first_with(hash) {
+            self.prefetch(r);
+        }
+    }
+
     /// Fetches the slot of the group hashed to `hash`.
     #[inline]
     pub(crate) fn prefetch_group(&self, hash: u64) {

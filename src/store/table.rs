@@ -253,6 +253,25 @@ impl HashIndex {
         prefetch(&self.slots.bytes()[i * SLOT_LEN..]);
     }
 
+    /// The record in the first slot with hash `hash` along its probe sequence, if the
+    /// sequence reaches one before an empty slot: for a prefetch, not a lookup (it may be
+    /// another key's with the same hash).
+    #[inline]
+    pub(crate) fn first_with(&self, hash: u64) -> Option<u64> {
+        let mut i = hash as usize & self.mask;
+        for _ in 0..4 {
+            let s = self.slots.get(i);
+            if s.hash == hash {
+                return Some(s.rec);
+            }
+            if s.hash == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
     /// The record whose hash is `hash` (already [`fix`](Self::fix)ed) and for which `eq` holds.
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u64) -> bool) -> Option<u64> {

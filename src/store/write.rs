@@ -319,6 +319,13 @@ impl Store {
         self.active.prefetch_write(h, 0);
     }
 
+    /// Fetches the record of the mutable region whose slot [`prefetch_hashed`](Self::prefetch_hashed)
+    /// fetched a little earlier.
+    #[inline]
+    pub(crate) fn prefetch_record_hashed(&self, h: u64) {
+        self.active.prefetch_record(h);
+    }
+
     /// The hash that indexes `key` in every layer of the store. The key group (its first two
     /// bytes) is left out, so the hash may be taken before it is set.
     #[inline]
