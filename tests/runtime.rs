@@ -749,3 +749,22 @@ fn a_slow_sink_backpressures_the_source_and_checkpoints_still_complete() {
     assert!(max_lag < 6_000, "the source ran {max_lag} records ahead of the sink");
     assert!(r.checkpoints.len() >= 3, "{} checkpoints under backpressure", r.checkpoints.len());
 }
+
+/// Regression: the final checkpoint was triggered while another was in flight; a source
+/// subtask completed both and its retention (one checkpoint) removed the first, which the job
+/// then completed; a failure in the sink's commit of it made the restart find it gone.
+#[test]
+fn the_final_checkpoint_waits_so_no_subtask_loses_a_checkpoint_the_job_completes() {
+    for n in 1..=12 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let job = counting_job(6_000, 100, 3, (3, 3), Fault::SinkCommit(n % 6 + 1), &out);
+        let opts = RunOptions::new(dir.path().join("checkpoints"))
+            .checkpoints(CheckpointConfig::every(Duration::from_millis(1)).timeout(Duration::from_secs(20)))
+            .restart(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::ZERO })
+            .channel_capacity(4)
+            .memory_budget(8 << 20);
+        job.run(&opts).unwrap_or_else(|e| panic!("commit failure {n}: {e}"));
+        assert_eq!(published(&out), expected(6_000, 100), "commit failure {n}");
+    }
+}

@@ -460,9 +460,11 @@ impl Job {
         let (exit_tx, exits) = crossbeam_channel::unbounded::<((usize, usize), Result<()>)>();
         let mut running: Vec<Vec<Running>> = Vec::new();
         let cp_opts = opts.checkpoints.as_ref().map(|c| {
+            // A subtask keeps, besides the retained checkpoints, those that completed there
+            // and may still complete for the job.
             CheckpointOptions::new()
                 .max_in_flight(c.max_concurrent.max(1) + 1)
-                .retain(c.retained)
+                .retain(c.retained + c.max_concurrent)
                 .incremental(c.incremental)
         });
         let next_id = restored.as_ref().map_or(1, |r| r.id + 1);
@@ -685,6 +687,7 @@ impl Job {
         let mut next_trigger = opts.checkpoints.as_ref().map(|c| Instant::now() + c.interval);
         let mut cancelled_exits = 0;
         let mut stopping: Option<PathBuf> = None;
+        let mut final_due = false;
         let never = crossbeam_channel::never();
         let commands = commands.unwrap_or(&never);
         loop {
@@ -721,15 +724,8 @@ impl Job {
                     match report {
                         Report::SourceDone => {
                             sources_done += 1;
-                            if sources_done == sources && opts.checkpoints.is_some() {
-                                // The final checkpoint: it covers all input, and its
-                                // completion commits what the sinks hold.
-                                let id = next_id;
-                                next_id += 1;
-                                final_id = Some(id);
-                                in_flight.insert(id, InFlight { triggered: SystemTime::now(), started: Instant::now(), acks: Vec::new(), savepoint: None });
-                                send_sources(Control::Trigger(Barrier { id, savepoint: None }));
-                            }
+                            // The final checkpoint (below) follows once nothing is in flight.
+                            final_due = sources_done == sources && opts.checkpoints.is_some();
                         }
                         Report::Ack(id, part) => {
                             let Some(f) = in_flight.get_mut(&id) else { continue };
@@ -821,6 +817,24 @@ impl Job {
                 default(timeout) => {}
             }
             let Some(c) = &opts.checkpoints else { continue };
+            if final_due && final_id.is_none() && stopping.is_none() && in_flight.is_empty() {
+                // The final checkpoint: it covers all input, and its completion commits
+                // what the sinks hold. Triggered only when no other is in flight, so that no
+                // subtask's retention gives up a checkpoint the job may still complete.
+                let id = next_id;
+                next_id += 1;
+                final_id = Some(id);
+                in_flight.insert(
+                    id,
+                    InFlight {
+                        triggered: SystemTime::now(),
+                        started: Instant::now(),
+                        acks: Vec::new(),
+                        savepoint: None,
+                    },
+                );
+                send_sources(Control::Trigger(Barrier { id, savepoint: None }));
+            }
             let now = Instant::now();
             // Timeouts.
             let late: Vec<u64> =
