@@ -425,7 +425,7 @@ impl<K: Serializer> KeyedBackend<K> {
         if deep {
             core.store.prefetch_record_hashed(h);
         } else {
-            core.store.prefetch_hashed(h);
+            core.store.prefetch_read_hashed(h);
         }
     }
 

@@ -316,10 +316,15 @@ impl Memtable {
 
     /// Fetches the record the slot of `hash` names (which an earlier
     /// [`prefetch_write`](Self::prefetch_write) brought into the cache).
+    /// Whether the slot named a record.
     #[inline]
-    pub(crate) fn prefetch_record(&self, hash: u64) {
-        if let Some(r) = self.table.first_with(hash) {
-            self.prefetch(r);
+    pub(crate) fn prefetch_record(&self, hash: u64) -> bool {
+        match self.table.first_with(hash) {
+            Some(r) => {
+                self.prefetch(r);
+                true
+            }
+            None => false,
         }
     }
 

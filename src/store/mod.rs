@@ -85,6 +85,11 @@ pub struct Store {
     /// Frozen regions being written, oldest first. Usually at most one: a full region waits
     /// for the previous one (a write stall), but a checkpoint freezes without waiting.
     frozen: VecDeque<Arc<Frozen>>,
+    /// The region flushed last, kept after its flush so that point reads of what it holds
+    /// stay one hash probe (rather than a segment search) until the next flush replaces it:
+    /// after a checkpoint froze the mutable region, the first read of each key would
+    /// otherwise go to the new segment. It holds exactly what the newest segment holds.
+    recent: Option<Arc<Frozen>>,
     segments: Vec<LiveSegment>,
     /// The serializer versions of the records written now (see [`set_schema`](Self::set_schema)).
     schema: Arc<SchemaTag>,
@@ -232,6 +237,7 @@ impl Store {
             dir: dir.to_path_buf(),
             active: Memtable::new(chunk_size(write_buffer)),
             frozen: VecDeque::new(),
+            recent: None,
             segments,
             schema: Arc::default(),
             log_schema: Arc::default(),

@@ -165,6 +165,18 @@ impl Store {
             }
         }
         if base.is_none() {
+            // The region flushed last holds what the newest segment holds: a value or a
+            // deletion found there is the answer; merge operands are left to the segment
+            // (which holds them too), so that none is counted twice.
+            if let Some(r) = &self.recent {
+                if let Some((kind, v)) = r.mem.get(h, key) {
+                    if kind != RecordKind::Merge {
+                        base = note(kind, v, &mut self.value, &mut self.operands, &mut self.operand_spans);
+                    }
+                }
+            }
+        }
+        if base.is_none() {
             let kg = key_group_of(key);
             let fh = key_hash64(key);
             if self.segments.len() > 1 {

@@ -175,9 +175,15 @@ impl Store {
             Ok(seg) => {
                 let frozen = self.frozen.pop_front();
                 self.flushes += 1;
+                self.recent = None;
                 if let Some(seg) = seg {
-                    let schema = frozen.map_or_else(|| self.schema.clone(), |f| f.schema.clone());
+                    let schema = frozen.as_ref().map_or_else(|| self.schema.clone(), |f| f.schema.clone());
                     self.segments.insert(0, LiveSegment { seg, mask: Vec::new(), schema });
+                    // Reads of a state being migrated must see the writers' tags, which only
+                    // the segments give them.
+                    if self.migrations.states.is_empty() {
+                        self.recent = frozen;
+                    }
                 }
                 self.resize_cache();
                 self.maybe_compact();
@@ -302,7 +308,8 @@ impl Store {
     pub(super) fn resize_cache(&mut self) {
         let meta: usize = self.segments.iter().map(|s| s.seg.pinned_memory()).sum();
         let budget = self.opts.memory_budget;
-        let cap = budget.saturating_sub(2 * self.write_buffer + meta).max(budget / 16);
+        // The mutable region, one frozen region being flushed and the one flushed last.
+        let cap = budget.saturating_sub(3 * self.write_buffer + meta).max(budget / 16);
         self.cache.set_capacity(cap);
     }
 
@@ -320,6 +327,7 @@ impl Store {
         }
         let (a, b) = (range.start(), range.end());
         self.lookaside = None;
+        self.recent = None;
         if let Some(log) = &mut self.log {
             log.interrupt();
         }
@@ -396,6 +404,7 @@ impl Store {
     /// Registers (or with `None` removes) how the records of state `state` written by its
     /// older serializers are converted to its present ones: compactions apply it from now on.
     pub(crate) fn set_migration(&mut self, state: u16, migration: Option<super::migrate::StateMigration>) {
+        self.recent = None;
         let m = Arc::make_mut(&mut self.migrations);
         m.failed.remove(&state);
         match migration {

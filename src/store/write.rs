@@ -319,11 +319,26 @@ impl Store {
         self.active.prefetch_write(h, 0);
     }
 
-    /// Fetches the record of the mutable region whose slot [`prefetch_hashed`](Self::prefetch_hashed)
-    /// fetched a little earlier.
+    /// Fetches the slot of `h` in the mutable region and in the region flushed last: for a
+    /// read a little later.
+    #[inline]
+    pub(crate) fn prefetch_read_hashed(&self, h: u64) {
+        self.active.prefetch_write(h, 0);
+        if let Some(r) = &self.recent {
+            r.mem.prefetch_write(h, 0);
+        }
+    }
+
+    /// Fetches the record whose slot [`prefetch_read_hashed`](Self::prefetch_read_hashed)
+    /// fetched a little earlier: the mutable region's, else the one of the region flushed
+    /// last.
     #[inline]
     pub(crate) fn prefetch_record_hashed(&self, h: u64) {
-        self.active.prefetch_record(h);
+        if !self.active.prefetch_record(h) {
+            if let Some(r) = &self.recent {
+                r.mem.prefetch_record(h);
+            }
+        }
     }
 
     /// The hash that indexes `key` in every layer of the store. The key group (its first two
