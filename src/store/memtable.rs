@@ -127,7 +127,6 @@ impl Memtable {
     }
 
     /// The number of distinct keys (including deletes).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.table.len()
     }

@@ -119,7 +119,12 @@ impl Store {
             return;
         }
         self.freezes += 1;
-        let fresh = Memtable::new(self.chunk_size());
+        let mut fresh = Memtable::new(self.chunk_size());
+        // The same keys are likely written again (a checkpoint froze the region, not a full
+        // one): the index starts at the size it grew to, sparing its rebuilds.
+        if self.active.memory() < self.write_buffer {
+            fresh.reserve(self.active.len());
+        }
         let compress = self.active.memory() >= RAW_FLUSH_BELOW.min(self.write_buffer / 2);
         let frozen = Arc::new(Frozen {
             mem: std::mem::replace(&mut self.active, fresh),
@@ -218,6 +223,11 @@ impl Store {
             return;
         };
         let end = pos + ticket.inputs.len();
+        if pos == 0 {
+            // The newest segment, which the region flushed last mirrors, is rewritten (its
+            // records perhaps filtered or converted): that region no longer answers for it.
+            self.recent = None;
+        }
         // Key groups dropped while the compaction ran are dropped from its output too.
         let mut mask: Vec<(KeyGroup, KeyGroup)> = Vec::new();
         for (s, &len) in self.segments[pos..end].iter().zip(&ticket.mask_lens) {
