@@ -768,3 +768,53 @@ fn the_final_checkpoint_waits_so_no_subtask_loses_a_checkpoint_the_job_completes
         assert_eq!(published(&out), expected(6_000, 100), "commit failure {n}");
     }
 }
+
+/// Emits each key once, from a processing-time timer 20 ms after its first record.
+struct Later {
+    seen: Option<ValueState<U64>>,
+}
+
+impl KeyedProcessFunction<U64, u64, String> for Later {
+    fn open(&mut self, ctx: &mut OpenContext<'_, U64>) -> eddy::Result<()> {
+        self.seen = Some(ctx.backend().state(ValueStateDescriptor::new("seen", U64))?);
+        Ok(())
+    }
+    fn process(&mut self, _key: u64, ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        let s = self.seen.as_ref().expect("opened");
+        if s.get(ctx.backend())?.is_none() {
+            s.update(ctx.backend(), &1)?;
+            let at = ctx.processing_time() + 20;
+            ctx.register_processing_time_timer(at)?;
+        }
+        Ok(())
+    }
+    fn on_timer(&mut self, ts: i64, domain: TimeDomain, ctx: &mut Context<'_, U64, String>) -> eddy::Result<()> {
+        assert_eq!(domain, TimeDomain::ProcessingTime);
+        assert!(ctx.processing_time() >= ts, "fired early");
+        let key = ctx.current_key()?;
+        ctx.collect(format!("{key}"))
+    }
+}
+
+#[test]
+fn processing_time_timers_fire_as_the_clock_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let job = JobBuilder::new("later").max_parallelism(8);
+    // The input lasts long enough (about 100 ms) for every timer to fire before it ends.
+    job.source(
+        "s",
+        GeneratorSource::new(100, 1, |i| {
+            std::thread::sleep(Duration::from_millis(1));
+            i % 10
+        }),
+    )
+    .key_by(|k: &u64| *k, U64)
+    .process("later", || Later { seen: None })
+    .parallelism(2)
+    .sink("out", sink.clone());
+    job.build().unwrap().run(&RunOptions::new(dir.path())).unwrap();
+    let mut got = sink.values();
+    got.sort();
+    assert_eq!(got, (0..10).map(|k| k.to_string()).collect::<Vec<_>>());
+}

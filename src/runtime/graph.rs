@@ -104,6 +104,17 @@ pub(crate) struct Graph {
     pub(crate) problems: Vec<String>,
 }
 
+/// A job, checked and ready to run (`run`, `spawn`): what [`JobBuilder::build`] gives.
+pub struct Job {
+    pub(crate) g: Graph,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("name", &self.g.name).field("operators", &self.g.stages.len()).finish()
+    }
+}
+
 /// Builds a job: see the [module documentation](super).
 pub struct JobBuilder {
     g: Rc<RefCell<Graph>>,
@@ -298,7 +309,7 @@ impl JobBuilder {
     }
 
     /// The job, checked: a graph that cannot run is refused with [`Misuse::InvalidJob`].
-    pub fn build(self) -> Result<super::job::Job> {
+    pub fn build(self) -> Result<Job> {
         let g = Rc::try_unwrap(self.g)
             .map_err(|_| Misuse::InvalidJob { why: "a stream of the job is still being built".into() })?
             .into_inner();
@@ -331,7 +342,7 @@ impl JobBuilder {
                 )));
             }
         }
-        Ok(super::job::Job::new(g))
+        Ok(Job { g })
     }
 }
 

@@ -20,20 +20,9 @@ use crate::store::StoreOptions;
 use crate::{Error, Result};
 
 use super::emit::{is_cancelled, Barrier, Cancel};
-use super::graph::{Graph, Setup};
+use super::graph::{Job, Setup};
 use super::options::{Restarts, RunOptions};
 use super::task::{Control, Report, Reported, SubtaskCheckpoint, TaskCtx};
-
-/// A job, checked and ready to run: see [`JobBuilder`](super::JobBuilder).
-pub struct Job {
-    g: Graph,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("name", &self.g.name).field("operators", &self.g.stages.len()).finish()
-    }
-}
 
 /// A completed checkpoint of a job, with the figures Flink's web UI shows.
 #[derive(Debug, Clone)]
@@ -336,10 +325,6 @@ impl JobHandle {
 const SAVEPOINT_METADATA: &str = "_job";
 
 impl Job {
-    pub(crate) fn new(g: Graph) -> Self {
-        Job { g }
-    }
-
     /// Runs the job until its sources end, restarting after failures by `opts.restart` from
     /// the latest completed checkpoint. A job started again on the same checkpoint directory
     /// resumes from its latest checkpoint, at the parallelism the job now has.
