@@ -801,7 +801,8 @@ fn processing_time_timers_fire_as_the_clock_passes() {
     let dir = tempfile::tempdir().unwrap();
     let sink = CollectSink::new();
     let job = JobBuilder::new("later").max_parallelism(8);
-    // The input lasts long enough (about 100 ms) for every timer to fire before it ends.
+    // The input lasts long enough (100 records 1 ms apart) for every timer to fire before it
+    // ends: a processing-time timer still pending at the end of input does not fire.
     job.source(
         "s",
         GeneratorSource::new(100, 1, |i| {

@@ -217,6 +217,9 @@ struct Partition<T> {
     last_record: Instant,
 }
 
+/// How long a source reads before it sends what it has and looks at its mailbox again.
+const FLUSH_AFTER: Duration = Duration::from_millis(5);
+
 /// How many records a source reads before it looks at its mailbox again.
 const SOURCE_BURST: usize = 2048;
 
@@ -298,6 +301,7 @@ pub(crate) fn run_source<S: Source>(
         }
         let mut read = 0;
         let mut all_ended = true;
+        let burst = Instant::now();
         for p in parts.iter_mut().filter(|p| !p.ended) {
             let mut n = 0;
             while n < SOURCE_BURST / 4 {
@@ -308,6 +312,11 @@ pub(crate) fn run_source<S: Source>(
                         }
                         chain.record(value, ts)?;
                         n += 1;
+                        // A slow source's records go out within a few milliseconds (Flink's
+                        // buffer timeout), not when a burst is full.
+                        if n % 8 == 0 && burst.elapsed() > FLUSH_AFTER {
+                            break;
+                        }
                     }
                     Poll::Idle => break,
                     Poll::End => {
