@@ -129,7 +129,7 @@ impl AggregateFunction for CountSum {
 fn job(parallelism: usize, out: &Path, fail: Option<Arc<AtomicBool>>) -> eddy::runtime::Job {
     let job = JobBuilder::new("quickstart").max_parallelism(128).parallelism(parallelism);
     let generate = move |i: u64| {
-        if i % 250 == 0 {
+        if i.is_multiple_of(250) {
             // A stream, not a file: transactions arrive over time.
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -192,7 +192,12 @@ fn main() -> eddy::Result<()> {
     let root = root.path();
     let started = Instant::now();
     // The injected failure is a panic in user code: one line for it, not a backtrace.
-    std::panic::set_hook(Box::new(|info| eprintln!("[injected] {}", info.payload_as_str().unwrap_or("a panic"))));
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what =
+            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        eprintln!("[injected] {}", what.unwrap_or("a panic"));
+    }));
 
     // The reference: the same job without failures, at parallelism 2.
     let reference = job(2, &root.join("reference-out"), None).run(&options(&root.join("reference")))?;

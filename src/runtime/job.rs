@@ -462,7 +462,7 @@ impl Job {
             }
             let prior =
                 restored.as_ref().and_then(|r| r.operators.iter().find(|(u, _)| *u == stage.uid).map(|(_, p)| *p));
-            let plan = match self.plan_restore(
+            let plan = match Self::plan_restore(
                 root,
                 &stage.uid,
                 p,
@@ -570,7 +570,6 @@ impl Job {
     /// from and its operator state, from checkpoint `id` where the operator ran at `prior`.
     /// Its own storage loses what checkpoints later than `id` left (they never completed).
     fn plan_restore(
-        &self,
         root: &Path,
         uid: &str,
         p: usize,
