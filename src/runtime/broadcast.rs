@@ -3,13 +3,13 @@
 //! broadcast side, read-only on the keyed side), and can apply a function to every key's
 //! state from the broadcast side. Flink's `KeyedBroadcastProcessFunction`.
 
-use crate::codec::{Serializer, Unit};
-use crate::state::{BroadcastState, BroadcastStateDescriptor, KeyedBackend, OperatorStateBackend, TimerService};
+use crate::codec::Serializer;
+use crate::state::{BroadcastState, BroadcastStateDescriptor, KeyedBackend, OperatorStateBackend};
 use crate::Result;
 
-use super::emit::{Barrier, Emit, NO_TIMESTAMP};
+use super::emit::{Emit, NO_TIMESTAMP};
 use super::function::{Context, OpenContext, TimeDomain};
-use super::task::{fire_event_timers, fire_processing_timers, Head, TaskCtx};
+use super::task::{Head, TaskCtx, Timed};
 
 /// What a broadcast record is processed with: the broadcast state read-write, and every
 /// key's state through the backend (there is no current key).
@@ -82,10 +82,8 @@ pub trait KeyedBroadcastProcessFunction<K: Serializer, I, B, O>: Send + 'static 
 pub(crate) struct BroadcastOperator<K: Serializer, I, B, O, F, Sel> {
     pub(crate) function: F,
     pub(crate) selector: Sel,
-    pub(crate) timers: TimerService<Unit>,
-    pub(crate) chain: Box<dyn Emit<O>>,
-    pub(crate) watermark: i64,
-    pub(crate) _types: std::marker::PhantomData<fn(K, I, B)>,
+    pub(crate) timed: Timed<K, O>,
+    pub(crate) _types: std::marker::PhantomData<fn(I, B)>,
 }
 
 impl<K, I, B, O, F, Sel> Head<K, I, B> for BroadcastOperator<K, I, B, O, F, Sel>
@@ -97,6 +95,12 @@ where
     F: KeyedBroadcastProcessFunction<K, I, B, O>,
     Sel: FnMut(&I) -> K::Value + Send,
 {
+    type Out = O;
+
+    fn timed(&mut self) -> &mut Timed<K, O> {
+        &mut self.timed
+    }
+
     fn open(&mut self, backend: &mut KeyedBackend<K>, ops: &mut OperatorStateBackend, ctx: &TaskCtx) -> Result<()> {
         self.function.open(&mut OpenContext {
             backend,
@@ -116,15 +120,7 @@ where
     ) -> Result<()> {
         let key = (self.selector)(&record);
         backend.set_current_key(&key)?;
-        let mut c = Context {
-            backend,
-            timers: &self.timers,
-            out: &mut *self.chain,
-            ops: Some(ops),
-            timestamp: ts,
-            watermark: self.watermark,
-            processing_time,
-        };
+        let mut c = self.timed.context(backend, Some(ops), ts, processing_time);
         self.function.process(record, &mut c)
     }
 
@@ -136,7 +132,8 @@ where
         ts: i64,
         _pt: i64,
     ) -> Result<()> {
-        let mut c = BroadcastContext { backend, ops, out: &mut *self.chain, timestamp: ts, watermark: self.watermark };
+        let t = &mut self.timed;
+        let mut c = BroadcastContext { backend, ops, out: &mut *t.chain, timestamp: ts, watermark: t.watermark };
         self.function.process_broadcast(record, &mut c)
     }
 
@@ -146,51 +143,14 @@ where
         backend.prefetch_key(&key, deep);
     }
 
-    fn advance_watermark(
+    fn fire(
         &mut self,
         backend: &mut KeyedBackend<K>,
         ops: &mut OperatorStateBackend,
-        watermark: i64,
+        domain: TimeDomain,
+        time: i64,
     ) -> Result<()> {
-        if watermark <= self.watermark {
-            return Ok(());
-        }
-        self.watermark = watermark;
         let function = &mut self.function;
-        fire_event_timers(&self.timers, backend, &mut *self.chain, Some(ops), watermark, |ts, c| {
-            function.on_timer(ts, TimeDomain::EventTime, c)
-        })?;
-        self.chain.watermark(watermark)
-    }
-
-    fn fire_processing_timers(
-        &mut self,
-        backend: &mut KeyedBackend<K>,
-        ops: &mut OperatorStateBackend,
-    ) -> Result<Option<i64>> {
-        let function = &mut self.function;
-        fire_processing_timers(&self.timers, backend, &mut *self.chain, Some(ops), self.watermark, |ts, c| {
-            function.on_timer(ts, TimeDomain::ProcessingTime, c)
-        })
-    }
-
-    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
-        self.timers.next_processing_time(backend)
-    }
-
-    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
-        self.chain.barrier(barrier, ops)
-    }
-
-    fn notify_complete(&mut self, id: u64) -> Result<()> {
-        self.chain.notify_complete(id)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.chain.flush()
-    }
-
-    fn end(&mut self) -> Result<()> {
-        self.chain.end()
+        self.timed.fire(backend, Some(ops), domain, time, |ts, c| function.on_timer(ts, domain, c))
     }
 }

@@ -25,7 +25,7 @@ use super::emit::{Batch, BroadcastRouter, Cancel, EdgeChannels, Emit, FilterEmit
 use super::function::KeyedProcessFunction;
 use super::sink::{Sink, SinkContext, SinkEmit};
 use super::source::Source;
-use super::task::{run_keyed, run_source, KeyedOperator, NoBroadcast, Snapshots, TaskCtx, WatermarkStrategy};
+use super::task::{run_keyed, run_source, KeyedOperator, NoBroadcast, Snapshots, TaskCtx, Timed, WatermarkStrategy};
 use super::window::{WindowAssigner, WindowOperator, WindowResult};
 
 /// What a subtask is given to start: its channels, where its state lives and where it comes
@@ -586,9 +586,7 @@ where
         let op = BroadcastOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
-            timers,
-            chain,
-            watermark: i64::MIN,
+            timed: Timed::new(timers, chain),
             _types: std::marker::PhantomData,
         };
         let checkpointer = checkpointer(&setup)?;
@@ -699,9 +697,7 @@ where
         let op = KeyedOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
-            timers,
-            chain,
-            watermark: i64::MIN,
+            timed: Timed::new(timers, chain),
             _types: std::marker::PhantomData,
         };
         let checkpointer = checkpointer(&setup)?;

@@ -399,6 +399,10 @@ pub(crate) enum NoBroadcast {}
 
 /// What a keyed subtask runs: its operator, seen from the loop that feeds it.
 pub(crate) trait Head<K: Serializer, I, B>: Send {
+    /// What the operator emits.
+    type Out;
+    /// Its timers and what follows it.
+    fn timed(&mut self) -> &mut Timed<K, Self::Out>;
     fn open(&mut self, backend: &mut KeyedBackend<K>, ops: &mut OperatorStateBackend, ctx: &TaskCtx) -> Result<()>;
     fn record(
         &mut self,
@@ -418,87 +422,137 @@ pub(crate) trait Head<K: Serializer, I, B>: Send {
     ) -> Result<()>;
     /// Fetches ahead what processing `record` will read (see [`KeyedBackend::prefetch_key`]).
     fn prefetch(&mut self, backend: &mut KeyedBackend<K>, record: &I, deep: bool);
+    /// Fires the timers of `domain` up to `time` (the watermark, or the wall clock): for
+    /// event time, once the watermark advanced past the operator's.
+    fn fire(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        ops: &mut OperatorStateBackend,
+        domain: TimeDomain,
+        time: i64,
+    ) -> Result<()>;
+
     fn advance_watermark(
         &mut self,
         backend: &mut KeyedBackend<K>,
         ops: &mut OperatorStateBackend,
         watermark: i64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        if watermark <= self.timed().watermark {
+            return Ok(());
+        }
+        self.timed().watermark = watermark;
+        self.fire(backend, ops, TimeDomain::EventTime, watermark)?;
+        self.timed().chain.watermark(watermark)
+    }
+
     /// Fires the processing-time timers that are due: the next one's time.
     fn fire_processing_timers(
         &mut self,
         backend: &mut KeyedBackend<K>,
         ops: &mut OperatorStateBackend,
-    ) -> Result<Option<i64>>;
-    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>>;
-    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()>;
-    fn notify_complete(&mut self, id: u64) -> Result<()>;
-    fn flush(&mut self) -> Result<()>;
-    fn end(&mut self) -> Result<()>;
+    ) -> Result<Option<i64>> {
+        self.fire(backend, ops, TimeDomain::ProcessingTime, now_millis())?;
+        self.next_processing_time(backend)
+    }
+
+    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
+        self.timed().timers.next_processing_time(backend)
+    }
+
+    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
+        self.timed().chain.barrier(barrier, ops)
+    }
+
+    fn notify_complete(&mut self, id: u64) -> Result<()> {
+        self.timed().chain.notify_complete(id)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.timed().chain.flush()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.timed().chain.end()
+    }
+}
+
+/// What every keyed operator has besides its function: its timers, the chain after it, and
+/// its watermark.
+pub(crate) struct Timed<K: Serializer, O> {
+    pub(crate) timers: TimerService<Unit>,
+    pub(crate) chain: Box<dyn Emit<O>>,
+    pub(crate) watermark: i64,
+    pub(crate) _key: std::marker::PhantomData<fn(K)>,
+}
+
+impl<K: Serializer, O> Timed<K, O> {
+    pub(crate) fn new(timers: TimerService<Unit>, chain: Box<dyn Emit<O>>) -> Self {
+        Timed { timers, chain, watermark: i64::MIN, _key: std::marker::PhantomData }
+    }
+
+    /// The context of a record or timer.
+    #[inline]
+    pub(crate) fn context<'a>(
+        &'a mut self,
+        backend: &'a mut KeyedBackend<K>,
+        ops: Option<&'a mut OperatorStateBackend>,
+        timestamp: i64,
+        processing_time: i64,
+    ) -> Context<'a, K, O> {
+        Context {
+            backend,
+            timers: &self.timers,
+            out: &mut *self.chain,
+            ops,
+            timestamp,
+            watermark: self.watermark,
+            processing_time,
+        }
+    }
+
+    /// Fires the timers of `domain` up to `time` through `on_timer`, each with its key as the
+    /// current key.
+    pub(crate) fn fire(
+        &mut self,
+        backend: &mut KeyedBackend<K>,
+        mut ops: Option<&mut OperatorStateBackend>,
+        domain: TimeDomain,
+        time: i64,
+        mut on_timer: impl FnMut(i64, &mut Context<'_, K, O>) -> Result<()>,
+    ) -> Result<()> {
+        let (timers, chain, watermark) = (&self.timers, &mut self.chain, self.watermark);
+        let processing_time = if domain == TimeDomain::ProcessingTime { time } else { now_millis() };
+        let each = |b: &mut KeyedBackend<K>, t: crate::state::Timer<K::Value, ()>| {
+            let mut c = Context {
+                backend: b,
+                timers,
+                out: &mut **chain,
+                ops: ops.as_deref_mut(),
+                timestamp: t.timestamp,
+                watermark,
+                processing_time,
+            };
+            on_timer(t.timestamp, &mut c)
+        };
+        match domain {
+            TimeDomain::EventTime => timers.advance_watermark(backend, time, each)?,
+            TimeDomain::ProcessingTime => timers.advance_processing_time(backend, time, each)?,
+        };
+        Ok(())
+    }
 }
 
 /// The keyed operator of a subtask: a process function with its timers.
 pub(crate) struct KeyedOperator<K: Serializer, I, O, F, Sel> {
     pub(crate) function: F,
     pub(crate) selector: Sel,
-    pub(crate) timers: TimerService<Unit>,
-    pub(crate) chain: Box<dyn Emit<O>>,
-    pub(crate) watermark: i64,
-    pub(crate) _types: std::marker::PhantomData<fn(K, I)>,
+    pub(crate) timed: Timed<K, O>,
+    pub(crate) _types: std::marker::PhantomData<fn(I)>,
 }
 
 pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Fires the event-time timers up to `watermark` through `on_timer`.
-pub(crate) fn fire_event_timers<K: Serializer, O>(
-    timers: &TimerService<Unit>,
-    backend: &mut KeyedBackend<K>,
-    chain: &mut dyn Emit<O>,
-    mut ops: Option<&mut OperatorStateBackend>,
-    watermark: i64,
-    mut on_timer: impl FnMut(i64, &mut Context<'_, K, O>) -> Result<()>,
-) -> Result<()> {
-    let processing_time = now_millis();
-    timers.advance_watermark(backend, watermark, |b, t| {
-        let mut c = Context {
-            backend: b,
-            timers,
-            out: &mut *chain,
-            ops: ops.as_deref_mut(),
-            timestamp: t.timestamp,
-            watermark,
-            processing_time,
-        };
-        on_timer(t.timestamp, &mut c)
-    })?;
-    Ok(())
-}
-
-/// Fires the processing-time timers that are due through `on_timer`: the next one's time.
-pub(crate) fn fire_processing_timers<K: Serializer, O>(
-    timers: &TimerService<Unit>,
-    backend: &mut KeyedBackend<K>,
-    chain: &mut dyn Emit<O>,
-    mut ops: Option<&mut OperatorStateBackend>,
-    watermark: i64,
-    mut on_timer: impl FnMut(i64, &mut Context<'_, K, O>) -> Result<()>,
-) -> Result<Option<i64>> {
-    let now = now_millis();
-    timers.advance_processing_time(backend, now, |b, t| {
-        let mut c = Context {
-            backend: b,
-            timers,
-            out: &mut *chain,
-            ops: ops.as_deref_mut(),
-            timestamp: t.timestamp,
-            watermark,
-            processing_time: now,
-        };
-        on_timer(t.timestamp, &mut c)
-    })?;
-    timers.next_processing_time(backend)
 }
 
 impl<K, I, O, F, Sel> Head<K, I, NoBroadcast> for KeyedOperator<K, I, O, F, Sel>
@@ -509,6 +563,12 @@ where
     F: KeyedProcessFunction<K, I, O>,
     Sel: FnMut(&I) -> K::Value + Send,
 {
+    type Out = O;
+
+    fn timed(&mut self) -> &mut Timed<K, O> {
+        &mut self.timed
+    }
+
     fn open(&mut self, backend: &mut KeyedBackend<K>, _ops: &mut OperatorStateBackend, ctx: &TaskCtx) -> Result<()> {
         self.function.open(&mut OpenContext { backend, ops: None, subtask: ctx.subtask, parallelism: ctx.parallelism })
     }
@@ -524,15 +584,7 @@ where
     ) -> Result<()> {
         let key = (self.selector)(&record);
         backend.set_current_key(&key)?;
-        let mut c = Context {
-            backend,
-            timers: &self.timers,
-            out: &mut *self.chain,
-            ops: None,
-            timestamp: ts,
-            watermark: self.watermark,
-            processing_time,
-        };
+        let mut c = self.timed.context(backend, None, ts, processing_time);
         self.function.process(record, &mut c)
     }
 
@@ -553,52 +605,15 @@ where
         backend.prefetch_key(&key, deep);
     }
 
-    fn advance_watermark(
+    fn fire(
         &mut self,
         backend: &mut KeyedBackend<K>,
         _ops: &mut OperatorStateBackend,
-        watermark: i64,
+        domain: TimeDomain,
+        time: i64,
     ) -> Result<()> {
-        if watermark <= self.watermark {
-            return Ok(());
-        }
-        self.watermark = watermark;
         let function = &mut self.function;
-        fire_event_timers(&self.timers, backend, &mut *self.chain, None, watermark, |ts, c| {
-            function.on_timer(ts, TimeDomain::EventTime, c)
-        })?;
-        self.chain.watermark(watermark)
-    }
-
-    fn fire_processing_timers(
-        &mut self,
-        backend: &mut KeyedBackend<K>,
-        _ops: &mut OperatorStateBackend,
-    ) -> Result<Option<i64>> {
-        let function = &mut self.function;
-        fire_processing_timers(&self.timers, backend, &mut *self.chain, None, self.watermark, |ts, c| {
-            function.on_timer(ts, TimeDomain::ProcessingTime, c)
-        })
-    }
-
-    fn next_processing_time(&mut self, backend: &mut KeyedBackend<K>) -> Result<Option<i64>> {
-        self.timers.next_processing_time(backend)
-    }
-
-    fn barrier(&mut self, barrier: &Barrier, ops: &mut OperatorStateBackend) -> Result<()> {
-        self.chain.barrier(barrier, ops)
-    }
-
-    fn notify_complete(&mut self, id: u64) -> Result<()> {
-        self.chain.notify_complete(id)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.chain.flush()
-    }
-
-    fn end(&mut self) -> Result<()> {
-        self.chain.end()
+        self.timed.fire(backend, None, domain, time, |ts, c| function.on_timer(ts, domain, c))
     }
 }
 
