@@ -819,3 +819,33 @@ fn processing_time_timers_fire_as_the_clock_passes() {
     got.sort();
     assert_eq!(got, (0..10).map(|k| k.to_string()).collect::<Vec<_>>());
 }
+
+/// Checks that each record's key is in the key group Flink gives a Long key.
+struct FlinkGroups;
+
+impl KeyedProcessFunction<I64, i64, String> for FlinkGroups {
+    fn open(&mut self, _ctx: &mut OpenContext<'_, I64>) -> eddy::Result<()> {
+        Ok(())
+    }
+    fn process(&mut self, key: i64, ctx: &mut Context<'_, I64, String>) -> eddy::Result<()> {
+        let flink = eddy::keygroup::MaxParallelism::new(128).unwrap().key_group(eddy::keygroup::java_hash_i64(key));
+        assert_eq!(ctx.backend().current_key_group()?, flink, "key {key}");
+        ctx.collect(format!("{key}@{flink}"))
+    }
+}
+
+#[test]
+fn java_key_hash_routes_keys_to_the_key_groups_flink_gives_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let job = JobBuilder::new("flink-groups").max_parallelism(128);
+    job.source("s", GeneratorSource::new(2_000, 2, |i| i as i64 * 7919 - 5_000))
+        .parallelism(2)
+        .key_by(|k: &i64| *k, I64)
+        .java_key_hash()
+        .process("check", || FlinkGroups)
+        .parallelism(3)
+        .sink("out", sink.clone());
+    job.build().unwrap().run(&RunOptions::new(dir.path())).unwrap();
+    assert_eq!(sink.values().len(), 2_000);
+}

@@ -214,6 +214,8 @@ pub(crate) struct KeyRouter<T, K: Serializer, F> {
     pub(crate) buffers: Vec<Batch<T>>,
     /// Per key group, the downstream subtask that owns it.
     pub(crate) owner: Vec<u32>,
+    /// The key's hash, if not eddy's default (murmur of the serialized key).
+    pub(crate) hash: Option<fn(&K::Value) -> i32>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) cancel: Cancel,
 }
@@ -222,6 +224,7 @@ impl<T: Send, K: Serializer, F: FnMut(&T) -> K::Value + Send> KeyRouter<T, K, F>
     pub(crate) fn new(
         selector: F,
         key_serializer: K,
+        hash: Option<fn(&K::Value) -> i32>,
         max_parallelism: MaxParallelism,
         outputs: Vec<Sender<Batch<T>>>,
         cancel: Cancel,
@@ -238,6 +241,7 @@ impl<T: Send, K: Serializer, F: FnMut(&T) -> K::Value + Send> KeyRouter<T, K, F>
             outputs,
             buffers,
             owner,
+            hash,
             scratch: Vec::new(),
             cancel,
         })
@@ -264,9 +268,15 @@ impl<T: Send, K: Serializer, F: FnMut(&T) -> K::Value + Send> Emit<T> for KeyRou
     #[inline]
     fn record(&mut self, value: T, timestamp: i64) -> Result<()> {
         let key = (self.selector)(&value);
-        self.scratch.clear();
-        self.key_serializer.write(&key, &mut self.scratch);
-        let kg = self.max_parallelism.key_group(hash_bytes(&self.scratch));
+        let hash = match self.hash {
+            Some(f) => f(&key),
+            None => {
+                self.scratch.clear();
+                self.key_serializer.write(&key, &mut self.scratch);
+                hash_bytes(&self.scratch)
+            }
+        };
+        let kg = self.max_parallelism.key_group(hash);
         let i = self.owner[usize::from(kg)] as usize;
         self.buffers[i].push(Msg::Record(value, timestamp));
         if self.buffers[i].len() >= BATCH {

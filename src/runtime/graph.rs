@@ -147,10 +147,12 @@ impl<T> Drop for Stream<T> {
 
 /// A stream partitioned by key: what [`Stream::key_by`] gives, for a keyed operator.
 #[must_use = "a keyed stream goes nowhere until a keyed operator processes it"]
-pub struct KeyedStream<T, K, Sel> {
+pub struct KeyedStream<T, K: Serializer, Sel> {
     stream: Stream<T>,
     selector: Sel,
     key_serializer: K,
+    /// Java's `hashCode` of the key, when asked for ([`KeyedStream::java_key_hash`]).
+    java_hash: Option<fn(&K::Value) -> i32>,
 }
 
 fn valid_uid(uid: &str) -> bool {
@@ -210,7 +212,12 @@ fn take_inputs<T: Send + 'static>(setup: &mut Setup, i: usize) -> Result<Vec<Rec
 }
 
 /// Ends `stream`'s chain in a router by key group: the edge it feeds.
-fn route_by_key<T, K, Sel>(mut stream: Stream<T>, selector: Sel, key_serializer: K) -> usize
+fn route_by_key<T, K, Sel>(
+    mut stream: Stream<T>,
+    selector: Sel,
+    key_serializer: K,
+    java_hash: Option<fn(&K::Value) -> i32>,
+) -> usize
 where
     T: Send + 'static,
     K: Serializer + Clone + Send + Sync,
@@ -226,6 +233,7 @@ where
         Ok(Box::new(KeyRouter::new(
             selector.clone(),
             key_serializer.clone(),
+            java_hash,
             cx.max_parallelism,
             outputs,
             cx.cancel.clone(),
@@ -394,7 +402,7 @@ impl<T: Send + 'static> Stream<T> {
         K: Serializer + Clone + Send + Sync,
         Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
     {
-        KeyedStream { stream: self, selector, key_serializer }
+        KeyedStream { stream: self, selector, key_serializer, java_hash: None }
     }
 
     /// Ends the stream in `sink` (chained to the operator before it), under the uid `uid`.
@@ -437,9 +445,9 @@ where
         F: KeyedProcessFunction<K, T, O>,
         Fac: Fn() -> F + Send + Sync + 'static,
     {
-        let KeyedStream { stream, selector, key_serializer } = self;
+        let KeyedStream { stream, selector, key_serializer, java_hash } = self;
         let g = stream.g.clone();
-        let edge = route_by_key(stream, selector.clone(), key_serializer.clone());
+        let edge = route_by_key(stream, selector.clone(), key_serializer.clone(), java_hash);
         let stage = add_stage(&g, uid, vec![edge]);
         g.borrow_mut().edges[edge].to = Some(stage);
         let factory = Arc::new(factory);
@@ -450,6 +458,7 @@ where
                 factory,
                 selector,
                 key_serializer,
+                java_hash,
                 tail,
                 _types: std::marker::PhantomData,
             }) as Arc<dyn StageSpec>
@@ -493,7 +502,7 @@ pub struct BroadcastStream<B> {
 
 /// A keyed stream connected to a broadcast stream: what [`KeyedStream::connect`] gives.
 #[must_use = "a connected stream goes nowhere until a function processes it"]
-pub struct BroadcastConnectedStream<T, K, Sel, B> {
+pub struct BroadcastConnectedStream<T, K: Serializer, Sel, B> {
     keyed: KeyedStream<T, K, Sel>,
     broadcast: BroadcastStream<B>,
 }
@@ -512,6 +521,16 @@ where
     K: Serializer + Clone + Send + Sync,
     Sel: Fn(&T) -> K::Value + Clone + Send + Sync + 'static,
 {
+    /// Routes keys by Java's `hashCode` (of `i32`, `i64` and `String` keys), so that each key
+    /// lands in the key group, and the subtask, Flink would give it; snapshots record it.
+    pub fn java_key_hash(mut self) -> Self
+    where
+        K::Value: crate::state::JavaHashCode,
+    {
+        self.java_hash = Some(crate::state::JavaHashCode::java_hash_code);
+        self
+    }
+
     /// Connects a broadcast stream: a [`KeyedBroadcastProcessFunction`] then sees both.
     pub fn connect<B: Clone + Send + 'static>(
         self,
@@ -536,9 +555,10 @@ where
         F: KeyedBroadcastProcessFunction<K, T, B, O>,
         Fac: Fn() -> F + Send + Sync + 'static,
     {
-        let BroadcastConnectedStream { keyed: KeyedStream { stream, selector, key_serializer }, broadcast } = self;
+        let BroadcastConnectedStream { keyed: KeyedStream { stream, selector, key_serializer, java_hash }, broadcast } =
+            self;
         let g = stream.g.clone();
-        let main = route_by_key(stream, selector.clone(), key_serializer.clone());
+        let main = route_by_key(stream, selector.clone(), key_serializer.clone(), java_hash);
         let side = route_to_all(broadcast.stream);
         let stage = add_stage(&g, uid, vec![main, side]);
         g.borrow_mut().edges[main].to = Some(stage);
@@ -551,6 +571,7 @@ where
                 factory,
                 selector,
                 key_serializer,
+                java_hash,
                 tail,
                 _types: std::marker::PhantomData,
             }) as Arc<dyn StageSpec>
@@ -559,11 +580,12 @@ where
     }
 }
 
-struct BroadcastStage<T, K, Sel, B, O, F, Fac> {
+struct BroadcastStage<T, K: Serializer, Sel, B, O, F, Fac> {
     uid: String,
     factory: Arc<Fac>,
     selector: Sel,
     key_serializer: K,
+    java_hash: Option<fn(&K::Value) -> i32>,
     tail: Tail<O>,
     _types: std::marker::PhantomData<fn(T, B) -> F>,
 }
@@ -582,7 +604,7 @@ where
         let main = take_inputs::<T>(&mut setup, 0)?;
         let side = take_inputs::<B>(&mut setup, 1)?;
         let (backend, ops, timers, chain) =
-            open_keyed(&self.uid, self.key_serializer.clone(), &self.tail, ctx, &mut setup)?;
+            open_keyed(&self.uid, self.key_serializer.clone(), self.java_hash, &self.tail, ctx, &mut setup)?;
         let op = BroadcastOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
@@ -600,11 +622,12 @@ where
 fn open_keyed<K: Serializer, O>(
     uid: &str,
     key_serializer: K,
+    java_hash: Option<fn(&K::Value) -> i32>,
     tail: &Tail<O>,
     ctx: &TaskCtx,
     setup: &mut Setup,
 ) -> Result<(KeyedBackend<K>, OperatorStateBackend, crate::state::TimerService<Unit>, Box<dyn Emit<O>>)> {
-    let mut backend = open_backend(key_serializer, setup)?;
+    let mut backend = open_backend(key_serializer, java_hash, setup)?;
     let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
     let timers = backend.timer_service(&format!("{uid}.timers"))?;
     let mut cx = ChainCtx {
@@ -622,12 +645,19 @@ fn open_keyed<K: Serializer, O>(
 }
 
 /// Opens a subtask's keyed backend: restored from `setup.restore`, or new.
-fn open_backend<K: Serializer>(key_serializer: K, setup: &Setup) -> Result<KeyedBackend<K>> {
-    let b = KeyedBackend::builder(key_serializer)
+fn open_backend<K: Serializer>(
+    key_serializer: K,
+    java_hash: Option<fn(&K::Value) -> i32>,
+    setup: &Setup,
+) -> Result<KeyedBackend<K>> {
+    let mut b = KeyedBackend::builder(key_serializer)
         .job(setup.job.clone())
         .max_parallelism(setup.max_parallelism.get())
         .key_groups(setup.key_groups)
         .store_options(setup.store_options.clone());
+    if let Some(f) = java_hash {
+        b = b.java_key_hash_fn(f);
+    }
     if setup.restore.is_empty() {
         b.open(&setup.store_dir)
     } else {
@@ -653,7 +683,7 @@ struct SourceStage<S: Source> {
 
 impl<S: Source> StageSpec for SourceStage<S> {
     fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
-        let backend = open_backend(Unit, &setup)?;
+        let backend = open_backend(Unit, None, &setup)?;
         let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
         let mut cx = ChainCtx {
             output: setup.output.take(),
@@ -672,11 +702,12 @@ impl<S: Source> StageSpec for SourceStage<S> {
     }
 }
 
-struct KeyedStage<T, K, Sel, O, F, Fac> {
+struct KeyedStage<T, K: Serializer, Sel, O, F, Fac> {
     uid: String,
     factory: Arc<Fac>,
     selector: Sel,
     key_serializer: K,
+    java_hash: Option<fn(&K::Value) -> i32>,
     tail: Tail<O>,
     _types: std::marker::PhantomData<fn(T) -> F>,
 }
@@ -693,7 +724,7 @@ where
     fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
         let inputs = take_inputs::<T>(&mut setup, 0)?;
         let (backend, ops, timers, chain) =
-            open_keyed(&self.uid, self.key_serializer.clone(), &self.tail, ctx, &mut setup)?;
+            open_keyed(&self.uid, self.key_serializer.clone(), self.java_hash, &self.tail, ctx, &mut setup)?;
         let op = KeyedOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),

@@ -140,6 +140,14 @@ impl<K: Serializer> KeyedBackendBuilder<K> {
         self
     }
 
+    /// Routes keys by Java's `hashCode` through `hash` (for a caller that holds the function
+    /// but not the [`JavaHashCode`] bound): [`java_key_hash`](Self::java_key_hash) by another way.
+    #[must_use]
+    pub(crate) fn java_key_hash_fn(mut self, hash: fn(&K::Value) -> i32) -> Self {
+        self.key_hash = Some(RoutingHash { name: JAVA_KEY_HASH.into(), hash, built_in: true });
+        self
+    }
+
     /// The name of the key-routing hash, checked.
     fn key_hash_name(&self) -> Result<Arc<str>> {
         let Some(h) = &self.key_hash else { return Ok(DEFAULT_KEY_HASH.into()) };
