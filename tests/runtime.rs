@@ -460,6 +460,10 @@ fn a_graph_that_cannot_run_is_refused_before_it_starts() {
     let job = JobBuilder::new("names");
     job.source("a/b", GeneratorSource::new(10, 1, |i| i)).sink("out", CollectSink::new());
     assert!(invalid(job.build()).contains("uid"));
+    // Nor one that could name the job's own directories.
+    let job = JobBuilder::new("names");
+    job.source("_job", GeneratorSource::new(10, 1, |i| i)).sink("out", CollectSink::new());
+    assert!(invalid(job.build()).contains("uid"));
 }
 
 #[test]

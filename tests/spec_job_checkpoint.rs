@@ -56,6 +56,7 @@ fn damage_is_a_typed_error() {
         "eddy job checkpoint 1\nid 7\nmax_parallelism 99999999999\n",
         "eddy job checkpoint 1\nid 7\nmax_parallelism 128\noperator a 0\n",
         "eddy job checkpoint 1\nid 7\nmax_parallelism 128\noperator ../x 1\n",
+        "eddy job checkpoint 1\nid 7\nmax_parallelism 128\noperator _job 1\n",
         "eddy job checkpoint 1\nid 7\nmax_parallelism 128\noperator a 1\noperator a 2\n",
         "eddy job checkpoint 1\nid 7\nmax_parallelism 128\noperator a 1 extra\n",
         "something else\n",

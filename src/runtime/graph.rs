@@ -156,18 +156,20 @@ pub struct KeyedStream<T, K: Serializer, Sel> {
 }
 
 fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid.len() <= 64
+    // It names directories beside the job's own (`_job`, `_work`): it starts with a letter or
+    // a digit.
+    uid.len() <= 64
+        && uid.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        && uid != "."
-        && uid != ".."
 }
 
 /// Adds a stage to the graph: its index.
 fn add_stage(g: &Rc<RefCell<Graph>>, uid: &str, inputs: Vec<usize>) -> usize {
     let mut g = g.borrow_mut();
     if !valid_uid(uid) {
-        g.problems.push(format!("operator uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.'"));
+        g.problems.push(format!(
+            "operator uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.', starting with a letter or a digit"
+        ));
     }
     if g.stages.iter().any(|s| s.uid == uid) {
         g.problems.push(format!("two operators have the uid {uid:?}"));
@@ -413,7 +415,7 @@ impl<T: Send + 'static> Stream<T> {
         {
             let mut g = self.g.borrow_mut();
             if !valid_uid(&uid) {
-                g.problems.push(format!("sink uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.'"));
+                g.problems.push(format!("sink uid {uid:?} must be 1 to 64 ASCII letters, digits, '_' or '.', starting with a letter or a digit"));
             }
         }
         let tail: Tail<T> = Arc::new(move |cx: &mut ChainCtx<'_>| {

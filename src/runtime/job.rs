@@ -173,11 +173,9 @@ impl JobCheckpoint {
             if p == 0 || p > crate::keygroup::MAX_PARALLELISM_UPPER_BOUND as usize {
                 return Err(bad("job checkpoint parallelism"));
             }
-            let valid = !uid.is_empty()
-                && uid.len() <= 64
-                && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-                && uid != "."
-                && uid != "..";
+            let valid = uid.len() <= 64
+                && uid.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
             if !valid || operators.iter().any(|(u, _)| u == uid) {
                 return Err(bad("job checkpoint operator uid"));
             }

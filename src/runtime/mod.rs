@@ -5,8 +5,10 @@
 //! and replayable; [`GeneratorSource`], [`FileSource`], [`DirectorySource`]), stateless
 //! operators (`map`, `filter`, `flat_map`) chained to the operator before them, `key_by` into a
 //! [`KeyedProcessFunction`] (keyed state of every kind, timers, the current key, timestamp and
-//! watermark), and sinks ([`Sink`]; [`ExactlyOnceFileSink`] commits its files in two phases with
-//! the checkpoints). Each parallel subtask of a source or a keyed operator runs on a thread of
+//! watermark), a keyed stream connected to a broadcast stream
+//! ([`KeyedBroadcastProcessFunction`]), event-time tumbling and session windows
+//! ([`KeyedStream::window`], [`WindowOperator`]), and sinks ([`Sink`]; [`ExactlyOnceFileSink`]
+//! commits its files in two phases with the checkpoints). Each parallel subtask of a source or a keyed operator runs on a thread of
 //! its own and handles its records, barriers, timers and the coordinator's messages one at a
 //! time; channels between subtasks are bounded, so a slow operator backpressures its inputs.
 //!
@@ -15,7 +17,12 @@
 //! synchronous part and goes on while the asynchronous part runs; a checkpoint completes when
 //! every subtask has acknowledged it and its metadata is durable, and then every subtask is
 //! notified. A failure anywhere stops the job, which restarts from the latest completed
-//! checkpoint by its [`RestartStrategy`], at the parallelism the job has now.
+//! checkpoint by its [`RestartStrategy`], at the parallelism the job has now. [`Job::spawn`]
+//! runs it on a thread of its own, and its [`JobHandle`] can stop it with a savepoint, from
+//! which [`RunOptions::from_savepoint`] starts it again, at any parallelism.
+//!
+//! Not built yet: unaligned checkpoints (the channels carry typed records, with no serializer
+//! to store those in flight with a checkpoint).
 //!
 //! ```
 //! use eddy::codec::U64;
