@@ -49,6 +49,8 @@ pub(crate) struct Setup {
     pub(crate) checkpoints: Option<(PathBuf, CheckpointOptions, Option<u64>)>,
     pub(crate) job: String,
     pub(crate) attempt: String,
+    /// The file system of the checkpoints and the working state.
+    pub(crate) fs: Arc<dyn crate::io::FileSystem>,
 }
 
 /// A stage, with its types erased: how to run one of its subtasks.
@@ -614,7 +616,7 @@ where
             _types: std::marker::PhantomData,
         };
         let checkpointer = checkpointer(&setup)?;
-        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
         run_keyed(ctx, main, side, op, snaps)
     }
 }
@@ -670,7 +672,8 @@ fn open_backend<K: Serializer>(
 /// The checkpointer of a subtask, created once its state is restored.
 fn checkpointer(setup: &Setup) -> Result<Option<Checkpointer>> {
     let Some((dir, opts, restored)) = &setup.checkpoints else { return Ok(None) };
-    let mut cp = Checkpointer::local(dir.clone(), opts.clone())?;
+    let storage = crate::checkpoint::LocalDirStorage::new(setup.fs.clone(), dir.clone())?;
+    let mut cp = Checkpointer::new(Arc::new(storage), opts.clone())?;
     if let Some(id) = restored {
         cp.notify_checkpoint_complete(*id);
     }
@@ -699,7 +702,7 @@ impl<S: Source> StageSpec for SourceStage<S> {
         };
         let chain = (self.tail)(&mut cx)?;
         let checkpointer = checkpointer(&setup)?;
-        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
         run_source(ctx, &*self.source, self.watermarks, chain, snaps)
     }
 }
@@ -734,7 +737,7 @@ where
             _types: std::marker::PhantomData,
         };
         let checkpointer = checkpointer(&setup)?;
-        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default() };
+        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
         run_keyed::<K, T, NoBroadcast, _>(ctx, inputs, Vec::new(), op, snaps)
     }
 }

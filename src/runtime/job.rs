@@ -13,7 +13,7 @@ use crate::error::Misuse;
 use crate::format::checkpoint::{CheckpointManifest, CHECKPOINT_VERSION};
 use crate::format::meta::OperatorStateSnapshot;
 use crate::format::savepoint::{SavepointReader, SAVEPOINT_VERSION};
-use crate::io::StdFs;
+use crate::io::{FileSystem, StdFs};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::OperatorStateBackend;
 use crate::store::StoreOptions;
@@ -202,20 +202,16 @@ fn storage_dir(root: &Path, uid: &str, parallelism: usize, subtask: usize) -> Pa
 }
 
 /// The ids of the job checkpoints under `root`, ascending.
-fn job_checkpoints(root: &Path) -> Result<Vec<u64>> {
+fn job_checkpoints(fs: &dyn FileSystem, root: &Path) -> Result<Vec<u64>> {
     let dir = metadata_dir(root);
+    if !fs.exists(&dir) {
+        return Ok(Vec::new());
+    }
     let mut ids = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for e in entries {
-                let name = e.map_err(|e| io(&dir, e))?.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
-                    ids.push(id);
-                }
-            }
+    for name in fs.list(&dir).map_err(|e| io(&dir, e))? {
+        if let Some(id) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+            ids.push(id);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&dir, e)),
     }
     ids.sort_unstable();
     Ok(ids)
@@ -224,13 +220,13 @@ fn job_checkpoints(root: &Path) -> Result<Vec<u64>> {
 /// The latest completed checkpoint of the job under `root` whose metadata reads back. A
 /// damaged metadata file is passed over for an older one, as for keyed checkpoints.
 pub fn latest_job_checkpoint(root: impl AsRef<Path>) -> Result<Option<u64>> {
-    Ok(latest(root.as_ref())?.map(|c| c.id))
+    Ok(latest(&StdFs::new(), root.as_ref())?.map(|c| c.id))
 }
 
-fn latest(root: &Path) -> Result<Option<JobCheckpoint>> {
-    for id in job_checkpoints(root)?.into_iter().rev() {
+fn latest(fs: &dyn FileSystem, root: &Path) -> Result<Option<JobCheckpoint>> {
+    for id in job_checkpoints(fs, root)?.into_iter().rev() {
         let path = metadata_path(root, id);
-        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        let bytes = fs.open(&path).map_err(|e| io(&path, e))?;
         match JobCheckpoint::decode(&path, &bytes) {
             Ok(c) if c.id == id => return Ok(Some(c)),
             Ok(_) | Err(Error::Corrupted { .. }) => continue,
@@ -241,15 +237,28 @@ fn latest(root: &Path) -> Result<Option<JobCheckpoint>> {
 }
 
 /// Writes `bytes` to `path` atomically and durably.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    fs.create_dir_all(dir).map_err(|e| io(dir, e))?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+    let mut f = fs.create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.append(bytes).and_then(|()| f.sync()).map_err(|e| io(&tmp, e))?;
+    drop(f);
+    fs.rename(&tmp, path).map_err(|e| io(path, e))?;
+    fs.sync_dir(dir).map_err(|e| io(dir, e))
+}
+
+/// The file system a run keeps its checkpoints and working state on.
+fn file_system(opts: &RunOptions) -> Arc<dyn FileSystem> {
+    opts.file_system.clone().unwrap_or_else(|| Arc::new(StdFs::new()))
+}
+
+/// Where an operator's state comes back from: the checkpoint (or savepoint) and the
+/// operator's parallelism in it.
+struct RestorePoint<'a> {
+    id: Option<u64>,
+    parallelism: Option<usize>,
+    savepoint: Option<&'a Path>,
 }
 
 /// A subtask's thread and where its messages go.
@@ -346,7 +355,7 @@ impl Job {
             c.check()?;
         }
         let root = &opts.checkpoint_dir;
-        std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+        file_system(opts).create_dir_all(root).map_err(|e| io(root, e))?;
         let mut restarts = Restarts::new(opts.restart.clone());
         let mut result = JobResult {
             restarts: 0,
@@ -393,11 +402,12 @@ impl Job {
         let root = &opts.checkpoint_dir;
         let max = MaxParallelism::new(g.max_parallelism).map_err(Error::from)?;
         // The latest checkpoint of this run, else the savepoint it starts from.
-        let (restored, from_savepoint) = match (latest(root)?, &opts.from_savepoint) {
+        let fs = file_system(opts);
+        let (restored, from_savepoint) = match (latest(&*fs, root)?, &opts.from_savepoint) {
             (Some(c), _) => (Some(c), None),
             (None, Some(dir)) => {
                 let path = dir.join(SAVEPOINT_METADATA);
-                let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                let bytes = fs.open(&path).map_err(|e| io(&path, e))?;
                 (Some(JobCheckpoint::decode(&path, &bytes)?), Some(dir.clone()))
             }
             (None, None) => (None, None),
@@ -460,15 +470,12 @@ impl Job {
             }
             let prior =
                 restored.as_ref().and_then(|r| r.operators.iter().find(|(u, _)| *u == stage.uid).map(|(_, p)| *p));
-            let plan = match Self::plan_restore(
-                root,
-                &stage.uid,
-                p,
-                max,
-                restored.as_ref().map(|r| r.id),
-                prior,
-                from_savepoint.as_deref(),
-            ) {
+            let point = RestorePoint {
+                id: restored.as_ref().map(|r| r.id),
+                parallelism: prior,
+                savepoint: from_savepoint.as_deref(),
+            };
+            let plan = match Self::plan_restore(&fs, root, &stage.uid, p, max, &point) {
                 Ok(plan) => plan,
                 Err(e) => {
                     setup_error = Some(e);
@@ -491,7 +498,7 @@ impl Job {
                 };
                 let key_groups = max.subtask_range(p as u32, i as u32).map_err(Error::from)?;
                 let store_options = StoreOptions::new()
-                    .file_system(Arc::new(StdFs::new()))
+                    .file_system(fs.clone())
                     .memory_budget(opts.memory_budget)
                     .changelog(opts.checkpoints.as_ref().is_some_and(|c| c.changelog));
                 let setup = Setup {
@@ -509,6 +516,7 @@ impl Job {
                     }),
                     job: g.name.clone(),
                     attempt: attempt.clone(),
+                    fs: fs.clone(),
                 };
                 let spec = stage
                     .spec
@@ -560,7 +568,9 @@ impl Job {
                 let _ = t.join();
             }
         }
-        let _ = std::fs::remove_dir_all(&work);
+        if opts.file_system.is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
         Ok(outcome)
     }
 
@@ -568,21 +578,20 @@ impl Job {
     /// from and its operator state, from checkpoint `id` where the operator ran at `prior`.
     /// Its own storage loses what checkpoints later than `id` left (they never completed).
     fn plan_restore(
+        fs: &Arc<dyn FileSystem>,
         root: &Path,
         uid: &str,
         p: usize,
         max: MaxParallelism,
-        id: Option<u64>,
-        prior: Option<usize>,
-        savepoint: Option<&Path>,
+        point: &RestorePoint<'_>,
     ) -> Result<Vec<(Vec<RestoreSource>, OperatorStateSnapshot)>> {
-        let fs = Arc::new(StdFs::new());
+        let (id, prior, savepoint) = (point.id, point.parallelism, point.savepoint);
         let storage = |parallelism: usize, i: usize| -> Result<Arc<dyn CheckpointStorage>> {
             Ok(Arc::new(LocalDirStorage::new(fs.clone(), storage_dir(root, uid, parallelism, i))?))
         };
         for i in 0..p {
             let dir = storage_dir(root, uid, p, i);
-            if dir.exists() {
+            if fs.exists(&dir) {
                 let s = storage(p, i)?;
                 for m in s.manifests()? {
                     if savepoint.is_some() || id.is_none_or(|id| m > id) {
@@ -610,7 +619,7 @@ impl Job {
                 Some(sp) => {
                     let dir = sp.join(format!("{uid}-{j}"));
                     let path = crate::checkpoint::savepoint_file(&dir);
-                    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                    let bytes = fs.open(&path).map_err(|e| io(&path, e))?;
                     let reader = SavepointReader::new(&bytes).map_err(|e| e.into_error(&path, SAVEPOINT_VERSION))?;
                     old_ops.push(reader.meta.operator);
                     old.push((range, RestoreSource::Savepoint { fs: fs.clone(), dir }));
@@ -644,6 +653,7 @@ impl Job {
     ) -> Outcome {
         let g = &self.g;
         let root = &opts.checkpoint_dir;
+        let fs = file_system(opts);
         let total: usize = running.iter().map(Vec::len).sum();
         let all = || running.iter().flatten();
         let send_all = |c: Control| {
@@ -720,7 +730,7 @@ impl Job {
                                     operators: g.stages.iter().zip(running).map(|(s, r)| (s.uid.clone(), r.len())).collect(),
                                 };
                                 if let Some((dir, reply)) = f.savepoint {
-                                    let written = write_atomic(&dir.join(SAVEPOINT_METADATA), meta.encode().as_bytes());
+                                    let written = write_atomic(&*fs, &dir.join(SAVEPOINT_METADATA), meta.encode().as_bytes());
                                     let ok = written.is_ok();
                                     let _ = reply.send(written.map(|()| dir.clone()));
                                     if ok {
@@ -733,7 +743,7 @@ impl Job {
                                     }
                                     continue;
                                 }
-                                if let Err(e) = write_atomic(&metadata_path(root, id), meta.encode().as_bytes()) {
+                                if let Err(e) = write_atomic(&*fs, &metadata_path(root, id), meta.encode().as_bytes()) {
                                     return Outcome::Failed(e);
                                 }
                                 // Older checkpoints still in flight are subsumed.
@@ -783,11 +793,11 @@ impl Job {
                         let _ = reply.send(Err(Error::JobCheckpoint { id: 0, why: "the job is already ending".into() }));
                         continue;
                     }
-                    if dir.join(SAVEPOINT_METADATA).exists() {
+                    if fs.exists(&dir.join(SAVEPOINT_METADATA)) {
                         let _ = reply.send(Err(Misuse::NotEmpty.into()));
                         continue;
                     }
-                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                    if let Err(e) = fs.create_dir_all(&dir) {
                         let _ = reply.send(Err(io(&dir, e)));
                         continue;
                     }
@@ -852,11 +862,12 @@ impl Job {
     fn retain(&self, opts: &RunOptions, running: &[Vec<Running>]) -> Result<()> {
         let Some(c) = &opts.checkpoints else { return Ok(()) };
         let root = &opts.checkpoint_dir;
-        let ids = job_checkpoints(root)?;
+        let fs = file_system(opts);
+        let ids = job_checkpoints(&*fs, root)?;
         let keep = ids.len().saturating_sub(c.retained);
         for id in &ids[..keep] {
             let path = metadata_path(root, *id);
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            fs.remove(&path).map_err(|e| io(&path, e))?;
         }
         // The storages of parallelisms that no kept checkpoint names.
         let mut named: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -866,11 +877,16 @@ impl Job {
         let mut kept = Vec::new();
         for id in &ids[keep..] {
             let path = metadata_path(root, *id);
-            if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(bytes) = fs.open(&path) {
                 if let Ok(m) = JobCheckpoint::decode(&path, &bytes) {
                     kept.push(m);
                 }
             }
+        }
+        if opts.file_system.is_some() {
+            // Another file system has no listing of directories: its storages of other
+            // parallelisms stay.
+            return Ok(());
         }
         for s in &self.g.stages {
             let dir = root.join(&s.uid);

@@ -235,6 +235,9 @@ pub struct RunOptions {
     pub memory_budget: usize,
     /// The savepoint a job starts from when its checkpoint directory has no checkpoint yet.
     pub from_savepoint: Option<PathBuf>,
+    /// The file system of the checkpoints, the job's metadata and the subtasks' working
+    /// state; the real one when `None`. (Sources and sinks use their own paths.)
+    pub file_system: Option<std::sync::Arc<dyn crate::io::FileSystem>>,
 }
 
 impl RunOptions {
@@ -249,6 +252,7 @@ impl RunOptions {
             log_checkpoints: false,
             memory_budget: 256 << 20,
             from_savepoint: None,
+            file_system: None,
         }
     }
 
@@ -293,6 +297,14 @@ impl RunOptions {
     #[must_use]
     pub fn from_savepoint(mut self, dir: impl Into<PathBuf>) -> Self {
         self.from_savepoint = Some(dir.into());
+        self
+    }
+
+    /// Keeps checkpoints, the job's metadata and the subtasks' working state on `fs` (a
+    /// [`FaultFs`](crate::io::FaultFs) injects I/O errors there).
+    #[must_use]
+    pub fn file_system(mut self, fs: std::sync::Arc<dyn crate::io::FileSystem>) -> Self {
+        self.file_system = Some(fs);
         self
     }
 

@@ -96,6 +96,8 @@ pub(crate) struct Snapshots<K: Serializer> {
     pub(crate) checkpointer: Option<Checkpointer>,
     /// Per checkpoint in flight: its sync part and alignment.
     pub(crate) in_flight: HashMap<u64, (Duration, Duration)>,
+    /// The file system savepoints are written to.
+    pub(crate) fs: std::sync::Arc<dyn crate::io::FileSystem>,
 }
 
 impl<K: Serializer> Snapshots<K> {
@@ -108,7 +110,7 @@ impl<K: Serializer> Snapshots<K> {
             None => cp.checkpoint(id, &mut self.backend, &self.ops, false),
             Some(dir) => cp.savepoint(
                 id,
-                std::sync::Arc::new(crate::io::StdFs::new()),
+                self.fs.clone(),
                 dir.join(format!("{}-{}", ctx.uid, ctx.subtask)),
                 &mut self.backend,
                 &self.ops,
