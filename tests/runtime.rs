@@ -477,6 +477,9 @@ fn checkpoint_statistics_are_reported_per_checkpoint() {
     assert!(r.checkpoints.windows(2).all(|w| w[0].id < w[1].id));
     let line = last.to_string();
     assert!(line.starts_with(&format!("checkpoint {}:", last.id)), "{line}");
+    // The whole state is at least what the last checkpoint stored anew.
+    assert!(last.state_size() >= last.bytes() && last.state_size() > 0, "{line}");
+    assert!(last.subtasks.iter().all(|s| s.state_size > 0));
 }
 
 /// A sum and a count, merged for session windows.

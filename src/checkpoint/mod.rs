@@ -229,6 +229,9 @@ pub struct CheckpointInfo {
     pub bytes_new: u64,
     /// The size of its manifest (or of the savepoint file).
     pub manifest_bytes: u64,
+    /// The size of the whole state it names: its files (shared with earlier checkpoints or
+    /// not) and its manifest; a savepoint's file.
+    pub state_bytes: u64,
     /// How long the asynchronous part took.
     pub async_duration: Duration,
 }

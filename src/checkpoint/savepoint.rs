@@ -71,6 +71,7 @@ pub(super) fn savepoint(mut job: SavepointJob) -> Result<CheckpointInfo> {
             bytes_copied: len,
             bytes_new: len,
             manifest_bytes: len,
+            state_bytes: len,
             async_duration: start.elapsed(),
         })
     })();

@@ -323,6 +323,9 @@ impl Worker {
             bytes_copied: stored.copied,
             bytes_new: stored.new,
             manifest_bytes: bytes.len() as u64,
+            state_bytes: manifest.segments.iter().map(|s| s.file_len).sum::<u64>()
+                + manifest.logs.iter().map(|l| l.file_len).sum::<u64>()
+                + bytes.len() as u64,
             async_duration: start.elapsed(),
         };
         self.completed.insert(job.id, files);

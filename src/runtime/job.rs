@@ -63,13 +63,19 @@ impl CheckpointStats {
     pub fn shared_files(&self) -> usize {
         self.subtasks.iter().map(|s| s.shared_files).sum()
     }
+
+    /// The size of the whole state the checkpoint names, over all subtasks (Flink's
+    /// "full checkpoint data size").
+    pub fn state_size(&self) -> u64 {
+        self.subtasks.iter().map(|s| s.state_size).sum()
+    }
 }
 
 impl std::fmt::Display for CheckpointStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "checkpoint {}: {:.1} ms, sync max {:.2} ms, async max {:.1} ms, alignment max {:.2} ms, {} bytes new, {} files shared, {} subtasks",
+            "checkpoint {}: {:.1} ms, sync max {:.2} ms, async max {:.1} ms, alignment max {:.2} ms, {} bytes new, {} files shared, state {} bytes, {} subtasks",
             self.id,
             self.duration.as_secs_f64() * 1e3,
             self.max_sync().as_secs_f64() * 1e3,
@@ -77,6 +83,7 @@ impl std::fmt::Display for CheckpointStats {
             self.max_alignment().as_secs_f64() * 1e3,
             self.bytes(),
             self.shared_files(),
+            self.state_size(),
             self.subtasks.len()
         )
     }

@@ -52,6 +52,8 @@ pub struct SubtaskCheckpoint {
     pub shared_files: usize,
     /// Files it names in all.
     pub files: usize,
+    /// The size of the whole state it names (see [`CheckpointInfo::state_bytes`](crate::checkpoint::CheckpointInfo::state_bytes)).
+    pub state_size: u64,
 }
 
 /// What a subtask tells the coordinator.
@@ -144,6 +146,7 @@ impl<K: Serializer> Snapshots<K> {
                         bytes: info.bytes_new,
                         shared_files: info.files - info.new_files,
                         files: info.files,
+                        state_size: info.state_bytes,
                     },
                 )),
                 Err(e) => ctx.report(Report::Decline(id, e)),
