@@ -19,6 +19,24 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
+/// The broadcast state of `descriptor` in `ops`, read-only; an error outside a broadcast
+/// connection (no `ops`).
+fn read_only_broadcast_state<'a, KS, VS>(
+    ops: Option<&'a mut OperatorStateBackend>,
+    descriptor: &BroadcastStateDescriptor<KS, VS>,
+) -> Result<ReadOnlyBroadcastState<'a, KS, VS>>
+where
+    KS: Serializer + Clone,
+    VS: Serializer + Clone,
+    KS::Value: Send,
+    VS::Value: Send,
+{
+    match ops {
+        Some(ops) => ops.read_only_broadcast_state(descriptor),
+        None => Err(Misuse::InvalidJob { why: "broadcast state outside a broadcast connection".into() }.into()),
+    }
+}
+
 /// What a keyed process function is given when its subtask starts: the backend, to register
 /// its states (restored ones come back with their data).
 pub struct OpenContext<'a, K: Serializer> {
@@ -56,10 +74,7 @@ impl<K: Serializer> OpenContext<'_, K> {
         KS::Value: Send,
         VS::Value: Send,
     {
-        match self.ops.as_deref_mut() {
-            Some(ops) => ops.read_only_broadcast_state(descriptor),
-            None => Err(Misuse::InvalidJob { why: "broadcast state outside a broadcast connection".into() }.into()),
-        }
+        read_only_broadcast_state(self.ops.as_deref_mut(), descriptor)
     }
 }
 
@@ -99,10 +114,7 @@ impl<K: Serializer, O> Context<'_, K, O> {
         KS::Value: Send,
         VS::Value: Send,
     {
-        match self.ops.as_deref_mut() {
-            Some(ops) => ops.read_only_broadcast_state(descriptor),
-            None => Err(Misuse::InvalidJob { why: "broadcast state outside a broadcast connection".into() }.into()),
-        }
+        read_only_broadcast_state(self.ops.as_deref_mut(), descriptor)
     }
 
     /// The record's timestamp (or the timer's), if it has one.

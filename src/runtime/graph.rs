@@ -607,22 +607,20 @@ where
     fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
         let main = take_inputs::<T>(&mut setup, 0)?;
         let side = take_inputs::<B>(&mut setup, 1)?;
-        let (backend, ops, timers, chain) =
+        let (snaps, timed) =
             open_keyed(&self.uid, self.key_serializer.clone(), self.java_hash, &self.tail, ctx, &mut setup)?;
         let op = BroadcastOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
-            timed: Timed::new(timers, chain),
+            timed,
             _types: std::marker::PhantomData,
         };
-        let checkpointer = checkpointer(&setup)?;
-        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
         run_keyed(ctx, main, side, op, snaps)
     }
 }
 
-/// A keyed subtask's backend (restored), operator state, timers and chain.
-#[allow(clippy::type_complexity)]
+/// A keyed subtask's state (its backend restored, its operator state, its checkpointer) and
+/// its timers with the chain after it.
 fn open_keyed<K: Serializer, O>(
     uid: &str,
     key_serializer: K,
@@ -630,7 +628,7 @@ fn open_keyed<K: Serializer, O>(
     tail: &Tail<O>,
     ctx: &TaskCtx,
     setup: &mut Setup,
-) -> Result<(KeyedBackend<K>, OperatorStateBackend, crate::state::TimerService<Unit>, Box<dyn Emit<O>>)> {
+) -> Result<(Snapshots<K>, Timed<K, O>)> {
     let mut backend = open_backend(key_serializer, java_hash, setup)?;
     let mut ops = OperatorStateBackend::restore(std::mem::take(&mut setup.operator_state));
     let timers = backend.timer_service(&format!("{uid}.timers"))?;
@@ -645,7 +643,9 @@ fn open_keyed<K: Serializer, O>(
         checkpointing: ctx.checkpointing,
     };
     let chain = tail(&mut cx)?;
-    Ok((backend, ops, timers, chain))
+    let checkpointer = checkpointer(setup)?;
+    let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
+    Ok((snaps, Timed::new(timers, chain)))
 }
 
 /// Opens a subtask's keyed backend: restored from `setup.restore`, or new.
@@ -728,16 +728,14 @@ where
 {
     fn run(&self, ctx: &TaskCtx, mut setup: Setup) -> Result<()> {
         let inputs = take_inputs::<T>(&mut setup, 0)?;
-        let (backend, ops, timers, chain) =
+        let (snaps, timed) =
             open_keyed(&self.uid, self.key_serializer.clone(), self.java_hash, &self.tail, ctx, &mut setup)?;
         let op = KeyedOperator {
             function: (self.factory)(),
             selector: self.selector.clone(),
-            timed: Timed::new(timers, chain),
+            timed,
             _types: std::marker::PhantomData,
         };
-        let checkpointer = checkpointer(&setup)?;
-        let snaps = Snapshots { backend, ops, checkpointer, in_flight: Default::default(), fs: setup.fs.clone() };
         run_keyed::<K, T, NoBroadcast, _>(ctx, inputs, Vec::new(), op, snaps)
     }
 }
